@@ -1,0 +1,76 @@
+"""Builders behind one small interface, tried in an explicit order.
+
+A buildpack answers two questions: does this source look like mine
+(`detect`, returning the reason or None), and turn it into the image
+`request.image_tag` (`build`). Output goes line by line to `request.emit`,
+which reaches the pusher live and the release log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from gitd.errors import BuildError
+
+
+@dataclass
+class BuildRequest:
+    app: str
+    release: int
+    source_dir: Path  # the build root, exported from the pushed commit
+    image_tag: str  # gitd/<app>:v<N>
+    labels: dict[str, str]  # to put on the image (gitd.app, gitd.instance, ...)
+    emit: Callable[[str], None]  # one line of output, without newline
+    docker: object  # docker.DockerClient
+    work_dir: Path  # scratch space for this build, removed afterwards
+    gc_root: Path  # where a builder may keep a GC root for this release
+    options: dict[str, str] = field(default_factory=dict)  # per-app settings
+    procfile: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] | None = None  # environment for build tools (None = gitd's)
+
+
+@dataclass
+class BuildResult:
+    image_id: str
+    details: dict = field(default_factory=dict)  # shown in the log (layers reused, size)
+
+
+class Buildpack(Protocol):
+    name: str
+
+    def detect(self, source_dir: Path) -> str | None: ...
+
+    def build(self, request: BuildRequest) -> BuildResult: ...
+
+
+def registry() -> list[Buildpack]:
+    """The buildpacks in the order they are tried."""
+    from buildpacks.dockerfile import DockerfileBuildpack
+    from buildpacks.nix import NixBuildpack
+
+    return [NixBuildpack(), DockerfileBuildpack()]
+
+
+def names() -> list[str]:
+    return [bp.name for bp in registry()]
+
+
+def by_name(name: str) -> Buildpack:
+    for buildpack in registry():
+        if buildpack.name == name:
+            return buildpack
+    raise BuildError(f"unknown buildpack {name!r} (known: {', '.join(names())})")
+
+
+def detect(source_dir: Path, forced: str | None = None) -> tuple[Buildpack, str]:
+    """Pick the buildpack for `source_dir`: the app's setting, else the first match."""
+    if forced:
+        return by_name(forced), "set with buildpacks:set"
+    for buildpack in registry():
+        reason = buildpack.detect(source_dir)
+        if reason:
+            return buildpack, reason
+    looked_for = ", ".join(f"{bp.name} ({bp.looks_for})" for bp in registry())
+    raise BuildError(f"no buildpack matches this app: looked for {looked_for}")

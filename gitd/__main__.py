@@ -1,0 +1,3 @@
+from gitd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""`gitd init | serve | doctor | keys | install-systemd`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import asyncssh
+import structlog
+
+from gitd import config, log as gitd_log
+from gitd.errors import GitdError
+
+log = structlog.get_logger("gitd")
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="state directory (env GITD_DATA_DIR, default /var/lib/gitd)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gitd", description="A git-push PaaS for one VPS.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("init", help="create the data dir and register the first admin key")
+    _add_data_dir(p)
+    p.add_argument("--admin-key", help="path to the admin's public key (or - for stdin)")
+    p.add_argument("--admin-name", default="admin")
+
+    p = sub.add_parser("serve", help="run the SSH server, pipeline and (managed) Traefik")
+    _add_data_dir(p)
+    p.add_argument("--ssh-host")
+    p.add_argument("--ssh-port", type=int)
+    p.add_argument("--http-host")
+    p.add_argument("--http-port", type=int)
+    p.add_argument("--domain")
+    p.add_argument("--traefik", choices=("managed", "external"))
+    p.add_argument("--traefik-api-port", type=int)
+    p.add_argument("--traefik-api-url")
+    p.add_argument("--log-format", choices=("auto", "json", "console"))
+
+    p = sub.add_parser("doctor", help="check this machine and print fixes")
+    _add_data_dir(p)
+
+    p = sub.add_parser("keys", help="manage keys locally (recovery)")
+    _add_data_dir(p)
+    p.add_argument("action", choices=("list", "add", "remove"))
+    p.add_argument("name", nargs="?")
+    p.add_argument("--admin", action="store_true")
+
+    p = sub.add_parser("install-systemd", help="write systemd units for this install")
+    _add_data_dir(p)
+    p.add_argument("--dest", default="/etc/systemd/system")
+    p.add_argument("--user", default="root")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k not in ("cmd",)}
+    try:
+        settings = config.load_settings(flags=_setting_flags(flags))
+        gitd_log.configure(settings.log_format)
+        return COMMANDS[args.cmd](settings, args)
+    except GitdError as exc:
+        print(f" !     {exc.message}", file=sys.stderr)
+        return exc.exit_status
+
+
+def _setting_flags(flags: dict) -> dict:
+    known = set(config.Settings.__dataclass_fields__)
+    return {k: v for k, v in flags.items() if k in known}
+
+
+def cmd_init(settings: config.Settings, args) -> int:
+    from gitd.keys import register
+    from gitd.store import Store
+
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o700)
+    for sub in (settings.repos_dir, settings.work_dir):
+        sub.mkdir(exist_ok=True)
+    if not settings.host_key_path.exists():
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        fd = os.open(settings.host_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.export_private_key())
+        print(f"created host key {settings.host_key_path}")
+    store = Store(settings.db_path)
+    settings.db_path.chmod(0o600)
+    if args.admin_key:
+        text = sys.stdin.read() if args.admin_key == "-" else Path(args.admin_key).expanduser().read_text()
+        key = register(store, args.admin_name, text, is_admin=True)
+        print(f"registered admin key {key.name} ({key.fingerprint})")
+    elif store.admin_count() == 0:
+        print("warning: no admin key yet; run gitd init --admin-key ~/.ssh/id_ed25519.pub", file=sys.stderr)
+    print(f"initialised {data}")
+    return 0
+
+
+def cmd_keys(settings: config.Settings, args) -> int:
+    from gitd.keys import register
+    from gitd.store import Store
+
+    store = Store(settings.db_path)
+    if args.action == "list":
+        for key in store.list_keys():
+            print(f"{key.name}\t{'admin' if key.is_admin else 'deployer'}\t{key.fingerprint}")
+    elif not args.name:
+        raise GitdError(f"keys {args.action} needs a NAME")
+    elif args.action == "add":
+        key = register(store, args.name, sys.stdin.read(), args.admin)
+        print(f"added {key.name} ({key.fingerprint})")
+    else:
+        store.remove_key(args.name)
+        print(f"removed {args.name}")
+    return 0
+
+
+def cmd_doctor(settings: config.Settings, args) -> int:
+    from gitd.doctor import run_doctor
+
+    return run_doctor(settings, nix_needed=_nix_needed(settings))
+
+
+def _nix_needed(settings: config.Settings) -> bool:
+    from gitd.store import Store
+
+    if not settings.db_path.exists():
+        return False
+    try:
+        store = Store(settings.db_path)
+        return any(a.settings.get("buildpack") == "nix" or
+                   any(r.buildpack == "nix" for r in store.releases(a.name)[:1])
+                   for a in store.list_apps())
+    except Exception:
+        return False
+
+
+def cmd_install_systemd(settings: config.Settings, args) -> int:
+    import shutil as sh
+
+    from gitd.units import install_units
+
+    gitd_bin = sh.which("gitd") or sys.argv[0]
+    traefik_bin = sh.which(settings.traefik_bin) or settings.traefik_bin
+    written = install_units(settings, dest=Path(args.dest), gitd_bin=os.path.abspath(gitd_bin),
+                            traefik_bin=traefik_bin, user=args.user)
+    for path in written:
+        print(f"wrote {path}")
+    print("next: systemctl daemon-reload && systemctl enable --now traefik gitd")
+    return 0
+
+
+def cmd_serve(settings: config.Settings, args) -> int:
+    if not settings.host_key_path.exists() or not settings.db_path.exists():
+        raise GitdError(f"{settings.data_dir} is not initialised; run: gitd init --data-dir "
+                        f"{settings.data_dir} --admin-key ~/.ssh/id_ed25519.pub")
+    from gitd.daemon import serve
+
+    return asyncio.run(serve(settings))
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "serve": cmd_serve,
+    "doctor": cmd_doctor,
+    "keys": cmd_keys,
+    "install-systemd": cmd_install_systemd,
+}

@@ -1,0 +1,184 @@
+"""Admin commands: `ssh paas <namespace>:<verb> ARGS`, one module a namespace.
+
+Each verb registers itself with `@command`; `dispatch` checks access, parses
+and runs it. Commands raise GitdError; the SSH layer prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gitd import validate
+from gitd.errors import GitdError, PermissionDenied, UsageError
+
+
+@dataclass
+class Command:
+    name: str
+    func: Callable
+    usage: str
+    summary: str
+    admin: bool  # False: keys granted on the app may run it too
+    help: str = ""
+    pty: bool = False  # may run with a pty (ssh -t)
+
+
+COMMANDS: dict[str, Command] = {}
+NAMESPACE_ORDER = ["apps", "config", "domains", "ps", "releases", "logs", "run", "checks",
+                   "buildpacks", "keys"]
+
+
+def command(name: str, usage: str, summary: str, admin: bool = True, help: str = "",
+            pty: bool = False):
+    def register(func):
+        COMMANDS[name] = Command(name, func, usage, summary, admin, help.strip(), pty)
+        return func
+    return register
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message}\nusage: {self.usage}")
+
+
+def parser(cmd_name: str, json_flag: bool = False) -> argparse.ArgumentParser:
+    usage = COMMANDS[cmd_name].usage if cmd_name in COMMANDS else cmd_name
+    p = _Parser(prog=cmd_name, usage=usage, add_help=False, exit_on_error=False,
+                allow_abbrev=False)
+    if json_flag:
+        p.add_argument("--json", action="store_true")
+    return p
+
+
+@dataclass
+class Context:
+    """What a command sees: the daemon's services, the caller, the channel."""
+    gitd: object  # gitd.service.Gitd
+    key: object  # gitd.store.Key
+    bridge: object  # gitd.bridge.ThreadBridge
+    has_pty: bool = False
+    command: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def store(self):
+        return self.gitd.store
+
+    @property
+    def settings(self):
+        return self.gitd.settings
+
+    def out(self, text: str = "") -> None:
+        self.bridge.out(text + "\n")
+
+    def err(self, text: str) -> None:
+        self.bridge.err(text + "\n")
+
+    def json(self, data) -> None:
+        self.out(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+    def read_stdin(self, limit: int = 1024 * 1024) -> str:
+        data = self.bridge.read_all(limit)
+        if len(data) > limit:
+            raise UsageError(f"input is larger than {limit} bytes")
+        return data.decode("utf-8")
+
+    def require_admin(self) -> None:
+        if not self.key.is_admin:
+            raise PermissionDenied()
+
+    def app(self, name: str):
+        """Validate, check access and load an app."""
+        validate.app_name(name)
+        if not self.key.is_admin and not self.store.granted(name, self.key.name):
+            raise PermissionDenied()
+        return self.store.get_app(name)
+
+    def progress_sink(self):
+        return lambda line: self.out(line)
+
+
+def _load_modules() -> None:
+    from gitd.commands import apps  # noqa: F401
+    for module in ("config", "domains", "ps", "releases", "logs", "run", "checks",
+                   "buildpacks", "keys"):
+        try:
+            __import__(f"gitd.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"gitd.commands.{module}":
+                raise
+
+
+def dispatch(ctx: Context, argv: list[str]) -> int:
+    _load_modules()
+    name, args = argv[0], argv[1:]
+    if name in ("help", "--help", "-h"):
+        return show_help(ctx, args)
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        raise UsageError(f"unknown command {name!r}; run `help` for the list")
+    if args[:1] in (["--help"], ["-h"]):
+        return show_command_help(ctx, cmd)
+    if cmd.admin:
+        ctx.require_admin()
+    if ctx.has_pty and not cmd.pty:
+        raise UsageError(f"{name} does not take a pty; run it without ssh -t")
+    ctx.command = name
+    status = cmd.func(ctx, args)
+    return status or 0
+
+
+def show_command_help(ctx: Context, cmd: Command) -> int:
+    ctx.out(f"usage: {cmd.usage}")
+    ctx.out("")
+    ctx.out(f"  {cmd.summary}")
+    if cmd.help:
+        ctx.out("")
+        for line in cmd.help.splitlines():
+            ctx.out(f"  {line}".rstrip())
+    return 0
+
+
+def show_help(ctx: Context, args: list[str] | None = None) -> int:
+    _load_modules()
+    args = args or []
+    if args:
+        topic = args[0]
+        if topic in COMMANDS:
+            return show_command_help(ctx, COMMANDS[topic])
+        matching = [c for c in COMMANDS.values() if c.name.split(":")[0] == topic]
+        if not matching:
+            raise UsageError(f"no help for {topic!r}; run `help` for the list")
+        _print_table(ctx, matching)
+        return 0
+    ctx.out("gitd: push to deploy.  git push ssh://git@HOST:PORT/APP main")
+    ctx.out("")
+    ctx.out("Commands (ssh -p PORT git@HOST COMMAND ARGS; `help NAMESPACE` for more):")
+    ordered = sorted(COMMANDS.values(), key=lambda c: (_ns_rank(c.name), c.name))
+    _print_table(ctx, [c for c in ordered if ctx.key is None or ctx.key.is_admin or not c.admin])
+    return 0
+
+
+def _ns_rank(name: str) -> int:
+    ns = name.split(":")[0]
+    return NAMESPACE_ORDER.index(ns) if ns in NAMESPACE_ORDER else len(NAMESPACE_ORDER)
+
+
+def _print_table(ctx: Context, cmds: list[Command]) -> None:
+    width = max(len(c.usage) for c in cmds)
+    for c in cmds:
+        ctx.out(f"  {c.usage.ljust(width)}  {c.summary}")
+
+
+def one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise UsageError(f"{what} must be one of {', '.join(allowed)}")
+    return value
+
+
+def confirm_force(args, app: str) -> None:
+    if not args.force:
+        raise GitdError(f"this destroys {app} and everything it holds; add --force to confirm")

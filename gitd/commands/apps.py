@@ -1,0 +1,99 @@
+"""apps:create, apps:list, apps:info, apps:destroy."""
+
+from __future__ import annotations
+
+import time
+
+from gitd import validate
+from gitd.commands import command, confirm_force, parser
+from hooks.engine import LABEL_PROCESS, LABEL_RELEASE
+
+
+@command("apps:create", "apps:create NAME", "Create an app (and its git repository)")
+def create(ctx, argv):
+    p = parser("apps:create")
+    p.add_argument("name")
+    args = p.parse_args(argv)
+    validate.app_name(args.name)
+    ctx.gitd.create_app(args.name)
+    ctx.out(f"-----> Created {args.name}")
+    ctx.out(f"       git remote add paas ssh://git@HOST:{ctx.settings.ssh_port}/{args.name}")
+    ctx.out(f"       git push paas main")
+
+
+@command("apps:list", "apps:list [--json]", "List apps", admin=False)
+def list_apps(ctx, argv):
+    args = parser("apps:list", json_flag=True).parse_args(argv)
+    apps = [a for a in ctx.store.list_apps()
+            if ctx.key.is_admin or ctx.store.granted(a.name, ctx.key.name)]
+    if args.json:
+        ctx.json([{"name": a.name, "release": a.current_release} for a in apps])
+        return
+    if not apps:
+        ctx.out("no apps yet: apps:create NAME")
+    for a in apps:
+        ctx.out(f"{a.name}" + (f"  v{a.current_release}" if a.current_release else "  (not deployed)"))
+
+
+def app_info(ctx, name: str) -> dict:
+    app = ctx.store.get_app(name)
+    current = ctx.store.current_release(name)
+    domains = ctx.store.domains(name)
+    containers = []
+    for c in ctx.gitd.engine.containers(name):
+        containers.append({"name": c.name, "process": c.labels.get(LABEL_PROCESS),
+                           "release": int(c.labels.get(LABEL_RELEASE, 0)), "state": c.status})
+    return {
+        "name": name,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(app.created_at)),
+        "release": current.version if current else None,
+        "commit": current.commit if current else None,
+        "image": current.image if current else None,
+        "buildpack": current.buildpack if current else None,
+        "domains": domains,
+        "urls": [ctx.gitd.pipeline._url(h) for h in domains],
+        "scale": app.scale or {"web": 1},
+        "containers": containers,
+        "git_url": f"ssh://git@HOST:{ctx.settings.ssh_port}/{name}",
+        "deploying": name in ctx.gitd.locks.busy(),
+    }
+
+
+@command("apps:info", "apps:info NAME [--json]", "Show an app: release, URLs, containers",
+         admin=False)
+def info(ctx, argv):
+    p = parser("apps:info", json_flag=True)
+    p.add_argument("name")
+    args = p.parse_args(argv)
+    ctx.app(args.name)
+    data = app_info(ctx, args.name)
+    if args.json:
+        ctx.json(data)
+        return
+    ctx.out(f"=== {data['name']}")
+    ctx.out(f"release:    {('v' + str(data['release'])) if data['release'] else 'none (push to deploy)'}")
+    if data["commit"]:
+        ctx.out(f"commit:     {data['commit']}")
+        ctx.out(f"buildpack:  {data['buildpack']}")
+        ctx.out(f"image:      {data['image']}")
+    ctx.out(f"urls:       {' '.join(data['urls']) or '-'}")
+    ctx.out(f"deploying:  {'yes' if data['deploying'] else 'no'}")
+    ctx.out(f"git:        {data['git_url']}")
+    ctx.out("containers:")
+    for c in data["containers"] or []:
+        ctx.out(f"  {c['process']}  v{c['release']}  {c['state']}  {c['name']}")
+    if not data["containers"]:
+        ctx.out("  none")
+
+
+@command("apps:destroy", "apps:destroy NAME --force",
+         "Destroy an app: containers, images, routes, repository, releases")
+def destroy(ctx, argv):
+    p = parser("apps:destroy")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true")
+    args = p.parse_args(argv)
+    ctx.app(args.name)
+    confirm_force(args, args.name)
+    ctx.gitd.destroy_app(args.name, ctx.out)
+    ctx.out(f"-----> Destroyed {args.name}")

@@ -1,0 +1,356 @@
+"""The sqlite state, via sqlite-utils, behind small typed accessors.
+
+One connection guarded by a lock: gitd's writes are few and small, and the
+pipeline runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+
+from gitd.errors import GitdError, NotFound
+
+SCHEMA_VERSION = 1
+
+ACTIVE_STATUSES = ("building", "deploying")
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass
+class Key:
+    name: str
+    fingerprint: str
+    public_key: str
+    is_admin: bool
+    created_at: float
+
+
+@dataclass
+class App:
+    name: str
+    created_at: float
+    current_release: int | None
+    live_seq: int | None
+    next_seq: int
+    settings: dict = field(default_factory=dict)
+    scale: dict = field(default_factory=dict)
+
+
+@dataclass
+class Release:
+    app: str
+    version: int
+    status: str
+    kind: str
+    commit: str | None
+    image: str | None
+    image_id: str | None
+    buildpack: str | None
+    pushed_by: str | None
+    description: str
+    config: dict
+    procfile: dict
+    port: int | None
+    created_at: float
+    finished_at: float | None
+    log: str = ""
+    app_json: str | None = None
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self.db = sqlite_utils.Database(conn)
+        self._lock = threading.RLock()
+        self._migrate()
+
+    @contextmanager
+    def _tx(self):
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._lock:
+            db = self.db
+            if "meta" not in db.table_names():
+                db["meta"].create({"key": str, "value": str}, pk="key")
+                db["keys"].create(
+                    {"name": str, "fingerprint": str, "public_key": str,
+                     "is_admin": int, "created_at": float}, pk="name")
+                db["keys"].create_index(["fingerprint"], unique=True)
+                db["apps"].create(
+                    {"name": str, "created_at": float, "current_release": int,
+                     "live_seq": int, "next_seq": int, "settings": str, "scale": str},
+                    pk="name")
+                db["config"].create({"app": str, "key": str, "value": str}, pk=("app", "key"))
+                db["domains"].create({"host": str, "app": str}, pk="host")
+                db["grants"].create({"app": str, "key_name": str}, pk=("app", "key_name"))
+                db["releases"].create(
+                    {"app": str, "version": int, "status": str, "kind": str, "commit": str,
+                     "image": str, "image_id": str, "buildpack": str, "pushed_by": str,
+                     "description": str, "config": str, "procfile": str, "port": int,
+                     "created_at": float, "finished_at": float, "log": str, "app_json": str},
+                    pk=("app", "version"))
+                db["meta"].insert_all([
+                    {"key": "schema", "value": str(SCHEMA_VERSION)},
+                    {"key": "instance", "value": secrets.token_hex(4)},
+                ])
+
+    # meta
+
+    @property
+    def instance(self) -> str:
+        return self.db["meta"].get("instance")["value"]
+
+    # keys
+
+    def add_key(self, name: str, fingerprint: str, public_key: str, is_admin: bool) -> Key:
+        with self._tx() as db:
+            if db["keys"].count_where("name = ?", [name]):
+                raise GitdError(f"a key named {name!r} already exists")
+            if db["keys"].count_where("fingerprint = ?", [fingerprint]):
+                raise GitdError("that public key is already registered")
+            row = {"name": name, "fingerprint": fingerprint, "public_key": public_key,
+                   "is_admin": int(is_admin), "created_at": now()}
+            db["keys"].insert(row)
+        return _key(row)
+
+    def key_by_fingerprint(self, fingerprint: str) -> Key | None:
+        with self._lock:
+            rows = list(self.db["keys"].rows_where("fingerprint = ?", [fingerprint]))
+        return _key(rows[0]) if rows else None
+
+    def get_key(self, name: str) -> Key:
+        with self._lock:
+            rows = list(self.db["keys"].rows_where("name = ?", [name]))
+        if not rows:
+            raise NotFound(f"no key named {name!r}")
+        return _key(rows[0])
+
+    def list_keys(self) -> list[Key]:
+        with self._lock:
+            return [_key(r) for r in self.db["keys"].rows_where(order_by="name")]
+
+    def remove_key(self, name: str) -> None:
+        with self._tx() as db:
+            if not db["keys"].count_where("name = ?", [name]):
+                raise NotFound(f"no key named {name!r}")
+            db["grants"].delete_where("key_name = ?", [name])
+            db["keys"].delete(name)
+
+    def admin_count(self) -> int:
+        with self._lock:
+            return self.db["keys"].count_where("is_admin = 1")
+
+    # apps
+
+    def create_app(self, name: str) -> App:
+        with self._tx() as db:
+            if db["apps"].count_where("name = ?", [name]):
+                raise GitdError(f"app {name!r} already exists")
+            row = {"name": name, "created_at": now(), "current_release": None,
+                   "live_seq": None, "next_seq": 1, "settings": "{}", "scale": "{}"}
+            db["apps"].insert(row)
+        return _app(row)
+
+    def get_app(self, name: str) -> App:
+        with self._lock:
+            rows = list(self.db["apps"].rows_where("name = ?", [name]))
+        if not rows:
+            raise NotFound(f"app {name!r} does not exist (create it with: apps:create {name})")
+        return _app(rows[0])
+
+    def app_exists(self, name: str) -> bool:
+        with self._lock:
+            return bool(self.db["apps"].count_where("name = ?", [name]))
+
+    def list_apps(self) -> list[App]:
+        with self._lock:
+            return [_app(r) for r in self.db["apps"].rows_where(order_by="name")]
+
+    def delete_app(self, name: str) -> None:
+        with self._tx() as db:
+            for table in ("config", "domains", "grants", "releases"):
+                db[table].delete_where("app = ?", [name])
+            db["apps"].delete_where("name = ?", [name])
+
+    def take_seq(self, app: str) -> int:
+        """Reserve the next deploy number; never reused, even after a crash."""
+        with self._tx() as db:
+            seq = db["apps"].get(app)["next_seq"]
+            db["apps"].update(app, {"next_seq": seq + 1})
+        return seq
+
+    def set_live(self, app: str, version: int, seq: int) -> None:
+        with self._tx() as db:
+            db["apps"].update(app, {"current_release": version, "live_seq": seq})
+
+    def update_app_settings(self, app: str, **changes) -> dict:
+        """Merge `changes` into the app's settings; a value of None removes the key."""
+        with self._tx() as db:
+            settings = json.loads(db["apps"].get(app)["settings"] or "{}")
+            for key, value in changes.items():
+                if value is None:
+                    settings.pop(key, None)
+                else:
+                    settings[key] = value
+            db["apps"].update(app, {"settings": json.dumps(settings, sort_keys=True)})
+        return settings
+
+    def set_scale(self, app: str, scale: dict) -> None:
+        with self._tx() as db:
+            db["apps"].update(app, {"scale": json.dumps(scale, sort_keys=True)})
+
+    # config
+
+    def get_config(self, app: str) -> dict[str, str]:
+        with self._lock:
+            return {r["key"]: r["value"] for r in
+                    self.db["config"].rows_where("app = ?", [app], order_by="key")}
+
+    def set_config(self, app: str, values: dict[str, str], unset: list[str] = ()) -> None:
+        with self._tx() as db:
+            for key in unset:
+                db["config"].delete_where("app = ? AND key = ?", [app, key])
+            if values:
+                db["config"].upsert_all(
+                    [{"app": app, "key": k, "value": v} for k, v in values.items()],
+                    pk=("app", "key"))
+
+    # domains
+
+    def domains(self, app: str) -> list[str]:
+        with self._lock:
+            return [r["host"] for r in self.db["domains"].rows_where("app = ?", [app], order_by="host")]
+
+    def domain_owner(self, host: str) -> str | None:
+        with self._lock:
+            rows = list(self.db["domains"].rows_where("host = ?", [host]))
+        return rows[0]["app"] if rows else None
+
+    def add_domains(self, app: str, hosts: list[str]) -> None:
+        with self._tx() as db:
+            for host in hosts:
+                owner = list(db["domains"].rows_where("host = ?", [host]))
+                if owner and owner[0]["app"] != app:
+                    raise GitdError(f"domain {host} is already used by app {owner[0]['app']!r}")
+            db["domains"].upsert_all([{"host": h, "app": app} for h in hosts], pk="host")
+
+    def remove_domains(self, app: str, hosts: list[str]) -> None:
+        with self._tx() as db:
+            for host in hosts:
+                if not db["domains"].count_where("host = ? AND app = ?", [host, app]):
+                    raise NotFound(f"domain {host} is not set on {app}")
+            for host in hosts:
+                db["domains"].delete_where("host = ? AND app = ?", [host, app])
+
+    # grants
+
+    def grant(self, app: str, key_name: str) -> None:
+        with self._tx() as db:
+            db["grants"].upsert({"app": app, "key_name": key_name}, pk=("app", "key_name"))
+
+    def revoke(self, app: str, key_name: str) -> None:
+        with self._tx() as db:
+            if not db["grants"].count_where("app = ? AND key_name = ?", [app, key_name]):
+                raise NotFound(f"key {key_name!r} has no grant on {app}")
+            db["grants"].delete_where("app = ? AND key_name = ?", [app, key_name])
+
+    def granted(self, app: str, key_name: str) -> bool:
+        with self._lock:
+            return bool(self.db["grants"].count_where("app = ? AND key_name = ?", [app, key_name]))
+
+    def grants_of(self, app: str) -> list[str]:
+        with self._lock:
+            return [r["key_name"] for r in self.db["grants"].rows_where("app = ?", [app], order_by="key_name")]
+
+    # releases
+
+    def new_release(self, app: str, **fields) -> Release:
+        with self._tx() as db:
+            last = db.execute("SELECT MAX(version) FROM releases WHERE app = ?", [app]).fetchone()[0]
+            row = {
+                "app": app, "version": (last or 0) + 1, "status": "building", "kind": "push",
+                "commit": None, "image": None, "image_id": None, "buildpack": None,
+                "pushed_by": None, "description": "", "config": "{}", "procfile": "{}",
+                "port": None, "created_at": now(), "finished_at": None, "log": "",
+                "app_json": None,
+            }
+            for key, value in fields.items():
+                row[key] = json.dumps(value, sort_keys=True) if key in ("config", "procfile") else value
+            db["releases"].insert(row)
+        return _release(row)
+
+    def update_release(self, app: str, version: int, **fields) -> None:
+        for key in ("config", "procfile"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key], sort_keys=True)
+        if fields.get("status") in ("succeeded", "failed"):
+            fields.setdefault("finished_at", now())
+        with self._tx() as db:
+            db["releases"].update((app, version), fields)
+
+    def get_release(self, app: str, version: int) -> Release:
+        with self._lock:
+            rows = list(self.db["releases"].rows_where("app = ? AND version = ?", [app, version]))
+        if not rows:
+            raise NotFound(f"{app} has no release v{version}")
+        return _release(rows[0])
+
+    def releases(self, app: str) -> list[Release]:
+        with self._lock:
+            return [_release(r) for r in
+                    self.db["releases"].rows_where("app = ?", [app], order_by="version desc")]
+
+    def current_release(self, app: str) -> Release | None:
+        current = self.get_app(app).current_release
+        return self.get_release(app, current) if current else None
+
+    def interrupted_releases(self) -> list[Release]:
+        with self._lock:
+            return [_release(r) for r in self.db["releases"].rows_where(
+                "status IN (?, ?)", list(ACTIVE_STATUSES))]
+
+
+def _key(row) -> Key:
+    return Key(name=row["name"], fingerprint=row["fingerprint"], public_key=row["public_key"],
+               is_admin=bool(row["is_admin"]), created_at=row["created_at"])
+
+
+def _app(row) -> App:
+    return App(name=row["name"], created_at=row["created_at"],
+               current_release=row["current_release"], live_seq=row["live_seq"],
+               next_seq=row["next_seq"], settings=json.loads(row["settings"] or "{}"),
+               scale=json.loads(row["scale"] or "{}"))
+
+
+def _release(row) -> Release:
+    return Release(
+        app=row["app"], version=row["version"], status=row["status"], kind=row["kind"],
+        commit=row["commit"], image=row["image"], image_id=row["image_id"],
+        buildpack=row["buildpack"], pushed_by=row["pushed_by"],
+        description=row["description"] or "", config=json.loads(row["config"] or "{}"),
+        procfile=json.loads(row["procfile"] or "{}"), port=row["port"],
+        created_at=row["created_at"], finished_at=row["finished_at"], log=row["log"] or "",
+        app_json=row["app_json"])

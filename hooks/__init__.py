@@ -1,0 +1,1 @@
+"""What a push (or a config change, rollback, scale, restart) sets off."""

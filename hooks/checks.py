@@ -1,0 +1,182 @@
+"""Health checks: what to probe, the Docker HEALTHCHECK that probes it, and
+the wait for a container to pass.
+
+The probe runs inside the container (Traefik routes to a container with a
+HEALTHCHECK only once Docker calls it healthy), so it must work in images
+without a shell: a static busybox from the host is mounted read-only at
+PROBE_PATH and does the request itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gitd.errors import DeployError, UsageError
+
+# busybox picks its applet from argv[0]: keep the name "busybox"
+PROBE_PATH = "/.gitd/busybox"
+PROBE_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/usr/local/bin/busybox")
+SECOND = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    path: str = "/"
+    timeout: float = 5.0  # one probe
+    attempts: int = 3  # consecutive failures, once up, that fail the deploy
+    wait: float = 60.0  # how long a new container may take to become healthy
+    disabled: bool = False
+
+    def describe(self) -> str:
+        if self.disabled:
+            return "disabled (deploys may drop requests)"
+        return f"GET {self.path} < 500, timeout={self.timeout:g}s attempts={self.attempts} wait={self.wait:g}s"
+
+
+KEYS = {"path": str, "timeout": float, "attempts": int, "wait": float}
+
+
+def parse_values(pairs: dict[str, str]) -> dict:
+    """Validate `checks:set` / app.json values; returns typed values."""
+    out = {}
+    for key, raw in pairs.items():
+        if key not in KEYS:
+            raise UsageError(f"unknown check setting {key!r} (known: {', '.join(KEYS)})")
+        if key == "path":
+            if not str(raw).startswith("/") or any(c in str(raw) for c in " \r\n\"'\\$`"):
+                raise UsageError(f"check path must start with '/' and hold no spaces or quotes: {raw!r}")
+            out[key] = str(raw)
+            continue
+        try:
+            value = KEYS[key](raw)
+        except (TypeError, ValueError):
+            raise UsageError(f"check {key} must be a number, got {raw!r}")
+        if value <= 0:
+            raise UsageError(f"check {key} must be above 0")
+        out[key] = value
+    return out
+
+
+def from_app_json(text: str | None) -> dict:
+    """The `healthchecks` section of app.json: {"path": ..., "timeout": ...},
+    or Dokku's form {"web": [{"path": ..., "timeout": ..., "attempts": ...}]}."""
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"app.json is not valid JSON: {exc}")
+    section = data.get("healthchecks") if isinstance(data, dict) else None
+    if isinstance(section, dict) and isinstance(section.get("web"), list):
+        section = section["web"][0] if section["web"] else {}
+    if not isinstance(section, dict):
+        return {}
+    known = {k: v for k, v in section.items() if k in KEYS}
+    return parse_values(known)
+
+
+def resolve(app_settings: dict, app_json_text: str | None, default_wait: float) -> HealthCheck:
+    """Defaults < app.json < checks:set."""
+    values = {"wait": default_wait}
+    values.update(from_app_json(app_json_text))
+    values.update(app_settings.get("checks", {}))
+    if app_settings.get("checks_disabled"):
+        values["disabled"] = True
+    return HealthCheck(**values)
+
+
+def as_dict(check: HealthCheck) -> dict:
+    return asdict(check)
+
+
+def find_probe(configured: str = "") -> str | None:
+    candidates = [configured] if configured else list(PROBE_CANDIDATES)
+    if not configured and shutil.which("busybox"):
+        candidates.append(shutil.which("busybox"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return str(Path(candidate).resolve())
+    return None
+
+
+def probe_script(check: HealthCheck, port: int) -> str:
+    """A busybox sh script: one HTTP/1.0 request, healthy when status < 500."""
+    p = PROBE_PATH
+    timeout = max(1, int(round(check.timeout)))
+    request = f"GET {check.path} HTTP/1.0\\r\\nHost: localhost\\r\\nUser-Agent: gitd-healthcheck\\r\\n\\r\\n"
+    return (
+        f"r=$(printf '{request}' | {p} nc -w {timeout} 127.0.0.1 {port} 2>&1 | {p} head -n 1 | {p} tr -d '\\r'); "
+        f'echo "GET {check.path} -> ${{r:-no answer on port {port}}}"; '
+        f'case "$r" in "HTTP/"*" "[1-4][0-9][0-9]*) exit 0;; esac; exit 1'
+    )
+
+
+def docker_healthcheck(check: HealthCheck, port: int) -> dict:
+    return {
+        "test": ["CMD", PROBE_PATH, "sh", "-c", probe_script(check, port)],
+        "interval": 1 * SECOND,
+        "timeout": int((check.timeout + 1) * SECOND),
+        "retries": check.attempts,
+        # failures while booting do not count: the deploy's own wait bounds it
+        "start_period": int(check.wait * SECOND),
+    }
+
+
+def probe_mount(probe_binary: str) -> dict:
+    return {"target": PROBE_PATH, "source": probe_binary, "type": "bind", "read_only": True}
+
+
+def wait_healthy(engine, container, check: HealthCheck, emit, label: str) -> None:
+    """Wait until Docker calls `container` healthy; report each probe result."""
+    deadline = time.monotonic() + check.wait
+    seen = 0
+    last_output = ""
+    last_shown = None
+    while True:
+        if not engine.reload(container):
+            raise DeployError(f"{label} disappeared while starting")
+        state = container.attrs["State"]
+        health = state.get("Health") or {}
+        log = health.get("Log") or []
+        # Docker keeps the last 5 results; print the ones we have not shown
+        for entry in _new_entries(log, seen):
+            last_output = ((entry.get("Output") or "").strip().splitlines()[-1:] or [""])[0]
+            outcome = "ok" if entry.get("ExitCode") == 0 else "failed"
+            if (last_output, outcome) != last_shown:  # a booting app repeats itself
+                emit(f"       check {label}: {last_output or 'no output'} ({outcome})")
+                last_shown = (last_output, outcome)
+        seen = _last_start(log) or seen
+        if state.get("Status") in ("exited", "dead") or state.get("Restarting") or state.get("RestartCount", 0) > 0:
+            raise DeployError(f"{label} exited during start (status {state.get('ExitCode')})")
+        if health.get("Status") == "healthy":
+            return
+        if health.get("Status") == "unhealthy":
+            raise DeployError(f"{label} is unhealthy: {last_output or 'no answer'}")
+        if time.monotonic() > deadline:
+            raise DeployError(f"{label} not healthy after {check.wait:g}s: {last_output or 'no answer yet'}")
+        time.sleep(0.2)
+
+
+def wait_running(engine, container, seconds: float, emit, label: str) -> None:
+    """Without a check: the container must stay up for `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not engine.reload(container):
+            raise DeployError(f"{label} disappeared while starting")
+        state = container.attrs["State"]
+        if state.get("Status") in ("exited", "dead") or state.get("RestartCount", 0) > 0:
+            raise DeployError(f"{label} exited during start (status {state.get('ExitCode')})")
+        time.sleep(0.2)
+    emit(f"       {label} is running")
+
+
+def _new_entries(log: list, seen) -> list:
+    return [e for e in log if not seen or e.get("Start", "") > seen]
+
+
+def _last_start(log: list):
+    return log[-1].get("Start") if log else None

@@ -1,0 +1,249 @@
+"""The zero-downtime swap, as explicit states with one cleanup path.
+
+What to run is plain data (`Target`, `container_specs`) that unit tests can
+compare; running it goes through hooks.engine.
+
+    start -> healthy -> routed -> live -> drained -> retired
+
+A failure before `live` removes the new containers and never touches the
+old ones, which keep serving.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from gitd.config import Settings
+from gitd.errors import DeployError, GitdError
+from hooks import checks, router
+from hooks.checks import HealthCheck
+from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE,
+                          LABEL_ROLE, LABEL_SEQ, Engine)
+
+RELEASE_TASK_TIMEOUT = 600.0
+
+
+@dataclass
+class Target:
+    """Everything a deploy needs, resolved before any container starts."""
+    app: str
+    version: int
+    seq: int
+    image: str
+    config: dict[str, str]
+    port: int
+    formation: dict[str, int]  # process type -> count
+    commands: dict[str, str | None]  # process type -> command (None = image default)
+    hosts: list[str]
+    check: HealthCheck
+    release_command: str | None = None
+    drain: float = 3.0  # seconds between the switch and SIGTERM to the old
+    stop_timeout: int = 30  # seconds between SIGTERM and SIGKILL
+
+
+def container_name(instance: str, app: str, process: str, index: int, seq: int) -> str:
+    return f"gitd-{instance}.{app}.{process}.{index}.s{seq}"
+
+
+def base_labels(instance: str, target: Target, process: str, role: str) -> dict[str, str]:
+    return {
+        LABEL_INSTANCE: instance,
+        LABEL_APP: target.app,
+        LABEL_RELEASE: str(target.version),
+        LABEL_SEQ: str(target.seq),
+        LABEL_PROCESS: process,
+        LABEL_ROLE: role,
+    }
+
+
+def environment(target: Target, process: str, index: int) -> dict[str, str]:
+    env = dict(target.config)
+    env.update({"PORT": str(target.port), "GITD_APP": target.app,
+                "GITD_RELEASE": f"v{target.version}", "DYNO": f"{process}.{index}"})
+    return env
+
+
+def shell_command(command: str | None) -> list[str] | None:
+    return ["/bin/sh", "-c", command] if command else None
+
+
+def container_specs(target: Target, settings: Settings, probe: str | None) -> list[dict]:
+    """The docker create() arguments for every service container of `target`."""
+    specs = []
+    for process, count in sorted(target.formation.items()):
+        for index in range(1, count + 1):
+            specs.append(_service_spec(target, settings, probe, process, index))
+    return specs
+
+
+def _service_spec(target: Target, settings: Settings, probe: str | None,
+                  process: str, index: int) -> dict:
+    labels = base_labels(settings.instance, target, process, "service")
+    spec = {
+        "image": target.image,
+        "name": container_name(settings.instance, target.app, process, index, target.seq),
+        "command": shell_command(target.commands.get(process)),
+        "environment": environment(target, process, index),
+        "labels": labels,
+        "restart_policy": {"Name": "unless-stopped"},
+        "init": True,
+        "log_config": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
+        "stop_signal": "SIGTERM",
+    }
+    if settings.docker_network:
+        spec["network"] = settings.docker_network
+    if process == "web":
+        spec["ports"] = {f"{target.port}/tcp": ("127.0.0.1", None)}
+        labels.update(router.labels(target.app, target.seq, target.hosts, target.port,
+                                    settings.traefik_entrypoint))
+        if not target.check.disabled:
+            if not probe:
+                raise DeployError("no static busybox for health checks (install busybox-static, "
+                                  "or set probe_binary); see `gitd doctor`")
+            spec["healthcheck"] = checks.docker_healthcheck(target.check, target.port)
+            spec["mounts"] = [checks.probe_mount(probe)]
+    else:
+        labels["traefik.enable"] = "false"
+    return spec
+
+
+
+def release_task_spec(target: Target, settings: Settings) -> dict:
+    labels = base_labels(settings.instance, target, "release", "release-task")
+    labels["traefik.enable"] = "false"
+    spec = {
+        "image": target.image,
+        "name": container_name(settings.instance, target.app, "release", 1, target.seq),
+        "command": shell_command(target.release_command),
+        "environment": environment(target, "release", 1),
+        "labels": labels,
+        "init": True,
+    }
+    if settings.docker_network:
+        spec["network"] = settings.docker_network
+    return spec
+
+
+class Deployer:
+    def __init__(self, engine: Engine, settings: Settings):
+        self.engine = engine
+        self.settings = settings
+        self.probe = checks.find_probe(settings.probe_binary)
+
+    def deploy(self, target: Target, progress, on_live) -> dict:
+        """Run the swap. `on_live()` records the new release as current; it is
+        called once the new containers serve, before the old ones are touched.
+        Returns timings in seconds."""
+        timings: dict[str, float] = {}
+        started: list = []
+        old = [c for c in self.engine.containers(target.app)
+               if c.labels.get(LABEL_SEQ) != str(target.seq)
+               and c.labels.get(LABEL_ROLE) == "service"]
+        t0 = time.monotonic()
+        try:
+            if target.release_command:
+                self._run_release_task(target, progress)
+            progress.stage("start")
+            specs = container_specs(target, self.settings, self.probe)
+            for spec in specs:
+                progress.line(f"starting {spec['name']}")
+                started.append(self.engine.run(spec))
+            timings["start"] = time.monotonic() - t0
+            progress.stage("healthy")
+            self._wait_ready(target, started, progress)
+            timings["healthy"] = time.monotonic() - t0
+            progress.stage("routed")
+            self._confirm_routes(target, started, progress)
+            timings["routed"] = time.monotonic() - t0
+        except GitdError as exc:
+            self._report_failure(started, progress)
+            self._remove(started)
+            raise DeployError(str(exc))
+        except BaseException:
+            self._remove(started)
+            raise
+        progress.stage("live")
+        on_live()
+        self._retire(old, target, progress)
+        timings["retired"] = time.monotonic() - t0
+        return timings
+
+    def _run_release_task(self, target: Target, progress) -> None:
+        progress.stage("release-task")
+        progress.step(f"Running release command: {target.release_command}")
+        container = self.engine.run(release_task_spec(target, self.settings))
+        try:
+            for chunk in container.logs(stream=True, follow=True):
+                for line in chunk.decode("utf-8", "replace").splitlines():
+                    progress.line(line)
+            result = container.wait(timeout=RELEASE_TASK_TIMEOUT)
+        finally:
+            self.engine.remove(container)
+        status = result.get("StatusCode", 1)
+        if status != 0:
+            raise DeployError(f"release command failed with status {status}; nothing changed")
+
+    def _wait_ready(self, target: Target, started: list, progress) -> None:
+        if target.check.disabled:
+            progress.warn("health checks are disabled: this deploy may drop requests")
+        for container in started:
+            process = container.labels.get(LABEL_PROCESS)
+            label = container.name.split(".", 1)[1]
+            if process == "web" and not target.check.disabled:
+                progress.line(f"waiting for {label} to pass {target.check.describe()}")
+                checks.wait_healthy(self.engine, container, target.check, progress.line, label)
+                progress.line(f"{label} is healthy")
+            else:
+                checks.wait_running(self.engine, container, min(2.0, target.check.wait), progress.line, label)
+
+    def _confirm_routes(self, target: Target, started: list, progress) -> None:
+        web = [c for c in started if c.labels.get(LABEL_PROCESS) == "web"]
+        if not web or not target.hosts:
+            return
+        api = self.settings.api_url
+        if not api:
+            progress.warn("no Traefik API configured: cannot confirm the switch; waiting 3s")
+            time.sleep(3)
+            return
+        urls = set()
+        for container in web:
+            self.engine.reload(container)
+            host_port = self.engine.host_port(container, target.port)
+            if host_port is None:
+                raise DeployError(f"{container.name} has no published port {target.port}")
+            urls.add(f"http://127.0.0.1:{host_port}")
+        took = router.confirm_routed(api, target.app, target.seq, urls)
+        progress.line(f"Traefik routes {', '.join(target.hosts)} to the new containers ({took:.1f}s)")
+
+    def _report_failure(self, started: list, progress) -> None:
+        for container in started:
+            lines = self.engine.tail_logs(container, 20)
+            if lines:
+                progress.line(f"last log lines of {container.name.split('.', 1)[1]}:")
+                for line in lines:
+                    progress.line(f"  {line}")
+
+    def _retire(self, old: list, target: Target, progress) -> None:
+        if not old:
+            return
+        progress.stage("drain")
+        if any(c.labels.get(LABEL_PROCESS) == "web" for c in old):
+            progress.line(f"draining old containers for {target.drain:g}s")
+            time.sleep(max(0.0, target.drain))
+        progress.stage("retire")
+        self.retire(old, target.stop_timeout)
+        progress.line(f"retired {len(old)} old container(s)")
+
+    def retire(self, containers: list, timeout: int) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; in parallel."""
+        if not containers:
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
+            list(pool.map(lambda c: self.engine.remove(c, timeout=timeout), containers))
+
+    def _remove(self, containers: list) -> None:
+        for container in containers:
+            self.engine.remove(container)
+

@@ -1,0 +1,115 @@
+"""The one small place that talks to Docker.
+
+Everything else builds plain dicts (container specs) and hands them here.
+"""
+
+from __future__ import annotations
+
+import docker
+import docker.errors
+from docker.types import Mount
+
+from gitd.errors import GitdError
+
+LABEL_INSTANCE = "gitd.instance"
+LABEL_APP = "gitd.app"
+LABEL_RELEASE = "gitd.release"
+LABEL_SEQ = "gitd.seq"
+LABEL_PROCESS = "gitd.process"
+LABEL_ROLE = "gitd.role"  # service | oneoff | release-task
+
+
+def connect() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        raise GitdError(f"cannot reach the Docker engine: {exc}")
+
+
+class Engine:
+    def __init__(self, client: docker.DockerClient, instance: str):
+        self.client = client
+        self.instance = instance
+
+    def _filters(self, **labels) -> dict:
+        wanted = {LABEL_INSTANCE: self.instance, **labels}
+        return {"label": [f"{k}={v}" for k, v in wanted.items() if v is not None]}
+
+    def containers(self, app: str | None = None, **labels) -> list:
+        filters = self._filters(**{LABEL_APP: app}, **labels)
+        return self.client.containers.list(all=True, filters=filters)
+
+    def run(self, spec: dict):
+        """Create and start a container from a spec made by hooks.deploy."""
+        spec = dict(spec)
+        mounts = [Mount(**m) for m in spec.pop("mounts", [])]
+        try:
+            container = self.client.containers.create(mounts=mounts, **spec)
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot create container {spec.get('name')}: {_explain(exc)}")
+        try:
+            container.start()
+        except docker.errors.DockerException as exc:
+            self.remove(container)
+            raise GitdError(f"cannot start container {spec.get('name')}: {_explain(exc)}")
+        return container
+
+    def stop(self, container, timeout: int) -> None:
+        try:
+            container.stop(timeout=timeout)
+        except docker.errors.NotFound:
+            pass
+
+    def remove(self, container, timeout: int = 0) -> None:
+        try:
+            if timeout:
+                container.stop(timeout=timeout)
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+
+    def reload(self, container) -> bool:
+        try:
+            container.reload()
+            return True
+        except docker.errors.NotFound:
+            return False
+
+    def tail_logs(self, container, lines: int = 20) -> list[str]:
+        try:
+            raw = container.logs(tail=lines, stdout=True, stderr=True)
+        except docker.errors.DockerException:
+            return []
+        return raw.decode("utf-8", "replace").splitlines()
+
+    def host_port(self, container, port: int) -> int | None:
+        bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp")
+        return int(bindings[0]["HostPort"]) if bindings else None
+
+    def image_attrs(self, image_ref: str) -> dict:
+        try:
+            return self.client.images.get(image_ref).attrs
+        except docker.errors.ImageNotFound:
+            raise GitdError(f"image {image_ref} is missing")
+
+    def tag(self, image_id: str, repository: str, tag: str) -> None:
+        self.client.images.get(image_id).tag(repository, tag)
+
+    def remove_image(self, ref: str) -> bool:
+        try:
+            self.client.images.remove(ref, noprune=False)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError:
+            return False  # in use by a container: kept for now
+
+    def images(self, app: str | None = None) -> list:
+        filters = self._filters(**{LABEL_APP: app})
+        return self.client.images.list(filters=filters)
+
+
+def _explain(exc: Exception) -> str:
+    return getattr(exc, "explanation", None) or str(exc)

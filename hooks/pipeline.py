@@ -1,0 +1,241 @@
+"""checkout -> detect -> build -> release -> deploy, for a push; and the
+release -> deploy tail for config changes, rollbacks, restarts and scaling.
+One path: every change that alters what runs goes through `_deploy`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import buildpacks
+from buildpacks import BuildRequest
+from gitd.config import Settings
+from gitd.errors import BuildError, GitdError, NotFound
+from gitd.store import Release, Store
+from hooks import checkout, checks, procfile
+from hooks.deploy import Deployer, Target
+from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_RELEASE, Engine
+from hooks.events import Progress
+
+DEFAULT_PORT = 5000
+
+
+def image_repository(app: str) -> str:
+    return f"gitd/{app}"
+
+
+def image_tag(app: str, version: int) -> str:
+    return f"{image_repository(app)}:v{version}"
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: Store, engine: Engine):
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.deployer = Deployer(engine, settings)
+
+    # entry points
+
+    def push(self, app: str, repo, commit: bytes, pushed_by: str | None, sink) -> Release:
+        """Build and deploy a pushed commit. The caller holds the app's lock."""
+        sha = commit.decode()
+        release = self.store.new_release(
+            app, kind="push", commit=sha, pushed_by=pushed_by,
+            config=self.store.get_config(app), description=f"Deploy {sha[:8]}")
+        progress = Progress(sink, app, release=f"v{release.version}")
+        built_image = None
+        try:
+            progress.stage("checkout")
+            app_settings = self.store.get_app(app).settings
+            with tempfile.TemporaryDirectory(dir=self._work_dir(), prefix=f"{app}-") as tmp:
+                source = Path(tmp) / "src"
+                tree = checkout.subtree(repo, commit, app_settings.get("build_dir", ""))
+                checkout.export(repo, tree, source)
+                processes = procfile.parse(checkout.read_file(repo, tree, "Procfile"))
+                app_json = checkout.read_file(repo, tree, "app.json")
+                checks.from_app_json(app_json)  # a broken app.json fails the push early
+                progress.stage("build")
+                result, buildpack = self._build(app, release.version, source, Path(tmp),
+                                                app_settings, processes, progress)
+                built_image = result.image_id
+            port = self._image_port(result.image_id)
+            self.store.update_release(
+                app, release.version, status="deploying", image=image_tag(app, release.version),
+                image_id=result.image_id, buildpack=buildpack, procfile=processes, port=port,
+                app_json=app_json)
+            release = self.store.get_release(app, release.version)
+            self._deploy(release, progress)
+            return release
+        except GitdError as exc:
+            self._fail(release, progress, exc)
+            if built_image:
+                self.engine.remove_image(image_tag(app, release.version))
+            raise
+
+    def release(self, app: str, base: Release, config: dict, kind: str, description: str,
+                by: str | None, sink) -> Release:
+        """A new release from `base`'s image with `config`: no rebuild."""
+        self._image_exists(base)
+        release = self.store.new_release(
+            app, kind=kind, status="deploying", commit=base.commit,
+            image=image_tag(app, 0), image_id=base.image_id, buildpack=base.buildpack,
+            pushed_by=by, description=description, config=config, procfile=base.procfile,
+            port=base.port, app_json=base.app_json)
+        tag = image_tag(app, release.version)
+        self.engine.tag(base.image_id, image_repository(app), f"v{release.version}")
+        self.store.update_release(app, release.version, image=tag)
+        release = self.store.get_release(app, release.version)
+        progress = Progress(sink, app, release=f"v{release.version}")
+        progress.step(f"Releasing v{release.version}: {description}")
+        try:
+            self._deploy(release, progress, announce=False)
+        except GitdError as exc:
+            self._fail(release, progress, exc)
+            self.engine.remove_image(tag)
+            raise
+        return release
+
+    def redeploy(self, app: str, sink, reason: str) -> None:
+        """Restart or re-scale the current release: new containers, same release."""
+        release = self.store.current_release(app)
+        if release is None:
+            raise GitdError(f"{app} has no release yet: push to deploy it first")
+        progress = Progress(sink, app, release=f"v{release.version}")
+        progress.step(f"{reason} v{release.version}")
+        self._deploy(release, progress, announce=False, record=False)
+
+    # stages
+
+    def _build(self, app, version, source, tmp, app_settings, processes, progress):
+        buildpack, reason = buildpacks.detect(source, app_settings.get("buildpack"))
+        progress.line(f"{buildpack.name} buildpack: {reason}")
+        request = BuildRequest(
+            app=app, release=version, source_dir=source, image_tag=image_tag(app, version),
+            labels={LABEL_INSTANCE: self.settings.instance, LABEL_APP: app,
+                    LABEL_RELEASE: str(version)},
+            emit=progress.line, docker=self.engine.client, work_dir=tmp / "work",
+            gc_root=self.gc_root(app, version), options=app_settings.get("buildpack_options", {}),
+            procfile=processes)
+        request.work_dir.mkdir(parents=True, exist_ok=True)
+        result = buildpack.build(request)
+        if not result.image_id:
+            raise BuildError("the build produced no image")
+        return result, buildpack.name
+
+    def _deploy(self, release: Release, progress: Progress, announce: bool = True,
+                record: bool = True) -> None:
+        app = release.app
+        if announce:
+            progress.step(f"Releasing v{release.version}")
+        target = self.target(release)
+        progress.step(f"Deploying v{release.version} ({_formation_text(target.formation)})")
+        progress.stage("deploy")
+        progress.bind(seq=target.seq)
+
+        def on_live():
+            self.store.set_live(app, release.version, target.seq)
+            if record:
+                self.store.update_release(app, release.version, status="succeeded", log=progress.text)
+
+        self.deployer.deploy(target, progress, on_live)
+        progress.stage("done")
+        if target.hosts:
+            progress.step(f"Deployed to {self._url(target.hosts[0])}")
+        else:
+            progress.step(f"Deployed v{release.version} (no domains: not routed)")
+        if record:
+            self.store.update_release(app, release.version, log=progress.text)
+            self.prune(app)
+
+    def target(self, release: Release) -> Target:
+        app = self.store.get_app(release.app)
+        settings = app.settings
+        config = dict(release.config)
+        port = _port_from(config.get("PORT"), release.port or DEFAULT_PORT)
+        commands = {"web": release.procfile.get("web")}
+        commands.update({k: v for k, v in release.procfile.items() if k not in ("web", "release")})
+        formation = {"web": 1}
+        formation.update({k: int(v) for k, v in app.scale.items() if k in commands})
+        formation = {k: v for k, v in formation.items() if v > 0}
+        return Target(
+            app=release.app, version=release.version, seq=self.store.take_seq(release.app),
+            image=release.image_id, config=config, port=port, formation=formation,
+            commands=commands, hosts=self.store.domains(release.app),
+            check=checks.resolve(settings, release.app_json, self.settings.deploy_timeout),
+            release_command=release.procfile.get("release"),
+            drain=float(settings.get("drain", self.settings.drain_seconds)),
+            stop_timeout=int(settings.get("stop_timeout", self.settings.stop_timeout)),
+        )
+
+    def _fail(self, release: Release, progress: Progress, exc: GitdError) -> None:
+        progress.warn(str(exc))
+        current = self.store.get_app(release.app).current_release
+        if current and current != release.version:
+            progress.warn(f"v{current} keeps serving")
+        self.store.update_release(release.app, release.version, status="failed", log=progress.text)
+        progress.log.warning("release failed", error=str(exc))
+
+    # housekeeping
+
+    def prune(self, app: str) -> list[int]:
+        """Drop images (and Nix GC roots) beyond the last `keep_releases`
+        successful releases; those stay ready for rollback."""
+        current = self.store.get_app(app).current_release
+        releases = [r for r in self.store.releases(app) if r.status == "succeeded"]
+        keep = {r.version for r in releases[: self.settings.keep_releases]} | {current}
+        kept_images = {r.image_id for r in releases if r.version in keep}
+        pruned = []
+        for release in releases:
+            if release.version in keep or release.status == "pruned":
+                continue
+            self.engine.remove_image(release.image or image_tag(app, release.version))
+            if release.image_id not in kept_images:
+                self.engine.remove_image(release.image_id)
+            self._drop_gc_root(app, release.version)
+            self.store.update_release(app, release.version, status="pruned")
+            pruned.append(release.version)
+        return pruned
+
+    def gc_root(self, app: str, version: int) -> Path:
+        return self.settings.data_dir / "gcroots" / app / f"v{version}"
+
+    def _drop_gc_root(self, app: str, version: int) -> None:
+        root = self.gc_root(app, version)
+        if root.exists() or root.is_symlink():
+            root.unlink()
+
+    def drop_app_files(self, app: str) -> None:
+        shutil.rmtree(self.settings.data_dir / "gcroots" / app, ignore_errors=True)
+
+    # helpers
+
+    def _work_dir(self) -> Path:
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.settings.work_dir
+
+    def _image_port(self, image_id: str) -> int:
+        exposed = (self.engine.image_attrs(image_id).get("Config") or {}).get("ExposedPorts") or {}
+        tcp = [int(p.split("/")[0]) for p in exposed if p.endswith("/tcp")]
+        return tcp[0] if len(tcp) == 1 else DEFAULT_PORT
+
+    def _image_exists(self, release: Release) -> None:
+        if not release.image_id or release.status == "pruned":
+            raise NotFound(f"the image of v{release.version} was pruned; push again to rebuild")
+        self.engine.image_attrs(release.image_id)
+
+    def _url(self, host: str) -> str:
+        port = "" if self.settings.http_port == 80 else f":{self.settings.http_port}"
+        return f"http://{host}{port}"
+
+
+def _port_from(value: str | None, default: int) -> int:
+    if value and value.isdigit() and 0 < int(value) < 65536:
+        return int(value)
+    return default
+
+
+def _formation_text(formation: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(formation.items())) or "nothing to run"
