@@ -14,7 +14,7 @@ HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 def app_name(name: str) -> str:
-    if not APP_NAME.match(name or "") or name.endswith("-") or "--" in name:
+    if not APP_NAME.fullmatch(name or "") or name.endswith("-") or "--" in name:
         raise UsageError(
             f"invalid app name {name!r}: use a lowercase letter first, then lowercase "
             "letters, digits and single dashes, at most 30 characters"
@@ -31,13 +31,13 @@ def repo_path_to_app(path: str) -> str:
 
 
 def key_name(name: str) -> str:
-    if not KEY_NAME.match(name or ""):
+    if not KEY_NAME.fullmatch(name or ""):
         raise UsageError(f"invalid key name {name!r}: letters, digits, '.', '_', '@', '-'")
     return name
 
 
 def config_key(key: str) -> str:
-    if not CONFIG_KEY.match(key or ""):
+    if not CONFIG_KEY.fullmatch(key or ""):
         raise UsageError(
             f"invalid config key {key!r}: a letter or '_' first, then letters, digits, '_'"
         )
@@ -53,7 +53,7 @@ def config_pair(pair: str) -> tuple[str, str]:
 
 
 def process_type(name: str) -> str:
-    if not PROCESS_TYPE.match(name or ""):
+    if not PROCESS_TYPE.fullmatch(name or ""):
         raise UsageError(f"invalid process type {name!r}")
     return name
 
@@ -61,7 +61,7 @@ def process_type(name: str) -> str:
 def hostname(host: str) -> str:
     host = (host or "").strip().lower().rstrip(".")
     labels = host.split(".")
-    if len(host) > 253 or len(labels) < 2 or not all(HOST_LABEL.match(lb) for lb in labels):
+    if len(host) > 253 or len(labels) < 2 or not all(HOST_LABEL.fullmatch(lb) for lb in labels):
         raise UsageError(f"invalid domain {host!r}")
     return host
 

@@ -1,0 +1,76 @@
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+from tests.e2e.harness import new_gitd
+
+BASE_IMAGE = "gitd-test/busybox"
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        client = None
+        reason = f"no Docker engine: {exc}"
+    require(client is not None, locals().get("reason", ""))
+    for tool in ("git", "ssh", "ssh-keygen", "traefik"):
+        require(shutil.which(tool) is not None, f"{tool} is not installed")
+    require(Path("/bin/busybox").exists(), "busybox-static is not installed")
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client):
+    """A tiny local base image: nothing can be pulled here."""
+    with tempfile.TemporaryDirectory() as ctx:
+        shutil.copy("/bin/busybox", Path(ctx) / "busybox")
+        (Path(ctx) / "Dockerfile").write_text(
+            "FROM scratch\nCOPY busybox /bin/busybox\n"
+            'RUN ["/bin/busybox", "--install", "-s", "/bin"]\nENV PATH=/bin\n')
+        image, _ = docker_client.images.build(path=ctx, tag=f"{BASE_IMAGE}:latest",
+                                              labels={"gitd.test": "base"}, rm=True)
+    yield f"{BASE_IMAGE}:latest"
+    # left for the next session only if something else still uses it
+    try:
+        docker_client.images.remove(image.id)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@pytest.fixture(scope="session")
+def gitd(docker_client, base_image, tmp_path_factory):
+    """One gitd shared by the tests that do not stop or kill it."""
+    server = new_gitd(tmp_path_factory.mktemp("gitd"))
+    server.start()
+    yield server
+    server.stop()
+    server.cleanup(docker_client)
+
+
+@pytest.fixture
+def own_gitd(docker_client, base_image, tmp_path):
+    """A gitd of the test's own, for tests that stop or kill it."""
+    server = new_gitd(tmp_path / "gitd")
+    yield server
+    server.stop()
+    server.cleanup(docker_client)
+
+
+def web_app(version: str, base: str = f"{BASE_IMAGE}:latest", extra: str = "") -> dict:
+    """A busybox httpd app that answers `version` on $PORT."""
+    return {
+        "Dockerfile": (
+            f"FROM {base}\n"
+            f"RUN mkdir -p /www && echo '{version}' > /www/index.html\n"
+            f"{extra}"
+            'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n'),
+    }

@@ -1,0 +1,285 @@
+"""A real gitd for tests: `gitd serve` on ephemeral ports, the real `ssh` and
+`git` clients, the real Docker engine and the managed Traefik."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_key(directory: Path, name: str) -> Path:
+    path = directory / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)],
+                   check=True)
+    return path
+
+
+def unique_app(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Gitd:
+    root: Path
+    data_dir: Path
+    admin_key: Path
+    ssh_port: int
+    http_port: int
+    api_port: int
+    proc: subprocess.Popen | None = None
+    log_lines: list = field(default_factory=list)
+    instance: str = ""
+
+    # running
+
+    def start(self, timeout: float = 30.0, extra_env: dict | None = None) -> None:
+        env = dict(os.environ, **(extra_env or {}))
+        self.log_path = self.root / f"serve-{int(time.time()*1000)}.log"
+        logfile = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gitd", "serve", "--data-dir", str(self.data_dir),
+             "--ssh-host", "127.0.0.1", "--ssh-port", str(self.ssh_port),
+             "--http-host", "127.0.0.1", "--http-port", str(self.http_port),
+             "--traefik-api-port", str(self.api_port), "--log-format", "json"],
+            stdout=logfile, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        logfile.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_text().splitlines():
+                if '"listening"' in line:
+                    self.instance = json.loads(line)["instance"]
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gitd serve exited:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"gitd serve did not start:\n{self.log_path.read_text()}")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60.0) -> int | None:
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL gitd alone (its managed Traefik is in the same group: end it too)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if getattr(self, "log_path", None) else ""
+
+    # clients
+
+    def ssh_config(self, key: Path) -> Path:
+        path = self.root / f"ssh_config_{key.name}"
+        path.write_text(
+            "Host paas\n  HostName 127.0.0.1\n"
+            f"  Port {self.ssh_port}\n  User git\n  IdentityFile {key}\n"
+            "  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
+            "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n"
+            "  PreferredAuthentications publickey\n")
+        return path
+
+    def ssh(self, *args: str, key: Path | None = None, input: str | bytes | None = None,
+            tty: bool = False, timeout: float = 180) -> subprocess.CompletedProcess:
+        config = self.ssh_config(key or self.admin_key)
+        argv = ["ssh", "-F", str(config)] + (["-tt"] if tty else ["-T"]) + ["paas", *args]
+        if isinstance(input, str):
+            input = input.encode()
+        result = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+        return _decoded(result)
+
+    def git_env(self, key: Path | None = None) -> dict:
+        config = self.ssh_config(key or self.admin_key)
+        return dict(os.environ, GIT_SSH_COMMAND=f"ssh -F {config}", **GIT_ENV)
+
+    def remote(self, app: str) -> str:
+        return f"ssh://git@paas/{app}"
+
+    def push(self, repo: Path, app: str, refspec: str = "main", key: Path | None = None,
+             timeout: float = 300, extra: tuple = ()) -> subprocess.CompletedProcess:
+        result = subprocess.run(["git", "push", *extra, self.remote(app), refspec], cwd=repo,
+                                env=self.git_env(key), capture_output=True, timeout=timeout)
+        return _decoded(result)
+
+    # http through Traefik
+
+    def get(self, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+    def host(self, app: str) -> str:
+        return f"{app}.localhost"
+
+    def wait_for(self, host: str, expected: str, timeout: float = 20.0) -> tuple[int, str]:
+        deadline = time.monotonic() + timeout
+        last = (0, "")
+        while time.monotonic() < deadline:
+            try:
+                last = self.get(host)
+            except OSError as exc:
+                last = (0, str(exc))
+            if last[0] == 200 and expected in last[1]:
+                return last
+            time.sleep(0.2)
+        return last
+
+    # state
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.data_dir / "gitd.db")
+
+    def containers(self, client, app: str | None = None, all: bool = True) -> list:
+        labels = [f"gitd.instance={self.instance}"] + ([f"gitd.app={app}"] if app else [])
+        return client.containers.list(all=all, filters={"label": labels})
+
+    def cleanup(self, client) -> None:
+        """Remove what this gitd made: its containers by label, its images by
+        the ids its releases recorded and by label."""
+        self.kill()
+        if not self.instance:
+            return
+        for c in self.containers(client):
+            try:
+                c.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+        image_ids = set()
+        try:
+            with self.db() as conn:
+                rows = conn.execute("SELECT image, image_id FROM releases").fetchall()
+            for tag, image_id in rows:
+                if tag:
+                    try:
+                        client.images.remove(tag)
+                    except docker.errors.APIError:
+                        pass
+                if image_id:
+                    image_ids.add(image_id)
+        except sqlite3.Error:
+            pass
+        for image in client.images.list(filters={"label": [f"gitd.instance={self.instance}"]}):
+            image_ids.add(image.id)
+        for image_id in image_ids:
+            try:
+                client.images.remove(image_id, force=True)
+            except docker.errors.APIError:
+                pass
+
+
+def new_gitd(root: Path) -> Gitd:
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / "data"
+    admin = make_key(root, "admin")
+    subprocess.run([sys.executable, "-m", "gitd", "init", "--data-dir", str(data),
+                    "--admin-key", f"{admin}.pub"], check=True, capture_output=True)
+    return Gitd(root=root, data_dir=data, admin_key=admin, ssh_port=free_port(),
+                http_port=free_port(), api_port=free_port())
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True,
+                          env=dict(os.environ, **GIT_ENV)).stdout
+
+
+def make_repo(path: Path, files: dict[str, str], message: str = "initial") -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / ".git").exists():
+        git(path, "init", "-q", "-b", "main")
+    commit(path, files, message)
+    return path
+
+
+def commit(repo: Path, files: dict[str, str | None], message: str) -> str:
+    for name, content in files.items():
+        target = repo / name
+        if content is None:
+            target.unlink()
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+def _decoded(result):
+    result.stdout = result.stdout.decode("utf-8", "replace") if isinstance(result.stdout, bytes) else result.stdout
+    result.stderr = result.stderr.decode("utf-8", "replace") if isinstance(result.stderr, bytes) else result.stderr
+    return result
+
+
+class Load:
+    """Bounded HTTP load through Traefik on 127.0.0.1 (for swap tests)."""
+
+    def __init__(self, gitd: Gitd, host: str, clients: int = 4, interval: float = 0.02,
+                 max_seconds: float = 120.0, path: str = "/"):
+        self.gitd, self.host, self.path = gitd, host, path
+        self.clients, self.interval, self.max_seconds = clients, interval, max_seconds
+        self.ok = 0
+        self.failures: list[str] = []
+        self.bodies: set[str] = set()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def _run(self):
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status, body = self.gitd.get(self.host, self.path, timeout=10)
+                with self._lock:
+                    if status == 200:
+                        self.ok += 1
+                        self.bodies.add(body.strip())
+                    else:
+                        self.failures.append(f"status {status}")
+            except OSError as exc:
+                with self._lock:
+                    self.failures.append(str(exc))
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        for _ in range(self.clients):
+            t = threading.Thread(target=self._run, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)

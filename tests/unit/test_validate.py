@@ -1,0 +1,51 @@
+import pytest
+
+from gitd import validate
+from gitd.errors import UsageError
+
+
+@pytest.mark.parametrize("name", ["hello", "a", "my-app-2", "x" * 30])
+def test_good_app_names(name):
+    assert validate.app_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "Hello", "1app", "-app", "app-", "a--b", "a_b", "a.b",
+                                  "x" * 31, "../etc", "a/b", "app\n", "app "])
+def test_bad_app_names(name):
+    with pytest.raises(UsageError):
+        validate.app_name(name)
+
+
+@pytest.mark.parametrize("path", ["hello", "hello.git", "/hello", "/hello.git"])
+def test_repo_paths(path):
+    assert validate.repo_path_to_app(path) == "hello"
+
+
+@pytest.mark.parametrize("path", ["../hello", "/srv/hello.git", "hello.git.git", "~/hello", "//hello"])
+def test_repo_paths_refused(path):
+    with pytest.raises(UsageError):
+        validate.repo_path_to_app(path)
+
+
+def test_config_pairs_keep_everything_after_the_first_equals():
+    assert validate.config_pair("A=b=c") == ("A", "b=c")
+    assert validate.config_pair("URL=") == ("URL", "")
+    assert validate.config_pair("MSG=two words\nand 'quotes'") == ("MSG", "two words\nand 'quotes'")
+    for bad in ("NOEQUALS", "=x", "1A=x", "A-B=x"):
+        with pytest.raises(UsageError):
+            validate.config_pair(bad)
+
+
+def test_hostnames():
+    assert validate.hostname("Www.Example.COM.") == "www.example.com"
+    for bad in ("localhost", "-a.com", "a..com", "a b.com", "a.com/x", "*.a.com"):
+        with pytest.raises(UsageError):
+            validate.hostname(bad)
+
+
+def test_release_versions():
+    assert validate.release_version("v3") == 3
+    assert validate.release_version("12") == 12
+    for bad in ("v0", "x", "v-1", ""):
+        with pytest.raises(UsageError):
+            validate.release_version(bad)
