@@ -143,18 +143,28 @@ def _nix_needed(settings: config.Settings) -> bool:
 
 
 def cmd_install_systemd(settings: config.Settings, args) -> int:
-    import shutil as sh
-
     from gitd.units import install_units
 
-    gitd_bin = sh.which("gitd") or sys.argv[0]
-    traefik_bin = sh.which(settings.traefik_bin) or settings.traefik_bin
-    written = install_units(settings, dest=Path(args.dest), gitd_bin=os.path.abspath(gitd_bin),
-                            traefik_bin=traefik_bin, user=args.user)
+    written = install_units(settings, dest=Path(args.dest), user=args.user)
     for path in written:
         print(f"wrote {path}")
+    if _pin_external_traefik(settings):
+        print(f"set traefik = \"external\" in {settings.data_dir / 'gitd.toml'}")
     print("next: systemctl daemon-reload && systemctl enable --now traefik gitd")
     return 0
+
+
+def _pin_external_traefik(settings: config.Settings) -> bool:
+    """With Traefik in its own unit, every gitd command (doctor too) must
+    agree that it is external."""
+    path = settings.data_dir / "gitd.toml"
+    text = path.read_text() if path.exists() else ""
+    if any(line.split("=")[0].strip() in ("traefik", "traefik_api_url") for line in text.splitlines()):
+        return False
+    url = f"http://127.0.0.1:{settings.traefik_api_port}"
+    path.write_text(text + ("" if not text or text.endswith("\n") else "\n")
+                    + f'traefik = "external"\ntraefik_api_url = "{url}"\n')
+    return True
 
 
 def cmd_serve(settings: config.Settings, args) -> int:

