@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 import structlog
@@ -51,11 +52,14 @@ async def serve(settings: Settings) -> int:
     log.info("stopping: no new connections; letting work in flight finish",
              active=len(ssh.active), deploying=sorted(gitd.locks.busy()))
     ssh.stop_accepting()
+    pending = set()
     if ssh.active:
-        done, pending = await asyncio.wait(set(ssh.active), timeout=settings.shutdown_grace)
-        if pending:
-            log.warning("shutdown grace expired", abandoned=len(pending))
+        _, pending = await asyncio.wait(set(ssh.active), timeout=settings.shutdown_grace)
     if traefik:
         await asyncio.to_thread(traefik.stop)
+    if pending:
+        # worker threads cannot be cancelled; the next start reconciles
+        log.warning("shutdown grace expired; abandoning work in flight", abandoned=len(pending))
+        os._exit(1)
     log.info("stopped")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -78,6 +79,7 @@ class ManagedTraefik:
             )
         self.settings.traefik_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_static_config(self.settings))
+        self._stop_orphan()
         self._spawn(binary)
         self._wait_ready(ready_timeout)
         self._watcher = threading.Thread(target=self._watch, args=(binary,), daemon=True,
@@ -92,7 +94,29 @@ class ManagedTraefik:
             start_new_session=True,
         )
         logfile.close()
+        self.pid_path.write_text(str(self._proc.pid))
         log.info("traefik started", pid=self._proc.pid, config=str(self.config_path))
+
+    @property
+    def pid_path(self) -> Path:
+        return self.settings.traefik_dir / "traefik.pid"
+
+    def _stop_orphan(self) -> None:
+        """A gitd that was SIGKILLed leaves its Traefik running on our ports."""
+        try:
+            pid = int(self.pid_path.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.config_path).encode() not in cmdline:
+            return  # the pid was reused by something else
+        log.warning("stopping the Traefik left by a previous gitd", pid=pid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -130,6 +154,7 @@ class ManagedTraefik:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        self.pid_path.unlink(missing_ok=True)
         log.info("traefik stopped")
 
 
