@@ -1,0 +1,132 @@
+"""Shared by the benchmarks: a real gitd, a local base image, HTTP load."""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import docker  # noqa: E402
+
+from tests.e2e.harness import new_gitd  # noqa: E402,F401
+
+BASE_IMAGE = "gitd-bench/busybox:latest"
+
+
+def build_base_image(client) -> str:
+    with tempfile.TemporaryDirectory() as ctx:
+        shutil.copy("/bin/busybox", Path(ctx) / "busybox")
+        (Path(ctx) / "Dockerfile").write_text(
+            "FROM scratch\nCOPY busybox /bin/busybox\n"
+            'RUN ["/bin/busybox", "--install", "-s", "/bin"]\nENV PATH=/bin\n')
+        image, _ = client.images.build(path=ctx, tag=BASE_IMAGE, labels={"gitd.bench": "base"}, rm=True)
+    return image.id
+
+
+@contextmanager
+def bench_gitd(tmp: Path, **env):
+    client = docker.from_env()
+    base_id = build_base_image(client)
+    server = new_gitd(tmp / "gitd")
+    server.start(extra_env=env)
+    try:
+        yield server, client
+    finally:
+        server.stop()
+        server.cleanup(client)
+        try:
+            client.images.remove(base_id, force=True)
+        except docker.errors.APIError:
+            pass
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+class HttpLoad:
+    """Steady load through Traefik on 127.0.0.1: `keepalive` clients reuse a
+    connection, `fresh` clients open one per request. Bounded in time."""
+
+    def __init__(self, port: int, host: str, keepalive: int = 3, fresh: int = 3,
+                 rate_per_client: float = 15.0, max_seconds: float = 600.0):
+        self.port, self.host = port, host
+        self.keepalive, self.fresh = keepalive, fresh
+        self.interval = 1.0 / rate_per_client
+        self.max_seconds = max_seconds
+        self.sent = 0
+        self.failed: list[str] = []
+        self.latencies: list[float] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _record(self, started: float, error: str | None) -> None:
+        with self._lock:
+            self.sent += 1
+            if error:
+                self.failed.append(error)
+            else:
+                self.latencies.append(time.monotonic() - started)
+
+    def _client(self, reuse: bool) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        conn = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
+            error = None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", "/", headers={"Host": self.host})
+                resp = conn.getresponse()
+                resp.read()
+                if not 200 <= resp.status < 300:
+                    error = f"HTTP {resp.status}"
+                if not reuse or resp.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as exc:
+                error = type(exc).__name__
+                if conn:
+                    conn.close()
+                conn = None
+            self._record(started, error)
+            time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        for reuse, count in ((True, self.keepalive), (False, self.fresh)):
+            for _ in range(count):
+                thread = threading.Thread(target=self._client, args=(reuse,), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+        self.elapsed = time.monotonic() - self.started
+
+    def summary(self) -> dict:
+        return {
+            "sent": self.sent,
+            "failed": len(self.failed),
+            "rate": self.sent / self.elapsed if self.elapsed else 0,
+            "p50_ms": percentile(self.latencies, 50) * 1000,
+            "p99_ms": percentile(self.latencies, 99) * 1000,
+            "errors": sorted(set(self.failed))[:5],
+        }

@@ -1,0 +1,111 @@
+"""Steady HTTP load through Traefik across 10 deploys: gitd's gated swap
+beside a plain "stop old, start new" redeploy, measured in the same run.
+
+    python bench/swap.py [--deploys 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from common import BASE_IMAGE, HttpLoad, bench_gitd  # noqa: I001
+
+from tests.e2e.harness import commit, make_repo, unique_app
+
+
+def app_files(version: str) -> dict:
+    return {"Dockerfile": (
+        f"FROM {BASE_IMAGE}\n"
+        "RUN mkdir -p /www\n"
+        f"COPY index.html /www/index.html\n"
+        'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n'),
+        "index.html": f"{version}\n"}
+
+
+def gitd_deploys(gitd, tmp: Path, deploys: int) -> tuple[dict, list[float]]:
+    app = unique_app("bench")
+    assert gitd.ssh("apps:create", app).returncode == 0
+    repo = make_repo(tmp / app, app_files("v0"))
+    assert gitd.push(repo, app).returncode == 0
+    times = []
+    with HttpLoad(gitd.http_port, gitd.host(app)) as load:
+        time.sleep(2)
+        for n in range(1, deploys + 1):
+            commit(repo, app_files(f"v{n}"), f"v{n}")
+            started = time.monotonic()
+            pushed = gitd.push(repo, app)
+            times.append(time.monotonic() - started)
+            if pushed.returncode != 0:
+                raise SystemExit(pushed.stderr)
+        time.sleep(2)
+    gitd.ssh("apps:destroy", app, "--force")
+    return load.summary(), times
+
+
+def naive_deploys(gitd, client, tmp: Path, deploys: int) -> tuple[dict, list[float]]:
+    """The same image run by hand: identical Traefik labels, no health gate;
+    each redeploy stops the old container, then starts the new one."""
+    app = unique_app("naive")
+    image, _ = client.images.build(path=str(make_repo(tmp / app, app_files("naive"))),
+                                   tag=f"gitd-bench/{app}:latest", rm=True)
+    labels = {
+        "gitd.instance": gitd.instance, "gitd.bench": "naive",
+        "traefik.enable": "true",
+        f"traefik.http.routers.{app}.rule": f"Host(`{gitd.host(app)}`)",
+        f"traefik.http.routers.{app}.entrypoints": "web",
+        f"traefik.http.services.{app}.loadbalancer.server.port": "5000",
+    }
+
+    def start():
+        return client.containers.run(image.id, detach=True, init=True, labels=labels,
+                                     environment={"PORT": "5000"},
+                                     ports={"5000/tcp": ("127.0.0.1", None)})
+
+    container = start()
+    time.sleep(2)
+    times = []
+    try:
+        with HttpLoad(gitd.http_port, gitd.host(app)) as load:
+            time.sleep(2)
+            for _ in range(deploys):
+                started = time.monotonic()
+                container.stop(timeout=10)
+                container.remove()
+                container = start()
+                times.append(time.monotonic() - started)
+                time.sleep(1.5)  # as long as it takes Traefik to notice
+            time.sleep(2)
+    finally:
+        container.remove(force=True)
+        client.images.remove(image.id, force=True)
+    return load.summary(), times
+
+
+def show(name: str, summary: dict, times: list[float]) -> None:
+    print(f"{name:<22} sent {summary['sent']:>6}  failed {summary['failed']:>5}  "
+          f"rate {summary['rate']:5.1f}/s  p50 {summary['p50_ms']:6.1f} ms  p99 {summary['p99_ms']:7.1f} ms  "
+          f"deploy median {statistics.median(times):5.2f} s (min {min(times):.2f}, max {max(times):.2f})")
+    if summary["errors"]:
+        print(f"{'':<22} errors: {', '.join(summary['errors'])}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--deploys", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, bench_gitd(Path(tmp)) as (gitd, client):
+        gated, gated_times = gitd_deploys(gitd, Path(tmp), args.deploys)
+        naive, naive_times = naive_deploys(gitd, client, Path(tmp), args.deploys)
+    print(f"\n{args.deploys} deploys under load (3 keep-alive + 3 new-connection clients, ~15 req/s each)")
+    show("gitd gated swap", gated, gated_times)
+    show("stop old, start new", naive, naive_times)
+    ratio = gated["failed"] / naive["failed"] if naive["failed"] else float("nan")
+    print(f"failed-request ratio gitd/naive: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
