@@ -118,7 +118,9 @@ def probe_script(check: HealthCheck, port: int) -> str:
 def docker_healthcheck(check: HealthCheck, port: int) -> dict:
     return {
         "test": ["CMD", PROBE_PATH, "sh", "-c", probe_script(check, port)],
-        "interval": 1 * SECOND,
+        # Docker 20.10 has no start_interval: the first probe runs one interval
+        # after start, so a short interval is what makes a deploy quick
+        "interval": SECOND // 2,
         "timeout": int((check.timeout + 1) * SECOND),
         "retries": check.attempts,
         # failures while booting do not count: the deploy's own wait bounds it
