@@ -56,7 +56,8 @@ class Gitd:
 
     # running
 
-    def start(self, timeout: float = 30.0, extra_env: dict | None = None) -> None:
+    def start(self, timeout: float = 30.0, extra_env: dict | None = None,
+              extra_args: tuple = ()) -> None:
         env = dict(os.environ, **(extra_env or {}))
         self.log_path = self.root / f"serve-{int(time.time()*1000)}.log"
         logfile = open(self.log_path, "wb")
@@ -64,7 +65,7 @@ class Gitd:
             [sys.executable, "-m", "gitd", "serve", "--data-dir", str(self.data_dir),
              "--ssh-host", "127.0.0.1", "--ssh-port", str(self.ssh_port),
              "--http-host", "127.0.0.1", "--http-port", str(self.http_port),
-             "--traefik-api-port", str(self.api_port), "--log-format", "json"],
+             "--traefik-api-port", str(self.api_port), "--log-format", "json", *extra_args],
             stdout=logfile, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         logfile.close()
         deadline = time.monotonic() + timeout
@@ -198,6 +199,27 @@ class Gitd:
                 client.images.remove(image_id, force=True)
             except docker.errors.APIError:
                 pass
+
+
+def start_external_traefik(gitd: Gitd) -> subprocess.Popen:
+    """Traefik in a process of its own, as systemd's traefik.service runs it,
+    with the static config gitd renders for external mode."""
+    from gitd.config import Settings
+    from gitd.store import Store
+    from gitd.traefik import ping, render_static_config
+
+    settings = Settings(http_host="127.0.0.1", http_port=gitd.http_port,
+                        traefik_api_port=gitd.api_port, instance=Store(gitd.data_dir / "gitd.db").instance)
+    config = gitd.root / "traefik-external.yml"
+    config.write_text(render_static_config(settings, mode="external"))
+    log = open(gitd.root / "traefik-external.log", "wb")
+    proc = subprocess.Popen([shutil.which("traefik"), f"--configFile={config}"], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not ping(f"http://127.0.0.1:{gitd.api_port}"):
+        time.sleep(0.1)
+    return proc
 
 
 def new_gitd(root: Path) -> Gitd:
