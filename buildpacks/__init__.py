@@ -64,13 +64,21 @@ def by_name(name: str) -> Buildpack:
     raise BuildError(f"unknown buildpack {name!r} (known: {', '.join(names())})")
 
 
-def detect(source_dir: Path, forced: str | None = None) -> tuple[Buildpack, str]:
-    """Pick the buildpack for `source_dir`: the app's setting, else the first match."""
+def detect(source_dir: Path, forced: str | None = None,
+           build_dir: str = "") -> tuple[Buildpack, str]:
+    """Pick the buildpack for `source_dir`: the app's setting, else the first
+    match. `build_dir` (where `source_dir` is in the repository) only names
+    it in the error."""
     if forced:
         return by_name(forced), "set with buildpacks:set"
     for buildpack in registry():
         reason = buildpack.detect(source_dir)
         if reason:
             return buildpack, reason
-    looked_for = ", ".join(f"{bp.name} ({bp.looks_for})" for bp in registry())
-    raise BuildError(f"no buildpack matches this app: looked for {looked_for}")
+    looked_for = " or ".join(bp.looks_for for bp in registry())  # in the order tried
+    build_dir = build_dir.strip("/")
+    if build_dir:
+        raise BuildError(f"no {looked_for} in {build_dir}/ (the build directory): "
+                         "add one, or change it with buildpacks:set APP --dir DIR")
+    raise BuildError(f"no {looked_for} at the repository's root: "
+                     "add one, or build a subdirectory with buildpacks:set APP --dir DIR")

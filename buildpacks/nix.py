@@ -125,7 +125,7 @@ def choose_attr(names: list[str], options: Mapping[str, str], system: str) -> tu
         return names[0], False
     raise BuildError(
         f"no {where}.default in flake.nix (it has: {found}); "
-        "add one, or set the app's package_attr or image_attr option"
+        "add one, or choose with buildpacks:set APP --attr IMAGE or --package NAME"
     )
 
 

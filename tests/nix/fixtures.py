@@ -34,7 +34,8 @@ def _flake(let_body: str, outputs: str) -> str:
 
 
 def write_web_flake(
-    directory: Path, message: str = "hello from nix", with_app: bool = True, salt: str | None = None
+    directory: Path, message: str = "hello from nix", with_app: bool = True, salt: str | None = None,
+    store_salt: str | None = None,
 ) -> Path:
     """A package whose closure is busybox + static assets + the app.
 
@@ -42,17 +43,20 @@ def write_web_flake(
     serving an index.html that holds `message`. Changing `message` changes
     only the app's store path: busybox and the assets stay as they were.
     `salt` (random by default) also goes into the app only, so its build
-    really runs, and logs, in every test run.
+    really runs, and logs, in every test run. `store_salt` (none by
+    default) goes into busybox and the assets too: every path is new to the
+    store and to docker, as for an app whose dependencies were never built.
     """
+    store_line = f"        : store salt {store_salt}\n" if store_salt else ""
     let_body = r"""
       busybox = sh "busybox" ''
         /bin/busybox mkdir -p $out/bin
         /bin/busybox cp /bin/busybox $out/bin/busybox
-      '';
+%(store_line)s      '';
       assets = sh "assets" ''
         /bin/busybox mkdir -p $out
         /bin/busybox printf 'body { color: teal }\n' > $out/style.css
-      '';
+%(store_line)s      '';
       app = sh "hello-web" ''
         B=/bin/busybox
         $B mkdir -p $out/bin $out/www
@@ -62,7 +66,8 @@ def write_web_flake(
         $B chmod 555 $out/bin/serve
         echo "built hello-web"  # salt: %(salt)s
       '';
-""" % {"message": message.replace('"', ""), "salt": salt or uuid.uuid4().hex}
+""" % {"message": message.replace('"', ""), "salt": salt or uuid.uuid4().hex,
+       "store_line": store_line}
     outputs = "      packages.${system}.default = app;\n"
     if with_app:
         outputs += '      apps.${system}.default = { type = "app"; program = "${app}/bin/serve"; };\n'
@@ -108,6 +113,53 @@ def write_image_flake(directory: Path, images: dict[str, str], with_default: boo
         packages += '        default = sh "unused" "/bin/busybox mkdir $out";\n'
     outputs = "      packages.${system} = {\n%s      };\n" % packages
     return _write(directory, _flake(_IMAGE_ROOT, outputs))
+
+
+# Images that serve HTTP: /bin/busybox and /www/index.html holding a
+# message, started as busybox httpd on $PORT (5000 by default). The shell
+# form of Cmd needs no /bin/sh: busybox is its own shell.
+_WEB_IMAGE_ROOT = r"""
+      webImageRoot = name: message: sh "web-image-root-${name}" ''
+        B=/bin/busybox
+        $B mkdir -p root/bin root/www root/tmp $out
+        $B chmod 1777 root/tmp
+        $B cp /bin/busybox root/bin/busybox
+        echo "${message}" > root/www/index.html
+        (cd root && $B tar -cf ../layer.tar bin tmp www)
+        d=$($B sha256sum layer.tar | $B cut -d' ' -f1)
+        $B mkdir $out/$d
+        $B cp layer.tar $out/$d/layer.tar
+        $B cat > $out/config.json <<'EOF'
+      {"architecture":"@ARCH@","os":"linux","config":{"Cmd":["/bin/busybox","sh","-c","exec /bin/busybox httpd -f -p \"''${PORT:-5000}\" -h /www"],"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:DIFFID"]}}
+      EOF
+        $B sed -i "s/DIFFID/$d/" $out/config.json
+        echo "[{\"Config\":\"config.json\",\"RepoTags\":[\"nix-fixture/${name}:latest\"],\"Layers\":[\"$d/layer.tar\"]}]" > $out/manifest.json
+      '';
+      webTarball = name: message: sh "${name}.tar.gz" ''
+        cd ${webImageRoot name message} && /bin/busybox tar -cf - . | /bin/busybox gzip > $out
+      '';
+      webStream = name: message: sh "stream-${name}" ''
+        /bin/busybox printf '#!/bin/sh\necho "streaming ${name}" >&2\ncd ${webImageRoot name message} && exec /bin/busybox tar -cf - .\n' > $out
+        /bin/busybox chmod 555 $out
+      '';
+""".replace("@ARCH@", ARCH)
+
+
+def write_web_image_flake(directory: Path, images: dict[str, tuple[str, str]],
+                          with_default: bool = False) -> Path:
+    """A flake whose `packages.<system>` are images that serve HTTP on $PORT.
+
+    `images` maps attribute -> ("tarball" | "stream", message); each image
+    answers `GET /` with its message. `with_default` adds a `default`
+    package that is not an image (so an image must be chosen by name).
+    """
+    packages = "".join(
+        '        %s = web%s "%s" "%s";\n' % (attr, kind.capitalize(), attr, message.replace('"', ""))
+        for attr, (kind, message) in images.items())
+    if with_default:
+        packages += '        default = sh "unused" "/bin/busybox mkdir $out";\n'
+    outputs = "      packages.${system} = {\n%s      };\n" % packages
+    return _write(directory, _flake(_WEB_IMAGE_ROOT, outputs))
 
 
 def write_failing_flake(directory: Path) -> Path:

@@ -1,0 +1,267 @@
+"""buildpacks:show, buildpacks:set, buildpacks:unset: which builder a push
+uses, from which directory of the repository, and which flake attribute.
+
+Without settings a push is built from the repository's root: with Nix when
+a `flake.nix` is there, else with its `Dockerfile`. The settings live in the
+app's settings (`buildpack`, `build_dir`, `buildpack_options`) and apply from
+the next push.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+from pathlib import Path
+
+import buildpacks
+from gitd import gitserve
+from gitd.commands import command, parser
+from gitd.errors import BuildError, UsageError
+from hooks import checkout
+
+SET_REASON = "set with buildpacks:set"
+# A flake attribute name (`packages.<system>.<NAME>`): no dots, no quoting.
+ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]{0,99}$")
+OPTION_FLAGS = {"image_attr": "--attr", "package_attr": "--package"}
+UNSET_KEYS = ("buildpack", "dir", "attr", "package")
+ROOT_WORDS = ("", ".", "/")
+
+
+def build_dir(value: str) -> str:
+    """`backend`, `/backend/`, `./services/api` -> a clean relative path; `.` or `/` -> ""."""
+    if value.strip() in ROOT_WORDS:
+        return ""
+    parts = [p for p in value.strip().strip("/").split("/") if p not in ("", ".")]
+    for part in parts:
+        if part in ("..", ".git") or "\0" in part or "\\" in part:
+            raise UsageError(f"invalid build directory {value!r}: use a path inside the "
+                             "repository, such as backend or services/api")
+    path = "/".join(parts)
+    if len(path) > 255:
+        raise UsageError("the build directory path is longer than 255 characters")
+    return path
+
+
+def attr_name(value: str, flag: str) -> str:
+    if not ATTR_NAME.fullmatch(value or ""):
+        raise UsageError(f"invalid {flag} {value!r}: a flake attribute name under "
+                         "packages.<system> (letters, digits, _, ' and -)")
+    return value
+
+
+def _settings(app) -> dict:
+    s = app.settings
+    return {"buildpack": s.get("buildpack"), "build_dir": s.get("build_dir", ""),
+            "options": dict(s.get("buildpack_options") or {})}
+
+
+def _describe_settings(data: dict) -> str:
+    parts = [data["buildpack"] or "auto-detect"]
+    if data["build_dir"]:
+        parts.append(f"dir {data['build_dir']}/")
+    for option, value in sorted(data["options"].items()):
+        parts.append(f"{OPTION_FLAGS.get(option, option).lstrip('-')} {value}")
+    return ", ".join(parts)
+
+
+def _parse(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    # With exit_on_error=False, argparse raises some errors (a missing value,
+    # two exclusive options) instead of calling error(): make them usage errors.
+    try:
+        return p.parse_intermixed_args(argv)  # `APP --dir x nix` too
+    except argparse.ArgumentError as exc:
+        raise UsageError(f"{exc}\nusage: {p.usage}")
+
+
+# --- resolving against the pushed code --------------------------------------
+
+
+def deploy_ref(repo, current_commit: str | None) -> tuple[bytes, bytes] | None:
+    """(branch, commit) of the deploy branch: the one the live release came
+    from when both exist, else main, else master; None before any push."""
+    found = []
+    for ref in gitserve.DEPLOY_BRANCHES:
+        try:
+            found.append((ref, repo.refs[ref]))
+        except KeyError:
+            continue
+    for ref, sha in found:
+        if current_commit and sha.decode() == current_commit:
+            return ref, sha
+    return found[0] if found else None
+
+
+def resolve(ctx, name: str) -> dict:
+    """What the next build of the deploy branch's commit would use, and why."""
+    app = ctx.store.get_app(name)
+    data = {"app": name, **_settings(app)}
+    current = ctx.store.current_release(name)
+    data["last_build"] = ({"release": current.version, "buildpack": current.buildpack,
+                           "commit": current.commit} if current else None)
+    repo = gitserve.open_repo(ctx.settings.repos_dir, name)
+    try:
+        found = deploy_ref(repo, current.commit if current else None)
+        data["branch"] = found[0].decode().removeprefix("refs/heads/") if found else None
+        data["commit"] = found[1].decode() if found else None
+        data["selected"] = data["reason"] = data["error"] = None
+        if found is None:
+            if data["buildpack"]:
+                data["selected"], data["reason"] = data["buildpack"], SET_REASON
+            else:
+                data["reason"] = "no push yet"
+            return data
+        try:
+            data["selected"], data["reason"] = _detect(ctx, repo, found[1], data)
+        except BuildError as exc:
+            data["error"] = exc.message
+        return data
+    finally:
+        repo.close()
+
+
+def _detect(ctx, repo, commit: bytes, data: dict) -> tuple[str, str]:
+    tree = checkout.subtree(repo, commit, data["build_dir"])  # the directory must exist
+    if data["buildpack"]:
+        return buildpacks.by_name(data["buildpack"]).name, SET_REASON  # nothing to look at
+    work = ctx.settings.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work, prefix=f"{data['app']}-show-") as tmp:
+        source = Path(tmp) / "src"
+        checkout.export(repo, tree, source)
+        buildpack, reason = buildpacks.detect(source, data["buildpack"],
+                                              build_dir=data["build_dir"])
+    return buildpack.name, reason
+
+
+# --- commands ---------------------------------------------------------------
+
+
+@command("buildpacks:show", "buildpacks:show APP [--json]",
+         "Show which buildpack the next push uses, and why", admin=False, help="""
+Resolved against the deploy branch's commit (main, or master): the app's
+setting (buildpacks:set) wins, else a flake.nix at the build root (nix), else
+a Dockerfile (dockerfile). Also shows the build directory and the flake
+attribute options, and what the live release was built with.""")
+def show(ctx, argv):
+    p = parser("buildpacks:show", json_flag=True)
+    p.add_argument("app")
+    args = _parse(p, argv)
+    ctx.app(args.app)
+    data = resolve(ctx, args.app)
+    if args.json:
+        ctx.json(data)
+        return
+    ctx.out(f"=== {args.app} buildpack")
+    if data["error"]:
+        choice = f"none ({data['error']})"
+    elif data["selected"]:
+        choice = f"{data['selected']} ({data['reason']})"
+    else:
+        choice = data["reason"]
+    ctx.out(f"buildpack:   {choice}")
+    where = f"{data['build_dir']}/" if data["build_dir"] else "/ (the repository's root)"
+    ctx.out(f"build dir:   {where}")
+    for option, value in sorted(data["options"].items()):
+        ctx.out(f"{option + ':':<12} {value}")
+    if data["commit"]:
+        ctx.out(f"commit:      {data['commit'][:8]} ({data['branch']})")
+    last = data["last_build"]
+    if last:
+        ctx.out(f"live:        v{last['release']} built with {last['buildpack']}")
+    if not (data["buildpack"] or data["build_dir"] or data["options"]):
+        ctx.out("settings:    none (buildpacks:set to choose)")
+
+
+@command("buildpacks:set", "buildpacks:set APP [nix|dockerfile] [--dir DIR] [--attr NAME | "
+         "--package NAME] [--clear]", "Choose the buildpack, build directory or flake attribute",
+         help="""
+nix|dockerfile      use this buildpack even when the other would be detected
+--dir DIR           build from this directory of the repository (monorepos);
+                    `--dir .` builds from the root again
+--attr NAME         nix: load the image packages.<system>.NAME
+                    (dockerTools.buildLayeredImage or streamLayeredImage)
+--package NAME      nix: build packages.<system>.NAME and make an image of
+                    its closure
+--clear             remove every buildpack setting (same as buildpacks:unset)
+Settings not named stay as they are. They apply from the next push.""")
+def set_(ctx, argv):
+    p = parser("buildpacks:set")
+    p.add_argument("app")
+    p.add_argument("buildpack", nargs="?")
+    p.add_argument("--dir", dest="build_dir")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--attr")
+    choice.add_argument("--package")
+    p.add_argument("--clear", action="store_true")
+    args = _parse(p, argv)
+    app = ctx.app(args.app)
+    given = [args.buildpack, args.build_dir, args.attr, args.package]
+    if args.clear:
+        if any(v is not None for v in given):
+            raise UsageError("--clear takes no other settings")
+        return _clear(ctx, args.app)
+    if all(v is None for v in given):
+        raise UsageError("nothing to set: name a buildpack, --dir, --attr or --package\n"
+                         f"usage: {p.usage}")
+    changes: dict = {}
+    if args.buildpack is not None:
+        if args.buildpack not in buildpacks.names():
+            raise UsageError(f"unknown buildpack {args.buildpack!r}; "
+                             f"choose one of: {', '.join(buildpacks.names())}")
+        changes["buildpack"] = args.buildpack
+    if args.build_dir is not None:
+        changes["build_dir"] = build_dir(args.build_dir) or None
+    if args.attr is not None or args.package is not None:
+        options = dict(app.settings.get("buildpack_options") or {})
+        options.pop("image_attr", None)
+        options.pop("package_attr", None)  # one choice at a time
+        if args.attr is not None:
+            options["image_attr"] = attr_name(args.attr, "--attr")
+        else:
+            options["package_attr"] = attr_name(args.package, "--package")
+        changes["buildpack_options"] = options
+    settings = ctx.store.update_app_settings(args.app, **changes)
+    data = {"buildpack": settings.get("buildpack"), "build_dir": settings.get("build_dir", ""),
+            "options": settings.get("buildpack_options") or {}}
+    ctx.out(f"-----> Buildpack of {args.app}: {_describe_settings(data)}")
+    if data["buildpack"] == "dockerfile" and data["options"]:
+        ctx.err(" !     --attr and --package apply to the nix buildpack only")
+    ctx.out("       applies from the next push")
+
+
+@command("buildpacks:unset", "buildpacks:unset APP [buildpack|dir|attr|package ...]",
+         "Remove buildpack settings (all of them by default)", help="""
+Without names, removes every buildpack setting: the next push detects its
+buildpack from the repository's root again.""")
+def unset(ctx, argv):
+    p = parser("buildpacks:unset")
+    p.add_argument("app")
+    p.add_argument("names", nargs="*")
+    args = _parse(p, argv)
+    app = ctx.app(args.app)
+    for name in args.names:
+        if name not in UNSET_KEYS:
+            raise UsageError(f"cannot unset {name!r}; choose from: {', '.join(UNSET_KEYS)}")
+    if not args.names:
+        return _clear(ctx, args.app)
+    changes: dict = {}
+    options = dict(app.settings.get("buildpack_options") or {})
+    for name in args.names:
+        if name == "buildpack":
+            changes["buildpack"] = None
+        elif name == "dir":
+            changes["build_dir"] = None
+        else:
+            options.pop("image_attr" if name == "attr" else "package_attr", None)
+            changes["buildpack_options"] = options or None
+    settings = ctx.store.update_app_settings(args.app, **changes)
+    data = {"buildpack": settings.get("buildpack"), "build_dir": settings.get("build_dir", ""),
+            "options": settings.get("buildpack_options") or {}}
+    ctx.out(f"-----> Buildpack of {args.app}: {_describe_settings(data)}")
+
+
+def _clear(ctx, app: str) -> None:
+    ctx.store.update_app_settings(app, buildpack=None, build_dir=None, buildpack_options=None)
+    ctx.out(f"-----> Buildpack settings of {app} removed: the next push detects its buildpack")
+
