@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 
+import docker.errors
 import structlog
 
 from gitd import gitserve
@@ -80,16 +81,22 @@ class Gitd:
             self.store.delete_app(name)
 
     def _remove_image_everywhere(self, image_id: str) -> bool:
-        """Untag the app's tags of an image, then remove it if nothing else uses it."""
+        """Untag the app's tags of an image, then remove it if nothing else
+        uses it. True when the image is gone."""
         client = self.engine.client
         try:
             image = client.images.get(image_id)
-        except Exception:
+        except docker.errors.ImageNotFound:
             return False
         for tag in image.tags:
             if tag.startswith("gitd/"):
                 self.engine.remove_image(tag)
-        return self.engine.remove_image(image_id)
+        self.engine.remove_image(image_id)
+        try:
+            client.images.get(image_id)
+            return False
+        except docker.errors.ImageNotFound:
+            return True
 
     # pushes
 
