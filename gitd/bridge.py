@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 
 
 class ChannelClosed(Exception):
@@ -13,13 +14,34 @@ class ThreadBridge:
     def __init__(self, loop: asyncio.AbstractEventLoop, process):
         self.loop = loop
         self.process = process
+        self._pending = None
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    def recv(self, size: int) -> bytes:
-        """Up to `size` bytes of stdin; b"" at end of input."""
-        return self._run(self.process.stdin.read(size))
+    def recv(self, size: int, timeout: float | None = None) -> bytes:
+        """Up to `size` bytes of stdin; b"" at end of input. With `timeout`,
+        TimeoutError when nothing came yet. A pty's window change arrives as
+        asyncssh.TerminalSizeChanged."""
+        if self._pending is None:
+            # a read that timed out stays pending (cancelling it could drop
+            # data it had just taken) and the next call picks up its result
+            self._pending = asyncio.run_coroutine_threadsafe(self.process.stdin.read(size),
+                                                             self.loop)
+        try:
+            data = self._pending.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError() from None
+        except BaseException:
+            self._pending = None
+            raise
+        self._pending = None
+        return data
+
+    def terminal_size(self) -> tuple[int, int]:
+        """(columns, rows) of the client's pty; (0, 0) without one."""
+        width, height, _, _ = self.process.get_terminal_size()
+        return width, height
 
     def read_all(self, limit: int = 1024 * 1024) -> bytes:
         chunks, total = [], 0

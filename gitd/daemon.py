@@ -33,6 +33,10 @@ async def serve(settings: Settings) -> int:
 
         traefik = ManagedTraefik(settings)
         await asyncio.to_thread(traefik.start)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     ssh = SSHService(gitd)
     try:
         port = await ssh.start(settings.ssh_host, settings.ssh_port, settings.host_key_path)
@@ -43,10 +47,6 @@ async def serve(settings: Settings) -> int:
     log.info("listening", ssh_port=port, http_port=settings.http_port, domain=settings.domain,
              traefik=settings.traefik, instance=settings.instance, reconciled=len(notes))
     _notify("READY=1")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     _notify("STOPPING=1")
     log.info("stopping: no new connections; letting work in flight finish",

@@ -131,7 +131,7 @@ class Gitd:
             if app is None or str(app.live_seq) != seq:
                 engine.remove(container)
                 notes.append(f"removed leftover container {container.name}")
-            elif container.status in ("exited", "created"):
+            elif container.status in ("exited", "created") and not app.settings.get("stopped"):
                 container.start()
                 notes.append(f"started {container.name}")
         for note in notes:

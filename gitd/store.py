@@ -152,10 +152,14 @@ class Store:
         with self._lock:
             return [_key(r) for r in self.db["keys"].rows_where(order_by="name")]
 
-    def remove_key(self, name: str) -> None:
+    def remove_key(self, name: str, keep_an_admin: bool = False) -> None:
+        """With `keep_an_admin`, refuse to remove the last admin key."""
         with self._tx() as db:
-            if not db["keys"].count_where("name = ?", [name]):
+            rows = list(db["keys"].rows_where("name = ?", [name]))
+            if not rows:
                 raise NotFound(f"no key named {name!r}")
+            if keep_an_admin and rows[0]["is_admin"] and db["keys"].count_where("is_admin = 1") == 1:
+                raise GitdError(f"{name} is the last admin key: add another admin key first")
             db["grants"].delete_where("key_name = ?", [name])
             db["keys"].delete(name)
 
@@ -280,6 +284,10 @@ class Store:
     def granted(self, app: str, key_name: str) -> bool:
         with self._lock:
             return bool(self.db["grants"].count_where("app = ? AND key_name = ?", [app, key_name]))
+
+    def grants_of_key(self, key_name: str) -> list[str]:
+        with self._lock:
+            return [r["app"] for r in self.db["grants"].rows_where("key_name = ?", [key_name], order_by="app")]
 
     def grants_of(self, app: str) -> list[str]:
         with self._lock:

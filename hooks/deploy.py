@@ -11,6 +11,7 @@ old ones, which keep serving.
 
 from __future__ import annotations
 
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,10 +36,10 @@ class Target:
     config: dict[str, str]
     port: int
     formation: dict[str, int]  # process type -> count
-    commands: dict[str, str | None]  # process type -> command (None = image default)
+    commands: dict[str, list[str] | None]  # process type -> argv (None = the image's own)
     hosts: list[str]
     check: HealthCheck
-    release_command: str | None = None
+    release_command: list[str] | None = None
     drain: float = 3.0  # seconds between the switch and SIGTERM to the old
     stop_timeout: int = 30  # seconds between SIGTERM and SIGKILL
 
@@ -65,8 +66,14 @@ def environment(target: Target, process: str, index: int) -> dict[str, str]:
     return env
 
 
-def shell_command(command: str | None) -> list[str] | None:
-    return ["/bin/sh", "-c", command] if command else None
+def process_argv(command: str | None, buildpack: str | None) -> list[str] | None:
+    """A Procfile command as argv. Heroku runs them with a shell; a Nix
+    closure image has none, so there the line is split like a shell would."""
+    if not command:
+        return None
+    if buildpack == "nix":
+        return shlex.split(command)
+    return ["/bin/sh", "-c", command]
 
 
 def container_specs(target: Target, settings: Settings, probe: str | None) -> list[dict]:
@@ -84,7 +91,7 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
     spec = {
         "image": target.image,
         "name": container_name(settings.instance, target.app, process, index, target.seq),
-        "command": shell_command(target.commands.get(process)),
+        "command": target.commands.get(process),
         "environment": environment(target, process, index),
         "labels": labels,
         "restart_policy": {"Name": "unless-stopped"},
@@ -116,7 +123,7 @@ def release_task_spec(target: Target, settings: Settings) -> dict:
     spec = {
         "image": target.image,
         "name": container_name(settings.instance, target.app, "release", 1, target.seq),
-        "command": shell_command(target.release_command),
+        "command": target.release_command,
         "environment": environment(target, "release", 1),
         "labels": labels,
         "init": True,
@@ -172,7 +179,7 @@ class Deployer:
 
     def _run_release_task(self, target: Target, progress) -> None:
         progress.stage("release-task")
-        progress.step(f"Running release command: {target.release_command}")
+        progress.step(f"Running release command: {shlex.join(target.release_command)}")
         container = self.engine.run(release_task_spec(target, self.settings))
         try:
             for chunk in container.logs(stream=True, follow=True):

@@ -5,9 +5,12 @@ Everything else builds plain dicts (container specs) and hands them here.
 
 from __future__ import annotations
 
+import socket
+
 import docker
 import docker.errors
 from docker.types import Mount
+from docker.utils.socket import STDERR, frames_iter
 
 from gitd.errors import GitdError
 
@@ -41,20 +44,39 @@ class Engine:
         filters = self._filters(**{LABEL_APP: app}, **labels)
         return self.client.containers.list(all=True, filters=filters)
 
-    def run(self, spec: dict):
-        """Create and start a container from a spec made by hooks.deploy."""
+    def create(self, spec: dict):
+        """Create (not start) a container from a spec."""
         spec = dict(spec)
         mounts = [Mount(**m) for m in spec.pop("mounts", [])]
         try:
-            container = self.client.containers.create(mounts=mounts, **spec)
+            return self.client.containers.create(mounts=mounts, **spec)
         except docker.errors.DockerException as exc:
             raise GitdError(f"cannot create container {spec.get('name')}: {_explain(exc)}")
+
+    def start(self, container) -> None:
         try:
             container.start()
         except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot start container {container.name}: {_explain(exc)}")
+
+    def run(self, spec: dict):
+        """Create and start a container from a spec made by hooks.deploy."""
+        container = self.create(spec)
+        try:
+            self.start(container)
+        except GitdError:
             self.remove(container)
-            raise GitdError(f"cannot start container {spec.get('name')}: {_explain(exc)}")
+            raise
         return container
+
+    def attach(self, container) -> "Attached":
+        """stdin, stdout and stderr of a created container (attach before start)."""
+        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        try:
+            sock = self.client.api.attach_socket(container.id, params=params)
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot attach to container {container.name}: {_explain(exc)}")
+        return Attached(sock, bool(container.attrs.get("Config", {}).get("Tty")))
 
     def stop(self, container, timeout: int) -> None:
         try:
@@ -109,6 +131,34 @@ class Engine:
     def images(self, app: str | None = None) -> list:
         filters = self._filters(**{LABEL_APP: app})
         return self.client.images.list(filters=filters)
+
+
+class Attached:
+    """A container's attach stream: frames out, bytes in."""
+
+    def __init__(self, sock, tty: bool):
+        self.sock = sock
+        self.tty = tty
+        self._raw = getattr(sock, "_sock", sock)
+
+    def frames(self):
+        """(is_stderr, bytes) until the container closes its output."""
+        for stream, data in frames_iter(self.sock, self.tty):
+            yield stream == STDERR, data
+
+    def send(self, data: bytes) -> None:
+        self._raw.sendall(data)
+
+    def close_stdin(self) -> None:
+        self._raw.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for close in (lambda: self._raw.shutdown(socket.SHUT_RDWR), self.sock.close,
+                      self._raw.close):
+            try:
+                close()
+            except OSError:
+                pass
 
 
 def _explain(exc: Exception) -> str:

@@ -15,7 +15,7 @@ from gitd.config import Settings
 from gitd.errors import BuildError, GitdError, NotFound
 from gitd.store import Release, Store
 from hooks import checkout, checks, procfile
-from hooks.deploy import Deployer, Target
+from hooks.deploy import Deployer, Target, process_argv
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_RELEASE, Engine
 from hooks.events import Progress
 
@@ -105,12 +105,15 @@ class Pipeline:
             raise GitdError(f"{app} has no release yet: push to deploy it first")
         progress = Progress(sink, app, release=f"v{release.version}")
         progress.step(f"{reason} v{release.version}")
-        self._deploy(release, progress, announce=False, record=False)
+        # the Procfile's `release` command runs once per release, not per restart
+        self._deploy(release, progress, announce=False, record=False, release_task=False)
 
     # stages
 
     def _build(self, app, version, source, tmp, app_settings, processes, progress):
-        buildpack, reason = buildpacks.detect(source, app_settings.get("buildpack"))
+        buildpack, reason = buildpacks.detect(
+            source, app_settings.get("buildpack"),
+            build_dir=app_settings.get("build_dir", ""))
         progress.line(f"{buildpack.name} buildpack: {reason}")
         request = BuildRequest(
             app=app, release=version, source_dir=source, image_tag=image_tag(app, version),
@@ -126,17 +129,20 @@ class Pipeline:
         return result, buildpack.name
 
     def _deploy(self, release: Release, progress: Progress, announce: bool = True,
-                record: bool = True) -> None:
+                record: bool = True, release_task: bool = True) -> None:
         app = release.app
         if announce:
             progress.step(f"Releasing v{release.version}")
         target = self.target(release)
+        if not release_task:
+            target.release_command = None
         progress.step(f"Deploying v{release.version} ({_formation_text(target.formation)})")
         progress.stage("deploy")
         progress.bind(seq=target.seq)
 
         def on_live():
             self.store.set_live(app, release.version, target.seq)
+            self.store.update_app_settings(app, stopped=None)  # ps:stop ends with a deploy
             if record:
                 self.store.update_release(app, release.version, status="succeeded", log=progress.text)
 
@@ -155,8 +161,7 @@ class Pipeline:
         settings = app.settings
         config = dict(release.config)
         port = _port_from(config.get("PORT"), release.port or DEFAULT_PORT)
-        commands = {"web": release.procfile.get("web")}
-        commands.update({k: v for k, v in release.procfile.items() if k not in ("web", "release")})
+        commands = self.commands(release)
         formation = {"web": 1}
         formation.update({k: int(v) for k, v in app.scale.items() if k in commands})
         formation = {k: v for k, v in formation.items() if v > 0}
@@ -165,10 +170,20 @@ class Pipeline:
             image=release.image_id, config=config, port=port, formation=formation,
             commands=commands, hosts=self.store.domains(release.app),
             check=checks.resolve(settings, release.app_json, self.settings.deploy_timeout),
-            release_command=release.procfile.get("release"),
+            release_command=process_argv(release.procfile.get("release"), release.buildpack),
             drain=float(settings.get("drain", self.settings.drain_seconds)),
             stop_timeout=int(settings.get("stop_timeout", self.settings.stop_timeout)),
         )
+
+    @staticmethod
+    def commands(release: Release) -> dict[str, list[str] | None]:
+        """Process type -> argv. The Nix buildpack already made the web
+        command the image's own (flake app, else Procfile web)."""
+        web = None if release.buildpack == "nix" else release.procfile.get("web")
+        commands = {"web": process_argv(web, release.buildpack)}
+        commands.update({k: process_argv(v, release.buildpack) for k, v in release.procfile.items()
+                         if k not in ("web", "release")})
+        return commands
 
     def _fail(self, release: Release, progress: Progress, exc: GitdError) -> None:
         progress.warn(str(exc))

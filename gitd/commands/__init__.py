@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,6 +43,12 @@ def command(name: str, usage: str, summary: str, admin: bool = True, help: str =
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(f"{message}\nusage: {self.usage}")
+
+    def parse_known_args(self, args=None, namespace=None):
+        try:
+            return super().parse_known_args(args, namespace)
+        except argparse.ArgumentError as exc:  # exit_on_error=False raises these as they are
+            self.error(str(exc))
 
 
 def parser(cmd_name: str, json_flag: bool = False) -> argparse.ArgumentParser:
@@ -100,6 +107,10 @@ class Context:
     def progress_sink(self):
         return lambda line: self.out(line)
 
+    def lock(self, app: str):
+        """The app's deploy lock; says so when it has to wait."""
+        return self.gitd.app_lock(app, notify=self.out)
+
 
 def _load_modules() -> None:
     from gitd.commands import apps  # noqa: F401
@@ -147,12 +158,15 @@ def show_help(ctx: Context, args: list[str] | None = None) -> int:
     args = args or []
     if args:
         topic = args[0]
-        if topic in COMMANDS:
+        matching = sorted((c for c in COMMANDS.values() if c.name.split(":")[0] == topic),
+                          key=lambda c: c.name)
+        if ":" in topic or len(matching) < 2:
+            if topic not in COMMANDS:
+                raise UsageError(f"no help for {topic!r}; run `help` for the list")
             return show_command_help(ctx, COMMANDS[topic])
-        matching = [c for c in COMMANDS.values() if c.name.split(":")[0] == topic]
-        if not matching:
-            raise UsageError(f"no help for {topic!r}; run `help` for the list")
         _print_table(ctx, matching)
+        ctx.out("")
+        ctx.out(f"`COMMAND --help` for one of them, e.g. `{matching[-1].name} --help`")
         return 0
     ctx.out("gitd: push to deploy.  git push ssh://git@HOST:PORT/APP main")
     ctx.out("")
@@ -177,6 +191,30 @@ def one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
         raise UsageError(f"{what} must be one of {', '.join(allowed)}")
     return value
+
+
+def iso_time(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+
+def duration(seconds: float) -> str:
+    """3s, 4m 12s, 2h 5m, 3d 4h."""
+    s = int(max(0, seconds))
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                      ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size}{unit} {(s % size) // sub_size}{sub}"
+    return f"{s}s"
+
+
+def print_rows(ctx: Context, rows: list[list[str]]) -> None:
+    """Columns aligned to their widest cell; the last column is not padded."""
+    if not rows:
+        return
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [str(row[-1])]
+        ctx.out("  ".join(cells).rstrip())
 
 
 def confirm_force(args, app: str) -> None:

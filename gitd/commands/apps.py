@@ -55,6 +55,7 @@ def app_info(ctx, name: str) -> dict:
         "scale": app.scale or {"web": 1},
         "containers": containers,
         "git_url": f"ssh://git@HOST:{ctx.settings.ssh_port}/{name}",
+        "granted_to": ctx.store.grants_of(name),
         "deploying": name in ctx.gitd.locks.busy(),
     }
 
@@ -79,6 +80,7 @@ def info(ctx, argv):
     ctx.out(f"urls:       {' '.join(data['urls']) or '-'}")
     ctx.out(f"deploying:  {'yes' if data['deploying'] else 'no'}")
     ctx.out(f"git:        {data['git_url']}")
+    ctx.out(f"granted to: {' '.join(data['granted_to']) or '-'} (and admin keys)")
     ctx.out("containers:")
     for c in data["containers"] or []:
         ctx.out(f"  {c['process']}  v{c['release']}  {c['state']}  {c['name']}")
@@ -97,3 +99,32 @@ def destroy(ctx, argv):
     confirm_force(args, args.name)
     ctx.gitd.destroy_app(args.name, ctx.out)
     ctx.out(f"-----> Destroyed {args.name}")
+
+
+def _app_and_key(name: str, argv: list[str]):
+    p = parser(name)
+    p.add_argument("app")
+    p.add_argument("key")
+    return p.parse_args(argv)
+
+
+@command("apps:grant", "apps:grant APP KEYNAME", "Let a deployer key push to and read an app",
+         help="""
+The key may then git push to APP and run apps:info, releases, ps, logs and
+domains on it; not config or run. Admin keys reach every app already.""")
+def grant(ctx, argv):
+    args = _app_and_key("apps:grant", argv)
+    ctx.app(args.app)
+    key = ctx.store.get_key(args.key)
+    ctx.store.grant(args.app, key.name)
+    note = " (an admin key: it reaches every app anyway)" if key.is_admin else ""
+    ctx.out(f"-----> {key.name} may push to and read {args.app}{note}")
+
+
+@command("apps:revoke", "apps:revoke APP KEYNAME", "Take a key's access to an app away")
+def revoke(ctx, argv):
+    args = _app_and_key("apps:revoke", argv)
+    ctx.app(args.app)
+    ctx.store.get_key(args.key)
+    ctx.store.revoke(args.app, args.key)
+    ctx.out(f"-----> {args.key} no longer reaches {args.app}")

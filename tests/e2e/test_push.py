@@ -1,6 +1,7 @@
 """Push to deploy, end to end: real git, ssh, gitd, Docker and Traefik."""
 
 import subprocess
+import time
 
 import pytest
 
@@ -63,6 +64,10 @@ def test_push_deploys_then_updates_and_survives_a_broken_build(gitd, docker_clie
     assert destroyed.returncode == 0, destroyed.stderr
     assert gitd.containers(docker_client, app) == []
     assert docker_client.images.list(name=f"gitd/{app}") == []
+    # Traefik drops the route once it sees the container die (throttled)
+    deadline = time.monotonic() + 10
+    while gitd.get(gitd.host(app))[0] != 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert gitd.get(gitd.host(app))[0] == 404
     assert not (gitd.data_dir / "repos" / f"{app}.git").exists()
     with gitd.db() as db:

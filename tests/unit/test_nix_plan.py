@@ -105,7 +105,7 @@ def test_an_option_naming_a_missing_attribute_lists_what_exists():
 
 
 def test_no_default_among_several_packages_is_an_error():
-    with pytest.raises(BuildError, match="no packages.x86_64-linux.default .*has: a, b.*package_attr"):
+    with pytest.raises(BuildError, match="no packages.x86_64-linux.default .*has: a, b.*--package NAME"):
         choose_attr(["a", "b"], {}, "x86_64-linux")
 
 

@@ -12,7 +12,7 @@ from hooks.deploy import Target, container_specs
 def target(**changes):
     values = dict(app="hello", version=3, seq=7, image="sha256:abc", config={"A": "1"},
                   port=5000, formation={"web": 2, "worker": 1},
-                  commands={"web": None, "worker": "python worker.py"},
+                  commands={"web": None, "worker": ["/bin/sh", "-c", "python worker.py"]},
                   hosts=["hello.example.com", "www.example.com"], check=HealthCheck())
     values.update(changes)
     return Target(**values)
@@ -88,3 +88,11 @@ def test_procfile():
         procfile.parse("not a process line")
     with pytest.raises(BuildError, match="twice"):
         procfile.parse("web: a\nweb: b\n")
+
+
+def test_procfile_commands_use_a_shell_except_in_nix_closures():
+    from hooks.deploy import process_argv
+
+    assert process_argv("python w.py --x 'a b'", "dockerfile") == ["/bin/sh", "-c", "python w.py --x 'a b'"]
+    assert process_argv("worker --x 'a b'", "nix") == ["worker", "--x", "a b"]
+    assert process_argv(None, "nix") is None

@@ -1,0 +1,240 @@
+"""ps, ps:scale, ps:restart, ps:stop, ps:start: an app's processes.
+
+Process types come from the Procfile of the current release: `web` (always
+there; the image's own command when the Procfile does not name it) is routed,
+the others are not, and `release` runs once per release before the swap.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from gitd import validate
+from gitd.commands import command, duration, iso_time, parser, print_rows
+from gitd.errors import GitdError, UsageError
+from hooks.engine import LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ
+
+MAX_SCALE = 20
+NOT_SCALABLE = ("release",)
+
+
+# formation
+
+def process_types(release) -> list[str]:
+    """The types a release can run: web first, then its Procfile's others."""
+    others = sorted(t for t in (release.procfile if release else {}) if t not in ("web", "release"))
+    return ["web", *others]
+
+
+def formation(scale: dict, release) -> dict[str, int]:
+    """How many of each type run: web defaults to 1, the others to 0."""
+    return {t: int(scale.get(t, 1 if t == "web" else 0)) for t in process_types(release)}
+
+
+def parse_scale(pairs: list[str], release) -> dict[str, int]:
+    """`web=2 worker=1` -> {"web": 2, "worker": 1}, checked against the release."""
+    known = process_types(release)
+    changes: dict[str, int] = {}
+    for pair in pairs:
+        name, sep, count = pair.partition("=")
+        if not sep:
+            raise UsageError(f"expected TYPE=COUNT, got {pair!r}")
+        validate.process_type(name)
+        if name in NOT_SCALABLE:
+            raise UsageError("`release` runs once per release; it cannot be scaled")
+        if name not in known:
+            where = f"the Procfile of v{release.version}" if release else "an app not deployed yet"
+            raise UsageError(f"no process type {name!r} in {where} (known: {', '.join(known)})")
+        if not count.isdigit() or int(count) > MAX_SCALE:
+            raise UsageError(f"the count for {name} must be a number from 0 to {MAX_SCALE}")
+        changes[name] = int(count)
+    return changes
+
+
+def formation_text(counts: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in counts.items())
+
+
+# containers
+
+def dyno(container) -> str:
+    """`web.1` from `gitd-<instance>.<app>.web.1.s<seq>` (`run.<id>` for one-offs)."""
+    return ".".join(container.name.split(".")[2:4])
+
+
+def _started(state: dict) -> float | None:
+    text = state.get("StartedAt") or ""
+    if not text or text.startswith("0001-"):
+        return None
+    return datetime.fromisoformat(text[:19] + "+00:00").timestamp()
+
+
+def describe(container) -> dict:
+    labels = container.labels
+    state = container.attrs.get("State") or {}
+    started = _started(state)
+    running = container.status == "running"
+    return {
+        "name": dyno(container),
+        "type": labels.get(LABEL_PROCESS),
+        "role": labels.get(LABEL_ROLE),
+        "release": int(labels.get(LABEL_RELEASE, 0)),
+        "seq": int(labels.get(LABEL_SEQ, 0)),
+        "state": container.status,
+        "health": (state.get("Health") or {}).get("Status"),
+        "started_at": iso_time(started),
+        "uptime": round(time.time() - started) if running and started else None,
+        "container": container.name,
+    }
+
+
+def _order(info: dict):
+    kind, _, index = info["name"].partition(".")
+    return (info["role"] != "service", kind != "web", kind, int(index) if index.isdigit() else 0)
+
+
+def app_containers(ctx, app: str) -> list[dict]:
+    return sorted((describe(c) for c in ctx.gitd.engine.containers(app)), key=_order)
+
+
+def live_services(ctx, app: str) -> list:
+    """The service containers of the app's live deploy, running or not."""
+    seq = ctx.store.get_app(app).live_seq
+    if seq is None:
+        return []
+    return ctx.gitd.engine.containers(app, **{LABEL_SEQ: str(seq), LABEL_ROLE: "service"})
+
+
+def _row(info: dict) -> list[str]:
+    state = info["state"] + (f" ({info['health']})" if info["health"] else "")
+    since = f"up {duration(info['uptime'])}" if info["uptime"] is not None else ""
+    note = "" if info["role"] == "service" else f"({info['role']})"
+    return [info["name"], state, f"v{info['release']}", since, note]
+
+
+# commands
+
+@command("ps", "ps APP [--json]", "List an app's containers: type, state, release, uptime",
+         admin=False, help="""
+Shows every container gitd runs for the app: the live ones, old ones still
+draining during a deploy, and one-off `run` containers.""")
+def ps(ctx, argv):
+    p = parser("ps", json_flag=True)
+    p.add_argument("app")
+    args = p.parse_args(argv)
+    app = ctx.app(args.app)
+    release = ctx.store.current_release(args.app)
+    counts = formation(app.scale, release)
+    containers = app_containers(ctx, args.app)
+    stopped = bool(app.settings.get("stopped"))
+    if args.json:
+        ctx.json({"app": args.app, "release": app.current_release, "formation": counts,
+                  "stopped": stopped, "containers": containers})
+        return
+    head = f"v{release.version}" if release else "not deployed"
+    ctx.out(f"=== {args.app}  {head}  {formation_text(counts)}"
+            + ("  (stopped: ps:start to run it again)" if stopped else ""))
+    print_rows(ctx, [_row(c) for c in containers])
+    if not containers:
+        ctx.out("no containers")
+
+
+@command("ps:scale", "ps:scale APP [TYPE=COUNT ...] [--json]",
+         "Show or set how many containers of each process type run", help=f"""
+Types are `web` and those in the current release's Procfile (not `release`);
+counts go from 0 to {MAX_SCALE}. web=0 takes the app offline. Setting a count
+redeploys the current release with the new formation (zero downtime).
+Without TYPE=COUNT, prints the formation.""")
+def scale(ctx, argv):
+    p = parser("ps:scale", json_flag=True)
+    p.add_argument("app")
+    p.add_argument("pairs", nargs="*", metavar="TYPE=COUNT")
+    args = p.parse_args(argv)
+    app = ctx.app(args.app)
+    if not args.pairs:
+        counts = formation(app.scale, ctx.store.current_release(args.app))
+        if args.json:
+            ctx.json(counts)
+        else:
+            ctx.out(formation_text(counts))
+        return
+    changes = parse_scale(args.pairs, ctx.store.current_release(args.app))
+    with ctx.lock(args.app):
+        old = ctx.store.get_app(args.app).scale
+        ctx.store.set_scale(args.app, {**old, **changes})
+        if ctx.store.current_release(args.app) is None:
+            ctx.out(f"-----> Scale of {args.app}: {formation_text(changes)} (from the first deploy)")
+            return
+        try:
+            ctx.gitd.pipeline.redeploy(args.app, ctx.progress_sink(),
+                                       f"Scaling to {formation_text(changes)}:")
+        except GitdError as exc:
+            ctx.store.set_scale(args.app, old)
+            raise GitdError(f"{exc}\nscale of {args.app} left as it was") from exc
+
+
+@command("ps:restart", "ps:restart APP", "Replace an app's containers with new ones", help="""
+Zero downtime: new containers start beside the old and take over once
+healthy. Config stored with --no-restart is applied (as a new release).""")
+def restart(ctx, argv):
+    p = parser("ps:restart")
+    p.add_argument("app")
+    args = p.parse_args(argv)
+    ctx.app(args.app)
+    with ctx.lock(args.app):
+        current = _require_release(ctx, args.app)
+        pending = ctx.store.get_config(args.app)
+        if pending != current.config:
+            ctx.gitd.pipeline.release(args.app, current, pending, kind="config",
+                                      description="Apply config set with --no-restart",
+                                      by=ctx.key.name, sink=ctx.progress_sink())
+            return
+        ctx.gitd.pipeline.redeploy(args.app, ctx.progress_sink(), "Restarting")
+
+
+def _require_release(ctx, app: str):
+    current = ctx.store.current_release(app)
+    if current is None:
+        raise GitdError(f"{app} has no release yet: push to deploy it first")
+    return current
+
+
+@command("ps:stop", "ps:stop APP", "Stop an app's containers (kept, for ps:start)", help="""
+Sends SIGTERM (SIGKILL after the stop timeout) to every container of the
+live release. They stay stopped until ps:start, ps:restart or a deploy.""")
+def stop(ctx, argv):
+    p = parser("ps:stop")
+    p.add_argument("app")
+    args = p.parse_args(argv)
+    app = ctx.app(args.app)
+    timeout = int(app.settings.get("stop_timeout", ctx.settings.stop_timeout))
+    with ctx.lock(args.app):
+        running = [c for c in live_services(ctx, args.app) if c.status == "running"]
+        ctx.store.update_app_settings(args.app, stopped=True)
+        if running:
+            with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
+                list(pool.map(lambda c: ctx.gitd.engine.stop(c, timeout), running))
+        ctx.out(f"-----> Stopped {args.app}: {len(running)} container(s)")
+
+
+@command("ps:start", "ps:start APP", "Start an app's stopped containers again", help="""
+Starts the stopped containers of the live release; when there are none (they
+were removed), deploys the current release afresh.""")
+def start(ctx, argv):
+    p = parser("ps:start")
+    p.add_argument("app")
+    args = p.parse_args(argv)
+    ctx.app(args.app)
+    with ctx.lock(args.app):
+        _require_release(ctx, args.app)
+        containers = live_services(ctx, args.app)
+        if not containers:
+            ctx.gitd.pipeline.redeploy(args.app, ctx.progress_sink(), "Starting")
+            return
+        stopped = [c for c in containers if c.status != "running"]
+        for container in stopped:
+            ctx.gitd.engine.start(container)
+        ctx.store.update_app_settings(args.app, stopped=None)
+        ctx.out(f"-----> Started {args.app}: {len(stopped)} container(s)")

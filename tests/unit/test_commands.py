@@ -1,0 +1,410 @@
+"""The admin commands without services: parsing, validation, access, and the
+store side of config/domains/scale changes (with a pipeline that records)."""
+
+import io
+import json
+
+import pytest
+
+from gitd import commands
+from gitd.commands import config as config_cmd
+from gitd.commands import domains, logs, ps, releases, run
+from gitd.config import Settings
+from gitd.errors import DeployError, GitdError, NotFound, PermissionDenied, UsageError
+from gitd.keys import parse_public_key
+from gitd.store import Store
+from hooks.locks import AppLocks
+
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHs6zJ0m4ZTqz1x8cGQkGkQm2nH8ZLm4q9Qy7J8XfLrA test"
+
+
+class Bridge:
+    def __init__(self, stdin: bytes = b""):
+        self.stdout, self.stderr, self._in = [], [], io.BytesIO(stdin)
+
+    def out(self, text):
+        self.stdout.append(text)
+
+    def err(self, text):
+        self.stderr.append(text)
+
+    def read_all(self, limit):
+        return self._in.read(limit + 1)
+
+    def closed(self):
+        return False
+
+
+class Pipeline:
+    """Records what a command asked for; fails when told to."""
+
+    def __init__(self):
+        self.calls, self.fail = [], False
+
+    def release(self, app, base, config, kind, description, by, sink):
+        self.calls.append(("release", app, base.version, dict(config), kind, description))
+        if self.fail:
+            raise DeployError("the new container did not become healthy")
+
+    def redeploy(self, app, sink, reason):
+        self.calls.append(("redeploy", app, reason))
+        if self.fail:
+            raise DeployError("the new container did not become healthy")
+
+
+class FakeGitd:
+    def __init__(self, store, settings):
+        self.store, self.settings = store, settings
+        self.locks, self.pipeline = AppLocks(), Pipeline()
+
+    def app_lock(self, app, notify=None):
+        return self.locks.hold(app, 1.0)
+
+    @property
+    def engine(self):
+        raise AssertionError("unit tests do not reach Docker")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "gitd.db")
+    s.add_key("admin", "SHA256:admin", "ssh-ed25519 AAAA admin", True)
+    s.add_key("dev", "SHA256:dev", "ssh-ed25519 AAAA dev", False)
+    s.create_app("hello")
+    s.add_domains("hello", ["hello.example.com"])
+    return s
+
+
+@pytest.fixture
+def fake(store, tmp_path):
+    return FakeGitd(store, Settings(data_dir=tmp_path, instance="t1234567", http_port=8080))
+
+
+def call(fake, *argv, key="admin", stdin=b""):
+    ctx = commands.Context(fake, fake.store.get_key(key), Bridge(stdin))
+    status = commands.dispatch(ctx, list(argv))
+    return status, "".join(ctx.bridge.stdout), "".join(ctx.bridge.stderr)
+
+
+def deployed(store, app="hello", procfile=None, config=None):
+    """A release recorded as live, as a push would leave it."""
+    release = store.new_release(app, status="succeeded", image_id="sha256:abc",
+                                procfile=procfile or {}, config=config or {}, commit="c0ffee" * 6)
+    store.set_live(app, release.version, 1)
+    config_cmd.replace_config(store, app, store.get_config(app), release.config)
+    return release
+
+
+# config
+
+def test_config_pairs_keep_spaces_quotes_equals_and_read_stdin():
+    values = config_cmd.parse_pairs(['MSG="a b"', "URL=x=y&z", "EMPTY=", "PEM=@-"],
+                                lambda: "line 1\nline 2\n")
+    assert values == {"MSG": '"a b"', "URL": "x=y&z", "EMPTY": "", "PEM": "line 1\nline 2"}
+
+
+@pytest.mark.parametrize("pairs,message", [
+    (["NOVALUE"], "expected KEY=VALUE"),
+    (["1X=y"], "invalid config key"),
+    (["A B=y"], "invalid config key"),
+    (["GITD_APP=x"], "set by gitd"),
+    (["DYNO=x"], "set by gitd"),
+    (["A=@-", "B=@-"], "only one value"),
+    (["A=x\0y"], "NUL"),
+])
+def test_bad_config_pairs(pairs, message):
+    with pytest.raises(UsageError, match=message):
+        config_cmd.parse_pairs(pairs, lambda: "v")
+
+
+def test_config_before_the_first_deploy_is_only_stored(fake):
+    status, out, _ = call(fake, "config:set", "hello", "A=1", "B=two words")
+    assert status == 0 and "the first push uses it" in out
+    assert fake.store.get_config("hello") == {"A": "1", "B": "two words"}
+    assert fake.pipeline.calls == []
+    assert json.loads(call(fake, "config", "hello", "--json")[1]) == {"A": "1", "B": "two words"}
+    assert call(fake, "config", "hello", "--shell")[1] == "A=1\nB='two words'\n"
+    assert call(fake, "config:get", "hello", "B")[1] == "two words\n"
+    with pytest.raises(NotFound):
+        call(fake, "config:get", "hello", "NOPE")
+
+
+def test_config_set_releases_the_merged_config(fake):
+    base = deployed(fake.store, config={"A": "1"})
+    call(fake, "config:set", "hello", "B=2", stdin=b"")
+    assert fake.pipeline.calls == [("release", "hello", base.version, {"A": "1", "B": "2"},
+                                    "config", "Set B")]
+    call(fake, "config:unset", "hello", "A")
+    assert fake.pipeline.calls[-1][3] == {"B": "2"}
+    assert fake.store.get_config("hello") == {"B": "2"}
+
+
+def test_a_failed_config_deploy_puts_the_old_values_back(fake):
+    deployed(fake.store)
+    fake.store.set_config("hello", {"A": "1"})
+    fake.pipeline.fail = True
+    with pytest.raises(GitdError, match="left as it was"):
+        call(fake, "config:set", "hello", "A=2", "B=3")
+    assert fake.store.get_config("hello") == {"A": "1"}
+
+
+def test_no_restart_stores_without_deploying_and_unset_of_missing_changes_nothing(fake):
+    deployed(fake.store)
+    status, out, _ = call(fake, "config:set", "hello", "A=1", "--no-restart")
+    assert status == 0 and "ps:restart hello" in out
+    assert fake.pipeline.calls == [] and fake.store.get_config("hello") == {"A": "1"}
+    _, _, err = call(fake, "config", "hello")
+    assert "runs with other values" in err
+    with pytest.raises(NotFound, match="NOPE"):
+        call(fake, "config:unset", "hello", "A", "NOPE")
+    assert fake.store.get_config("hello") == {"A": "1"}
+
+
+def test_config_is_for_admins_only(fake):
+    fake.store.grant("hello", "dev")
+    for argv in (["config", "hello"], ["config:get", "hello", "A"], ["config:set", "hello", "A=1"],
+                 ["run", "hello", "--", "env"]):
+        with pytest.raises(PermissionDenied):
+            call(fake, *argv, key="dev")
+
+
+# domains
+
+def test_hosts_are_validated_lowercased_and_deduplicated():
+    assert domains.parse_hosts(["Www.Example.com", "www.example.com.", "a.b"]) == \
+        ["www.example.com", "a.b"]
+    for bad in ("localhost", "-a.com", "a_b.com", "a..com", "exa mple.com"):
+        with pytest.raises(UsageError):
+            domains.parse_hosts([bad])
+
+
+def test_domains_change_and_redeploy(fake):
+    fake.store.create_app("other")
+    fake.store.add_domains("other", ["taken.example.com"])
+    call(fake, "domains:add", "hello", "www.example.com")
+    assert fake.store.domains("hello") == ["hello.example.com", "www.example.com"]
+    assert fake.pipeline.calls == []  # not deployed: stored only
+    with pytest.raises(GitdError, match="already used by app 'other'"):
+        call(fake, "domains:add", "hello", "new.example.com", "taken.example.com")
+    with pytest.raises(NotFound):
+        call(fake, "domains:remove", "hello", "nope.example.com")
+    assert fake.store.domains("hello") == ["hello.example.com", "www.example.com"]
+    deployed(fake.store)
+    call(fake, "domains:remove", "hello", "hello.example.com")
+    assert fake.pipeline.calls[-1][0] == "redeploy"
+    out = call(fake, "domains", "hello")[1]
+    assert "http://www.example.com:8080" in out
+
+
+def test_a_failed_domain_redeploy_undoes_the_change(fake):
+    deployed(fake.store)
+    fake.pipeline.fail = True
+    with pytest.raises(GitdError, match="left as they were"):
+        call(fake, "domains:add", "hello", "www.example.com")
+    with pytest.raises(GitdError):
+        call(fake, "domains:remove", "hello", "hello.example.com")
+    assert fake.store.domains("hello") == ["hello.example.com"]
+
+
+# ps
+
+def test_scale_is_checked_against_the_procfile(store):
+    release = deployed(store, procfile={"web": "w", "worker": "k", "release": "migrate"})
+    assert ps.parse_scale(["web=2", "worker=0"], release) == {"web": 2, "worker": 0}
+    assert ps.formation({}, release) == {"web": 1, "worker": 0}
+    for pairs, message in ((["clock=1"], "no process type 'clock'"), (["release=1"], "once per release"),
+                           (["web=21"], "0 to 20"), (["web=-1"], "0 to 20"), (["web"], "TYPE=COUNT"),
+                           (["Web=1"], "invalid process type")):
+        with pytest.raises(UsageError, match=message):
+            ps.parse_scale(pairs, release)
+    assert ps.parse_scale(["web=3"], None) == {"web": 3}
+    with pytest.raises(UsageError, match="not deployed"):
+        ps.parse_scale(["worker=1"], None)
+
+
+def test_scale_redeploys_and_a_failure_keeps_the_old_scale(fake):
+    deployed(fake.store, procfile={"worker": "k"})
+    call(fake, "ps:scale", "hello", "worker=2")
+    assert fake.store.get_app("hello").scale == {"worker": 2}
+    assert fake.pipeline.calls[-1][0] == "redeploy"
+    fake.pipeline.fail = True
+    with pytest.raises(GitdError, match="left as it was"):
+        call(fake, "ps:scale", "hello", "web=3")
+    assert fake.store.get_app("hello").scale == {"worker": 2}
+    assert json.loads(call(fake, "ps:scale", "hello", "--json")[1]) == {"web": 1, "worker": 2}
+
+
+def test_restart_applies_config_stored_with_no_restart(fake):
+    deployed(fake.store, config={"A": "1"})
+    call(fake, "ps:restart", "hello")
+    assert fake.pipeline.calls[-1] == ("redeploy", "hello", "Restarting")
+    fake.store.set_config("hello", {"A": "2"})
+    call(fake, "ps:restart", "hello")
+    assert fake.pipeline.calls[-1][0] == "release" and fake.pipeline.calls[-1][3] == {"A": "2"}
+
+
+def test_dyno_names_come_from_container_names():
+    class C:
+        name = "gitd-t1234567.hello.web.2.s14"
+    assert ps.dyno(C) == "web.2"
+    assert ps.formation_text({"web": 2, "worker": 1}) == "web=2 worker=1"
+
+
+# releases
+
+def test_rollback_target(store):
+    v1 = deployed(store)
+    with pytest.raises(NotFound, match="no earlier release"):
+        releases.rollback_target(store, "hello", None)
+    store.new_release("hello", status="failed")
+    v3 = deployed(store)
+    assert releases.rollback_target(store, "hello", None).version == v1.version
+    with pytest.raises(GitdError, match="current release already"):
+        releases.rollback_target(store, "hello", v3.version)
+    with pytest.raises(GitdError, match="v2 failed"):
+        releases.rollback_target(store, "hello", 2)
+    with pytest.raises(NotFound, match="no release v9"):
+        releases.rollback_target(store, "hello", 9)
+
+
+def test_rollback_takes_the_old_config(fake):
+    deployed(fake.store, config={"A": "old"})
+    deployed(fake.store, config={"A": "new"})
+    fake.store.set_config("hello", {"A": "new"})
+    call(fake, "releases:rollback", "hello", "v1")
+    assert fake.pipeline.calls == [("release", "hello", 1, {"A": "old"}, "rollback", "Rollback to v1")]
+    assert fake.store.get_config("hello") == {"A": "old"}
+    with pytest.raises(UsageError, match="invalid release"):
+        call(fake, "releases:rollback", "hello", "latest")
+
+
+def test_releases_listing_and_info(fake):
+    deployed(fake.store, procfile={"web": "serve"}, config={"SECRET": "s3cret"})
+    rows = json.loads(call(fake, "releases", "hello", "--json")[1])
+    assert [(r["version"], r["current"], r["status"]) for r in rows] == [(1, True, "succeeded")]
+    _, out, _ = call(fake, "releases:info", "hello", "v1")
+    assert "SECRET" in out and "s3cret" not in out and "--- log" in out
+
+
+# run
+
+def test_run_arguments():
+    assert run.parse_run(["hello", "--", "ls", "-l"]) == ("hello", ["ls", "-l"])
+    assert run.parse_run(["hello", "env"]) == ("hello", ["env"])
+    assert run.parse_run(["hello", "--", "--", "x"]) == ("hello", ["--", "x"])
+    for argv in ([], ["hello"], ["hello", "--"]):
+        with pytest.raises(UsageError):
+            run.parse_run(argv)
+    with pytest.raises(UsageError, match="invalid app name"):
+        run.parse_run(["Bad", "ls"])
+
+
+def test_oneoff_spec(store, tmp_path):
+    release = deployed(store, config={"A": "1", "PORT": "8000"})
+    spec = run.oneoff_spec(Settings(data_dir=tmp_path, instance="i1"), release, ["env"], True, "ab12cd")
+    assert spec["name"] == "gitd-i1.hello.run.ab12cd"
+    assert spec["labels"]["gitd.role"] == "oneoff" and spec["labels"]["gitd.app"] == "hello"
+    assert spec["environment"]["A"] == "1" and spec["environment"]["PORT"] == "8000"
+    assert spec["environment"]["DYNO"] == "run.ab12cd"
+    assert spec["tty"] is True and spec["stdin_open"] is True and spec["command"] == ["env"]
+
+
+# logs
+
+def test_log_stamps_sort_by_time_and_merge():
+    assert logs.sortable("2024-01-01T00:00:05.1Z") > logs.sortable("2024-01-01T00:00:05.09Z")
+
+    class C:
+        def __init__(self, name, raw):
+            self.name, self.raw = name, raw
+
+        def logs(self, **kwargs):
+            return self.raw
+
+    web = C("gitd-i.a.web.1.s1", b"2024-01-01T00:00:01.5Z one\n2024-01-01T00:00:03Z three\n")
+    worker = C("gitd-i.a.worker.1.s1", b"2024-01-01T00:00:02Z two\n")
+    assert logs.merged([web, worker], 100) == ["web.1 | one", "worker.1 | two", "web.1 | three"]
+    assert logs.merged([web, worker], 1) == ["web.1 | three"]
+
+
+def test_logs_arguments_are_checked(fake):
+    with pytest.raises(UsageError, match="-n must be"):
+        call(fake, "logs", "hello", "-n", "99999")
+    with pytest.raises(UsageError, match="invalid process type"):
+        call(fake, "logs", "hello", "--type", "Web!")
+
+
+# keys and access
+
+def test_keys_add_list_remove(fake):
+    _, out, _ = call(fake, "keys:add", "carol", stdin=PUBKEY.encode())
+    assert "deployer key carol" in out
+    with pytest.raises(GitdError, match="already registered"):
+        call(fake, "keys:add", "carol2", stdin=PUBKEY.encode())
+    with pytest.raises(UsageError, match="not an SSH public key"):
+        call(fake, "keys:add", "dave", stdin=b"hello")
+    call(fake, "apps:grant", "hello", "carol")
+    listed = {k["name"]: k for k in json.loads(call(fake, "keys", "--json")[1])}
+    assert listed["carol"]["apps"] == ["hello"] and listed["admin"]["apps"] == "all"
+    assert listed["carol"]["fingerprint"] == parse_public_key(PUBKEY)[1]
+    call(fake, "apps:revoke", "hello", "carol")
+    with pytest.raises(NotFound):
+        call(fake, "apps:revoke", "hello", "carol")
+    call(fake, "keys:remove", "carol")
+    with pytest.raises(NotFound):
+        call(fake, "keys:remove", "carol")
+    with pytest.raises(GitdError, match="last admin key"):
+        call(fake, "keys:remove", "admin")
+    with pytest.raises(NotFound):
+        call(fake, "apps:grant", "hello", "nobody")
+
+
+def test_deployer_keys_read_granted_apps_only(fake):
+    deployed(fake.store)
+    with pytest.raises(PermissionDenied):
+        call(fake, "domains", "hello", key="dev")
+    fake.store.grant("hello", "dev")
+    assert call(fake, "domains", "hello", key="dev")[0] == 0
+    assert call(fake, "releases", "hello", key="dev")[0] == 0
+    for argv in (["domains:add", "hello", "x.example.com"], ["ps:scale", "hello", "web=2"],
+                 ["releases:rollback", "hello"], ["keys"], ["keys:remove", "admin"],
+                 ["apps:grant", "hello", "dev"], ["config:set", "hello", "A=1"]):
+        with pytest.raises(PermissionDenied):
+            call(fake, *argv, key="dev")
+    assert fake.store.get_config("hello") == {} and fake.pipeline.calls == []
+
+
+def test_unknown_app_is_not_found(fake):
+    for argv in (["config", "nope"], ["domains", "nope"], ["releases", "nope"],
+                 ["config:set", "nope", "A=1"]):
+        with pytest.raises(NotFound, match="apps:create nope"):
+            call(fake, *argv)
+
+
+# help
+
+def test_every_command_has_usage_summary_and_help(fake):
+    commands._load_modules()
+    for name, cmd in commands.COMMANDS.items():
+        assert cmd.usage.split()[0] == name and cmd.summary
+        _, out, _ = call(fake, name, "--help")
+        assert out.startswith(f"usage: {cmd.usage}\n")
+    assert [n for n, c in commands.COMMANDS.items() if c.pty] == ["run"]
+
+
+def test_help_for_a_namespace_and_a_command(fake):
+    _, out, _ = call(fake, "help", "config")
+    assert "config:set APP KEY=VALUE" in out and "config:unset" in out
+    _, out, _ = call(fake, "help", "config:set")
+    assert "KEY=@-" in out
+    _, out, _ = call(fake, "help", "logs")
+    assert out.startswith("usage: logs APP")
+    _, out, _ = call(fake, "help", key="dev")
+    assert "logs APP" in out and "config:set" not in out
+    with pytest.raises(UsageError, match="unexpected|unrecognized"):
+        call(fake, "config:set", "hello", "A=1", "--bogus")
+
+
+def test_a_bad_option_value_is_a_usage_error(fake):
+    with pytest.raises(UsageError, match="invalid int value"):
+        call(fake, "logs", "hello", "-n", "lots")
