@@ -76,6 +76,13 @@ def process_argv(command: str | None, buildpack: str | None) -> list[str] | None
     return ["/bin/sh", "-c", command]
 
 
+def describe_argv(argv: list[str]) -> str:
+    """The command as the Procfile wrote it."""
+    if argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3:
+        return argv[2]
+    return shlex.join(argv)
+
+
 def container_specs(target: Target, settings: Settings, probe: str | None) -> list[dict]:
     """The docker create() arguments for every service container of `target`."""
     specs = []
@@ -179,7 +186,7 @@ class Deployer:
 
     def _run_release_task(self, target: Target, progress) -> None:
         progress.stage("release-task")
-        progress.step(f"Running release command: {shlex.join(target.release_command)}")
+        progress.step(f"Running release command: {describe_argv(target.release_command)}")
         container = self.engine.run(release_task_spec(target, self.settings))
         try:
             for chunk in container.logs(stream=True, follow=True):
