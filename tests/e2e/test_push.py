@@ -1,5 +1,7 @@
 """Push to deploy, end to end: real git, ssh, gitd, Docker and Traefik."""
 
+import os
+import signal
 import subprocess
 import time
 
@@ -125,5 +127,32 @@ def test_ssh_surface_is_key_only_exec_only(gitd, tmp_path):
         capture_output=True, text=True, timeout=30, input="")
     assert forward.returncode != 0
 
+    sftp = subprocess.run(
+        ["ssh", "-F", str(gitd.ssh_config(gitd.admin_key)), "-T", "-s", "paas", "sftp"],
+        capture_output=True, text=True, timeout=30, input="")
+    assert sftp.returncode != 0 and "subsystem request failed" in sftp.stderr
+
     bad_name = gitd.ssh("apps:create", "Bad_Name")
     assert bad_name.returncode != 0 and "invalid app name" in bad_name.stderr
+
+
+def test_managed_traefik_is_restarted_when_it_dies(own_gitd, tmp_path):
+    gitd = own_gitd
+    gitd.start()
+    app = unique_app("tk")
+    assert gitd.ssh("apps:create", app).returncode == 0
+    repo = make_repo(tmp_path / "app", web_app("alive"))
+    assert gitd.push(repo, app).returncode == 0
+    pid_file = gitd.data_dir / "traefik" / "traefik.pid"
+    first = int(pid_file.read_text())
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if pid_file.exists() and int(pid_file.read_text()) != first:
+            break
+        time.sleep(0.1)
+    assert int(pid_file.read_text()) != first
+    assert gitd.wait_for(gitd.host(app), "alive") == (200, "alive\n")
+    assert gitd.stop() == 0
+    second = int(pid_file.read_text()) if pid_file.exists() else None
+    assert second is None or not os.path.exists(f"/proc/{second}")
