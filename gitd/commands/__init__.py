@@ -181,10 +181,17 @@ def _ns_rank(name: str) -> int:
     return NAMESPACE_ORDER.index(ns) if ns in NAMESPACE_ORDER else len(NAMESPACE_ORDER)
 
 
+HELP_USAGE_WIDTH = 40
+
+
 def _print_table(ctx: Context, cmds: list[Command]) -> None:
-    width = max(len(c.usage) for c in cmds)
+    width = min(HELP_USAGE_WIDTH, max(len(c.usage) for c in cmds))
     for c in cmds:
-        ctx.out(f"  {c.usage.ljust(width)}  {c.summary}")
+        if len(c.usage) > width:  # a long usage gets a line of its own
+            ctx.out(f"  {c.usage}")
+            ctx.out(f"  {'':{width}}  {c.summary}")
+        else:
+            ctx.out(f"  {c.usage.ljust(width)}  {c.summary}")
 
 
 def one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
