@@ -186,3 +186,24 @@ def test_old_images_are_pruned_beyond_the_last_n(own_gitd, docker_client, tmp_pa
     with gitd.db() as db:
         rows = db.execute("SELECT version, status FROM releases WHERE app=? ORDER BY version", [app]).fetchall()
     assert rows == [(1, "pruned"), (2, "succeeded"), (3, "succeeded")]
+
+
+def test_a_release_may_change_its_port_and_health_path_without_a_dropped_request(gitd, docker_client, tmp_path):
+    app = unique_app("port")
+    repo = deployed(gitd, app, tmp_path, web_app("v1"))
+    commit(repo, {
+        "Dockerfile": (f"FROM {BASE_IMAGE}:latest\n"
+                       "RUN mkdir -p /www && echo v2 > /www/index.html && echo ok > /www/up\n"
+                       "EXPOSE 8080\n"
+                       'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n'),
+        "app.json": '{"healthchecks": {"path": "/up"}}'}, "port 8080")
+    with Load(gitd, gitd.host(app), clients=4) as load:
+        pushed = gitd.push(repo, app)
+        time.sleep(0.5)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "GET /up -> HTTP/1.1 200 OK (ok)" in pushed.stderr
+    assert load.failures == [], load.failures[:5]
+    assert load.bodies == {"v1", "v2"}
+    (live,) = gitd.containers(docker_client, app)
+    assert "PORT=8080" in live.attrs["Config"]["Env"]
+    gitd.ssh("apps:destroy", app, "--force")
