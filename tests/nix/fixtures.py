@@ -188,7 +188,7 @@ def _write(directory: Path, text: str) -> Path:
 
 
 def require_nix_and_docker():
-    """A docker client; skip without nix or docker, but fail under CI=true."""
+    """A docker client; fails without nix or a running docker engine."""
     missing = []
     if not shutil.which("nix"):
         missing.append("nix")

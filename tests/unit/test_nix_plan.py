@@ -258,11 +258,9 @@ def test_nix_failure_summary():
     assert NixFailed(["error: flake 'path:/x' does not provide attribute 'apps'"]).missing_attribute
 
 
-def test_missing_nix_skips_locally_but_fails_under_ci(monkeypatch):
+def test_missing_nix_fails_rather_than_skips(monkeypatch):
     monkeypatch.setattr(fixtures.shutil, "which", lambda name: None)
-    monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception):
-        fixtures.require_nix_and_docker()
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="nix"):
-        fixtures.require_nix_and_docker()
+    for ci in ("", "true"):
+        monkeypatch.setenv("CI", ci)
+        with pytest.raises(pytest.fail.Exception, match="nix"):
+            fixtures.require_nix_and_docker()
