@@ -60,6 +60,20 @@ def parser(cmd_name: str, json_flag: bool = False) -> argparse.ArgumentParser:
     return p
 
 
+def app_parser(cmd_name: str, json_flag: bool = False) -> argparse.ArgumentParser:
+    """A parser whose first positional argument is the app."""
+    p = parser(cmd_name, json_flag=json_flag)
+    p.add_argument("app")
+    return p
+
+
+def parse_app(ctx: "Context", p: argparse.ArgumentParser, argv: list[str]):
+    """Parse, then validate the app and check the caller may touch it."""
+    args = p.parse_args(argv)
+    ctx.app(args.app)
+    return args
+
+
 @dataclass
 class Context:
     """What a command sees: the daemon's services, the caller, the channel."""

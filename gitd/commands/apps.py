@@ -18,7 +18,7 @@ def create(ctx, argv):
     ctx.gitd.create_app(args.name)
     ctx.out(f"-----> Created {args.name}")
     ctx.out(f"       git remote add paas ssh://git@HOST:{ctx.settings.ssh_port}/{args.name}")
-    ctx.out(f"       git push paas main")
+    ctx.out("       git push paas main")
 
 
 @command("apps:list", "apps:list [--json]", "List apps", admin=False)

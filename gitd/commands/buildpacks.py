@@ -16,7 +16,7 @@ from pathlib import Path
 
 import buildpacks
 from gitd import gitserve
-from gitd.commands import command, parser
+from gitd.commands import app_parser, command
 from gitd.errors import BuildError, UsageError
 from hooks import checkout
 
@@ -144,8 +144,7 @@ setting (buildpacks:set) wins, else a flake.nix at the build root (nix), else
 a Dockerfile (dockerfile). Also shows the build directory and the flake
 attribute options, and what the live release was built with.""")
 def show(ctx, argv):
-    p = parser("buildpacks:show", json_flag=True)
-    p.add_argument("app")
+    p = app_parser("buildpacks:show", json_flag=True)
     args = _parse(p, argv)
     ctx.app(args.app)
     data = resolve(ctx, args.app)
@@ -186,8 +185,7 @@ nix|dockerfile      use this buildpack even when the other would be detected
 --clear             remove every buildpack setting (same as buildpacks:unset)
 Settings not named stay as they are. They apply from the next push.""")
 def set_(ctx, argv):
-    p = parser("buildpacks:set")
-    p.add_argument("app")
+    p = app_parser("buildpacks:set")
     p.add_argument("buildpack", nargs="?")
     p.add_argument("--dir", dest="build_dir")
     choice = p.add_mutually_exclusive_group()
@@ -235,8 +233,7 @@ def set_(ctx, argv):
 Without names, removes every buildpack setting: the next push detects its
 buildpack from the repository's root again.""")
 def unset(ctx, argv):
-    p = parser("buildpacks:unset")
-    p.add_argument("app")
+    p = app_parser("buildpacks:unset")
     p.add_argument("names", nargs="*")
     args = _parse(p, argv)
     app = ctx.app(args.app)

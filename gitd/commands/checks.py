@@ -3,7 +3,7 @@ decides a new container is ready, and how long the old ones drain."""
 
 from __future__ import annotations
 
-from gitd.commands import command, parser
+from gitd.commands import app_parser, command, parse_app
 from gitd.errors import UsageError
 from hooks import checks
 
@@ -30,10 +30,8 @@ def _current(ctx, name: str) -> dict:
 Defaults: GET / must answer below 500 within the deploy timeout.
 app.json `healthchecks` in the repo overrides the defaults; checks:set overrides both.""")
 def show(ctx, argv):
-    p = parser("checks:show", json_flag=True)
-    p.add_argument("app")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    p = app_parser("checks:show", json_flag=True)
+    args = parse_app(ctx, p, argv)
     data = _current(ctx, args.app)
     if args.json:
         ctx.json(data)
@@ -53,11 +51,9 @@ that fail the deploy)  wait=SECONDS (how long a new container may take to
 become healthy)  drain=SECONDS (before SIGTERM to the old containers)
 stop_timeout=SECONDS (before SIGKILL). Applies from the next deploy.""")
 def set_(ctx, argv):
-    p = parser("checks:set")
-    p.add_argument("app")
+    p = app_parser("checks:set")
     p.add_argument("pairs", nargs="+")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    args = parse_app(ctx, p, argv)
     check_values, deploy_values = {}, {}
     for pair in args.pairs:
         key, sep, value = pair.partition("=")
@@ -86,10 +82,8 @@ def _deploy_value(key: str, raw: str):
 
 @command("checks:disable", "checks:disable APP", "Deploy without health checks (may drop requests)")
 def disable(ctx, argv):
-    p = parser("checks:disable")
-    p.add_argument("app")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    p = app_parser("checks:disable")
+    args = parse_app(ctx, p, argv)
     ctx.store.update_app_settings(args.app, checks_disabled=True)
     ctx.err(" !     Health checks disabled for " + args.app + ": new containers get traffic as "
             "soon as they start, so deploys may drop requests. checks:enable undoes this.")
@@ -97,9 +91,7 @@ def disable(ctx, argv):
 
 @command("checks:enable", "checks:enable APP", "Turn health checks back on")
 def enable(ctx, argv):
-    p = parser("checks:enable")
-    p.add_argument("app")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    p = app_parser("checks:enable")
+    args = parse_app(ctx, p, argv)
     ctx.store.update_app_settings(args.app, checks_disabled=None)
     ctx.out(f"-----> Health checks enabled for {args.app}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 
 from gitd import validate
-from gitd.commands import command, parser
+from gitd.commands import app_parser, command, parse_app
 from gitd.errors import GitdError, NotFound, UsageError
 
 STDIN_VALUE = "@-"
@@ -90,8 +90,7 @@ def _release(ctx, current, old: dict, new: dict, description: str) -> None:
 
 
 def _parser(name: str, json_flag: bool = False, restart_flag: bool = False):
-    p = parser(name, json_flag=json_flag)
-    p.add_argument("app")
+    p = app_parser(name, json_flag=json_flag)
     if restart_flag:
         p.add_argument("--no-restart", action="store_true")
     return p
@@ -103,8 +102,7 @@ see them. --shell prints KEY='value' lines that a shell can read back.""")
 def show(ctx, argv):
     p = _parser("config", json_flag=True)
     p.add_argument("--shell", action="store_true")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    args = parse_app(ctx, p, argv)
     config = ctx.store.get_config(args.app)
     if args.json:
         ctx.json(config)
@@ -133,8 +131,7 @@ def _note_pending(ctx, app: str, config: dict) -> None:
 def get(ctx, argv):
     p = _parser("config:get")
     p.add_argument("key")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    args = parse_app(ctx, p, argv)
     validate.config_key(args.key)
     config = ctx.store.get_config(args.app)
     if args.key not in config:
@@ -156,8 +153,7 @@ KEY=@- reads the value from stdin (one trailing newline dropped):
 def set_(ctx, argv):
     p = _parser("config:set", restart_flag=True)
     p.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    args = parse_app(ctx, p, argv)
     values = parse_pairs(args.pairs, ctx.read_stdin)
     apply_config(ctx, args.app, lambda old: {**old, **values},
                  f"Set {', '.join(values)}", restart=not args.no_restart)
@@ -170,8 +166,7 @@ Naming a key that is not set is an error and changes nothing.""")
 def unset(ctx, argv):
     p = _parser("config:unset", restart_flag=True)
     p.add_argument("keys", nargs="+", metavar="KEY")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    args = parse_app(ctx, p, argv)
     keys = [check_key(k) for k in args.keys]
 
     def change(old: dict) -> dict:

@@ -8,7 +8,7 @@ new routes apply at once. If that fails the change is undone.
 from __future__ import annotations
 
 from gitd import validate
-from gitd.commands import command, parser
+from gitd.commands import app_parser, command, parse_app
 from gitd.errors import GitdError, UsageError
 
 
@@ -60,10 +60,8 @@ def change_domains(ctx, app: str, add: list[str] = (), remove: list[str] = ()) -
 @command("domains", "domains APP [--json]", "List an app's domains", admin=False, help="""
 Every app gets APP.<gitd domain> when it is created; domains:remove drops it.""")
 def list_domains(ctx, argv):
-    p = parser("domains", json_flag=True)
-    p.add_argument("app")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    p = app_parser("domains", json_flag=True)
+    args = parse_app(ctx, p, argv)
     hosts = ctx.store.domains(args.app)
     urls = [host_url(ctx.settings, h) for h in hosts]
     if args.json:
@@ -80,11 +78,9 @@ def list_domains(ctx, argv):
 Point the hosts' DNS at this server first. A host can belong to one app only.
 The current release is redeployed (zero downtime) so the routes apply at once.""")
 def add(ctx, argv):
-    p = parser("domains:add")
-    p.add_argument("app")
+    p = app_parser("domains:add")
     p.add_argument("hosts", nargs="+", metavar="HOST")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    args = parse_app(ctx, p, argv)
     change_domains(ctx, args.app, add=parse_hosts(args.hosts))
 
 
@@ -92,9 +88,7 @@ def add(ctx, argv):
          help="""
 The current release is redeployed (zero downtime) without those routes.""")
 def remove(ctx, argv):
-    p = parser("domains:remove")
-    p.add_argument("app")
+    p = app_parser("domains:remove")
     p.add_argument("hosts", nargs="+", metavar="HOST")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    args = parse_app(ctx, p, argv)
     change_domains(ctx, args.app, remove=parse_hosts(args.hosts))

@@ -7,7 +7,7 @@ import queue
 import threading
 
 from gitd import validate
-from gitd.commands import command, parser
+from gitd.commands import app_parser, command
 from gitd.commands.ps import dyno, live_services
 from gitd.errors import GitdError, UsageError
 from hooks.engine import LABEL_PROCESS
@@ -101,8 +101,7 @@ that printed them (`web.1 | ...`). -n: how many past lines (default 100, at
 most {MAX_LINES}); -f: keep streaming new lines until you hang up (Ctrl-C);
 --type: only one process type (web, worker, ...).""")
 def logs(ctx, argv):
-    p = parser("logs")
-    p.add_argument("app")
+    p = app_parser("logs")
     p.add_argument("-n", "--num", type=int, default=100, dest="lines")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--type", dest="process")

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from gitd import validate
-from gitd.commands import command, duration, iso_time, parser, print_rows
+from gitd.commands import app_parser, command, duration, iso_time, parse_app, print_rows
 from gitd.errors import GitdError, UsageError
 from hooks.engine import LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ
 
@@ -121,8 +121,7 @@ def _row(info: dict) -> list[str]:
 Shows every container gitd runs for the app: the live ones, old ones still
 draining during a deploy, and one-off `run` containers.""")
 def ps(ctx, argv):
-    p = parser("ps", json_flag=True)
-    p.add_argument("app")
+    p = app_parser("ps", json_flag=True)
     args = p.parse_args(argv)
     app = ctx.app(args.app)
     release = ctx.store.current_release(args.app)
@@ -148,8 +147,7 @@ counts go from 0 to {MAX_SCALE}. web=0 takes the app offline. Setting a count
 redeploys the current release with the new formation (zero downtime).
 Without TYPE=COUNT, prints the formation.""")
 def scale(ctx, argv):
-    p = parser("ps:scale", json_flag=True)
-    p.add_argument("app")
+    p = app_parser("ps:scale", json_flag=True)
     p.add_argument("pairs", nargs="*", metavar="TYPE=COUNT")
     args = p.parse_args(argv)
     app = ctx.app(args.app)
@@ -179,10 +177,8 @@ def scale(ctx, argv):
 Zero downtime: new containers start beside the old and take over once
 healthy. Config stored with --no-restart is applied (as a new release).""")
 def restart(ctx, argv):
-    p = parser("ps:restart")
-    p.add_argument("app")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    p = app_parser("ps:restart")
+    args = parse_app(ctx, p, argv)
     with ctx.lock(args.app):
         current = _require_release(ctx, args.app)
         pending = ctx.store.get_config(args.app)
@@ -205,8 +201,7 @@ def _require_release(ctx, app: str):
 Sends SIGTERM (SIGKILL after the stop timeout) to every container of the
 live release. They stay stopped until ps:start, ps:restart or a deploy.""")
 def stop(ctx, argv):
-    p = parser("ps:stop")
-    p.add_argument("app")
+    p = app_parser("ps:stop")
     args = p.parse_args(argv)
     app = ctx.app(args.app)
     timeout = int(app.settings.get("stop_timeout", ctx.settings.stop_timeout))
@@ -223,10 +218,8 @@ def stop(ctx, argv):
 Starts the stopped containers of the live release; when there are none (they
 were removed), deploys the current release afresh.""")
 def start(ctx, argv):
-    p = parser("ps:start")
-    p.add_argument("app")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    p = app_parser("ps:start")
+    args = parse_app(ctx, p, argv)
     with ctx.lock(args.app):
         _require_release(ctx, args.app)
         containers = live_services(ctx, args.app)

@@ -9,7 +9,7 @@ rebuild.
 from __future__ import annotations
 
 from gitd import validate
-from gitd.commands import command, iso_time, parser, print_rows
+from gitd.commands import app_parser, command, iso_time, parse_app, print_rows
 from gitd.commands.config import replace_config
 from gitd.errors import GitdError, NotFound
 
@@ -40,8 +40,7 @@ def _row(data: dict) -> list[str]:
          admin=False, help="""
 The current release is marked with *. -n shows only the newest COUNT (default 20).""")
 def list_releases(ctx, argv):
-    p = parser("releases", json_flag=True)
-    p.add_argument("app")
+    p = app_parser("releases", json_flag=True)
     p.add_argument("-n", type=int, default=20, dest="count")
     args = p.parse_args(argv)
     app = ctx.app(args.app)
@@ -62,8 +61,7 @@ def list_releases(ctx, argv):
          help="""
 VERSION is v3 or 3. Config values are not shown (they are secrets), only their names.""")
 def info(ctx, argv):
-    p = parser("releases:info", json_flag=True)
-    p.add_argument("app")
+    p = app_parser("releases:info", json_flag=True)
     p.add_argument("version")
     args = p.parse_args(argv)
     app = ctx.app(args.app)
@@ -108,11 +106,9 @@ No rebuild: a new release is made from VERSION's image and config snapshot,
 and deployed with zero downtime. VERSION defaults to the newest successful
 release before the current one. The app's config becomes VERSION's config.""")
 def rollback(ctx, argv):
-    p = parser("releases:rollback")
-    p.add_argument("app")
+    p = app_parser("releases:rollback")
     p.add_argument("version", nargs="?")
-    args = p.parse_args(argv)
-    ctx.app(args.app)
+    args = parse_app(ctx, p, argv)
     version = validate.release_version(args.version) if args.version else None
     with ctx.lock(args.app):
         base = rollback_target(ctx.store, args.app, version)
