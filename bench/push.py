@@ -93,7 +93,6 @@ def big_repo(path: Path, objects: int) -> int:
     files_per_commit = 1000
     commits = max(1, objects // (files_per_commit + 12))
     lines = []
-    mark = 0
     for c in range(commits):
         lines.append("commit refs/heads/main")
         lines.append(f"committer t <t@example.com> {1700000000 + c} +0000")

@@ -68,9 +68,12 @@ class Settings:
             return f"http://127.0.0.1:{self.traefik_api_port}"
         return self.traefik_api_url.rstrip("/")
 
-    def app_url(self, app: str) -> str:
+    def host_url(self, host: str) -> str:
         port = "" if self.http_port == 80 else f":{self.http_port}"
-        return f"http://{app}.{self.domain}{port}"
+        return f"http://{host}{port}"
+
+    def app_url(self, app: str) -> str:
+        return self.host_url(f"{app}.{self.domain}")
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}

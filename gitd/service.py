@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import threading
 
@@ -37,8 +38,9 @@ class Gitd:
                 self._engine = engine_mod.Engine(engine_mod.connect(), self.settings.instance)
             return self._engine
 
-    @property
+    @functools.cached_property
     def pipeline(self) -> Pipeline:
+        # not cached while Docker is unreachable: self.engine raises
         return Pipeline(self.settings, self.store, self.engine)
 
     def app_lock(self, app: str, notify=None):

@@ -335,6 +335,12 @@ class Store:
         current = self.get_app(app).current_release
         return self.get_release(app, current) if current else None
 
+    def require_current_release(self, app: str) -> Release:
+        release = self.current_release(app)
+        if release is None:
+            raise GitdError(f"{app} has no release yet: push to deploy it first")
+        return release
+
     def interrupted_releases(self) -> list[Release]:
         with self._lock:
             return [_release(r) for r in self.db["releases"].rows_where(

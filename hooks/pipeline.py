@@ -100,9 +100,7 @@ class Pipeline:
 
     def redeploy(self, app: str, sink, reason: str) -> None:
         """Restart or re-scale the current release: new containers, same release."""
-        release = self.store.current_release(app)
-        if release is None:
-            raise GitdError(f"{app} has no release yet: push to deploy it first")
+        release = self.store.require_current_release(app)
         progress = Progress(sink, app, release=f"v{release.version}")
         progress.step(f"{reason} v{release.version}")
         # the Procfile's `release` command runs once per release, not per restart
@@ -149,7 +147,7 @@ class Pipeline:
         self.deployer.deploy(target, progress, on_live)
         progress.stage("done")
         if target.hosts:
-            progress.step(f"Deployed to {self._url(target.hosts[0])}")
+            progress.step(f"Deployed to {self.settings.host_url(target.hosts[0])}")
         else:
             progress.step(f"Deployed v{release.version} (no domains: not routed)")
         if record:
@@ -240,10 +238,6 @@ class Pipeline:
         if not release.image_id or release.status == "pruned":
             raise NotFound(f"the image of v{release.version} was pruned; push again to rebuild")
         self.engine.image_attrs(release.image_id)
-
-    def _url(self, host: str) -> str:
-        port = "" if self.settings.http_port == 80 else f":{self.settings.http_port}"
-        return f"http://{host}{port}"
 
 
 def _port_from(value: str | None, default: int) -> int:

@@ -51,7 +51,7 @@ def app_info(ctx, name: str) -> dict:
         "image": current.image if current else None,
         "buildpack": current.buildpack if current else None,
         "domains": domains,
-        "urls": [ctx.gitd.pipeline._url(h) for h in domains],
+        "urls": [ctx.settings.host_url(h) for h in domains],
         "scale": app.scale or {"web": 1},
         "containers": containers,
         "git_url": f"ssh://git@HOST:{ctx.settings.ssh_port}/{name}",

@@ -12,11 +12,6 @@ from gitd.commands import app_parser, command, parse_app
 from gitd.errors import GitdError, UsageError
 
 
-def host_url(settings, host: str) -> str:
-    port = "" if settings.http_port == 80 else f":{settings.http_port}"
-    return f"http://{host}{port}"
-
-
 def parse_hosts(hosts: list[str]) -> list[str]:
     """Validated, lowercased, without repeats, in the order given."""
     seen: list[str] = []
@@ -63,7 +58,7 @@ def list_domains(ctx, argv):
     p = app_parser("domains", json_flag=True)
     args = parse_app(ctx, p, argv)
     hosts = ctx.store.domains(args.app)
-    urls = [host_url(ctx.settings, h) for h in hosts]
+    urls = [ctx.settings.host_url(h) for h in hosts]
     if args.json:
         ctx.json([{"host": h, "url": u} for h, u in zip(hosts, urls)])
         return

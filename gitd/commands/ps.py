@@ -180,7 +180,7 @@ def restart(ctx, argv):
     p = app_parser("ps:restart")
     args = parse_app(ctx, p, argv)
     with ctx.lock(args.app):
-        current = _require_release(ctx, args.app)
+        current = ctx.store.require_current_release(args.app)
         pending = ctx.store.get_config(args.app)
         if pending != current.config:
             ctx.gitd.pipeline.release(args.app, current, pending, kind="config",
@@ -188,13 +188,6 @@ def restart(ctx, argv):
                                       by=ctx.key.name, sink=ctx.progress_sink())
             return
         ctx.gitd.pipeline.redeploy(args.app, ctx.progress_sink(), "Restarting")
-
-
-def _require_release(ctx, app: str):
-    current = ctx.store.current_release(app)
-    if current is None:
-        raise GitdError(f"{app} has no release yet: push to deploy it first")
-    return current
 
 
 @command("ps:stop", "ps:stop APP", "Stop an app's containers (kept, for ps:start)", help="""
@@ -221,7 +214,7 @@ def start(ctx, argv):
     p = app_parser("ps:start")
     args = parse_app(ctx, p, argv)
     with ctx.lock(args.app):
-        _require_release(ctx, args.app)
+        ctx.store.require_current_release(args.app)
         containers = live_services(ctx, args.app)
         if not containers:
             ctx.gitd.pipeline.redeploy(args.app, ctx.progress_sink(), "Starting")

@@ -145,9 +145,7 @@ Without, stdin is passed on: echo hi | ssh paas run APP -- cat""")
 def run(ctx, argv):
     app, command_argv = parse_run(argv)
     ctx.app(app)
-    release = ctx.store.current_release(app)
-    if release is None:
-        raise GitdError(f"{app} has no release yet: push to deploy it first")
+    release = ctx.store.require_current_release(app)
     token = secrets.token_hex(3)
     spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token)
     container = ctx.gitd.engine.create(spec)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import BASE_IMAGE, web_app
-from tests.e2e.harness import Load, commit, git, make_repo, unique_app
+from tests.e2e.harness import Load, commit, make_repo, unique_app
 
 pytestmark = pytest.mark.e2e
 
