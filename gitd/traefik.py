@@ -94,7 +94,10 @@ class ManagedTraefik:
             start_new_session=True,
         )
         logfile.close()
-        self.pid_path.write_text(str(self._proc.pid))
+        # atomically: a reader never sees the file empty
+        tmp = self.pid_path.with_suffix(".pid.tmp")
+        tmp.write_text(str(self._proc.pid))
+        os.replace(tmp, self.pid_path)
         log.info("traefik started", pid=self._proc.pid, config=str(self.config_path))
 
     @property
