@@ -29,20 +29,21 @@ def docker_client():
 
 @pytest.fixture(scope="session")
 def base_image(docker_client):
-    """A tiny local base image: nothing can be pulled here."""
-    with tempfile.TemporaryDirectory() as ctx:
-        shutil.copy("/bin/busybox", Path(ctx) / "busybox")
-        (Path(ctx) / "Dockerfile").write_text(
-            "FROM scratch\nCOPY busybox /bin/busybox\n"
-            'RUN ["/bin/busybox", "--install", "-s", "/bin"]\nENV PATH=/bin\n')
-        image, _ = docker_client.images.build(path=ctx, tag=f"{BASE_IMAGE}:latest",
-                                              labels={"gitd.test": "base"}, rm=True)
-    yield f"{BASE_IMAGE}:latest"
-    # left for the next session only if something else still uses it
+    """A tiny local base image: nothing can be pulled here. Built once per
+    machine and kept: several test sessions may share it at once."""
+    import docker.errors
+
+    ref = f"{BASE_IMAGE}:latest"
     try:
-        docker_client.images.remove(image.id)
-    except Exception:  # noqa: BLE001
-        pass
+        docker_client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        with tempfile.TemporaryDirectory() as ctx:
+            shutil.copy("/bin/busybox", Path(ctx) / "busybox")
+            (Path(ctx) / "Dockerfile").write_text(
+                "FROM scratch\nCOPY busybox /bin/busybox\n"
+                'RUN ["/bin/busybox", "--install", "-s", "/bin"]\nENV PATH=/bin\n')
+            docker_client.images.build(path=ctx, tag=ref, labels={"gitd.test": "base"}, rm=True)
+    return ref
 
 
 @pytest.fixture(scope="session")
