@@ -45,13 +45,51 @@ class Engine:
         return self.client.containers.list(all=True, filters=filters)
 
     def create(self, spec: dict):
-        """Create (not start) a container from a spec."""
+        """Create (not start) a container from a spec. `networks` (a list) joins
+        the container to each: the first at create, the rest before start."""
         spec = dict(spec)
         mounts = [Mount(**m) for m in spec.pop("mounts", [])]
+        networks = list(spec.pop("networks", []))
+        if networks and "network" not in spec:
+            spec["network"] = networks.pop(0)
         try:
-            return self.client.containers.create(mounts=mounts, **spec)
+            container = self.client.containers.create(mounts=mounts, **spec)
         except docker.errors.DockerException as exc:
             raise GitdError(f"cannot create container {spec.get('name')}: {_explain(exc)}")
+        try:
+            for name in networks:
+                self.client.networks.get(name).connect(container)
+        except docker.errors.DockerException as exc:
+            self.remove(container)
+            raise GitdError(f"cannot join container {spec.get('name')} to its networks: "
+                            f"{_explain(exc)}")
+        return container
+
+    def ensure_network(self, name: str, labels: dict[str, str] | None = None,
+                       internal: bool = False):
+        """A user-defined bridge network, created when missing, labelled with
+        this instance so clean-up finds it by label."""
+        try:
+            return self.client.networks.get(name)
+        except docker.errors.NotFound:
+            pass
+        try:
+            return self.client.networks.create(
+                name, driver="bridge", internal=internal, check_duplicate=True,
+                labels={LABEL_INSTANCE: self.instance, **(labels or {})})
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot create network {name}: {_explain(exc)}")
+
+    def remove_network(self, name: str) -> None:
+        try:
+            self.client.networks.get(name).remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise GitdError(f"cannot remove network {name}: {_explain(exc)}")
+
+    def networks(self, **labels) -> list:
+        return self.client.networks.list(filters=self._filters(**labels))
 
     def start(self, container) -> None:
         try:

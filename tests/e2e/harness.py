@@ -199,6 +199,17 @@ class Gitd:
                 client.images.remove(image_id, force=True)
             except docker.errors.APIError:
                 pass
+        label = {"label": [f"gitd.instance={self.instance}"]}
+        for network in client.networks.list(filters=label):
+            try:
+                network.remove()
+            except docker.errors.APIError:
+                pass
+        for volume in client.volumes.list(filters=label):
+            try:
+                volume.remove(force=True)
+            except docker.errors.APIError:
+                pass
 
 
 def start_external_traefik(gitd: Gitd) -> subprocess.Popen:
