@@ -29,6 +29,8 @@ class BuildRequest:
     options: dict[str, str] = field(default_factory=dict)  # per-app settings
     procfile: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] | None = None  # environment for build tools (None = gitd's)
+    network: str = ""  # the network docker builds run on ("" = Docker's default bridge)
+    base_images: dict[str, str] = field(default_factory=dict)  # stacks: role -> image
 
 
 @dataclass
@@ -49,8 +51,9 @@ def registry() -> list[Buildpack]:
     """The buildpacks in the order they are tried."""
     from buildpacks.dockerfile import DockerfileBuildpack
     from buildpacks.nix import NixBuildpack
+    from buildpacks.stacks import STACKS, StackBuildpack
 
-    return [NixBuildpack(), DockerfileBuildpack()]
+    return [NixBuildpack(), DockerfileBuildpack(), *(StackBuildpack(s) for s in STACKS)]
 
 
 def names() -> list[str]:
@@ -75,10 +78,16 @@ def detect(source_dir: Path, forced: str | None = None,
         reason = buildpack.detect(source_dir)
         if reason:
             return buildpack, reason
-    looked_for = " or ".join(bp.looks_for for bp in registry())  # in the order tried
+    raise BuildError(nothing_found(build_dir))
+
+
+def nothing_found(build_dir: str = "") -> str:
+    """Every file looked for, in the order tried, and where."""
+    files = [name.strip() for bp in registry() for name in bp.looks_for.split(",")]
+    looked_for = ", ".join(files[:-1]) + " or " + files[-1]
     build_dir = build_dir.strip("/")
     if build_dir:
-        raise BuildError(f"no {looked_for} in {build_dir}/ (the build directory): "
-                         "add one, or change it with buildpacks:set APP --dir DIR")
-    raise BuildError(f"no {looked_for} at the repository's root: "
-                     "add one, or build a subdirectory with buildpacks:set APP --dir DIR")
+        return (f"no {looked_for} in {build_dir}/ (the build directory): "
+                "add one, or change it with buildpacks:set APP --dir DIR")
+    return (f"no {looked_for} at the repository's root: "
+            "add one, or build a subdirectory with buildpacks:set APP --dir DIR")

@@ -25,25 +25,34 @@ class DockerfileBuildpack:
         request.emit("-----> Building with Dockerfile")
         if not (request.source_dir / "Dockerfile").is_file():
             raise BuildError("no Dockerfile at the build root")
-        image_id = None
-        try:
-            stream = request.docker.api.build(
-                path=str(request.source_dir),
-                tag=request.image_tag,
-                rm=True,
-                forcerm=True,
-                decode=True,
-                pull=False,
-            )
-            for chunk in stream:
-                image_id = _handle_chunk(chunk, request.emit) or image_id
-        except docker.errors.APIError as exc:
-            raise BuildError(f"docker build failed: {exc.explanation or exc}")
-        except docker.errors.DockerException as exc:
-            raise BuildError(f"docker build failed: {exc}")
-        if not image_id:
-            image_id = request.docker.images.get(request.image_tag).id
+        image_id = docker_build(request)
         return BuildResult(image_id=image_id)
+
+
+def docker_build(request: BuildRequest, dockerfile: Path | None = None) -> str:
+    """Build `request.source_dir` (with `dockerfile`, which may live outside
+    it, else its own Dockerfile) on the build network; return the image id."""
+    image_id = None
+    try:
+        stream = request.docker.api.build(
+            path=str(request.source_dir),
+            dockerfile=str(dockerfile) if dockerfile else None,
+            tag=request.image_tag,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            pull=False,
+            network_mode=request.network or None,
+        )
+        for chunk in stream:
+            image_id = _handle_chunk(chunk, request.emit) or image_id
+    except docker.errors.APIError as exc:
+        raise BuildError(f"docker build failed: {exc.explanation or exc}")
+    except docker.errors.DockerException as exc:
+        raise BuildError(f"docker build failed: {exc}")
+    if not image_id:
+        image_id = request.docker.images.get(request.image_tag).id
+    return image_id
 
 
 def _handle_chunk(chunk: dict, emit) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -41,6 +42,11 @@ class Settings:
     log_format: str = "auto"  # auto | json | console
     shutdown_grace: float = 120.0
     instance: str = field(default="")  # set from the store at start
+    # Stacks buildpack (builds without a Dockerfile): the network builds run
+    # on ("" = Docker's default bridge) and the base image of each role
+    # (keys of BASE_IMAGE_DEFAULTS; unset roles keep the official images).
+    build_network: str = ""
+    base_images: dict = field(default_factory=dict)
 
     @property
     def db_path(self) -> Path:
@@ -75,11 +81,58 @@ class Settings:
     def app_url(self, app: str) -> str:
         return self.host_url(f"{app}.{self.domain}")
 
+    def base_image(self, role: str) -> str:
+        return self.base_images.get(role) or BASE_IMAGE_DEFAULTS[role]
+
 
 _FIELDS = {f.name: f for f in fields(Settings)}
 
+# Stacks buildpack: the official images by default. `runtime` is where a Go
+# or Rust binary runs: Debian's cargo links glibc dynamically (no musl target
+# here), and Procfile lines run through /bin/sh, so a slim Debian rather than
+# a distroless/static image.
+BASE_IMAGE_DEFAULTS = {
+    "python": "python:3.12-slim",
+    "node": "node:20-slim",
+    "go": "golang:1.22",
+    "rust": "rust:1",
+    "ruby": "ruby:3.3-slim",
+    "runtime": "debian:bookworm-slim",
+}
+# [registry[:port]/]path[:tag][@sha256:digest], as docker reads a reference
+IMAGE_REF = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _base_images(value) -> dict:
+    """`{python = "img", ...}` from gitd.toml, or `python=img,node=img` from the
+    environment -> a validated mapping of known roles to image references."""
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise GitdError("setting base_images: expected ROLE=IMAGE,ROLE=IMAGE")
+        value = {k.strip(): v.strip() for k, _, v in pairs}
+    if not isinstance(value, dict):
+        raise GitdError("setting base_images must be a table: [base_images] python = \"...\"")
+    images = {}
+    for role, image in value.items():
+        if role not in BASE_IMAGE_DEFAULTS:
+            raise GitdError(f"setting base_images: unknown role {role!r} "
+                            f"(known: {', '.join(BASE_IMAGE_DEFAULTS)})")
+        if not isinstance(image, str) or len(image) > 255 or not IMAGE_REF.fullmatch(image):
+            raise GitdError(f"setting base_images.{role}: {image!r} is not an image reference")
+        images[role] = image
+    return images
+
 
 def _coerce(name: str, value):
+    if name == "base_images":
+        return _base_images(value)
+    if isinstance(value, (dict, list)):
+        raise GitdError(f"setting {name}: expected a single value, not a table or list")
     current = Settings.__dataclass_fields__[name].default
     try:
         if isinstance(current, Path):
@@ -104,6 +157,8 @@ def _validate(settings: Settings) -> Settings:
             raise GitdError(f"setting {name}: {port} is not a port")
     if settings.log_format not in ("auto", "json", "console"):
         raise GitdError("setting log_format must be auto, json or console")
+    if settings.build_network and not NETWORK_NAME.fullmatch(settings.build_network):
+        raise GitdError(f"setting build_network: {settings.build_network!r} is not a network name")
     return settings
 
 

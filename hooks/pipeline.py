@@ -119,7 +119,8 @@ class Pipeline:
                     LABEL_RELEASE: str(version)},
             emit=progress.line, docker=self.engine.client, work_dir=tmp / "work",
             gc_root=self.gc_root(app, version), options=app_settings.get("buildpack_options", {}),
-            procfile=processes)
+            procfile=processes, network=self.settings.build_network,
+            base_images=self.settings.base_images)
         request.work_dir.mkdir(parents=True, exist_ok=True)
         result = buildpack.build(request)
         if not result.image_id:

@@ -18,7 +18,8 @@ import buildpacks
 from gitd import gitserve
 from gitd.commands import app_parser, command
 from gitd.errors import BuildError, UsageError
-from hooks import checkout
+from buildpacks.stacks import StackBuildpack, render
+from hooks import checkout, procfile
 
 SET_REASON = "set with buildpacks:set"
 # A flake attribute name (`packages.<system>.<NAME>`): no dots, no quoting.
@@ -105,6 +106,7 @@ def resolve(ctx, name: str) -> dict:
         data["branch"] = found[0].decode().removeprefix("refs/heads/") if found else None
         data["commit"] = found[1].decode() if found else None
         data["selected"] = data["reason"] = data["error"] = None
+        data["stack"] = data["dockerfile"] = None
         if found is None:
             if data["buildpack"]:
                 data["selected"], data["reason"] = data["buildpack"], SET_REASON
@@ -112,7 +114,7 @@ def resolve(ctx, name: str) -> dict:
                 data["reason"] = "no push yet"
             return data
         try:
-            data["selected"], data["reason"] = _detect(ctx, repo, found[1], data)
+            _detect(ctx, repo, found[1], data)
         except BuildError as exc:
             data["error"] = exc.message
         return data
@@ -120,10 +122,11 @@ def resolve(ctx, name: str) -> dict:
         repo.close()
 
 
-def _detect(ctx, repo, commit: bytes, data: dict) -> tuple[str, str]:
+def _detect(ctx, repo, commit: bytes, data: dict) -> None:
+    """Fill in data's selected, reason, stack (what a stack plan found) and
+    dockerfile (the one the build will use), from the pushed files."""
     tree = checkout.subtree(repo, commit, data["build_dir"])  # the directory must exist
-    if data["buildpack"]:
-        return buildpacks.by_name(data["buildpack"]).name, SET_REASON  # nothing to look at
+    processes = procfile.parse(checkout.read_file(repo, tree, "Procfile"))
     work = ctx.settings.work_dir
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work, prefix=f"{data['app']}-show-") as tmp:
@@ -131,23 +134,39 @@ def _detect(ctx, repo, commit: bytes, data: dict) -> tuple[str, str]:
         checkout.export(repo, tree, source)
         buildpack, reason = buildpacks.detect(source, data["buildpack"],
                                               build_dir=data["build_dir"])
-    return buildpack.name, reason
+        data["selected"], data["reason"] = buildpack.name, reason
+        if isinstance(buildpack, StackBuildpack):
+            plan = buildpack.plan(source, processes)
+            data["reason"] = reason if reason == SET_REASON else plan.reason
+            data["stack"] = {"web": "Procfile web" if processes.get("web") else plan.web,
+                             "notes": plan.notes}
+            data["dockerfile"] = render(plan, ctx.settings.base_images)
+        elif buildpack.name == "dockerfile":
+            data["dockerfile"] = checkout.read_file(repo, tree, "Dockerfile")
 
 
 # --- commands ---------------------------------------------------------------
 
 
-@command("buildpacks:show", "buildpacks:show APP [--json]",
+@command("buildpacks:show", "buildpacks:show APP [--dockerfile] [--json]",
          "Show which buildpack the next push uses, and why", admin=False, help="""
 Resolved against the deploy branch's commit (main, or master): the app's
 setting (buildpacks:set) wins, else a flake.nix at the build root (nix), else
-a Dockerfile (dockerfile). Also shows the build directory and the flake
-attribute options, and what the live release was built with.""")
+a Dockerfile (dockerfile), else the first stack detected, in this order:
+python (requirements.txt, pyproject.toml, Pipfile), node (package.json),
+go (go.mod), rust (Cargo.toml), ruby (Gemfile), static (index.html, or a
+package.json with a build script and no start script). Also shows the build
+directory, the flake attribute options, and what the live release was built
+with.
+--dockerfile   print the Dockerfile the build will use (generated for a stack)""")
 def show(ctx, argv):
     p = app_parser("buildpacks:show", json_flag=True)
+    p.add_argument("--dockerfile", action="store_true")
     args = _parse(p, argv)
     ctx.app(args.app)
     data = resolve(ctx, args.app)
+    if args.dockerfile:
+        return _show_dockerfile(ctx, data)
     if args.json:
         ctx.json(data)
         return
@@ -159,6 +178,11 @@ def show(ctx, argv):
     else:
         choice = data["reason"]
     ctx.out(f"buildpack:   {choice}")
+    if data.get("stack"):
+        if data["stack"]["web"]:
+            ctx.out(f"web:         {data['stack']['web']}")
+        for note in data["stack"]["notes"]:
+            ctx.out(f"             {note}")
     where = f"{data['build_dir']}/" if data["build_dir"] else "/ (the repository's root)"
     ctx.out(f"build dir:   {where}")
     for option, value in sorted(data["options"].items()):
@@ -172,10 +196,11 @@ def show(ctx, argv):
         ctx.out("settings:    none (buildpacks:set to choose)")
 
 
-@command("buildpacks:set", "buildpacks:set APP [nix|dockerfile] [--dir DIR] [--attr NAME | "
+@command("buildpacks:set", "buildpacks:set APP [BUILDPACK] [--dir DIR] [--attr NAME | "
          "--package NAME] [--clear]", "Choose the buildpack, build directory or flake attribute",
          help="""
-nix|dockerfile      use this buildpack even when the other would be detected
+BUILDPACK           nix, dockerfile, or a stack: python, node, go, rust, ruby,
+                    static; used even when another would be detected
 --dir DIR           build from this directory of the repository (monorepos);
                     `--dir .` builds from the root again
 --attr NAME         nix: load the image packages.<system>.NAME
@@ -256,6 +281,20 @@ def unset(ctx, argv):
     data = {"buildpack": settings.get("buildpack"), "build_dir": settings.get("build_dir", ""),
             "options": settings.get("buildpack_options") or {}}
     ctx.out(f"-----> Buildpack of {args.app}: {_describe_settings(data)}")
+
+
+def _show_dockerfile(ctx, data: dict) -> None:
+    if data["error"]:
+        raise BuildError(data["error"])
+    if data["dockerfile"] is not None:
+        ctx.out(data["dockerfile"].rstrip("\n"))
+    elif data["selected"] == "nix":
+        raise UsageError(f"{data['app']} builds with nix: its image comes from flake.nix, "
+                         "not from a Dockerfile")
+    elif data["commit"] is None:
+        raise UsageError(f"{data['app']} has no push yet: nothing to build a Dockerfile from")
+    else:
+        raise UsageError(f"no Dockerfile for {data['app']}")
 
 
 def _clear(ctx, app: str) -> None:

@@ -28,12 +28,14 @@ def test_no_match_says_what_was_looked_for_and_where(tmp_path):
     with pytest.raises(BuildError) as root:
         buildpacks.detect(tmp_path)
     assert root.value.message == (
-        "no flake.nix or Dockerfile at the repository's root: "
+        "no flake.nix, Dockerfile, requirements.txt, pyproject.toml, Pipfile, package.json, "
+        "go.mod, Cargo.toml, Gemfile or index.html at the repository's root: "
         "add one, or build a subdirectory with buildpacks:set APP --dir DIR")
     with pytest.raises(BuildError) as sub:
         buildpacks.detect(tmp_path, build_dir="/services/api/")
-    assert sub.value.message.startswith("no flake.nix or Dockerfile in services/api/ ")
-    assert len("deploy failed: " + sub.value.message) < 200  # fits git's rejection line
+    assert sub.value.message.startswith("no flake.nix, Dockerfile, requirements.txt, ")
+    assert " or index.html in services/api/ (the build directory)" in sub.value.message
+    assert len("deploy failed: " + sub.value.message) < 260  # one rejection line
 
 
 @pytest.mark.parametrize("given, clean", [
