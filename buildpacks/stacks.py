@@ -40,6 +40,7 @@ BINARY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\[\],<>=!~*;:'\" @/+-]{0,299}$")
 REQUIREMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
 PY_APP = re.compile(r"^(app|application)\s*=\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\(", re.M)
+PY_APP_FUNCTION = re.compile(r"^(async\s+)?def\s+(app|application)\s*\(", re.M)
 ASGI_FACTORIES = {"FastAPI", "fastapi.FastAPI", "Starlette", "starlette.applications.Starlette",
                   "Quart", "quart.Quart"}
 PY_APP_FILES = ("wsgi.py", "asgi.py", "app.py", "main.py", "server.py")
@@ -144,11 +145,15 @@ def _python_app(view: SourceView) -> tuple[str, str, bool] | None:
     for name in PY_APP_FILES:
         if name not in view.files:
             continue
-        match = PY_APP.search(view.read(name))
+        text = view.read(name)
+        module = name[:-3]
+        match = PY_APP.search(text)
         if match:
-            module, variable, factory = name[:-3], match.group(1), match.group(2)
-            asgi = factory in ASGI_FACTORIES or name == "asgi.py"
-            return module, variable, asgi
+            asgi = match.group(2) in ASGI_FACTORIES or name == "asgi.py"
+            return module, match.group(1), asgi
+        match = PY_APP_FUNCTION.search(text)
+        if match:  # a plain WSGI callable, or an `async def` ASGI one
+            return module, match.group(2), bool(match.group(1)) or name == "asgi.py"
     return None
 
 
@@ -215,6 +220,15 @@ def _node_lock(view: SourceView) -> tuple[str | None, str]:
     return None, "npm"
 
 
+def _node_install(manager: str, lock: str | None, production: bool) -> str:
+    """The install command: fixed words only, chosen by the lockfile found."""
+    if manager == "pnpm":
+        return "corepack enable && pnpm install --frozen-lockfile" + (" --prod" if production else "")
+    if manager == "yarn":
+        return "corepack enable && yarn install --frozen-lockfile" + (" --production" if production else "")
+    return ("npm ci" if lock else "npm install") + (" --omit=dev" if production else "")
+
+
 def _builds_a_static_site(view: SourceView) -> bool:
     scripts = _package_json(view).get("scripts", {})
     return "build" in scripts and "start" not in scripts and not view.has("server.js")
@@ -234,7 +248,8 @@ class Node:
         scripts = _package_json(view).get("scripts", {})
         lock, manager = _node_lock(view)
         plan = Plan(self.name, self.detect(view) or "set with buildpacks:set", "node.Dockerfile.j2")
-        plan.values.update(lock=lock, manager=manager, build="build" in scripts)
+        build = "build" in scripts
+        plan.values.update(lock=lock, build=build, install=_node_install(manager, lock, not build))
         if plan.values["build"]:
             plan.notes.append("runs `npm run build`, then keeps production dependencies only")
         if "start" in scripts or view.has("server.js"):
@@ -330,10 +345,10 @@ class Static:
     def plan(self, view: SourceView, has_web: bool) -> Plan:
         built = not view.has("index.html") and view.has("package.json")
         plan = Plan(self.name, self.detect(view) or "set with buildpacks:set",
-                    "static.Dockerfile.j2")
+                    "static.Dockerfile.j2", values={"built": built})
         if built:
             lock, manager = _node_lock(view)
-            plan.values.update(built=True, lock=lock, manager=manager,
+            plan.values.update(lock=lock, install=_node_install(manager, lock, False),
                                outputs=" ".join(STATIC_OUTPUT_DIRS))
             plan.notes.append("serves the first of " + ", ".join(f"{d}/" for d in STATIC_OUTPUT_DIRS)
                               + " holding an index.html after `npm run build`")
