@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+import buildpacks
 from tests.conftest import require
 from tests.e2e.conftest import web_app
 from tests.e2e.harness import commit, git, make_repo, unique_app
@@ -224,8 +225,10 @@ def test_build_directory_forced_buildpack_and_show(gitd, docker_client, new_app,
 
     # Nothing to build there: the error says what was looked for, and where.
     assert gitd.ssh("buildpacks:set", app, "--dir", "docs").returncode == 0
-    expected = ("no flake.nix or Dockerfile in docs/ (the build directory): "
-                "add one, or change it with buildpacks:set APP --dir DIR")
+    expected = buildpacks.nothing_found("docs")  # every file looked for: see test_stacks.py
+    assert expected.startswith("no flake.nix, Dockerfile, requirements.txt, ")
+    assert expected.endswith(" in docs/ (the build directory): "
+                             "add one, or change it with buildpacks:set APP --dir DIR")
     assert line(show(gitd, app), "buildpack:") == f"none ({expected})"
     commit(repo, {}, "docs only")
     nothing = failed(gitd, repo, app)

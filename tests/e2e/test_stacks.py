@@ -1,0 +1,231 @@
+"""Pushes without a Dockerfile, end to end: real git, ssh, gitd, Docker and
+Traefik. The gitd here builds on the host network (a container on Docker's
+bridge has no route out on this machine) from the stack images .ci/images
+builds out of Debian's packages, mapped with [base_images]."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import docker.errors
+import pytest
+
+import buildpacks
+from tests.conftest import require
+from tests.e2e import stack_samples
+from tests.e2e.harness import commit, make_repo, new_gitd, unique_app
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stacks_gitd(docker_client, base_image, tmp_path_factory):
+    for image in stack_samples.BASE_IMAGES.values():
+        try:
+            docker_client.images.get(image)
+        except docker.errors.ImageNotFound:
+            require(False, f"no {image} image: run `bash .ci/images/build`")
+    server = new_gitd(tmp_path_factory.mktemp("stacks-gitd"))
+    (server.data_dir / "gitd.toml").write_text(stack_samples.GITD_TOML)
+    server.start()
+    yield server
+    server.stop()
+    server.cleanup(docker_client)
+
+
+@pytest.fixture
+def new_app(stacks_gitd, docker_client):
+    created: list[str] = []
+
+    def make(prefix: str) -> str:
+        app = unique_app(prefix)
+        assert stacks_gitd.ssh("apps:create", app).returncode == 0
+        assert stacks_gitd.ssh("checks:set", app, "drain=0").returncode == 0
+        created.append(app)
+        return app
+
+    yield make
+    for app in created:
+        destroyed = stacks_gitd.ssh("apps:destroy", app, "--force")
+        assert destroyed.returncode == 0, destroyed.stderr
+        assert stacks_gitd.containers(docker_client, app) == []
+        assert docker_client.images.list(name=f"gitd/{app}") == []
+
+
+def pushed(gitd, repo, app) -> str:
+    result = gitd.push(repo, app, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stderr.replace("remote: ", "")
+
+
+def rejected(gitd, repo, app) -> str:
+    result = gitd.push(repo, app, timeout=600)
+    assert result.returncode != 0, result.stderr
+    assert "[remote rejected] main -> main" in result.stderr
+    return result.stderr.replace("remote: ", "")
+
+
+def ssh_ok(gitd, *args) -> str:
+    result = gitd.ssh(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def step_result(log: str, instruction: str) -> str:
+    """The line the classic builder printed after the step running `instruction`."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    for index, text in enumerate(lines):
+        if re.match(r"Step \d+/\d+ : ", text) and text.endswith(instruction):
+            return lines[index + 1]
+    raise AssertionError(f"no step {instruction!r} in:\n{log}")
+
+
+REASONS = {"python": "found requirements.txt", "node": "found package.json (npm, package-lock.json)",
+           "go": "found go.mod", "rust": "found Cargo.toml", "ruby": "found Gemfile",
+           "static": "found index.html"}
+
+
+@pytest.mark.parametrize("stack", list(stack_samples.SAMPLES))
+def test_each_stack_sample_is_built_without_a_dockerfile_and_answers(
+        stacks_gitd, docker_client, new_app, tmp_path, stack):
+    gitd = stacks_gitd
+    app = new_app(stack)
+    repo = make_repo(tmp_path / app, stack_samples.files(stack, f"hello from {stack}"))
+    shown = ssh_ok(gitd, "buildpacks:show", app)  # before any push
+    assert "buildpack:   no push yet" in shown
+    log = pushed(gitd, repo, app)
+    assert f"{stack} buildpack: {REASONS[stack]}" in log
+    assert f"-----> Building the {stack} stack ({REASONS[stack]})" in log
+    status, body = gitd.wait_for(gitd.host(app), f"hello from {stack}", timeout=60)
+    assert status == 200, body
+    if stack not in ("static", "rust"):  # (Rust's std cannot tell its uid)
+        assert "uid=10001" in body  # the app runs as the template's non-root user
+    container = gitd.containers(docker_client, app)[0]
+    assert container.image.attrs["Config"]["User"] == "10001"
+    shown = ssh_ok(gitd, "buildpacks:show", app)
+    assert f"buildpack:   {stack} ({REASONS[stack]})" in shown
+    assert f"live:        v1 built with {stack}" in shown
+    dockerfile = ssh_ok(gitd, "buildpacks:show", app, "--dockerfile")
+    assert f"# Rendered by gitd's stacks buildpack: {stack}" in dockerfile
+    assert "USER 10001" in dockerfile
+
+
+@pytest.mark.parametrize("stack, install, downloads", [
+    ("python", "RUN pip install -r /tmp/requirements.txt", ("Collecting ", "Downloading ")),
+    ("node", "RUN npm ci --omit=dev", ("added 1 package",)),
+])
+def test_a_code_only_repush_installs_no_dependency_again(
+        stacks_gitd, new_app, tmp_path, stack, install, downloads):
+    gitd = stacks_gitd
+    app = new_app(f"re{stack}")
+    repo = make_repo(tmp_path / app, stack_samples.files(stack, "first"))
+    first = pushed(gitd, repo, app)
+    assert step_result(first, install) in ("---> Using cache",) or any(
+        d in first for d in downloads)  # an earlier test may have cached the same manifests
+    commit(repo, stack_samples.files(stack, "second"), "one line of code changes")
+    second = pushed(gitd, repo, app)
+    assert step_result(second, install) == "---> Using cache", second
+    for download in downloads:
+        assert download not in second
+    assert gitd.wait_for(gitd.host(app), "second", timeout=60)[0] == 200
+    # a changed dependency manifest does install again (a change no earlier
+    # run made: the layer cache is the engine's, shared by every run)
+    files = stack_samples.files(stack, "third")
+    if stack == "python":
+        files["requirements.txt"] += f"# {app}\n"
+    else:
+        files["package.json"] = files["package.json"].replace(
+            '"version": "1.0.0"', f'"description": "{app}", "version": "1.0.0"', 1)
+    commit(repo, files, "manifest changes")
+    third = pushed(gitd, repo, app)
+    assert step_result(third, install) != "---> Using cache"
+    assert gitd.wait_for(gitd.host(app), "third", timeout=60)[0] == 200
+
+
+def test_nothing_to_detect_lists_every_file_looked_for(stacks_gitd, new_app, tmp_path):
+    gitd = stacks_gitd
+    app = new_app("nothing")
+    repo = make_repo(tmp_path / app, {"README.md": "docs only\n", "notes.txt": "x\n"})
+    log = rejected(gitd, repo, app)
+    for name in ("flake.nix", "Dockerfile", "requirements.txt", "pyproject.toml", "Pipfile",
+                 "package.json", "go.mod", "Cargo.toml", "Gemfile", "index.html"):
+        assert name in log
+    assert buildpacks.nothing_found() in log
+    shown = ssh_ok(gitd, "buildpacks:show", app)
+    assert "buildpack:   no push yet" in shown  # the ref did not move
+
+
+def test_no_web_command_fails_saying_what_to_add_and_the_old_release_keeps_serving(
+        stacks_gitd, new_app, tmp_path):
+    gitd = stacks_gitd
+    app = new_app("noweb")
+    repo = make_repo(tmp_path / app, stack_samples.files("ruby", "ruby v1"))
+    pushed(gitd, repo, app)
+    commit(repo, {"Procfile": None}, "Procfile removed")
+    log = rejected(gitd, repo, app)
+    assert "ruby: no web command: add a Procfile with a `web:` line, or a config.ru" in log
+    assert gitd.wait_for(gitd.host(app), "ruby v1")[0] == 200
+
+
+def test_buildpacks_set_forces_a_stack_and_show_prints_its_dockerfile(
+        stacks_gitd, new_app, tmp_path):
+    gitd = stacks_gitd
+    app = new_app("forced")
+    # index.html and a Python app: python is detected first, static is forced
+    files = {**stack_samples.files("python", "python app"), "index.html": "<p>static site</p>\n"}
+    repo = make_repo(tmp_path / app, files)
+    data = json.loads(ssh_ok(gitd, "buildpacks:show", app, "--json"))
+    assert (data["selected"], data["reason"]) == (None, "no push yet")
+    refused = gitd.ssh("buildpacks:show", app, "--dockerfile")
+    assert refused.returncode != 0 and "no push yet" in refused.stderr
+    pushed(gitd, repo, app)
+    assert gitd.wait_for(gitd.host(app), "python app")[0] == 200
+    data = json.loads(ssh_ok(gitd, "buildpacks:show", app, "--json"))
+    assert (data["selected"], data["reason"]) == ("python", "found requirements.txt")
+    assert data["stack"]["web"].startswith("gunicorn --bind 0.0.0.0:${PORT:-5000} app:app")
+    dockerfile = ssh_ok(gitd, "buildpacks:show", app, "--dockerfile")
+    assert "FROM gitd-ci/stack-python:latest AS build" in dockerfile
+    assert "COPY requirements.txt /tmp/requirements.txt" in dockerfile
+
+    for bad in ("unknownstack", "Python", "python;ls", "../static"):
+        refused = gitd.ssh("buildpacks:set", app, bad)
+        assert refused.returncode == 2 and "unknown buildpack" in refused.stderr, refused.stderr
+    assert "set with buildpacks:set" not in ssh_ok(gitd, "buildpacks:show", app)
+
+    ssh_ok(gitd, "buildpacks:set", app, "static")
+    assert "static (set with buildpacks:set)" in ssh_ok(gitd, "buildpacks:show", app)
+    assert "python3 -m http.server" in ssh_ok(gitd, "buildpacks:show", app, "--dockerfile")
+    commit(repo, {}, "serve the static site")
+    log = pushed(gitd, repo, app)
+    assert "static buildpack: set with buildpacks:set" in log
+    assert gitd.wait_for(gitd.host(app), "static site")[0] == 200
+
+    ssh_ok(gitd, "buildpacks:set", app, "go")  # no go.mod: the push says what go needs
+    commit(repo, {}, "go?")
+    assert "the go stack needs go.mod at the build root" in rejected(gitd, repo, app)
+    assert gitd.wait_for(gitd.host(app), "static site")[0] == 200
+
+
+def test_hostile_manifests_fail_the_push_cleanly(stacks_gitd, new_app, tmp_path):
+    gitd = stacks_gitd
+    app = new_app("hostile")
+    repo = make_repo(tmp_path / app, {"package.json": "{not json", "server.js": ""})
+    assert "package.json is not valid JSON" in rejected(gitd, repo, app)
+    (repo / "package.json").unlink()
+    (repo / "package.json").symlink_to("/etc/passwd")
+    commit(repo, {}, "a symlink")
+    assert "package.json is a symlink" in rejected(gitd, repo, app)
+    commit(repo, {"package.json": None, "pyproject.toml": "[project]\ndependencies = "
+                  '["six\\nRUN touch /pwned"]\n', "app.py": "app = Flask(__name__)\n"}, "inject")
+    log = rejected(gitd, repo, app)
+    assert "pyproject.toml [project]: unsupported dependency" in log
+    assert "Step 1/" not in log  # nothing was built
+    commit(repo, {"pyproject.toml": "x" * (2 * 1024 * 1024)}, "huge")
+    assert "pyproject.toml is larger than 1024 KiB" in rejected(gitd, repo, app)
+    commit(repo, {"pyproject.toml": None, "Cargo.toml":
+                  '[package]\nname = "x"\n[[bin]]\nname = "a/../../etc"\n'}, "odd binary")
+    assert "Cargo.toml: unsupported binary name" in rejected(gitd, repo, app)
+    with gitd.db() as db:
+        statuses = db.execute("SELECT status FROM releases WHERE app = ?", [app]).fetchall()
+    assert {s for (s,) in statuses} == {"failed"}
