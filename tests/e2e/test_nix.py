@@ -232,7 +232,8 @@ def test_build_directory_forced_buildpack_and_show(gitd, docker_client, new_app,
     assert line(show(gitd, app), "buildpack:") == f"none ({expected})"
     commit(repo, {}, "docs only")
     nothing = failed(gitd, repo, app)
-    assert f"(deploy failed: {expected})" in nothing
+    assert f"remote:  !     {expected}" in nothing  # whole on the pusher's error line
+    assert f"(deploy failed: {expected[:100]}" in nothing  # (git's line is cut at 200 bytes)
     assert gitd.get(gitd.host(app)) == (200, "backend flake\n")
     assert gitd.ssh("buildpacks:set", app, "--dir", "missing").returncode == 0
     assert "build directory 'missing' is not in commit" in line(show(gitd, app), "buildpack:")
