@@ -32,10 +32,13 @@ def build_base_image(client) -> str:
 
 
 @contextmanager
-def bench_gitd(tmp: Path, **env):
+def bench_gitd(tmp: Path, config: str = "", **env):
+    """A gitd for a benchmark; `config` is written to its gitd.toml."""
     client = docker.from_env()
     base_id = build_base_image(client)
     server = new_gitd(tmp / "gitd")
+    if config:
+        (server.data_dir / "gitd.toml").write_text(config)
     server.start(extra_env=env)
     try:
         yield server, client
