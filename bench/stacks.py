@@ -95,7 +95,7 @@ def repush(gitd, tmp: Path, stack: str, rounds: int) -> tuple[list[float], list[
     return times["stack"], times["hand"]
 
 
-def image_sizes(gitd, client, tmp: Path) -> list[tuple[str, int, str, int]]:
+def image_sizes(gitd, client, tmp: Path) -> list[tuple[str, int, str, int, int]]:
     rows = []
     for stack in stack_samples.SAMPLES:
         app = unique_app(f"size{stack}")
@@ -107,7 +107,9 @@ def image_sizes(gitd, client, tmp: Path) -> list[tuple[str, int, str, int]]:
         size = client.images.get(f"gitd/{app}:v1").attrs["Size"]
         role = {"go": "runtime", "rust": "runtime", "static": "python"}.get(stack, stack)
         base = stack_samples.BASE_IMAGES[role]
-        rows.append((stack, size, base, client.images.get(base).attrs["Size"]))
+        build = stack_samples.BASE_IMAGES.get(stack, base)  # where it compiled
+        rows.append((stack, size, base, client.images.get(base).attrs["Size"],
+                     client.images.get(build).attrs["Size"]))
         gitd.ssh("apps:destroy", app, "--force")
     return rows
 
@@ -133,9 +135,9 @@ def main() -> None:
         print(f"  ratio stacks / hand-written: {g / h:.2f} (target <= 1.3)")
     print("\nruntime image size per stack, beside the base image it runs on "
           "(local Debian-built images here: the official -slim ones cannot be pulled):")
-    for stack, size, base, base_size in sizes:
+    for stack, size, base, base_size, build_size in sizes:
         print(f"  {stack:<7} {size / 1e6:7.1f} MB   base {base:<28} {base_size / 1e6:7.1f} MB"
-              f"   ratio {size / base_size:.2f}")
+              f"   ratio {size / base_size:.2f}   (build image {build_size / 1e6:.0f} MB)")
 
 
 if __name__ == "__main__":

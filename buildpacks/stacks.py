@@ -397,6 +397,28 @@ def render(plan: Plan, images: dict[str, str]) -> str:
 # --- the buildpack ----------------------------------------------------------
 
 
+def _write_build_files(root: Path, plan: Plan, dockerfile: str) -> Path:
+    """Write the generated files and the Dockerfile under GENERATED_DIR in the
+    build root, and list the Dockerfile in .dockerignore: the engine then
+    reads it but leaves it out of the image's files."""
+    generated = root / GENERATED_DIR
+    ignore = root / ".dockerignore"
+    for path in (generated, ignore):
+        if path.is_symlink():
+            raise BuildError(f"{path.name} is a symlink: commit the file itself")
+    if generated.exists():
+        raise BuildError(f"the repository has {GENERATED_DIR}, where gitd writes the files "
+                         "it generates: rename it")
+    generated.mkdir()
+    for name, text in plan.generated.items():
+        (generated / name).write_text(text)
+    path = generated / "Dockerfile"
+    path.write_text(dockerfile)
+    patterns = ignore.read_text(errors="replace") if ignore.exists() else ""
+    ignore.write_text(patterns.rstrip("\n") + f"\n{GENERATED_DIR}/Dockerfile\n")
+    return path
+
+
 class StackBuildpack:
     """One stack behind the Buildpack interface: registered once per stack,
     in STACKS order, after nix and dockerfile."""
@@ -430,15 +452,6 @@ class StackBuildpack:
         if plan.web:
             web = "Procfile web" if request.procfile.get("web") else plan.web
             request.emit(f"       web: {web}")
-        if plan.generated:
-            generated = request.source_dir / GENERATED_DIR
-            if generated.exists() or generated.is_symlink():
-                raise BuildError(f"the repository has {GENERATED_DIR}, where gitd writes the "
-                                 "files it generates: rename it")
-            generated.mkdir()
-            for name, text in plan.generated.items():
-                (generated / name).write_text(text)
-        dockerfile = request.work_dir / "Dockerfile"
-        dockerfile.write_text(render(plan, request.base_images))
+        dockerfile = _write_build_files(request.source_dir, plan, render(plan, request.base_images))
         image_id = docker_build(request, dockerfile)
         return BuildResult(image_id=image_id, details={"stack": self.name})

@@ -103,6 +103,10 @@ def test_each_stack_sample_is_built_without_a_dockerfile_and_answers(
         assert "uid=10001" in body  # the app runs as the template's non-root user
     container = gitd.containers(docker_client, app)[0]
     assert container.image.attrs["Config"]["User"] == "10001"
+    if stack in ("python", "node", "ruby"):  # the code is in /app, the generated Dockerfile not
+        listing = container.exec_run(["ls", "-a", "/app"]).output.decode()
+        assert "app" in listing or "server.js" in listing, listing
+        assert "Dockerfile" not in listing and ".dockerfile" not in listing, listing
     shown = ssh_ok(gitd, "buildpacks:show", app)
     assert f"buildpack:   {stack} ({REASONS[stack]})" in shown
     assert f"live:        v1 built with {stack}" in shown

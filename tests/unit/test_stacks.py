@@ -10,7 +10,7 @@ import pytest
 
 import buildpacks
 from buildpacks.source import MAX_MANIFEST_BYTES, SourceView
-from buildpacks.stacks import STACKS, StackBuildpack, render, stack
+from buildpacks.stacks import STACKS, StackBuildpack, _write_build_files, render, stack
 from gitd.config import BASE_IMAGE_DEFAULTS, load_settings
 from gitd.errors import BuildError, GitdError
 
@@ -231,3 +231,27 @@ def test_hostile_settings_are_refused(tmp_path, toml, error):
     (tmp_path / "gitd.toml").write_text(toml)
     with pytest.raises(GitdError, match=error):
         load_settings(tmp_path, environ={})
+
+
+def test_build_files_go_under_their_own_directory_and_the_dockerfile_is_ignored(tmp_path):
+    p = plan("python", {"pyproject.toml": '[project]\ndependencies = ["gunicorn"]\n',
+                        "app.py": WSGI})
+    (tmp_path / ".dockerignore").write_text("*.log")
+    path = _write_build_files(tmp_path, p, "FROM x\n")
+    assert path == tmp_path / ".gitd-build" / "Dockerfile"
+    assert (tmp_path / ".gitd-build" / "requirements.txt").read_text() == "gunicorn\n"
+    assert (tmp_path / ".dockerignore").read_text() == "*.log\n.gitd-build/Dockerfile\n"
+    with pytest.raises(BuildError, match="the repository has .gitd-build"):
+        _write_build_files(tmp_path, p, "FROM x\n")
+
+
+@pytest.mark.parametrize("name", [".dockerignore", ".gitd-build"])
+def test_build_files_refuse_symlinks_planted_by_the_repo(tmp_path, name):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "src"
+    root.mkdir()
+    os.symlink(outside / "x", root / name)
+    with pytest.raises(BuildError, match=f"{name} is a symlink"):
+        _write_build_files(root, plan("static", {"index.html": ""}), "FROM x\n")
+    assert list(outside.iterdir()) == []
