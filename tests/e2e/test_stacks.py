@@ -233,3 +233,21 @@ def test_hostile_manifests_fail_the_push_cleanly(stacks_gitd, new_app, tmp_path)
     with gitd.db() as db:
         statuses = db.execute("SELECT status FROM releases WHERE app = ?", [app]).fetchall()
     assert {s for (s,) in statuses} == {"failed"}
+
+
+def test_a_build_script_output_directory_is_served_as_a_static_site(stacks_gitd, new_app, tmp_path):
+    gitd = stacks_gitd
+    app = new_app("built")
+    repo = make_repo(tmp_path / app, {
+        "package.json": json.dumps({"name": "site", "version": "1.0.0",
+                                    "scripts": {"build": "node build.js"}}) + "\n",
+        "build.js": ("const fs = require('fs');\nfs.mkdirSync('dist', {recursive: true});\n"
+                     "fs.writeFileSync('dist/index.html', '<p>built by npm run build</p>\\n');\n"),
+    })
+    log = pushed(gitd, repo, app)
+    assert ("static buildpack: package.json has a build script and no start script" in log)
+    assert gitd.wait_for(gitd.host(app), "built by npm run build", timeout=60)[0] == 200
+    commit(repo, {"build.js": "// writes nothing\n"}, "a build that leaves no site")
+    log = rejected(gitd, repo, app)
+    assert "the build left no index.html in dist build out public" in log
+    assert gitd.wait_for(gitd.host(app), "built by npm run build")[0] == 200
