@@ -139,13 +139,22 @@ def _requirement_lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
+DJANGO_SETTINGS = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([A-Za-z_][A-Za-z0-9_]{0,99})\.settings["']""")
+
+
 def _python_app(view: SourceView) -> tuple[str, str, bool] | None:
-    """(module, variable, is_asgi) of the first `app = Flask(...)`-style
-    assignment in a conventional file at the root."""
+    """(module, variable, is_asgi) of a Django project (manage.py naming its
+    settings), else of the first `app = Flask(...)`-style assignment or
+    `def app(environ, ...)` in a conventional file at the root. A file that
+    cannot be read (a symlink, too large) is not looked into."""
+    django = _readable(view, "manage.py")
+    match = DJANGO_SETTINGS.search(django or "")
+    if match:
+        return f"{match.group(1)}.wsgi", "application", False
     for name in PY_APP_FILES:
-        if name not in view.files:
+        text = _readable(view, name)
+        if text is None:
             continue
-        text = view.read(name)
         module = name[:-3]
         match = PY_APP.search(text)
         if match:
@@ -155,6 +164,15 @@ def _python_app(view: SourceView) -> tuple[str, str, bool] | None:
         if match:  # a plain WSGI callable, or an `async def` ASGI one
             return module, match.group(2), bool(match.group(1)) or name == "asgi.py"
     return None
+
+
+def _readable(view: SourceView, name: str) -> str | None:
+    if not view.has(name):
+        return None
+    try:
+        return view.read(name)
+    except BuildError:
+        return None
 
 
 class Python:
@@ -189,10 +207,11 @@ class Python:
                 else:
                     command = f"gunicorn --bind 0.0.0.0:{PORT} {module}:{variable}"
                 plan.cmd = _shell(command)
-                plan.web = f"{command} ({module}.py defines {'an ASGI' if asgi else 'a WSGI'} app)"
+                origin = f"{module.replace('.', '/')}.py"
+                plan.web = f"{command} ({origin} defines {'an ASGI' if asgi else 'a WSGI'} app)"
             elif not has_web:
                 raise _no_web(self.name, f"add {server} to {source} to serve the "
-                              f"{'ASGI' if asgi else 'WSGI'} app in {module}.py")
+                              f"{'ASGI' if asgi else 'WSGI'} app in {module.replace('.', '/')}.py")
         elif not has_web:
             raise _no_web(self.name, "define `app = Flask(...)` (or FastAPI) in "
                           + ", ".join(PY_APP_FILES))

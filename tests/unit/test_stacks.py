@@ -79,6 +79,20 @@ def test_python_web_command_from_a_detected_wsgi_or_asgi_app():
     assert p.cmd[2].endswith(" wsgi:application")
 
 
+def test_python_django_project_and_unreadable_app_files():
+    manage = ('import os\nos.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")\n')
+    p = plan("python", {"requirements.txt": "Django\ngunicorn\n", "manage.py": manage})
+    assert p.cmd[2].endswith(" mysite.wsgi:application")
+    assert "(mysite/wsgi.py defines a WSGI app)" in p.web
+    odd = manage.replace("mysite", "x;rm -rf /")
+    with pytest.raises(BuildError, match="add a Procfile"):
+        plan("python", {"requirements.txt": "gunicorn\n", "manage.py": odd})
+    # a huge or symlinked app.py is not looked into, and does not fail the push by itself
+    p = plan("python", {"requirements.txt": "gunicorn\n", "app.py": "#" * (MAX_MANIFEST_BYTES + 1),
+                        "main.py": WSGI}, links=("wsgi.py",))
+    assert p.cmd[2].endswith(" main:app")
+
+
 def test_python_without_a_server_or_an_app_says_what_to_add():
     with pytest.raises(BuildError, match="add gunicorn to requirements.txt .* app.py"):
         plan("python", {"requirements.txt": "Flask\n", "app.py": WSGI})
