@@ -434,7 +434,10 @@ def _write_build_files(root: Path, plan: Plan, dockerfile: str) -> Path:
     path = generated / "Dockerfile"
     path.write_text(dockerfile)
     patterns = ignore.read_text(errors="replace") if ignore.exists() else ""
-    ignore.write_text(patterns.rstrip("\n") + f"\n{GENERATED_DIR}/Dockerfile\n")
+    # last patterns win: the generated files stay in even if the repo ignores
+    # dotfiles, and the Dockerfile stays out of COPY . /app
+    ignore.write_text(patterns.rstrip("\n") + f"\n!{GENERATED_DIR}\n!{GENERATED_DIR}/*\n"
+                      f"{GENERATED_DIR}/Dockerfile\n")
     return path
 
 

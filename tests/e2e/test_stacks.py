@@ -251,3 +251,26 @@ def test_a_build_script_output_directory_is_served_as_a_static_site(stacks_gitd,
     log = rejected(gitd, repo, app)
     assert "the build left no index.html in dist build out public" in log
     assert gitd.wait_for(gitd.host(app), "built by npm run build")[0] == 200
+
+
+def test_pyproject_dependencies_are_installed_even_when_the_repo_ignores_dotfiles(
+        stacks_gitd, new_app, tmp_path):
+    gitd = stacks_gitd
+    app = new_app("pyproj")
+    files = stack_samples.files("python", "from pyproject")
+    del files["requirements.txt"]
+    files.update({
+        "pyproject.toml": '[project]\nname = "sample"\nversion = "0.1.0"\n'
+                          'dependencies = ["gunicorn==23.0.0", "six==1.17.0"]\n',
+        "uv.lock": "version = 1\n",
+        ".dockerignore": ".*\n*.md\n",
+        "README.md": "not in the image\n",
+    })
+    repo = make_repo(tmp_path / app, files)
+    log = pushed(gitd, repo, app)
+    assert "python buildpack: found pyproject.toml" in log
+    assert "uv.lock found: pip installs the ranges in pyproject.toml" in log
+    assert "2 dependencies from pyproject.toml" in log
+    assert gitd.wait_for(gitd.host(app), "from pyproject six=1.17.0", timeout=60)[0] == 200
+    shown = ssh_ok(gitd, "buildpacks:show", app, "--dockerfile")
+    assert "COPY .gitd-build/requirements.txt /tmp/requirements.txt" in shown

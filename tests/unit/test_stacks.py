@@ -254,7 +254,8 @@ def test_build_files_go_under_their_own_directory_and_the_dockerfile_is_ignored(
     path = _write_build_files(tmp_path, p, "FROM x\n")
     assert path == tmp_path / ".gitd-build" / "Dockerfile"
     assert (tmp_path / ".gitd-build" / "requirements.txt").read_text() == "gunicorn\n"
-    assert (tmp_path / ".dockerignore").read_text() == "*.log\n.gitd-build/Dockerfile\n"
+    assert (tmp_path / ".dockerignore").read_text() == (
+        "*.log\n!.gitd-build\n!.gitd-build/*\n.gitd-build/Dockerfile\n")
     with pytest.raises(BuildError, match="the repository has .gitd-build"):
         _write_build_files(tmp_path, p, "FROM x\n")
 
