@@ -135,6 +135,15 @@ def _python_dependencies(view: SourceView) -> tuple[str, list[str] | None, list[
     return "Pipfile", lines, notes
 
 
+LOCAL_REFERENCES = ("-r", "--requirement", "-c", "--constraint", "-e", "--editable", ".", "/",
+                    "file:")
+
+
+def _refers_to_files(text: str) -> bool:
+    """Does a requirements file include others, or install local paths?"""
+    return any(line.startswith(LOCAL_REFERENCES) for line in _requirement_lines(text))
+
+
 def _requirement_lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
@@ -197,6 +206,10 @@ class Python:
             names = {_requirement_name(ln) for ln in generated}
             notes.append(f"{len(generated)} dependencies from {source}")
         plan.values["requirements"] = requirements
+        plan.values["needs_code"] = generated is None and _refers_to_files(view.read(source))
+        if plan.values["needs_code"]:
+            plan.notes.append(f"{source} refers to other files: dependencies install after the "
+                              "code is copied (not cached between pushes)")
         app = _python_app(view)
         if app:
             module, variable, asgi = app

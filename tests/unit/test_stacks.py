@@ -93,6 +93,15 @@ def test_python_django_project_and_unreadable_app_files():
     assert p.cmd[2].endswith(" main:app")
 
 
+def test_requirements_that_include_other_files_install_after_the_code():
+    p = plan("python", {"requirements.txt": "-r requirements/base.txt\ngunicorn\n", "app.py": WSGI})
+    text = render(p, {})
+    assert "COPY . /app\nRUN pip install -r requirements.txt\n" in text
+    assert any("refers to other files" in note for note in p.notes)
+    p = plan("python", {"requirements.txt": "# pinned\ngunicorn==23.0.0\n", "app.py": WSGI})
+    assert "COPY requirements.txt /tmp/requirements.txt\nRUN pip install" in render(p, {})
+
+
 def test_python_without_a_server_or_an_app_says_what_to_add():
     with pytest.raises(BuildError, match="add gunicorn to requirements.txt .* app.py"):
         plan("python", {"requirements.txt": "Flask\n", "app.py": WSGI})
