@@ -37,6 +37,7 @@
         build-system = [ pkgs.python3Packages.setuptools ];
         dependencies = with pkgs.python3Packages; [
           asyncssh
+          cryptography
           (dulwichFor pkgs)
           docker
           jinja2

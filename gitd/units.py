@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gitd.config import Settings, replace
 from gitd.errors import GitdError
-from gitd.traefik import render, render_static_config, static_config_path
+from gitd.traefik import prepare_tls_dirs, render, render_static_config, static_config_path
 
 
 def _no_spaces(what: str, value: str) -> str:
@@ -90,6 +90,7 @@ def install_units(settings: Settings, dest: Path, gitd_bin: str | None = None,
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(render_static_config(settings, mode="external"))
     written.append(config)
+    prepare_tls_dirs(settings)
     return written
 
 
