@@ -84,6 +84,9 @@ def route_labels(route: Route, seq: int, service: str) -> dict[str, str]:
         result[f"{prefix}.tls"] = "true"
     if route.resolver:
         result[f"{prefix}.tls.certresolver"] = route.resolver
+        # a certificate per host: one failing domain must not hold up the others
+        for index, host in enumerate(route.hosts):
+            result[f"{prefix}.tls.domains[{index}].main"] = host
     return result
 
 

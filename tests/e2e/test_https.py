@@ -1,0 +1,181 @@
+"""HTTPS end to end, offline: Pebble (Let's Encrypt's test CA) issues through
+Traefik's own ACME client, validating HTTP-01 against gitd's HTTP port."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from tests.conftest import require
+from tests.e2e.conftest import web_app
+from tests.e2e.harness import free_port, make_repo, new_gitd, unique_app
+from tests.e2e.pebble import Pebble
+from tests.e2e.tls_helpers import MiniCA, https_get, other_key_pem
+
+DOMAIN = "paas.test"
+ISSUE_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def https_gitd(docker_client, base_image, tmp_path_factory):
+    for tool in ("pebble", "pebble-challtestsrv", "openssl"):
+        require(shutil.which(tool) is not None, f"{tool} is not installed")
+    root = tmp_path_factory.mktemp("https")
+    server = new_gitd(root / "gitd")
+    server.https_port = free_port()
+    pebble = Pebble(root / "pebble", http_port=server.http_port, tls_port=server.https_port)
+    pebble.start()
+    try:
+        server.start(
+            extra_env={"GITD_ACME_CA_CERTIFICATES": str(pebble.listener_cert)},
+            extra_args=("--https-port", str(server.https_port), "--acme-email", "ops@gitd.test",
+                        "--acme-ca-server", pebble.directory_url, "--domain", DOMAIN))
+        server.pebble = pebble
+        yield server
+    finally:
+        server.stop()
+        server.cleanup(docker_client)
+        pebble.stop()
+
+
+@pytest.fixture(scope="module")
+def app(https_gitd, tmp_path_factory):
+    name = unique_app("tls")
+    assert https_gitd.ssh("apps:create", name).returncode == 0
+    repo = make_repo(tmp_path_factory.mktemp("repo"), web_app("tls-v1"))
+    result = https_gitd.push(repo, name)
+    assert result.returncode == 0, result.stderr
+    assert f"https://{name}.{DOMAIN}:{https_gitd.https_port}" in result.stderr
+    assert "(HTTP and HTTPS)" in result.stderr
+    return name
+
+
+def wait_until(probe, timeout: float, interval: float = 0.5):
+    """probe() until it returns something true (or raises no OSError); the last result."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except OSError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    return last
+
+
+def certs_json(gitd, app: str) -> dict:
+    result = gitd.ssh("certs", app, "--json")
+    assert result.returncode == 0, result.stderr
+    return {row["domain"]: row for row in json.loads(result.stdout)}
+
+
+def http_status(gitd, host: str) -> tuple[int, str]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", gitd.http_port, timeout=5)
+    try:
+        conn.request("GET", "/", headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Location") or ""
+    finally:
+        conn.close()
+
+
+def test_acme_certificate_is_issued_and_http_redirects(https_gitd, app):
+    host = f"{app}.{DOMAIN}"
+    root = https_gitd.pebble.root_pem()
+
+    def served():
+        status, _, body, cert = https_get(https_gitd.https_port, host, root)
+        return (status, body, cert) if status == 200 else None
+
+    result = wait_until(served, ISSUE_TIMEOUT)
+    assert isinstance(result, tuple), f"no Pebble certificate for {host}: {result}\n" \
+        f"{https_gitd.ssh('certs', app).stdout}"
+    status, body, cert = result
+    assert body.strip() == "tls-v1"
+    assert "Pebble" in cert.issuer.rfc4514_string()
+
+    location = wait_until(lambda: http_status(https_gitd, host)[0] in (302, 307)
+                          and http_status(https_gitd, host)[1], 30)
+    assert location == f"https://{host}:{https_gitd.https_port}/"
+
+    row = certs_json(https_gitd, app)[host]
+    assert row["source"] == "acme"
+    assert "Pebble" in row["issuer"]
+    assert row["days_left"] > 1 and row["expires"].endswith("Z")
+    assert row["acme_error"] is None
+
+    # the ACME storage is private and in the data dir
+    storage = https_gitd.data_dir / "tls" / "acme.json"
+    assert storage.stat().st_mode & 0o777 == 0o600
+
+    # https:redirect off: plain HTTP serves again
+    assert https_gitd.ssh("https:redirect", app, "off").returncode == 0
+    assert wait_until(lambda: http_status(https_gitd, host)[0] == 200, 30) is True
+    assert https_gitd.ssh("https:redirect", app, "on").returncode == 0
+    assert wait_until(lambda: http_status(https_gitd, host)[0] in (302, 307), 30) is True
+
+
+def test_custom_certificate_checked_then_served(https_gitd, app):
+    host = f"shop-{app}.example.org"
+    assert https_gitd.ssh("domains:add", app, host).returncode == 0
+    ca = MiniCA()
+    custom_dir = https_gitd.data_dir / "tls" / "custom"
+
+    def refused(bundle: str, words: str) -> None:
+        result = https_gitd.ssh("certs:add", app, input=bundle)
+        assert result.returncode != 0
+        assert words in result.stderr, result.stderr
+        assert not list(custom_dir.glob(f"{app}.*"))
+
+    cert, key = ca.leaf([host])
+    refused("not a certificate at all\n", "no certificate in the bundle")
+    refused(cert + ca.pem, "no private key")
+    refused(cert + other_key_pem(), "does not match the certificate")
+    refused(ca.bundle([host], days=1, start_days=-3), "expired on")
+    refused(ca.bundle(["elsewhere.example.net"]), "covers none of the app's domains")
+    refused(cert.replace("MII", "MIX", 1) + key, "does not parse")
+
+    result = https_gitd.ssh("certs:add", app, input=cert + ca.pem + key)
+    assert result.returncode == 0, result.stderr
+    assert f"Installed a certificate for {host}" in result.stdout
+    for path in custom_dir.glob(f"{app}.*"):
+        assert path.stat().st_mode & 0o777 == 0o600
+
+    def served():
+        status, _, body, served_cert = https_get(https_gitd.https_port, host, ca.pem)
+        return body if status == 200 else None
+
+    assert (wait_until(served, 30) or "").strip() == "tls-v1"
+    row = certs_json(https_gitd, app)[host]
+    assert (row["source"], row["issuer"]) == ("custom", "gitd test CA")
+
+    assert https_gitd.ssh("certs:remove", app).returncode == 0
+    assert not list(custom_dir.glob(f"{app}.*"))
+    assert certs_json(https_gitd, app)[host]["source"] != "custom"
+    assert https_gitd.ssh("certs:remove", app).returncode != 0
+
+
+def test_failing_challenge_is_reported_in_words(https_gitd, app):
+    host = f"broken-{app}.{DOMAIN}"
+    # Pebble validates at 127.0.0.2, where nothing listens
+    https_gitd.pebble.resolve(host, "127.0.0.2")
+    assert https_gitd.ssh("domains:add", app, host).returncode == 0
+
+    row = wait_until(lambda: certs_json(https_gitd, app)[host]["acme_error"] and
+                     certs_json(https_gitd, app)[host], ISSUE_TIMEOUT, interval=1.0)
+    assert isinstance(row, dict), f"no ACME error reported for {host}"
+    assert row["source"] == "none"
+    assert "HTTP-01" in row["acme_error"], row["acme_error"]
+    print("reported:", row["acme_error"])
+    text = https_gitd.ssh("certs", app).stdout
+    assert f"{host}: HTTP-01" in text
+    info = https_gitd.ssh("apps:info", app).stdout
+    assert f"{host}: HTTP-01" in info
