@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import re
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -151,12 +152,14 @@ def write_private(path: Path, data: bytes) -> None:
     """Atomically, mode 0600 from the start."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:  # mkstemp makes it 0600
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def install_custom(settings: Settings, app: str, bundle: Bundle) -> None:
@@ -278,11 +281,15 @@ def describe_acme_error(error: str, challenge: str) -> str:
     after its last ' :: '."""
     text = " ".join(error.split())
     detail = text.rsplit(" :: ", 1)[-1] if " :: " in text else text
-    detail = detail.strip().rstrip(",;")
+    detail = detail.strip().rstrip(",;]").strip()
+    dial = re.search(r'Get "([^"]+)": dial tcp (\S+): (?:connect: )?(.+)$', detail)
+    if dial:
+        url, address, reason = dial.groups()
+        detail = f"the CA could not reach {url} at {address} ({reason})"
     name = CHALLENGE_NAMES.get(challenge, challenge)
-    if "urn:ietf:params:acme:error:" in text:
-        kind = re.findall(r"urn:ietf:params:acme:error:(\w+)", text)[-1]
-        return f"{name} challenge failed ({kind}): {detail}"
+    kinds = re.findall(r"urn:ietf:params:acme:error:(\w+)", text)
+    if kinds:
+        return f"{name} challenge failed ({kinds[-1]}): {detail}"
     return f"could not get a certificate: {detail}"
 
 
@@ -367,9 +374,11 @@ def dynamic_config(settings: Settings, store) -> dict:
     certificates = []
     http: dict = {}
     for app in store.list_apps():
-        crt, key = custom_paths(settings, app.name)
-        if crt.exists() and key.exists():
-            certificates.append({"certFile": str(crt), "keyFile": str(key)})
+        saved = read_custom(settings, app.name)
+        if saved:
+            # inline, not paths: Traefik re-reads paths on every config change,
+            # and would find a file certs:remove just deleted
+            certificates.append({"certFile": saved[0].decode(), "keyFile": saved[1].decode()})
         if not redirect_enabled(app.settings):
             continue
         hosts = store.domains(app.name)
@@ -400,10 +409,6 @@ def sync_dynamic(settings: Settings, store) -> bool:
         pass
     write_private(path, text.encode())
     return True
-
-
-def status_json(rows: list[dict]) -> list[dict]:
-    return rows
 
 
 def as_dict(info: CertInfo) -> dict:
