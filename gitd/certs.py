@@ -15,8 +15,12 @@ import binascii
 import datetime as dt
 import json
 import os
+import hashlib
 import re
+import socket
+import ssl
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -353,6 +357,37 @@ def _iso(value: dt.datetime) -> str:
 
 def _date(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+# is it served?
+
+def served_fingerprint(settings: Settings, host: str, timeout: float = 2.0) -> bytes | None:
+    """SHA-256 of the certificate Traefik's HTTPS entrypoint presents for
+    `host` (SNI), asked on this machine; None if it does not answer."""
+    address = settings.http_host if settings.http_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((address, settings.https_port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as conn:
+                der = conn.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+    return hashlib.sha256(der).digest() if der else None
+
+
+def wait_served(settings: Settings, host: str, chain_pem: bytes, timeout: float = 15.0) -> bool:
+    """Wait until Traefik presents this certificate (the first of the chain)
+    for `host`: the file provider applies a change asynchronously."""
+    leaf = x509.load_pem_x509_certificate(chain_pem)
+    wanted = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).digest()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if served_fingerprint(settings, host) == wanted:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 # how a deploy serves HTTPS, and the file provider's config

@@ -82,6 +82,10 @@ def add(ctx, argv):
     covered = [h for h in ctx.store.domains(app) if bundle.info.covers(h)]
     ctx.out(f"-----> Installed a certificate for {', '.join(covered)} "
             f"(issuer {bundle.info.issuer}, expires {bundle.info.not_after:%Y-%m-%d})")
+    if tls.wait_served(ctx.settings, covered[0], bundle.chain_pem):
+        ctx.out(f"       Traefik serves it for {covered[0]}")
+    else:
+        ctx.out(f" !     Traefik does not serve it for {covered[0]} yet; see `certs {app}`")
 
 
 @command("certs:remove", "certs:remove APP", "Remove an app's custom certificate", help="""

@@ -28,11 +28,12 @@ def https_gitd(docker_client, base_image, tmp_path_factory):
     server.https_port = free_port()
     pebble = Pebble(root / "pebble", http_port=server.http_port, tls_port=server.https_port)
     pebble.start()
+    server.start_kwargs = dict(
+        extra_env={"GITD_ACME_CA_CERTIFICATES": str(pebble.listener_cert)},
+        extra_args=("--https-port", str(server.https_port), "--acme-email", "ops@gitd.test",
+                    "--acme-ca-server", pebble.directory_url, "--domain", DOMAIN))
     try:
-        server.start(
-            extra_env={"GITD_ACME_CA_CERTIFICATES": str(pebble.listener_cert)},
-            extra_args=("--https-port", str(server.https_port), "--acme-email", "ops@gitd.test",
-                        "--acme-ca-server", pebble.directory_url, "--domain", DOMAIN))
+        server.start(**server.start_kwargs)
         server.pebble = pebble
         yield server
     finally:
@@ -45,7 +46,11 @@ def https_gitd(docker_client, base_image, tmp_path_factory):
 def app(https_gitd, tmp_path_factory):
     name = unique_app("tls")
     assert https_gitd.ssh("apps:create", name).returncode == 0
-    repo = make_repo(tmp_path_factory.mktemp("repo"), web_app("tls-v1"))
+    # a CGI that shows the scheme the app was told about
+    cgi = ('RUN mkdir -p /www/cgi-bin && echo "#!/bin/sh" > /www/cgi-bin/proto && '
+           'echo "echo Content-Type: text/plain; echo; echo proto=\\$HTTP_X_FORWARDED_PROTO" '
+           '>> /www/cgi-bin/proto && chmod +x /www/cgi-bin/proto\n')
+    repo = make_repo(tmp_path_factory.mktemp("repo"), web_app("tls-v1", extra=cgi))
     result = https_gitd.push(repo, name)
     assert result.returncode == 0, result.stderr
     assert f"https://{name}.{DOMAIN}:{https_gitd.https_port}" in result.stderr
@@ -112,6 +117,9 @@ def test_acme_certificate_is_issued_and_http_redirects(https_gitd, app):
     assert row["days_left"] > 1 and row["expires"].endswith("Z")
     assert row["acme_error"] is None
 
+    _, _, body, _ = https_get(https_gitd.https_port, host, root, path="/cgi-bin/proto")
+    assert body.strip() == "proto=https"
+
     # the ACME storage is private and in the data dir
     storage = https_gitd.data_dir / "tls" / "acme.json"
     assert storage.stat().st_mode & 0o777 == 0o600
@@ -121,6 +129,21 @@ def test_acme_certificate_is_issued_and_http_redirects(https_gitd, app):
     assert wait_until(lambda: http_status(https_gitd, host)[0] == 200, 30) is True
     assert https_gitd.ssh("https:redirect", app, "on").returncode == 0
     assert wait_until(lambda: http_status(https_gitd, host)[0] in (302, 307), 30) is True
+
+
+def test_certificates_survive_a_restart(https_gitd, app):
+    host = f"{app}.{DOMAIN}"
+    root = https_gitd.pebble.root_pem()
+    before = https_get(https_gitd.https_port, host, root)[3]
+    https_gitd.stop()
+    https_gitd.start(**https_gitd.start_kwargs)
+
+    def served():
+        status, _, _, cert = https_get(https_gitd.https_port, host, root)
+        return cert if status == 200 else None
+
+    after = wait_until(served, 30)
+    assert getattr(after, "serial_number", None) == before.serial_number  # not issued again
 
 
 def test_custom_certificate_checked_then_served(https_gitd, app):
@@ -146,6 +169,7 @@ def test_custom_certificate_checked_then_served(https_gitd, app):
     result = https_gitd.ssh("certs:add", app, input=cert + ca.pem + key)
     assert result.returncode == 0, result.stderr
     assert f"Installed a certificate for {host}" in result.stdout
+    assert f"Traefik serves it for {host}" in result.stdout
     for path in custom_dir.glob(f"{app}.*"):
         assert path.stat().st_mode & 0o777 == 0o600
 
@@ -179,3 +203,23 @@ def test_failing_challenge_is_reported_in_words(https_gitd, app):
     assert f"{host}: HTTP-01" in text
     info = https_gitd.ssh("apps:info", app).stdout
     assert f"{host}: HTTP-01" in info
+
+
+def test_apps_destroy_removes_its_custom_certificate(https_gitd):
+    name = unique_app("tlsd")
+    host = f"{name}.example.org"
+    assert https_gitd.ssh("apps:create", name).returncode == 0
+    assert https_gitd.ssh("domains:add", name, host).returncode == 0
+    result = https_gitd.ssh("certs:add", name, input=MiniCA().bundle([host]))
+    assert result.returncode == 0, result.stderr
+    dynamic = https_gitd.data_dir / "tls" / "dynamic" / "gitd.yml"
+    custom_dir = https_gitd.data_dir / "tls" / "custom"
+    assert len(list(custom_dir.glob(f"{name}.*"))) == 2
+    cert_pem = (custom_dir / f"{name}.crt").read_text().split("-----END CERTIFICATE-----")[0]
+    assert cert_pem.splitlines()[1] in dynamic.read_text()
+
+    result = https_gitd.ssh("apps:destroy", name, "--force")
+    assert result.returncode == 0, result.stderr
+    assert "removed its custom certificate" in result.stdout
+    assert not list(custom_dir.glob(f"{name}.*"))
+    assert cert_pem.splitlines()[1] not in dynamic.read_text()

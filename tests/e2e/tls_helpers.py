@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 def https_get(port: int, host: str, ca_pem: str | None, path: str = "/",
               timeout: float = 5.0) -> tuple[int, dict, str, x509.Certificate]:
-    """GET over TLS to 127.0.0.1:port with SNI `host`; verified against
+    """GET (HTTP/1.0: no chunks) over TLS to 127.0.0.1:port with SNI `host`; verified against
     `ca_pem` (or not verified when None). Returns status, headers, body and
     the certificate served."""
     if ca_pem:
@@ -27,7 +27,7 @@ def https_get(port: int, host: str, ca_pem: str | None, path: str = "/",
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
         with ctx.wrap_socket(raw, server_hostname=host) as conn:
             der = conn.getpeercert(binary_form=True)
-            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            conn.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             chunks = []
             while True:
                 data = conn.recv(65536)
