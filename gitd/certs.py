@@ -314,7 +314,8 @@ def domain_status(settings: Settings, app: str, hosts: list[str],
             matching = [c for c in issued if c.covers(host)]
             if matching:
                 cert, source = max(matching, key=lambda c: c.not_after), "acme"
-        error = errors.get(host)
+        # a DNS-01 wildcard's errors are logged under *.<parent>
+        error = errors.get(host) or errors.get("*." + host.partition(".")[2])
         if error and cert and error.time and error.time < cert.not_before:
             error = None  # an older failure, since fixed
         if source == "custom":
@@ -397,7 +398,9 @@ def tls_plan(settings: Settings, app: str, hosts: list[str]) -> router.TLSPlan |
         return None
     custom = custom_cert(settings, app)
     covered = frozenset(h for h in hosts if custom and custom.covers(h))
-    return router.TLSPlan(resolver=router.RESOLVER if settings.acme else "", custom_hosts=covered)
+    wildcard = settings.domain if settings.acme and settings.acme_challenge == "dns" else ""
+    return router.TLSPlan(resolver=router.RESOLVER if settings.acme else "", custom_hosts=covered,
+                          wildcard_domain=wildcard)
 
 
 def redirect_enabled(app_settings: dict) -> bool:

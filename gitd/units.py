@@ -42,6 +42,9 @@ def render_units(settings: Settings, gitd_bin: str, traefik_bin: str,
             "traefik.service.j2",
             traefik_bin=_no_spaces("traefik binary", traefik_bin),
             config_path=static_config_path(settings),
+            https=settings.https,
+            lego_ca=_no_spaces("acme_ca_certificates", settings.acme_ca_certificates)
+            if settings.acme_ca_certificates else "",
             **values,
         ),
     }

@@ -43,6 +43,15 @@ class TLSPlan:
     resolver: str = ""
     custom_hosts: frozenset[str] = field(default_factory=frozenset)
     entrypoint: str = HTTPS_ENTRYPOINT
+    # DNS-01 can prove a wildcard: hosts one label under this domain share
+    # one certificate for *.<domain>
+    wildcard_domain: str = ""
+
+    def cert_domain(self, host: str) -> str:
+        head, _, rest = host.partition(".")
+        if self.wildcard_domain and head and rest == self.wildcard_domain:
+            return f"*.{rest}"
+        return host
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class Route:
     hosts: tuple[str, ...]
     tls: bool = False
     resolver: str = ""
+    cert_domains: tuple[str, ...] = ()  # with a resolver: one certificate each
 
 
 def routes(app: str, seq: int, hosts: list[str], entrypoint: str = "web",
@@ -66,7 +76,8 @@ def routes(app: str, seq: int, hosts: list[str], entrypoint: str = "web",
     custom = tuple(h for h in hosts if h in tls.custom_hosts)
     others = tuple(h for h in hosts if h not in tls.custom_hosts)
     if others:
-        result.append(Route(f"{name}-tls", tls.entrypoint, others, True, tls.resolver))
+        domains = tuple(dict.fromkeys(tls.cert_domain(h) for h in others)) if tls.resolver else ()
+        result.append(Route(f"{name}-tls", tls.entrypoint, others, True, tls.resolver, domains))
     if custom:
         result.append(Route(f"{name}-tlsc", tls.entrypoint, custom, True))
     return result
@@ -85,8 +96,8 @@ def route_labels(route: Route, seq: int, service: str) -> dict[str, str]:
     if route.resolver:
         result[f"{prefix}.tls.certresolver"] = route.resolver
         # a certificate per host: one failing domain must not hold up the others
-        for index, host in enumerate(route.hosts):
-            result[f"{prefix}.tls.domains[{index}].main"] = host
+        for index, domain in enumerate(route.cert_domains):
+            result[f"{prefix}.tls.domains[{index}].main"] = domain
     return result
 
 

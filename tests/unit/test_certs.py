@@ -97,6 +97,18 @@ def test_routes_with_acme_and_a_custom_certificate():
     assert labels["traefik.http.routers.web-s3-tls.priority"] == "1003"
 
 
+def test_dns_challenge_covers_the_apps_domain_with_one_wildcard():
+    plan = router.TLSPlan(resolver="gitd", wildcard_domain="apps.example.com")
+    hosts = ["web.apps.example.com", "www.shop.test", "a.b.apps.example.com"]
+    labels = router.labels("web", 1, hosts, 5000, tls=plan)
+    domains = [v for k, v in labels.items() if ".tls.domains[" in k]
+    assert domains == ["*.apps.example.com", "www.shop.test", "a.b.apps.example.com"]
+    settings = Settings(https_port=443, acme_email="o@e.com", acme_challenge="dns",
+                        acme_dns_provider="cloudflare", domain="apps.example.com")
+    assert certs.tls_plan(settings, "web", []).wildcard_domain == "apps.example.com"
+    assert certs.tls_plan(Settings(https_port=443, acme_email="o@e.com"), "web", []).wildcard_domain == ""
+
+
 def test_redirect_config():
     assert router.redirect_config("web", [], 443) == {}
     config = router.redirect_config("web", ["b.test", "a.test"], 8443)
