@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gitd import certs as tls
 from gitd.commands import app_parser, command, parse_app, print_rows
-from gitd.errors import GitdError
+from gitd.errors import GitdError, UsageError
 
 
 def certs_changed(ctx, app: str, before: frozenset[str]) -> None:
@@ -68,7 +68,11 @@ def add(ctx, argv):
     args = parse_app(ctx, p, argv)
     tls.require_https(ctx.settings)
     app = args.app
-    bundle = tls.check_bundle(ctx.read_stdin(), ctx.store.domains(app))
+    try:
+        text = ctx.read_stdin()
+    except UnicodeDecodeError:
+        raise UsageError("the bundle is not PEM text (convert DER or PKCS#12 to PEM first)")
+    bundle = tls.check_bundle(text, ctx.store.domains(app))
     with ctx.lock(app):
         before = _custom_hosts(ctx, app)
         saved = tls.read_custom(ctx.settings, app)
