@@ -1,11 +1,6 @@
 """Certificates: custom bundles (checked, stored 0600), what Traefik's ACME
-client holds (acme.json), its last errors (Traefik's log), and the file
-provider config gitd writes (custom certificates, HTTP->HTTPS redirects).
-
-"Has a certificate": a host is covered by the app's custom certificate, or
-acme.json holds an unexpired certificate naming it. Only such hosts are
-redirected to HTTPS, so a visitor never lands on Traefik's default
-certificate while the first one is being issued.
+client holds (acme.json), its last errors (Traefik's log), and each domain's
+status in words. What Traefik is told is in gitd.tlsconfig.
 """
 
 from __future__ import annotations
@@ -15,13 +10,9 @@ import binascii
 import datetime as dt
 import json
 import os
-import hashlib
 import re
-import socket
-import ssl
 import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -30,11 +21,9 @@ from cryptography.x509.oid import NameOID
 
 from gitd.config import Settings
 from gitd.errors import GitdError, UsageError
-from hooks import router
 
 EXPIRY_WARNING_DAYS = 14
 LOG_TAIL_BYTES = 4 * 1024 * 1024
-DYNAMIC_FILE = "gitd.yml"
 
 _PEM_BLOCK = re.compile(
     r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
@@ -347,9 +336,13 @@ def warnings(settings: Settings, app: str, hosts: list[str]) -> list[str]:
     return found
 
 
-def has_certificate(settings: Settings, app: str, host: str) -> bool:
-    return any(row["source"] != "none" and not row["expired"]
-               for row in domain_status(settings, app, [host]))
+def certified_hosts(settings: Settings, app: str, hosts: list[str], issued: list[CertInfo],
+                    now: dt.datetime | None = None) -> list[str]:
+    """The hosts that have an unexpired certificate (custom, or from ACME)."""
+    now = now or utcnow()
+    custom = custom_cert(settings, app)
+    valid = [c for c in ([custom] if custom else []) + issued if c.not_after > now]
+    return [h for h in hosts if any(c.covers(h) for c in valid)]
 
 
 def _iso(value: dt.datetime) -> str:
@@ -358,101 +351,6 @@ def _iso(value: dt.datetime) -> str:
 
 def _date(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
-
-
-# is it served?
-
-def served_fingerprint(settings: Settings, host: str, timeout: float = 2.0) -> bytes | None:
-    """SHA-256 of the certificate Traefik's HTTPS entrypoint presents for
-    `host` (SNI), asked on this machine; None if it does not answer."""
-    address = settings.http_host if settings.http_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((address, settings.https_port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as conn:
-                der = conn.getpeercert(binary_form=True)
-    except (OSError, ValueError):
-        return None
-    return hashlib.sha256(der).digest() if der else None
-
-
-def wait_served(settings: Settings, host: str, chain_pem: bytes, timeout: float = 15.0) -> bool:
-    """Wait until Traefik presents this certificate (the first of the chain)
-    for `host`: the file provider applies a change asynchronously."""
-    leaf = x509.load_pem_x509_certificate(chain_pem)
-    wanted = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).digest()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if served_fingerprint(settings, host) == wanted:
-            return True
-        time.sleep(0.2)
-    return False
-
-
-# how a deploy serves HTTPS, and the file provider's config
-
-def tls_plan(settings: Settings, app: str, hosts: list[str]) -> router.TLSPlan | None:
-    if not settings.https:
-        return None
-    custom = custom_cert(settings, app)
-    covered = frozenset(h for h in hosts if custom and custom.covers(h))
-    wildcard = settings.domain if settings.acme and settings.acme_challenge == "dns" else ""
-    return router.TLSPlan(resolver=router.RESOLVER if settings.acme else "", custom_hosts=covered,
-                          wildcard_domain=wildcard)
-
-
-def redirect_enabled(app_settings: dict) -> bool:
-    return app_settings.get("https_redirect", "on") != "off"
-
-
-def dynamic_config(settings: Settings, store) -> dict:
-    """Custom certificates and per-app redirects for every app, as data."""
-    certificates = []
-    http: dict = {}
-    for app in store.list_apps():
-        saved = read_custom(settings, app.name)
-        if saved:
-            # inline, not paths: Traefik re-reads paths on every config change,
-            # and would find a file certs:remove just deleted
-            certificates.append({"certFile": saved[0].decode(), "keyFile": saved[1].decode()})
-        if not redirect_enabled(app.settings):
-            continue
-        hosts = store.domains(app.name)
-        rows = domain_status(settings, app.name, hosts)
-        certified = [r["domain"] for r in rows if r["source"] != "none" and not r["expired"]]
-        for section, values in router.redirect_config(app.name, certified, settings.https_port,
-                                                      settings.traefik_entrypoint).items():
-            http.setdefault(section, {}).update(values)
-    config: dict = {}
-    if http:
-        config["http"] = http
-    if certificates:
-        config["tls"] = {"certificates": certificates}
-    return config
-
-
-def sync_dynamic(settings: Settings, store) -> bool:
-    """Write the file provider's config if it changed. True when written."""
-    if not settings.https:
-        return False
-    # JSON is YAML, and Traefik's file provider reads .yml
-    text = json.dumps(dynamic_config(settings, store), indent=2, sort_keys=True) + "\n"
-    path = settings.dynamic_dir / DYNAMIC_FILE
-    try:
-        if path.read_text() == text:
-            return False
-    except OSError:
-        pass
-    write_private(path, text.encode())
-    return True
-
-
-def as_dict(info: CertInfo) -> dict:
-    data = asdict(info)
-    data["not_before"], data["not_after"] = _iso(info.not_before), _iso(info.not_after)
-    return data
 
 
 def require_https(settings: Settings) -> None:

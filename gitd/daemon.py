@@ -29,7 +29,7 @@ CERT_SYNC_INTERVAL = 2.0
 async def _sync_certs(gitd: Gitd) -> None:
     """Keep the file provider's config (custom certificates, redirects of
     hosts that have a certificate) in step with the store and acme.json."""
-    from gitd.certs import sync_dynamic
+    from gitd.tlsconfig import sync_dynamic
 
     while True:
         try:
@@ -45,7 +45,7 @@ async def serve(settings: Settings) -> int:
     settings = gitd.settings
     notes = await asyncio.to_thread(gitd.reconcile)
     if settings.https:
-        from gitd.certs import sync_dynamic
+        from gitd.tlsconfig import sync_dynamic
         from gitd.traefik import prepare_tls_dirs
 
         prepare_tls_dirs(settings)

@@ -9,7 +9,7 @@ import threading
 import docker.errors
 import structlog
 
-from gitd import certs, gitserve
+from gitd import certs, gitserve, tlsconfig
 from gitd.config import Settings
 from gitd.errors import GitdError
 from gitd.store import Store
@@ -83,7 +83,7 @@ class Gitd:
             self.store.delete_app(name)
             if certs.remove_custom(self.settings, name):
                 out("removed its custom certificate")
-            certs.sync_dynamic(self.settings, self.store)
+            tlsconfig.sync_dynamic(self.settings, self.store)
 
     def _remove_image_everywhere(self, image_id: str) -> bool:
         """Untag the app's tags of an image, then remove it if nothing else

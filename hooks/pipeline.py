@@ -11,7 +11,7 @@ from pathlib import Path
 
 import buildpacks
 from buildpacks import BuildRequest
-from gitd import certs
+from gitd import tlsconfig
 from gitd.config import Settings
 from gitd.errors import BuildError, GitdError, NotFound
 from gitd.store import Release, Store
@@ -168,7 +168,8 @@ class Pipeline:
         return Target(
             app=release.app, version=release.version, seq=self.store.take_seq(release.app),
             image=release.image_id, config=config, port=port, formation=formation,
-            commands=commands, hosts=hosts, tls=certs.tls_plan(self.settings, release.app, hosts),
+            commands=commands, hosts=hosts,
+            tls=tlsconfig.tls_plan(self.settings, release.app, hosts),
             check=checks.resolve(settings, release.app_json, self.settings.deploy_timeout),
             release_command=process_argv(release.procfile.get("release"), release.buildpack),
             drain=float(settings.get("drain", self.settings.drain_seconds)),

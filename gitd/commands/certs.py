@@ -8,6 +8,7 @@ issuer and expiry, and the last ACME error in words.
 from __future__ import annotations
 
 from gitd import certs as tls
+from gitd import tlsconfig
 from gitd.commands import app_parser, command, parse_app, print_rows
 from gitd.errors import GitdError, UsageError
 
@@ -15,9 +16,9 @@ from gitd.errors import GitdError, UsageError
 def certs_changed(ctx, app: str, before: frozenset[str]) -> None:
     """Custom certificates change which hosts ACME serves: a redeploy puts
     the routes right. Without ACME the file provider alone is enough."""
-    tls.sync_dynamic(ctx.settings, ctx.store)
+    tlsconfig.sync_dynamic(ctx.settings, ctx.store)
     hosts = ctx.store.domains(app)
-    plan = tls.tls_plan(ctx.settings, app, hosts)
+    plan = tlsconfig.tls_plan(ctx.settings, app, hosts)
     if not ctx.settings.acme or plan.custom_hosts == before:
         return
     if ctx.store.current_release(app) is None:
@@ -26,7 +27,7 @@ def certs_changed(ctx, app: str, before: frozenset[str]) -> None:
 
 
 def _custom_hosts(ctx, app: str) -> frozenset[str]:
-    plan = tls.tls_plan(ctx.settings, app, ctx.store.domains(app))
+    plan = tlsconfig.tls_plan(ctx.settings, app, ctx.store.domains(app))
     return plan.custom_hosts if plan else frozenset()
 
 
@@ -81,12 +82,12 @@ def add(ctx, argv):
             certs_changed(ctx, app, before)
         except GitdError as exc:
             tls.restore_custom(ctx.settings, app, saved)
-            tls.sync_dynamic(ctx.settings, ctx.store)
+            tlsconfig.sync_dynamic(ctx.settings, ctx.store)
             raise GitdError(f"{exc}\nthe certificates of {app} were left as they were") from exc
     covered = [h for h in ctx.store.domains(app) if bundle.info.covers(h)]
     ctx.out(f"-----> Installed a certificate for {', '.join(covered)} "
             f"(issuer {bundle.info.issuer}, expires {bundle.info.not_after:%Y-%m-%d})")
-    if tls.wait_served(ctx.settings, covered[0], bundle.chain_pem):
+    if tlsconfig.wait_served(ctx.settings, covered[0], bundle.chain_pem):
         ctx.out(f"       Traefik serves it for {covered[0]}")
     else:
         ctx.out(f" !     Traefik does not serve it for {covered[0]} yet; see `certs {app}`")
@@ -108,6 +109,6 @@ def remove(ctx, argv):
             certs_changed(ctx, app, before)
         except GitdError as exc:
             tls.restore_custom(ctx.settings, app, saved)
-            tls.sync_dynamic(ctx.settings, ctx.store)
+            tlsconfig.sync_dynamic(ctx.settings, ctx.store)
             raise GitdError(f"{exc}\nthe certificates of {app} were left as they were") from exc
     ctx.out(f"-----> Removed the custom certificate of {app}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -19,11 +20,11 @@ DOMAIN = "paas.test"
 ISSUE_TIMEOUT = 120.0
 
 
-@pytest.fixture(scope="module")
-def https_gitd(docker_client, base_image, tmp_path_factory):
+@contextmanager
+def gitd_with_pebble(root, docker_client, *extra_args):
+    """A gitd serving HTTPS, its ACME CA a Pebble of its own."""
     for tool in ("pebble", "pebble-challtestsrv", "openssl"):
         require(shutil.which(tool) is not None, f"{tool} is not installed")
-    root = tmp_path_factory.mktemp("https")
     server = new_gitd(root / "gitd")
     server.https_port = free_port()
     pebble = Pebble(root / "pebble", http_port=server.http_port, tls_port=server.https_port)
@@ -31,7 +32,7 @@ def https_gitd(docker_client, base_image, tmp_path_factory):
     server.start_kwargs = dict(
         extra_env={"GITD_ACME_CA_CERTIFICATES": str(pebble.listener_cert)},
         extra_args=("--https-port", str(server.https_port), "--acme-email", "ops@gitd.test",
-                    "--acme-ca-server", pebble.directory_url, "--domain", DOMAIN))
+                    "--acme-ca-server", pebble.directory_url, "--domain", DOMAIN, *extra_args))
     try:
         server.start(**server.start_kwargs)
         server.pebble = pebble
@@ -40,6 +41,12 @@ def https_gitd(docker_client, base_image, tmp_path_factory):
         server.stop()
         server.cleanup(docker_client)
         pebble.stop()
+
+
+@pytest.fixture(scope="module")
+def https_gitd(docker_client, base_image, tmp_path_factory):
+    with gitd_with_pebble(tmp_path_factory.mktemp("https"), docker_client) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +63,17 @@ def app(https_gitd, tmp_path_factory):
     assert f"https://{name}.{DOMAIN}:{https_gitd.https_port}" in result.stderr
     assert "(HTTP and HTTPS)" in result.stderr
     return name
+
+
+def pebble_certificate(gitd, host: str, timeout: float = ISSUE_TIMEOUT):
+    """The certificate served for `host` once it verifies against Pebble's root."""
+    root = gitd.pebble.root_pem()
+
+    def served():
+        status, _, body, cert = https_get(gitd.https_port, host, root)
+        return (status, body, cert) if status == 200 else None
+
+    return wait_until(served, timeout)
 
 
 def wait_until(probe, timeout: float, interval: float = 0.5):
@@ -95,12 +113,7 @@ def http_status(gitd, host: str) -> tuple[int, str]:
 def test_acme_certificate_is_issued_and_http_redirects(https_gitd, app):
     host = f"{app}.{DOMAIN}"
     root = https_gitd.pebble.root_pem()
-
-    def served():
-        status, _, body, cert = https_get(https_gitd.https_port, host, root)
-        return (status, body, cert) if status == 200 else None
-
-    result = wait_until(served, ISSUE_TIMEOUT)
+    result = pebble_certificate(https_gitd, host)
     assert isinstance(result, tuple), f"no Pebble certificate for {host}: {result}\n" \
         f"{https_gitd.ssh('certs', app).stdout}"
     status, body, cert = result
@@ -223,3 +236,20 @@ def test_apps_destroy_removes_its_custom_certificate(https_gitd):
     assert "removed its custom certificate" in result.stdout
     assert not list(custom_dir.glob(f"{name}.*"))
     assert cert_pem.splitlines()[1] not in dynamic.read_text()
+
+
+def test_tls_alpn_challenge(docker_client, base_image, tmp_path):
+    """acme_challenge = tls: Pebble validates on gitd's HTTPS port instead."""
+    with gitd_with_pebble(tmp_path, docker_client) as server:
+        server.stop()
+        (server.data_dir / "gitd.toml").write_text('acme_challenge = "tls"\n')
+        server.start(**server.start_kwargs)
+        name = unique_app("alpn")
+        assert server.ssh("apps:create", name).returncode == 0
+        repo = make_repo(tmp_path / "repo", web_app("alpn-v1"))
+        assert server.push(repo, name).returncode == 0
+        result = pebble_certificate(server, f"{name}.{DOMAIN}")
+        assert isinstance(result, tuple), f"no certificate: {result}\n{server.ssh('certs', name).stdout}"
+        assert result[1].strip() == "alpn-v1"
+        config = (server.data_dir / "traefik" / "traefik.yml").read_text()
+        assert "tlsChallenge" in config and "httpChallenge" not in config

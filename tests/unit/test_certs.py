@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gitd import certs
+from gitd import certs, tlsconfig
 from gitd.config import Settings, load_settings
 from gitd.errors import GitdError, UsageError
 from gitd.store import Store
@@ -105,8 +105,8 @@ def test_dns_challenge_covers_the_apps_domain_with_one_wildcard():
     assert domains == ["*.apps.example.com", "www.shop.test", "a.b.apps.example.com"]
     settings = Settings(https_port=443, acme_email="o@e.com", acme_challenge="dns",
                         acme_dns_provider="cloudflare", domain="apps.example.com")
-    assert certs.tls_plan(settings, "web", []).wildcard_domain == "apps.example.com"
-    assert certs.tls_plan(Settings(https_port=443, acme_email="o@e.com"), "web", []).wildcard_domain == ""
+    assert tlsconfig.tls_plan(settings, "web", []).wildcard_domain == "apps.example.com"
+    assert tlsconfig.tls_plan(Settings(https_port=443, acme_email="o@e.com"), "web", []).wildcard_domain == ""
 
 
 def test_redirect_config():
@@ -150,12 +150,12 @@ def test_status_redirects_and_dynamic_config(tmp_path, ca):
     assert rows["a.test"]["issuer"] == "gitd test CA" and rows["a.test"]["days_left"] > 28
     assert certs.warnings(settings, "web", ["c.test"]) == [f"c.test: {rows['c.test']['acme_error']}"]
 
-    plan = certs.tls_plan(settings, "web", store.domains("web"))
+    plan = tlsconfig.tls_plan(settings, "web", store.domains("web"))
     assert plan == router.TLSPlan(resolver="gitd", custom_hosts=frozenset({"b.test"}))
 
-    assert certs.sync_dynamic(settings, store)
-    assert not certs.sync_dynamic(settings, store)  # unchanged: not rewritten
-    path = settings.dynamic_dir / certs.DYNAMIC_FILE
+    assert tlsconfig.sync_dynamic(settings, store)
+    assert not tlsconfig.sync_dynamic(settings, store)  # unchanged: not rewritten
+    path = settings.dynamic_dir / tlsconfig.DYNAMIC_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     config = json.loads(path.read_text())
     # only hosts that have a certificate are redirected
@@ -163,7 +163,7 @@ def test_status_redirects_and_dynamic_config(tmp_path, ca):
     assert "BEGIN CERTIFICATE" in config["tls"]["certificates"][0]["certFile"]
 
     store.update_app_settings("web", https_redirect="off")
-    assert certs.sync_dynamic(settings, store)
+    assert tlsconfig.sync_dynamic(settings, store)
     assert "http" not in json.loads(path.read_text())
 
 
