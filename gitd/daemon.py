@@ -71,6 +71,8 @@ async def serve(settings: Settings) -> int:
     log.info("listening", ssh_port=port, http_port=settings.http_port, domain=settings.domain,
              traefik=settings.traefik, instance=settings.instance, reconciled=len(notes))
     _notify("READY=1")
+    # after READY: pushes and commands are served meanwhile
+    loop.run_in_executor(None, gitd.refresh_routes)
     await stop.wait()
     _notify("STOPPING=1")
     log.info("stopping: no new connections; letting work in flight finish",

@@ -253,3 +253,31 @@ def test_tls_alpn_challenge(docker_client, base_image, tmp_path):
         assert result[1].strip() == "alpn-v1"
         config = (server.data_dir / "traefik" / "traefik.yml").read_text()
         assert "tlsChallenge" in config and "httpChallenge" not in config
+
+
+def test_turning_https_on_reaches_the_running_apps(own_gitd, tmp_path):
+    """Apps deployed before HTTPS was configured get their HTTPS routes at
+    the next start (a zero-downtime redeploy), without a push."""
+    name = unique_app("later")
+    own_gitd.start()
+    assert own_gitd.ssh("apps:create", name).returncode == 0
+    repo = make_repo(tmp_path / "repo", web_app("later-v1"))
+    assert own_gitd.push(repo, name).returncode == 0
+    own_gitd.stop()
+    own_gitd.start()  # nothing changed: nothing redeployed
+    assert wait_until(lambda: '"routes checked"' in own_gitd.log_text(), 30)
+    assert '"redeployed": []' in own_gitd.log_text()
+    own_gitd.stop()
+
+    own_gitd.https_port = free_port()
+    own_gitd.start(extra_args=("--https-port", str(own_gitd.https_port)))
+    host = own_gitd.host(name)
+
+    def served():
+        status, _, body, _ = https_get(own_gitd.https_port, host, None)
+        return body if status == 200 else None
+
+    assert (wait_until(served, 60) or "").strip() == "later-v1"
+    assert "Routes changed (HTTPS settings): redeploying" in own_gitd.log_text()
+    # no certificate yet (no ACME account, no custom one): HTTP is not redirected
+    assert http_status(own_gitd, host)[0] == 200
