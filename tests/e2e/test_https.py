@@ -12,12 +12,16 @@ import pytest
 
 from tests.conftest import require
 from tests.e2e.conftest import web_app
-from tests.e2e.harness import free_port, make_repo, new_gitd, unique_app
+from tests.e2e.harness import commit, free_port, make_repo, new_gitd, unique_app
 from tests.e2e.pebble import Pebble
-from tests.e2e.tls_helpers import MiniCA, https_get, other_key_pem
+from tests.e2e.tls_helpers import HttpsLoad, MiniCA, https_get, other_key_pem
 
 DOMAIN = "paas.test"
 ISSUE_TIMEOUT = 120.0
+# a CGI that shows the scheme the app was told about
+CGI = ('RUN mkdir -p /www/cgi-bin && echo "#!/bin/sh" > /www/cgi-bin/proto && '
+       'echo "echo Content-Type: text/plain; echo; echo proto=\\$HTTP_X_FORWARDED_PROTO" '
+       '>> /www/cgi-bin/proto && chmod +x /www/cgi-bin/proto\n')
 
 
 @contextmanager
@@ -50,19 +54,21 @@ def https_gitd(docker_client, base_image, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def app(https_gitd, tmp_path_factory):
+def pushed(https_gitd, tmp_path_factory):
+    """An app pushed once: (name, its repo)."""
     name = unique_app("tls")
     assert https_gitd.ssh("apps:create", name).returncode == 0
-    # a CGI that shows the scheme the app was told about
-    cgi = ('RUN mkdir -p /www/cgi-bin && echo "#!/bin/sh" > /www/cgi-bin/proto && '
-           'echo "echo Content-Type: text/plain; echo; echo proto=\\$HTTP_X_FORWARDED_PROTO" '
-           '>> /www/cgi-bin/proto && chmod +x /www/cgi-bin/proto\n')
-    repo = make_repo(tmp_path_factory.mktemp("repo"), web_app("tls-v1", extra=cgi))
+    repo = make_repo(tmp_path_factory.mktemp("repo"), web_app("tls-v1", extra=CGI))
     result = https_gitd.push(repo, name)
     assert result.returncode == 0, result.stderr
     assert f"https://{name}.{DOMAIN}:{https_gitd.https_port}" in result.stderr
     assert "(HTTP and HTTPS)" in result.stderr
-    return name
+    return name, repo
+
+
+@pytest.fixture(scope="module")
+def app(pushed):
+    return pushed[0]
 
 
 def pebble_certificate(gitd, host: str, timeout: float = ISSUE_TIMEOUT):
@@ -144,6 +150,23 @@ def test_acme_certificate_is_issued_and_http_redirects(https_gitd, app):
     assert wait_until(lambda: http_status(https_gitd, host)[0] in (302, 307), 30) is True
 
 
+def test_deploys_drop_no_https_request(https_gitd, pushed):
+    """The switch is confirmed on the HTTPS router too: load over HTTPS
+    (SNI, verified against Pebble's root) across two deploys."""
+    name, repo = pushed
+    host = f"{name}.{DOMAIN}"
+    with HttpsLoad(https_gitd.https_port, host, https_gitd.pebble.root_pem()) as load:
+        time.sleep(1)
+        for version in ("tls-v2", "tls-v3"):
+            commit(repo, {"Dockerfile": web_app(version, extra=CGI)["Dockerfile"]}, version)
+            result = https_gitd.push(repo, name)
+            assert result.returncode == 0, result.stderr
+        time.sleep(1)
+    assert load.ok > 50
+    assert load.failures == [], load.failures[:5]
+    assert {"tls-v1", "tls-v3"} <= load.bodies
+
+
 def test_certificates_survive_a_restart(https_gitd, app):
     host = f"{app}.{DOMAIN}"
     root = https_gitd.pebble.root_pem()
@@ -190,7 +213,7 @@ def test_custom_certificate_checked_then_served(https_gitd, app):
         status, _, body, served_cert = https_get(https_gitd.https_port, host, ca.pem)
         return body if status == 200 else None
 
-    assert (wait_until(served, 30) or "").strip() == "tls-v1"
+    assert (wait_until(served, 30) or "").startswith("tls-v")
     row = certs_json(https_gitd, app)[host]
     assert (row["source"], row["issuer"]) == ("custom", "gitd test CA")
 
