@@ -25,8 +25,8 @@ from gitd.errors import GitdError, UsageError
 EXPIRY_WARNING_DAYS = 14
 LOG_TAIL_BYTES = 4 * 1024 * 1024
 
-_PEM_BLOCK = re.compile(
-    r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
+MAX_PEM_BLOCKS = 16  # a leaf, its chain and a key fit many times over
+_PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,40})-----")
 
 
 @dataclass
@@ -84,19 +84,38 @@ class Bundle:
     info: CertInfo
 
 
+def pem_blocks(text: str) -> list[tuple[str, str]]:
+    """(kind, block) for each BEGIN/END block, in one pass over the lines."""
+    blocks: list[tuple[str, str]] = []
+    kind, lines = None, []
+    for line in text.splitlines():
+        line = line.strip()
+        if kind is None:
+            begin = _PEM_BEGIN.fullmatch(line)
+            if begin:
+                kind, lines = begin.group(1), [line]
+            continue
+        lines.append(line)
+        if line == f"-----END {kind}-----":
+            blocks.append((kind, "\n".join(lines)))
+            kind = None
+            if len(blocks) > MAX_PEM_BLOCKS:
+                raise UsageError(f"the bundle holds more than {MAX_PEM_BLOCKS} PEM blocks")
+    return blocks
+
+
 def check_bundle(text: str, app_hosts: list[str], now: dt.datetime | None = None) -> Bundle:
     """A PEM bundle (certificate chain, leaf first, and its private key),
     checked before anything is stored. Refusals say what is wrong."""
     now = now or utcnow()
     certs, keys = [], []
-    for match in _PEM_BLOCK.finditer(text):
-        kind = match.group(1)
+    for kind, block in pem_blocks(text):
         if kind == "CERTIFICATE":
-            certs.append(match.group(0))
+            certs.append(block)
         elif kind.endswith("PRIVATE KEY"):
-            if "ENCRYPTED" in kind or "Proc-Type: 4,ENCRYPTED" in match.group(0):
+            if "ENCRYPTED" in kind or "Proc-Type: 4,ENCRYPTED" in block:
                 raise UsageError("the private key is encrypted: give it without a passphrase")
-            keys.append(match.group(0))
+            keys.append(block)
     if not certs:
         raise UsageError("no certificate in the bundle (expected PEM: -----BEGIN CERTIFICATE-----)")
     if not keys:

@@ -233,3 +233,12 @@ def test_urls_are_https_when_https_is_on():
     assert Settings(https_port=443).host_url("a.test") == "https://a.test"
     assert Settings(https_port=8443).host_url("a.test") == "https://a.test:8443"
     assert Settings().host_url("a.test") == "http://a.test"
+
+
+def test_hostile_bundles_are_refused(ca):
+    # unterminated blocks: one linear pass over the lines (a backtracking
+    # regex took minutes here)
+    with pytest.raises(UsageError, match="no certificate"):
+        certs.check_bundle("-----BEGIN CERTIFICATE-----\n" * 60000, ["a.test"])
+    with pytest.raises(UsageError, match="more than 16 PEM blocks"):
+        certs.check_bundle(ca.pem * 40, ["a.test"])
