@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.request
 from contextlib import contextmanager
 
 import pytest
 
+from hooks.router import REDIRECT_PRIORITY
 from tests.conftest import require
 from tests.e2e.conftest import web_app
 from tests.e2e.harness import commit, free_port, make_repo, new_gitd, unique_app
@@ -125,6 +127,12 @@ def test_acme_certificate_is_issued_and_http_redirects(https_gitd, app):
     status, body, cert = result
     assert body.strip() == "tls-v1"
     assert "Pebble" in cert.issuer.rfc4514_string()
+
+    # renewals still reach Traefik's HTTP-01 answers once the host redirects
+    acme_router = json.loads(urllib.request.urlopen(
+        f"http://127.0.0.1:{https_gitd.api_port}/api/http/routers/acme-http@internal",
+        timeout=5).read())
+    assert acme_router["priority"] > REDIRECT_PRIORITY
 
     location = wait_until(lambda: http_status(https_gitd, host)[0] in (302, 307)
                           and http_status(https_gitd, host)[1], 30)
