@@ -81,13 +81,6 @@ def sync_dynamic(settings: Settings, store) -> bool:
     return True
 
 
-def as_dict(info: CertInfo) -> dict:
-    data = asdict(info)
-    data["not_before"], data["not_after"] = _iso(info.not_before), _iso(info.not_after)
-    return data
-
-
-
 def served_fingerprint(settings: Settings, host: str, timeout: float = 2.0) -> bytes | None:
     """SHA-256 of the certificate Traefik's HTTPS entrypoint presents for
     `host` (SNI), asked on this machine; None if it does not answer."""
