@@ -251,8 +251,10 @@ def acme_errors(settings: Settings) -> dict[str, AcmeError]:
             continue
         if not isinstance(entry, dict) or entry.get("level") not in ("error", "warn"):
             continue
-        domains = entry.get("domains") or _domains_in(entry.get("error", ""))
-        if not domains or "acme" not in json.dumps(entry).lower():
+        domains = entry.get("domains") or _domains_in(str(entry.get("error", "")))
+        if isinstance(domains, str):
+            domains = [domains]
+        if not isinstance(domains, list) or not domains or "acme" not in json.dumps(entry).lower():
             continue
         when = _parse_time(entry.get("time"))
         words = describe_acme_error(str(entry.get("error") or entry.get("message") or ""),
@@ -280,9 +282,10 @@ def _domains_in(text: str) -> list[str]:
 
 def _parse_time(value) -> dt.datetime | None:
     try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 CHALLENGE_NAMES = {"http": "HTTP-01", "tls": "TLS-ALPN-01", "dns": "DNS-01"}

@@ -242,3 +242,22 @@ def test_hostile_bundles_are_refused(ca):
         certs.check_bundle("-----BEGIN CERTIFICATE-----\n" * 60000, ["a.test"])
     with pytest.raises(UsageError, match="more than 16 PEM blocks"):
         certs.check_bundle(ca.pem * 40, ["a.test"])
+
+
+def test_odd_log_lines_are_skipped_or_read_safely(tmp_path, ca):
+    settings = Settings(data_dir=tmp_path, https_port=8443, acme_email="ops@example.com")
+    _acme_json(settings.acme_storage, ca, ["a.test"])
+    settings.traefik_dir.mkdir()
+    lines = [
+        json.dumps({"level": "error", "time": "2030-01-01T00:00:00", "domains": "a.test",
+                    "error": "acme: error: 400 :: urn:ietf:params:acme:error:dns :: SERVFAIL"}),
+        json.dumps({"level": "error", "domains": {"x": 1}, "error": "acme"}),
+        json.dumps(["acme", "error"]),
+        '{"level": "error", "error": "acme: truncated',
+    ]
+    settings.traefik_log.write_text("\n".join(lines) + "\n")
+    (row,) = certs.domain_status(settings, "web", ["a.test"])
+    assert row["acme_error"] == "HTTP-01 challenge failed (dns): SERVFAIL"
+    assert row["acme_error_at"] == "2030-01-01T00:00:00Z"
+    settings.acme_storage.write_text('{"gitd": {"Certificates": [{"certificate": "!!"}, 7]}}')
+    assert certs.acme_certs(settings) == []
