@@ -14,7 +14,7 @@ import pytest
 from hooks.router import REDIRECT_PRIORITY
 from tests.conftest import require
 from tests.e2e.conftest import web_app
-from tests.e2e.harness import commit, free_port, make_repo, new_gitd, unique_app
+from tests.e2e.harness import commit, free_port, make_key, make_repo, new_gitd, unique_app
 from tests.e2e.pebble import Pebble
 from tests.e2e.tls_helpers import HttpsLoad, MiniCA, https_get, other_key_pem
 
@@ -312,3 +312,21 @@ def test_turning_https_on_reaches_the_running_apps(own_gitd, tmp_path):
     assert "Routes changed (HTTPS settings): redeploying" in own_gitd.log_text()
     # no certificate yet (no ACME account, no custom one): HTTP is not redirected
     assert http_status(own_gitd, host)[0] == 200
+
+
+def test_deployers_read_certificates_but_do_not_change_them(https_gitd, app, tmp_path):
+    dev_name = unique_app("dev")
+    dev = make_key(tmp_path, dev_name)
+    assert https_gitd.ssh("keys:add", dev_name,
+                          input=(tmp_path / f"{dev_name}.pub").read_text()).returncode == 0
+    assert "permission denied" in https_gitd.ssh("certs", app, key=dev).stderr
+    assert https_gitd.ssh("apps:grant", app, dev_name).returncode == 0
+    assert https_gitd.ssh("certs", app, "--json", key=dev).returncode == 0
+    for args in (["certs:add", app], ["certs:remove", app], ["https:redirect", app, "off"]):
+        result = https_gitd.ssh(*args, key=dev, input="")
+        assert result.returncode != 0 and "permission denied" in result.stderr, args
+    for args, words in ((["https:redirect", app, "sideways"], "must be one of on, off"),
+                        (["certs", "../etc"], ""), (["certs:add", "nope-" + app], "")):
+        result = https_gitd.ssh(*args, input="")
+        assert result.returncode != 0 and result.stderr.startswith(" !     "), (args, result.stderr)
+        assert words in result.stderr
