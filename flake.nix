@@ -37,6 +37,7 @@
         build-system = [ pkgs.python3Packages.setuptools ];
         dependencies = with pkgs.python3Packages; [
           asyncssh
+          cryptography
           (dulwichFor pkgs)
           docker
           jinja2
@@ -75,26 +76,48 @@
             traefik_api_port = apiPort;
             traefik_api_url = "http://127.0.0.1:${toString apiPort}";
             probe_binary = "${pkgs.pkgsStatic.busybox}/bin/busybox";
+            https_port = cfg.httpsPort;
+            acme_email = cfg.acmeEmail;
+            acme_ca_server = cfg.acmeCaServer;
           } // cfg.extraSettings);
+
+          # HTTPS (see README, HTTPS): the same paths gitd's settings name
+          https = cfg.httpsPort > 0;
+          acme = https && cfg.acmeEmail != "";
+          challenge = cfg.extraSettings.acme_challenge or "http";
+          whenHttps = set: if https then set else { };
 
           # buildpacks/templates/traefik.yml.j2 in external mode. JSON is YAML.
           # The constraint takes any gitd instance's containers: one per host.
-          traefikConfig = pkgs.writeText "gitd-traefik.yml" (builtins.toJSON {
-            entryPoints.web.address = ":${toString cfg.httpPort}";
-            # named "traefik", or api.insecure opens its own on :8080
-            entryPoints.traefik.address = "127.0.0.1:${toString apiPort}";
+          traefikConfig = pkgs.writeText "gitd-traefik.yml" (builtins.toJSON ({
+            entryPoints = {
+              web.address = ":${toString cfg.httpPort}";
+              # named "traefik", or api.insecure opens its own on :8080
+              traefik.address = "127.0.0.1:${toString apiPort}";
+            } // whenHttps { websecure.address = ":${toString cfg.httpsPort}"; };
             api = { insecure = true; dashboard = false; };
             ping.entryPoint = "traefik";
-            providers.providersThrottleDuration = "200ms";
-            providers.docker = {
-              endpoint = "unix:///var/run/docker.sock";
-              exposedByDefault = false;
-              useBindPortIP = true;
-              watch = true;
-              constraints = "LabelRegex(`gitd.instance`, `.+`)";
-            };
-            log = { level = "WARN"; format = "json"; };
-          });
+            providers = {
+              providersThrottleDuration = "200ms";
+              docker = {
+                endpoint = "unix:///var/run/docker.sock";
+                exposedByDefault = false;
+                useBindPortIP = true;
+                watch = true;
+                constraints = "LabelRegex(`gitd.instance`, `.+`)";
+              };
+            } // whenHttps { file = { directory = "${cfg.dataDir}/tls/dynamic"; watch = true; }; };
+            log = { level = "WARN"; format = "json"; }
+              // whenHttps { filePath = "${cfg.dataDir}/traefik/traefik.log"; };
+          } // (if acme then {
+            certificatesResolvers.gitd.acme = {
+              email = cfg.acmeEmail;
+              storage = "${cfg.dataDir}/tls/acme.json";
+            } // (if cfg.acmeCaServer != "" then { caServer = cfg.acmeCaServer; } else { })
+              // (if challenge == "tls" then { tlsChallenge = { }; }
+                  else if challenge == "dns" then { dnsChallenge.provider = cfg.extraSettings.acme_dns_provider; }
+                  else { httpChallenge.entryPoint = "web"; });
+          } else { })));
 
           hardening = {
             NoNewPrivileges = true;
@@ -129,6 +152,9 @@
             };
             sshPort = mkOption { type = types.port; default = 2222; description = "Port of gitd's SSH server (git push, admin commands)."; };
             httpPort = mkOption { type = types.port; default = 80; description = "Port Traefik serves the apps on."; };
+            httpsPort = mkOption { type = types.int; default = 0; example = 443; description = "Port Traefik serves the apps on over HTTPS (0 = off)."; };
+            acmeEmail = mkOption { type = types.str; default = ""; description = "ACME account: with httpsPort, every domain gets a certificate automatically."; };
+            acmeCaServer = mkOption { type = types.str; default = ""; description = "The ACME CA's directory URL (empty: Let's Encrypt)."; };
             domain = mkOption { type = types.str; default = "localhost"; example = "apps.example.com"; description = "Apps are served at <app>.<domain>."; };
             traefikPackage = mkOption { type = types.package; default = pkgs.traefik; description = "The Traefik package."; };
             openFirewall = mkOption { type = types.bool; default = false; description = "Open sshPort and httpPort."; };
@@ -144,7 +170,8 @@
             virtualisation.docker.enable = true;
             environment.systemPackages = [ cfg.package ];
             nix.settings.experimental-features = [ "nix-command" "flakes" ];
-            networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.sshPort cfg.httpPort ];
+            networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall
+              ([ cfg.sshPort cfg.httpPort ] ++ (if https then [ cfg.httpsPort ] else [ ]));
 
             users.users.gitd = {
               isSystemUser = true;
@@ -175,6 +202,9 @@
                 RestrictNamespaces = true;
                 MemoryDenyWriteExecute = true;
                 SystemCallFilter = [ "@system-service" ];
+              } // whenHttps {
+                # acme.json and its log (gitd reads ACME errors there)
+                ReadWritePaths = [ "${cfg.dataDir}/tls" "${cfg.dataDir}/traefik" ];
               };
             };
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import shutil
+import ssl
 import sys
 import tempfile
 import threading
@@ -16,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
-from tests.e2e.harness import new_gitd  # noqa: E402,F401
+from tests.e2e.harness import free_port, new_gitd  # noqa: E402,F401
 
 BASE_IMAGE = "gitd-bench/busybox:latest"
 
@@ -32,14 +33,18 @@ def build_base_image(client) -> str:
 
 
 @contextmanager
-def bench_gitd(tmp: Path, config: str = "", **env):
+def bench_gitd(tmp: Path, config: str = "", https: bool = False, **env):
     """A gitd for a benchmark; `config` is written to its gitd.toml."""
     client = docker.from_env()
     base_id = build_base_image(client)
     server = new_gitd(tmp / "gitd")
     if config:
         (server.data_dir / "gitd.toml").write_text(config)
-    server.start(extra_env=env)
+    extra = ()
+    if https:
+        server.https_port = free_port()
+        extra = ("--https-port", str(server.https_port))
+    server.start(extra_env=env, extra_args=extra)
     try:
         yield server, client
     finally:
@@ -58,13 +63,26 @@ def percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
+class SNIConnection(http.client.HTTPSConnection):
+    """HTTPS to 127.0.0.1 presenting `sni` (a hostname) in the handshake."""
+
+    def __init__(self, address: str, port: int, sni: str, context: ssl.SSLContext, timeout: float):
+        super().__init__(address, port, timeout=timeout, context=context)
+        self.sni = sni
+
+    def connect(self):
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.sni)
+
+
 class HttpLoad:
     """Steady load through Traefik on 127.0.0.1: `keepalive` clients reuse a
     connection, `fresh` clients open one per request. Bounded in time."""
 
     def __init__(self, port: int, host: str, keepalive: int = 3, fresh: int = 3,
-                 rate_per_client: float = 15.0, max_seconds: float = 600.0):
-        self.port, self.host = port, host
+                 rate_per_client: float = 15.0, max_seconds: float = 600.0,
+                 tls: ssl.SSLContext | None = None):
+        self.port, self.host, self.tls = port, host, tls
         self.keepalive, self.fresh = keepalive, fresh
         self.interval = 1.0 / rate_per_client
         self.max_seconds = max_seconds
@@ -91,7 +109,7 @@ class HttpLoad:
             error = None
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                    conn = self._connection()
                 conn.request("GET", "/", headers={"Host": self.host})
                 resp = conn.getresponse()
                 resp.read()
@@ -107,6 +125,11 @@ class HttpLoad:
                 conn = None
             self._record(started, error)
             time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.tls is None:
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        return SNIConnection("127.0.0.1", self.port, self.host, self.tls, timeout=10)
 
     def __enter__(self):
         self.started = time.monotonic()

@@ -1,12 +1,17 @@
 """Steady HTTP load through Traefik across 10 deploys: gitd's gated swap
 beside a plain "stop old, start new" redeploy, measured in the same run.
 
-    python bench/swap.py [--deploys 10]
+    python bench/swap.py [--deploys 10] [--https]
+
+With --https the load goes over HTTPS (SNI = the app's host, verified
+against a test CA whose certificate the app gets with certs:add), and the
+naive baseline carries a TLS router too.
 """
 
 from __future__ import annotations
 
 import argparse
+import ssl
 import statistics
 import tempfile
 import time
@@ -15,6 +20,7 @@ from pathlib import Path
 from common import BASE_IMAGE, HttpLoad, bench_gitd  # noqa: I001
 
 from tests.e2e.harness import commit, make_repo, unique_app
+from tests.e2e.tls_helpers import MiniCA
 
 
 def app_files(version: str) -> dict:
@@ -26,13 +32,31 @@ def app_files(version: str) -> dict:
         "index.html": f"{version}\n"}
 
 
-def gitd_deploys(gitd, tmp: Path, deploys: int) -> tuple[dict, list[float]]:
+def load_for(gitd, app: str, ca: MiniCA | None, verify: bool = True) -> HttpLoad:
+    if ca is None:
+        return HttpLoad(gitd.http_port, gitd.host(app))
+    context = ssl.create_default_context(cadata=ca.pem)
+    if not verify:  # the naive baseline has no certificate of its own
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return HttpLoad(gitd.https_port, gitd.host(app), tls=context)
+
+
+def install_cert(gitd, app: str, ca: MiniCA | None) -> None:
+    if ca is not None:
+        added = gitd.ssh("certs:add", app, input=ca.bundle([gitd.host(app)]))
+        if added.returncode != 0 or "Traefik serves it" not in added.stdout:
+            raise SystemExit(added.stdout + added.stderr)
+
+
+def gitd_deploys(gitd, tmp: Path, deploys: int, ca: MiniCA | None = None) -> tuple[dict, list[float]]:
     app = unique_app("bench")
     assert gitd.ssh("apps:create", app).returncode == 0
     repo = make_repo(tmp / app, app_files("v0"))
     assert gitd.push(repo, app).returncode == 0
+    install_cert(gitd, app, ca)  # returns once Traefik serves it
     times = []
-    with HttpLoad(gitd.http_port, gitd.host(app)) as load:
+    with load_for(gitd, app, ca) as load:
         time.sleep(2)
         for n in range(1, deploys + 1):
             commit(repo, app_files(f"v{n}"), f"v{n}")
@@ -46,7 +70,8 @@ def gitd_deploys(gitd, tmp: Path, deploys: int) -> tuple[dict, list[float]]:
     return load.summary(), times
 
 
-def naive_deploys(gitd, client, tmp: Path, deploys: int) -> tuple[dict, list[float]]:
+def naive_deploys(gitd, client, tmp: Path, deploys: int,
+                  ca: MiniCA | None = None) -> tuple[dict, list[float]]:
     """The same image run by hand: identical Traefik labels, no health gate;
     each redeploy stops the old container, then starts the new one."""
     app = unique_app("naive")
@@ -59,6 +84,13 @@ def naive_deploys(gitd, client, tmp: Path, deploys: int) -> tuple[dict, list[flo
         f"traefik.http.routers.{app}.entrypoints": "web",
         f"traefik.http.services.{app}.loadbalancer.server.port": "5000",
     }
+    if ca is not None:
+        labels.update({
+            f"traefik.http.routers.{app}-tls.rule": f"Host(`{gitd.host(app)}`)",
+            f"traefik.http.routers.{app}-tls.entrypoints": "websecure",
+            f"traefik.http.routers.{app}-tls.tls": "true",
+            f"traefik.http.routers.{app}-tls.service": app,
+        })
 
     def start():
         return client.containers.run(image.id, detach=True, init=True, labels=labels,
@@ -69,7 +101,7 @@ def naive_deploys(gitd, client, tmp: Path, deploys: int) -> tuple[dict, list[flo
     time.sleep(2)
     times = []
     try:
-        with HttpLoad(gitd.http_port, gitd.host(app)) as load:
+        with load_for(gitd, app, ca, verify=False) as load:
             time.sleep(2)
             for _ in range(deploys):
                 started = time.monotonic()
@@ -96,11 +128,16 @@ def show(name: str, summary: dict, times: list[float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--deploys", type=int, default=10)
+    parser.add_argument("--https", action="store_true", help="load over HTTPS")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, bench_gitd(Path(tmp)) as (gitd, client):
-        gated, gated_times = gitd_deploys(gitd, Path(tmp), args.deploys)
-        naive, naive_times = naive_deploys(gitd, client, Path(tmp), args.deploys)
-    print(f"\n{args.deploys} deploys under load (3 keep-alive + 3 new-connection clients, ~15 req/s each)")
+    with tempfile.TemporaryDirectory() as tmp, \
+            bench_gitd(Path(tmp), https=args.https) as (gitd, client):
+        ca = MiniCA("gitd bench CA") if args.https else None
+        gated, gated_times = gitd_deploys(gitd, Path(tmp), args.deploys, ca)
+        naive, naive_times = naive_deploys(gitd, client, Path(tmp), args.deploys, ca)
+    scheme = "HTTPS" if args.https else "HTTP"
+    print(f"\n{args.deploys} deploys under {scheme} load "
+          "(3 keep-alive + 3 new-connection clients, ~15 req/s each)")
     show("gitd gated swap", gated, gated_times)
     show("stop old, start new", naive, naive_times)
     ratio = gated["failed"] / naive["failed"] if naive["failed"] else float("nan")

@@ -41,6 +41,16 @@ class Settings:
     lock_wait: float = 900.0
     log_format: str = "auto"  # auto | json | console
     shutdown_grace: float = 120.0
+    # HTTPS (issue #11): https_port 0 = HTTP only. Certificates come from
+    # Traefik's ACME client when acme_email is set, or from certs:add.
+    https_port: int = 0
+    acme_email: str = ""
+    acme_ca_server: str = ""  # "" = Let's Encrypt
+    acme_challenge: str = "http"  # http (HTTP-01) | tls (TLS-ALPN-01) | dns (DNS-01)
+    acme_dns_provider: str = ""  # Traefik's provider name, with its variables in the env
+    # a PEM file Traefik trusts for the ACME CA instead of the system pool
+    # (LEGO_CA_CERTIFICATES): only for a private or test CA
+    acme_ca_certificates: str = ""
     instance: str = field(default="")  # set from the store at start
     # Stacks buildpack (builds without a Dockerfile): the network builds run
     # on ("" = Docker's default bridge) and the base image of each role
@@ -69,12 +79,44 @@ class Settings:
         return self.data_dir / "work"
 
     @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def acme_storage(self) -> Path:
+        return self.tls_dir / "acme.json"
+
+    @property
+    def dynamic_dir(self) -> Path:
+        """Traefik's file provider reads this: custom certificates, redirects."""
+        return self.tls_dir / "dynamic"
+
+    @property
+    def custom_certs_dir(self) -> Path:
+        return self.tls_dir / "custom"
+
+    @property
+    def traefik_log(self) -> Path:
+        return self.traefik_dir / "traefik.log"
+
+    @property
+    def https(self) -> bool:
+        return self.https_port > 0
+
+    @property
+    def acme(self) -> bool:
+        return self.https and bool(self.acme_email)
+
+    @property
     def api_url(self) -> str:
         if self.traefik == "managed":
             return f"http://127.0.0.1:{self.traefik_api_port}"
         return self.traefik_api_url.rstrip("/")
 
-    def host_url(self, host: str) -> str:
+    def host_url(self, host: str, https: bool | None = None) -> str:
+        if https if https is not None else self.https:
+            port = "" if self.https_port == 443 else f":{self.https_port}"
+            return f"https://{host}{port}"
         port = "" if self.http_port == 80 else f":{self.http_port}"
         return f"http://{host}{port}"
 
@@ -151,10 +193,21 @@ def _coerce(name: str, value):
 def _validate(settings: Settings) -> Settings:
     if settings.traefik not in ("managed", "external"):
         raise GitdError("setting traefik must be 'managed' or 'external'")
-    for name in ("ssh_port", "http_port", "traefik_api_port"):
+    for name in ("ssh_port", "http_port", "traefik_api_port", "https_port"):
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise GitdError(f"setting {name}: {port} is not a port")
+    if settings.https and settings.https_port == settings.http_port:
+        raise GitdError("setting https_port must differ from http_port")
+    if settings.acme_challenge not in ("http", "tls", "dns"):
+        raise GitdError("setting acme_challenge must be http, tls or dns")
+    if settings.acme_challenge == "dns" and settings.acme_email and not settings.acme_dns_provider:
+        raise GitdError("setting acme_challenge dns needs acme_dns_provider (a Traefik DNS "
+                        "provider name such as cloudflare; its variables go in the environment)")
+    for name in ("acme_email", "acme_ca_server", "acme_dns_provider", "acme_ca_certificates"):
+        value = getattr(settings, name)
+        if any(c.isspace() or c in "\"'`" for c in value):
+            raise GitdError(f"setting {name}: {value!r} must not contain spaces or quotes")
     if settings.log_format not in ("auto", "json", "console"):
         raise GitdError("setting log_format must be auto, json or console")
     if settings.build_network and not NETWORK_NAME.fullmatch(settings.build_network):

@@ -23,10 +23,34 @@ def _notify(state: str) -> None:
     notify(state)
 
 
+CERT_SYNC_INTERVAL = 2.0
+
+
+async def _sync_certs(gitd: Gitd) -> None:
+    """Keep the file provider's config (custom certificates, redirects of
+    hosts that have a certificate) in step with the store and acme.json."""
+    from gitd.tlsconfig import sync_dynamic
+
+    while True:
+        try:
+            if await asyncio.to_thread(sync_dynamic, gitd.settings, gitd.store):
+                log.info("https config updated")
+        except Exception:  # noqa: BLE001 - keep watching; the next round retries
+            log.exception("https config update failed")
+        await asyncio.sleep(CERT_SYNC_INTERVAL)
+
+
 async def serve(settings: Settings) -> int:
     gitd = Gitd(settings)
     settings = gitd.settings
     notes = await asyncio.to_thread(gitd.reconcile)
+    if settings.https:
+        from gitd.tlsconfig import sync_dynamic
+        from gitd.traefik import prepare_tls_dirs
+
+        prepare_tls_dirs(settings)
+        sync_dynamic(settings, gitd.store)
+        asyncio.get_running_loop().create_task(_sync_certs(gitd))
     traefik = None
     if settings.traefik == "managed":
         from gitd.traefik import ManagedTraefik
@@ -47,6 +71,8 @@ async def serve(settings: Settings) -> int:
     log.info("listening", ssh_port=port, http_port=settings.http_port, domain=settings.domain,
              traefik=settings.traefik, instance=settings.instance, reconciled=len(notes))
     _notify("READY=1")
+    # after READY: pushes and commands are served meanwhile
+    loop.run_in_executor(None, gitd.refresh_routes)
     await stop.wait()
     _notify("STOPPING=1")
     log.info("stopping: no new connections; letting work in flight finish",

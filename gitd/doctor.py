@@ -58,7 +58,30 @@ def run_doctor(settings: Settings, out: TextIO = sys.stdout,
     check_probe(report, settings)
     check_nix(report, nix_needed)
     check_ports(report, settings)
+    check_certificates(report, settings)
     return 1 if report.failures else 0
+
+
+def check_certificates(report: Report, settings: Settings) -> None:
+    """Certificates expiring within 14 days and ACME errors, per app."""
+    if not settings.https:
+        return
+    if not settings.db_path.exists():
+        return
+    from gitd.certs import EXPIRY_WARNING_DAYS, warnings
+    from gitd.store import Store
+
+    store = Store(settings.db_path)
+    found = []
+    for app in store.list_apps():
+        found += [f"{app.name}: {w}" for w in warnings(settings, app.name, store.domains(app.name))]
+    if not found:
+        report.ok("certificates", f"none expiring within {EXPIRY_WARNING_DAYS} days, no ACME errors")
+        return
+    for line in found:
+        report.warn("certificates", line,
+                    "see `certs APP`; check the domain's DNS points here and the HTTP port "
+                    "is reachable from the internet")
 
 
 def check_data_dir(report: Report, settings: Settings) -> None:

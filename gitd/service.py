@@ -9,11 +9,12 @@ import threading
 import docker.errors
 import structlog
 
-from gitd import gitserve
+from gitd import certs, gitserve, tlsconfig
 from gitd.config import Settings
 from gitd.errors import GitdError
 from gitd.store import Store
 from hooks import engine as engine_mod
+from hooks import router
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline
 
@@ -81,6 +82,9 @@ class Gitd:
             shutil.rmtree(gitserve.repo_path(self.settings.repos_dir, name), ignore_errors=True)
             self.pipeline.drop_app_files(name)
             self.store.delete_app(name)
+            if certs.remove_custom(self.settings, name):
+                out("removed its custom certificate")
+            tlsconfig.sync_dynamic(self.settings, self.store)
 
     def _remove_image_everywhere(self, image_id: str) -> bool:
         """Untag the app's tags of an image, then remove it if nothing else
@@ -139,3 +143,49 @@ class Gitd:
         for note in notes:
             log.info("reconcile", note=note)
         return notes
+
+    # routes that no longer match the settings
+
+    def routes_drifted(self, app) -> bool:
+        """The live web containers' Traefik labels differ from what a deploy
+        would make now (HTTPS turned on or off, custom certificates)."""
+        if not app.current_release or app.live_seq is None:
+            return False
+        web = [c for c in self.engine.containers(app.name)
+               if c.labels.get(engine_mod.LABEL_PROCESS) == "web"
+               and c.labels.get(engine_mod.LABEL_ROLE) == "service"
+               and c.labels.get(engine_mod.LABEL_SEQ) == str(app.live_seq)]
+        if not web:
+            return False
+        labels = web[0].labels
+        name = router.route_name(app.name, app.live_seq)
+        port = labels.get(f"traefik.http.services.{name}.loadbalancer.server.port")
+        if port is None or not port.isdigit():
+            return False
+        hosts = self.store.domains(app.name)
+        expected = router.labels(app.name, app.live_seq, hosts, int(port),
+                                 self.settings.traefik_entrypoint,
+                                 tlsconfig.tls_plan(self.settings, app.name, hosts))
+        return expected != {k: v for k, v in labels.items() if k.startswith("traefik.")}
+
+    def refresh_routes(self) -> list[str]:
+        """Redeploy (zero downtime) the apps whose routes drifted, so turning
+        HTTPS on applies to the apps already running. Returns their names."""
+        refreshed = []
+        try:
+            apps = [a for a in self.store.list_apps() if self.routes_drifted(a)]
+        except GitdError as exc:
+            log.warning("route refresh skipped", error=str(exc))
+            return refreshed
+        for app in apps:
+            app_log = log.bind(app=app.name)
+            try:
+                with self.app_lock(app.name):
+                    if self.routes_drifted(self.store.get_app(app.name)):
+                        self.pipeline.redeploy(app.name, lambda line: app_log.info(line.rstrip()),
+                                               "Routes changed (HTTPS settings): redeploying")
+                        refreshed.append(app.name)
+            except GitdError as exc:
+                app_log.warning("route refresh failed; the old routes keep serving", error=str(exc))
+        log.info("routes checked", redeployed=refreshed)
+        return refreshed

@@ -44,7 +44,36 @@ def render_static_config(settings: Settings, mode: str = "managed") -> str:
         docker_endpoint=docker_endpoint(),
         instance=settings.instance,
         log_level="WARN",
+        https_port=settings.https_port,
+        acme_email=settings.acme_email if settings.https else "",
+        acme_storage=settings.acme_storage,
+        acme_ca_server=settings.acme_ca_server,
+        acme_challenge=settings.acme_challenge,
+        acme_dns_provider=settings.acme_dns_provider,
+        dynamic_dir=settings.dynamic_dir,
+        # managed mode: gitd writes Traefik's output to this file itself
+        log_file=settings.traefik_log if mode == "external" and settings.https else "",
     )
+
+
+def traefik_environment(settings: Settings, base: dict | None = None) -> dict:
+    """Traefik's environment: gitd's own, plus the ACME CA's trust pool
+    when a private or test CA is configured."""
+    env = dict(os.environ if base is None else base)
+    if settings.acme_ca_certificates:
+        env["LEGO_CA_CERTIFICATES"] = settings.acme_ca_certificates
+    return env
+
+
+def prepare_tls_dirs(settings: Settings) -> None:
+    """The data dir's TLS part, private to gitd and Traefik (0700 / 0600)."""
+    if not settings.https:
+        return
+    for path in (settings.tls_dir, settings.dynamic_dir, settings.custom_certs_dir):
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)
+    if settings.acme_storage.exists():
+        settings.acme_storage.chmod(0o600)
 
 
 def find_binary(settings: Settings) -> str | None:
@@ -65,7 +94,7 @@ class ManagedTraefik:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.config_path = settings.traefik_dir / "traefik.yml"
-        self.log_path = settings.traefik_dir / "traefik.log"
+        self.log_path = settings.traefik_log
         self._proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -79,6 +108,7 @@ class ManagedTraefik:
             )
         self.settings.traefik_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_static_config(self.settings))
+        prepare_tls_dirs(self.settings)
         self._stop_orphan()
         self._spawn(binary)
         self._wait_ready(ready_timeout)
@@ -91,7 +121,7 @@ class ManagedTraefik:
         self._proc = subprocess.Popen(
             [binary, f"--configFile={self.config_path}"],
             stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, env=traefik_environment(self.settings),
         )
         logfile.close()
         # atomically: a reader never sees the file empty

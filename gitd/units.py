@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gitd.config import Settings, replace
 from gitd.errors import GitdError
-from gitd.traefik import render, render_static_config, static_config_path
+from gitd.traefik import prepare_tls_dirs, render, render_static_config, static_config_path
 
 
 def _no_spaces(what: str, value: str) -> str:
@@ -42,6 +42,9 @@ def render_units(settings: Settings, gitd_bin: str, traefik_bin: str,
             "traefik.service.j2",
             traefik_bin=_no_spaces("traefik binary", traefik_bin),
             config_path=static_config_path(settings),
+            https=settings.https,
+            lego_ca=_no_spaces("acme_ca_certificates", settings.acme_ca_certificates)
+            if settings.acme_ca_certificates else "",
             **values,
         ),
     }
@@ -90,6 +93,7 @@ def install_units(settings: Settings, dest: Path, gitd_bin: str | None = None,
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(render_static_config(settings, mode="external"))
     written.append(config)
+    prepare_tls_dirs(settings)
     return written
 
 

@@ -42,6 +42,7 @@ class Target:
     release_command: list[str] | None = None
     drain: float = 3.0  # seconds between the switch and SIGTERM to the old
     stop_timeout: int = 30  # seconds between SIGTERM and SIGKILL
+    tls: router.TLSPlan | None = None  # None: HTTP only
 
 
 def container_name(instance: str, app: str, process: str, index: int, seq: int) -> str:
@@ -111,7 +112,7 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
     if process == "web":
         spec["ports"] = {f"{target.port}/tcp": ("127.0.0.1", None)}
         labels.update(router.labels(target.app, target.seq, target.hosts, target.port,
-                                    settings.traefik_entrypoint))
+                                    settings.traefik_entrypoint, target.tls))
         if not target.check.disabled:
             if not probe:
                 raise DeployError("no static busybox for health checks (install busybox-static, "
@@ -228,8 +229,13 @@ class Deployer:
             if host_port is None:
                 raise DeployError(f"{container.name} has no published port {target.port}")
             urls.add(f"http://127.0.0.1:{host_port}")
-        took = router.confirm_routed(api, target.app, target.seq, urls)
-        progress.line(f"Traefik routes {', '.join(target.hosts)} to the new containers ({took:.1f}s)")
+        routes = router.routes(target.app, target.seq, target.hosts,
+                               self.settings.traefik_entrypoint, target.tls)
+        took = router.confirm_routed(api, target.app, target.seq, urls,
+                                     routers=[r.router for r in routes])
+        over = " (HTTP and HTTPS)" if target.tls else ""
+        progress.line(f"Traefik routes {', '.join(target.hosts)} to the new containers{over} "
+                      f"({took:.1f}s)")
 
     def _report_failure(self, started: list, progress) -> None:
         for container in started:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import buildpacks
 from buildpacks import BuildRequest
+from gitd import tlsconfig
 from gitd.config import Settings
 from gitd.errors import BuildError, GitdError, NotFound
 from gitd.store import Release, Store
@@ -164,10 +165,12 @@ class Pipeline:
         formation = {"web": 1}
         formation.update({k: int(v) for k, v in app.scale.items() if k in commands})
         formation = {k: v for k, v in formation.items() if v > 0}
+        hosts = self.store.domains(release.app)
         return Target(
             app=release.app, version=release.version, seq=self.store.take_seq(release.app),
             image=release.image_id, config=config, port=port, formation=formation,
-            commands=commands, hosts=self.store.domains(release.app),
+            commands=commands, hosts=hosts,
+            tls=tlsconfig.tls_plan(self.settings, release.app, hosts),
             check=checks.resolve(settings, release.app_json, self.settings.deploy_timeout),
             release_command=process_argv(release.procfile.get("release"), release.buildpack),
             drain=float(settings.get("drain", self.settings.drain_seconds)),

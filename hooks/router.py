@@ -1,5 +1,9 @@
 """Traefik routing: labels for a deploy, and confirmation from Traefik's API.
 
+Routes are data (`routes`) turned into labels (`route_labels`); with HTTPS a
+deploy has a second router on the websecure entrypoint for the same service,
+and HTTP->HTTPS redirects are file-provider routers (`redirect_config`).
+
 Each deploy of an app gets its own router and service, `<app>-s<seq>`, with
 the same Host rule and a priority that rises with seq. Traefik never sees
 two definitions of one name (labels are immutable and a clash drops the
@@ -12,8 +16,15 @@ import json
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 
 from gitd.errors import DeployError
+
+RESOLVER = "gitd"  # the certificatesResolvers name in traefik.yml.j2
+HTTPS_ENTRYPOINT = "websecure"
+# above every deploy's router (1000 + seq); below Traefik's own ACME
+# HTTP-01 router, so challenges still reach Traefik
+REDIRECT_PRIORITY = 1_000_000_000
 
 
 def route_name(app: str, seq: int) -> str:
@@ -24,18 +35,101 @@ def host_rule(hosts: list[str]) -> str:
     return " || ".join(f"Host(`{h}`)" for h in hosts)
 
 
-def labels(app: str, seq: int, hosts: list[str], port: int, entrypoint: str = "web") -> dict[str, str]:
-    name = route_name(app, seq)
+@dataclass(frozen=True)
+class TLSPlan:
+    """How a deploy's hosts are served over HTTPS: hosts with a custom
+    certificate use it; the others get one from ACME (`resolver`) or, with
+    no ACME account, whatever certificate Traefik holds for them."""
+    resolver: str = ""
+    custom_hosts: frozenset[str] = field(default_factory=frozenset)
+    entrypoint: str = HTTPS_ENTRYPOINT
+    # DNS-01 can prove a wildcard: hosts one label under this domain share
+    # one certificate for *.<domain>
+    wildcard_domain: str = ""
+
+    def cert_domain(self, host: str) -> str:
+        head, _, rest = host.partition(".")
+        if self.wildcard_domain and head and rest == self.wildcard_domain:
+            return f"*.{rest}"
+        return host
+
+
+@dataclass(frozen=True)
+class Route:
+    router: str
+    entrypoint: str
+    hosts: tuple[str, ...]
+    tls: bool = False
+    resolver: str = ""
+    cert_domains: tuple[str, ...] = ()  # with a resolver: one certificate each
+
+
+def routes(app: str, seq: int, hosts: list[str], entrypoint: str = "web",
+           tls: TLSPlan | None = None) -> list[Route]:
+    """The routers of one deploy, as data: HTTP, then HTTPS if planned."""
     if not hosts:
+        return []
+    name = route_name(app, seq)
+    result = [Route(name, entrypoint, tuple(hosts))]
+    if tls is None:
+        return result
+    custom = tuple(h for h in hosts if h in tls.custom_hosts)
+    others = tuple(h for h in hosts if h not in tls.custom_hosts)
+    if others:
+        domains = tuple(dict.fromkeys(tls.cert_domain(h) for h in others)) if tls.resolver else ()
+        result.append(Route(f"{name}-tls", tls.entrypoint, others, True, tls.resolver, domains))
+    if custom:
+        result.append(Route(f"{name}-tlsc", tls.entrypoint, custom, True))
+    return result
+
+
+def route_labels(route: Route, seq: int, service: str) -> dict[str, str]:
+    prefix = f"traefik.http.routers.{route.router}"
+    result = {
+        f"{prefix}.rule": host_rule(list(route.hosts)),
+        f"{prefix}.entrypoints": route.entrypoint,
+        f"{prefix}.priority": str(1000 + seq),
+        f"{prefix}.service": service,
+    }
+    if route.tls:
+        result[f"{prefix}.tls"] = "true"
+    if route.resolver:
+        result[f"{prefix}.tls.certresolver"] = route.resolver
+        # a certificate per host: one failing domain must not hold up the others
+        for index, domain in enumerate(route.cert_domains):
+            result[f"{prefix}.tls.domains[{index}].main"] = domain
+    return result
+
+
+def labels(app: str, seq: int, hosts: list[str], port: int, entrypoint: str = "web",
+           tls: TLSPlan | None = None) -> dict[str, str]:
+    name = route_name(app, seq)
+    planned = routes(app, seq, hosts, entrypoint, tls)
+    if not planned:
         # nothing to route: keep the container out of Traefik entirely
         return {"traefik.enable": "false"}
+    result = {"traefik.enable": "true"}
+    for route in planned:
+        result.update(route_labels(route, seq, name))
+    result[f"traefik.http.services.{name}.loadbalancer.server.port"] = str(port)
+    return result
+
+
+def redirect_config(app: str, hosts: list[str], https_port: int,
+                    entrypoint: str = "web") -> dict:
+    """File-provider routers sending plain HTTP for `hosts` to HTTPS. They
+    live beside the deploys' labels, so they change without a redeploy."""
+    if not hosts:
+        return {}
+    middleware = f"gitd-https-{https_port}"
     return {
-        "traefik.enable": "true",
-        f"traefik.http.routers.{name}.rule": host_rule(hosts),
-        f"traefik.http.routers.{name}.entrypoints": entrypoint,
-        f"traefik.http.routers.{name}.priority": str(1000 + seq),
-        f"traefik.http.routers.{name}.service": name,
-        f"traefik.http.services.{name}.loadbalancer.server.port": str(port),
+        "routers": {f"gitd-redirect-{app}": {
+            "rule": host_rule(sorted(hosts)), "entryPoints": [entrypoint],
+            "priority": REDIRECT_PRIORITY, "middlewares": [middleware],
+            "service": "noop@internal"}},
+        # not permanent: browsers would remember it after https:redirect off
+        "middlewares": {middleware: {"redirectScheme": {
+            "scheme": "https", "port": str(https_port), "permanent": False}}},
     }
 
 
@@ -51,26 +145,30 @@ def _get_json(url: str, timeout: float = 2.0):
         return None
 
 
-def routed_servers(api_url: str, app: str, seq: int) -> dict[str, str]:
-    """{server url: status} Traefik holds for this deploy's service ({} if none)."""
+def routed_servers(api_url: str, app: str, seq: int, routers: list[str] | None = None) -> dict[str, str]:
+    """{server url: status} Traefik holds for this deploy's service ({} if
+    none, or if any of `routers` (default: the HTTP one) is not enabled)."""
     name = route_name(app, seq)
-    router = _get_json(f"{api_url}/api/http/routers/{name}@docker")
-    if not router or router.get("status") != "enabled":
-        return {}
+    for router_name in routers or [name]:
+        router = _get_json(f"{api_url}/api/http/routers/{router_name}@docker")
+        if not router or router.get("status") != "enabled":
+            return {}
     service = _get_json(f"{api_url}/api/http/services/{name}@docker")
     if not service:
         return {}
     return service.get("serverStatus") or {}
 
 
-def confirm_routed(api_url: str, app: str, seq: int, server_urls: set[str], timeout: float = 30.0) -> float:
-    """Wait until Traefik routes this deploy to every server in `server_urls`
-    and reports them UP. Returns the seconds it took."""
+def confirm_routed(api_url: str, app: str, seq: int, server_urls: set[str], timeout: float = 30.0,
+                   routers: list[str] | None = None) -> float:
+    """Wait until Traefik enables every router of this deploy (default: the
+    HTTP one) and routes it to every server in `server_urls`, reported UP.
+    Returns the seconds it took."""
     start = time.monotonic()
     deadline = start + timeout
     status: dict = {}
     while time.monotonic() < deadline:
-        status = routed_servers(api_url, app, seq)
+        status = routed_servers(api_url, app, seq, routers)
         if server_urls and all(status.get(url) == "UP" for url in server_urls):
             return time.monotonic() - start
         time.sleep(0.1)

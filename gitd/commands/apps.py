@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from gitd import validate
+from gitd import certs, validate
 from gitd.commands import command, confirm_force, parser
 from hooks.engine import LABEL_PROCESS, LABEL_RELEASE
 
@@ -52,6 +52,7 @@ def app_info(ctx, name: str) -> dict:
         "buildpack": current.buildpack if current else None,
         "domains": domains,
         "urls": [ctx.settings.host_url(h) for h in domains],
+        "certificate_warnings": certs.warnings(ctx.settings, name, domains),
         "scale": app.scale or {"web": 1},
         "containers": containers,
         "git_url": f"ssh://git@HOST:{ctx.settings.ssh_port}/{name}",
@@ -78,6 +79,8 @@ def info(ctx, argv):
         ctx.out(f"buildpack:  {data['buildpack']}")
         ctx.out(f"image:      {data['image']}")
     ctx.out(f"urls:       {' '.join(data['urls']) or '-'}")
+    for warning in data["certificate_warnings"]:
+        ctx.out(f" !     {warning}")
     ctx.out(f"deploying:  {'yes' if data['deploying'] else 'no'}")
     ctx.out(f"git:        {data['git_url']}")
     ctx.out(f"granted to: {' '.join(data['granted_to']) or '-'} (and admin keys)")

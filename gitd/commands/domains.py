@@ -7,7 +7,7 @@ new routes apply at once. If that fails the change is undone.
 
 from __future__ import annotations
 
-from gitd import validate
+from gitd import tlsconfig, validate
 from gitd.commands import app_parser, command, parse_app
 from gitd.errors import GitdError, UsageError
 
@@ -50,6 +50,8 @@ def change_domains(ctx, app: str, add: list[str] = (), remove: list[str] = ()) -
             if removed:
                 store.add_domains(app, removed)
             raise GitdError(f"{exc}\ndomains of {app} left as they were") from exc
+        finally:
+            tlsconfig.sync_dynamic(ctx.settings, store)
 
 
 @command("domains", "domains APP [--json]", "List an app's domains", admin=False, help="""

@@ -50,6 +50,7 @@ class Gitd:
     ssh_port: int
     http_port: int
     api_port: int
+    https_port: int = 0  # set before start() and pass --https-port to serve HTTPS
     proc: subprocess.Popen | None = None
     log_lines: list = field(default_factory=list)
     instance: str = ""

@@ -168,3 +168,33 @@ def test_port_in_use_is_a_warning():
     assert report.failures == 0
     assert lines(out)[0] == f"warn ssh port: 127.0.0.1:{port} in use (is gitd running?)"
 
+
+
+def test_certificates_expiring_soon_and_acme_errors_are_warned(tmp_path):
+    import json
+
+    from gitd import certs
+    from gitd.doctor import check_certificates
+    from gitd.store import Store
+    from tests.e2e.tls_helpers import MiniCA
+
+    settings = Settings(data_dir=tmp_path, https_port=443, acme_email="ops@example.com")
+    store = Store(settings.db_path)
+    store.create_app("web")
+    store.add_domains("web", ["a.test", "b.test"])
+    cert, key = MiniCA().leaf(["a.test"], days=5)
+    certs.install_custom(settings, "web", certs.check_bundle(cert + key, ["a.test"]))
+    settings.traefik_dir.mkdir()
+    settings.traefik_log.write_text(json.dumps({
+        "level": "error", "time": "2030-01-01T00:00:00Z", "domains": ["b.test"],
+        "error": "acme: error: 400 :: urn:ietf:params:acme:error:dns :: no such host"}) + "\n")
+    out = io.StringIO()
+    check_certificates(Report(out), settings)
+    text = out.getvalue()
+    assert "warn certificates: web: a.test: certificate expires in 4 day(s)" in text
+    assert "warn certificates: web: b.test: HTTP-01 challenge failed (dns): no such host" in text
+    assert "fix: see `certs APP`" in text
+
+    out = io.StringIO()
+    check_certificates(Report(out), Settings(data_dir=tmp_path / "empty", https_port=443))
+    assert out.getvalue() == ""  # not initialised: data dir check speaks for it

@@ -43,7 +43,7 @@ let
     };
   };
   drv = DRV;
-  python3Packages = lib.genAttrs [ "asyncssh" "docker" "jinja2" "sqlite-utils" "structlog"
+  python3Packages = lib.genAttrs [ "asyncssh" "cryptography" "docker" "jinja2" "sqlite-utils" "structlog"
     "setuptools" "urllib3" "typing-extensions" "pytest" ] drv // {
     buildPythonPackage = a: drv a.pname // { args = a; };
     buildPythonApplication = a: drv a.pname // { args = a; };
@@ -75,7 +75,7 @@ let
   module = config: outputs.nixosModules.default { inherit config lib pkgs; };
   options = (module { }).options.services.gitd;
   defaults = builtins.mapAttrs (n: o: o.default) options;
-  cfg = defaults // { enable = true; extraSettings = { keep_releases = 7; }; };
+  cfg = defaults // { enable = true; extraSettings = { keep_releases = 7; }; } // CFGEXTRA;
   nixos = (module { services.gitd = cfg; nix.package = pkgs.nix; }).config;
   package = outputs.packages.x86_64-linux.default;
   dulwich = builtins.head (builtins.filter (d: d.name == "dulwich") package.args.dependencies);
@@ -118,11 +118,11 @@ def test_flake_parses():
     assert result.returncode == 0, result.stderr
 
 
-def evaluate(where: Path, result: str = RESULT, **stub):
+def evaluate(where: Path, result: str = RESULT, cfg: str = "{ }", **stub):
     # evaluates a copy, so that `src = ./.` never drags the checkout into the store
     shutil.copy(REPO / "flake.nix", where / "flake.nix")
     expr = EVAL.replace("FLAKE", str(where / "flake.nix")).replace("RESULT", result) \
-        .replace("NIXPKGS", nixpkgs_stub(**stub))
+        .replace("NIXPKGS", nixpkgs_stub(**stub)).replace("CFGEXTRA", cfg)
     result = subprocess.run(
         [nix_tool("nix-instantiate"), "--eval", "--strict", "--json", "-E", expr],
         capture_output=True, text=True, timeout=120,
@@ -165,8 +165,9 @@ def test_dulwich_satisfies_the_pin(flake):
 
 
 def test_nixos_module(flake):
-    assert flake["options"] == ["dataDir", "domain", "enable", "extraSettings", "httpPort",
-                                "openFirewall", "package", "sshPort", "traefikPackage"]
+    assert flake["options"] == ["acmeCaServer", "acmeEmail", "dataDir", "domain", "enable",
+                                "extraSettings", "httpPort", "httpsPort", "openFirewall",
+                                "package", "sshPort", "traefikPackage"]
     defaults = flake["defaults"]
     settings = Settings()
     assert defaults["dataDir"] == str(settings.data_dir)
@@ -225,15 +226,27 @@ def simple_yaml(text: str) -> dict:
     return root
 
 
-def test_module_traefik_config_matches_the_template(tmp_path):
+@pytest.mark.parametrize("cfg, settings", [
+    ("{ }", {}),
+    ('{ httpsPort = 443; acmeEmail = "ops@example.com"; acmeCaServer = "https://ca.test/dir"; }',
+     {"https_port": 443, "acme_email": "ops@example.com", "acme_ca_server": "https://ca.test/dir"}),
+    ('{ httpsPort = 8443; acmeEmail = "o@e.com"; extraSettings = { acme_challenge = "dns"; '
+     'acme_dns_provider = "cloudflare"; }; }',
+     {"https_port": 8443, "acme_email": "o@e.com", "acme_challenge": "dns",
+      "acme_dns_provider": "cloudflare"}),
+    ("{ httpsPort = 443; }", {"https_port": 443}),
+], ids=["http", "https-acme", "https-dns", "https-custom-only"])
+def test_module_traefik_config_matches_the_template(tmp_path, cfg, settings):
     """The module writes Traefik's static config as JSON: compare it with ours."""
     # this stub's writeText puts the file's text in its path, to read it back
     exec_start = evaluate(tmp_path, "nixos.systemd.services.gitd-traefik.serviceConfig.ExecStart",
-                          write_text='name: text: "/nix/store/stub-${name}|${text}"')
+                          cfg=cfg, write_text='name: text: "/nix/store/stub-${name}|${text}"')
     theirs = json.loads(exec_start.split("|", 1)[1])
-    ours = simple_yaml(render_static_config(Settings(instance="x"), mode="external"))
+    ours = simple_yaml(render_static_config(Settings(instance="x", **settings), mode="external"))
     # the module binds all addresses and routes any instance (one gitd per host)
     ours["entryPoints"]["web"]["address"] = ":80"
+    if "websecure" in ours["entryPoints"]:
+        ours["entryPoints"]["websecure"]["address"] = f":{settings['https_port']}"
     ours["providers"]["docker"]["constraints"] = "LabelRegex(`gitd.instance`, `.+`)"
     ours["providers"]["docker"]["endpoint"] = "unix:///var/run/docker.sock"
     assert theirs == ours

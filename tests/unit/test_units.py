@@ -127,3 +127,21 @@ def test_notify_without_systemd_is_a_no_op(tmp_path, monkeypatch):
     assert notify("READY=1") is False
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
     assert notify("READY=1") is False
+
+
+def test_https_units_let_traefik_keep_its_certificates(tmp_path, executables):
+    settings = Settings(data_dir=tmp_path / "data", instance="abc123", https_port=443,
+                        acme_email="ops@example.com", acme_ca_certificates="/etc/gitd/ca.pem")
+    install_units(settings, dest=tmp_path / "units", gitd_bin=executables[0],
+                  traefik_bin=executables[1], user="gitd")
+    units = tmp_path / "units"
+    result = verify(units / "gitd.service", units / "traefik.service")
+    assert (result.returncode, result.stderr) == (0, "")
+    traefik_unit = (units / "traefik.service").read_text()
+    assert f"ReadWritePaths={tmp_path}/data/tls {tmp_path}/data/traefik\n" in traefik_unit
+    assert f"EnvironmentFile=-{tmp_path}/data/traefik.env\n" in traefik_unit
+    assert "Environment=LEGO_CA_CERTIFICATES=/etc/gitd/ca.pem\n" in traefik_unit
+    config = (tmp_path / "data" / "traefik" / "traefik.yml").read_text()
+    assert f'filePath: "{tmp_path}/data/traefik/traefik.log"' in config
+    for sub in ("tls", "tls/dynamic", "tls/custom"):
+        assert (tmp_path / "data" / sub).stat().st_mode & 0o777 == 0o700

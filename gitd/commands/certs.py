@@ -1,0 +1,114 @@
+"""certs, certs:add, certs:remove: an app's HTTPS certificates.
+
+Certificates come from Traefik's ACME client (acme_email) or from a bundle
+given with certs:add. `certs` says, per domain, which one serves it, its
+issuer and expiry, and the last ACME error in words.
+"""
+
+from __future__ import annotations
+
+from gitd import certs as tls
+from gitd import tlsconfig
+from gitd.commands import app_parser, command, parse_app, print_rows
+from gitd.errors import GitdError, UsageError
+
+
+def certs_changed(ctx, app: str, before: frozenset[str]) -> None:
+    """Custom certificates change which hosts ACME serves: a redeploy puts
+    the routes right. Without ACME the file provider alone is enough."""
+    tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+    hosts = ctx.store.domains(app)
+    plan = tlsconfig.tls_plan(ctx.settings, app, hosts)
+    if not ctx.settings.acme or plan.custom_hosts == before:
+        return
+    if ctx.store.current_release(app) is None:
+        return
+    ctx.gitd.pipeline.redeploy(app, ctx.progress_sink(), "Updating HTTPS routes: redeploying")
+
+
+def _custom_hosts(ctx, app: str) -> frozenset[str]:
+    plan = tlsconfig.tls_plan(ctx.settings, app, ctx.store.domains(app))
+    return plan.custom_hosts if plan else frozenset()
+
+
+@command("certs", "certs APP [--json]", "Show an app's certificates: source, issuer, expiry, errors",
+         admin=False, help="""
+For each domain: where its certificate comes from (acme, custom, none yet),
+its issuer and expiry, and the last ACME error, if any.""")
+def show(ctx, argv):
+    p = app_parser("certs", json_flag=True)
+    args = parse_app(ctx, p, argv)
+    rows = tls.domain_status(ctx.settings, args.app, ctx.store.domains(args.app))
+    if args.json:
+        ctx.json(rows)
+        return
+    ctx.out(f"=== {args.app} certificates")
+    if not ctx.settings.https:
+        ctx.out("HTTPS is off (gitd serve --https-port 443)")
+        return
+    table = [["domain", "source", "issuer", "expires"]]
+    for row in rows:
+        expires = f"{row['expires'][:10]} ({row['days_left']:.0f} days)" if row["expires"] else "-"
+        table.append([row["domain"], row["source"], row["issuer"] or "-", expires])
+    print_rows(ctx, table)
+    for row in rows:
+        if row["acme_error"]:
+            ctx.out(f" !     {row['domain']}: {row['acme_error']}")
+    if not ctx.settings.acme:
+        ctx.out("(no ACME account: set acme_email for automatic certificates)")
+
+
+@command("certs:add", "certs:add APP < bundle.pem", "Install a custom certificate for an app",
+         help="""
+The bundle is one PEM: the certificate chain (leaf first) and its private
+key. It is refused unless the key matches, the chain parses, the certificate
+is valid now and it covers at least one of the app's domains. It replaces
+the app's previous custom certificate; its domains stop using ACME.""")
+def add(ctx, argv):
+    p = app_parser("certs:add")
+    args = parse_app(ctx, p, argv)
+    tls.require_https(ctx.settings)
+    app = args.app
+    try:
+        text = ctx.read_stdin()
+    except UnicodeDecodeError:
+        raise UsageError("the bundle is not PEM text (convert DER or PKCS#12 to PEM first)")
+    bundle = tls.check_bundle(text, ctx.store.domains(app))
+    with ctx.lock(app):
+        before = _custom_hosts(ctx, app)
+        saved = tls.read_custom(ctx.settings, app)
+        tls.install_custom(ctx.settings, app, bundle)
+        try:
+            certs_changed(ctx, app, before)
+        except GitdError as exc:
+            tls.restore_custom(ctx.settings, app, saved)
+            tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+            raise GitdError(f"{exc}\nthe certificates of {app} were left as they were") from exc
+    covered = [h for h in ctx.store.domains(app) if bundle.info.covers(h)]
+    ctx.out(f"-----> Installed a certificate for {', '.join(covered)} "
+            f"(issuer {bundle.info.issuer}, expires {bundle.info.not_after:%Y-%m-%d})")
+    if tlsconfig.wait_served(ctx.settings, covered[0], bundle.chain_pem):
+        ctx.out(f"       Traefik serves it for {covered[0]}")
+    else:
+        ctx.out(f" !     Traefik does not serve it for {covered[0]} yet; see `certs {app}`")
+
+
+@command("certs:remove", "certs:remove APP", "Remove an app's custom certificate", help="""
+Its domains go back to ACME (when an ACME account is set).""")
+def remove(ctx, argv):
+    p = app_parser("certs:remove")
+    args = parse_app(ctx, p, argv)
+    app = args.app
+    with ctx.lock(app):
+        saved = tls.read_custom(ctx.settings, app)
+        if saved is None:
+            raise GitdError(f"{app} has no custom certificate")
+        before = _custom_hosts(ctx, app)
+        tls.remove_custom(ctx.settings, app)
+        try:
+            certs_changed(ctx, app, before)
+        except GitdError as exc:
+            tls.restore_custom(ctx.settings, app, saved)
+            tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+            raise GitdError(f"{exc}\nthe certificates of {app} were left as they were") from exc
+    ctx.out(f"-----> Removed the custom certificate of {app}")
