@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
+import docker
 import docker.errors
 
-from buildpacks import BuildRequest, BuildResult
+from buildpacks import BuildRequest, BuildResult, dockerfile_refs
 from gitd.errors import BuildError
+from hooks import resources
+
+# Docker resolves `docker.io/gitd/x` and `index.docker.io/gitd/x` to the
+# local `gitd/x` too.
+REGISTRY_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+MAX_DOCKERFILE_BYTES = 1024**2
 
 
 class DockerfileBuildpack:
@@ -23,27 +32,115 @@ class DockerfileBuildpack:
         # No build labels: the legacy builder turns each into an uncached
         # step. Images are found through the release rows instead.
         request.emit("-----> Building with Dockerfile")
-        if not (request.source_dir / "Dockerfile").is_file():
-            raise BuildError("no Dockerfile at the build root")
+        dockerfile = request.source_dir / "Dockerfile"
+        if dockerfile.is_symlink() or not dockerfile.is_file():
+            raise BuildError("no Dockerfile (a regular file) at the build root")
+        if dockerfile.stat().st_size > MAX_DOCKERFILE_BYTES:
+            raise BuildError("the Dockerfile is larger than 1 MiB")
+        check_references(request, dockerfile.read_text("utf-8", "replace"))
         image_id = None
+        # A client of its own whose socket times out at the limit: closing
+        # the connection makes dockerd cancel the build.
+        api = docker.APIClient(base_url=request.docker.api.base_url,
+                               version=request.docker.api.api_version,
+                               timeout=max(1, int(request.timeout)))
+        deadline = time.monotonic() + request.timeout
+        timer = threading.Timer(request.timeout, _close, [api])
+        timer.daemon = True
+        timer.start()
         try:
-            stream = request.docker.api.build(
+            stream = api.build(
                 path=str(request.source_dir),
                 tag=request.image_tag,
                 rm=True,
                 forcerm=True,
                 decode=True,
                 pull=False,
+                container_limits=resources.build_limits(request.limits),
             )
             for chunk in stream:
                 image_id = _handle_chunk(chunk, request.emit) or image_id
-        except docker.errors.APIError as exc:
-            raise BuildError(f"docker build failed: {exc.explanation or exc}")
-        except docker.errors.DockerException as exc:
-            raise BuildError(f"docker build failed: {exc}")
+                if time.monotonic() > deadline:
+                    raise BuildError(_timeout_message(request.timeout))
+        except BuildError:
+            raise
+        except Exception as exc:  # the socket closed or timed out at the limit
+            if time.monotonic() >= deadline - 1:
+                raise BuildError(_timeout_message(request.timeout))
+            if isinstance(exc, docker.errors.APIError):
+                raise BuildError(f"docker build failed: {exc.explanation or exc}")
+            if isinstance(exc, (docker.errors.DockerException, OSError)):
+                raise BuildError(f"docker build failed: {exc}")
+            raise
+        finally:
+            timer.cancel()
+            api.close()
         if not image_id:
             image_id = request.docker.images.get(request.image_tag).id
         return BuildResult(image_id=image_id)
+
+
+def _close(api) -> None:
+    try:
+        api.close()
+    except Exception:
+        pass
+
+
+def _timeout_message(timeout: float) -> str:
+    return f"the build ran longer than {timeout:g}s (build_timeout) and was stopped"
+
+
+def _normalise(ref: str) -> str:
+    ref = ref.lower()
+    for prefix in REGISTRY_PREFIXES:
+        if ref.startswith(prefix):
+            return ref[len(prefix):]
+    return ref
+
+
+def _gitd_app_of_name(ref: str) -> str | None:
+    """`gitd/hello:v3` (or @digest) -> hello."""
+    ref = _normalise(ref)
+    if not ref.startswith("gitd/"):
+        return None
+    return ref[len("gitd/"):].split(":")[0].split("@")[0]
+
+
+def check_references(request: BuildRequest, text: str) -> None:
+    """A build may read base images and its own app's images, never another
+    app's: by name (`gitd/<other>:vN`), by id or digest (resolved through
+    the engine to the app that owns it), or an untagged image (what is left
+    of another app's build steps). ONBUILD triggers of the images read are
+    checked the same way."""
+    refs, _ = dockerfile_refs.references(text)
+    seen: set[str] = set()
+    while refs:
+        ref = refs.pop(0)
+        if ref.image in seen:
+            continue
+        seen.add(ref.image)
+        where = f"Dockerfile line {ref.line}: " if ref.line else ""
+        named = _gitd_app_of_name(ref.image)
+        if named is not None and named != request.app:
+            raise BuildError(f"{where}{ref.instruction} {ref.image}: an image of another app; "
+                             "a build may use base images and its own app's images only")
+        try:
+            image = request.docker.images.get(ref.image)
+        except docker.errors.ImageNotFound:
+            continue  # not here: the builder would pull it from a registry
+        except docker.errors.DockerException as exc:
+            raise BuildError(f"{where}{ref.instruction} {ref.image}: cannot be checked: {exc}")
+        owners = {_gitd_app_of_name(tag) for tag in image.tags} - {None}
+        owners |= set(request.image_owners(image.id))
+        if owners - {request.app}:
+            raise BuildError(f"{where}{ref.instruction} {ref.image}: an image of another app; "
+                             "a build may use base images and its own app's images only")
+        if not image.tags and not owners:
+            raise BuildError(f"{where}{ref.instruction} {ref.image}: an untagged image; a build "
+                             "may use tagged base images and its own app's images only")
+        triggers = (image.attrs.get("Config") or {}).get("OnBuild")
+        refs.extend(dockerfile_refs.onbuild_references(triggers))
 
 
 def _handle_chunk(chunk: dict, emit) -> str | None:

@@ -40,6 +40,16 @@ class Settings:
     lock_wait: float = 900.0
     log_format: str = "auto"  # auto | json | console
     shutdown_grace: float = 120.0
+    # Hostile deployers (issue #10): limits on what a push may cost. Each
+    # failure names the setting. Resources: "" or "0" = no limit.
+    max_export_files: int = 100_000  # files and directories a push may check out
+    max_export_bytes: int = 2 * 1024**3  # bytes a push may check out
+    build_timeout: float = 1800.0  # seconds for a build (Nix evaluation included)
+    release_timeout: float = 600.0  # seconds for the Procfile's `release:` command
+    max_log_bytes: int = 1024**2  # of a release's log kept (the tail)
+    default_memory: str = "1g"  # per container, unless resources:set says otherwise
+    default_cpus: str = "1"
+    default_pids: str = "1024"
     instance: str = field(default="")  # set from the store at start
 
     @property
@@ -104,6 +114,19 @@ def _validate(settings: Settings) -> Settings:
             raise GitdError(f"setting {name}: {port} is not a port")
     if settings.log_format not in ("auto", "json", "console"):
         raise GitdError("setting log_format must be auto, json or console")
+    for name in ("max_export_files", "max_export_bytes", "build_timeout", "release_timeout",
+                 "max_log_bytes"):
+        value = getattr(settings, name)
+        if not 0 < value < float("inf"):
+            raise GitdError(f"setting {name}: {value!r} must be a positive number")
+    from hooks import resources
+    for key in resources.KEYS:
+        value = str(getattr(settings, f"default_{key}"))
+        if value not in ("", "0"):
+            try:
+                resources.normalise(key, value)
+            except GitdError as exc:
+                raise GitdError(f"setting default_{key}: {exc.message}")
     return settings
 
 

@@ -122,6 +122,12 @@ class Engine:
         except docker.errors.NotFound:
             pass
 
+    def kill(self, container) -> None:
+        try:
+            container.kill()
+        except docker.errors.DockerException:
+            pass  # already gone or stopped
+
     def remove(self, container, timeout: int = 0) -> None:
         try:
             if timeout:
