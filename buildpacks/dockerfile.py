@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
-import time
 from pathlib import Path
 
 import docker
 import docker.errors
+import requests
 
 from buildpacks import BuildRequest, BuildResult, dockerfile_refs
 from gitd.errors import BuildError
@@ -39,13 +40,16 @@ class DockerfileBuildpack:
             raise BuildError("the Dockerfile is larger than 1 MiB")
         check_references(request, dockerfile.read_text("utf-8", "replace"))
         image_id = None
-        # A client of its own whose socket times out at the limit: closing
-        # the connection makes dockerd cancel the build.
-        api = docker.APIClient(base_url=request.docker.api.base_url,
-                               version=request.docker.api.api_version,
-                               timeout=max(1, int(request.timeout)))
-        deadline = time.monotonic() + request.timeout
-        timer = threading.Timer(request.timeout, _close, [api])
+        api, responses = _own_client(request)
+        # At the limit the build's connection is shut: dockerd then cancels
+        # the build (and kills the step's container).
+        timed_out = threading.Event()
+
+        def hang_up():
+            timed_out.set()
+            _hang_up(api, responses)
+
+        timer = threading.Timer(request.timeout, hang_up)
         timer.daemon = True
         timer.start()
         try:
@@ -60,31 +64,55 @@ class DockerfileBuildpack:
             )
             for chunk in stream:
                 image_id = _handle_chunk(chunk, request.emit) or image_id
-                if time.monotonic() > deadline:
-                    raise BuildError(_timeout_message(request.timeout))
-        except BuildError:
-            raise
-        except Exception as exc:  # the socket closed or timed out at the limit
-            if time.monotonic() >= deadline - 1:
+        except Exception as exc:
+            if timed_out.is_set():
                 raise BuildError(_timeout_message(request.timeout))
+            if isinstance(exc, BuildError):
+                raise
             if isinstance(exc, docker.errors.APIError):
                 raise BuildError(f"docker build failed: {exc.explanation or exc}")
-            if isinstance(exc, (docker.errors.DockerException, OSError)):
+            if isinstance(exc, (docker.errors.DockerException, OSError,
+                                requests.exceptions.RequestException)):
                 raise BuildError(f"docker build failed: {exc}")
             raise
         finally:
             timer.cancel()
+            _hang_up(api, responses)
             api.close()
+        if timed_out.is_set():
+            raise BuildError(_timeout_message(request.timeout))
         if not image_id:
             image_id = request.docker.images.get(request.image_tag).id
         return BuildResult(image_id=image_id)
 
 
-def _close(api) -> None:
-    try:
-        api.close()
-    except Exception:
-        pass
+def _own_client(request: BuildRequest):
+    """A Docker API client for this build alone (same engine, same API
+    version), keeping the HTTP response of the build so it can be shut."""
+    api = docker.from_env(version=request.docker.api.api_version,
+                          timeout=int(request.timeout) + 60).api
+    responses: list = []
+    post = api._post
+
+    def keep_response(*args, **kwargs):
+        response = post(*args, **kwargs)
+        responses.append(response)
+        return response
+
+    api._post = keep_response
+    return api, responses
+
+
+def _hang_up(api, responses: list) -> None:
+    for response in responses:
+        try:
+            api._get_raw_response_socket(response).shutdown(socket.SHUT_RDWR)
+        except Exception:
+            pass
+        try:
+            response.close()
+        except Exception:
+            pass
 
 
 def _timeout_message(timeout: float) -> str:

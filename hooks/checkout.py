@@ -13,6 +13,7 @@ from dulwich.repo import Repo
 from gitd.errors import BuildError
 
 UNSAFE_NAMES = {b"", b".", b"..", b".git"}
+MAX_DEPTH = 200  # directories deep; removing the tree (shutil.rmtree) recurses
 
 
 def subtree(repo: Repo, commit_sha: bytes, subdir: str = "") -> Tree:
@@ -68,10 +69,12 @@ def export(repo: Repo, tree: Tree, dest: Path, limits: Limits = Limits()) -> int
     budget = _Budget(limits)
     links: list[Path] = []
     count = 0
-    pending: list[tuple[Tree, Path]] = [(tree, dest)]  # no recursion: trees may nest deep
+    pending: list[tuple[Tree, Path, int]] = [(tree, dest, 0)]  # no recursion here
     try:
         while pending:
-            current, where = pending.pop()
+            current, where, depth = pending.pop()
+            if depth > MAX_DEPTH:
+                raise BuildError(f"the pushed tree nests directories more than {MAX_DEPTH} deep")
             for entry in current.iteritems():
                 name, mode, sha = entry.path, entry.mode, entry.sha
                 if name in UNSAFE_NAMES or b"/" in name or b"\0" in name:
@@ -80,7 +83,7 @@ def export(repo: Repo, tree: Tree, dest: Path, limits: Limits = Limits()) -> int
                 if stat.S_ISDIR(mode):
                     budget.take(0)
                     target.mkdir()
-                    pending.append((repo[sha], target))
+                    pending.append((repo[sha], target, depth + 1))
                 elif stat.S_ISLNK(mode):
                     data = repo[sha].data
                     budget.take(len(data))

@@ -2,6 +2,7 @@
 references, routing labels, hosts, resource values, checkout limits, logs."""
 
 import os
+import shutil
 
 import pytest
 from dulwich.objects import Blob, Tree
@@ -253,8 +254,9 @@ def test_deep_trees_do_not_recurse(tmp_path):
         parent.add(b"d", 0o040000, tree.id)
         repo.object_store.add_object(parent)
         tree = parent
-    with pytest.raises(BuildError, match="cannot check out"):  # the path outgrows the OS
+    with pytest.raises(BuildError, match="more than 200 deep"):
         checkout.export(repo, tree, tmp_path / "src")
+    shutil.rmtree(tmp_path / "src")  # what the pipeline does with it afterwards
 
 
 # --- the log keeps its tail --------------------------------------------------
