@@ -61,6 +61,7 @@ class DockerfileBuildpack:
                 decode=True,
                 pull=False,
                 container_limits=resources.build_limits(request.limits),
+                timeout=int(request.timeout) + 60,  # per read: a fallback to the timer
             )
             for chunk in stream:
                 image_id = _handle_chunk(chunk, request.emit) or image_id
@@ -89,8 +90,7 @@ class DockerfileBuildpack:
 def _own_client(request: BuildRequest):
     """A Docker API client for this build alone (same engine, same API
     version), keeping the HTTP response of the build so it can be shut."""
-    api = docker.from_env(version=request.docker.api.api_version,
-                          timeout=int(request.timeout) + 60).api
+    api = docker.from_env(version=request.docker.api.api_version).api
     responses: list = []
     post = api._post
 
@@ -106,7 +106,8 @@ def _own_client(request: BuildRequest):
 def _hang_up(api, responses: list) -> None:
     for response in responses:
         try:
-            api._get_raw_response_socket(response).shutdown(socket.SHUT_RDWR)
+            sock = response.raw._fp.fp.raw  # how docker-py itself reaches it
+            getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
         except Exception:
             pass
         try:
