@@ -73,6 +73,11 @@ class NixBuildpack:
                     f"refusing to build flake.nix for a non-admin key: {why}. A deployer's "
                     "code may only run in a container or Nix's sandbox (see `gitd doctor`); "
                     "push with a Dockerfile, or ask an admin")
+            lock = request.source_dir / "flake.lock"
+            why_not = nix_sandbox.refuse_local_inputs(
+                lock.read_text("utf-8", "replace") if lock.is_file() else None)
+            if why_not:
+                raise BuildError(why_not)
             emit("       building in Nix's sandbox (a non-admin key pushed)")
         nix = Nix(request.source_dir, request.env, emit, trusted=request.trusted,
                   timeout=request.timeout)
@@ -227,6 +232,7 @@ class Nix:
         self.env = dict(os.environ if env is None else env)
         self.emit = emit
         self.flags = nix_sandbox.flags(trusted)
+        self.trusted = trusted
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.flake = f"path:{Path(source_dir).resolve()}"
@@ -274,7 +280,8 @@ class Nix:
         """Run nix; stderr goes to emit line by line (unless quiet), stdout is returned."""
         try:
             proc = subprocess.Popen(
-                [self.nix, *self.flags, *args], env=self.env,
+                [self.nix, *self.flags, *args, *nix_sandbox.command_flags(self.trusted, args)],
+                env=self.env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )
         except OSError as exc:

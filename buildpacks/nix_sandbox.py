@@ -15,6 +15,7 @@ namespaces, a bad `sandbox-paths`, ...) means no safe build here.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,8 +36,46 @@ _cache: dict[tuple, tuple[float, tuple[bool, str]]] = {}
 _guard = threading.Lock()
 
 
+REMOTE_URL = ("https://", "http://", "ssh://", "git+https://", "git+ssh://", "git+http://")
+LOCK_COMMANDS = (("flake", "metadata"), ("eval",), ("build",))
+
+
 def flags(trusted: bool) -> list[str]:
     return TRUSTED_FLAGS if trusted else SANDBOXED_FLAGS
+
+
+def command_flags(trusted: bool, args: list[str]) -> list[str]:
+    """After a deployer's flake command: its inputs are what flake.lock says
+    (checked by `refuse_local_inputs`), never new ones Nix would fetch."""
+    if trusted or not any(tuple(args[:len(c)]) == c for c in LOCK_COMMANDS):
+        return []
+    return ["--no-update-lock-file"]
+
+
+def refuse_local_inputs(lock_text: str | None) -> str | None:
+    """Why a deployer's flake.lock may not be used, or None. A `path:` or
+    `file://` input (or git/tarball from a local path) would copy a host
+    file into the build: only remote inputs are allowed."""
+    if not lock_text:
+        return None
+    try:
+        nodes = json.loads(lock_text).get("nodes", {})
+    except (ValueError, AttributeError):
+        return "flake.lock is not valid JSON"
+    if not isinstance(nodes, dict):
+        return "flake.lock has no nodes"
+    for name, node in nodes.items():
+        for key in ("locked", "original"):
+            ref = (node or {}).get(key) if isinstance(node, dict) else None
+            if not isinstance(ref, dict):
+                continue
+            kind = str(ref.get("type", ""))
+            where = str(ref.get("url") or ref.get("path") or "")
+            if kind == "path" or (kind in ("git", "hg", "tarball", "file")
+                                  and not where.startswith(REMOTE_URL)):
+                return (f"flake input {name!r} is local ({kind}:{where}): a non-admin key's "
+                        "flake may only use remote inputs")
+    return None
 
 
 def probe(env: Mapping[str, str] | None = None, timeout: float = 120.0) -> tuple[bool, str]:

@@ -272,3 +272,37 @@ def test_progress_keeps_the_tail():
     huge = Progress(None, "hello", max_bytes=100)
     huge.line("x" * 10_000)
     assert len(huge.text) < 300
+
+
+# --- a deployer's flake ------------------------------------------------------
+
+def _lock(**inputs) -> str:
+    import json
+    nodes = {"root": {"inputs": {k: k for k in inputs}}}
+    nodes.update({k: {"locked": v, "original": v} for k, v in inputs.items()})
+    return json.dumps({"nodes": nodes, "root": "root", "version": 7})
+
+
+def test_local_flake_inputs_are_refused_for_deployers():
+    from buildpacks import nix_sandbox
+    assert nix_sandbox.refuse_local_inputs(None) is None
+    assert nix_sandbox.refuse_local_inputs(_lock(
+        nixpkgs={"type": "github", "owner": "NixOS", "repo": "nixpkgs", "rev": "a" * 40},
+        lib={"type": "git", "url": "https://example.com/lib.git"})) is None
+    for bad in ({"type": "path", "path": "/etc"}, {"type": "file", "url": "file:///etc/shadow"},
+                {"type": "git", "url": "file:///root/secret"}, {"type": "tarball", "url": "/tmp/x.tgz"},
+                {"type": "path", "path": "./sub"}):
+        assert "local" in nix_sandbox.refuse_local_inputs(_lock(x=bad))
+    assert nix_sandbox.refuse_local_inputs("{not json") == "flake.lock is not valid JSON"
+    assert nix_sandbox.refuse_local_inputs('{"nodes": []}') == "flake.lock has no nodes"
+
+
+def test_deployers_nix_commands_are_sandboxed_and_locked():
+    from buildpacks import nix_sandbox
+    assert nix_sandbox.flags(False)[-6:] == ["--option", "sandbox", "true",
+                                             "--option", "sandbox-fallback", "false"]
+    assert nix_sandbox.flags(True)[-3:] == ["--option", "sandbox", "false"]
+    assert nix_sandbox.command_flags(False, ["build", "--json", "x"]) == ["--no-update-lock-file"]
+    assert nix_sandbox.command_flags(False, ["flake", "metadata", "x"]) == ["--no-update-lock-file"]
+    assert nix_sandbox.command_flags(False, ["path-info", "--json", "/nix/store/x"]) == []
+    assert nix_sandbox.command_flags(True, ["build", "x"]) == []
