@@ -306,3 +306,56 @@ def test_deployers_nix_commands_are_sandboxed_and_locked():
     assert nix_sandbox.command_flags(False, ["flake", "metadata", "x"]) == ["--no-update-lock-file"]
     assert nix_sandbox.command_flags(False, ["path-info", "--json", "/nix/store/x"]) == []
     assert nix_sandbox.command_flags(True, ["build", "x"]) == []
+
+
+# --- which images a build may read -------------------------------------------
+
+class _Image:
+    def __init__(self, image_id, tags, onbuild=None):
+        self.id, self.tags = image_id, tags
+        self.attrs = {"Config": {"OnBuild": onbuild}}
+
+
+class _Images:
+    def __init__(self, images):
+        self._images = images
+
+    def get(self, ref):
+        import docker.errors
+        for image in self._images:
+            if ref == image.id or ref in image.tags or image.id.startswith("sha256:" + ref):
+                return image
+        raise docker.errors.ImageNotFound(ref)
+
+
+def _request(images, owners=None):
+    from types import SimpleNamespace
+
+    from buildpacks import BuildRequest
+    return BuildRequest(app="mine", release=2, source_dir=None, image_tag="gitd/mine:v2",
+                        labels={}, emit=print, docker=SimpleNamespace(images=_Images(images)),
+                        work_dir=None, gc_root=None,
+                        image_owners=lambda image_id: (owners or {}).get(image_id, set()))
+
+
+def test_a_build_reads_base_and_own_images_only():
+    from buildpacks.dockerfile import check_references
+    base = _Image("sha256:" + "b" * 64, ["gitd-ci/debian:bookworm"])
+    own = _Image("sha256:" + "c" * 64, ["gitd/mine:v1"])
+    other = _Image("sha256:" + "d" * 64, ["gitd/other:v1"])
+    released = _Image("sha256:" + "e" * 64, [])  # another app's release, its tag gone
+    step = _Image("sha256:" + "f" * 64, [])  # an intermediate image of some build
+    trap = _Image("sha256:" + "a" * 64, ["gitd/mine:v0"], onbuild=["COPY --from=gitd/other:v1 / /"])
+    request = _request([base, own, other, released, step, trap],
+                       owners={released.id: {"other"}, own.id: {"mine"}})
+    check_references(request, "FROM gitd-ci/debian:bookworm\nFROM gitd/mine:v1\n"
+                               "FROM not-here:1\nCOPY --from=0 / /\n")
+    check_references(request, f"FROM {'c' * 12}\n")
+    for text, why in ((f"FROM gitd/other:v1\n", "another app"),
+                      (f"FROM index.docker.io/gitd/other:v1\n", "another app"),
+                      (f"FROM {'d' * 12}\n", "another app"),
+                      (f"FROM base\nCOPY --from={released.id} / /\n", "another app"),
+                      (f"FROM {step.id}\n", "untagged"),
+                      ("FROM gitd/mine:v0\n", "another app")):
+        with pytest.raises(BuildError, match=why):
+            check_references(request, text)
