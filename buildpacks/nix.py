@@ -292,7 +292,7 @@ class Nix:
         if self.deadline is not None:
             def kill():
                 timed_out.set()
-                proc.kill()
+                _stop(proc)
             watchdog = threading.Timer(max(0.0, self.deadline - time.monotonic()), kill)
             watchdog.daemon = True
             watchdog.start()
@@ -304,8 +304,7 @@ class Nix:
                 if not quiet:
                     self.emit(f"       {line}")
         except BaseException:
-            proc.kill()  # the build was abandoned: do not leave nix running
-            proc.wait()
+            _stop(proc)  # the build was abandoned: do not leave nix running
             raise
         finally:
             if watchdog:
@@ -470,6 +469,17 @@ def write_docker_archive(sink: BinaryIO, layers: list[Layer], config: dict, tag:
                 tar.addfile(info, file)
         _add_bytes(tar, config_name, config_bytes)
         _add_bytes(tar, "manifest.json", _json_bytes(manifest))
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM first: nix then kills its builders (they run in sessions of
+    their own, so SIGKILL to nix alone would leave them running)."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # --- an image the flake built -------------------------------------------------

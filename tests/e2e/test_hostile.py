@@ -230,6 +230,42 @@ def test_builds_and_release_commands_stop_at_their_limits(own_gitd, docker_clien
                            [app]).fetchone()[0]
     assert len(log) < 5000 and "max_log_bytes" in log and "Deployed to" in log
 
+    # a flake that builds forever (in Nix's sandbox: a deployer pushed it),
+    # evaluation included in the same limit; its builder does not outlive it
+    if shutil.which("nix"):
+        from tests.nix import fixtures
+        flake_app = unique_app("slownix")
+        create(own_gitd, flake_app)
+        ok(own_gitd, "apps:grant", flake_app, f"dev-{app}")
+        digits = str(uuid.uuid4().int)[:6]  # sleep takes a number
+        nix_repo = tmp_path / flake_app
+        nix_repo.mkdir()
+        shutil.copy("/bin/busybox", nix_repo / "busybox")
+        (nix_repo / "flake.nix").write_text(
+            '{ outputs = { self }: { packages.%s.default = derivation { name = "slow"; '
+            'system = "%s"; builder = "${self}/busybox"; args = [ "sleep" "3600%s" ]; }; }; }\n'
+            % (fixtures.SYSTEM, fixtures.SYSTEM, digits))
+        make_repo(nix_repo, {})
+        refused_push(own_gitd, nix_repo, flake_app, key, "build_timeout")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _processes_with(f"3600{digits}"):
+            time.sleep(0.5)
+        assert not _processes_with(f"3600{digits}")
+    else:
+        require(False, "nix is not installed (apt-get install nix-bin)")
+
+
+def _processes_with(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
 
 def _running_with(client, token: str) -> list:
     return [c for c in client.containers.list() if token in " ".join(c.attrs["Config"]["Cmd"] or [])]
