@@ -25,7 +25,6 @@ from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEAS
                           LABEL_ROLE, LABEL_SEQ, Engine)
 
 
-
 def app_network(instance: str, app: str) -> str:
     """The app's own bridge network: its containers reach each other, never
     another app's. Traefik reaches web containers over their ports published

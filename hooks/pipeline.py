@@ -45,7 +45,7 @@ class Pipeline:
         release = self.store.new_release(
             app, kind="push", commit=sha, pushed_by=pushed_by,
             config=self.store.get_config(app), description=f"Deploy {sha[:8]}")
-        progress = Progress(sink, app, max_bytes=self.settings.max_log_bytes, release=f"v{release.version}")
+        progress = self._progress(sink, app, release.version)
         built_image = None
         try:
             progress.stage("checkout")
@@ -90,7 +90,7 @@ class Pipeline:
         self.engine.tag(base.image_id, image_repository(app), f"v{release.version}")
         self.store.update_release(app, release.version, image=tag)
         release = self.store.get_release(app, release.version)
-        progress = Progress(sink, app, max_bytes=self.settings.max_log_bytes, release=f"v{release.version}")
+        progress = self._progress(sink, app, release.version)
         progress.step(f"Releasing v{release.version}: {description}")
         try:
             self._deploy(release, progress, announce=False)
@@ -103,7 +103,7 @@ class Pipeline:
     def redeploy(self, app: str, sink, reason: str) -> None:
         """Restart or re-scale the current release: new containers, same release."""
         release = self.store.require_current_release(app)
-        progress = Progress(sink, app, max_bytes=self.settings.max_log_bytes, release=f"v{release.version}")
+        progress = self._progress(sink, app, release.version)
         progress.step(f"{reason} v{release.version}")
         # the Procfile's `release` command runs once per release, not per restart
         self._deploy(release, progress, announce=False, record=False, release_task=False)
@@ -246,6 +246,9 @@ class Pipeline:
         shutil.rmtree(self.settings.data_dir / "gcroots" / app, ignore_errors=True)
 
     # helpers
+
+    def _progress(self, sink, app: str, version: int) -> Progress:
+        return Progress(sink, app, max_bytes=self.settings.max_log_bytes, release=f"v{version}")
 
     def _work_dir(self) -> Path:
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
