@@ -80,7 +80,7 @@ class NixBuildpack:
                 raise BuildError(why_not)
             emit("       building in Nix's sandbox (a non-admin key pushed)")
         nix = Nix(request.source_dir, request.env, emit, trusted=request.trusted,
-                  timeout=request.timeout)
+                  timeout=request.timeout, cpus=request.limits.get("cpus"))
         nix.lock_source()
         system, _ = current_platform()
         attr, is_image = choose_attr(nix.package_names(system), request.options, system)
@@ -228,10 +228,10 @@ class Nix:
     """The nix commands a build needs, each streaming its stderr to `emit`."""
 
     def __init__(self, source_dir: Path, env: Mapping[str, str] | None, emit: Callable[[str], None],
-                 trusted: bool = True, timeout: float | None = None):
+                 trusted: bool = True, timeout: float | None = None, cpus: str | None = None):
         self.env = dict(os.environ if env is None else env)
         self.emit = emit
-        self.flags = nix_sandbox.flags(trusted)
+        self.flags = nix_sandbox.flags(trusted, cpus)
         self.trusted = trusted
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout

@@ -40,8 +40,13 @@ REMOTE_URL = ("https://", "http://", "ssh://", "git+https://", "git+ssh://", "gi
 LOCK_COMMANDS = (("flake", "metadata"), ("eval",), ("build",))
 
 
-def flags(trusted: bool) -> list[str]:
-    return TRUSTED_FLAGS if trusted else SANDBOXED_FLAGS
+def flags(trusted: bool, cpus: str | None = None) -> list[str]:
+    """A deployer's build: sandboxed, one derivation at a time, and no more
+    cores than the app's `cpus` (Nix has no memory limit to give)."""
+    if trusted:
+        return TRUSTED_FLAGS
+    cores = str(max(1, int(float(cpus)))) if cpus else "0"
+    return [*SANDBOXED_FLAGS, "--option", "max-jobs", "1", "--option", "cores", cores]
 
 
 def command_flags(trusted: bool, args: list[str]) -> list[str]:

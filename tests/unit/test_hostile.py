@@ -299,8 +299,10 @@ def test_local_flake_inputs_are_refused_for_deployers():
 
 def test_deployers_nix_commands_are_sandboxed_and_locked():
     from buildpacks import nix_sandbox
-    assert nix_sandbox.flags(False)[-6:] == ["--option", "sandbox", "true",
-                                             "--option", "sandbox-fallback", "false"]
+    flags = " ".join(nix_sandbox.flags(False, "1.5"))
+    assert "--option sandbox true --option sandbox-fallback false" in flags
+    assert flags.endswith("--option max-jobs 1 --option cores 1")
+    assert nix_sandbox.flags(False)[-1] == "0"  # no cpus limit: every core
     assert nix_sandbox.flags(True)[-3:] == ["--option", "sandbox", "false"]
     assert nix_sandbox.command_flags(False, ["build", "--json", "x"]) == ["--no-update-lock-file"]
     assert nix_sandbox.command_flags(False, ["flake", "metadata", "x"]) == ["--no-update-lock-file"]
