@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from pathlib import Path
@@ -18,6 +19,7 @@ from hooks import resources
 # local `gitd/x` too.
 REGISTRY_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
 MAX_DOCKERFILE_BYTES = 1024**2
+LOOKS_LIKE_ID = re.compile(r"(sha256:)?[0-9a-f]{1,64}")
 
 
 class DockerfileBuildpack:
@@ -157,6 +159,10 @@ def check_references(request: BuildRequest, text: str) -> None:
         try:
             image = request.docker.images.get(ref.image)
         except docker.errors.ImageNotFound:
+            if LOOKS_LIKE_ID.fullmatch(ref.image.lower()):
+                # an id prefix no image has yet could match another app's
+                # image made before the builder resolves it
+                raise BuildError(f"{where}{ref.instruction} {ref.image}: no such image here")
             continue  # not here: the builder would pull it from a registry
         except docker.errors.DockerException as exc:
             raise BuildError(f"{where}{ref.instruction} {ref.image}: cannot be checked: {exc}")

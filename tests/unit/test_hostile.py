@@ -358,6 +358,8 @@ def test_a_build_reads_base_and_own_images_only():
                       (f"FROM {'d' * 12}\n", "another app"),
                       (f"FROM base\nCOPY --from={released.id} / /\n", "another app"),
                       (f"FROM {step.id}\n", "untagged"),
-                      ("FROM gitd/mine:v0\n", "another app")):
+                      ("FROM gitd/mine:v0\n", "another app"),
+                      ("FROM 0123abc\n", "no such image"),
+                      (f"FROM sha256:{'9' * 64}\n", "no such image")):
         with pytest.raises(BuildError, match=why):
             check_references(request, text)
