@@ -31,6 +31,14 @@ class BuildRequest:
     env: dict[str, str] | None = None  # environment for build tools (None = gitd's)
     network: str = ""  # the network docker builds run on ("" = Docker's default bridge)
     base_images: dict[str, str] = field(default_factory=dict)  # stacks: role -> image
+    # Who pushed: an admin's key is root-equivalent; anyone else's code must
+    # only ever run in a container or a real sandbox.
+    trusted: bool = False
+    timeout: float = 1800.0  # seconds for the whole build (build_timeout)
+    limits: dict[str, str] = field(default_factory=dict)  # the app's resources (memory, ...)
+    # image id -> the apps whose releases it made (empty: not an app's): a
+    # build may use base images and its own app's, never another app's
+    image_owners: Callable[[str], set[str]] = lambda image_id: set()
 
 
 @dataclass

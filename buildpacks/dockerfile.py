@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
+import socket
+import threading
 from pathlib import Path
 
+import docker
 import docker.errors
+import requests
 
-from buildpacks import BuildRequest, BuildResult
+from buildpacks import BuildRequest, BuildResult, dockerfile_refs
 from gitd.errors import BuildError
+from hooks import resources
+
+# Docker resolves `docker.io/gitd/x` and `index.docker.io/gitd/x` to the
+# local `gitd/x` too.
+REGISTRY_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+MAX_DOCKERFILE_BYTES = 1024**2
+LOOKS_LIKE_ID = re.compile(r"(sha256:)?[0-9a-f]{1,64}")
 
 
 class DockerfileBuildpack:
@@ -23,18 +35,34 @@ class DockerfileBuildpack:
         # No build labels: the legacy builder turns each into an uncached
         # step. Images are found through the release rows instead.
         request.emit("-----> Building with Dockerfile")
-        if not (request.source_dir / "Dockerfile").is_file():
-            raise BuildError("no Dockerfile at the build root")
-        image_id = docker_build(request)
-        return BuildResult(image_id=image_id)
+        dockerfile = request.source_dir / "Dockerfile"
+        if dockerfile.is_symlink() or not dockerfile.is_file():
+            raise BuildError("no Dockerfile (a regular file) at the build root")
+        if dockerfile.stat().st_size > MAX_DOCKERFILE_BYTES:
+            raise BuildError("the Dockerfile is larger than 1 MiB")
+        check_references(request, dockerfile.read_text("utf-8", "replace"))
+        return BuildResult(image_id=docker_build(request))
 
 
 def docker_build(request: BuildRequest, dockerfile: Path | None = None) -> str:
     """Build `request.source_dir` (with `dockerfile`, which may live outside
-    it, else its own Dockerfile) on the build network; return the image id."""
+    it, else its own Dockerfile) on the build network, within the build
+    timeout and the app's limits; return the image id."""
     image_id = None
+    api, responses = _own_client(request)
+    # At the limit the build's connection is shut: dockerd then cancels
+    # the build (and kills the step's container).
+    timed_out = threading.Event()
+
+    def hang_up():
+        timed_out.set()
+        _hang_up(api, responses)
+
+    timer = threading.Timer(request.timeout, hang_up)
+    timer.daemon = True
+    timer.start()
     try:
-        stream = request.docker.api.build(
+        stream = api.build(
             path=str(request.source_dir),
             dockerfile=str(dockerfile) if dockerfile else None,
             tag=request.image_tag,
@@ -43,16 +71,120 @@ def docker_build(request: BuildRequest, dockerfile: Path | None = None) -> str:
             decode=True,
             pull=False,
             network_mode=request.network or None,
+            container_limits=resources.build_limits(request.limits),
+            timeout=int(request.timeout) + 60,  # per read: a fallback to the timer
         )
         for chunk in stream:
             image_id = _handle_chunk(chunk, request.emit) or image_id
-    except docker.errors.APIError as exc:
-        raise BuildError(f"docker build failed: {exc.explanation or exc}")
-    except docker.errors.DockerException as exc:
-        raise BuildError(f"docker build failed: {exc}")
+    except Exception as exc:
+        if timed_out.is_set():
+            raise BuildError(_timeout_message(request.timeout))
+        if isinstance(exc, BuildError):
+            raise
+        if isinstance(exc, docker.errors.APIError):
+            raise BuildError(f"docker build failed: {exc.explanation or exc}")
+        if isinstance(exc, (docker.errors.DockerException, OSError,
+                            requests.exceptions.RequestException)):
+            raise BuildError(f"docker build failed: {exc}")
+        raise
+    finally:
+        timer.cancel()
+        _hang_up(api, responses)
+        api.close()
+    if timed_out.is_set():
+        raise BuildError(_timeout_message(request.timeout))
     if not image_id:
         image_id = request.docker.images.get(request.image_tag).id
     return image_id
+
+
+def _own_client(request: BuildRequest):
+    """A Docker API client for this build alone (same engine, same API
+    version), keeping the HTTP response of the build so it can be shut."""
+    api = docker.from_env(version=request.docker.api.api_version).api
+    responses: list = []
+    post = api._post
+
+    def keep_response(*args, **kwargs):
+        response = post(*args, **kwargs)
+        responses.append(response)
+        return response
+
+    api._post = keep_response
+    return api, responses
+
+
+def _hang_up(api, responses: list) -> None:
+    for response in responses:
+        try:
+            sock = response.raw._fp.fp.raw  # how docker-py itself reaches it
+            getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+        except Exception:
+            pass
+        try:
+            response.close()
+        except Exception:
+            pass
+
+
+def _timeout_message(timeout: float) -> str:
+    return f"the build ran longer than {timeout:g}s (build_timeout) and was stopped"
+
+
+def _normalise(ref: str) -> str:
+    ref = ref.lower()
+    for prefix in REGISTRY_PREFIXES:
+        if ref.startswith(prefix):
+            return ref[len(prefix):]
+    return ref
+
+
+def _gitd_app_of_name(ref: str) -> str | None:
+    """`gitd/hello:v3` (or @digest) -> hello."""
+    ref = _normalise(ref)
+    if not ref.startswith("gitd/"):
+        return None
+    return ref[len("gitd/"):].split(":")[0].split("@")[0]
+
+
+def check_references(request: BuildRequest, text: str) -> None:
+    """A build may read base images and its own app's images, never another
+    app's: by name (`gitd/<other>:vN`), by id or digest (resolved through
+    the engine to the app that owns it), or an untagged image (what is left
+    of another app's build steps). ONBUILD triggers of the images read are
+    checked the same way."""
+    refs, _ = dockerfile_refs.references(text)
+    seen: set[str] = set()
+    while refs:
+        ref = refs.pop(0)
+        if ref.image in seen:
+            continue
+        seen.add(ref.image)
+        where = f"Dockerfile line {ref.line}: " if ref.line else ""
+        named = _gitd_app_of_name(ref.image)
+        if named is not None and named != request.app:
+            raise BuildError(f"{where}{ref.instruction} {ref.image}: an image of another app; "
+                             "a build may use base images and its own app's images only")
+        try:
+            image = request.docker.images.get(ref.image)
+        except docker.errors.ImageNotFound:
+            if LOOKS_LIKE_ID.fullmatch(ref.image.lower()):
+                # an id prefix no image has yet could match another app's
+                # image made before the builder resolves it
+                raise BuildError(f"{where}{ref.instruction} {ref.image}: no such image here")
+            continue  # not here: the builder would pull it from a registry
+        except docker.errors.DockerException as exc:
+            raise BuildError(f"{where}{ref.instruction} {ref.image}: cannot be checked: {exc}")
+        owners = {_gitd_app_of_name(tag) for tag in image.tags} - {None}
+        owners |= set(request.image_owners(image.id))
+        if owners - {request.app}:
+            raise BuildError(f"{where}{ref.instruction} {ref.image}: an image of another app; "
+                             "a build may use base images and its own app's images only")
+        if not image.tags and not owners:
+            raise BuildError(f"{where}{ref.instruction} {ref.image}: an untagged image; a build "
+                             "may use tagged base images and its own app's images only")
+        triggers = (image.attrs.get("Config") or {}).get("OnBuild")
+        refs.extend(dockerfile_refs.onbuild_references(triggers))
 
 
 def _handle_chunk(chunk: dict, emit) -> str | None:

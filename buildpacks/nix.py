@@ -30,6 +30,7 @@ import signal
 import subprocess
 import tarfile
 import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,14 +40,10 @@ from typing import BinaryIO, Callable, Iterable, Mapping
 import docker.errors
 import requests
 
-from buildpacks import BuildRequest, BuildResult
+from buildpacks import BuildRequest, BuildResult, nix_sandbox
 from gitd.errors import BuildError
 
-NIX_FLAGS = [
-    "--extra-experimental-features", "nix-command flakes",
-    "--option", "substituters", "",
-    "--option", "sandbox", "false",
-]
+NIX_FLAGS = nix_sandbox.TRUSTED_FLAGS  # an admin's build, as it always ran
 IMAGE_ATTRS = ("docker", "dockerImage", "image")
 MAX_LAYERS = 100  # docker's own limit is 127 (overlay2's lower dirs)
 EPOCH = 1  # mtime of every file in a layer: same store path, same digest
@@ -69,7 +66,21 @@ class NixBuildpack:
     def build(self, request: BuildRequest) -> BuildResult:
         emit = _serialized(request.emit)
         emit("-----> Building with Nix (flake.nix)")
-        nix = Nix(request.source_dir, request.env, emit)
+        if not request.trusted:
+            safe, why = nix_sandbox.status(request.env)
+            if not safe:
+                raise BuildError(
+                    f"refusing to build flake.nix for a non-admin key: {why}. A deployer's "
+                    "code may only run in a container or Nix's sandbox (see `gitd doctor`); "
+                    "push with a Dockerfile, or ask an admin")
+            lock = request.source_dir / "flake.lock"
+            why_not = nix_sandbox.refuse_local_inputs(
+                lock.read_text("utf-8", "replace") if lock.is_file() else None)
+            if why_not:
+                raise BuildError(why_not)
+            emit("       building in Nix's sandbox (a non-admin key pushed)")
+        nix = Nix(request.source_dir, request.env, emit, trusted=request.trusted,
+                  timeout=request.timeout, cpus=request.limits.get("cpus"))
         nix.lock_source()
         system, _ = current_platform()
         attr, is_image = choose_attr(nix.package_names(system), request.options, system)
@@ -216,9 +227,14 @@ def human_size(size: int) -> str:
 class Nix:
     """The nix commands a build needs, each streaming its stderr to `emit`."""
 
-    def __init__(self, source_dir: Path, env: Mapping[str, str] | None, emit: Callable[[str], None]):
+    def __init__(self, source_dir: Path, env: Mapping[str, str] | None, emit: Callable[[str], None],
+                 trusted: bool = True, timeout: float | None = None, cpus: str | None = None):
         self.env = dict(os.environ if env is None else env)
         self.emit = emit
+        self.flags = nix_sandbox.flags(trusted, cpus)
+        self.trusted = trusted
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
         self.flake = f"path:{Path(source_dir).resolve()}"
         self.nix = shutil.which("nix", path=self.env.get("PATH", os.defpath))
         if not self.nix:
@@ -264,11 +280,22 @@ class Nix:
         """Run nix; stderr goes to emit line by line (unless quiet), stdout is returned."""
         try:
             proc = subprocess.Popen(
-                [self.nix, *NIX_FLAGS, *args], env=self.env,
+                [self.nix, *self.flags, *args, *nix_sandbox.command_flags(self.trusted, args)],
+                env=self.env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )
         except OSError as exc:
             raise BuildError(f"cannot run nix: {exc}")
+        # evaluation and builds share one deadline (build_timeout)
+        timed_out = threading.Event()
+        watchdog = None
+        if self.deadline is not None:
+            def kill():
+                timed_out.set()
+                _stop(proc)
+            watchdog = threading.Timer(max(0.0, self.deadline - time.monotonic()), kill)
+            watchdog.daemon = True
+            watchdog.start()
         stdout = _drain_in_thread(proc.stdout)
         tail: deque[str] = deque(maxlen=200)
         try:
@@ -277,9 +304,15 @@ class Nix:
                 if not quiet:
                     self.emit(f"       {line}")
         except BaseException:
-            proc.kill()  # the build was abandoned: do not leave nix running
-            proc.wait()
+            _stop(proc)  # the build was abandoned: do not leave nix running
             raise
+        finally:
+            if watchdog:
+                watchdog.cancel()
+        if timed_out.is_set():
+            proc.wait()
+            raise BuildError(f"the Nix build ran longer than {self.timeout:g}s (build_timeout) "
+                             "and was stopped")
         if proc.wait() != 0:
             failed = NixFailed(list(tail))
             if quiet:
@@ -438,6 +471,17 @@ def write_docker_archive(sink: BinaryIO, layers: list[Layer], config: dict, tag:
         _add_bytes(tar, "manifest.json", _json_bytes(manifest))
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM first: nix then kills its builders (they run in sessions of
+    their own, so SIGKILL to nix alone would leave them running)."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 # --- an image the flake built -------------------------------------------------
 
 
@@ -453,6 +497,12 @@ def _load_image_output(out: Path, request: BuildRequest, env: Mapping[str, str],
                 source, sink, request.image_tag, request.labels))
     if not os.access(out, os.X_OK):
         raise BuildError(f"{out} is neither a tar archive nor an executable that writes one")
+    if not request.trusted:
+        # the script would run on the host, outside any sandbox
+        raise BuildError(
+            f"{out} is a script that writes the image (streamLayeredImage): it would run on "
+            "the host, which only admins' pushes may do; build a tarball "
+            "(dockerTools.buildLayeredImage) instead")
     return _load_streamed(out, request, env, emit)
 
 

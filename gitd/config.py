@@ -51,6 +51,16 @@ class Settings:
     # a PEM file Traefik trusts for the ACME CA instead of the system pool
     # (LEGO_CA_CERTIFICATES): only for a private or test CA
     acme_ca_certificates: str = ""
+    # Hostile deployers (issue #10): limits on what a push may cost. Each
+    # failure names the setting. Resources: "" or "0" = no limit.
+    max_export_files: int = 100_000  # files and directories a push may check out
+    max_export_bytes: int = 2 * 1024**3  # bytes a push may check out
+    build_timeout: float = 1800.0  # seconds for a build (Nix evaluation included)
+    release_timeout: float = 600.0  # seconds for the Procfile's `release:` command
+    max_log_bytes: int = 1024**2  # of a release's log kept (the tail)
+    default_memory: str = "1g"  # per container, unless resources:set says otherwise
+    default_cpus: str = "1"
+    default_pids: str = "1024"
     instance: str = field(default="")  # set from the store at start
     # Stacks buildpack (builds without a Dockerfile): the network builds run
     # on ("" = Docker's default bridge) and the base image of each role
@@ -212,6 +222,19 @@ def _validate(settings: Settings) -> Settings:
         raise GitdError("setting log_format must be auto, json or console")
     if settings.build_network and not NETWORK_NAME.fullmatch(settings.build_network):
         raise GitdError(f"setting build_network: {settings.build_network!r} is not a network name")
+    for name in ("max_export_files", "max_export_bytes", "build_timeout", "release_timeout",
+                 "max_log_bytes"):
+        value = getattr(settings, name)
+        if not 0 < value < float("inf"):
+            raise GitdError(f"setting {name}: {value!r} must be a positive number")
+    from hooks import resources
+    for key in resources.KEYS:
+        value = str(getattr(settings, f"default_{key}"))
+        if value not in ("", "0"):
+            try:
+                resources.normalise(key, value)
+            except GitdError as exc:
+                raise GitdError(f"setting default_{key}: {exc.message}")
     return settings
 
 

@@ -234,6 +234,7 @@ def check_nix(report: Report, nix_needed: bool) -> None:
     version = _run([binary, "--version"]).strip() if binary else ""
     if version:
         report.ok("nix", version)
+        check_nix_sandbox(report)
         return
     detail = "nix not found" if not binary else f"{binary} --version failed"
     fix = "apt-get install nix-setup-systemd (or the Nix installer)"
@@ -241,6 +242,18 @@ def check_nix(report: Report, nix_needed: bool) -> None:
         report.fail("nix", f"{detail}, and an app builds with Nix", fix)
     else:
         report.warn("nix", f"{detail} (no app needs it yet; flake apps would fail)", fix)
+
+
+def check_nix_sandbox(report: Report) -> None:
+    """Non-admin keys' flakes build only in a working Nix sandbox."""
+    from buildpacks import nix_sandbox
+    safe, why = nix_sandbox.probe()
+    if safe:
+        report.ok("nix sandbox", why)
+    else:
+        report.warn("nix sandbox", f"{why}: Nix pushes by non-admin keys are refused "
+                    "(admins' still build, unsandboxed)",
+                    "enable user namespaces, or run nix-daemon with sandbox = true and build users")
 
 
 def check_ports(report: Report, settings: Settings) -> None:

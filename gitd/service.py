@@ -79,6 +79,8 @@ class Gitd:
                 if self._remove_image_everywhere(image_id):
                     removed += 1
             out(f"removed {removed} image(s)")
+            for network in engine.networks(**{engine_mod.LABEL_APP: name}):
+                engine.remove_network(network.name)
             shutil.rmtree(gitserve.repo_path(self.settings.repos_dir, name), ignore_errors=True)
             self.pipeline.drop_app_files(name)
             self.store.delete_app(name)

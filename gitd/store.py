@@ -341,6 +341,13 @@ class Store:
             raise GitdError(f"{app} has no release yet: push to deploy it first")
         return release
 
+    def apps_of_image(self, image_id: str) -> set[str]:
+        """The apps with a release made from this image id."""
+        with self._lock:
+            rows = self.db.execute("SELECT DISTINCT app FROM releases WHERE image_id = ?",
+                                   [image_id]).fetchall()
+        return {row[0] for row in rows}
+
     def interrupted_releases(self) -> list[Release]:
         with self._lock:
             return [_release(r) for r in self.db["releases"].rows_where(

@@ -59,10 +59,29 @@ def process_type(name: str) -> str:
 
 
 def hostname(host: str) -> str:
+    """A DNS name to route: lowercase letters, digits and dashes in dotted
+    labels, nothing else. It goes into a Traefik rule, so no backtick,
+    wildcard, space or bracket may pass; an IP literal is not a host to
+    claim (its last label would be all digits, which no top-level domain is)."""
     host = (host or "").strip().lower().rstrip(".")
     labels = host.split(".")
-    if len(host) > 253 or len(labels) < 2 or not all(HOST_LABEL.fullmatch(lb) for lb in labels):
+    if (len(host) > 253 or len(labels) < 2 or not host.isascii()
+            or not all(HOST_LABEL.fullmatch(lb) for lb in labels)):
         raise UsageError(f"invalid domain {host!r}")
+    if labels[-1].isdigit():
+        raise UsageError(f"invalid domain {host!r}: an IP address is not a domain")
+    return host
+
+
+def own_host(host: str, app: str, domain: str) -> str:
+    """`<name>.<gitd domain>` is the default host of the app `name`, existing
+    or future: no other app may take it."""
+    suffix = "." + domain.lower().rstrip(".")
+    if host.endswith(suffix):
+        name = host[: -len(suffix)]
+        if "." not in name and name != app:
+            raise UsageError(f"{host} is reserved for the app {name!r} (every app gets "
+                             f"<app>{suffix}); use another host")
     return host
 
 

@@ -12,9 +12,10 @@ old ones, which keep serving.
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gitd.config import Settings
 from gitd.errors import DeployError, GitdError
@@ -23,7 +24,19 @@ from hooks.checks import HealthCheck
 from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE,
                           LABEL_ROLE, LABEL_SEQ, Engine)
 
-RELEASE_TASK_TIMEOUT = 600.0
+
+def app_network(instance: str, app: str) -> str:
+    """The app's own bridge network: its containers reach each other, never
+    another app's. Traefik reaches web containers over their ports published
+    on 127.0.0.1, so it needs no network of its own."""
+    return f"gitd-{instance}.{app}"
+
+
+def networks(settings: Settings, app: str) -> list[str]:
+    nets = [app_network(settings.instance, app)]
+    if settings.docker_network:
+        nets.append(settings.docker_network)  # an admin's choice: shared by every app
+    return nets
 
 
 @dataclass
@@ -43,6 +56,8 @@ class Target:
     drain: float = 3.0  # seconds between the switch and SIGTERM to the old
     stop_timeout: int = 30  # seconds between SIGTERM and SIGKILL
     tls: router.TLSPlan | None = None  # None: HTTP only
+    limits: dict = field(default_factory=dict)  # docker create() resource arguments
+    release_timeout: float = 600.0  # seconds the release command may run
 
 
 def container_name(instance: str, app: str, process: str, index: int, seq: int) -> str:
@@ -106,9 +121,9 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
         "init": True,
         "log_config": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
         "stop_signal": "SIGTERM",
+        "networks": networks(settings, target.app),
+        **target.limits,
     }
-    if settings.docker_network:
-        spec["network"] = settings.docker_network
     if process == "web":
         spec["ports"] = {f"{target.port}/tcp": ("127.0.0.1", None)}
         labels.update(router.labels(target.app, target.seq, target.hosts, target.port,
@@ -135,9 +150,9 @@ def release_task_spec(target: Target, settings: Settings) -> dict:
         "environment": environment(target, "release", 1),
         "labels": labels,
         "init": True,
+        "networks": networks(settings, target.app),
+        **target.limits,
     }
-    if settings.docker_network:
-        spec["network"] = settings.docker_network
     return spec
 
 
@@ -157,6 +172,8 @@ class Deployer:
                if c.labels.get(LABEL_SEQ) != str(target.seq)
                and c.labels.get(LABEL_ROLE) == "service"]
         t0 = time.monotonic()
+        self.engine.ensure_network(app_network(self.settings.instance, target.app),
+                                   labels={LABEL_APP: target.app})
         try:
             if target.release_command:
                 self._run_release_task(target, progress)
@@ -189,13 +206,28 @@ class Deployer:
         progress.stage("release-task")
         progress.step(f"Running release command: {describe_argv(target.release_command)}")
         container = self.engine.run(release_task_spec(target, self.settings))
+        # The log stream ends only when the container does: a watchdog kills
+        # it at the limit so `release: sleep infinity` cannot hold the lock.
+        timed_out = threading.Event()
+
+        def kill():
+            timed_out.set()
+            self.engine.kill(container)
+
+        watchdog = threading.Timer(target.release_timeout, kill)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for chunk in container.logs(stream=True, follow=True):
                 for line in chunk.decode("utf-8", "replace").splitlines():
                     progress.line(line)
-            result = container.wait(timeout=RELEASE_TASK_TIMEOUT)
+            result = container.wait(timeout=target.release_timeout + 30)
         finally:
+            watchdog.cancel()
             self.engine.remove(container)
+        if timed_out.is_set():
+            raise DeployError(f"release command ran longer than {target.release_timeout:g}s "
+                              "(release_timeout); nothing changed")
         status = result.get("StatusCode", 1)
         if status != 0:
             raise DeployError(f"release command failed with status {status}; nothing changed")

@@ -78,6 +78,10 @@ class Engine:
                 name, driver="bridge", internal=internal, check_duplicate=True,
                 labels={LABEL_INSTANCE: self.instance, **(labels or {})})
         except docker.errors.DockerException as exc:
+            try:  # made meanwhile by another deploy or `run` of the app
+                return self.client.networks.get(name)
+            except docker.errors.DockerException:
+                pass
             raise GitdError(f"cannot create network {name}: {_explain(exc)}")
 
     def remove_network(self, name: str) -> None:
@@ -121,6 +125,12 @@ class Engine:
             container.stop(timeout=timeout)
         except docker.errors.NotFound:
             pass
+
+    def kill(self, container) -> None:
+        try:
+            container.kill()
+        except docker.errors.DockerException:
+            pass  # already gone or stopped
 
     def remove(self, container, timeout: int = 0) -> None:
         try:

@@ -15,7 +15,7 @@ from gitd import tlsconfig
 from gitd.config import Settings
 from gitd.errors import BuildError, GitdError, NotFound
 from gitd.store import Release, Store
-from hooks import checkout, checks, procfile
+from hooks import checkout, checks, procfile, resources, router
 from hooks.deploy import Deployer, Target, process_argv
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_RELEASE, Engine
 from hooks.events import Progress
@@ -46,7 +46,7 @@ class Pipeline:
         release = self.store.new_release(
             app, kind="push", commit=sha, pushed_by=pushed_by,
             config=self.store.get_config(app), description=f"Deploy {sha[:8]}")
-        progress = Progress(sink, app, release=f"v{release.version}")
+        progress = self._progress(sink, app, release.version)
         built_image = None
         try:
             progress.stage("checkout")
@@ -54,13 +54,15 @@ class Pipeline:
             with tempfile.TemporaryDirectory(dir=self._work_dir(), prefix=f"{app}-") as tmp:
                 source = Path(tmp) / "src"
                 tree = checkout.subtree(repo, commit, app_settings.get("build_dir", ""))
-                checkout.export(repo, tree, source)
+                checkout.export(repo, tree, source, checkout.Limits(
+                    self.settings.max_export_files, self.settings.max_export_bytes))
                 processes = procfile.parse(checkout.read_file(repo, tree, "Procfile"))
                 app_json = checkout.read_file(repo, tree, "app.json")
                 checks.from_app_json(app_json)  # a broken app.json fails the push early
                 progress.stage("build")
                 result, buildpack = self._build(app, release.version, source, Path(tmp),
-                                                app_settings, processes, progress)
+                                                app_settings, processes, progress,
+                                                trusted=self._is_admin(pushed_by))
                 built_image = result.image_id
             port = self._image_port(result.image_id)
             self.store.update_release(
@@ -89,7 +91,7 @@ class Pipeline:
         self.engine.tag(base.image_id, image_repository(app), f"v{release.version}")
         self.store.update_release(app, release.version, image=tag)
         release = self.store.get_release(app, release.version)
-        progress = Progress(sink, app, release=f"v{release.version}")
+        progress = self._progress(sink, app, release.version)
         progress.step(f"Releasing v{release.version}: {description}")
         try:
             self._deploy(release, progress, announce=False)
@@ -102,14 +104,25 @@ class Pipeline:
     def redeploy(self, app: str, sink, reason: str) -> None:
         """Restart or re-scale the current release: new containers, same release."""
         release = self.store.require_current_release(app)
-        progress = Progress(sink, app, release=f"v{release.version}")
+        progress = self._progress(sink, app, release.version)
         progress.step(f"{reason} v{release.version}")
         # the Procfile's `release` command runs once per release, not per restart
         self._deploy(release, progress, announce=False, record=False, release_task=False)
 
     # stages
 
-    def _build(self, app, version, source, tmp, app_settings, processes, progress):
+    def _is_admin(self, key_name: str | None) -> bool:
+        """Whether the pusher's key is an admin's (root-equivalent). Unknown
+        keys (removed since) are not."""
+        if not key_name:
+            return False
+        try:
+            return self.store.get_key(key_name).is_admin
+        except NotFound:
+            return False
+
+    def _build(self, app, version, source, tmp, app_settings, processes, progress,
+               trusted: bool = False):
         buildpack, reason = buildpacks.detect(
             source, app_settings.get("buildpack"),
             build_dir=app_settings.get("build_dir", ""))
@@ -121,7 +134,10 @@ class Pipeline:
             emit=progress.line, docker=self.engine.client, work_dir=tmp / "work",
             gc_root=self.gc_root(app, version), options=app_settings.get("buildpack_options", {}),
             procfile=processes, network=self.settings.build_network,
-            base_images=self.settings.base_images)
+            base_images=self.settings.base_images, trusted=trusted,
+            timeout=self.settings.build_timeout,
+            limits=resources.effective(self.settings, app_settings),
+            image_owners=self.store.apps_of_image)
         request.work_dir.mkdir(parents=True, exist_ok=True)
         result = buildpack.build(request)
         if not result.image_id:
@@ -133,6 +149,11 @@ class Pipeline:
         app = release.app
         if announce:
             progress.step(f"Releasing v{release.version}")
+        # push, rollback, config change or restart: whatever image is about to
+        # run, it may not route (images made before this check included)
+        router.refuse_routing_labels(
+            (self.engine.image_attrs(release.image_id).get("Config") or {}).get("Labels"),
+            f"the image of v{release.version}")
         target = self.target(release)
         if not release_task:
             target.release_command = None
@@ -175,6 +196,8 @@ class Pipeline:
             release_command=process_argv(release.procfile.get("release"), release.buildpack),
             drain=float(settings.get("drain", self.settings.drain_seconds)),
             stop_timeout=int(settings.get("stop_timeout", self.settings.stop_timeout)),
+            limits=resources.container_args(resources.effective(self.settings, settings)),
+            release_timeout=self.settings.release_timeout,
         )
 
     @staticmethod
@@ -228,6 +251,9 @@ class Pipeline:
         shutil.rmtree(self.settings.data_dir / "gcroots" / app, ignore_errors=True)
 
     # helpers
+
+    def _progress(self, sink, app: str, version: int) -> Progress:
+        return Progress(sink, app, max_bytes=self.settings.max_log_bytes, release=f"v{version}")
 
     def _work_dir(self) -> Path:
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from gitd.errors import DeployError
+from gitd.errors import DeployError, GitdError
+
+# Every label Traefik's docker provider reads starts with this (it matches
+# keys case-insensitively, so the check does too).
+TRAEFIK_PREFIX = "traefik."
 
 RESOLVER = "gitd"  # the certificatesResolvers name in traefik.yml.j2
 HTTPS_ENTRYPOINT = "websecure"
@@ -131,6 +135,24 @@ def redirect_config(app: str, hosts: list[str], https_port: int,
         "middlewares": {middleware: {"redirectScheme": {
             "scheme": "https", "port": str(https_port), "permanent": False}}},
     }
+
+
+def routing_labels(labels: dict[str, str] | None) -> list[str]:
+    """The labels among `labels` that Traefik would read."""
+    return sorted(k for k in (labels or {}) if k.strip().lower().startswith(TRAEFIK_PREFIX))
+
+
+def refuse_routing_labels(image_labels: dict[str, str] | None, what: str) -> None:
+    """Routing belongs to gitd alone. A container inherits every label of its
+    image and gitd's own labels can only override keys, not remove them, so
+    an image carrying `traefik.*` labels could route any host (or take port
+    80 with a TCP router). Such an image is refused before anything runs."""
+    found = routing_labels(image_labels)
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise GitdError(
+            f"{what} carries Traefik labels ({shown}): routing is gitd's alone, "
+            "remove those LABEL lines (domains:add routes hosts)")
 
 
 def _get_json(url: str, timeout: float = 2.0):

@@ -78,7 +78,8 @@ def add(ctx, argv):
     p = app_parser("domains:add")
     p.add_argument("hosts", nargs="+", metavar="HOST")
     args = parse_app(ctx, p, argv)
-    change_domains(ctx, args.app, add=parse_hosts(args.hosts))
+    hosts = [validate.own_host(h, args.app, ctx.settings.domain) for h in parse_hosts(args.hosts)]
+    change_domains(ctx, args.app, add=hosts)
 
 
 @command("domains:remove", "domains:remove APP HOST [HOST ...]", "Stop routing hosts to an app",

@@ -18,6 +18,8 @@ from gitd.commands import command
 from gitd.errors import GitdError, UsageError
 from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE,
                           LABEL_ROLE)
+from hooks import resources, router
+from hooks.deploy import app_network, networks
 from hooks.pipeline import DEFAULT_PORT
 
 USAGE = "run APP [--] COMMAND [ARGS...]"
@@ -36,7 +38,8 @@ def parse_run(argv: list[str]) -> tuple[str, list[str]]:
     return validate.app_name(app), rest
 
 
-def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str) -> dict:
+def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str,
+                limits: dict | None = None) -> dict:
     """The docker create() arguments for a one-off container."""
     env = {"PORT": str(release.port or DEFAULT_PORT), **release.config,
            "GITD_APP": release.app, "GITD_RELEASE": f"v{release.version}", "DYNO": f"run.{token}"}
@@ -51,9 +54,9 @@ def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str) -> di
         "init": True,
         "tty": tty,
         "stdin_open": True,
+        "networks": networks(settings, release.app),
+        **(limits or {}),
     }
-    if settings.docker_network:
-        spec["network"] = settings.docker_network
     return spec
 
 
@@ -146,9 +149,16 @@ def run(ctx, argv):
     app, command_argv = parse_run(argv)
     ctx.app(app)
     release = ctx.store.require_current_release(app)
+    engine = ctx.gitd.engine
+    router.refuse_routing_labels(
+        (engine.image_attrs(release.image_id).get("Config") or {}).get("Labels"),
+        f"the image of v{release.version}")
     token = secrets.token_hex(3)
-    spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token)
-    container = ctx.gitd.engine.create(spec)
+    limits = resources.container_args(
+        resources.effective(ctx.settings, ctx.store.get_app(app).settings))
+    spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token, limits)
+    engine.ensure_network(app_network(ctx.settings.instance, app), labels={LABEL_APP: app})
+    container = engine.create(spec)
     try:
         return OneOff(ctx, container, ctx.has_pty).run()
     finally:

@@ -36,6 +36,7 @@ def build(client, tmp_path):
 
     def run(source: Path, release: int = 1, **fields):
         lines: list[str] = []
+        fields.setdefault("trusted", True)  # an admin's push, unsandboxed as ever
         tag = f"{repo}:v{release}"
         made.append(tag)
         request = BuildRequest(

@@ -1,0 +1,201 @@
+"""Which images a Dockerfile reads: `FROM`, `COPY --from`, `RUN --mount=from=`,
+their `ONBUILD` forms, with `ARG` defaults substituted as Docker does.
+
+Builds share one Docker engine, so without a check `FROM gitd/<other>:v3` or
+`COPY --from=<another app's image id>` would hand over another app's code.
+This module only finds the references, conservatively: anything it cannot
+read with certainty (quotes, unsupported `${...}` forms, variables in
+`--from`) is refused rather than guessed at. Deciding which references are
+allowed is `buildpacks.dockerfile.check_references`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gitd.errors import BuildError
+
+DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.*?)\s*$")
+# what an image reference (before substitution) may contain
+REF_CHARS = re.compile(r"^[A-Za-z0-9._:/@${}+\-]+$")
+VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:[-+])([^}$]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+ARG_PAIR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    line: int
+    instruction: str  # FROM, COPY --from, RUN --mount, ONBUILD COPY --from
+    image: str  # as Docker will read it (variables substituted)
+
+
+def instructions(text: str) -> list[tuple[int, str, str]]:
+    """(line number, INSTRUCTION, arguments) with continuations joined and
+    comments dropped, honouring the `# escape=` parser directive."""
+    escape = "\\"
+    lines = text.splitlines()
+    start = 0
+    for start, line in enumerate(lines):  # parser directives: only at the very top
+        match = DIRECTIVE.match(line.strip())
+        if not match:
+            break
+        if match.group(1).lower() == "escape":
+            if match.group(2) not in ("\\", "`"):
+                raise BuildError(f"Dockerfile: invalid escape directive {match.group(2)!r}")
+            escape = match.group(2)
+    else:
+        start = len(lines)
+    result = []
+    current, first = "", 0
+    for number, line in enumerate(lines[start:], start=start + 1):
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if current and (not stripped or stripped.startswith("#")):
+            continue  # comments and empty lines inside a continuation
+        if not current:
+            first = number
+        if stripped.endswith(escape):
+            current += stripped[:-1] + " "
+            continue
+        current += stripped
+        word, _, rest = current.partition(" ")
+        result.append((first, word.upper(), rest.strip()))
+        current = ""
+    if current:
+        word, _, rest = current.partition(" ")
+        result.append((first, word.upper(), rest.strip()))
+    return result
+
+
+def substitute(word: str, args: dict[str, str | None], line: int) -> str:
+    """`$X`, `${X}`, `${X:-default}`, `${X:+alt}` as Docker expands them
+    (undefined = empty). Anything else is refused."""
+    if not REF_CHARS.fullmatch(word):
+        raise BuildError(f"Dockerfile line {line}: cannot read the image reference {word!r} "
+                         "(quotes, escapes and spaces are not supported there)")
+
+    def one(match: re.Match) -> str:
+        name = match.group(1) or match.group(4)
+        if name in args and args[name] is None:
+            raise BuildError(f"Dockerfile line {line}: the value of ARG {name} cannot be read "
+                             "with certainty; write the image name out")
+        value = args.get(name) or ""
+        modifier, word = match.group(2), match.group(3)
+        if modifier == ":-":
+            return value or word
+        if modifier == ":+":
+            return word if value else ""
+        return value
+
+    result = VAR.sub(one, word)
+    if "$" in result or "{" in result or "}" in result:
+        raise BuildError(f"Dockerfile line {line}: unsupported substitution in {word!r} "
+                         "(use $NAME, ${NAME}, ${NAME:-default} or ${NAME:+alt})")
+    return result
+
+
+def _arg_value(raw: str | None, args: dict[str, str | None], line: int) -> str | None:
+    """An ARG default, quotes removed; None when it cannot be read for sure."""
+    if raw is None:
+        return ""
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        raw = raw[1:-1]
+    if not raw:
+        return ""
+    try:
+        return substitute(raw, args, line)
+    except BuildError:
+        return None
+
+
+def _declare_args(rest: str, scope: dict, globals_: dict, line: int) -> None:
+    for token in rest.split():
+        match = ARG_PAIR.match(token)
+        if not match:
+            raise BuildError(f"Dockerfile line {line}: cannot read ARG {token!r}")
+        name, raw = match.group(1), match.group(2)
+        if raw is None and name in globals_:
+            scope[name] = globals_[name]  # `ARG X` in a stage takes the global default
+        else:
+            scope[name] = _arg_value(raw, scope, line)
+
+
+def _flags(rest: str) -> tuple[dict[str, list[str]], str]:
+    flags: dict[str, list[str]] = {}
+    tokens = rest.split()
+    while tokens and tokens[0].startswith("--"):
+        name, _, value = tokens.pop(0)[2:].partition("=")
+        flags.setdefault(name.lower(), []).append(value)
+    return flags, " ".join(tokens)
+
+
+def _mount_froms(values: list[str]) -> list[str]:
+    froms = []
+    for value in values:
+        for part in value.split(","):
+            key, _, val = part.partition("=")
+            if key.strip().lower() == "from":
+                froms.append(val.strip())
+    return froms
+
+
+def _no_variables(value: str, line: int, what: str) -> str:
+    if "$" in value or not REF_CHARS.fullmatch(value or "-"):
+        raise BuildError(f"Dockerfile line {line}: {what}={value!r}: variables are not allowed "
+                         "there; name a stage (FROM image AS name) and use --from=name")
+    return value
+
+
+def references(text: str) -> tuple[list[Reference], list[str]]:
+    """Every image the Dockerfile reads, and its stage names (lowercased).
+    A `--from` naming an earlier stage, or a stage index, is not an image."""
+    global_args: dict[str, str | None] = {}
+    stage_args: dict[str, str | None] | None = None
+    stages: list[str] = []
+    refs: list[Reference] = []
+
+    def from_refs(instruction: str, rest: str, line: int, prefix: str = "") -> None:
+        flags, _ = _flags(rest)
+        candidates = [("COPY --from", v) for v in flags.get("from", [])] if instruction == "COPY" else []
+        if instruction == "RUN":
+            candidates = [("RUN --mount", v) for v in _mount_froms(flags.get("mount", []))]
+        for what, value in candidates:
+            value = _no_variables(value, line, what)
+            if value.lower() in stages or (value.isdigit() and int(value) < len(stages)):
+                continue
+            refs.append(Reference(line, prefix + what, value))
+
+    for line, instruction, rest in instructions(text):
+        if instruction == "ARG":
+            _declare_args(rest, global_args if stage_args is None else stage_args, global_args, line)
+        elif instruction == "FROM":
+            flags, rest = _flags(rest)
+            words = rest.split()
+            if not words:
+                raise BuildError(f"Dockerfile line {line}: FROM names no image")
+            image = substitute(words[0], global_args, line)
+            if image.lower() not in stages and image.lower() != "scratch":
+                refs.append(Reference(line, "FROM", image))
+            if len(words) >= 3 and words[1].lower() == "as":
+                stages.append(words[2].lower())
+            else:
+                stages.append(f"#{len(stages)}")  # unnamed: only its index refers to it
+            stage_args = {}
+        elif instruction == "ONBUILD":
+            inner, _, inner_rest = rest.partition(" ")
+            from_refs(inner.upper(), inner_rest.strip(), line, prefix="ONBUILD ")
+        else:
+            from_refs(instruction, rest, line)
+    return refs, stages
+
+
+def onbuild_references(triggers: list[str] | None) -> list[Reference]:
+    """The images an image's ONBUILD triggers would read in a build FROM it."""
+    refs = []
+    for trigger in triggers or []:
+        instruction, _, rest = trigger.strip().partition(" ")
+        for ref in references(f"FROM scratch\n{instruction} {rest}")[0]:
+            refs.append(Reference(0, f"ONBUILD {ref.instruction}", ref.image))
+    return refs
