@@ -40,6 +40,16 @@ class Settings:
     lock_wait: float = 900.0
     log_format: str = "auto"  # auto | json | console
     shutdown_grace: float = 120.0
+    # hardening (issue 10): sessions, connections and growth. Each session
+    # (command or git) runs on a thread of its own, so these caps bound the
+    # threads, sockets and file descriptors anyone can hold.
+    max_sessions: int = 64  # commands and git sessions running at once, all keys
+    max_sessions_per_key: int = 8  # the same, for one key
+    max_connections_per_key: int = 16  # authenticated connections of one key
+    max_unauthenticated: int = 32  # connections not logged in yet
+    login_timeout: float = 20.0  # seconds to log in before the connection is dropped
+    git_idle_timeout: float = 120.0  # a git session that sends nothing this long is closed
+    max_repo_bytes: int = 4 * 1024**3  # a repository beyond this refuses further pushes
     instance: str = field(default="")  # set from the store at start
 
     @property
@@ -102,6 +112,14 @@ def _validate(settings: Settings) -> Settings:
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise GitdError(f"setting {name}: {port} is not a port")
+    for name in ("max_sessions", "max_sessions_per_key", "max_connections_per_key",
+                 "max_unauthenticated", "max_repo_bytes"):
+        if getattr(settings, name) < 1:
+            raise GitdError(f"setting {name}: must be at least 1")
+    for name in ("login_timeout", "git_idle_timeout"):
+        value = getattr(settings, name)
+        if not 0 < value < 86400 * 7:  # also refuses nan and inf
+            raise GitdError(f"setting {name}: {value} is not a number of seconds above 0")
     if settings.log_format not in ("auto", "json", "console"):
         raise GitdError("setting log_format must be auto, json or console")
     return settings

@@ -9,8 +9,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import structlog
+
 import buildpacks
 from buildpacks import BuildRequest
+from gitd import validate
 from gitd.config import Settings
 from gitd.errors import BuildError, GitdError, NotFound
 from gitd.store import Release, Store
@@ -20,6 +23,7 @@ from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_RELEASE, Engine
 from hooks.events import Progress
 
 DEFAULT_PORT = 5000
+progress_log = structlog.get_logger("gitd.pipeline")
 
 
 def image_repository(app: str) -> str:
@@ -69,10 +73,10 @@ class Pipeline:
             release = self.store.get_release(app, release.version)
             self._deploy(release, progress)
             return release
-        except GitdError as exc:
+        except Exception as exc:  # any failure: no release left `building`, no stray image
             self._fail(release, progress, exc)
             if built_image:
-                self.engine.remove_image(image_tag(app, release.version))
+                self._remove_image_quietly(image_tag(app, release.version))
             raise
 
     def release(self, app: str, base: Release, config: dict, kind: str, description: str,
@@ -85,16 +89,21 @@ class Pipeline:
             pushed_by=by, description=description, config=config, procfile=base.procfile,
             port=base.port, app_json=base.app_json)
         tag = image_tag(app, release.version)
-        self.engine.tag(base.image_id, image_repository(app), f"v{release.version}")
-        self.store.update_release(app, release.version, image=tag)
-        release = self.store.get_release(app, release.version)
         progress = Progress(sink, app, release=f"v{release.version}")
+        try:
+            self.engine.tag(base.image_id, image_repository(app), f"v{release.version}")
+            self.store.update_release(app, release.version, image=tag)
+        except Exception as exc:
+            self._fail(release, progress, exc)
+            self._remove_image_quietly(tag)
+            raise
+        release = self.store.get_release(app, release.version)
         progress.step(f"Releasing v{release.version}: {description}")
         try:
             self._deploy(release, progress, announce=False)
-        except GitdError as exc:
+        except Exception as exc:
             self._fail(release, progress, exc)
-            self.engine.remove_image(tag)
+            self._remove_image_quietly(tag)
             raise
         return release
 
@@ -183,7 +192,16 @@ class Pipeline:
                          if k not in ("web", "release")})
         return commands
 
-    def _fail(self, release: Release, progress: Progress, exc: GitdError) -> None:
+    def _remove_image_quietly(self, tag: str) -> None:
+        """Cleanup after a failure must not hide the failure itself."""
+        try:
+            self.engine.remove_image(tag)
+        except GitdError as exc:
+            progress_log.warning("could not remove image", image=tag, error=str(exc))
+
+    def _fail(self, release: Release, progress: Progress, exc: Exception) -> None:
+        if not isinstance(exc, GitdError):
+            exc = GitdError(f"internal error ({type(exc).__name__}); see gitd's log")
         progress.warn(str(exc))
         current = self.store.get_app(release.app).current_release
         if current and current != release.version:
@@ -241,9 +259,11 @@ class Pipeline:
 
 
 def _port_from(value: str | None, default: int) -> int:
-    if value and value.isdigit() and 0 < int(value) < 65536:
-        return int(value)
-    return default
+    """config:set checks PORT; a value stored before that check falls back."""
+    try:
+        return validate.port(value) if value else default
+    except GitdError:
+        return default
 
 
 def _formation_text(formation: dict[str, int]) -> str:
