@@ -27,6 +27,7 @@ from gitd.service import Gitd
 log = structlog.get_logger("gitd.ssh")
 
 GIT_VERBS = ("git-receive-pack", "git-upload-pack")
+REFUSED_GRACE = 5.0  # seconds a refused connection has to read why
 
 
 class Limits:
@@ -69,6 +70,7 @@ class GitdSSHServer(asyncssh.SSHServer):
         self.conn = None
         self._pending = False  # counted among the unauthenticated
         self._counted_key = None  # fingerprint counted in limits.connections
+        self.refusal = None  # set when the connection is over a cap
 
     def connection_made(self, conn):
         self.conn = conn
@@ -122,7 +124,10 @@ class GitdSSHServer(asyncssh.SSHServer):
         limit = self.gitd.settings.max_connections_per_key
         if self.limits.connections[fingerprint] >= limit:
             log.warning("connection refused: too many for key", key=self.key.name, limit=limit)
-            asyncio.get_running_loop().call_soon(self.conn.abort)
+            # its first session says why; the connection goes soon either way
+            self.refusal = (f"key {self.key.name} has {limit} connections open already "
+                            "(setting max_connections_per_key); close one and try again")
+            asyncio.get_running_loop().call_later(REFUSED_GRACE, self.conn.abort)
             return
         self.limits.connections[fingerprint] += 1
         self._counted_key = fingerprint
@@ -184,6 +189,10 @@ class SSHService:
     async def _handle(self, process):
         conn = process.get_extra_info("connection")
         owner: GitdSSHServer = conn.get_owner()
+        if owner.refusal:
+            await _write_error(process, owner.refusal)
+            _exit(process, 1)
+            return
         refusal = self.limits.session_refusal(owner.key)
         if refusal:  # checked before anything starts a thread
             log.warning("session refused", key=owner.key.name, reason=refusal)
@@ -194,7 +203,8 @@ class SSHService:
         if key is None:
             await _write_error(process, "this key was removed; the connection is closed")
             _exit(process, 255)
-            conn.close()
+            # closed a moment later, so the client reads why first
+            asyncio.get_running_loop().call_later(1.0, conn.close)
             return
         task = asyncio.current_task()
         self.active.add(task)
