@@ -50,6 +50,7 @@ class Settings:
     login_timeout: float = 20.0  # seconds to log in before the connection is dropped
     git_idle_timeout: float = 120.0  # a git session that sends nothing this long is closed
     max_repo_bytes: int = 4 * 1024**3  # a repository beyond this refuses further pushes
+    release_history: int = 50  # release rows kept per app (beyond those rollback needs)
     instance: str = field(default="")  # set from the store at start
 
     @property
@@ -113,7 +114,7 @@ def _validate(settings: Settings) -> Settings:
         if not 0 <= port <= 65535:
             raise GitdError(f"setting {name}: {port} is not a port")
     for name in ("max_sessions", "max_sessions_per_key", "max_connections_per_key",
-                 "max_unauthenticated", "max_repo_bytes"):
+                 "max_unauthenticated", "max_repo_bytes", "release_history"):
         if getattr(settings, name) < 1:
             raise GitdError(f"setting {name}: must be at least 1")
     for name in ("login_timeout", "git_idle_timeout"):

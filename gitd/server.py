@@ -19,7 +19,7 @@ from collections import Counter
 import asyncssh
 import structlog
 
-from gitd import commands, gitserve, validate
+from gitd import commands, gitserve, repos, validate
 from gitd.bridge import ChannelClosed, ThreadBridge
 from gitd.errors import GitdError, PermissionDenied, UsageError
 from gitd.service import Gitd
@@ -280,11 +280,14 @@ class SSHService:
             if argv[0] == "git-upload-pack":
                 gitserve.serve_upload_pack(repo, bridge)
                 return 0
+            settings = self.gitd.settings
+            allowance = repos.push_allowance(gitserve.repo_path(settings.repos_dir, app), app,
+                                             settings.max_repo_bytes, settings.max_pack_bytes)
             notify = lambda text: bridge.err(text + "\n")
             with self.gitd.app_lock(app, notify=notify):
                 gitserve.serve_receive_pack(
-                    repo, bridge, self.gitd.deploy_push(app, repo, key.name),
-                    self.gitd.settings.max_pack_bytes)
+                    repo, bridge, self.gitd.deploy_push(app, repo, key.name), allowance)
+            self.gitd.collect_repo_later(app)
             return 0
         finally:
             repo.close()

@@ -9,7 +9,7 @@ import threading
 import docker.errors
 import structlog
 
-from gitd import gitserve
+from gitd import gitserve, repos
 from gitd.config import Settings
 from gitd.errors import GitdError
 from gitd.store import Store
@@ -101,6 +101,17 @@ class Gitd:
             return True
 
     # pushes
+
+    def collect_repo_later(self, app: str) -> None:
+        """Garbage-collect the app's repository on a thread of its own, under
+        the app's lock, when no deploy holds it (else the next push does)."""
+        def collect():
+            try:
+                with self.locks.hold(app, 0):
+                    repos.collect(gitserve.repo_path(self.settings.repos_dir, app), app)
+            except GitdError:
+                pass  # busy: a later push collects
+        threading.Thread(target=collect, daemon=True, name=f"gitd-gc-{app}").start()
 
     def deploy_push(self, app: str, repo, pushed_by: str | None):
         def deploy(commit: bytes, sink):

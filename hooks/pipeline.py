@@ -24,6 +24,7 @@ from hooks.events import Progress
 
 DEFAULT_PORT = 5000
 progress_log = structlog.get_logger("gitd.pipeline")
+TRIMMED_LOG_CHARS = 4000  # the tail kept of a log rollback cannot use
 
 
 def image_repository(app: str) -> str:
@@ -208,6 +209,10 @@ class Pipeline:
             progress.warn(f"v{current} keeps serving")
         self.store.update_release(release.app, release.version, status="failed", log=progress.text)
         progress.log.warning("release failed", error=str(exc))
+        try:
+            self.trim_history(release.app)  # failed pushes must not pile up either
+        except Exception as trim_exc:  # noqa: BLE001 - never hide the failure itself
+            progress.log.warning("trimming releases failed", error=str(trim_exc))
 
     # housekeeping
 
@@ -228,7 +233,18 @@ class Pipeline:
             self._drop_gc_root(app, release.version)
             self.store.update_release(app, release.version, status="pruned")
             pruned.append(release.version)
+        self.trim_history(app, keep)
         return pruned
+
+    def trim_history(self, app: str, keep: set | None = None) -> None:
+        """Release rows beyond `release_history` go, and the logs of those
+        rollback cannot use are cut to their tail."""
+        if keep is None:
+            current = self.store.get_app(app).current_release
+            succeeded = [r.version for r in self.store.releases(app) if r.status == "succeeded"]
+            keep = set(succeeded[: self.settings.keep_releases]) | {current}
+        self.store.trim_releases(app, {v for v in keep if v}, self.settings.release_history,
+                                 TRIMMED_LOG_CHARS)
 
     def gc_root(self, app: str, version: int) -> Path:
         return self.settings.data_dir / "gcroots" / app / f"v{version}"
