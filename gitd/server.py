@@ -193,26 +193,27 @@ class SSHService:
             await _write_error(process, owner.refusal)
             _exit(process, 1)
             return
-        refusal = self.limits.session_refusal(owner.key)
+        counted = owner.key
+        refusal = self.limits.session_refusal(counted)
         if refusal:  # checked before anything starts a thread
-            log.warning("session refused", key=owner.key.name, reason=refusal)
+            log.warning("session refused", key=counted.name, reason=refusal)
             await _write_error(process, refusal)
             _exit(process, 1)
             return
-        key = await self._current_key(owner)
-        if key is None:
-            await _write_error(process, "this key was removed; the connection is closed")
-            _exit(process, 255)
-            # closed a moment later, so the client reads why first
-            asyncio.get_running_loop().call_later(1.0, conn.close)
-            return
+        self.limits.session_started(counted)  # counted at once: no burst slips past the cap
         task = asyncio.current_task()
         self.active.add(task)
-        self.limits.session_started(key)
         try:
-            status = await self._run(process, key)
+            key = await self._current_key(owner)
+            if key is None:
+                await _write_error(process, "this key was removed; the connection is closed")
+                # closed a moment later, so the client reads why first
+                asyncio.get_running_loop().call_later(1.0, conn.close)
+                status = 255
+            else:
+                status = await self._run(process, key)
         finally:
-            self.limits.session_ended(key)
+            self.limits.session_ended(counted)
             self.active.discard(task)
         _exit(process, status)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 import threading
+import time
 
 import docker.errors
 import structlog
@@ -122,31 +123,108 @@ class Gitd:
 
     def reconcile(self) -> list[str]:
         """After a crash or restart: the current release's containers serve,
-        leftovers of interrupted deploys go, and the state tells the truth."""
+        leftovers of interrupted deploys go, and the state tells the truth.
+
+        A deploy killed once its new containers were healthy is finished
+        rather than undone: Traefik already routes to them (a healthy
+        container with the highest priority takes the traffic), so removing
+        them would drop requests, while the old ones no longer get any."""
         notes = []
-        for release in self.store.interrupted_releases():
-            self.store.update_release(release.app, release.version, status="failed",
-                                      log=release.log + " !     interrupted: gitd stopped during this deploy\n")
-            notes.append(f"{release.app} v{release.version}: marked failed (interrupted)")
-            try:
-                self.engine.remove_image(f"gitd/{release.app}:v{release.version}")
-            except GitdError:
-                pass
         try:
             engine = self.engine
         except GitdError as exc:
             log.warning("reconcile skipped containers", error=str(exc))
+            engine = None
+        adopted = self._finish_interrupted_deploys(engine, notes) if engine else set()
+        for release in self.store.interrupted_releases():
+            if (release.app, release.version) in adopted:
+                continue
+            self.store.update_release(release.app, release.version, status="failed",
+                                      log=release.log + " !     interrupted: gitd stopped during this deploy\n")
+            notes.append(f"{release.app} v{release.version}: marked failed (interrupted)")
+            if engine:
+                try:
+                    engine.remove_image(f"gitd/{release.app}:v{release.version}")
+                except GitdError:
+                    pass
+        shutil.rmtree(self.settings.work_dir, ignore_errors=True)  # builds cut short
+        if engine is None:
             return notes
         known = {a.name: a for a in self.store.list_apps()}
+        leftovers = []
         for container in engine.containers():
             app = known.get(container.labels.get(engine_mod.LABEL_APP))
             seq = container.labels.get(engine_mod.LABEL_SEQ)
             if app is None or str(app.live_seq) != seq:
-                engine.remove(container)
+                leftovers.append(container)
                 notes.append(f"removed leftover container {container.name}")
             elif container.status in ("exited", "created") and not app.settings.get("stopped"):
                 container.start()
                 notes.append(f"started {container.name}")
+        self._retire_leftovers(engine, leftovers)
         for note in notes:
             log.info("reconcile", note=note)
         return notes
+
+    def _finish_interrupted_deploys(self, engine, notes: list) -> set:
+        """Make live the newest complete, healthy set of containers of an
+        app that is not its live one. Returns the (app, version) adopted."""
+        adopted = set()
+        groups: dict = {}
+        for container in engine.containers():
+            labels = container.labels
+            if labels.get(engine_mod.LABEL_ROLE) != "service":
+                continue
+            key = (labels.get(engine_mod.LABEL_APP), labels.get(engine_mod.LABEL_SEQ),
+                   labels.get(engine_mod.LABEL_RELEASE))
+            groups.setdefault(key, []).append(container)
+        for (app_name, seq, version), containers in sorted(
+                groups.items(), key=lambda item: -int(item[0][1] or 0)):
+            try:
+                app = self.store.get_app(app_name)
+                seq_n, version_n = int(seq), int(version)
+            except (GitdError, TypeError, ValueError):
+                continue
+            if app.name in {a for a, _ in adopted} or app.live_seq is None or seq_n <= app.live_seq:
+                continue
+            if not self._complete_and_healthy(app, version_n, containers):
+                continue
+            release = self.store.get_release(app.name, version_n)
+            self.store.set_live(app.name, version_n, seq_n)
+            if release.status in ("building", "deploying"):
+                self.store.update_release(app.name, version_n, status="succeeded",
+                                          log=release.log + "-----> finished by gitd after a restart\n")
+            adopted.add((app.name, version_n))
+            notes.append(f"{app.name} v{version_n}: interrupted deploy was healthy; finished it")
+        return adopted
+
+    def _complete_and_healthy(self, app, version: int, containers: list) -> bool:
+        """Every container the formation asks for is there and running, and
+        the web ones are healthy."""
+        try:
+            release = self.store.get_release(app.name, version)
+        except GitdError:
+            return False
+        if release.status not in ("building", "deploying", "succeeded"):
+            return False
+        types = ["web"] + [t for t in release.procfile if t not in ("web", "release")]
+        wanted = {t: int(app.scale.get(t, 1 if t == "web" else 0)) for t in types}
+        have: dict = {}
+        for container in containers:
+            state = container.attrs.get("State") or {}
+            process = container.labels.get(engine_mod.LABEL_PROCESS)
+            healthy = (state.get("Health") or {}).get("Status") == "healthy"
+            if state.get("Status") != "running" or (process == "web" and not healthy):
+                return False
+            have[process] = have.get(process, 0) + 1
+        return have == {t: n for t, n in wanted.items() if n > 0}
+
+    def _retire_leftovers(self, engine, containers: list) -> None:
+        """Routed ones (web, running) drain first, as in a deploy; the rest go at once."""
+        routed = [c for c in containers if c.status == "running"
+                  and c.labels.get(engine_mod.LABEL_PROCESS) == "web"
+                  and c.labels.get(engine_mod.LABEL_ROLE) == "service"]
+        if routed:
+            time.sleep(self.settings.drain_seconds)
+        for container in containers:
+            engine.remove(container, timeout=self.settings.stop_timeout if container in routed else 0)
