@@ -68,7 +68,10 @@ class DeployingReceivePackHandler(ReceivePackHandler):
 
     def _apply_pack(self, refs):
         self._update = list(refs)  # _on_update judges a ref against the whole update
-        return super()._apply_pack(refs)
+        for name, status in super()._apply_pack(refs):
+            if name == b"unpack" and b"maximum input size" in status:
+                status += b" (settings max_pack_bytes, max_repo_bytes)"
+            yield name, status
 
     def _deploy_refusal(self) -> bytes | None:
         """A deploy cannot be undone once it serves, so it must not be part

@@ -179,8 +179,9 @@ class Pipeline:
             commands=commands, hosts=self.store.domains(release.app),
             check=checks.resolve(settings, release.app_json, self.settings.deploy_timeout),
             release_command=process_argv(release.procfile.get("release"), release.buildpack),
-            drain=float(settings.get("drain", self.settings.drain_seconds)),
-            stop_timeout=int(settings.get("stop_timeout", self.settings.stop_timeout)),
+            # bounded again: a value stored before checks:set checked its range
+            drain=_within(settings.get("drain"), self.settings.drain_seconds, 3600),
+            stop_timeout=int(_within(settings.get("stop_timeout"), self.settings.stop_timeout, 3600)),
         )
 
     @staticmethod
@@ -272,6 +273,14 @@ class Pipeline:
         if not release.image_id or release.status == "pruned":
             raise NotFound(f"the image of v{release.version} was pruned; push again to rebuild")
         self.engine.image_attrs(release.image_id)
+
+
+def _within(value, default, high):
+    try:
+        value = float(default if value is None else value)
+    except (TypeError, ValueError):
+        return default
+    return value if 0 <= value <= high else default  # nan fails both comparisons
 
 
 def _port_from(value: str | None, default: int) -> int:

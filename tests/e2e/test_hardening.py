@@ -4,6 +4,7 @@ ssh and git clients."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -237,4 +238,23 @@ def test_an_atomic_push_deploys_only_on_its_own(gitd, tmp_path):
                            env=gitd.git_env(), capture_output=True, text=True, timeout=300)
     assert alone.returncode == 0, alone.stderr
     assert [r["status"] for r in json.loads(ok(gitd, "releases", app, "--json").stdout)] == ["succeeded"]
+    ok(gitd, "apps:destroy", app, "--force")
+
+
+def test_the_repo_quota_bounds_a_push_and_then_refuses_more(own_gitd, tmp_path):
+    gitd = own_gitd
+    gitd.start(extra_env={"GITD_MAX_REPO_BYTES": str(256 * 1024)})
+    app = unique_app("quota")
+    ok(gitd, "apps:create", app)
+    small = make_repo(tmp_path / "small", {"a.txt": "small\n"})
+    pushed = gitd.push(small, app, refspec="main:refs/heads/store")  # stored, not deployed
+    assert pushed.returncode == 0, pushed.stderr
+    big = make_repo(tmp_path / "big", {"blob.bin": os.urandom(400 * 1024).hex()})
+    refused_push = gitd.push(big, app, refspec="main:refs/heads/big")
+    assert refused_push.returncode != 0
+    assert "max_repo_bytes" in refused_push.stderr, refused_push.stderr
+    # fill it past the quota from the server side: then every push is refused up front
+    (gitd.data_dir / "repos" / f"{app}.git" / "objects" / "filler").write_bytes(b"\0" * 300 * 1024)
+    over = gitd.push(small, app, refspec="main:refs/heads/again")
+    assert over.returncode != 0 and "at its quota" in over.stderr, over.stderr
     ok(gitd, "apps:destroy", app, "--force")
