@@ -142,13 +142,15 @@ def reconcile_notes(log_text: str) -> list[str]:
 def restart_dockerd() -> None:
     """Stop dockerd and start it again the way .ci/setup does (not systemd),
     then wait until it answers."""
-    pid = int(subprocess.run(["pidof", "-s", "dockerd"], capture_output=True, text=True,
-                             check=True).stdout.strip())
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _comm(p) == "dockerd"]
+    assert len(pids) == 1, f"expected one dockerd, found {pids}"
+    pid = pids[0]
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 90
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not os.path.exists(f"/proc/{pid}"), "dockerd did not stop"
+    # as .ci/setup starts it: sh -c 'nohup dockerd >/var/log/gitd-ci-dockerd.log 2>&1 &'
     subprocess.Popen(f"nohup dockerd >{DOCKERD_LOG} 2>&1 &", shell=True, start_new_session=True,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 90
@@ -157,6 +159,13 @@ def restart_dockerd() -> None:
             return
         time.sleep(0.5)
     raise AssertionError("dockerd did not come back")
+
+
+def _comm(pid: str) -> str:
+    try:
+        return open(f"/proc/{pid}/comm").read().strip()
+    except OSError:
+        return ""
 
 
 def dockerd_restart_skipped() -> bool:
