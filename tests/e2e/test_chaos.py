@@ -3,9 +3,10 @@ Traefik killed, dockerd restarted, while requests run in a loop through
 Traefik on 127.0.0.1, every one counted.
 
 - gitd SIGKILLed mid-deploy (10 times, with Traefik in its own process as on
-  a VPS): no request may fail. On restart gitd finishes a deploy whose new
-  containers were already healthy (Traefik routes to them) and removes the
-  rest; the next push works; nothing is left building or orphaned.
+  a VPS; once more with the managed Traefik, which the next gitd adopts): no
+  request may fail. On restart gitd finishes a deploy whose new containers
+  were already healthy (Traefik routes to them) and removes the rest; the
+  next push works; nothing is left building or orphaned.
 - the managed Traefik killed: it *is* the proxy, so requests can fail until
   gitd has restarted it; they must fail only in that window, and it must be
   back within a bound.
@@ -222,9 +223,27 @@ def test_kills_and_restarts_drop_no_request_and_leave_nothing_behind(own_gitd, d
         traefik.terminate()
         traefik.wait(20)
 
-    # 2. the managed Traefik killed: requests fail only until gitd restarts it
+    # 2. managed Traefik (the default): gitd SIGKILLed mid-deploy leaves its
+    # Traefik serving and the next gitd adopts it, so again nothing fails ...
     gitd.start()
     wait_serving(gitd, app, 60)
+    with CountingLoad(gitd, gitd.host(app)) as load:
+        traefik_pid = int((gitd.data_dir / "traefik" / "traefik.pid").read_text())
+        commit(repo, web_app("managed"), "managed")
+        push = subprocess.Popen(["git", "push", gitd.remote(app), "main"], cwd=repo,
+                                env=gitd.git_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.3, 0.9) * deploy_seconds)
+        gitd.kill()
+        push.communicate(timeout=120)
+        gitd.start()
+        assert_settled(gitd, docker_client, app)
+        time.sleep(2)
+    assert load.count() > 20 and load.failures() == [], load.failures()[:10]
+    assert int((gitd.data_dir / "traefik" / "traefik.pid").read_text()) == traefik_pid
+    print(f"phase 2a: {load.count()} requests, 0 failed; Traefik {traefik_pid} adopted")
+
+    # ... and the managed Traefik killed: requests fail only until gitd restarts it
     with CountingLoad(gitd, gitd.host(app)) as load:
         time.sleep(2)
         pid = int((gitd.data_dir / "traefik" / "traefik.pid").read_text())
@@ -235,7 +254,7 @@ def test_kills_and_restarts_drop_no_request_and_leave_nothing_behind(own_gitd, d
     # a request in flight when Traefik died fails with it: allow those (started < 1 s before)
     assert load.failures(until=killed_at - 1) == [] and load.failures(since=back_at) == [], \
         load.failures()[:10]
-    print(f"phase 2: {load.count()} requests, {len(load.failures())} failed, all in the "
+    print(f"phase 2b: {load.count()} requests, {len(load.failures())} failed, all in the "
           f"{back_at - killed_at:.1f}s until Traefik was back")
     assert int((gitd.data_dir / "traefik" / "traefik.pid").read_text()) != pid
 
