@@ -82,7 +82,7 @@ def main() -> None:
         gitd.start(extra_env={"GITD_MAX_SESSIONS_PER_KEY": str(args.idle + 10),
                               "GITD_MAX_CONNECTIONS_PER_KEY": str(args.idle + 10),
                               "GITD_MAX_SESSIONS": str(args.idle + 20),
-                              "GITD_GIT_IDLE_TIMEOUT": "600"})
+                              "GITD_IDLE_TIMEOUT": "600"})
         procs = []
         try:
             app = unique_app("idle")

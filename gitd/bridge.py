@@ -15,7 +15,7 @@ class ChannelClosed(Exception):
 class IdleTimeout(GitdError):
     def __init__(self, seconds: float):
         super().__init__(f"nothing received for {seconds:g}s: session closed "
-                         "(setting git_idle_timeout)")
+                         "(setting idle_timeout)")
 
 
 class ThreadBridge:
@@ -24,7 +24,7 @@ class ThreadBridge:
         self.process = process
         self._pending = None
         # with a value, a read given no timeout of its own that waits this
-        # long raises IdleTimeout (a git client that stopped sending)
+        # long raises IdleTimeout (a git client or stdin that stopped sending)
         self.idle_timeout: float | None = None
 
     def _run(self, coro):

@@ -48,7 +48,7 @@ class Settings:
     max_connections_per_key: int = 16  # authenticated connections of one key
     max_unauthenticated: int = 32  # connections not logged in yet
     login_timeout: float = 20.0  # seconds to log in before the connection is dropped
-    git_idle_timeout: float = 120.0  # a git session that sends nothing this long is closed
+    idle_timeout: float = 120.0  # a session waiting for input (git, stdin) that gets none this long is closed
     max_repo_bytes: int = 4 * 1024**3  # a repository beyond this refuses further pushes
     release_history: int = 50  # release rows kept per app (beyond those rollback needs)
     instance: str = field(default="")  # set from the store at start
@@ -117,7 +117,7 @@ def _validate(settings: Settings) -> Settings:
                  "max_unauthenticated", "max_repo_bytes", "release_history"):
         if getattr(settings, name) < 1:
             raise GitdError(f"setting {name}: must be at least 1")
-    for name in ("login_timeout", "git_idle_timeout"):
+    for name in ("login_timeout", "idle_timeout"):
         value = getattr(settings, name)
         if not 0 < value < 86400 * 7:  # also refuses nan and inf
             raise GitdError(f"setting {name}: {value} is not a number of seconds above 0")

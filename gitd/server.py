@@ -235,6 +235,9 @@ class SSHService:
 
     async def _run(self, process, key) -> int:
         bridge = ThreadBridge(asyncio.get_running_loop(), process)
+        # a git client or a command's stdin (keys:add, KEY=@-) that stops
+        # sending is given up on; `run` polls stdin with its own timeout
+        bridge.idle_timeout = self.gitd.settings.idle_timeout
         has_pty = process.get_terminal_type() is not None
         command_line = process.command
         try:
@@ -276,7 +279,6 @@ class SSHService:
         if not key.is_admin and not store.granted(app, key.name):
             raise PermissionDenied()
         repo = gitserve.open_repo(self.gitd.settings.repos_dir, app)
-        bridge.idle_timeout = self.gitd.settings.git_idle_timeout
         try:
             if argv[0] == "git-upload-pack":
                 gitserve.serve_upload_pack(repo, bridge)

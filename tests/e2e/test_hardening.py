@@ -60,7 +60,7 @@ def close_all(procs) -> None:
 def test_idle_sessions_never_starve_others_and_caps_refuse_clearly(own_gitd, tmp_path):
     gitd = own_gitd
     gitd.start(extra_env={"GITD_MAX_SESSIONS": "30", "GITD_MAX_SESSIONS_PER_KEY": "20",
-                          "GITD_MAX_CONNECTIONS_PER_KEY": "40", "GITD_GIT_IDLE_TIMEOUT": "15"})
+                          "GITD_MAX_CONNECTIONS_PER_KEY": "40", "GITD_IDLE_TIMEOUT": "15"})
     app = unique_app("idle")
     ok(gitd, "apps:create", app)
     _, dev = add_deployer(gitd, tmp_path, app)
@@ -86,8 +86,15 @@ def test_idle_sessions_never_starve_others_and_caps_refuse_clearly(own_gitd, tmp
         for proc in idle:
             proc.wait(90)
             assert proc.returncode != 0
-        assert "git_idle_timeout" in idle[0].stderr.read().decode()
+        assert "idle_timeout" in idle[0].stderr.read().decode()
         assert ok(gitd, "apps:info", app, key=dev, timeout=60)
+        # a command waiting for stdin that never comes is given up on too
+        waiting = subprocess.Popen(["ssh", "-F", str(admin_config), "-T", "paas", "keys:add", "x"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        idle.append(waiting)
+        assert waiting.wait(90) != 0
+        assert "idle_timeout" in waiting.stderr.read().decode()
     finally:
         close_all(idle)
 

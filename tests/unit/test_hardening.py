@@ -75,7 +75,7 @@ def test_session_caps_per_key_and_in_total():
 
 
 @pytest.mark.parametrize("name,value", [("max_sessions", "0"), ("login_timeout", "nan"),
-                                        ("git_idle_timeout", "inf"), ("max_repo_bytes", "-1")])
+                                        ("idle_timeout", "inf"), ("max_repo_bytes", "-1")])
 def test_limit_settings_are_checked(tmp_path, name, value):
     with pytest.raises(GitdError, match=name):
         load_settings(tmp_path, environ={f"GITD_{name.upper()}": value})
