@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import threading
@@ -142,7 +143,12 @@ def reconcile_notes(log_text: str) -> list[str]:
 
 def restart_dockerd() -> None:
     """Stop dockerd and start it again the way .ci/setup does (not systemd),
-    then wait until it answers."""
+    then wait until it answers. Where systemd runs it, systemd restarts it."""
+    if shutil.which("systemctl") and subprocess.run(
+            ["systemctl", "is-active", "--quiet", "docker"], capture_output=True).returncode == 0:
+        subprocess.run(["systemctl", "restart", "docker"], check=True, timeout=180)
+        _wait_docker_info()
+        return
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _comm(p) == "dockerd"]
     assert len(pids) == 1, f"expected one dockerd, found {pids}"
     pid = pids[0]
@@ -154,6 +160,10 @@ def restart_dockerd() -> None:
     # as .ci/setup starts it: sh -c 'nohup dockerd >/var/log/gitd-ci-dockerd.log 2>&1 &'
     subprocess.Popen(f"nohup dockerd >{DOCKERD_LOG} 2>&1 &", shell=True, start_new_session=True,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_docker_info()
+
+
+def _wait_docker_info() -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
