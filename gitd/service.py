@@ -220,11 +220,17 @@ class Gitd:
         return have == {t: n for t, n in wanted.items() if n > 0}
 
     def _retire_leftovers(self, engine, containers: list) -> None:
-        """Routed ones (web, running) drain first, as in a deploy; the rest go at once."""
+        """Those Traefik does not route (not healthy yet, not web) go at once,
+        before they can become healthy and take traffic; routed ones (an old
+        release's) drain first, as in a deploy."""
         routed = [c for c in containers if c.status == "running"
                   and c.labels.get(engine_mod.LABEL_PROCESS) == "web"
-                  and c.labels.get(engine_mod.LABEL_ROLE) == "service"]
+                  and c.labels.get(engine_mod.LABEL_ROLE) == "service"
+                  and ((c.attrs.get("State") or {}).get("Health") or {}).get("Status") == "healthy"]
+        for container in containers:
+            if container not in routed:
+                engine.remove(container)
         if routed:
             time.sleep(self.settings.drain_seconds)
-        for container in containers:
-            engine.remove(container, timeout=self.settings.stop_timeout if container in routed else 0)
+        for container in routed:
+            engine.remove(container, timeout=self.settings.stop_timeout)

@@ -65,6 +65,7 @@ def test_a_deploy_killed_before_its_containers_were_healthy_is_undone(tmp_path):
     assert (app.current_release, app.live_seq) == (1, 1)
     assert gitd.store.get_release("hello", 2).status == "failed"
     assert gitd._engine.live == [old]
+    assert gitd._engine.removed == [(new.name, 0)]  # at once: before it can become healthy
     assert gitd._engine.images_removed == ["gitd/hello:v2"]
 
 
