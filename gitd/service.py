@@ -135,7 +135,11 @@ class Gitd:
         except GitdError as exc:
             log.warning("reconcile skipped containers", error=str(exc))
             engine = None
-        adopted = self._finish_interrupted_deploys(engine, notes) if engine else set()
+        # one snapshot for every decision: a container that turns healthy
+        # between two looks would be judged twice, differently
+        snapshot = engine.containers() if engine else []
+        adopted = self._finish_interrupted_deploys(snapshot, notes) if engine else set()
+        routed_leftovers = self._remove_leftovers(engine, snapshot, notes) if engine else []
         for release in self.store.interrupted_releases():
             if (release.app, release.version) in adopted:
                 continue
@@ -148,30 +152,40 @@ class Gitd:
                 except GitdError:
                     pass
         shutil.rmtree(self.settings.work_dir, ignore_errors=True)  # builds cut short
-        if engine is None:
-            return notes
-        known = {a.name: a for a in self.store.list_apps()}
-        leftovers = []
-        for container in engine.containers():
-            app = known.get(container.labels.get(engine_mod.LABEL_APP))
-            seq = container.labels.get(engine_mod.LABEL_SEQ)
-            if app is None or str(app.live_seq) != seq:
-                leftovers.append(container)
-                notes.append(f"removed leftover container {container.name}")
-            elif container.status in ("exited", "created") and not app.settings.get("stopped"):
-                container.start()
-                notes.append(f"started {container.name}")
-        self._retire_leftovers(engine, leftovers)
+        if routed_leftovers:  # an old release's: they drain first, as in a deploy
+            time.sleep(self.settings.drain_seconds)
+            for container in routed_leftovers:
+                engine.remove(container, timeout=self.settings.stop_timeout)
         for note in notes:
             log.info("reconcile", note=note)
         return notes
 
-    def _finish_interrupted_deploys(self, engine, notes: list) -> set:
+    def _remove_leftovers(self, engine, snapshot: list, notes: list) -> list:
+        """Remove at once what is not the live deploy and not routed (not
+        healthy yet: before it can become healthy and take traffic); start
+        live containers that are down. Returns the routed leftovers."""
+        known = {a.name: a for a in self.store.list_apps()}
+        routed = []
+        for container in snapshot:
+            app = known.get(container.labels.get(engine_mod.LABEL_APP))
+            seq = container.labels.get(engine_mod.LABEL_SEQ)
+            if app is None or str(app.live_seq) != seq:
+                notes.append(f"removed leftover container {container.name}")
+                if _routed(container):
+                    routed.append(container)
+                else:
+                    engine.remove(container)
+            elif container.status in ("exited", "created") and not app.settings.get("stopped"):
+                container.start()
+                notes.append(f"started {container.name}")
+        return routed
+
+    def _finish_interrupted_deploys(self, snapshot: list, notes: list) -> set:
         """Make live the newest complete, healthy set of containers of an
         app that is not its live one. Returns the (app, version) adopted."""
         adopted = set()
         groups: dict = {}
-        for container in engine.containers():
+        for container in snapshot:
             labels = container.labels
             if labels.get(engine_mod.LABEL_ROLE) != "service":
                 continue
@@ -219,18 +233,11 @@ class Gitd:
             have[process] = have.get(process, 0) + 1
         return have == {t: n for t, n in wanted.items() if n > 0}
 
-    def _retire_leftovers(self, engine, containers: list) -> None:
-        """Those Traefik does not route (not healthy yet, not web) go at once,
-        before they can become healthy and take traffic; routed ones (an old
-        release's) drain first, as in a deploy."""
-        routed = [c for c in containers if c.status == "running"
-                  and c.labels.get(engine_mod.LABEL_PROCESS) == "web"
-                  and c.labels.get(engine_mod.LABEL_ROLE) == "service"
-                  and ((c.attrs.get("State") or {}).get("Health") or {}).get("Status") == "healthy"]
-        for container in containers:
-            if container not in routed:
-                engine.remove(container)
-        if routed:
-            time.sleep(self.settings.drain_seconds)
-        for container in routed:
-            engine.remove(container, timeout=self.settings.stop_timeout)
+
+def _routed(container) -> bool:
+    """Traefik routes a running web service container once it is healthy."""
+    state = container.attrs.get("State") or {}
+    return (container.status == "running"
+            and container.labels.get(engine_mod.LABEL_PROCESS) == "web"
+            and container.labels.get(engine_mod.LABEL_ROLE) == "service"
+            and (state.get("Health") or {}).get("Status") == "healthy")
