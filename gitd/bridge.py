@@ -5,9 +5,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 
+from gitd.errors import GitdError
+
 
 class ChannelClosed(Exception):
     pass
+
+
+class IdleTimeout(GitdError):
+    def __init__(self, seconds: float):
+        super().__init__(f"nothing received for {seconds:g}s: session closed "
+                         "(setting idle_timeout)")
 
 
 class ThreadBridge:
@@ -15,6 +23,9 @@ class ThreadBridge:
         self.loop = loop
         self.process = process
         self._pending = None
+        # with a value, a read given no timeout of its own that waits this
+        # long raises IdleTimeout (a git client or stdin that stopped sending)
+        self.idle_timeout: float | None = None
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -23,6 +34,9 @@ class ThreadBridge:
         """Up to `size` bytes of stdin; b"" at end of input. With `timeout`,
         TimeoutError when nothing came yet. A pty's window change arrives as
         asyncssh.TerminalSizeChanged."""
+        idle = timeout is None and self.idle_timeout is not None
+        if idle:
+            timeout = self.idle_timeout
         if self._pending is None:
             # a read that timed out stays pending (cancelling it could drop
             # data it had just taken) and the next call picks up its result
@@ -31,6 +45,8 @@ class ThreadBridge:
         try:
             data = self._pending.result(timeout)
         except concurrent.futures.TimeoutError:
+            if idle:
+                raise IdleTimeout(timeout) from None
             raise TimeoutError() from None
         except BaseException:
             self._pending = None

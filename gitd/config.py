@@ -61,6 +61,17 @@ class Settings:
     default_memory: str = "1g"  # per container, unless resources:set says otherwise
     default_cpus: str = "1"
     default_pids: str = "1024"
+    # hardening (issue 10): sessions, connections and growth. Each session
+    # (command or git) runs on a thread of its own, so these caps bound the
+    # threads, sockets and file descriptors anyone can hold.
+    max_sessions: int = 64  # commands and git sessions running at once, all keys
+    max_sessions_per_key: int = 8  # the same, for one key
+    max_connections_per_key: int = 16  # authenticated connections of one key
+    max_unauthenticated: int = 32  # connections not logged in yet
+    login_timeout: float = 20.0  # seconds to log in before the connection is dropped
+    idle_timeout: float = 120.0  # a session waiting for input (git, stdin) that gets none this long is closed
+    max_repo_bytes: int = 4 * 1024**3  # a repository beyond this refuses further pushes
+    release_history: int = 50  # release rows kept per app (beyond those rollback needs)
     instance: str = field(default="")  # set from the store at start
     # Stacks buildpack (builds without a Dockerfile): the network builds run
     # on ("" = Docker's default bridge) and the base image of each role
@@ -218,6 +229,14 @@ def _validate(settings: Settings) -> Settings:
         value = getattr(settings, name)
         if any(c.isspace() or c in "\"'`" for c in value):
             raise GitdError(f"setting {name}: {value!r} must not contain spaces or quotes")
+    for name in ("max_sessions", "max_sessions_per_key", "max_connections_per_key",
+                 "max_unauthenticated", "max_repo_bytes", "release_history"):
+        if getattr(settings, name) < 1:
+            raise GitdError(f"setting {name}: must be at least 1")
+    for name in ("login_timeout", "idle_timeout"):
+        value = getattr(settings, name)
+        if not 0 < value < 86400 * 7:  # also refuses nan and inf
+            raise GitdError(f"setting {name}: {value} is not a number of seconds above 0")
     if settings.log_format not in ("auto", "json", "console"):
         raise GitdError("setting log_format must be auto, json or console")
     if settings.build_network and not NETWORK_NAME.fullmatch(settings.build_network):

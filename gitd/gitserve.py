@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dulwich.protocol import (CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_PROGRESS,
+from dulwich.protocol import (CAPABILITY_ATOMIC, CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_PROGRESS,
                               ReceivableProtocol)
 from dulwich.repo import Repo
 from dulwich.server import Backend, ReceivePackHandler, UploadPackHandler
@@ -66,11 +66,35 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         else:
             self._stderr(data)
 
+    def _apply_pack(self, refs):
+        self._update = list(refs)  # _on_update judges a ref against the whole update
+        for name, status in super()._apply_pack(refs):
+            if name == b"unpack" and b"maximum input size" in status:
+                status += b" (settings max_pack_bytes, max_repo_bytes)"
+            yield name, status
+
+    def _deploy_refusal(self) -> bytes | None:
+        """A deploy cannot be undone once it serves, so it must not be part
+        of an update that can still be refused after it: an atomic push
+        (all-or-nothing) deploys only on its own, and one push deploys at
+        most one branch."""
+        refs = [ref for _, _, ref in getattr(self, "_update", [])]
+        deploys = [ref for ref in refs if ref in DEPLOY_BRANCHES]
+        if len(deploys) > 1:
+            return b"push main or master, not both: one push deploys one branch"
+        if len(refs) > 1 and self.has_capability(CAPABILITY_ATOMIC):
+            return (b"an atomic push cannot deploy beside other refs; "
+                    b"push the deploy branch on its own")
+        return None
+
     def _on_update(self, ref_name, old_sha, new_sha):
         if ref_name not in DEPLOY_BRANCHES:
             return None
         if new_sha == ZERO_SHA:
             return b"deleting the deploy branch is not allowed (use apps:destroy)"
+        refusal = self._deploy_refusal()
+        if refusal:
+            return refusal
         try:
             self._deploy(new_sha, self._progress)
         except GitdError as exc:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import shutil
 import threading
+import time
 
 import docker.errors
 import structlog
 
-from gitd import certs, gitserve, tlsconfig
+from gitd import certs, gitserve, repos, tlsconfig
 from gitd.config import Settings
 from gitd.errors import GitdError
 from gitd.store import Store
@@ -108,6 +109,17 @@ class Gitd:
 
     # pushes
 
+    def collect_repo_later(self, app: str) -> None:
+        """Garbage-collect the app's repository on a thread of its own, under
+        the app's lock, when no deploy holds it (else the next push does)."""
+        def collect():
+            try:
+                with self.locks.hold(app, 0):
+                    repos.collect(gitserve.repo_path(self.settings.repos_dir, app), app)
+            except GitdError:
+                pass  # busy: a later push collects
+        threading.Thread(target=collect, daemon=True, name=f"gitd-gc-{app}").start()
+
     def deploy_push(self, app: str, repo, pushed_by: str | None):
         def deploy(commit: bytes, sink):
             self.pipeline.push(app, repo, commit, pushed_by, sink)
@@ -117,31 +129,39 @@ class Gitd:
 
     def reconcile(self) -> list[str]:
         """After a crash or restart: the current release's containers serve,
-        leftovers of interrupted deploys go, and the state tells the truth."""
+        leftovers of interrupted deploys go, and the state tells the truth.
+
+        A deploy killed once its new containers were healthy is finished
+        rather than undone: Traefik already routes to them (a healthy
+        container with the highest priority takes the traffic), so removing
+        them would drop requests, while the old ones no longer get any."""
         notes = []
-        for release in self.store.interrupted_releases():
-            self.store.update_release(release.app, release.version, status="failed",
-                                      log=release.log + " !     interrupted: gitd stopped during this deploy\n")
-            notes.append(f"{release.app} v{release.version}: marked failed (interrupted)")
-            try:
-                self.engine.remove_image(f"gitd/{release.app}:v{release.version}")
-            except GitdError:
-                pass
         try:
             engine = self.engine
         except GitdError as exc:
             log.warning("reconcile skipped containers", error=str(exc))
-            return notes
-        known = {a.name: a for a in self.store.list_apps()}
-        for container in engine.containers():
-            app = known.get(container.labels.get(engine_mod.LABEL_APP))
-            seq = container.labels.get(engine_mod.LABEL_SEQ)
-            if app is None or str(app.live_seq) != seq:
-                engine.remove(container)
-                notes.append(f"removed leftover container {container.name}")
-            elif container.status in ("exited", "created") and not app.settings.get("stopped"):
-                container.start()
-                notes.append(f"started {container.name}")
+            engine = None
+        # one snapshot for every decision: a container that turns healthy
+        # between two looks would be judged twice, differently
+        snapshot = engine.containers() if engine else []
+        adopted = self._finish_interrupted_deploys(snapshot, notes) if engine else set()
+        routed_leftovers = self._remove_leftovers(engine, snapshot, notes) if engine else []
+        for release in self.store.interrupted_releases():
+            if (release.app, release.version) in adopted:
+                continue
+            self.store.update_release(release.app, release.version, status="failed",
+                                      log=release.log + " !     interrupted: gitd stopped during this deploy\n")
+            notes.append(f"{release.app} v{release.version}: marked failed (interrupted)")
+            if engine:
+                try:
+                    engine.remove_image(f"gitd/{release.app}:v{release.version}")
+                except GitdError:
+                    pass
+        shutil.rmtree(self.settings.work_dir, ignore_errors=True)  # builds cut short
+        if routed_leftovers:  # an old release's: they drain first, as in a deploy
+            time.sleep(self.settings.drain_seconds)
+            for container in routed_leftovers:
+                engine.remove(container, timeout=self.settings.stop_timeout)
         for note in notes:
             log.info("reconcile", note=note)
         return notes
@@ -191,3 +211,85 @@ class Gitd:
                 app_log.warning("route refresh failed; the old routes keep serving", error=str(exc))
         log.info("routes checked", redeployed=refreshed)
         return refreshed
+
+    def _remove_leftovers(self, engine, snapshot: list, notes: list) -> list:
+        """Remove at once what is not the live deploy and not routed (not
+        healthy yet: before it can become healthy and take traffic); start
+        live containers that are down. Returns the routed leftovers."""
+        known = {a.name: a for a in self.store.list_apps()}
+        routed = []
+        for container in snapshot:
+            app = known.get(container.labels.get(engine_mod.LABEL_APP))
+            seq = container.labels.get(engine_mod.LABEL_SEQ)
+            if app is None or str(app.live_seq) != seq:
+                notes.append(f"removed leftover container {container.name}")
+                if _routed(container):
+                    routed.append(container)
+                else:
+                    engine.remove(container)
+            elif container.status in ("exited", "created") and not app.settings.get("stopped"):
+                container.start()
+                notes.append(f"started {container.name}")
+        return routed
+
+    def _finish_interrupted_deploys(self, snapshot: list, notes: list) -> set:
+        """Make live the newest complete, healthy set of containers of an
+        app that is not its live one. Returns the (app, version) adopted."""
+        adopted = set()
+        groups: dict = {}
+        for container in snapshot:
+            labels = container.labels
+            if labels.get(engine_mod.LABEL_ROLE) != "service":
+                continue
+            key = (labels.get(engine_mod.LABEL_APP), labels.get(engine_mod.LABEL_SEQ),
+                   labels.get(engine_mod.LABEL_RELEASE))
+            groups.setdefault(key, []).append(container)
+        for (app_name, seq, version), containers in sorted(
+                groups.items(), key=lambda item: -int(item[0][1] or 0)):
+            try:
+                app = self.store.get_app(app_name)
+                seq_n, version_n = int(seq), int(version)
+            except (GitdError, TypeError, ValueError):
+                continue
+            if app.name in {a for a, _ in adopted} or app.live_seq is None or seq_n <= app.live_seq:
+                continue
+            if not self._complete_and_healthy(app, version_n, containers):
+                continue
+            release = self.store.get_release(app.name, version_n)
+            self.store.set_live(app.name, version_n, seq_n)
+            if release.status in ("building", "deploying"):
+                self.store.update_release(app.name, version_n, status="succeeded",
+                                          log=release.log + "-----> finished by gitd after a restart\n")
+            adopted.add((app.name, version_n))
+            notes.append(f"{app.name} v{version_n}: interrupted deploy was healthy; finished it")
+        return adopted
+
+    def _complete_and_healthy(self, app, version: int, containers: list) -> bool:
+        """Every container the formation asks for is there and running, and
+        the web ones are healthy."""
+        try:
+            release = self.store.get_release(app.name, version)
+        except GitdError:
+            return False
+        if release.status not in ("building", "deploying", "succeeded"):
+            return False
+        types = ["web"] + [t for t in release.procfile if t not in ("web", "release")]
+        wanted = {t: int(app.scale.get(t, 1 if t == "web" else 0)) for t in types}
+        have: dict = {}
+        for container in containers:
+            state = container.attrs.get("State") or {}
+            process = container.labels.get(engine_mod.LABEL_PROCESS)
+            healthy = (state.get("Health") or {}).get("Status") == "healthy"
+            if state.get("Status") != "running" or (process == "web" and not healthy):
+                return False
+            have[process] = have.get(process, 0) + 1
+        return have == {t: n for t, n in wanted.items() if n > 0}
+
+
+def _routed(container) -> bool:
+    """Traefik routes a running web service container once it is healthy."""
+    state = container.attrs.get("State") or {}
+    return (container.status == "running"
+            and container.labels.get(engine_mod.LABEL_PROCESS) == "web"
+            and container.labels.get(engine_mod.LABEL_ROLE) == "service"
+            and (state.get("Health") or {}).get("Status") == "healthy")

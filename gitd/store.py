@@ -348,6 +348,25 @@ class Store:
                                    [image_id]).fetchall()
         return {row[0] for row in rows}
 
+    def trim_releases(self, app: str, keep: set[int], newest: int, log_tail: int) -> int:
+        """Delete the app's release rows but those in `keep`, the `newest`
+        ones and any still building or deploying; cut the logs of the rows
+        left that are not in `keep` to their last `log_tail` characters.
+        Returns how many rows went."""
+        with self._tx() as db:
+            rows = list(db.execute(
+                "SELECT version, status, length(log) FROM releases WHERE app = ? "
+                "ORDER BY version DESC", [app]).fetchall())
+            gone = [v for i, (v, status, _) in enumerate(rows)
+                    if i >= newest and v not in keep and status not in ACTIVE_STATUSES]
+            for version in gone:
+                db["releases"].delete((app, version))
+            for i, (version, _, length) in enumerate(rows):
+                if version not in keep and version not in gone and (length or 0) > log_tail:
+                    db.execute("UPDATE releases SET log = '(log trimmed)\n' || substr(log, -?) "
+                               "WHERE app = ? AND version = ?", [log_tail, app, version])
+        return len(gone)
+
     def interrupted_releases(self) -> list[Release]:
         with self._lock:
             return [_release(r) for r in self.db["releases"].rows_where(

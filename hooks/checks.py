@@ -10,11 +10,13 @@ PROBE_PATH and does the request itself.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gitd import validate
 from gitd.errors import DeployError, UsageError
 
 # busybox picks its applet from argv[0]: keep the name "busybox"
@@ -38,26 +40,32 @@ class HealthCheck:
 
 
 KEYS = {"path": str, "timeout": float, "attempts": int, "wait": float}
+# bounds: a deploy must end, and Docker takes these as int64 nanoseconds
+MAX_TIMEOUT = 300.0
+MAX_ATTEMPTS = 100
+MAX_WAIT = 3600.0
+MAX_PATH = 1024
+# printable ASCII but space, quotes, backslash, $ and `: the path goes into a shell script
+PATH_CHARS = re.compile(r"/[!#%&()*+,\-./0-9:;<=>?@A-Z\[\]^_a-z{|}~]*")
 
 
-def parse_values(pairs: dict[str, str]) -> dict:
+def parse_values(pairs: dict) -> dict:
     """Validate `checks:set` / app.json values; returns typed values."""
     out = {}
     for key, raw in pairs.items():
         if key not in KEYS:
-            raise UsageError(f"unknown check setting {key!r} (known: {', '.join(KEYS)})")
+            raise UsageError(f"unknown check setting {str(key)[:40]!r} (known: {', '.join(KEYS)})")
         if key == "path":
-            if not str(raw).startswith("/") or any(c in str(raw) for c in " \r\n\"'\\$`"):
-                raise UsageError(f"check path must start with '/' and hold no spaces or quotes: {raw!r}")
-            out[key] = str(raw)
-            continue
-        try:
-            value = KEYS[key](raw)
-        except (TypeError, ValueError):
-            raise UsageError(f"check {key} must be a number, got {raw!r}")
-        if value <= 0:
-            raise UsageError(f"check {key} must be above 0")
-        out[key] = value
+            if not isinstance(raw, str) or len(raw) > MAX_PATH or not PATH_CHARS.fullmatch(raw):
+                raise UsageError("check path must start with '/' and hold no spaces, quotes or "
+                                 f"other characters a URL path does not: {str(raw)[:60]!r}")
+            out[key] = raw
+        elif key == "attempts":
+            out[key] = validate.whole_number(raw, "check attempts", 1, MAX_ATTEMPTS)
+        elif key == "timeout":
+            out[key] = validate.seconds(raw, "check timeout", 0, MAX_TIMEOUT, above_low=True)
+        else:
+            out[key] = validate.seconds(raw, "check wait", 0, MAX_WAIT, above_low=True)
     return out
 
 
@@ -68,11 +76,13 @@ def from_app_json(text: str | None) -> dict:
         return {}
     try:
         data = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"app.json is not valid JSON: {exc}")
+    except (ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested too deep
+        raise UsageError(f"app.json is not valid JSON: {str(exc)[:200]}")
     section = data.get("healthchecks") if isinstance(data, dict) else None
     if isinstance(section, dict) and isinstance(section.get("web"), list):
         section = section["web"][0] if section["web"] else {}
+        if not isinstance(section, dict):
+            raise UsageError("app.json healthchecks.web must be a list of objects")
     if not isinstance(section, dict):
         return {}
     known = {k: v for k, v in section.items() if k in KEYS}

@@ -9,9 +9,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import structlog
+
 import buildpacks
 from buildpacks import BuildRequest
-from gitd import tlsconfig
+from gitd import tlsconfig, validate
 from gitd.config import Settings
 from gitd.errors import BuildError, GitdError, NotFound
 from gitd.store import Release, Store
@@ -21,6 +23,8 @@ from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_RELEASE, Engine
 from hooks.events import Progress
 
 DEFAULT_PORT = 5000
+progress_log = structlog.get_logger("gitd.pipeline")
+TRIMMED_LOG_CHARS = 4000  # the tail kept of a log rollback cannot use
 
 
 def image_repository(app: str) -> str:
@@ -72,10 +76,10 @@ class Pipeline:
             release = self.store.get_release(app, release.version)
             self._deploy(release, progress)
             return release
-        except GitdError as exc:
+        except Exception as exc:  # any failure: no release left `building`, no stray image
             self._fail(release, progress, exc)
             if built_image:
-                self.engine.remove_image(image_tag(app, release.version))
+                self._remove_image_quietly(image_tag(app, release.version))
             raise
 
     def release(self, app: str, base: Release, config: dict, kind: str, description: str,
@@ -88,16 +92,21 @@ class Pipeline:
             pushed_by=by, description=description, config=config, procfile=base.procfile,
             port=base.port, app_json=base.app_json)
         tag = image_tag(app, release.version)
-        self.engine.tag(base.image_id, image_repository(app), f"v{release.version}")
-        self.store.update_release(app, release.version, image=tag)
-        release = self.store.get_release(app, release.version)
         progress = self._progress(sink, app, release.version)
+        try:
+            self.engine.tag(base.image_id, image_repository(app), f"v{release.version}")
+            self.store.update_release(app, release.version, image=tag)
+        except Exception as exc:
+            self._fail(release, progress, exc)
+            self._remove_image_quietly(tag)
+            raise
+        release = self.store.get_release(app, release.version)
         progress.step(f"Releasing v{release.version}: {description}")
         try:
             self._deploy(release, progress, announce=False)
-        except GitdError as exc:
+        except Exception as exc:
             self._fail(release, progress, exc)
-            self.engine.remove_image(tag)
+            self._remove_image_quietly(tag)
             raise
         return release
 
@@ -194,8 +203,9 @@ class Pipeline:
             tls=tlsconfig.tls_plan(self.settings, release.app, hosts),
             check=checks.resolve(settings, release.app_json, self.settings.deploy_timeout),
             release_command=process_argv(release.procfile.get("release"), release.buildpack),
-            drain=float(settings.get("drain", self.settings.drain_seconds)),
-            stop_timeout=int(settings.get("stop_timeout", self.settings.stop_timeout)),
+            # bounded again: a value stored before checks:set checked its range
+            drain=_within(settings.get("drain"), self.settings.drain_seconds, 3600),
+            stop_timeout=int(_within(settings.get("stop_timeout"), self.settings.stop_timeout, 3600)),
             limits=resources.container_args(resources.effective(self.settings, settings)),
             release_timeout=self.settings.release_timeout,
         )
@@ -210,13 +220,26 @@ class Pipeline:
                          if k not in ("web", "release")})
         return commands
 
-    def _fail(self, release: Release, progress: Progress, exc: GitdError) -> None:
+    def _remove_image_quietly(self, tag: str) -> None:
+        """Cleanup after a failure must not hide the failure itself."""
+        try:
+            self.engine.remove_image(tag)
+        except GitdError as exc:
+            progress_log.warning("could not remove image", image=tag, error=str(exc))
+
+    def _fail(self, release: Release, progress: Progress, exc: Exception) -> None:
+        if not isinstance(exc, GitdError):
+            exc = GitdError(f"internal error ({type(exc).__name__}); see gitd's log")
         progress.warn(str(exc))
         current = self.store.get_app(release.app).current_release
         if current and current != release.version:
             progress.warn(f"v{current} keeps serving")
         self.store.update_release(release.app, release.version, status="failed", log=progress.text)
         progress.log.warning("release failed", error=str(exc))
+        try:
+            self.trim_history(release.app)  # failed pushes must not pile up either
+        except Exception as trim_exc:  # noqa: BLE001 - never hide the failure itself
+            progress.log.warning("trimming releases failed", error=str(trim_exc))
 
     # housekeeping
 
@@ -237,7 +260,18 @@ class Pipeline:
             self._drop_gc_root(app, release.version)
             self.store.update_release(app, release.version, status="pruned")
             pruned.append(release.version)
+        self.trim_history(app, keep)
         return pruned
+
+    def trim_history(self, app: str, keep: set | None = None) -> None:
+        """Release rows beyond `release_history` go, and the logs of those
+        rollback cannot use are cut to their tail."""
+        if keep is None:
+            current = self.store.get_app(app).current_release
+            succeeded = [r.version for r in self.store.releases(app) if r.status == "succeeded"]
+            keep = set(succeeded[: self.settings.keep_releases]) | {current}
+        self.store.trim_releases(app, {v for v in keep if v}, self.settings.release_history,
+                                 TRIMMED_LOG_CHARS)
 
     def gc_root(self, app: str, version: int) -> Path:
         return self.settings.data_dir / "gcroots" / app / f"v{version}"
@@ -270,10 +304,20 @@ class Pipeline:
         self.engine.image_attrs(release.image_id)
 
 
+def _within(value, default, high):
+    try:
+        value = float(default if value is None else value)
+    except (TypeError, ValueError):
+        return default
+    return value if 0 <= value <= high else default  # nan fails both comparisons
+
+
 def _port_from(value: str | None, default: int) -> int:
-    if value and value.isdigit() and 0 < int(value) < 65536:
-        return int(value)
-    return default
+    """config:set checks PORT; a value stored before that check falls back."""
+    try:
+        return validate.port(value) if value else default
+    except GitdError:
+        return default
 
 
 def _formation_text(formation: dict[str, int]) -> str:

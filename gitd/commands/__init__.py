@@ -105,7 +105,10 @@ class Context:
         data = self.bridge.read_all(limit)
         if len(data) > limit:
             raise UsageError(f"input is larger than {limit} bytes")
-        return data.decode("utf-8")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError("input is not UTF-8 text") from None
 
     def require_admin(self) -> None:
         if not self.key.is_admin:

@@ -3,11 +3,14 @@ decides a new container is ready, and how long the old ones drain."""
 
 from __future__ import annotations
 
+from gitd import validate
 from gitd.commands import app_parser, command, parse_app
 from gitd.errors import UsageError
 from hooks import checks
 
 DEPLOY_KEYS = {"drain": float, "stop_timeout": int}
+MAX_DRAIN = 3600
+MAX_STOP_TIMEOUT = 3600
 
 
 def _current(ctx, name: str) -> dict:
@@ -71,13 +74,9 @@ def set_(ctx, argv):
 
 
 def _deploy_value(key: str, raw: str):
-    try:
-        value = DEPLOY_KEYS[key](raw)
-    except ValueError:
-        raise UsageError(f"{key} must be a number, got {raw!r}")
-    if value < 0:
-        raise UsageError(f"{key} must not be negative")
-    return value
+    if key == "drain":
+        return validate.seconds(raw, "drain", 0, MAX_DRAIN)
+    return validate.whole_number(raw, "stop_timeout", 0, MAX_STOP_TIMEOUT)
 
 
 @command("checks:disable", "checks:disable APP", "Deploy without health checks (may drop requests)")

@@ -41,6 +41,8 @@ def parse_pairs(pairs: list[str], read_stdin) -> dict[str, str]:
             value = _strip_newline(read_stdin())
         if "\0" in value:
             raise UsageError(f"the value of {key} holds a NUL byte")
+        if key == "PORT":  # gitd routes to it: it must be a port
+            validate.port(value)
         values[key] = value
     return values
 
@@ -83,8 +85,10 @@ def _release(ctx, current, old: dict, new: dict, description: str) -> None:
     try:
         ctx.gitd.pipeline.release(app, current, new, kind="config", description=description,
                                   by=ctx.key.name, sink=ctx.progress_sink())
-    except GitdError as exc:
+    except Exception as exc:  # any failure puts the old state back
         replace_config(ctx.store, app, new, old)
+        if not isinstance(exc, GitdError):
+            raise
         raise GitdError(f"{exc}\nconfig of {app} left as it was; "
                         f"v{current.version} keeps serving") from exc
 

@@ -44,11 +44,13 @@ def change_domains(ctx, app: str, add: list[str] = (), remove: list[str] = ()) -
             return
         try:
             ctx.gitd.pipeline.redeploy(app, ctx.progress_sink(), "Updating routes: redeploying")
-        except GitdError as exc:
+        except Exception as exc:  # any failure puts the old state back
             if added:
                 store.remove_domains(app, added)
             if removed:
                 store.add_domains(app, removed)
+            if not isinstance(exc, GitdError):
+                raise
             raise GitdError(f"{exc}\ndomains of {app} left as they were") from exc
         finally:
             tlsconfig.sync_dynamic(ctx.settings, store)

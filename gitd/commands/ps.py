@@ -47,9 +47,7 @@ def parse_scale(pairs: list[str], release) -> dict[str, int]:
         if name not in known:
             where = f"the Procfile of v{release.version}" if release else "an app not deployed yet"
             raise UsageError(f"no process type {name!r} in {where} (known: {', '.join(known)})")
-        if not count.isdigit() or int(count) > MAX_SCALE:
-            raise UsageError(f"the count for {name} must be a number from 0 to {MAX_SCALE}")
-        changes[name] = int(count)
+        changes[name] = validate.whole_number(count, f"the count for {name}", 0, MAX_SCALE)
     return changes
 
 
@@ -168,8 +166,10 @@ def scale(ctx, argv):
         try:
             ctx.gitd.pipeline.redeploy(args.app, ctx.progress_sink(),
                                        f"Scaling to {formation_text(changes)}:")
-        except GitdError as exc:
+        except Exception as exc:  # any failure puts the old state back
             ctx.store.set_scale(args.app, old)
+            if not isinstance(exc, GitdError):
+                raise
             raise GitdError(f"{exc}\nscale of {args.app} left as it was") from exc
 
 

@@ -1,0 +1,78 @@
+"""Reconcile after a crash: a deploy whose containers were healthy is
+finished, one whose containers were not is undone (store + a recording engine)."""
+
+from gitd.config import Settings
+from gitd.service import Gitd
+from gitd.store import Store
+
+
+class Container:
+    def __init__(self, app, seq, release, process="web", health="healthy", status="running"):
+        self.name = f"gitd-t.{app}.{process}.1.s{seq}"
+        self.labels = {"gitd.app": app, "gitd.seq": str(seq), "gitd.release": str(release),
+                       "gitd.process": process, "gitd.role": "service", "gitd.instance": "t"}
+        self.status = status
+        self.attrs = {"State": {"Status": status, "Health": {"Status": health}}}
+
+    def start(self):
+        self.status = "running"
+
+
+class Engine:
+    def __init__(self, containers):
+        self.live, self.removed, self.images_removed = list(containers), [], []
+
+    def containers(self, app=None, **labels):
+        return [c for c in self.live if app in (None, c.labels["gitd.app"])]
+
+    def remove(self, container, timeout=0):
+        self.live.remove(container)
+        self.removed.append((container.name, timeout))
+
+    def remove_image(self, tag):
+        self.images_removed.append(tag)
+
+
+def daemon(tmp_path, containers):
+    store = Store(tmp_path / "gitd.db")
+    store.create_app("hello")
+    v1 = store.new_release("hello", status="succeeded", procfile={})
+    store.set_live("hello", v1.version, store.take_seq("hello"))  # seq 1
+    store.new_release("hello", status="deploying", procfile={})  # v2, interrupted
+    store.take_seq("hello")  # seq 2
+    gitd = Gitd(Settings(data_dir=tmp_path, instance="t", drain_seconds=0), store)
+    gitd._engine = Engine(containers)
+    return gitd
+
+
+def test_a_deploy_killed_with_healthy_containers_is_finished(tmp_path):
+    old, new = Container("hello", 1, 1), Container("hello", 2, 2)
+    gitd = daemon(tmp_path, [old, new])
+    gitd.reconcile()
+    app = gitd.store.get_app("hello")
+    assert (app.current_release, app.live_seq) == (2, 2)
+    assert gitd.store.get_release("hello", 2).status == "succeeded"
+    assert gitd._engine.live == [new]
+    assert gitd._engine.removed == [(old.name, gitd.settings.stop_timeout)]  # drained, then stopped
+    assert gitd._engine.images_removed == []
+
+
+def test_a_deploy_killed_before_its_containers_were_healthy_is_undone(tmp_path):
+    old, new = Container("hello", 1, 1), Container("hello", 2, 2, health="starting")
+    gitd = daemon(tmp_path, [old, new])
+    gitd.reconcile()
+    app = gitd.store.get_app("hello")
+    assert (app.current_release, app.live_seq) == (1, 1)
+    assert gitd.store.get_release("hello", 2).status == "failed"
+    assert gitd._engine.live == [old]
+    assert gitd._engine.removed == [(new.name, 0)]  # at once: before it can become healthy
+    assert gitd._engine.images_removed == ["gitd/hello:v2"]
+
+
+def test_an_incomplete_formation_is_not_finished(tmp_path):
+    old, new = Container("hello", 1, 1), Container("hello", 2, 2)
+    gitd = daemon(tmp_path, [old, new])
+    gitd.store.set_scale("hello", {"web": 2})
+    gitd.reconcile()
+    assert gitd.store.get_app("hello").live_seq == 1
+    assert gitd._engine.live == [old]
