@@ -48,13 +48,29 @@ class _OneRepoBackend(Backend):
 
 class DeployingReceivePackHandler(ReceivePackHandler):
     """Runs the pipeline when the deploy branch is pushed, after the pack is
-    stored and before the ref moves: a failed deploy rejects the ref."""
+    stored and before the ref moves: a failed deploy rejects the ref.
 
-    def __init__(self, backend, args, proto, deploy, max_pack_bytes: int, stderr):
+    The app's lock is taken once the pack is stored, not while it arrives: a
+    slow or idle pusher does not block the app's admin commands. Under the
+    lock each ref is compared with what the client saw (dulwich ignores the
+    result of its compare-and-swap), so of two racing pushes one is refused."""
+
+    def __init__(self, backend, args, proto, deploy, max_pack_bytes: int, stderr, lock):
         super().__init__(backend, args, proto)
         self._deploy = deploy  # (commit_sha: bytes, sink) -> None, raises GitdError
         self._max_pack_bytes = max_pack_bytes
         self._stderr = stderr
+        self._lock = lock  # (notify) -> context manager holding the app's lock
+
+    def _apply_pack(self, refs):
+        steps = super()._apply_pack(refs)
+        unpacked = next(steps)  # reads and stores the pack
+        yield unpacked
+        if unpacked[1] != b"ok":
+            yield from steps
+            return
+        with self._lock(self._progress):
+            yield from steps
 
     def _receive_max_input_size(self):
         return self._max_pack_bytes
@@ -67,6 +83,8 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             self._stderr(data)
 
     def _on_update(self, ref_name, old_sha, new_sha):
+        if _ref_value(self.repo, ref_name) != old_sha:
+            return b"the branch moved while this push arrived (fetch first)"
         if ref_name not in DEPLOY_BRANCHES:
             return None
         if new_sha == ZERO_SHA:
@@ -78,10 +96,18 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         return None
 
 
-def serve_receive_pack(repo: Repo, bridge, deploy, max_pack_bytes: int) -> None:
+def _ref_value(repo: Repo, ref_name: bytes) -> bytes:
+    try:
+        return repo.refs[ref_name]
+    except KeyError:
+        return ZERO_SHA
+
+
+def serve_receive_pack(repo: Repo, bridge, deploy, max_pack_bytes: int, lock) -> None:
+    """`lock(notify)` holds the app's lock around the ref updates and deploy."""
     proto = ReceivableProtocol(bridge.recv, bridge.write)
     handler = DeployingReceivePackHandler(_OneRepoBackend(repo), ["."], proto, deploy,
-                                          max_pack_bytes, bridge.write_err)
+                                          max_pack_bytes, bridge.write_err, lock)
     handler.handle()
 
 

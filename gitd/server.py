@@ -142,11 +142,10 @@ class SSHService:
             if argv[0] == "git-upload-pack":
                 gitserve.serve_upload_pack(repo, bridge)
                 return 0
-            notify = lambda text: bridge.err(text + "\n")
-            with self.gitd.app_lock(app, notify=notify):
-                gitserve.serve_receive_pack(
-                    repo, bridge, self.gitd.deploy_push(app, repo, key.name),
-                    self.gitd.settings.max_pack_bytes)
+            gitserve.serve_receive_pack(
+                repo, bridge, self.gitd.deploy_push(app, repo, key.name),
+                self.gitd.settings.max_pack_bytes,
+                lambda notify: self.gitd.app_lock(app, notify=notify))
             return 0
         finally:
             repo.close()

@@ -16,6 +16,7 @@ from gitd.store import Store
 from hooks import engine as engine_mod
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline
+from hooks.retire import Retirements
 
 log = structlog.get_logger("gitd.service")
 
@@ -28,6 +29,7 @@ class Gitd:
             settings = replace(settings, instance=self.store.instance)
         self.settings = settings
         self.locks = AppLocks()
+        self.retirements = Retirements()  # old containers draining after a deploy
         self._engine = None
         self._engine_guard = threading.Lock()
 
@@ -41,7 +43,7 @@ class Gitd:
     @functools.cached_property
     def pipeline(self) -> Pipeline:
         # not cached while Docker is unreachable: self.engine raises
-        return Pipeline(self.settings, self.store, self.engine)
+        return Pipeline(self.settings, self.store, self.engine, self.retirements)
 
     def app_lock(self, app: str, notify=None):
         def waiting():
@@ -65,6 +67,7 @@ class Gitd:
     def destroy_app(self, name: str, out) -> None:
         self.store.get_app(name)
         with self.app_lock(name, notify=out):
+            self.retirements.cancel(name)
             engine = self.engine
             containers = engine.containers(name)
             for container in containers:
@@ -127,15 +130,33 @@ class Gitd:
             log.warning("reconcile skipped containers", error=str(exc))
             return notes
         known = {a.name: a for a in self.store.list_apps()}
+        retiring: dict[str, list] = {}
         for container in engine.containers():
             app = known.get(container.labels.get(engine_mod.LABEL_APP))
             seq = container.labels.get(engine_mod.LABEL_SEQ)
-            if app is None or str(app.live_seq) != seq:
+            if app is not None and _retired_by_a_live_release(container, app):
+                retiring.setdefault(app.name, []).append(container)
+            elif app is None or str(app.live_seq) != seq:
                 engine.remove(container)
                 notes.append(f"removed leftover container {container.name}")
             elif container.status in ("exited", "created") and not app.settings.get("stopped"):
                 container.start()
                 notes.append(f"started {container.name}")
+        for name, containers in retiring.items():
+            # a retirement gitd was running when it stopped: drained again, in the background
+            settings = known[name].settings
+            self.pipeline.deployer.retire_later(
+                name, containers, float(settings.get("drain", self.settings.drain_seconds)),
+                int(settings.get("stop_timeout", self.settings.stop_timeout)))
+            notes.append(f"retiring {len(containers)} old container(s) of {name} in the background")
         for note in notes:
             log.info("reconcile", note=note)
         return notes
+
+
+def _retired_by_a_live_release(container, app) -> bool:
+    """An older release's running service container: it may still carry
+    traffic, so it drains before it stops."""
+    seq = container.labels.get(engine_mod.LABEL_SEQ, "")
+    return (container.labels.get(engine_mod.LABEL_ROLE) == "service" and container.status == "running"
+            and seq.isdigit() and app.live_seq is not None and int(seq) < int(app.live_seq))

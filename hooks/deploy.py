@@ -6,7 +6,8 @@ compare; running it goes through hooks.engine.
     start -> healthy -> routed -> live -> drained -> retired
 
 A failure before `live` removes the new containers and never touches the
-old ones, which keep serving.
+old ones, which keep serving. `deploy` returns at `live`: draining and
+retiring the old containers goes on in the background (hooks.retire).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hooks import checks, router
 from hooks.checks import HealthCheck
 from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE,
                           LABEL_ROLE, LABEL_SEQ, Engine)
+from hooks.retire import Retirements
 
 RELEASE_TASK_TIMEOUT = 600.0
 
@@ -141,20 +143,19 @@ def release_task_spec(target: Target, settings: Settings) -> dict:
 
 
 class Deployer:
-    def __init__(self, engine: Engine, settings: Settings):
+    def __init__(self, engine: Engine, settings: Settings, retirements: Retirements | None = None):
         self.engine = engine
         self.settings = settings
         self.probe = checks.find_probe(settings.probe_binary)
+        self.retirements = retirements or Retirements()
 
     def deploy(self, target: Target, progress, on_live) -> dict:
-        """Run the swap. `on_live()` records the new release as current; it is
-        called once the new containers serve, before the old ones are touched.
+        """Run the swap up to `live`. `on_live()` records the new release as
+        current; it is called once the new containers serve, before the old
+        ones are touched. The old ones then drain and stop in the background.
         Returns timings in seconds."""
         timings: dict[str, float] = {}
         started: list = []
-        old = [c for c in self.engine.containers(target.app)
-               if c.labels.get(LABEL_SEQ) != str(target.seq)
-               and c.labels.get(LABEL_ROLE) == "service"]
         t0 = time.monotonic()
         try:
             if target.release_command:
@@ -180,8 +181,8 @@ class Deployer:
             raise
         progress.stage("live")
         on_live()
-        self._retire(old, target, progress)
-        timings["retired"] = time.monotonic() - t0
+        timings["live"] = time.monotonic() - t0
+        self._retire_in_background(target, progress)
         return timings
 
     def _run_release_task(self, target: Target, progress) -> None:
@@ -239,16 +240,29 @@ class Deployer:
                 for line in lines:
                     progress.line(f"  {line}")
 
-    def _retire(self, old: list, target: Target, progress) -> None:
+    def old_containers(self, app: str, live_seq: int) -> list:
+        """Service containers of `app` that are not the live ones."""
+        return [c for c in self.engine.containers(app)
+                if c.labels.get(LABEL_SEQ) != str(live_seq)
+                and c.labels.get(LABEL_ROLE) == "service"]
+
+    def _retire_in_background(self, target: Target, progress) -> None:
+        # listed after `live`: includes the containers of a retirement this
+        # deploy takes over (still draining, they are drained again)
+        old = self.old_containers(target.app, target.seq)
         if not old:
             return
+        self.retire_later(target.app, old, target.drain, target.stop_timeout)
+        versions = sorted({c.labels.get(LABEL_RELEASE, "?") for c in old},
+                          key=lambda v: int(v) if v.isdigit() else 0)
         progress.stage("drain")
-        if any(c.labels.get(LABEL_PROCESS) == "web" for c in old):
-            progress.line(f"draining old containers for {target.drain:g}s")
-            time.sleep(max(0.0, target.drain))
-        progress.stage("retire")
-        self.retire(old, target.stop_timeout)
-        progress.line(f"retired {len(old)} old container(s)")
+        progress.step(f"Retiring {', '.join('v' + v for v in versions)} in the background "
+                      f"(drain {_drain_of(old, target.drain):g}s)")
+
+    def retire_later(self, app: str, old: list, drain: float, stop_timeout: int):
+        """Drain (web containers only) then stop `old` in the background."""
+        return self.retirements.start(app, old, _drain_of(old, drain),
+                                      lambda containers: self.retire(containers, stop_timeout))
 
     def retire(self, containers: list, timeout: int) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds; in parallel."""
@@ -261,3 +275,10 @@ class Deployer:
         for container in containers:
             self.engine.remove(container)
 
+
+
+def _drain_of(containers: list, drain: float) -> float:
+    """Only web containers get traffic to drain."""
+    if any(c.labels.get(LABEL_PROCESS) == "web" for c in containers):
+        return max(0.0, drain)
+    return 0.0

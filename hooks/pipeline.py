@@ -18,6 +18,7 @@ from hooks import checkout, checks, procfile
 from hooks.deploy import Deployer, Target, process_argv
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_RELEASE, Engine
 from hooks.events import Progress
+from hooks.retire import Retirements
 
 DEFAULT_PORT = 5000
 
@@ -31,11 +32,12 @@ def image_tag(app: str, version: int) -> str:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: Store, engine: Engine):
+    def __init__(self, settings: Settings, store: Store, engine: Engine,
+                 retirements: Retirements | None = None):
         self.settings = settings
         self.store = store
         self.engine = engine
-        self.deployer = Deployer(engine, settings)
+        self.deployer = Deployer(engine, settings, retirements)
 
     # entry points
 

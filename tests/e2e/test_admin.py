@@ -66,7 +66,7 @@ def create_and_push(gitd, tmp_path, app, files):
 
 
 def live(gitd, client, app, process="web"):
-    return [c for c in gitd.containers(client, app)
+    return [c for c in gitd.live_containers(client, app)
             if c.labels["gitd.role"] == "service" and c.labels["gitd.process"] == process]
 
 

@@ -204,6 +204,6 @@ def test_a_release_may_change_its_port_and_health_path_without_a_dropped_request
     assert "GET /up -> HTTP/1.1 200 OK (ok)" in pushed.stderr
     assert load.failures == [], load.failures[:5]
     assert load.bodies == {"v1", "v2"}
-    (live,) = gitd.containers(docker_client, app)
+    (live,) = gitd.wait_retired(docker_client, app)
     assert "PORT=8080" in live.attrs["Config"]["Env"]
     gitd.ssh("apps:destroy", app, "--force")
