@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dulwich.server
+from dulwich.graph import can_fast_forward
 from dulwich.protocol import (CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_PROGRESS,
                               ReceivableProtocol)
 from dulwich.repo import Repo
 from dulwich.server import Backend, ReceivePackHandler, UploadPackHandler
 
+from gitd import packs
 from gitd.errors import GitdError
+
+# upload-pack writes its pack by copying stored entries (gitd.packs); the
+# handler looks the writer up in its module when it sends a pack
+dulwich.server.write_pack_from_container = packs.write_pack_reusing
 
 DEPLOY_BRANCHES = (b"refs/heads/main", b"refs/heads/master")
 ZERO_SHA = b"0" * 40
@@ -70,7 +77,19 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             yield from steps
             return
         with self._lock(self._progress):
+            # dulwich reads `refs` as it goes on: a push that waited for the
+            # lock is checked against the branch as it is now
+            refs[:] = [self._against_now(*command) for command in refs]
             yield from steps
+
+    def _against_now(self, old_sha, new_sha, ref_name):
+        """A branch that moved while this push arrived (another push, which
+        held the lock) may still be fast-forwarded to what this one brings."""
+        current = _ref_value(self.repo, ref_name)
+        if (current != old_sha and ZERO_SHA not in (current, new_sha)
+                and can_fast_forward(self.repo, current, new_sha)):
+            return current, new_sha, ref_name
+        return old_sha, new_sha, ref_name
 
     def _receive_max_input_size(self):
         return self._max_pack_bytes
@@ -112,5 +131,9 @@ def serve_receive_pack(repo: Repo, bridge, deploy, max_pack_bytes: int, lock) ->
 
 
 def serve_upload_pack(repo: Repo, bridge) -> None:
-    proto = ReceivableProtocol(bridge.recv, bridge.write)
-    UploadPackHandler(_OneRepoBackend(repo), ["."], proto).handle()
+    out = bridge.buffered()
+    proto = ReceivableProtocol(out.recv, out.write)
+    try:
+        UploadPackHandler(_OneRepoBackend(repo), ["."], proto).handle()
+    finally:
+        out.flush()
