@@ -42,15 +42,50 @@ def open_repo(repos_dir: Path, app: str) -> Repo:
     path = repo_path(repos_dir, app)
     if not path.is_dir():
         raise GitdError(f"app {app!r} has no repository (create it with: apps:create {app})")
-    return Repo(str(path))
+    repo = Repo(str(path))
+    # the same store, receiving packs with one pass less (gitd.packs)
+    store = packs.ReceivingObjectStore.from_config(repo.object_store.path, repo.get_config())
+    repo.object_store.close()
+    repo.object_store = store
+    return repo
 
 
 class _OneRepoBackend(Backend):
-    def __init__(self, repo: Repo):
+    def __init__(self, repo):
         self.repo = repo
 
     def open_repository(self, path):
         return self.repo
+
+
+class _CloneAwareRepo:
+    """The repository as upload-pack sees it: a plain clone (every ref
+    wanted, nothing in common, no depth) gets every stored object without a
+    walk of the whole history, so the stored pack goes out as it is."""
+
+    def __init__(self, repo: Repo):
+        self._repo = repo
+
+    def __getattr__(self, name):
+        return getattr(self._repo, name)
+
+    def find_missing_objects(self, determine_wants, graph_walker, progress, *,
+                             get_tagged=None, depth=None):
+        asked = {}
+
+        def wants_of(refs, depth=None):
+            wants = determine_wants(refs, depth)
+            asked.update(refs=refs, wants=wants, depth=depth)
+            return wants
+
+        finder = self._repo.find_missing_objects(wants_of, graph_walker, progress,
+                                                 get_tagged=get_tagged, depth=depth)
+        shallow = asked.get("depth") or getattr(graph_walker, "shallow", None) \
+            or getattr(graph_walker, "unshallow", None)
+        if packs.wants_everything(self._repo.object_store, asked.get("refs") or {},
+                                  asked.get("wants") or [], finder, shallow):
+            return packs.AllObjects(self._repo.object_store)
+        return finder
 
 
 class DeployingReceivePackHandler(ReceivePackHandler):
@@ -134,6 +169,6 @@ def serve_upload_pack(repo: Repo, bridge) -> None:
     out = bridge.buffered()
     proto = ReceivableProtocol(out.recv, out.write)
     try:
-        UploadPackHandler(_OneRepoBackend(repo), ["."], proto).handle()
+        UploadPackHandler(_OneRepoBackend(_CloneAwareRepo(repo)), ["."], proto).handle()
     finally:
         out.flush()

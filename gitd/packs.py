@@ -1,4 +1,6 @@
-"""Writing the pack upload-pack sends by copying stored pack entries as they are.
+"""Packs in and out, with less per-object Python work than dulwich's defaults.
+
+Out: upload-pack's pack is written by copying stored pack entries as they are.
 
 dulwich's own writer inflates every object (and every reusable delta), then
 deflates it again, one Python call chain per object: a clone of a real
@@ -6,17 +8,29 @@ project's history spent most of its time there. Stored entries are already
 what the client wants: a whole object is copied byte for byte, a delta is
 copied with its header rewritten to point at its base's new place in the
 stream. Only an object whose stored delta base is not sent (or is stored in
-another pack) is written whole, through dulwich.
+another pack) is written whole, through dulwich. A plain clone of a
+repository kept in one pack gets that pack file as it is.
+
+In: see ReceivingObjectStore.
 """
 
 from __future__ import annotations
 
 import hashlib
 import mmap
+import os
 import struct
+import tempfile
 import zlib
 from binascii import hexlify, unhexlify
 from bisect import bisect_right
+from contextlib import suppress
+
+from dulwich.file import GitFile
+from dulwich.object_store import PACK_MODE, DiskObjectStore, _bound_read_callables
+from dulwich.objects import Blob, ShaFile
+from dulwich.pack import (Pack, PackData, PackIndexer, PackStreamCopier, extend_pack,
+                          write_pack_index)
 
 OFS_DELTA = 6
 REF_DELTA = 7
@@ -102,11 +116,46 @@ def _stored_packs(container) -> list:
     return list(getattr(container, "packs", []))
 
 
+class AllObjects(list):
+    """Every stored object, once: what a clone of every branch and tag gets
+    (unreferenced objects, such as a refused push's, come along)."""
+
+    def __init__(self, store):
+        seen: set[bytes] = set()
+        for pack in _stored_packs(store):
+            for binsha, _offset, _crc in pack.index.iterentries():
+                seen.add(hexlify(binsha))
+        seen.update(getattr(store, "_iter_loose_objects", lambda: ())())
+        super().__init__((sha, None) for sha in seen)
+
+
+def wants_everything(store, refs: dict, wants: list, finder, shallow) -> bool:
+    """A plain clone: every ref wanted, nothing in common, no depth."""
+    if finder is None or shallow or finder.get_remote_has() or not wants:
+        return False
+    return set(refs.values()) <= set(wants)
+
+
+def _whole_pack(container, shas: list):
+    """The one stored pack that holds exactly `shas`, if there is one."""
+    stored = _stored_packs(container)
+    if len(stored) != 1 or len(stored[0].index) != len(shas):
+        return None
+    held = {hexlify(binsha) for binsha, _offset, _crc in stored[0].index.iterentries()}
+    return stored[0] if held == set(shas) else None
+
+
 def write_pack_reusing(write, container, object_ids, object_format=None) -> None:
     """Drop-in for dulwich.pack.write_pack_from_container: the same pack
     content, written from the stored entries."""
     shas = [oid for oid, _hint in object_ids] if object_ids and isinstance(object_ids[0], tuple) \
         else list(object_ids)
+    whole = _whole_pack(container, shas)
+    if whole is not None:  # a clone of a repository kept in one pack: the pack as it is
+        with open(whole.data.path, "rb") as f:
+            while chunk := f.read(FLUSH_BYTES):
+                write(chunk)
+        return
     wanted = set(shas)
     packs = [_PackEntries(p) for p in _stored_packs(container)]
     try:
@@ -177,3 +226,66 @@ def write_pack_reusing(write, container, object_ids, object_format=None) -> None
 def _whole(container, sha: bytes) -> tuple[bytes, bytes]:
     kind, data = container.get_raw(sha)
     return bytes(_header(kind, len(data))), zlib.compress(data, 1)
+
+
+# receive-pack
+
+class _ValidatingIndexer(PackIndexer):
+    """Index entries, and the check dulwich otherwise makes in a second full
+    pass over the stored pack (every commit, tree and tag must parse), made
+    while each object is resolved anyway. Blobs need no parsing."""
+
+    def _result(self, unpacked):
+        if unpacked.obj_type_num != Blob.type_num:
+            ShaFile.from_raw_chunks(unpacked.obj_type_num, unpacked.obj_chunks,
+                                    object_format=self._object_format)
+        return super()._result(unpacked)
+
+
+class ReceivingObjectStore(DiskObjectStore):
+    """dulwich's object store, receiving a pushed pack in two passes over it
+    (copy, then index and check) instead of three."""
+
+    def add_thin_pack(self, read_all, read_some, progress=None, *, max_input_size=None):
+        if max_input_size:
+            read_all, read_some = _bound_read_callables(read_all, read_some, max_input_size)
+        fd, path = tempfile.mkstemp(dir=self.path, prefix="tmp_pack_")
+        try:
+            with os.fdopen(fd, "w+b") as f:
+                os.chmod(path, PACK_MODE)
+                indexer = _ValidatingIndexer(f, self.object_format.hash_func,
+                                             resolve_ext_ref=self.get_raw)
+                copier = PackStreamCopier(self.object_format.hash_func, read_all, read_some, f,
+                                          delta_iter=indexer)
+                copier.verify(progress=progress)
+                f.flush()
+                f.seek(0)
+                with PackData(path, file=f, object_format=self.object_format) as data:
+                    indexer.set_pack_data(data)
+                    entries, ext_refs = self._index_pack(indexer, len(copier))
+                # the bases a thin pack left out are appended from this store
+                pack_sha, extra = extend_pack(f, ext_refs, get_raw=self.get_raw,
+                                              compression_level=self.pack_compression_level,
+                                              object_format=self.object_format)
+                f.flush()
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.remove(path)
+            raise
+        return self._move_in(path, entries + extra, pack_sha)
+
+    def _move_in(self, path: str, entries: list, pack_sha: bytes) -> Pack:
+        entries.sort()
+        base = self._get_pack_basepath(entries)
+        name = os.path.basename(base)[len("pack-"):].encode("ascii")
+        for pack in self.packs:
+            if pack.name() == name:  # already here
+                os.remove(path)
+                return pack
+        os.rename(path, base + ".pack")
+        with GitFile(base + ".idx", "wb", mask=PACK_MODE, fsync=self.fsync_object_files) as index:
+            write_pack_index(index, entries, pack_sha, version=self.pack_index_version)
+        pack = Pack(base, object_format=self.object_format)
+        pack.check_length_and_checksum()
+        self._add_cached_pack(os.path.basename(base), pack)
+        return pack
