@@ -38,24 +38,51 @@ FLUSH_BYTES = 1 << 20
 
 
 class _PackEntries:
-    """Where each object of one stored pack starts and ends."""
+    """Where the objects of one stored pack start and end: from the whole
+    index for a large share of the pack, else looked up one by one."""
 
-    def __init__(self, pack):
+    def __init__(self, pack, shas: list):
         self.offsets: dict[bytes, int] = {}
         self.sha_at: dict[int, bytes] = {}
-        for binsha, offset, _crc in pack.index.iterentries():
-            sha = hexlify(binsha)
-            self.offsets[sha] = offset
-            self.sha_at[offset] = sha
-        self.starts = sorted(self.sha_at)
+        index = pack.index
+        self.starts = None
+        if len(shas) * 8 >= len(index):
+            for binsha, offset, _crc in index.iterentries():
+                sha = hexlify(binsha)
+                self.offsets[sha] = offset
+                self.sha_at[offset] = sha
+            self.starts = sorted(self.sha_at)
+        else:  # a small fetch: only its objects (a delta's base outside them goes whole)
+            for sha in shas:
+                with suppress(KeyError):
+                    offset = index.object_offset(sha)
+                    self.offsets[sha] = offset
+                    self.sha_at[offset] = sha
         with open(pack.data.path, "rb") as f:
             self.data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.end = len(self.data) - 20  # the trailer checksum
 
     def entry(self, offset: int) -> memoryview:
-        i = bisect_right(self.starts, offset)
-        end = self.starts[i] if i < len(self.starts) else self.end
-        return memoryview(self.data)[offset:end]
+        view = memoryview(self.data)
+        if self.starts is not None:
+            i = bisect_right(self.starts, offset)
+            return view[offset:self.starts[i] if i < len(self.starts) else self.end]
+        kind, _size, body = _parse_header(view[offset:offset + 32])
+        if kind == OFS_DELTA:
+            body = _parse_ofs(view[offset:offset + 64], body)[1]
+        elif kind == REF_DELTA:
+            body += 20
+        inflate = zlib.decompressobj()
+        at = offset + body
+        while not inflate.eof and at < self.end:
+            chunk_end = min(at + 65536, len(self.data))
+            inflate.decompress(view[at:chunk_end], 1 << 20)
+            while inflate.unconsumed_tail and not inflate.eof:
+                inflate.decompress(inflate.unconsumed_tail, 1 << 20)
+            at = chunk_end
+        if not inflate.eof:
+            raise ValueError(f"truncated pack entry at {offset}")
+        return view[offset:at - len(inflate.unused_data)]
 
     def close(self) -> None:
         try:
@@ -157,7 +184,7 @@ def write_pack_reusing(write, container, object_ids, object_format=None) -> None
                 write(chunk)
         return
     wanted = set(shas)
-    packs = [_PackEntries(p) for p in _stored_packs(container)]
+    packs = [_PackEntries(p, shas) for p in _stored_packs(container)]
     try:
         placed: list[tuple[int, int, bytes]] = []  # (pack index, offset, sha)
         loose: list[bytes] = []
