@@ -29,12 +29,14 @@ from contextlib import suppress
 from dulwich.file import GitFile
 from dulwich.object_store import PACK_MODE, DiskObjectStore, _bound_read_callables
 from dulwich.objects import Blob, ShaFile
-from dulwich.pack import (Pack, PackData, PackIndexer, PackStreamCopier, extend_pack,
-                          write_pack_index)
+from dulwich.errors import ApplyDeltaError
+from dulwich.pack import (Pack, PackData, PackIndexer, PackStreamCopier, UnpackedObject,
+                          apply_delta, extend_pack, write_pack_index)
 
 OFS_DELTA = 6
 REF_DELTA = 7
 FLUSH_BYTES = 1 << 20
+INFLATED_KEEP_BYTES = 128 << 20  # inflated objects kept between the two passes of a receive
 
 
 class _PackEntries:
@@ -260,13 +262,56 @@ def _whole(container, sha: bytes) -> tuple[bytes, bytes]:
 class _ValidatingIndexer(PackIndexer):
     """Index entries, and the check dulwich otherwise makes in a second full
     pass over the stored pack (every commit, tree and tag must parse), made
-    while each object is resolved anyway. Blobs need no parsing."""
+    while each object is resolved anyway. Blobs need no parsing.
+
+    The copy pass has already inflated every object: up to `keep_bytes` of
+    that is kept, so resolving deltas need not inflate it again."""
+
+    def __init__(self, *args, keep_bytes: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._inflated: dict[int, UnpackedObject] = {}
+        self._keep_bytes = keep_bytes
+
+    def record(self, unpacked):
+        super().record(unpacked)
+        if unpacked.decomp_chunks is not None and unpacked.decomp_len <= self._keep_bytes:
+            self._keep_bytes -= unpacked.decomp_len
+            unpacked.comp_chunks = None
+            self._inflated[unpacked.offset] = unpacked
+
+    def _resolve_object(self, offset, obj_type_num, base_chunks):
+        unpacked = self._inflated.pop(offset, None)
+        if unpacked is None:
+            return super()._resolve_object(offset, obj_type_num, base_chunks)
+        if base_chunks is None:
+            if unpacked.pack_type_num != obj_type_num:
+                raise ApplyDeltaError(f"object at {offset} is not of the type expected")
+            unpacked.obj_type_num, unpacked.obj_chunks = obj_type_num, unpacked.decomp_chunks
+        else:
+            unpacked.obj_type_num = obj_type_num
+            unpacked.obj_chunks = apply_delta(base_chunks, unpacked.decomp_chunks)
+            if obj_type_num != Blob.type_num and not sum(map(len, unpacked.obj_chunks)):
+                raise ApplyDeltaError(f"delta resolved to empty payload for type {obj_type_num}")
+        return unpacked
 
     def _result(self, unpacked):
         if unpacked.obj_type_num != Blob.type_num:
             ShaFile.from_raw_chunks(unpacked.obj_type_num, unpacked.obj_chunks,
                                     object_format=self._object_format)
         return super()._result(unpacked)
+
+
+def _with_crc32(f, entries: list) -> list:
+    """Objects resolved from what the copy pass inflated have no CRC32 of
+    their stored bytes yet: computed here, over the pack file, in C."""
+    if all(crc is not None for _sha, _offset, crc in entries):
+        return entries
+    size = os.fstat(f.fileno()).st_size
+    with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as data:
+        starts = sorted(offset for _sha, offset, _crc in entries)
+        ends = dict(zip(starts, starts[1:] + [size - 20]))
+        return [(sha, offset, crc if crc is not None else zlib.crc32(data[offset:ends[offset]]))
+                for sha, offset, crc in entries]
 
 
 class ReceivingObjectStore(DiskObjectStore):
@@ -281,7 +326,8 @@ class ReceivingObjectStore(DiskObjectStore):
             with os.fdopen(fd, "w+b") as f:
                 os.chmod(path, PACK_MODE)
                 indexer = _ValidatingIndexer(f, self.object_format.hash_func,
-                                             resolve_ext_ref=self.get_raw)
+                                             resolve_ext_ref=self.get_raw,
+                                             keep_bytes=INFLATED_KEEP_BYTES)
                 copier = PackStreamCopier(self.object_format.hash_func, read_all, read_some, f,
                                           delta_iter=indexer)
                 copier.verify(progress=progress)
@@ -290,6 +336,7 @@ class ReceivingObjectStore(DiskObjectStore):
                 with PackData(path, file=f, object_format=self.object_format) as data:
                     indexer.set_pack_data(data)
                     entries, ext_refs = self._index_pack(indexer, len(copier))
+                entries = _with_crc32(f, entries)
                 # the bases a thin pack left out are appended from this store
                 pack_sha, extra = extend_pack(f, ext_refs, get_raw=self.get_raw,
                                               compression_level=self.pack_compression_level,
