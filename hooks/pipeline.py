@@ -206,7 +206,10 @@ class Pipeline:
         for release in releases:
             if release.version in keep or release.status == "pruned":
                 continue
-            self.engine.remove_image(release.image or image_tag(app, release.version))
+            tag = release.image or image_tag(app, release.version)
+            self.engine.remove_image(tag)
+            if self.engine.has_image(tag):
+                continue  # a container still draining in the background uses it: the next deploy prunes it
             if release.image_id not in kept_images:
                 self.engine.remove_image(release.image_id)
             self._drop_gc_root(app, release.version)
