@@ -149,11 +149,12 @@ class Deployer:
         self.probe = checks.find_probe(settings.probe_binary)
         self.retirements = retirements or Retirements()
 
-    def deploy(self, target: Target, progress, on_live) -> dict:
+    def deploy(self, target: Target, progress, on_live, on_retired=None) -> dict:
         """Run the swap up to `live`. `on_live()` records the new release as
         current; it is called once the new containers serve, before the old
-        ones are touched. The old ones then drain and stop in the background.
-        Returns timings in seconds."""
+        ones are touched. The old ones then drain and stop in the background,
+        and `on_retired()` runs once they are gone (at once when there are
+        none). Returns timings in seconds."""
         timings: dict[str, float] = {}
         started: list = []
         t0 = time.monotonic()
@@ -182,7 +183,7 @@ class Deployer:
         progress.stage("live")
         on_live()
         timings["live"] = time.monotonic() - t0
-        self._retire_in_background(target, progress)
+        self._retire_in_background(target, progress, on_retired)
         return timings
 
     def _run_release_task(self, target: Target, progress) -> None:
@@ -246,23 +247,29 @@ class Deployer:
                 if c.labels.get(LABEL_SEQ) != str(live_seq)
                 and c.labels.get(LABEL_ROLE) == "service"]
 
-    def _retire_in_background(self, target: Target, progress) -> None:
+    def _retire_in_background(self, target: Target, progress, on_retired=None) -> None:
         # listed after `live`: includes the containers of a retirement this
         # deploy takes over (still draining, they are drained again)
         old = self.old_containers(target.app, target.seq)
         if not old:
+            if on_retired:
+                on_retired()
             return
-        self.retire_later(target.app, old, target.drain, target.stop_timeout)
+        self.retire_later(target.app, old, target.drain, target.stop_timeout, on_retired)
         versions = sorted({c.labels.get(LABEL_RELEASE, "?") for c in old},
                           key=lambda v: int(v) if v.isdigit() else 0)
         progress.stage("drain")
         progress.step(f"Retiring {', '.join('v' + v for v in versions)} in the background "
                       f"(drain {_drain_of(old, target.drain):g}s)")
 
-    def retire_later(self, app: str, old: list, drain: float, stop_timeout: int):
-        """Drain (web containers only) then stop `old` in the background."""
-        return self.retirements.start(app, old, _drain_of(old, drain),
-                                      lambda containers: self.retire(containers, stop_timeout))
+    def retire_later(self, app: str, old: list, drain: float, stop_timeout: int, then=None):
+        """Drain (web containers only) then stop `old` in the background;
+        then `then()`, unless a later deploy took the retirement over."""
+        def stop(containers):
+            self.retire(containers, stop_timeout)
+            if then:
+                then()
+        return self.retirements.start(app, old, _drain_of(old, drain), stop)
 
     def retire(self, containers: list, timeout: int) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds; in parallel."""

@@ -146,7 +146,9 @@ class Pipeline:
             if record:
                 self.store.update_release(app, release.version, status="succeeded", log=progress.text)
 
-        self.deployer.deploy(target, progress, on_live)
+        # images of old releases go once no container uses them: after the retirement
+        self.deployer.deploy(target, progress, on_live,
+                             on_retired=(lambda: self._prune_quietly(app, progress)) if record else None)
         progress.stage("done")
         if target.hosts:
             progress.step(f"Deployed to {self.settings.host_url(target.hosts[0])}")
@@ -154,7 +156,6 @@ class Pipeline:
             progress.step(f"Deployed v{release.version} (no domains: not routed)")
         if record:
             self.store.update_release(app, release.version, log=progress.text)
-            self.prune(app)
 
     def target(self, release: Release) -> Target:
         app = self.store.get_app(release.app)
@@ -194,6 +195,12 @@ class Pipeline:
         progress.log.warning("release failed", error=str(exc))
 
     # housekeeping
+
+    def _prune_quietly(self, app: str, progress: Progress) -> None:
+        try:
+            self.prune(app)
+        except Exception as exc:  # in the background: the next deploy prunes again
+            progress.log.warning("prune failed", error=str(exc))
 
     def prune(self, app: str) -> list[int]:
         """Drop images (and Nix GC roots) beyond the last `keep_releases`

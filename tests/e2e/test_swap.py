@@ -181,7 +181,15 @@ def test_old_images_are_pruned_beyond_the_last_n(own_gitd, docker_client, tmp_pa
     for version in ("v2", "v3"):
         commit(repo, web_app(version), version)
         assert gitd.push(repo, app).returncode == 0
-    tags = {t for image in docker_client.images.list(name=f"gitd/{app}") for t in image.tags}
+    # pruned once the old containers are retired, in the background
+    gitd.wait_retired(docker_client, app)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        tags = {t for image in docker_client.images.list(name=f"gitd/{app}") for t in image.tags
+                if t.startswith(f"gitd/{app}:")}
+        if tags == {f"gitd/{app}:v2", f"gitd/{app}:v3"}:
+            break
+        time.sleep(0.2)
     assert tags == {f"gitd/{app}:v2", f"gitd/{app}:v3"}
     with gitd.db() as db:
         rows = db.execute("SELECT version, status FROM releases WHERE app=? ORDER BY version", [app]).fetchall()
