@@ -17,6 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import structlog
+
 from gitd.config import Settings
 from gitd.errors import DeployError, GitdError
 from hooks import checks, router
@@ -26,6 +28,8 @@ from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEAS
 from hooks.retire import Retirements
 
 RELEASE_TASK_TIMEOUT = 600.0
+
+log = structlog.get_logger("gitd.deploy")
 
 
 @dataclass
@@ -275,8 +279,14 @@ class Deployer:
         """SIGTERM, then SIGKILL after `timeout` seconds; in parallel."""
         if not containers:
             return
+        def stop(container):
+            try:
+                self.engine.remove(container, timeout=timeout)
+            except Exception as exc:  # the others still stop; a restart retires this one
+                log.warning("cannot stop an old container", container=container.name, error=str(exc))
+
         with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
-            list(pool.map(lambda c: self.engine.remove(c, timeout=timeout), containers))
+            list(pool.map(stop, containers))
 
     def _remove(self, containers: list) -> None:
         for container in containers:

@@ -165,6 +165,11 @@ class Gitd:
 
     def containers(self, client, app: str | None = None, all: bool = True) -> list:
         labels = [f"gitd.instance={self.instance}"] + ([f"gitd.app={app}"] if app else [])
+        for _ in range(10):  # a container retired in the background may go between list and inspect
+            try:
+                return client.containers.list(all=all, filters={"label": labels})
+            except docker.errors.NotFound:
+                time.sleep(0.05)
         return client.containers.list(all=all, filters={"label": labels})
 
     def live_seq(self, app: str) -> str | None:
