@@ -62,7 +62,9 @@ class _OneRepoBackend(Backend):
 class _CloneAwareRepo:
     """The repository as upload-pack sees it: a plain clone (every ref
     wanted, nothing in common, no depth) gets every stored object without a
-    walk of the whole history, so the stored pack goes out as it is."""
+    walk of the whole history, so the stored pack goes out as it is. Objects
+    no ref reaches (a refused push's, a deleted branch's) come along, as
+    with git's dumb protocol; the clone's `git fsck` calls them dangling."""
 
     def __init__(self, repo: Repo):
         self._repo = repo
@@ -95,8 +97,9 @@ class DeployingReceivePackHandler(ReceivePackHandler):
 
     The app's lock is taken once the pack is stored, not while it arrives: a
     slow or idle pusher does not block the app's admin commands. Under the
-    lock each ref is compared with what the client saw (dulwich ignores the
-    result of its compare-and-swap), so of two racing pushes one is refused."""
+    lock each ref is compared with the branch as it is now (dulwich ignores
+    the result of its compare-and-swap): a push that waited for another one
+    goes ahead only when it fast-forwards what that one left."""
 
     def __init__(self, backend, args, proto, deploy, max_pack_bytes: int, stderr, lock):
         super().__init__(backend, args, proto)
