@@ -218,8 +218,9 @@ def main() -> None:
           f"Dockerfile {med([r.second.live for r in docker]) / med([r.first.live for r in docker]):.2f}; "
           f"nix reuses {med(reused) / med(total):.0%} of its layers on a one-line change")
     print(f"(the Dockerfile's base image was built beforehand, as if pulled; each flake's first "
-          f"push built all its store paths.\n `git push` returns after the old container's 3 s "
-          f"drain. Removed {deleted} of the {len(made_paths)} nix store paths this run made.)")
+          f"push built all its store paths.\n `git push` returns once the new release is live; "
+          f"the old container drains in the background.\n Removed {deleted} of the "
+          f"{len(made_paths)} nix store paths this run made.)")
 
 
 if __name__ == "__main__":

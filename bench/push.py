@@ -45,7 +45,8 @@ def wait_answer(port: int, host: str, expected: str, timeout: float = 60) -> Non
 
 def push_to_live(gitd, tmp: Path, rounds: int) -> tuple[list[float], list[float]]:
     """Seconds from `git push` until the new version answers through Traefik,
-    and until `git push` returns (after the old container has drained)."""
+    and until `git push` returns (once the new release is live; the old
+    container drains in the background)."""
     app = unique_app("pbench")
     assert gitd.ssh("apps:create", app).returncode == 0
     repo = make_repo(tmp / app, app_files("v0"))
@@ -149,7 +150,7 @@ def main() -> None:
     print(f"\npush to live, small Dockerfile app, cached base (median of {args.rounds}):")
     print(f"  git push to gitd until the new version answers via Traefik: {g:6.2f} s  {fmt(gitd_live)}")
     print(f"  docker build + docker run by hand until it answers:         {h:6.2f} s  {fmt(hand)}")
-    print(f"  (git push returns after the old container drains: {statistics.median(gitd_return):.2f} s "
+    print(f"  (git push returns once the new release is live: {statistics.median(gitd_return):.2f} s "
           f"{fmt(gitd_return)})")
     print(f"  ratio gitd / by hand: {g / h:.2f}")
     gb, nb = statistics.median(gitd_big), statistics.median(native_big)

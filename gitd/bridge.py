@@ -54,6 +54,13 @@ class ThreadBridge:
         self._pending = None
         return data
 
+    def buffered(self, limit: int = 256 * 1024) -> "BufferedOutput":
+        """A writer that crosses to the event loop once per `limit` bytes
+        instead of once per write (upload-pack writes a pkt-line per 64 KiB
+        or less). Flushed before every read, so a request/response exchange
+        never waits on data still held here."""
+        return BufferedOutput(self, limit)
+
     def terminal_size(self) -> tuple[int, int]:
         """(columns, rows) of the client's pty; (0, 0) without one."""
         width, height, _, _ = self.process.get_terminal_size()
@@ -89,3 +96,27 @@ class ThreadBridge:
 
     def closed(self) -> bool:
         return self.process.channel.is_closing()
+
+
+class BufferedOutput:
+    def __init__(self, bridge: ThreadBridge, limit: int):
+        self.bridge = bridge
+        self.limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._chunks.append(bytes(data))
+        self._size += len(data)
+        if self._size >= self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks, self._size = [], 0
+            self.bridge.write(data)
+
+    def recv(self, size: int, timeout: float | None = None) -> bytes:
+        self.flush()
+        return self.bridge.recv(size, timeout)

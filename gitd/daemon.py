@@ -78,9 +78,18 @@ async def serve(settings: Settings) -> int:
     log.info("stopping: no new connections; letting work in flight finish",
              active=len(ssh.active), deploying=sorted(gitd.locks.busy()))
     ssh.stop_accepting()
+    deadline = loop.time() + settings.shutdown_grace
     pending = set()
     if ssh.active:
         _, pending = await asyncio.wait(set(ssh.active), timeout=settings.shutdown_grace)
+    retiring = gitd.retirements.pending()
+    if retiring:
+        log.info("finishing retirements of old containers", apps=sorted(retiring))
+        finished = await asyncio.to_thread(gitd.retirements.wait, max(0.0, deadline - loop.time()))
+        if not finished:
+            # their containers are found by label and retired at the next start
+            log.warning("shutdown grace expired; handing retirements over to the next start",
+                        apps=sorted(gitd.retirements.pending()))
     if traefik:
         await asyncio.to_thread(traefik.stop)
     if pending:

@@ -6,14 +6,22 @@ channel through ReceivableProtocol, so reads cross threads in large chunks.
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
+import dulwich.server
+from dulwich.graph import can_fast_forward
 from dulwich.protocol import (CAPABILITY_ATOMIC, CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_PROGRESS,
                               ReceivableProtocol)
 from dulwich.repo import Repo
 from dulwich.server import Backend, ReceivePackHandler, UploadPackHandler
 
+from gitd import packs
 from gitd.errors import GitdError
+
+# upload-pack writes its pack by copying stored entries (gitd.packs); the
+# handler looks the writer up in its module when it sends a pack
+dulwich.server.write_pack_from_container = packs.write_pack_reusing
 
 DEPLOY_BRANCHES = (b"refs/heads/main", b"refs/heads/master")
 ZERO_SHA = b"0" * 40
@@ -35,26 +43,95 @@ def open_repo(repos_dir: Path, app: str) -> Repo:
     path = repo_path(repos_dir, app)
     if not path.is_dir():
         raise GitdError(f"app {app!r} has no repository (create it with: apps:create {app})")
-    return Repo(str(path))
+    repo = Repo(str(path))
+    # the same store, receiving packs with one pass less (gitd.packs)
+    store = packs.ReceivingObjectStore.from_config(repo.object_store.path, repo.get_config())
+    repo.object_store.close()
+    repo.object_store = store
+    return repo
 
 
 class _OneRepoBackend(Backend):
-    def __init__(self, repo: Repo):
+    def __init__(self, repo):
         self.repo = repo
 
     def open_repository(self, path):
         return self.repo
 
 
+class _CloneAwareRepo:
+    """The repository as upload-pack sees it: a plain clone (every ref
+    wanted, nothing in common, no depth) gets every stored object without a
+    walk of the whole history, so the stored pack goes out as it is. Objects
+    no ref reaches (a refused push's, a deleted branch's) come along, as
+    with git's dumb protocol; the clone's `git fsck` calls them dangling."""
+
+    def __init__(self, repo: Repo):
+        self._repo = repo
+
+    def __getattr__(self, name):
+        return getattr(self._repo, name)
+
+    def find_missing_objects(self, determine_wants, graph_walker, progress, *,
+                             get_tagged=None, depth=None):
+        asked = {}
+
+        def wants_of(refs, depth=None):
+            wants = determine_wants(refs, depth)
+            asked.update(refs=refs, wants=wants, depth=depth)
+            return wants
+
+        finder = self._repo.find_missing_objects(wants_of, graph_walker, progress,
+                                                 get_tagged=get_tagged, depth=depth)
+        shallow = asked.get("depth") or getattr(graph_walker, "shallow", None) \
+            or getattr(graph_walker, "unshallow", None)
+        if packs.wants_everything(self._repo.object_store, asked.get("refs") or {},
+                                  asked.get("wants") or [], finder, shallow):
+            return packs.AllObjects(self._repo.object_store)
+        return finder
+
+
 class DeployingReceivePackHandler(ReceivePackHandler):
     """Runs the pipeline when the deploy branch is pushed, after the pack is
-    stored and before the ref moves: a failed deploy rejects the ref."""
+    stored and before the ref moves: a failed deploy rejects the ref.
 
-    def __init__(self, backend, args, proto, deploy, max_pack_bytes: int, stderr):
+    The app's lock is taken once the pack is stored, not while it arrives: a
+    slow or idle pusher does not block the app's admin commands. Under the
+    lock each ref is compared with the branch as it is now (dulwich ignores
+    the result of its compare-and-swap): a push that waited for another one
+    goes ahead only when it fast-forwards what that one left."""
+
+    def __init__(self, backend, args, proto, deploy, max_pack_bytes: int, stderr, lock):
         super().__init__(backend, args, proto)
         self._deploy = deploy  # (commit_sha: bytes, sink) -> None, raises GitdError
         self._max_pack_bytes = max_pack_bytes
         self._stderr = stderr
+        self._lock = lock  # (notify) -> context manager holding the app's lock
+
+    def _apply_pack(self, refs):
+        self._update = list(refs)  # _on_update judges a ref against the whole update
+        steps = super()._apply_pack(refs)
+        unpacked = next(steps)  # reads and stores the pack
+        if b"maximum input size" in unpacked[1]:
+            unpacked = (unpacked[0], unpacked[1] + b" (settings max_pack_bytes, max_repo_bytes)")
+        yield unpacked
+        if unpacked[1] != b"ok":
+            yield from steps
+            return
+        with self._lock(self._progress):
+            # dulwich reads `refs` as it goes on: a push that waited for the
+            # lock is checked against the branch as it is now
+            refs[:] = [self._against_now(*command) for command in refs]
+            yield from steps
+
+    def _against_now(self, old_sha, new_sha, ref_name):
+        """A branch that moved while this push arrived (another push, which
+        held the lock) may still be fast-forwarded to what this one brings."""
+        current = _ref_value(self.repo, ref_name)
+        if (current != old_sha and ZERO_SHA not in (current, new_sha)
+                and can_fast_forward(self.repo, current, new_sha)):
+            return current, new_sha, ref_name
+        return old_sha, new_sha, ref_name
 
     def _receive_max_input_size(self):
         return self._max_pack_bytes
@@ -65,13 +142,6 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS, data)
         else:
             self._stderr(data)
-
-    def _apply_pack(self, refs):
-        self._update = list(refs)  # _on_update judges a ref against the whole update
-        for name, status in super()._apply_pack(refs):
-            if name == b"unpack" and b"maximum input size" in status:
-                status += b" (settings max_pack_bytes, max_repo_bytes)"
-            yield name, status
 
     def _deploy_refusal(self) -> bytes | None:
         """A deploy cannot be undone once it serves, so it must not be part
@@ -88,6 +158,8 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         return None
 
     def _on_update(self, ref_name, old_sha, new_sha):
+        if _ref_value(self.repo, ref_name) != old_sha:
+            return b"the branch moved while this push arrived (fetch first)"
         if ref_name not in DEPLOY_BRANCHES:
             return None
         if new_sha == ZERO_SHA:
@@ -102,13 +174,45 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         return None
 
 
-def serve_receive_pack(repo: Repo, bridge, deploy, max_pack_bytes: int) -> None:
+def _ref_value(repo: Repo, ref_name: bytes) -> bytes:
+    try:
+        return repo.refs[ref_name]
+    except KeyError:
+        return ZERO_SHA
+
+
+def serve_receive_pack(repo: Repo, bridge, deploy, max_pack_bytes: int, lock) -> None:
+    """`lock(notify)` holds the app's lock around the ref updates and deploy."""
     proto = ReceivableProtocol(bridge.recv, bridge.write)
     handler = DeployingReceivePackHandler(_OneRepoBackend(repo), ["."], proto, deploy,
-                                          max_pack_bytes, bridge.write_err)
-    handler.handle()
+                                          max_pack_bytes, bridge.write_err, lock)
+    try:
+        handler.handle()
+    finally:
+        _give_back_memory()
 
 
 def serve_upload_pack(repo: Repo, bridge) -> None:
-    proto = ReceivableProtocol(bridge.recv, bridge.write)
-    UploadPackHandler(_OneRepoBackend(repo), ["."], proto).handle()
+    out = bridge.buffered()
+    proto = ReceivableProtocol(out.recv, out.write)
+    try:
+        UploadPackHandler(_OneRepoBackend(_CloneAwareRepo(repo)), ["."], proto).handle()
+    finally:
+        out.flush()
+        _give_back_memory()
+
+
+def _give_back_memory() -> None:
+    """A large pack leaves glibc's heap grown by the objects Python freed;
+    hand the free pages back so an idle gitd stays small."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None

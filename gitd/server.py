@@ -286,10 +286,9 @@ class SSHService:
             settings = self.gitd.settings
             allowance = repos.push_allowance(gitserve.repo_path(settings.repos_dir, app), app,
                                              settings.max_repo_bytes, settings.max_pack_bytes)
-            notify = lambda text: bridge.err(text + "\n")
-            with self.gitd.app_lock(app, notify=notify):
-                gitserve.serve_receive_pack(
-                    repo, bridge, self.gitd.deploy_push(app, repo, key.name), allowance)
+            gitserve.serve_receive_pack(
+                repo, bridge, self.gitd.deploy_push(app, repo, key.name), allowance,
+                lambda notify: self.gitd.app_lock(app, notify=notify))
             self.gitd.collect_repo_later(app)
             return 0
         finally:

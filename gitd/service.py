@@ -18,6 +18,7 @@ from hooks import engine as engine_mod
 from hooks import router
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline
+from hooks.retire import Retirements
 
 log = structlog.get_logger("gitd.service")
 
@@ -30,6 +31,7 @@ class Gitd:
             settings = replace(settings, instance=self.store.instance)
         self.settings = settings
         self.locks = AppLocks()
+        self.retirements = Retirements()  # old containers draining after a deploy
         self._engine = None
         self._engine_guard = threading.Lock()
 
@@ -43,7 +45,7 @@ class Gitd:
     @functools.cached_property
     def pipeline(self) -> Pipeline:
         # not cached while Docker is unreachable: self.engine raises
-        return Pipeline(self.settings, self.store, self.engine)
+        return Pipeline(self.settings, self.store, self.engine, self.retirements)
 
     def app_lock(self, app: str, notify=None):
         def waiting():
@@ -67,6 +69,7 @@ class Gitd:
     def destroy_app(self, name: str, out) -> None:
         self.store.get_app(name)
         with self.app_lock(name, notify=out):
+            self.retirements.cancel(name)
             engine = self.engine
             containers = engine.containers(name)
             for container in containers:
@@ -158,10 +161,7 @@ class Gitd:
                 except GitdError:
                     pass
         shutil.rmtree(self.settings.work_dir, ignore_errors=True)  # builds cut short
-        if routed_leftovers:  # an old release's: they drain first, as in a deploy
-            time.sleep(self.settings.drain_seconds)
-            for container in routed_leftovers:
-                engine.remove(container, timeout=self.settings.stop_timeout)
+        self._retire_later(routed_leftovers, notes)
         for note in notes:
             log.info("reconcile", note=note)
         return notes
@@ -221,16 +221,30 @@ class Gitd:
         for container in snapshot:
             app = known.get(container.labels.get(engine_mod.LABEL_APP))
             seq = container.labels.get(engine_mod.LABEL_SEQ)
+            if app is not None and (_routed(container) or _retired_by_a_live_release(container, app)):
+                if str(app.live_seq) != seq:
+                    routed.append(container)  # may carry traffic: drained before it stops
+                    continue
             if app is None or str(app.live_seq) != seq:
                 notes.append(f"removed leftover container {container.name}")
-                if _routed(container):
-                    routed.append(container)
-                else:
-                    engine.remove(container)
+                engine.remove(container)
             elif container.status in ("exited", "created") and not app.settings.get("stopped"):
                 container.start()
                 notes.append(f"started {container.name}")
         return routed
+
+    def _retire_later(self, containers: list, notes: list) -> None:
+        """Old containers that may still carry traffic, found at start: drained
+        and retired in the background, as a deploy would have."""
+        by_app: dict[str, list] = {}
+        for container in containers:
+            by_app.setdefault(container.labels.get(engine_mod.LABEL_APP), []).append(container)
+        for name, group in by_app.items():
+            settings = self.store.get_app(name).settings
+            self.pipeline.deployer.retire_later(
+                name, group, float(settings.get("drain", self.settings.drain_seconds)),
+                int(settings.get("stop_timeout", self.settings.stop_timeout)))
+            notes.append(f"retiring {len(group)} old container(s) of {name} in the background")
 
     def _finish_interrupted_deploys(self, snapshot: list, notes: list) -> set:
         """Make live the newest complete, healthy set of containers of an
@@ -293,3 +307,10 @@ def _routed(container) -> bool:
             and container.labels.get(engine_mod.LABEL_PROCESS) == "web"
             and container.labels.get(engine_mod.LABEL_ROLE) == "service"
             and (state.get("Health") or {}).get("Status") == "healthy")
+
+def _retired_by_a_live_release(container, app) -> bool:
+    """An older release's running service container: it may still carry
+    traffic, so it drains before it stops."""
+    seq = container.labels.get(engine_mod.LABEL_SEQ, "")
+    return (container.labels.get(engine_mod.LABEL_ROLE) == "service" and container.status == "running"
+            and seq.isdigit() and app.live_seq is not None and int(seq) < int(app.live_seq))

@@ -6,7 +6,8 @@ compare; running it goes through hooks.engine.
     start -> healthy -> routed -> live -> drained -> retired
 
 A failure before `live` removes the new containers and never touches the
-old ones, which keep serving.
+old ones, which keep serving. `deploy` returns at `live`: draining and
+retiring the old containers goes on in the background (hooks.retire).
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import structlog
+
 from gitd.config import Settings
 from gitd.errors import DeployError, GitdError
 from hooks import checks, router
 from hooks.checks import HealthCheck
 from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE,
                           LABEL_ROLE, LABEL_SEQ, Engine)
+from hooks.retire import Retirements
 
 
 def app_network(instance: str, app: str) -> str:
@@ -37,6 +41,8 @@ def networks(settings: Settings, app: str) -> list[str]:
     if settings.docker_network:
         nets.append(settings.docker_network)  # an admin's choice: shared by every app
     return nets
+
+log = structlog.get_logger("gitd.deploy")
 
 
 @dataclass
@@ -157,20 +163,20 @@ def release_task_spec(target: Target, settings: Settings) -> dict:
 
 
 class Deployer:
-    def __init__(self, engine: Engine, settings: Settings):
+    def __init__(self, engine: Engine, settings: Settings, retirements: Retirements | None = None):
         self.engine = engine
         self.settings = settings
         self.probe = checks.find_probe(settings.probe_binary)
+        self.retirements = retirements or Retirements()
 
-    def deploy(self, target: Target, progress, on_live) -> dict:
-        """Run the swap. `on_live()` records the new release as current; it is
-        called once the new containers serve, before the old ones are touched.
-        Returns timings in seconds."""
+    def deploy(self, target: Target, progress, on_live, on_retired=None) -> dict:
+        """Run the swap up to `live`. `on_live()` records the new release as
+        current; it is called once the new containers serve, before the old
+        ones are touched. The old ones then drain and stop in the background,
+        and `on_retired()` runs once they are gone (at once when there are
+        none). Returns timings in seconds."""
         timings: dict[str, float] = {}
         started: list = []
-        old = [c for c in self.engine.containers(target.app)
-               if c.labels.get(LABEL_SEQ) != str(target.seq)
-               and c.labels.get(LABEL_ROLE) == "service"]
         t0 = time.monotonic()
         self.engine.ensure_network(app_network(self.settings.instance, target.app),
                                    labels={LABEL_APP: target.app})
@@ -198,8 +204,8 @@ class Deployer:
             raise
         progress.stage("live")
         on_live()
-        self._retire(old, target, progress)
-        timings["retired"] = time.monotonic() - t0
+        timings["live"] = time.monotonic() - t0
+        self._retire_in_background(target, progress, on_retired)
         return timings
 
     def _run_release_task(self, target: Target, progress) -> None:
@@ -277,25 +283,57 @@ class Deployer:
                 for line in lines:
                     progress.line(f"  {line}")
 
-    def _retire(self, old: list, target: Target, progress) -> None:
+    def old_containers(self, app: str, live_seq: int) -> list:
+        """Service containers of `app` that are not the live ones."""
+        return [c for c in self.engine.containers(app)
+                if c.labels.get(LABEL_SEQ) != str(live_seq)
+                and c.labels.get(LABEL_ROLE) == "service"]
+
+    def _retire_in_background(self, target: Target, progress, on_retired=None) -> None:
+        # listed after `live`: includes the containers of a retirement this
+        # deploy takes over (still draining, they are drained again)
+        old = self.old_containers(target.app, target.seq)
         if not old:
+            if on_retired:
+                on_retired()
             return
+        self.retire_later(target.app, old, target.drain, target.stop_timeout, on_retired)
+        versions = sorted({c.labels.get(LABEL_RELEASE, "?") for c in old},
+                          key=lambda v: int(v) if v.isdigit() else 0)
         progress.stage("drain")
-        if any(c.labels.get(LABEL_PROCESS) == "web" for c in old):
-            progress.line(f"draining old containers for {target.drain:g}s")
-            time.sleep(max(0.0, target.drain))
-        progress.stage("retire")
-        self.retire(old, target.stop_timeout)
-        progress.line(f"retired {len(old)} old container(s)")
+        progress.step(f"Retiring {', '.join('v' + v for v in versions)} in the background "
+                      f"(drain {_drain_of(old, target.drain):g}s)")
+
+    def retire_later(self, app: str, old: list, drain: float, stop_timeout: int, then=None):
+        """Drain (web containers only) then stop `old` in the background;
+        then `then()`, unless a later deploy took the retirement over."""
+        def stop(containers):
+            self.retire(containers, stop_timeout)
+            if then:
+                then()
+        return self.retirements.start(app, old, _drain_of(old, drain), stop)
 
     def retire(self, containers: list, timeout: int) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds; in parallel."""
         if not containers:
             return
+        def stop(container):
+            try:
+                self.engine.remove(container, timeout=timeout)
+            except Exception as exc:  # the others still stop; a restart retires this one
+                log.warning("cannot stop an old container", container=container.name, error=str(exc))
+
         with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
-            list(pool.map(lambda c: self.engine.remove(c, timeout=timeout), containers))
+            list(pool.map(stop, containers))
 
     def _remove(self, containers: list) -> None:
         for container in containers:
             self.engine.remove(container)
 
+
+
+def _drain_of(containers: list, drain: float) -> float:
+    """Only web containers get traffic to drain."""
+    if any(c.labels.get(LABEL_PROCESS) == "web" for c in containers):
+        return max(0.0, drain)
+    return 0.0

@@ -176,6 +176,13 @@ class Engine:
         except docker.errors.APIError:
             return False  # in use by a container: kept for now
 
+    def has_image(self, ref: str) -> bool:
+        try:
+            self.client.images.get(ref)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
     def images(self, app: str | None = None) -> list:
         filters = self._filters(**{LABEL_APP: app})
         return self.client.images.list(filters=filters)

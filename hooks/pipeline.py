@@ -21,6 +21,7 @@ from hooks import checkout, checks, procfile, resources, router
 from hooks.deploy import Deployer, Target, process_argv
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_RELEASE, Engine
 from hooks.events import Progress
+from hooks.retire import Retirements
 
 DEFAULT_PORT = 5000
 progress_log = structlog.get_logger("gitd.pipeline")
@@ -36,11 +37,12 @@ def image_tag(app: str, version: int) -> str:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: Store, engine: Engine):
+    def __init__(self, settings: Settings, store: Store, engine: Engine,
+                 retirements: Retirements | None = None):
         self.settings = settings
         self.store = store
         self.engine = engine
-        self.deployer = Deployer(engine, settings)
+        self.deployer = Deployer(engine, settings, retirements)
 
     # entry points
 
@@ -176,7 +178,9 @@ class Pipeline:
             if record:
                 self.store.update_release(app, release.version, status="succeeded", log=progress.text)
 
-        self.deployer.deploy(target, progress, on_live)
+        # images of old releases go once no container uses them: after the retirement
+        self.deployer.deploy(target, progress, on_live,
+                             on_retired=(lambda: self._prune_quietly(app, progress)) if record else None)
         progress.stage("done")
         if target.hosts:
             progress.step(f"Deployed to {self.settings.host_url(target.hosts[0])}")
@@ -184,7 +188,6 @@ class Pipeline:
             progress.step(f"Deployed v{release.version} (no domains: not routed)")
         if record:
             self.store.update_release(app, release.version, log=progress.text)
-            self.prune(app)
 
     def target(self, release: Release) -> Target:
         app = self.store.get_app(release.app)
@@ -243,6 +246,12 @@ class Pipeline:
 
     # housekeeping
 
+    def _prune_quietly(self, app: str, progress: Progress) -> None:
+        try:
+            self.prune(app)
+        except Exception as exc:  # in the background: the next deploy prunes again
+            progress.log.warning("prune failed", error=str(exc))
+
     def prune(self, app: str) -> list[int]:
         """Drop images (and Nix GC roots) beyond the last `keep_releases`
         successful releases; those stay ready for rollback."""
@@ -254,7 +263,10 @@ class Pipeline:
         for release in releases:
             if release.version in keep or release.status == "pruned":
                 continue
-            self.engine.remove_image(release.image or image_tag(app, release.version))
+            tag = release.image or image_tag(app, release.version)
+            self.engine.remove_image(tag)
+            if self.engine.has_image(tag):
+                continue  # a container still draining in the background uses it: the next deploy prunes it
             if release.image_id not in kept_images:
                 self.engine.remove_image(release.image_id)
             self._drop_gc_root(app, release.version)

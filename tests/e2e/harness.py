@@ -166,7 +166,34 @@ class Gitd:
 
     def containers(self, client, app: str | None = None, all: bool = True) -> list:
         labels = [f"gitd.instance={self.instance}"] + ([f"gitd.app={app}"] if app else [])
+        for _ in range(10):  # a container retired in the background may go between list and inspect
+            try:
+                return client.containers.list(all=all, filters={"label": labels})
+            except docker.errors.NotFound:
+                time.sleep(0.05)
         return client.containers.list(all=all, filters={"label": labels})
+
+    def live_seq(self, app: str) -> str | None:
+        with self.db() as db:
+            row = db.execute("SELECT live_seq FROM apps WHERE name = ?", [app]).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def live_containers(self, client, app: str) -> list:
+        """The live release's containers (older ones may still be draining)."""
+        seq = self.live_seq(app)
+        return [c for c in self.containers(client, app) if c.labels.get("gitd.seq") == seq]
+
+    def wait_retired(self, client, app: str, timeout: float = 60.0) -> list:
+        """A push returns at live; the old containers drain and stop in the
+        background. Wait (bounded) until only the live ones are left."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seq = self.live_seq(app)
+            left = self.containers(client, app)
+            if all(c.labels.get("gitd.seq") == seq for c in left):
+                return left
+            time.sleep(0.1)
+        return self.containers(client, app)
 
     def cleanup(self, client) -> None:
         """Remove what this gitd made: its containers by label, its images by

@@ -66,7 +66,7 @@ def create_and_push(gitd, tmp_path, app, files):
 
 
 def live(gitd, client, app, process="web"):
-    return [c for c in gitd.containers(client, app)
+    return [c for c in gitd.live_containers(client, app)
             if c.labels["gitd.role"] == "service" and c.labels["gitd.process"] == process]
 
 
@@ -201,6 +201,7 @@ def test_process_types_scale_stop_start_logs_and_a_failing_release_task(gitd, do
     hosts = {page(gitd, app)[2] for _ in range(12)}
     assert len(hosts) == 2, hosts  # both containers answer
     assert as_json(ok(gitd, "ps:scale", app, "--json")) == {"web": 2, "worker": 1}
+    gitd.wait_retired(docker_client, app)  # the old web.1 drains in the background
     listed = as_json(ok(gitd, "ps", app, "--json"))
     assert sorted((c["name"], c["state"]) for c in listed["containers"]) == [
         ("web.1", "running"), ("web.2", "running"), ("worker.1", "running")]

@@ -232,7 +232,7 @@ def test_custom_certificate_checked_then_served(https_gitd, app):
 
 
 def test_failing_challenge_is_reported_in_words(https_gitd, app):
-    host = f"broken-{app}.{DOMAIN}"
+    host = f"broken.{app}.{DOMAIN}"  # <name>.<domain> is reserved for an app of that name
     # Pebble validates at 127.0.0.2, where nothing listens
     https_gitd.pebble.resolve(host, "127.0.0.2")
     assert https_gitd.ssh("domains:add", app, host).returncode == 0

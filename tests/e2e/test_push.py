@@ -30,8 +30,10 @@ def test_push_deploys_then_updates_and_survives_a_broken_build(gitd, docker_clie
     second = gitd.push(repo, app)
     assert second.returncode == 0, second.stderr
     assert gitd.get(gitd.host(app)) == (200, "hello v2\n")
+    # the push returns at live; v1 drains and stops in the background
+    assert "-----> Retiring v1 in the background (drain" in second.stderr
     v2_commit = git(repo, "rev-parse", "HEAD").strip()
-    live = gitd.containers(docker_client, app)
+    live = gitd.wait_retired(docker_client, app)
     assert [c.labels["gitd.release"] for c in live] == ["2"]
     container = live[0]
     assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"

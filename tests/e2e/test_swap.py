@@ -181,9 +181,15 @@ def test_old_images_are_pruned_beyond_the_last_n(own_gitd, docker_client, tmp_pa
     for version in ("v2", "v3"):
         commit(repo, web_app(version), version)
         assert gitd.push(repo, app).returncode == 0
-    # identical builds of other apps (other test sessions) may share an image id
-    tags = {t for image in docker_client.images.list(name=f"gitd/{app}") for t in image.tags
-            if t.startswith(f"gitd/{app}:")}
+    # pruned once the old containers are retired, in the background
+    gitd.wait_retired(docker_client, app)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        tags = {t for image in docker_client.images.list(name=f"gitd/{app}") for t in image.tags
+                if t.startswith(f"gitd/{app}:")}
+        if tags == {f"gitd/{app}:v2", f"gitd/{app}:v3"}:
+            break
+        time.sleep(0.2)
     assert tags == {f"gitd/{app}:v2", f"gitd/{app}:v3"}
     with gitd.db() as db:
         rows = db.execute("SELECT version, status FROM releases WHERE app=? ORDER BY version", [app]).fetchall()
@@ -206,6 +212,6 @@ def test_a_release_may_change_its_port_and_health_path_without_a_dropped_request
     assert "GET /up -> HTTP/1.1 200 OK (ok)" in pushed.stderr
     assert load.failures == [], load.failures[:5]
     assert load.bodies == {"v1", "v2"}
-    (live,) = gitd.containers(docker_client, app)
+    (live,) = gitd.wait_retired(docker_client, app)
     assert "PORT=8080" in live.attrs["Config"]["Env"]
     gitd.ssh("apps:destroy", app, "--force")

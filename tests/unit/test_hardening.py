@@ -85,6 +85,7 @@ class _Atomic(DeployingReceivePackHandler):
     """Only what _on_update reads: the update and the client's capabilities."""
 
     def __init__(self, refs, atomic):
+        self.repo = type("NoRefs", (), {"refs": {}})()  # every branch new
         self._update = refs
         self._atomic = atomic
         self.deployed = []

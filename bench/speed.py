@@ -1,0 +1,161 @@
+"""Where users wait, each figure beside a baseline measured in the same run:
+
+- push return: `git push` of a one-line change to a small cached Dockerfile
+  app until it returns and the new version answers, beside `docker build` +
+  `docker run` by hand until it answers;
+- receive, clone and a fetch of 10 new commits of a repository with a real
+  project's shape (bench/gitrepo.py: ~50,000 objects, 5,200 commits, renames,
+  deltas), beside native git on a local bare repository (`git push` to it,
+  `git clone --no-local`, `git fetch`);
+- an admin command round trip (`ssh paas apps:list`, handshake included)
+  and gitd's idle RSS, beside their targets.
+
+    python bench/speed.py [--rounds 3] [--commits 5200]
+
+The machine may be shared: run it more than once and compare medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import bench_gitd
+from gitrepo import GIT_ENV, ensure_repo, shape
+from push import app_files, by_hand, wait_answer
+
+from tests.e2e.harness import commit, make_repo, unique_app
+
+COMMAND_TARGET_MS = 150.0
+RSS_TARGET_MB = 80.0
+
+
+def timed(argv: list[str], cwd=None, env=None) -> float:
+    started = time.monotonic()
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    took = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{result.stderr}")
+    return took
+
+
+def push_return(gitd, tmp: Path, rounds: int) -> list[float]:
+    """Seconds from `git push` until it returned and the new version answers."""
+    app = unique_app("ret")
+    assert gitd.ssh("apps:create", app).returncode == 0
+    repo = make_repo(tmp / app, app_files("v0"))
+    first = gitd.push(repo, app)  # the base layer is cached from here on
+    assert first.returncode == 0, first.stderr
+    times = []
+    for n in range(1, rounds + 1):
+        commit(repo, app_files(f"v{n}"), f"v{n}")
+        started = time.monotonic()
+        pushed = gitd.push(repo, app)
+        assert pushed.returncode == 0, pushed.stderr
+        wait_answer(gitd.http_port, gitd.host(app), f"v{n}")
+        times.append(time.monotonic() - started)
+    gitd.ssh("apps:destroy", app, "--force")
+    return times
+
+
+def git_figures(gitd, tmp: Path, source: Path, rounds: int) -> dict[str, tuple[list, list]]:
+    env = gitd.git_env()
+    # a branch other than main: stored, not deployed
+    figures = {"receive": ([], []), "clone": ([], []), "fetch 10 commits": ([], [])}
+    for n in range(rounds):
+        app = unique_app("git")
+        assert gitd.ssh("apps:create", app).returncode == 0
+        bare = tmp / f"native{n}.git"
+        subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True, env=GIT_ENV)
+        push = ["git", "push", "-q"]
+        figures["receive"][0].append(timed([*push, gitd.remote(app), "main:refs/heads/bulk"],
+                                           cwd=source, env=env))
+        figures["receive"][1].append(timed([*push, str(bare), "main:refs/heads/bulk"], cwd=source, env=env))
+        ours, theirs = tmp / f"clone-gitd{n}", tmp / f"clone-native{n}"
+        figures["clone"][0].append(timed(["git", "clone", "-q", "--bare", gitd.remote(app), str(ours)], env=env))
+        figures["clone"][1].append(timed(["git", "clone", "-q", "--bare", "--no-local", str(bare), str(theirs)],
+                                         env=env))
+        work = tmp / f"work{n}"
+        subprocess.run(["git", "clone", "-q", str(source), str(work)], check=True, env=GIT_ENV)
+        for c in range(10):
+            with open(work / "src" / f"bench-{n}.txt", "a") as f:
+                f.write(f"change {c}\n")
+            subprocess.run(["git", "-C", str(work), "add", "-A"], check=True, env=GIT_ENV)
+            subprocess.run(["git", "-C", str(work), "commit", "-qm", f"bench {c}"], check=True, env=GIT_ENV)
+        timed([*push, gitd.remote(app), "HEAD:refs/heads/bulk"], cwd=work, env=env)
+        timed([*push, str(bare), "HEAD:refs/heads/bulk"], cwd=work, env=env)
+        figures["fetch 10 commits"][0].append(timed(["git", "-C", str(ours), "fetch", "-q", gitd.remote(app),
+                                                     "bulk:bulk"], env=env))
+        figures["fetch 10 commits"][1].append(timed(["git", "-C", str(theirs), "fetch", "-q", "--no-auto-gc",
+                                                     str(bare), "bulk:bulk"], env=env))
+        for repo in (ours, theirs):
+            check = subprocess.run(["git", "-C", str(repo), "fsck", "--no-dangling"], capture_output=True,
+                                   text=True)
+            if check.returncode != 0:
+                raise SystemExit(f"fsck of {repo} failed:\n{check.stderr}")
+        gitd.ssh("apps:destroy", app, "--force")
+        subprocess.run(["rm", "-rf", str(bare), str(ours), str(theirs), str(work)])
+    return figures
+
+
+def command_round_trips(gitd, count: int) -> list[float]:
+    gitd.ssh("apps:list")  # warm: first connection, caches
+    return [timed(["ssh", "-F", str(gitd.ssh_config(gitd.admin_key)), "-T", "paas", "apps:list"]) * 1000
+            for _ in range(count)]
+
+
+def idle_rss_mb(gitd) -> float:
+    time.sleep(2)
+    for line in Path(f"/proc/{gitd.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--commits", type=int, default=5200)
+    args = parser.parse_args()
+    rounds = max(1, min(args.rounds, 20))
+    source = ensure_repo(args.commits)
+    repo_shape = shape(source)
+    with tempfile.TemporaryDirectory() as tmp, bench_gitd(Path(tmp)) as (gitd, client):
+        tmp = Path(tmp)
+        rss_fresh = idle_rss_mb(gitd)
+        commands = command_round_trips(gitd, 15)
+        returned = push_return(gitd, tmp, rounds)
+        hand = by_hand(client, tmp, rounds)
+        git = git_figures(gitd, tmp, source, rounds)
+        rss_used = idle_rss_mb(gitd)
+
+    rows = [("push returns, new version answers (s)", returned, hand, "docker build + run by hand")]
+    rows += [(f"{name} (s)", ours, theirs, "native git, local bare repo") for name, (ours, theirs) in git.items()]
+    print(f"\nrepository: {repo_shape}")
+    print(f"median of {rounds} rounds (each round's values in brackets)\n")
+    print(f"| {'what the user waits for':40} | {'gitd':>8} | {'baseline':>8} | {'ratio':>5} | baseline |")
+    print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 7}|----------|")
+    for name, ours, theirs, baseline in rows:
+        a, b = statistics.median(ours), statistics.median(theirs)
+        print(f"| {name:40} | {a:8.2f} | {b:8.2f} | {a / b:5.2f} | {baseline} |")
+    c = statistics.median(commands)
+    print(f"| {'`ssh paas apps:list` round trip (ms)':40} | {c:8.0f} | {COMMAND_TARGET_MS:8.0f} | "
+          f"{c / COMMAND_TARGET_MS:5.2f} | target |")
+    for label, rss in (("gitd idle RSS, fresh (MB)", rss_fresh), ("gitd idle RSS, after the runs (MB)", rss_used)):
+        print(f"| {label:40} | {rss:8.0f} | {RSS_TARGET_MB:8.0f} | {rss / RSS_TARGET_MB:5.2f} | target |")
+    print()
+    for name, ours, theirs, _ in rows:
+        print(f"  {name}: gitd {fmt(ours)}  baseline {fmt(theirs)}")
+    print(f"  apps:list round trips (ms): {fmt(commands, 0)}")
+
+
+def fmt(values: list[float], digits: int = 2) -> str:
+    return "[" + ", ".join(f"{v:.{digits}f}" for v in values) + "]"
+
+
+if __name__ == "__main__":
+    main()

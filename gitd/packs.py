@@ -1,0 +1,365 @@
+"""Packs in and out, with less per-object Python work than dulwich's defaults.
+
+Out: upload-pack's pack is written by copying stored pack entries as they are.
+
+dulwich's own writer inflates every object (and every reusable delta), then
+deflates it again, one Python call chain per object: a clone of a real
+project's history spent most of its time there. Stored entries are already
+what the client wants: a whole object is copied byte for byte, a delta is
+copied with its header rewritten to point at its base's new place in the
+stream. Only an object whose stored delta base is not sent (or is stored in
+another pack) is written whole, through dulwich. A plain clone of a
+repository kept in one pack gets that pack file as it is.
+
+In: see ReceivingObjectStore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import struct
+import tempfile
+import zlib
+from binascii import hexlify, unhexlify
+from bisect import bisect_right
+from contextlib import suppress
+
+from dulwich.file import GitFile
+from dulwich.object_store import PACK_MODE, DiskObjectStore, _bound_read_callables
+from dulwich.objects import Blob, ShaFile
+from dulwich.errors import ApplyDeltaError
+from dulwich.pack import (Pack, PackData, PackIndexer, PackStreamCopier, UnpackedObject,
+                          apply_delta, extend_pack, write_pack_index)
+
+OFS_DELTA = 6
+REF_DELTA = 7
+FLUSH_BYTES = 1 << 20
+INFLATED_KEEP_BYTES = 128 << 20  # inflated objects kept between the two passes of a receive
+
+
+class _PackEntries:
+    """Where the objects of one stored pack start and end: from the whole
+    index for a large share of the pack, else looked up one by one."""
+
+    def __init__(self, pack, shas: list):
+        self.offsets: dict[bytes, int] = {}
+        self.sha_at: dict[int, bytes] = {}
+        index = pack.index
+        self.starts = None
+        if len(shas) * 8 >= len(index):
+            for binsha, offset, _crc in index.iterentries():
+                sha = hexlify(binsha)
+                self.offsets[sha] = offset
+                self.sha_at[offset] = sha
+            self.starts = sorted(self.sha_at)
+        else:  # a small fetch: only its objects (a delta's base outside them goes whole)
+            for sha in shas:
+                with suppress(KeyError):
+                    offset = index.object_offset(sha)
+                    self.offsets[sha] = offset
+                    self.sha_at[offset] = sha
+        with open(pack.data.path, "rb") as f:
+            self.data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.end = len(self.data) - 20  # the trailer checksum
+
+    def entry(self, offset: int) -> memoryview:
+        view = memoryview(self.data)
+        if self.starts is not None:
+            i = bisect_right(self.starts, offset)
+            return view[offset:self.starts[i] if i < len(self.starts) else self.end]
+        kind, _size, body = _parse_header(view[offset:offset + 32])
+        if kind == OFS_DELTA:
+            body = _parse_ofs(view[offset:offset + 64], body)[1]
+        elif kind == REF_DELTA:
+            body += 20
+        inflate = zlib.decompressobj()
+        at = offset + body
+        while not inflate.eof and at < self.end:
+            chunk_end = min(at + 65536, len(self.data))
+            inflate.decompress(view[at:chunk_end], 1 << 20)
+            while inflate.unconsumed_tail and not inflate.eof:
+                inflate.decompress(inflate.unconsumed_tail, 1 << 20)
+            at = chunk_end
+        if not inflate.eof:
+            raise ValueError(f"truncated pack entry at {offset}")
+        return view[offset:at - len(inflate.unused_data)]
+
+    def close(self) -> None:
+        try:
+            self.data.close()
+        except BufferError:  # a view is still referenced: unmapped when collected
+            pass
+
+
+def _parse_header(raw: memoryview) -> tuple[int, int, int]:
+    """(type, inflated size, header length) of a stored entry."""
+    byte = raw[0]
+    kind = (byte >> 4) & 7
+    size = byte & 15
+    shift, i = 4, 1
+    while byte & 0x80:
+        byte = raw[i]
+        size |= (byte & 0x7F) << shift
+        shift += 7
+        i += 1
+    return kind, size, i
+
+
+def _parse_ofs(raw: memoryview, i: int) -> tuple[int, int]:
+    """(distance back to the base, end of the field) of an OFS_DELTA."""
+    byte = raw[i]
+    distance = byte & 0x7F
+    i += 1
+    while byte & 0x80:
+        byte = raw[i]
+        distance = ((distance + 1) << 7) | (byte & 0x7F)
+        i += 1
+    return distance, i
+
+
+def _header(kind: int, size: int) -> bytearray:
+    out = bytearray()
+    byte = (kind << 4) | (size & 15)
+    size >>= 4
+    while size:
+        out.append(byte | 0x80)
+        byte = size & 0x7F
+        size >>= 7
+    out.append(byte)
+    return out
+
+
+def _ofs(distance: int) -> bytearray:
+    out = bytearray([distance & 0x7F])
+    distance >>= 7
+    while distance:
+        distance -= 1
+        out.insert(0, 0x80 | (distance & 0x7F))
+        distance >>= 7
+    return out
+
+
+def _stored_packs(container) -> list:
+    return list(getattr(container, "packs", []))
+
+
+class AllObjects(list):
+    """Every stored object, once: what a clone of every branch and tag gets
+    (unreferenced objects, such as a refused push's, come along)."""
+
+    def __init__(self, store):
+        seen: set[bytes] = set()
+        for pack in _stored_packs(store):
+            for binsha, _offset, _crc in pack.index.iterentries():
+                seen.add(hexlify(binsha))
+        seen.update(getattr(store, "_iter_loose_objects", lambda: ())())
+        super().__init__((sha, None) for sha in seen)
+
+
+def wants_everything(store, refs: dict, wants: list, finder, shallow) -> bool:
+    """A plain clone: every ref wanted, nothing in common, no depth."""
+    if finder is None or shallow or finder.get_remote_has() or not wants:
+        return False
+    return set(refs.values()) <= set(wants)
+
+
+def _whole_pack(container, shas: list):
+    """The one stored pack that holds exactly `shas`, if there is one."""
+    stored = _stored_packs(container)
+    if len(stored) != 1 or len(stored[0].index) != len(shas):
+        return None
+    held = {hexlify(binsha) for binsha, _offset, _crc in stored[0].index.iterentries()}
+    return stored[0] if held == set(shas) else None
+
+
+def write_pack_reusing(write, container, object_ids, object_format=None) -> None:
+    """Drop-in for dulwich.pack.write_pack_from_container: the same pack
+    content, written from the stored entries."""
+    shas = [oid for oid, _hint in object_ids] if object_ids and isinstance(object_ids[0], tuple) \
+        else list(object_ids)
+    whole = _whole_pack(container, shas)
+    if whole is not None:  # a clone of a repository kept in one pack: the pack as it is
+        with open(whole.data.path, "rb") as f:
+            while chunk := f.read(FLUSH_BYTES):
+                write(chunk)
+        return
+    wanted = set(shas)
+    packs = [_PackEntries(p, shas) for p in _stored_packs(container)]
+    try:
+        placed: list[tuple[int, int, bytes]] = []  # (pack index, offset, sha)
+        loose: list[bytes] = []
+        for sha in shas:
+            for n, pack in enumerate(packs):
+                offset = pack.offsets.get(sha)
+                if offset is not None:
+                    placed.append((n, offset, sha))
+                    break
+            else:
+                loose.append(sha)
+        where = {sha: n for n, _, sha in placed}
+        placed.sort()  # stored order: a pack's bases come before their OFS deltas
+        checksum = hashlib.sha1()
+        buf = bytearray(b"PACK" + struct.pack(">LL", 2, len(placed) + len(loose)))
+        written: dict[bytes, int] = {}  # sha -> offset in the stream
+        position = 0
+
+        def emit(*parts) -> None:
+            nonlocal position, buf
+            for part in parts:
+                buf += part
+                position += len(part)
+            if len(buf) >= FLUSH_BYTES:
+                flush()
+
+        def flush() -> None:
+            nonlocal buf
+            if buf:
+                data = bytes(buf)
+                checksum.update(data)
+                write(data)
+                buf = bytearray()
+
+        position = len(buf)
+        for n, offset, sha in placed:
+            pack = packs[n]
+            raw = pack.entry(offset)
+            kind, size, head = _parse_header(raw)
+            start = position
+            if kind in (OFS_DELTA, REF_DELTA):
+                if kind == OFS_DELTA:
+                    distance, body = _parse_ofs(raw, head)
+                    base = pack.sha_at.get(offset - distance)
+                else:
+                    base, body = hexlify(raw[head:head + 20]), head + 20
+                if base in wanted and where.get(base) == n:
+                    if base in written:
+                        emit(_header(OFS_DELTA, size), _ofs(start - written[base]), raw[body:])
+                    else:  # a base stored later (a completed thin pack): by name
+                        emit(_header(REF_DELTA, size), unhexlify(base), raw[body:])
+                else:
+                    emit(*_whole(container, sha))
+            else:
+                emit(raw)
+            written[sha] = start
+        for sha in loose:
+            emit(*_whole(container, sha))
+        flush()
+        write(checksum.digest())
+    finally:
+        for pack in packs:
+            pack.close()
+
+
+def _whole(container, sha: bytes) -> tuple[bytes, bytes]:
+    kind, data = container.get_raw(sha)
+    return bytes(_header(kind, len(data))), zlib.compress(data, 1)
+
+
+# receive-pack
+
+class _ValidatingIndexer(PackIndexer):
+    """Index entries, and the check dulwich otherwise makes in a second full
+    pass over the stored pack (every commit, tree and tag must parse), made
+    while each object is resolved anyway. Blobs need no parsing.
+
+    The copy pass has already inflated every object: up to `keep_bytes` of
+    that is kept, so resolving deltas need not inflate it again."""
+
+    def __init__(self, *args, keep_bytes: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._inflated: dict[int, UnpackedObject] = {}
+        self._keep_bytes = keep_bytes
+
+    def record(self, unpacked):
+        super().record(unpacked)
+        if unpacked.decomp_chunks is not None and unpacked.decomp_len <= self._keep_bytes:
+            self._keep_bytes -= unpacked.decomp_len
+            unpacked.comp_chunks = None
+            self._inflated[unpacked.offset] = unpacked
+
+    def _resolve_object(self, offset, obj_type_num, base_chunks):
+        unpacked = self._inflated.pop(offset, None)
+        if unpacked is None:
+            return super()._resolve_object(offset, obj_type_num, base_chunks)
+        if base_chunks is None:
+            if unpacked.pack_type_num != obj_type_num:
+                raise ApplyDeltaError(f"object at {offset} is not of the type expected")
+            unpacked.obj_type_num, unpacked.obj_chunks = obj_type_num, unpacked.decomp_chunks
+        else:
+            unpacked.obj_type_num = obj_type_num
+            unpacked.obj_chunks = apply_delta(base_chunks, unpacked.decomp_chunks)
+            if obj_type_num != Blob.type_num and not sum(map(len, unpacked.obj_chunks)):
+                raise ApplyDeltaError(f"delta resolved to empty payload for type {obj_type_num}")
+        return unpacked
+
+    def _result(self, unpacked):
+        if unpacked.obj_type_num != Blob.type_num:
+            ShaFile.from_raw_chunks(unpacked.obj_type_num, unpacked.obj_chunks,
+                                    object_format=self._object_format)
+        return super()._result(unpacked)
+
+
+def _with_crc32(f, entries: list) -> list:
+    """Objects resolved from what the copy pass inflated have no CRC32 of
+    their stored bytes yet: computed here, over the pack file, in C."""
+    if all(crc is not None for _sha, _offset, crc in entries):
+        return entries
+    size = os.fstat(f.fileno()).st_size
+    with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as data:
+        starts = sorted(offset for _sha, offset, _crc in entries)
+        ends = dict(zip(starts, starts[1:] + [size - 20]))
+        return [(sha, offset, crc if crc is not None else zlib.crc32(data[offset:ends[offset]]))
+                for sha, offset, crc in entries]
+
+
+class ReceivingObjectStore(DiskObjectStore):
+    """dulwich's object store, receiving a pushed pack in two passes over it
+    (copy, then index and check) instead of three."""
+
+    def add_thin_pack(self, read_all, read_some, progress=None, *, max_input_size=None):
+        if max_input_size:
+            read_all, read_some = _bound_read_callables(read_all, read_some, max_input_size)
+        fd, path = tempfile.mkstemp(dir=self.path, prefix="tmp_pack_")
+        try:
+            with os.fdopen(fd, "w+b") as f:
+                os.chmod(path, PACK_MODE)
+                indexer = _ValidatingIndexer(f, self.object_format.hash_func,
+                                             resolve_ext_ref=self.get_raw,
+                                             keep_bytes=INFLATED_KEEP_BYTES)
+                copier = PackStreamCopier(self.object_format.hash_func, read_all, read_some, f,
+                                          delta_iter=indexer)
+                copier.verify(progress=progress)
+                f.flush()
+                f.seek(0)
+                with PackData(path, file=f, object_format=self.object_format) as data:
+                    indexer.set_pack_data(data)
+                    entries, ext_refs = self._index_pack(indexer, len(copier))
+                entries = _with_crc32(f, entries)
+                # the bases a thin pack left out are appended from this store
+                pack_sha, extra = extend_pack(f, ext_refs, get_raw=self.get_raw,
+                                              compression_level=self.pack_compression_level,
+                                              object_format=self.object_format)
+                f.flush()
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.remove(path)
+            raise
+        return self._move_in(path, entries + extra, pack_sha)
+
+    def _move_in(self, path: str, entries: list, pack_sha: bytes) -> Pack:
+        entries.sort()
+        base = self._get_pack_basepath(entries)
+        name = os.path.basename(base)[len("pack-"):].encode("ascii")
+        for pack in self.packs:
+            if pack.name() == name:  # already here
+                os.remove(path)
+                return pack
+        os.rename(path, base + ".pack")
+        with GitFile(base + ".idx", "wb", mask=PACK_MODE, fsync=self.fsync_object_files) as index:
+            write_pack_index(index, entries, pack_sha, version=self.pack_index_version)
+        pack = Pack(base, object_format=self.object_format)
+        pack.check_length_and_checksum()
+        self._add_cached_pack(os.path.basename(base), pack)
+        return pack
