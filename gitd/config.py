@@ -40,6 +40,10 @@ class Settings:
     lock_wait: float = 900.0
     log_format: str = "auto"  # auto | json | console
     shutdown_grace: float = 120.0
+    # services (Postgres, Redis): the image of each kind, "{version}" replaced
+    # by the service's version; [service_images] in gitd.toml, or
+    # GITD_SERVICE_IMAGES="postgres=IMAGE,redis=IMAGE". Empty: the official ones.
+    service_images: dict = field(default_factory=dict)
     instance: str = field(default="")  # set from the store at start
 
     @property
@@ -80,6 +84,8 @@ _FIELDS = {f.name: f for f in fields(Settings)}
 
 
 def _coerce(name: str, value):
+    if name == "service_images":
+        return _image_table(value)
     current = Settings.__dataclass_fields__[name].default
     try:
         if isinstance(current, Path):
@@ -93,6 +99,19 @@ def _coerce(name: str, value):
     except (TypeError, ValueError):
         raise GitdError(f"setting {name}: {value!r} is not a valid {type(current).__name__}")
     return str(value)
+
+
+def _image_table(value) -> dict[str, str]:
+    """A TOML table, or `kind=image,kind=image` from the environment."""
+    if isinstance(value, str):
+        pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise GitdError("setting service_images: expected kind=image,kind=image")
+        value = {k.strip(): v.strip() for k, _, v in pairs}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+        raise GitdError("setting service_images: expected a table of kind = \"image\"")
+    return dict(value)
 
 
 def _validate(settings: Settings) -> Settings:

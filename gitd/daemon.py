@@ -27,6 +27,10 @@ async def serve(settings: Settings) -> int:
     gitd = Gitd(settings)
     settings = gitd.settings
     notes = await asyncio.to_thread(gitd.reconcile)
+    from gitd.services.schedule import BackupScheduler
+
+    backups = BackupScheduler(gitd)
+    backups.start()
     traefik = None
     if settings.traefik == "managed":
         from gitd.traefik import ManagedTraefik
@@ -52,6 +56,7 @@ async def serve(settings: Settings) -> int:
     log.info("stopping: no new connections; letting work in flight finish",
              active=len(ssh.active), deploying=sorted(gitd.locks.busy()))
     ssh.stop_accepting()
+    backups.stop()
     pending = set()
     if ssh.active:
         _, pending = await asyncio.wait(set(ssh.active), timeout=settings.shutdown_grace)

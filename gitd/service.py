@@ -43,6 +43,11 @@ class Gitd:
         # not cached while Docker is unreachable: self.engine raises
         return Pipeline(self.settings, self.store, self.engine)
 
+    @functools.cached_property
+    def services(self):
+        from gitd.services.lifecycle import Services
+        return Services(self)
+
     def app_lock(self, app: str, notify=None):
         def waiting():
             if notify:
@@ -127,7 +132,14 @@ class Gitd:
             log.warning("reconcile skipped containers", error=str(exc))
             return notes
         known = {a.name: a for a in self.store.list_apps()}
+        services = {s.name for s in self.store.list_services()}
         for container in engine.containers():
+            service = container.labels.get(engine_mod.LABEL_SERVICE)
+            if service is not None:
+                if service in services and container.status in ("exited", "created"):
+                    container.start()
+                    notes.append(f"started {container.name}")
+                continue
             app = known.get(container.labels.get(engine_mod.LABEL_APP))
             seq = container.labels.get(engine_mod.LABEL_SEQ)
             if app is None or str(app.live_seq) != seq:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gitd.config import Settings
 from gitd.errors import DeployError, GitdError
@@ -42,6 +42,19 @@ class Target:
     release_command: list[str] | None = None
     drain: float = 3.0  # seconds between the switch and SIGTERM to the old
     stop_timeout: int = 30  # seconds between SIGTERM and SIGKILL
+    networks: list[str] = field(default_factory=list)  # linked services' networks
+    mounts: list[dict] = field(default_factory=list)  # the release's storage
+
+
+def attach_storage(spec: dict, networks: list[str], mounts: list[dict]) -> dict:
+    """Add the app's service networks and storage mounts to a container spec
+    (appended: other features put their own networks and mounts there too)."""
+    if networks:
+        spec["networks"] = list(spec.get("networks", [])) + list(networks)
+    if mounts:
+        spec["mounts"] = list(spec.get("mounts", [])) + [
+            {"type": m["type"], "source": m["source"], "target": m["target"]} for m in mounts]
+    return spec
 
 
 def container_name(instance: str, app: str, process: str, index: int, seq: int) -> str:
@@ -120,7 +133,7 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
             spec["mounts"] = [checks.probe_mount(probe)]
     else:
         labels["traefik.enable"] = "false"
-    return spec
+    return attach_storage(spec, target.networks, target.mounts)
 
 
 
@@ -137,7 +150,7 @@ def release_task_spec(target: Target, settings: Settings) -> dict:
     }
     if settings.docker_network:
         spec["network"] = settings.docker_network
-    return spec
+    return attach_storage(spec, target.networks, target.mounts)
 
 
 class Deployer:

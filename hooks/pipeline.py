@@ -13,6 +13,7 @@ import buildpacks
 from buildpacks import BuildRequest
 from gitd.config import Settings
 from gitd.errors import BuildError, GitdError, NotFound
+from gitd.services.base import network_name
 from gitd.store import Release, Store
 from hooks import checkout, checks, procfile
 from hooks.deploy import Deployer, Target, process_argv
@@ -44,7 +45,8 @@ class Pipeline:
         sha = commit.decode()
         release = self.store.new_release(
             app, kind="push", commit=sha, pushed_by=pushed_by,
-            config=self.store.get_config(app), description=f"Deploy {sha[:8]}")
+            config=self.store.get_config(app), mounts=self.store.get_mounts(app),
+            description=f"Deploy {sha[:8]}")
         progress = Progress(sink, app, release=f"v{release.version}")
         built_image = None
         try:
@@ -76,14 +78,16 @@ class Pipeline:
             raise
 
     def release(self, app: str, base: Release, config: dict, kind: str, description: str,
-                by: str | None, sink) -> Release:
-        """A new release from `base`'s image with `config`: no rebuild."""
+                by: str | None, sink, mounts: list[dict] | None = None) -> Release:
+        """A new release from `base`'s image with `config` (and `mounts`,
+        else `base`'s): no rebuild."""
         self._image_exists(base)
         release = self.store.new_release(
             app, kind=kind, status="deploying", commit=base.commit,
             image=image_tag(app, 0), image_id=base.image_id, buildpack=base.buildpack,
             pushed_by=by, description=description, config=config, procfile=base.procfile,
-            port=base.port, app_json=base.app_json)
+            port=base.port, app_json=base.app_json,
+            mounts=base.mounts if mounts is None else mounts)
         tag = image_tag(app, release.version)
         self.engine.tag(base.image_id, image_repository(app), f"v{release.version}")
         self.store.update_release(app, release.version, image=tag)
@@ -171,7 +175,13 @@ class Pipeline:
             release_command=process_argv(release.procfile.get("release"), release.buildpack),
             drain=float(settings.get("drain", self.settings.drain_seconds)),
             stop_timeout=int(settings.get("stop_timeout", self.settings.stop_timeout)),
+            networks=self.service_networks(release.app), mounts=list(release.mounts),
         )
+
+    def service_networks(self, app: str) -> list[str]:
+        """The networks of the services linked to `app`: only they reach them."""
+        return [network_name(self.settings.instance, service)
+                for service in self.store.links_of_app(app)]
 
     @staticmethod
     def commands(release: Release) -> dict[str, list[str] | None]:

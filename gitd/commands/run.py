@@ -18,6 +18,7 @@ from gitd.commands import command
 from gitd.errors import GitdError, UsageError
 from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE,
                           LABEL_ROLE)
+from hooks.deploy import attach_storage
 from hooks.pipeline import DEFAULT_PORT
 
 USAGE = "run APP [--] COMMAND [ARGS...]"
@@ -36,7 +37,8 @@ def parse_run(argv: list[str]) -> tuple[str, list[str]]:
     return validate.app_name(app), rest
 
 
-def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str) -> dict:
+def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str,
+                networks: list[str] = ()) -> dict:
     """The docker create() arguments for a one-off container."""
     env = {"PORT": str(release.port or DEFAULT_PORT), **release.config,
            "GITD_APP": release.app, "GITD_RELEASE": f"v{release.version}", "DYNO": f"run.{token}"}
@@ -54,7 +56,7 @@ def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str) -> di
     }
     if settings.docker_network:
         spec["network"] = settings.docker_network
-    return spec
+    return attach_storage(spec, list(networks), release.mounts)
 
 
 class OneOff:
@@ -147,7 +149,8 @@ def run(ctx, argv):
     ctx.app(app)
     release = ctx.store.require_current_release(app)
     token = secrets.token_hex(3)
-    spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token)
+    spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token,
+                       networks=ctx.gitd.pipeline.service_networks(app))
     container = ctx.gitd.engine.create(spec)
     try:
         return OneOff(ctx, container, ctx.has_pty).run()
