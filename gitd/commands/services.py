@@ -348,7 +348,8 @@ the linked apps and in `gitd doctor`.""")
 def backup_schedule(ctx, argv):
     p = parser("services:backup-schedule")
     p.add_argument("name")
-    p.add_argument("cron", nargs="?")
+    # ssh joins its arguments with spaces: "0 3 * * *" may arrive as 5 words
+    p.add_argument("cron", nargs="*")
     p.add_argument("--keep", type=int, default=7)
     p.add_argument("--off", action="store_true")
     args = p.parse_args(argv)
@@ -361,7 +362,7 @@ def backup_schedule(ctx, argv):
         raise UsageError('name a schedule, e.g. "0 3 * * *", or --off')
     if not 1 <= args.keep <= MAX_KEEP:
         raise UsageError(f"--keep must be from 1 to {MAX_KEEP}")
-    schedule = cron.parse(args.cron)
+    schedule = cron.parse(" ".join(args.cron))
     ctx.store.update_service(svc.name, schedule=schedule.text, keep=args.keep,
                              schedule_since=time.time())
     nxt = schedule.next_after(time.time())

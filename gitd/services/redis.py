@@ -34,7 +34,7 @@ class Redis(Kind):
         return ["sh", "-c", f"REDISCLI_AUTH='{svc.password}' redis-cli ping | grep -q PONG"]
 
     def url(self, svc, host):
-        return f"redis://:{svc.password}@{host}:{self.port}/0"
+        return f"redis://default:{svc.password}@{host}:{self.port}/0"
 
     def client_argv(self, svc, host):
         return ["redis-cli", "-h", host, "-p", str(self.port)]

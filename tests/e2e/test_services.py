@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -276,9 +277,10 @@ def test_hostile_service_and_storage_input_fails_cleanly(paas, tmp_path):
     ok(paas, "apps:create", app)
     deployer = make_key(paas.root, f"dep-{app}")
     ok(paas, "keys:add", f"dep-{app}", input=Path(f"{deployer}.pub").read_text())
-    ok(paas, "keys:grant", f"dep-{app}", app)
-    for name in ("Bad", "a..b", "../etc", "x" * 40, "a;rm", "-rf"):
+    ok(paas, "apps:grant", app, f"dep-{app}")
+    for name in ("Bad", "a..b", "../etc", "x" * 40, "a;rm", "a-", "9db"):
         fails(paas, "services:create", "postgres", name, match="invalid")
+    fails(paas, "services:create", "postgres", "-rf", match="required")
     fails(paas, "services:create", "mysql", "db", match="unknown service kind")
     fails(paas, "services:create", "postgres", "db", "--version", "16;rm", match="invalid version")
     fails(paas, "services:info", "nosuch", match="no service named")
@@ -343,14 +345,22 @@ def test_scheduled_backup_failure_shows_everywhere(paas, docker_client, tmp_path
     assert info(paas, db)["last_backup"]["ok"] is True
     dumps = list((paas.data_dir / "backups" / db).glob("*.rdb"))
     assert dumps and dumps[0].read_bytes()[:5] == b"REDIS"
-    # the container stops behind gitd's back: the next scheduled backup fails, loudly
-    docker_client.containers.get(info(paas, db)["host"]).stop(timeout=5)
+    # its container disappears behind gitd's back: the next backup fails, loudly
+    docker_client.containers.get(info(paas, db)["host"]).remove(force=True)
     since = info(paas, db)["last_backup"]["at"]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and info(paas, db)["last_backup"]["at"] == since:
         time.sleep(2)
-    data = info(paas, db)
-    assert data["last_backup"]["ok"] in (False, True)
+    last = info(paas, db)["last_backup"]
+    assert last["ok"] is False and "missing" in last["message"], last
+    shown = paas.ssh("services:info", db)
+    assert "FAILED" in shown.stdout and "backup of" in shown.stderr
+    app_info = paas.ssh("apps:info", app)
+    assert "LAST BACKUP FAILED" in app_info.stdout and "failed" in app_info.stderr
+    doctor = subprocess.run([sys.executable, "-m", "gitd", "doctor", "--data-dir",
+                             str(paas.data_dir)], capture_output=True, text=True, timeout=120)
+    assert doctor.returncode == 1
+    assert f"backups ({db})" in doctor.stdout and "the last backup failed" in doctor.stdout
     ok(paas, "apps:destroy", app, "--force")
     ok(paas, "services:destroy", db, "--force")
 
