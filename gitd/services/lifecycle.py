@@ -175,8 +175,10 @@ class Services:
         """The dump, streamed to `write(chunk)` as the server produces it."""
         kind = self.kind(svc)
         container = self.running(svc)
-        status, err = self.engine.exec(container, kind.dump_argv(svc), stdout=write,
+        buffered = Buffered(write)
+        status, err = self.engine.exec(container, kind.dump_argv(svc), stdout=buffered.write,
                                        environment=kind.exec_env(svc))
+        buffered.flush()
         if status != 0:
             raise GitdError(f"backup of {svc.name} failed: "
                             f"{err.decode('utf-8', 'replace').strip()[-500:]}")
@@ -254,6 +256,27 @@ class Services:
         made.rename(container_name(self.settings.instance, svc.name))
         self.store.update_service(svc.name, image=image, version=version, volume=new.volume)
         self.engine.remove_volume(svc.volume)
+
+
+class Buffered:
+    """Docker hands exec output over in small frames; the SSH channel is
+    quicker fed in large writes."""
+
+    def __init__(self, write, size: int = 1024 * 1024):
+        self._write, self.size = write, size
+        self._parts: list[bytes] = []
+        self._held = 0
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._held += len(data)
+        if self._held >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._parts:
+            self._write(b"".join(self._parts))
+            self._parts, self._held = [], 0
 
 
 def _generation(volume: str) -> int:
