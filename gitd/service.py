@@ -12,6 +12,7 @@ import structlog
 from gitd import gitserve
 from gitd.config import Settings
 from gitd.errors import GitdError
+from gitd.services.base import container_name as service_container
 from gitd.store import Store
 from hooks import engine as engine_mod
 from hooks.locks import AppLocks
@@ -136,7 +137,11 @@ class Gitd:
         for container in engine.containers():
             service = container.labels.get(engine_mod.LABEL_SERVICE)
             if service is not None:
-                if service in services and container.status in ("exited", "created"):
+                if service not in services or container.name != service_container(
+                        self.settings.instance, service):
+                    engine.remove(container)  # a connect client or an upgrade cut short
+                    notes.append(f"removed leftover container {container.name}")
+                elif container.status in ("exited", "created"):
                     container.start()
                     notes.append(f"started {container.name}")
                 continue
