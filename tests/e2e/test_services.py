@@ -91,6 +91,13 @@ def rows(gitd, app: str) -> list[str]:
     return sql(gitd, app, "SELECT note FROM notes ORDER BY id").stdout.split()
 
 
+def wait_healthy(gitd, name: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and info(gitd, name)["health"] != "healthy":
+        time.sleep(1)
+    assert info(gitd, name)["health"] == "healthy"
+
+
 def info(gitd, name: str) -> dict:
     return json.loads(ok(gitd, "services:info", name, "--json").stdout)
 
@@ -128,7 +135,11 @@ def test_postgres_data_survives_deploys_restarts_and_restores(paas, docker_clien
         paas.stop()
         paas.start(extra_env=IMAGES_ENV)
     assert paas.wait_for(paas.host(app), "v2", timeout=60)[0] == 200
+    wait_healthy(paas, db)
     assert rows(paas, app) == ["first"]
+    assert "ready to accept connections" in ok(paas, "services:logs", db, "-n", "50").stdout
+    connected = ok(paas, "services:connect", db, input="SELECT note FROM notes;\n")
+    assert "first" in connected.stdout
 
     # backup, another row, restore: the first state is back
     dump = tmp_path / "db.dump"
