@@ -84,6 +84,11 @@ class Gitd:
                 if self._remove_image_everywhere(image_id):
                     removed += 1
             out(f"removed {removed} image(s)")
+            volumes = engine.volumes(**{engine_mod.LABEL_APP: name})
+            for volume in volumes:
+                engine.remove_volume(volume.name)
+            if volumes:
+                out(f"removed {len(volumes)} storage volume(s)")
             shutil.rmtree(gitserve.repo_path(self.settings.repos_dir, name), ignore_errors=True)
             self.pipeline.drop_app_files(name)
             self.store.delete_app(name)

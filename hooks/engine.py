@@ -113,6 +113,9 @@ class Engine:
         except docker.errors.NotFound:
             return False
 
+    def volumes(self, **labels) -> list:
+        return self.client.volumes.list(filters=self._filters(**labels))
+
     def remove_volume(self, name: str) -> None:
         try:
             self.client.volumes.get(name).remove(force=True)

@@ -107,7 +107,7 @@ def info(ctx, argv):
 
 
 @command("apps:destroy", "apps:destroy NAME --force",
-         "Destroy an app: containers, images, routes, repository, releases")
+         "Destroy an app: containers, images, routes, repository, releases, volumes")
 def destroy(ctx, argv):
     p = parser("apps:destroy")
     p.add_argument("name")
