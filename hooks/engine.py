@@ -244,6 +244,19 @@ class Engine:
         except docker.errors.ImageNotFound:
             raise GitdError(f"image {image_ref} is missing")
 
+    def ensure_image(self, ref: str) -> dict:
+        """A service image: used when present, else pulled (an offline host
+        names a local one in the service_images setting)."""
+        try:
+            return self.client.images.get(ref).attrs
+        except docker.errors.ImageNotFound:
+            pass
+        try:
+            return self.client.images.pull(ref).attrs
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"image {ref} is not here and cannot be pulled ({_explain(exc)}); "
+                            "name a local image in the service_images setting")
+
     def tag(self, image_id: str, repository: str, tag: str) -> None:
         self.client.images.get(image_id).tag(repository, tag)
 

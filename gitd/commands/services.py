@@ -33,7 +33,8 @@ def _service(ctx, name: str):
 
 def _lock(ctx, name: str):
     return ctx.gitd.locks.hold(f"service:{name}", ctx.settings.lock_wait,
-                               on_wait=lambda: ctx.out(f"-----> Waiting for work on {name} to finish"))
+                               on_wait=lambda: ctx.err(f"-----> Waiting for work on {name} to finish"))
+    # stderr: stdout may be carrying a dump
 
 
 @command("services:create", "services:create postgres|redis NAME [--version V]",

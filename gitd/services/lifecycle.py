@@ -81,7 +81,7 @@ class Services:
         kind = kind_of(kind_name)
         version = version or kind.default_version
         image = kind.image(self.settings.service_images, version)
-        self.engine.image_attrs(image)  # a missing image fails before anything is made
+        self.engine.ensure_image(image)  # a missing image fails before anything is made
         svc = self.store.create_service(
             name=name, kind=kind.name, version=version, image=image,
             password=secrets.token_urlsafe(18).replace("-", "x").replace("_", "y"),
@@ -230,7 +230,7 @@ class Services:
         only then retire the old container. Any failure keeps the old."""
         kind = self.kind(svc)
         image = kind.image(self.settings.service_images, version)
-        self.engine.image_attrs(image)
+        self.engine.ensure_image(image)
         dump = self.backup_to_file(svc, tag=f"-before-{_safe(version)}")
         emit(f"dumped {svc.name} to {dump}")
         generation = _generation(svc.volume) + 1
