@@ -32,9 +32,10 @@ def _service(ctx, name: str):
 
 
 def _lock(ctx, name: str):
+    """One backup, restore or change of a service at a time. The wait is
+    reported on stderr: stdout may be carrying a dump."""
     return ctx.gitd.locks.hold(f"service:{name}", ctx.settings.lock_wait,
                                on_wait=lambda: ctx.err(f"-----> Waiting for work on {name} to finish"))
-    # stderr: stdout may be carrying a dump
 
 
 @command("services:create", "services:create postgres|redis NAME [--version V]",
