@@ -40,6 +40,9 @@ class BackupScheduler:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        # dumps cut short by a stop or crash are never a backup
+        for partial in (self.gitd.settings.data_dir / "backups").glob("*/*.partial"):
+            partial.unlink(missing_ok=True)
         self._thread = threading.Thread(target=self._loop, daemon=True, name="backups")
         self._thread.start()
 

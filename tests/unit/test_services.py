@@ -257,3 +257,35 @@ def test_an_existing_database_gains_the_new_tables(tmp_path):
     store = Store(path)
     assert store.get_release("old", 1).mounts == []
     assert store.list_services() == [] and store.get_mounts("old") == []
+
+
+def test_the_scheduler_backs_up_what_is_due_and_records_failures(tmp_path):
+    from gitd.services.schedule import BackupScheduler
+    from hooks.locks import AppLocks
+
+    store = Store(tmp_path / "gitd.db")
+    store.create_service(name="db", kind="postgres", version="16", image="i", password="p",
+                         volume="v", created_at=utc("2026-01-01 00:00"),
+                         schedule="0 3 * * *", schedule_since=utc("2026-01-01 00:00"))
+    store.create_service(name="idle", kind="redis", version="7", image="i", password="p",
+                         volume="v")
+    settings = Settings(data_dir=tmp_path, instance="abcd1234")
+    (tmp_path / "backups" / "db").mkdir(parents=True)
+    (tmp_path / "backups" / "db" / "db-x.dump.partial").write_text("cut short")
+
+    class FailingServices:
+        def backup_to_file(self, svc):
+            raise GitdError("the container of db is missing")
+
+    gitd = SimpleNamespace(store=store, settings=settings, locks=AppLocks(),
+                           services=FailingServices())
+    scheduler = BackupScheduler(gitd, tick=3600)
+    scheduler.start()
+    assert list((tmp_path / "backups" / "db").iterdir()) == []
+    assert scheduler.run_due(utc("2026-01-01 02:00")) == []
+    assert scheduler.run_due(utc("2026-01-01 03:00")) == ["db"]
+    failed = store.get_service("db")
+    assert failed.last_backup_ok is False and "missing" in failed.last_backup_message
+    assert scheduler.run_due(utc("2026-01-01 03:00")) == []  # recorded: not retried at once
+    scheduler.stop()
+    assert scheduler.run_due(utc("2026-02-01 03:00")) == []
