@@ -289,3 +289,31 @@ def test_the_scheduler_backs_up_what_is_due_and_records_failures(tmp_path):
     assert scheduler.run_due(utc("2026-01-01 03:00")) == []  # recorded: not retried at once
     scheduler.stop()
     assert scheduler.run_due(utc("2026-02-01 03:00")) == []
+
+
+def test_doctor_fails_on_a_failed_backup_until_one_succeeds(tmp_path):
+    import io
+
+    from gitd.doctor import Report, check_service_backups
+
+    settings = Settings(data_dir=tmp_path)
+    store = Store(settings.db_path)
+    store.create_service(name="db", kind="postgres", version="16", image="i", password="p",
+                         volume="v", schedule="0 3 * * *")
+    store.create_service(name="quiet", kind="redis", version="7", image="i", password="p",
+                         volume="v")
+
+    def report() -> tuple[int, str]:
+        out = io.StringIO()
+        r = Report(out)
+        check_service_backups(r, settings)
+        return r.failures, out.getvalue()
+
+    failures, text = report()
+    assert failures == 0 and "scheduled (0 3 * * *) but none made yet" in text
+    assert "quiet" not in text
+    store.update_service("db", last_backup_ok=False, last_backup_message="disk full")
+    failures, text = report()
+    assert failures == 1 and "the last backup failed: disk full" in text
+    store.update_service("db", last_backup_ok=True, last_backup_message="db-x.dump (9 bytes)")
+    assert report()[0] == 0
