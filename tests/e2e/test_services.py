@@ -244,9 +244,42 @@ def test_redis_link_backup_and_a_second_link_gets_its_own_name(paas, docker_clie
     assert cli("GET", "greeting", env=var) == "other"
     # connect: redis-cli on the service's network, stdin passed on
     assert "hello" in ok(paas, "services:connect", cache, input="GET greeting\n").stdout
+    assert "hello" in interactive_session(paas, ["services:connect", cache], "GET greeting\r")
     ok(paas, "apps:destroy", app, "--force")
     for name in (cache, second):
         ok(paas, "services:destroy", name, "--force")
+
+
+def interactive_session(gitd, args: list[str], line: str, expect: str = "hello") -> str:
+    """`ssh -tt` (a pty) to a line-editing client: it asks the terminal
+    where the cursor is (ESC[6n) before each prompt; answer as a terminal
+    would, then type `line`, until `expect` shows; then quit."""
+    import threading
+
+    proc = subprocess.Popen(["ssh", "-F", str(gitd.ssh_config(gitd.admin_key)), "-tt", "paas",
+                             *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    output = bytearray()
+    reader = threading.Thread(target=lambda: [output.extend(c) for c in iter(
+        lambda: proc.stdout.read1(4096), b"")], daemon=True)
+    reader.start()
+    answered, typed = 0, False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if output.count(b"\x1b[6n") > answered:
+                answered += 1
+                done = expect.encode() in output
+                proc.stdin.write(b"\x1b[1;1R" + (b"quit\r" if done else line.encode()))
+                proc.stdin.flush()
+            time.sleep(0.2)
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"no end to the session: {bytes(output)!r}")
+    finally:
+        proc.kill()
+        reader.join(10)
+    return output.decode(errors="replace")
 
 
 def ok_bytes(gitd, *args) -> bytes:
