@@ -221,7 +221,23 @@ class Services:
         kind = self.kind(svc)
         container = self.running(svc)
         kind.restore(self.engine, container, svc, chunks, emit)
-        self.wait_healthy(self.running(svc))
+        self.wait_answering(self.running(svc), svc)
+
+    def wait_answering(self, container, svc, timeout: float = HEALTH_WAIT) -> None:
+        """Docker's health status lags a restart: run the health command
+        ourselves until it passes."""
+        argv = self.kind(svc).health_argv(svc)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.engine.reload(container)
+            try:
+                if container.status == "running" and self.engine.exec(container, argv)[0] == 0:
+                    return
+            except GitdError:
+                pass  # restarting between the look and the exec
+            if time.monotonic() > deadline:
+                raise GitdError(f"{svc.name} does not answer after {timeout:g}s")
+            time.sleep(0.3)
 
     # upgrade
 

@@ -56,9 +56,20 @@ class Redis(Kind):
                             f"{svc.name} is untouched")
         emit("dump checked; loading it")
         # the live file is replaced while the server cannot write over it:
-        # stop saving, swap in the staged file, then restart without saving
-        status, output = engine.exec(
-            container, ["sh", "-c", f"redis-cli CONFIG SET save '' >/dev/null && "
-                        f"mv {staged} {self.data_path}/dump.rdb && "
-                        "redis-cli SHUTDOWN NOSAVE; true"], environment=env)
+        # no more saves, swap in the staged file, stop without saving, start
+        self._cli(engine, container, svc, ["CONFIG", "SET", "save", ""])
+        status, output = engine.exec(container, ["mv", staged, f"{self.data_path}/dump.rdb"])
+        if status != 0:
+            self._cli(engine, container, svc, ["CONFIG", "SET", "save", "60 1"])
+            engine.exec(container, ["rm", "-f", staged])
+            why = output.decode("utf-8", "replace")[-300:]
+            raise GitdError(f"cannot put the dump in place ({why}); {svc.name} is untouched")
+        engine.exec(container, ["redis-cli", "SHUTDOWN", "NOSAVE"], environment=env)
         engine.start(container)
+
+    def _cli(self, engine, container, svc, words: list[str]) -> None:
+        status, output = engine.exec(container, ["redis-cli", *words],
+                                     environment=self.exec_env(svc))
+        text = output.decode("utf-8", "replace").strip()
+        if status != 0 or text.startswith(("ERR", "NOAUTH", "WRONGPASS")):
+            raise GitdError(f"redis-cli {words[0]} failed: {text[-300:]}")
