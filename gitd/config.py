@@ -72,6 +72,10 @@ class Settings:
     idle_timeout: float = 120.0  # a session waiting for input (git, stdin) that gets none this long is closed
     max_repo_bytes: int = 4 * 1024**3  # a repository beyond this refuses further pushes
     release_history: int = 50  # release rows kept per app (beyond those rollback needs)
+    # services (Postgres, Redis): the image of each kind, "{version}" replaced
+    # by the service's version; [service_images] in gitd.toml, or
+    # GITD_SERVICE_IMAGES="postgres=IMAGE,redis=IMAGE". Empty: the official ones.
+    service_images: dict = field(default_factory=dict)
     instance: str = field(default="")  # set from the store at start
     # Stacks buildpack (builds without a Dockerfile): the network builds run
     # on ("" = Docker's default bridge) and the base image of each role
@@ -194,6 +198,8 @@ def _base_images(value) -> dict:
 def _coerce(name: str, value):
     if name == "base_images":
         return _base_images(value)
+    if name == "service_images":
+        return _image_table(value)
     if isinstance(value, (dict, list)):
         raise GitdError(f"setting {name}: expected a single value, not a table or list")
     current = Settings.__dataclass_fields__[name].default
@@ -209,6 +215,19 @@ def _coerce(name: str, value):
     except (TypeError, ValueError):
         raise GitdError(f"setting {name}: {value!r} is not a valid {type(current).__name__}")
     return str(value)
+
+
+def _image_table(value) -> dict[str, str]:
+    """A TOML table, or `kind=image,kind=image` from the environment."""
+    if isinstance(value, str):
+        pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise GitdError("setting service_images: expected kind=image,kind=image")
+        value = {k.strip(): v.strip() for k, _, v in pairs}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+        raise GitdError("setting service_images: expected a table of kind = \"image\"")
+    return dict(value)
 
 
 def _validate(settings: Settings) -> Settings:

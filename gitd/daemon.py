@@ -51,6 +51,10 @@ async def serve(settings: Settings) -> int:
         prepare_tls_dirs(settings)
         sync_dynamic(settings, gitd.store)
         asyncio.get_running_loop().create_task(_sync_certs(gitd))
+    from gitd.services.schedule import BackupScheduler
+
+    backups = BackupScheduler(gitd)
+    backups.start()
     traefik = None
     if settings.traefik == "managed":
         from gitd.traefik import ManagedTraefik
@@ -79,6 +83,7 @@ async def serve(settings: Settings) -> int:
              active=len(ssh.active), deploying=sorted(gitd.locks.busy()))
     ssh.stop_accepting()
     deadline = loop.time() + settings.shutdown_grace
+    backups.stop()
     pending = set()
     if ssh.active:
         _, pending = await asyncio.wait(set(ssh.active), timeout=settings.shutdown_grace)

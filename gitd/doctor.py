@@ -59,6 +59,7 @@ def run_doctor(settings: Settings, out: TextIO = sys.stdout,
     check_nix(report, nix_needed)
     check_ports(report, settings)
     check_certificates(report, settings)
+    check_service_backups(report, settings)
     return 1 if report.failures else 0
 
 
@@ -82,6 +83,31 @@ def check_certificates(report: Report, settings: Settings) -> None:
         report.warn("certificates", line,
                     "see `certs APP`; check the domain's DNS points here and the HTTP port "
                     "is reachable from the internet")
+
+
+def check_service_backups(report: Report, settings: Settings) -> None:
+    """A failed backup of a service is a FAIL until one succeeds again."""
+    import sqlite3
+
+    if not settings.db_path.exists():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True)
+        with conn:
+            rows = conn.execute("SELECT name, schedule, last_backup_ok, last_backup_message "
+                                "FROM services ORDER BY name").fetchall()
+        conn.close()
+    except sqlite3.Error:
+        return  # no services table yet: gitd has not run this version
+    for name, schedule, ok, message in rows:
+        check = f"backups ({name})"
+        if ok == 0:
+            report.fail(check, f"the last backup failed: {message}",
+                        f"services:info {name}; then services:backup {name} > FILE by hand")
+        elif ok == 1:
+            report.ok(check, message + (f"; schedule {schedule}" if schedule else ""))
+        elif schedule:
+            report.warn(check, f"scheduled ({schedule}) but none made yet")
 
 
 def check_data_dir(report: Report, settings: Settings) -> None:

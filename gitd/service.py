@@ -13,6 +13,7 @@ import structlog
 from gitd import certs, gitserve, repos, tlsconfig
 from gitd.config import Settings
 from gitd.errors import GitdError
+from gitd.services.base import container_name as service_container
 from gitd.store import Store
 from hooks import engine as engine_mod
 from hooks import router
@@ -46,6 +47,11 @@ class Gitd:
     def pipeline(self) -> Pipeline:
         # not cached while Docker is unreachable: self.engine raises
         return Pipeline(self.settings, self.store, self.engine, self.retirements)
+
+    @functools.cached_property
+    def services(self):
+        from gitd.services.lifecycle import Services
+        return Services(self)
 
     def app_lock(self, app: str, notify=None):
         def waiting():
@@ -85,6 +91,11 @@ class Gitd:
             out(f"removed {removed} image(s)")
             for network in engine.networks(**{engine_mod.LABEL_APP: name}):
                 engine.remove_network(network.name)
+            volumes = engine.volumes(**{engine_mod.LABEL_APP: name})
+            for volume in volumes:
+                engine.remove_volume(volume.name)
+            if volumes:
+                out(f"removed {len(volumes)} storage volume(s)")
             shutil.rmtree(gitserve.repo_path(self.settings.repos_dir, name), ignore_errors=True)
             self.pipeline.drop_app_files(name)
             self.store.delete_app(name)
@@ -146,7 +157,7 @@ class Gitd:
             engine = None
         # one snapshot for every decision: a container that turns healthy
         # between two looks would be judged twice, differently
-        snapshot = engine.containers() if engine else []
+        snapshot = self._reconcile_services(engine, engine.containers(), notes) if engine else []
         adopted = self._finish_interrupted_deploys(snapshot, notes) if engine else set()
         routed_leftovers = self._remove_leftovers(engine, snapshot, notes) if engine else []
         for release in self.store.interrupted_releases():
@@ -232,6 +243,25 @@ class Gitd:
                 container.start()
                 notes.append(f"started {container.name}")
         return routed
+
+    def _reconcile_services(self, engine, snapshot: list, notes: list) -> list:
+        """Database and cache containers: start those stopped, remove those no
+        service owns (a connect client or an upgrade cut short). Returns the
+        rest of the snapshot: the apps' containers."""
+        services = {s.name for s in self.store.list_services()}
+        apps_containers = []
+        for container in snapshot:
+            service = container.labels.get(engine_mod.LABEL_SERVICE)
+            if service is None:
+                apps_containers.append(container)
+            elif service not in services or container.name != service_container(
+                    self.settings.instance, service):
+                engine.remove(container)
+                notes.append(f"removed leftover container {container.name}")
+            elif container.status in ("exited", "created"):
+                container.start()
+                notes.append(f"started {container.name}")
+        return apps_containers
 
     def _retire_later(self, containers: list, notes: list) -> None:
         """Old containers that may still carry traffic, found at start: drained

@@ -22,6 +22,7 @@ from gitd.errors import GitdError, NotFound
 SCHEMA_VERSION = 1
 
 ACTIVE_STATUSES = ("building", "deploying")
+JSON_FIELDS = ("config", "procfile", "mounts")
 
 
 def now() -> float:
@@ -67,6 +68,25 @@ class Release:
     finished_at: float | None
     log: str = ""
     app_json: str | None = None
+    mounts: list = field(default_factory=list)  # [{"source", "target", "type"}]
+
+
+@dataclass
+class Service:
+    name: str
+    kind: str
+    version: str
+    image: str
+    password: str
+    volume: str
+    created_at: float
+    exposed_port: int | None = None
+    schedule: str | None = None
+    keep: int = 7
+    schedule_since: float | None = None
+    last_backup_at: float | None = None
+    last_backup_ok: bool | None = None
+    last_backup_message: str = ""
 
 
 class Store:
@@ -116,6 +136,26 @@ class Store:
                     {"key": "schema", "value": str(SCHEMA_VERSION)},
                     {"key": "instance", "value": secrets.token_hex(4)},
                 ])
+            self._migrate_services(db)
+
+    def _migrate_services(self, db) -> None:
+        """Services, links and mounts (issue 12): added to an existing gitd.db too."""
+        tables = db.table_names()
+        if "services" not in tables:
+            db["services"].create(
+                {"name": str, "kind": str, "version": str, "image": str, "password": str, "volume": str,
+                 "created_at": float, "exposed_port": int, "schedule": str, "keep": int,
+                 "schedule_since": float,
+                 "last_backup_at": float, "last_backup_ok": int, "last_backup_message": str},
+                pk="name")
+        if "service_links" not in tables:
+            db["service_links"].create({"service": str, "app": str, "env_var": str},
+                                       pk=("service", "app"))
+        if "mounts" not in tables:
+            db["mounts"].create({"app": str, "target": str, "source": str, "type": str},
+                                pk=("app", "target"))
+        if "mounts" not in db["releases"].columns_dict:
+            db["releases"].add_column("mounts", str)
 
     # meta
 
@@ -195,9 +235,10 @@ class Store:
 
     def delete_app(self, name: str) -> None:
         with self._tx() as db:
-            for table in ("config", "domains", "grants", "releases"):
+            for table in ("config", "domains", "grants", "releases", "mounts"):
                 db[table].delete_where("app = ?", [name])
             db["apps"].delete_where("name = ?", [name])
+            db["service_links"].delete_where("app = ?", [name])
 
     def take_seq(self, app: str) -> int:
         """Reserve the next deploy number; never reused, even after a crash."""
@@ -303,15 +344,15 @@ class Store:
                 "commit": None, "image": None, "image_id": None, "buildpack": None,
                 "pushed_by": None, "description": "", "config": "{}", "procfile": "{}",
                 "port": None, "created_at": now(), "finished_at": None, "log": "",
-                "app_json": None,
+                "app_json": None, "mounts": "[]",
             }
             for key, value in fields.items():
-                row[key] = json.dumps(value, sort_keys=True) if key in ("config", "procfile") else value
+                row[key] = json.dumps(value, sort_keys=True) if key in JSON_FIELDS else value
             db["releases"].insert(row)
         return _release(row)
 
     def update_release(self, app: str, version: int, **fields) -> None:
-        for key in ("config", "procfile"):
+        for key in JSON_FIELDS:
             if key in fields:
                 fields[key] = json.dumps(fields[key], sort_keys=True)
         if fields.get("status") in ("succeeded", "failed"):
@@ -367,6 +408,78 @@ class Store:
                                "WHERE app = ? AND version = ?", [log_tail, app, version])
         return len(gone)
 
+    # services (issue 12)
+
+    def create_service(self, **fields) -> Service:
+        row = {"created_at": now(), "exposed_port": None, "schedule": None, "keep": 7,
+               "schedule_since": None,
+               "last_backup_at": None, "last_backup_ok": None, "last_backup_message": "",
+               **fields}
+        with self._tx() as db:
+            if db["services"].count_where("name = ?", [row["name"]]):
+                raise GitdError(f"a service named {row['name']!r} already exists")
+            db["services"].insert(row)
+        return _service(row)
+
+    def get_service(self, name: str) -> Service:
+        with self._lock:
+            rows = list(self.db["services"].rows_where("name = ?", [name]))
+        if not rows:
+            raise NotFound(f"no service named {name!r} (services:list shows them)")
+        return _service(rows[0])
+
+    def service_exists(self, name: str) -> bool:
+        with self._lock:
+            return bool(self.db["services"].count_where("name = ?", [name]))
+
+    def list_services(self) -> list[Service]:
+        with self._lock:
+            return [_service(r) for r in self.db["services"].rows_where(order_by="name")]
+
+    def update_service(self, name: str, **fields) -> None:
+        if "last_backup_ok" in fields and fields["last_backup_ok"] is not None:
+            fields["last_backup_ok"] = int(fields["last_backup_ok"])
+        with self._tx() as db:
+            db["services"].update(name, fields)
+
+    def delete_service(self, name: str) -> None:
+        with self._tx() as db:
+            db["service_links"].delete_where("service = ?", [name])
+            db["services"].delete_where("name = ?", [name])
+
+    def links_of_service(self, service: str) -> dict[str, str]:
+        """app -> the config var it gets."""
+        with self._lock:
+            return {r["app"]: r["env_var"] for r in self.db["service_links"].rows_where(
+                "service = ?", [service], order_by="app")}
+
+    def links_of_app(self, app: str) -> dict[str, str]:
+        """service -> the config var the app gets from it."""
+        with self._lock:
+            return {r["service"]: r["env_var"] for r in self.db["service_links"].rows_where(
+                "app = ?", [app], order_by="service")}
+
+    def add_link(self, service: str, app: str, env_var: str) -> None:
+        with self._tx() as db:
+            db["service_links"].insert({"service": service, "app": app, "env_var": env_var})
+
+    def remove_link(self, service: str, app: str) -> None:
+        with self._tx() as db:
+            db["service_links"].delete_where("service = ? AND app = ?", [service, app])
+
+    # mounts (issue 12): what the next release of an app mounts
+
+    def get_mounts(self, app: str) -> list[dict]:
+        with self._lock:
+            return [{"source": r["source"], "target": r["target"], "type": r["type"]}
+                    for r in self.db["mounts"].rows_where("app = ?", [app], order_by="target")]
+
+    def set_mounts(self, app: str, mounts: list[dict]) -> None:
+        with self._tx() as db:
+            db["mounts"].delete_where("app = ?", [app])
+            if mounts:
+                db["mounts"].insert_all([{"app": app, **m} for m in mounts])
+
     def interrupted_releases(self) -> list[Release]:
         with self._lock:
             return [_release(r) for r in self.db["releases"].rows_where(
@@ -393,4 +506,15 @@ def _release(row) -> Release:
         description=row["description"] or "", config=json.loads(row["config"] or "{}"),
         procfile=json.loads(row["procfile"] or "{}"), port=row["port"],
         created_at=row["created_at"], finished_at=row["finished_at"], log=row["log"] or "",
-        app_json=row["app_json"])
+        app_json=row["app_json"], mounts=json.loads(row.get("mounts") or "[]"))
+
+
+def _service(row) -> Service:
+    ok = row["last_backup_ok"]
+    return Service(
+        name=row["name"], kind=row["kind"], version=row["version"], image=row["image"],
+        password=row["password"], volume=row["volume"], created_at=row["created_at"],
+        exposed_port=row["exposed_port"], schedule=row["schedule"], keep=row["keep"] or 7,
+        schedule_since=row["schedule_since"],
+        last_backup_at=row["last_backup_at"], last_backup_ok=None if ok is None else bool(ok),
+        last_backup_message=row["last_backup_message"] or "")

@@ -64,6 +64,19 @@ class Target:
     tls: router.TLSPlan | None = None  # None: HTTP only
     limits: dict = field(default_factory=dict)  # docker create() resource arguments
     release_timeout: float = 600.0  # seconds the release command may run
+    networks: list[str] = field(default_factory=list)  # linked services' networks
+    mounts: list[dict] = field(default_factory=list)  # the release's storage
+
+
+def attach_storage(spec: dict, networks: list[str], mounts: list[dict]) -> dict:
+    """Add the app's service networks and storage mounts to a container spec
+    (appended: other features put their own networks and mounts there too)."""
+    if networks:
+        spec["networks"] = list(spec.get("networks", [])) + list(networks)
+    if mounts:
+        spec["mounts"] = list(spec.get("mounts", [])) + [
+            {"type": m["type"], "source": m["source"], "target": m["target"]} for m in mounts]
+    return spec
 
 
 def container_name(instance: str, app: str, process: str, index: int, seq: int) -> str:
@@ -142,7 +155,7 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
             spec["mounts"] = [checks.probe_mount(probe)]
     else:
         labels["traefik.enable"] = "false"
-    return spec
+    return attach_storage(spec, target.networks, target.mounts)
 
 
 
@@ -159,7 +172,7 @@ def release_task_spec(target: Target, settings: Settings) -> dict:
         "networks": networks(settings, target.app),
         **target.limits,
     }
-    return spec
+    return attach_storage(spec, target.networks, target.mounts)
 
 
 class Deployer:

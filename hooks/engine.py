@@ -6,6 +6,7 @@ Everything else builds plain dicts (container specs) and hands them here.
 from __future__ import annotations
 
 import socket
+import threading
 
 import docker
 import docker.errors
@@ -20,6 +21,7 @@ LABEL_RELEASE = "gitd.release"
 LABEL_SEQ = "gitd.seq"
 LABEL_PROCESS = "gitd.process"
 LABEL_ROLE = "gitd.role"  # service | oneoff | release-task
+LABEL_SERVICE = "gitd.service"  # a database or cache gitd runs (gitd.services)
 
 
 def connect() -> docker.DockerClient:
@@ -95,6 +97,94 @@ class Engine:
     def networks(self, **labels) -> list:
         return self.client.networks.list(filters=self._filters(**labels))
 
+    # volumes (named volumes for services and app storage)
+
+    def ensure_volume(self, name: str, labels: dict[str, str] | None = None):
+        try:
+            return self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            pass
+        try:
+            return self.client.volumes.create(
+                name, labels={LABEL_INSTANCE: self.instance, **(labels or {})})
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot create volume {name}: {_explain(exc)}")
+
+    def volume_exists(self, name: str) -> bool:
+        try:
+            self.client.volumes.get(name)
+            return True
+        except docker.errors.NotFound:
+            return False
+
+    def volumes(self, **labels) -> list:
+        return self.client.volumes.list(filters=self._filters(**labels))
+
+    def remove_volume(self, name: str) -> None:
+        try:
+            self.client.volumes.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise GitdError(f"cannot remove volume {name}: {_explain(exc)}")
+
+    def container(self, name: str):
+        """A container by name or id; None when there is none."""
+        try:
+            return self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    def exec(self, container, argv: list[str], stdin=None, stdout=None,
+             environment: dict | None = None, user: str | None = None) -> tuple[int, bytes]:
+        """Run `argv` in a running container. `stdin`: an iterable of byte
+        chunks fed to it; `stdout(chunk)`: called with its output as it comes
+        (else kept and returned). Returns (exit status, output or stderr)."""
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(container.id, argv, stdin=stdin is not None, stdout=True,
+                                      stderr=True, environment=environment, user=user or "")["Id"]
+            sock = api.exec_start(exec_id, socket=True)
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot run {argv[0]} in {container.name}: {_explain(exc)}")
+        attached = Attached(sock, tty=False)
+        feeder = None
+        feed_error: list[BaseException] = []
+        if stdin is not None:
+            def feed():
+                try:
+                    for chunk in stdin:
+                        attached.send(chunk)
+                except BaseException as exc:  # noqa: BLE001 - reported after the exec ends
+                    feed_error.append(exc)
+                finally:
+                    try:
+                        attached.close_stdin()
+                    except OSError:
+                        pass
+            feeder = threading.Thread(target=feed, daemon=True, name=f"exec-stdin-{argv[0]}")
+            feeder.start()
+        out, err = [], []
+        try:
+            for is_err, data in attached.frames():
+                if is_err:
+                    if sum(len(e) for e in err) < 64 * 1024:
+                        err.append(data)
+                elif stdout is not None:
+                    stdout(data)
+                else:
+                    out.append(data)
+        finally:
+            attached.close()
+        if feeder is not None:
+            feeder.join(timeout=5)
+        status = api.exec_inspect(exec_id).get("ExitCode")
+        if feed_error and status == 0:
+            raise feed_error[0]
+        if stdout is None and status == 0:
+            return 0, b"".join(out)
+        return (1 if status is None else status), b"".join(err) or b"".join(out)
+
     def start(self, container) -> None:
         try:
             container.start()
@@ -163,6 +253,19 @@ class Engine:
             return self.client.images.get(image_ref).attrs
         except docker.errors.ImageNotFound:
             raise GitdError(f"image {image_ref} is missing")
+
+    def ensure_image(self, ref: str) -> dict:
+        """A service image: used when present, else pulled (an offline host
+        names a local one in the service_images setting)."""
+        try:
+            return self.client.images.get(ref).attrs
+        except docker.errors.ImageNotFound:
+            pass
+        try:
+            return self.client.images.pull(ref).attrs
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"image {ref} is not here and cannot be pulled ({_explain(exc)}); "
+                            "name a local image in the service_images setting")
 
     def tag(self, image_id: str, repository: str, tag: str) -> None:
         self.client.images.get(image_id).tag(repository, tag)

@@ -16,6 +16,7 @@ from buildpacks import BuildRequest
 from gitd import tlsconfig, validate
 from gitd.config import Settings
 from gitd.errors import BuildError, GitdError, NotFound
+from gitd.services.base import network_name
 from gitd.store import Release, Store
 from hooks import checkout, checks, procfile, resources, router
 from hooks.deploy import Deployer, Target, process_argv
@@ -51,7 +52,8 @@ class Pipeline:
         sha = commit.decode()
         release = self.store.new_release(
             app, kind="push", commit=sha, pushed_by=pushed_by,
-            config=self.store.get_config(app), description=f"Deploy {sha[:8]}")
+            config=self.store.get_config(app), mounts=self.store.get_mounts(app),
+            description=f"Deploy {sha[:8]}")
         progress = self._progress(sink, app, release.version)
         built_image = None
         try:
@@ -85,14 +87,16 @@ class Pipeline:
             raise
 
     def release(self, app: str, base: Release, config: dict, kind: str, description: str,
-                by: str | None, sink) -> Release:
-        """A new release from `base`'s image with `config`: no rebuild."""
+                by: str | None, sink, mounts: list[dict] | None = None) -> Release:
+        """A new release from `base`'s image with `config` (and `mounts`,
+        else `base`'s): no rebuild."""
         self._image_exists(base)
         release = self.store.new_release(
             app, kind=kind, status="deploying", commit=base.commit,
             image=image_tag(app, 0), image_id=base.image_id, buildpack=base.buildpack,
             pushed_by=by, description=description, config=config, procfile=base.procfile,
-            port=base.port, app_json=base.app_json)
+            port=base.port, app_json=base.app_json,
+            mounts=base.mounts if mounts is None else mounts)
         tag = image_tag(app, release.version)
         progress = self._progress(sink, app, release.version)
         try:
@@ -211,7 +215,13 @@ class Pipeline:
             stop_timeout=int(_within(settings.get("stop_timeout"), self.settings.stop_timeout, 3600)),
             limits=resources.container_args(resources.effective(self.settings, settings)),
             release_timeout=self.settings.release_timeout,
+            networks=self.service_networks(release.app), mounts=list(release.mounts),
         )
+
+    def service_networks(self, app: str) -> list[str]:
+        """The networks of the services linked to `app`: only they reach them."""
+        return [network_name(self.settings.instance, service)
+                for service in self.store.links_of_app(app)]
 
     @staticmethod
     def commands(release: Release) -> dict[str, list[str] | None]:

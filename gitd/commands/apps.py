@@ -58,7 +58,19 @@ def app_info(ctx, name: str) -> dict:
         "git_url": f"ssh://git@HOST:{ctx.settings.ssh_port}/{name}",
         "granted_to": ctx.store.grants_of(name),
         "deploying": name in ctx.gitd.locks.busy(),
+        "services": linked_services(ctx, name),
     }
+
+
+def linked_services(ctx, app: str) -> dict:
+    """service -> its config var and last backup result, for apps:info."""
+    linked = {}
+    for service, env_var in ctx.store.links_of_app(app).items():
+        svc = ctx.store.get_service(service)
+        linked[service] = {"kind": svc.kind, "env_var": env_var,
+                           "last_backup_ok": svc.last_backup_ok,
+                           "last_backup_message": svc.last_backup_message}
+    return linked
 
 
 @command("apps:info", "apps:info NAME [--json]", "Show an app: release, URLs, containers",
@@ -84,6 +96,12 @@ def info(ctx, argv):
     ctx.out(f"deploying:  {'yes' if data['deploying'] else 'no'}")
     ctx.out(f"git:        {data['git_url']}")
     ctx.out(f"granted to: {' '.join(data['granted_to']) or '-'} (and admin keys)")
+    for service, link in data["services"].items():
+        backup = {True: "last backup ok", False: "LAST BACKUP FAILED", None: "no backup yet"}
+        ctx.out(f"service:    {service} ({link['kind']}, {link['env_var']}; "
+                f"{backup[link['last_backup_ok']]})")
+        if link["last_backup_ok"] is False:
+            ctx.err(f" !     the last backup of {service} failed: {link['last_backup_message']}")
     ctx.out("containers:")
     for c in data["containers"] or []:
         ctx.out(f"  {c['process']}  v{c['release']}  {c['state']}  {c['name']}")
@@ -92,7 +110,7 @@ def info(ctx, argv):
 
 
 @command("apps:destroy", "apps:destroy NAME --force",
-         "Destroy an app: containers, images, routes, repository, releases")
+         "Destroy an app: containers, images, routes, repository, releases, volumes")
 def destroy(ctx, argv):
     p = parser("apps:destroy")
     p.add_argument("name")

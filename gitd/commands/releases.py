@@ -116,3 +116,4 @@ def rollback(ctx, argv):
                                   description=f"Rollback to v{base.version}", by=ctx.key.name,
                                   sink=ctx.progress_sink())
         replace_config(ctx.store, args.app, ctx.store.get_config(args.app), base.config)
+        ctx.store.set_mounts(args.app, base.mounts)

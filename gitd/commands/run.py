@@ -20,6 +20,7 @@ from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEAS
                           LABEL_ROLE)
 from hooks import resources, router
 from hooks.deploy import app_network, networks
+from hooks.deploy import attach_storage
 from hooks.pipeline import DEFAULT_PORT
 
 USAGE = "run APP [--] COMMAND [ARGS...]"
@@ -39,7 +40,7 @@ def parse_run(argv: list[str]) -> tuple[str, list[str]]:
 
 
 def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str,
-                limits: dict | None = None) -> dict:
+                limits: dict | None = None, service_networks: list[str] = ()) -> dict:
     """The docker create() arguments for a one-off container."""
     env = {"PORT": str(release.port or DEFAULT_PORT), **release.config,
            "GITD_APP": release.app, "GITD_RELEASE": f"v{release.version}", "DYNO": f"run.{token}"}
@@ -57,7 +58,7 @@ def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str,
         "networks": networks(settings, release.app),
         **(limits or {}),
     }
-    return spec
+    return attach_storage(spec, list(service_networks), release.mounts)
 
 
 class OneOff:
@@ -156,7 +157,8 @@ def run(ctx, argv):
     token = secrets.token_hex(3)
     limits = resources.container_args(
         resources.effective(ctx.settings, ctx.store.get_app(app).settings))
-    spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token, limits)
+    spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token, limits,
+                       service_networks=ctx.gitd.pipeline.service_networks(app))
     engine.ensure_network(app_network(ctx.settings.instance, app), labels={LABEL_APP: app})
     container = engine.create(spec)
     try:

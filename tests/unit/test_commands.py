@@ -389,7 +389,7 @@ def test_every_command_has_usage_summary_and_help(fake):
         assert cmd.usage.split()[0] == name and cmd.summary
         _, out, _ = call(fake, name, "--help")
         assert out.startswith(f"usage: {cmd.usage}\n")
-    assert [n for n, c in commands.COMMANDS.items() if c.pty] == ["run"]
+    assert sorted(n for n, c in commands.COMMANDS.items() if c.pty) == ["run", "services:connect"]
 
 
 def test_help_for_a_namespace_and_a_command(fake):

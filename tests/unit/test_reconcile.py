@@ -52,6 +52,7 @@ def test_a_deploy_killed_with_healthy_containers_is_finished(tmp_path):
     app = gitd.store.get_app("hello")
     assert (app.current_release, app.live_seq) == (2, 2)
     assert gitd.store.get_release("hello", 2).status == "succeeded"
+    assert gitd.retirements.wait(10)  # the old one drains and stops in the background
     assert gitd._engine.live == [new]
     assert gitd._engine.removed == [(old.name, gitd.settings.stop_timeout)]  # drained, then stopped
     assert gitd._engine.images_removed == []

@@ -1,0 +1,104 @@
+"""PostgreSQL: the official image's interface (POSTGRES_PASSWORD, POSTGRES_DB,
+PGDATA), dumps in pg_dump's custom format, restores into a fresh database
+that is renamed into place only once pg_restore succeeded."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from gitd.errors import GitdError
+from gitd.services.base import Kind
+
+USER = "postgres"
+
+
+def db_name(svc) -> str:
+    return svc.name.replace("-", "_")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class Postgres(Kind):
+    name: str = "postgres"
+    default_image: str = "postgres:{version}-alpine"
+    default_version: str = "16"
+    port: int = 5432
+    data_path: str = "/var/lib/postgresql/data"
+    env_prefix: str = "DATABASE"
+
+    def environment(self, svc):
+        return {"POSTGRES_PASSWORD": svc.password, "POSTGRES_USER": USER,
+                "POSTGRES_DB": db_name(svc), "PGDATA": self.data_path}
+
+    def health_argv(self, svc):
+        return ["pg_isready", "-U", USER, "-d", db_name(svc), "-h", "127.0.0.1"]
+
+    def url(self, svc, host):
+        return f"postgres://{USER}:{svc.password}@{host}:{self.port}/{db_name(svc)}"
+
+    def client_argv(self, svc, host):
+        return ["psql", "-h", host, "-U", USER, "-d", db_name(svc)]
+
+    def client_env(self, svc):
+        return {"PGPASSWORD": svc.password}
+
+    def dump_argv(self, svc):
+        return ["pg_dump", "-U", USER, "-Fc", "--no-owner", "--no-privileges", db_name(svc)]
+
+    def _psql(self, engine, container, sql: str, db: str = "postgres") -> str:
+        status, output = engine.exec(
+            container, ["psql", "-U", USER, "-d", db, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+        text = output.decode("utf-8", "replace").strip()
+        if status != 0:
+            raise GitdError(f"psql failed: {text[-500:]}")
+        return text
+
+    def restore(self, engine, container, svc, chunks, emit):
+        live = db_name(svc)
+        token = secrets.token_hex(3)
+        fresh, old = f"{live}_restore_{token}", f"{live}_old_{token}"
+        self._psql(engine, container, f"CREATE DATABASE {_ident(fresh)}")
+        try:
+            emit(f"loading the dump into a fresh database ({fresh})")
+            status, output = engine.exec(
+                container, ["pg_restore", "-U", USER, "-d", fresh, "--no-owner",
+                            "--no-privileges", "--exit-on-error"], stdin=chunks)
+            if status != 0:
+                text = output.decode("utf-8", "replace").strip()
+                raise GitdError(f"the dump was refused (pg_restore: {text[-400:]}); "
+                                f"{svc.name} is untouched")
+            tables = self._psql(engine, container,
+                                "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname "
+                                "NOT IN ('pg_catalog', 'information_schema')", db=fresh)
+            emit(f"restored {tables} table(s); switching {svc.name} to them")
+        except BaseException:
+            self._drop(engine, container, fresh)
+            raise
+        self._swap(engine, container, live, fresh, old)
+        self._drop(engine, container, old)
+
+    def _swap(self, engine, container, live, fresh, old):
+        """Stop new connections to the live database, end the open ones and
+        rename in one transaction: either both renames happen or neither."""
+        self._psql(engine, container, f"ALTER DATABASE {_ident(live)} ALLOW_CONNECTIONS false")
+        try:
+            self._psql(engine, container,
+                       "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       f"WHERE datname = '{live}' AND pid <> pg_backend_pid()")
+            self._psql(engine, container,
+                       f"BEGIN; ALTER DATABASE {_ident(live)} RENAME TO {_ident(old)}; "
+                       f"ALTER DATABASE {_ident(fresh)} RENAME TO {_ident(live)}; COMMIT;")
+        except GitdError:
+            self._psql(engine, container, f"ALTER DATABASE {_ident(live)} ALLOW_CONNECTIONS true")
+            self._drop(engine, container, fresh)
+            raise
+
+    def _drop(self, engine, container, db):
+        try:
+            self._psql(engine, container, f"DROP DATABASE IF EXISTS {_ident(db)} WITH (FORCE)")
+        except GitdError:
+            pass
