@@ -76,4 +76,5 @@ def test_an_incomplete_formation_is_not_finished(tmp_path):
     gitd.store.set_scale("hello", {"web": 2})
     gitd.reconcile()
     assert gitd.store.get_app("hello").live_seq == 1
+    assert gitd.retirements.wait(10)  # routed: drained and stopped in the background
     assert gitd._engine.live == [old]
