@@ -113,7 +113,8 @@ def assert_settled(gitd, client, app: str) -> None:
     finally:
         db.close()
     assert stuck == [], stuck
-    containers = gitd.containers(client, app)
+    # the old release's containers drain and stop in the background (bounded)
+    containers = gitd.wait_retired(client, app)
     assert [c.labels["gitd.seq"] for c in containers] == [str(live_seq)], \
         [(c.name, c.status) for c in containers]
     assert containers[0].status == "running"

@@ -292,7 +292,8 @@ def test_resource_limits(gitd, docker_client, tmp_path):
     assert pushed.returncode == 0, pushed.stderr
     assert str(1024**3) in pushed.stderr and "1024" in pushed.stderr  # the release task's limits
     ok(gitd, "resources:set", app, "memory=64m", "cpus=0.5", "pids=100")
-    (web,) = [c for c in gitd.containers(docker_client, app) if c.labels["gitd.process"] == "web"]
+    left = gitd.wait_retired(docker_client, app)  # the old release retires in the background
+    (web,) = [c for c in left if c.labels["gitd.process"] == "web"]
     web.reload()
     host = web.attrs["HostConfig"]
     assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (64 * 1024**2, 500_000_000, 100)
