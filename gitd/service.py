@@ -172,7 +172,7 @@ class Gitd:
                 except GitdError:
                     pass
         shutil.rmtree(self.settings.work_dir, ignore_errors=True)  # builds cut short
-        self._retire_later(routed_leftovers, notes)
+        self._retire_later(routed_leftovers, notes, snapshot, {app for app, _ in adopted})
         for note in notes:
             log.info("reconcile", note=note)
         return notes
@@ -263,18 +263,60 @@ class Gitd:
                 notes.append(f"started {container.name}")
         return apps_containers
 
-    def _retire_later(self, containers: list, notes: list) -> None:
+    def _retire_later(self, containers: list, notes: list, snapshot: list, adopted: set) -> None:
         """Old containers that may still carry traffic, found at start: drained
-        and retired in the background, as a deploy would have."""
+        and retired in the background, as a deploy would have. For a deploy
+        finished here, only once Traefik is seen routing to it (a deploy
+        confirms that before it retires anything): stopping the old ones
+        before would send their requests to a dying container."""
         by_app: dict[str, list] = {}
         for container in containers:
             by_app.setdefault(container.labels.get(engine_mod.LABEL_APP), []).append(container)
         for name, group in by_app.items():
-            settings = self.store.get_app(name).settings
-            self.pipeline.deployer.retire_later(
-                name, group, float(settings.get("drain", self.settings.drain_seconds)),
-                int(settings.get("stop_timeout", self.settings.stop_timeout)))
+            app = self.store.get_app(name)
+            drain = float(app.settings.get("drain", self.settings.drain_seconds))
+            stop_timeout = int(app.settings.get("stop_timeout", self.settings.stop_timeout))
+            if name in adopted:
+                web = [c for c in snapshot if c.labels.get(engine_mod.LABEL_APP) == name
+                       and c.labels.get(engine_mod.LABEL_SEQ) == str(app.live_seq)
+                       and c.labels.get(engine_mod.LABEL_PROCESS) == "web"]
+                threading.Thread(target=self._retire_once_routed, daemon=True,
+                                 name=f"adopted-{name}",
+                                 args=(name, app.live_seq, web, group, drain, stop_timeout)).start()
+            else:
+                self.pipeline.deployer.retire_later(name, group, drain, stop_timeout)
             notes.append(f"retiring {len(group)} old container(s) of {name} in the background")
+
+    def _retire_once_routed(self, name: str, seq: int, web: list, old: list, drain: float,
+                            stop_timeout: int) -> None:
+        if not self._routed_in_traefik(name, seq, web):
+            log.warning("Traefik does not route the deploy finished at start; the old containers "
+                        "keep running until the next deploy", app=name, seq=seq)
+            return
+        with self.app_lock(name):
+            if self.store.get_app(name).live_seq != seq:
+                return  # a newer deploy retires them with its own old containers
+            self.pipeline.deployer.retire_later(name, old, drain, stop_timeout)
+
+    def _routed_in_traefik(self, name: str, seq: int, web: list) -> bool:
+        api = self.settings.api_url
+        if not api:
+            time.sleep(3)  # as a deploy does without an API to ask
+            return True
+        port_label = f"traefik.http.services.{router.route_name(name, seq)}.loadbalancer.server.port"
+        urls = set()
+        for container in web:
+            port = container.labels.get(port_label, "")
+            host_port = self.engine.host_port(container, int(port)) if port.isdigit() else None
+            if host_port:
+                urls.add(f"http://127.0.0.1:{host_port}")
+        if not urls:
+            return True  # not routed at all (no hosts)
+        try:
+            router.confirm_routed(api, name, seq, urls, timeout=self.settings.deploy_timeout)
+            return True
+        except GitdError:
+            return False
 
     def _finish_interrupted_deploys(self, snapshot: list, notes: list) -> set:
         """Make live the newest complete, healthy set of containers of an

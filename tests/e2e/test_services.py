@@ -353,7 +353,7 @@ def test_hostile_service_and_storage_input_fails_cleanly(paas, tmp_path):
     for keep in ("0", "-1", "100000"):
         fails(paas, "services:backup-schedule", db, "0 3 * * *", "--keep", keep, match="--keep")
     for port in ("80", "70000", "abc", "0"):
-        fails(paas, "services:expose", db, port, match="invalid port")
+        fails(paas, "services:expose", db, port, match="port must be a whole number from 1024 to 65535")
     fails(paas, "services:link", db, "nosuchapp", match="does not exist")
     fails(paas, "services:link", db, other, key=deployer, match="permission denied")
     assert info(paas, db)["linked"] == {}
