@@ -288,7 +288,7 @@ class SSHService:
                                              settings.max_repo_bytes, settings.max_pack_bytes)
             gitserve.serve_receive_pack(
                 repo, bridge, self.gitd.deploy_push(app, repo, key.name), allowance,
-                lambda notify: self.gitd.app_lock(app, notify=notify))
+                lambda notify: self.gitd.push_lock(app, key, notify=notify))
             self.gitd.collect_repo_later(app)
             return 0
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import threading
@@ -12,7 +13,7 @@ import structlog
 
 from gitd import certs, gitserve, repos, tlsconfig
 from gitd.config import Settings
-from gitd.errors import GitdError
+from gitd.errors import GitdError, NotFound, PermissionDenied
 from gitd.store import Store
 from hooks import engine as engine_mod
 from hooks import router
@@ -122,6 +123,22 @@ class Gitd:
             except GitdError:
                 pass  # busy: a later push collects
         threading.Thread(target=collect, daemon=True, name=f"gitd-gc-{app}").start()
+
+    @contextlib.contextmanager
+    def push_lock(self, app: str, key, notify=None):
+        """The app's lock for a push whose pack is stored, then the pusher's
+        right to it asked again: the pack may have taken long to arrive, or
+        the push waited for another deploy, while the key was removed, its
+        grant revoked or the app destroyed."""
+        with self.app_lock(app, notify=notify):
+            found = self.store.key_by_fingerprint(key.fingerprint)
+            if found is None or found.name != key.name:
+                raise PermissionDenied("this key was removed while the push arrived")
+            if not self.store.app_exists(app):
+                raise NotFound(f"app {app!r} was destroyed while the push arrived")
+            if not found.is_admin and not self.store.granted(app, found.name):
+                raise PermissionDenied(f"key {found.name} lost its access to {app} while the push arrived")
+            yield
 
     def deploy_push(self, app: str, repo, pushed_by: str | None):
         def deploy(commit: bytes, sink):

@@ -1,0 +1,78 @@
+"""Found in review of the merged #10/#11/#14/#15 code: a push's right is asked
+again once its pack is stored, and a refused lock rejects the refs cleanly."""
+
+import contextlib
+
+import pytest
+
+from gitd import gitserve
+from gitd.config import Settings
+from gitd.errors import GitdError, NotFound, PermissionDenied
+from gitd.service import Gitd
+from gitd.store import Store
+
+ZERO = b"0" * 40
+
+
+def _daemon(tmp_path):
+    store = Store(tmp_path / "gitd.db")
+    store.create_app("hello")
+    store.add_key("dev", "SHA256:dev", "ssh-ed25519 AAAA dev", False)
+    store.grant("hello", "dev")
+    return Gitd(Settings(data_dir=tmp_path, instance="t", lock_wait=0.1), store), store.get_key("dev")
+
+
+def _enter(gitd, key):
+    with gitd.push_lock("hello", key):
+        return True
+
+
+def test_a_push_keeps_its_right_only_while_its_key_and_grant_stand(tmp_path):
+    gitd, dev = _daemon(tmp_path)
+    assert _enter(gitd, dev)
+    gitd.store.revoke("hello", "dev")
+    with pytest.raises(PermissionDenied, match="lost its access"):
+        _enter(gitd, dev)
+    gitd.store.grant("hello", "dev")
+    gitd.store.remove_key("dev")
+    with pytest.raises(PermissionDenied, match="removed"):
+        _enter(gitd, dev)
+
+
+def test_a_push_to_an_app_destroyed_while_it_arrived_is_refused(tmp_path):
+    gitd, dev = _daemon(tmp_path)
+    gitd.store.delete_app("hello")
+    with pytest.raises(NotFound, match="destroyed"):
+        _enter(gitd, dev)
+
+
+def test_the_lock_is_given_back_after_a_refusal(tmp_path):
+    gitd, dev = _daemon(tmp_path)
+    gitd.store.revoke("hello", "dev")
+    with pytest.raises(PermissionDenied):
+        _enter(gitd, dev)
+    with gitd.app_lock("hello"):
+        pass
+
+
+class _Proto:
+    def write_pkt_line(self, line):
+        pass
+
+
+def test_a_lock_that_refuses_rejects_every_ref_instead_of_hanging_up(tmp_path):
+    repo = gitserve.create_repo(tmp_path, "hello")
+
+    @contextlib.contextmanager
+    def refusing(notify):
+        raise GitdError("another deploy of hello is still running; try again later")
+        yield
+
+    handler = gitserve.DeployingReceivePackHandler(
+        gitserve._OneRepoBackend(repo), ["."], _Proto(), lambda sha, sink: None, 1 << 20,
+        lambda data: None, refusing)
+    refs = [(b"1" * 40, ZERO, b"refs/heads/feature"), (b"2" * 40, ZERO, b"refs/heads/other")]
+    statuses = list(handler._apply_pack(refs))  # deletions only: no pack to read
+    assert statuses[0] == (b"unpack", b"ok")
+    assert statuses[1:] == [(b"refs/heads/feature", b"another deploy of hello is still running; try again later"),
+                            (b"refs/heads/other", b"another deploy of hello is still running; try again later")]
