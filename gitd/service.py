@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import shutil
@@ -35,6 +36,9 @@ class Gitd:
         self.retirements = Retirements()  # old containers draining after a deploy
         self._engine = None
         self._engine_guard = threading.Lock()
+        self._repo_guard = threading.Condition()  # git sessions vs repository gc
+        self._repo_users: collections.Counter = collections.Counter()
+        self._collecting: set[str] = set()
 
     @property
     def engine(self) -> engine_mod.Engine:
@@ -113,16 +117,49 @@ class Gitd:
 
     # pushes
 
+    @contextlib.contextmanager
+    def using_repo(self, app: str):
+        """A git session reading or storing packs: it waits for a garbage
+        collection of the repository to end, and none starts while it runs.
+        The app's lock cannot do this since a push takes it only once its
+        pack is stored: a pack stored during a collection loses the objects
+        the collection found unreachable (an old refused push's, sent again)."""
+        with self._repo_guard:
+            self._repo_guard.wait_for(lambda: app not in self._collecting)
+            self._repo_users[app] += 1
+        try:
+            yield
+        finally:
+            with self._repo_guard:
+                self._repo_users[app] -= 1
+                if self._repo_users[app] <= 0:
+                    del self._repo_users[app]
+                self._repo_guard.notify_all()
+
     def collect_repo_later(self, app: str) -> None:
         """Garbage-collect the app's repository on a thread of its own, under
-        the app's lock, when no deploy holds it (else the next push does)."""
-        def collect():
-            try:
-                with self.locks.hold(app, 0):
+        the app's lock, when no deploy holds it and no git session uses the
+        repository (else a later push does)."""
+        threading.Thread(target=self.collect_repo, args=(app,), daemon=True,
+                         name=f"gitd-gc-{app}").start()
+
+    def collect_repo(self, app: str) -> bool:
+        """True when it ran (see collect_repo_later)."""
+        try:
+            with self.locks.hold(app, 0):
+                with self._repo_guard:
+                    if self._repo_users[app]:
+                        return False
+                    self._collecting.add(app)
+                try:
                     repos.collect(gitserve.repo_path(self.settings.repos_dir, app), app)
-            except GitdError:
-                pass  # busy: a later push collects
-        threading.Thread(target=collect, daemon=True, name=f"gitd-gc-{app}").start()
+                finally:
+                    with self._repo_guard:
+                        self._collecting.discard(app)
+                        self._repo_guard.notify_all()
+                return True
+        except GitdError:
+            return False  # busy: a later push collects
 
     @contextlib.contextmanager
     def push_lock(self, app: str, key, notify=None):

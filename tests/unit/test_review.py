@@ -76,3 +76,47 @@ def test_a_lock_that_refuses_rejects_every_ref_instead_of_hanging_up(tmp_path):
     assert statuses[0] == (b"unpack", b"ok")
     assert statuses[1:] == [(b"refs/heads/feature", b"another deploy of hello is still running; try again later"),
                             (b"refs/heads/other", b"another deploy of hello is still running; try again later")]
+
+
+def test_no_repository_gc_while_a_git_session_uses_the_repository(tmp_path, monkeypatch):
+    """A pack stored during a gc lost the objects the gc had found
+    unreachable (a refused push's, sent again): the push then pointed its
+    branch at missing objects. The app's lock no longer covers the pack's
+    arrival, so sessions and gc exclude each other on their own."""
+    import threading
+
+    from gitd import repos
+
+    gitd, _ = _daemon(tmp_path)
+    ran = []
+    monkeypatch.setattr(repos, "collect", lambda path, app: ran.append(app))
+    with gitd.using_repo("hello"):
+        assert gitd.collect_repo("hello") is False
+    assert ran == []
+    assert gitd.collect_repo("hello") is True and ran == ["hello"]
+
+    collecting, finish = threading.Event(), threading.Event()
+
+    def slow_collect(path, app):
+        collecting.set()
+        finish.wait(10)
+        ran.append("done")
+
+    monkeypatch.setattr(repos, "collect", slow_collect)
+    gc = threading.Thread(target=gitd.collect_repo, args=("hello",))
+    gc.start()
+    assert collecting.wait(10)
+    entered = []
+
+    def session():
+        with gitd.using_repo("hello"):
+            entered.append(list(ran))
+
+    push = threading.Thread(target=session)
+    push.start()
+    push.join(0.3)
+    assert entered == []  # waits for the gc
+    finish.set()
+    gc.join(10)
+    push.join(10)
+    assert entered == [["hello", "done"]]
