@@ -50,7 +50,8 @@ class Gitd:
     @functools.cached_property
     def pipeline(self) -> Pipeline:
         # not cached while Docker is unreachable: self.engine raises
-        return Pipeline(self.settings, self.store, self.engine, self.retirements)
+        return Pipeline(self.settings, self.store, self.engine, self.retirements,
+                        try_lock=lambda app: self.locks.hold(app, 0))
 
     def app_lock(self, app: str, notify=None):
         def waiting():

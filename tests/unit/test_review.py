@@ -120,3 +120,35 @@ def test_no_repository_gc_while_a_git_session_uses_the_repository(tmp_path, monk
     gc.join(10)
     push.join(10)
     assert entered == [["hello", "done"]]
+
+
+def test_a_prune_after_a_background_retirement_waits_its_turn_for_the_app(tmp_path):
+    """The retirement runs beside the next command of the app: a rollback to
+    an old release re-tags its image, and a prune of that release by image
+    id then deleted the image under the rollback's deploy."""
+    import threading
+
+    from hooks.events import Progress
+    from hooks.pipeline import Pipeline
+
+    gitd, _ = _daemon(tmp_path)
+    pipeline = Pipeline(gitd.settings, gitd.store, engine=None,
+                        try_lock=lambda app: gitd.locks.hold(app, 0))
+    pruned = []
+    pipeline.prune = lambda app: pruned.append((app, gitd.locks.busy()))
+    progress = Progress(lambda line: None, "hello")
+
+    def in_background():
+        t = threading.Thread(target=pipeline._prune_after_retirement,
+                             args=("hello", progress, threading.get_ident()))
+        t.start()
+        t.join(10)
+
+    with gitd.locks.hold("hello", 0):  # a rollback of hello is running
+        in_background()
+        assert pruned == []
+        # the deploy itself (nothing to retire) prunes under its own lock
+        pipeline._prune_after_retirement("hello", progress, threading.get_ident())
+        assert pruned == [("hello", {"hello"})]
+    in_background()
+    assert pruned[1] == ("hello", {"hello"})  # under the app's lock
