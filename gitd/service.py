@@ -19,6 +19,7 @@ from gitd.store import Store
 from hooks import engine as engine_mod
 from hooks import router
 from hooks.locks import AppLocks
+from hooks import pipeline as pipeline_mod
 from hooks.pipeline import Pipeline
 from hooks.retire import Retirements
 
@@ -296,9 +297,11 @@ class Gitd:
             by_app.setdefault(container.labels.get(engine_mod.LABEL_APP), []).append(container)
         for name, group in by_app.items():
             settings = self.store.get_app(name).settings
+            # bounded as a deploy bounds them: a value stored before checks:set
+            # checked it (inf, a word) must not stop gitd's start or the drain
             self.pipeline.deployer.retire_later(
-                name, group, float(settings.get("drain", self.settings.drain_seconds)),
-                int(settings.get("stop_timeout", self.settings.stop_timeout)))
+                name, group, pipeline_mod._within(settings.get("drain"), self.settings.drain_seconds, 3600),
+                int(pipeline_mod._within(settings.get("stop_timeout"), self.settings.stop_timeout, 3600)))
             notes.append(f"retiring {len(group)} old container(s) of {name} in the background")
 
     def _finish_interrupted_deploys(self, snapshot: list, notes: list) -> set:

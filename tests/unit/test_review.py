@@ -152,3 +152,21 @@ def test_a_prune_after_a_background_retirement_waits_its_turn_for_the_app(tmp_pa
         assert pruned == [("hello", {"hello"})]
     in_background()
     assert pruned[1] == ("hello", {"hello"})  # under the app's lock
+
+
+@pytest.mark.parametrize("drain,stop_timeout,used", [(float("inf"), 5, 5), (0, "soon", 30),
+                                                     ("x", 1e999, 30)])
+def test_reconcile_retires_with_drain_settings_stored_before_they_were_checked(tmp_path, drain,
+                                                                                stop_timeout, used):
+    """A value stored before checks:set checked its range (the pipeline bounds
+    it again) made the start-up retirement crash gitd's start (ValueError)
+    or fail in its thread (an infinite drain), leaving old containers up."""
+    from tests.unit.test_reconcile import Container, daemon
+
+    old, new = Container("hello", 1, 1), Container("hello", 2, 2)
+    gitd = daemon(tmp_path, [old, new])
+    gitd.store.update_app_settings("hello", drain=drain, stop_timeout=stop_timeout)
+    gitd.reconcile()
+    assert gitd.retirements.wait(10)
+    assert gitd._engine.live == [new]
+    assert gitd._engine.removed == [(old.name, used)]
