@@ -49,6 +49,7 @@ def test_a_deploy_killed_with_healthy_containers_is_finished(tmp_path):
     old, new = Container("hello", 1, 1), Container("hello", 2, 2)
     gitd = daemon(tmp_path, [old, new])
     gitd.reconcile()
+    assert gitd.retirements.wait(10)  # old containers retire in the background
     app = gitd.store.get_app("hello")
     assert (app.current_release, app.live_seq) == (2, 2)
     assert gitd.store.get_release("hello", 2).status == "succeeded"
@@ -61,6 +62,7 @@ def test_a_deploy_killed_before_its_containers_were_healthy_is_undone(tmp_path):
     old, new = Container("hello", 1, 1), Container("hello", 2, 2, health="starting")
     gitd = daemon(tmp_path, [old, new])
     gitd.reconcile()
+    assert gitd.retirements.wait(10)  # old containers retire in the background
     app = gitd.store.get_app("hello")
     assert (app.current_release, app.live_seq) == (1, 1)
     assert gitd.store.get_release("hello", 2).status == "failed"
@@ -74,5 +76,6 @@ def test_an_incomplete_formation_is_not_finished(tmp_path):
     gitd = daemon(tmp_path, [old, new])
     gitd.store.set_scale("hello", {"web": 2})
     gitd.reconcile()
+    assert gitd.retirements.wait(10)  # old containers retire in the background
     assert gitd.store.get_app("hello").live_seq == 1
     assert gitd._engine.live == [old]
