@@ -13,7 +13,7 @@ import requests
 
 from buildpacks import BuildRequest, BuildResult, dockerfile_refs
 from gitd.errors import BuildError
-from hooks import resources
+from hooks import resources, router
 
 # Docker resolves `docker.io/gitd/x` and `index.docker.io/gitd/x` to the
 # local `gitd/x` too.
@@ -40,7 +40,9 @@ class DockerfileBuildpack:
             raise BuildError("no Dockerfile (a regular file) at the build root")
         if dockerfile.stat().st_size > MAX_DOCKERFILE_BYTES:
             raise BuildError("the Dockerfile is larger than 1 MiB")
-        check_references(request, dockerfile.read_text("utf-8", "replace"))
+        text = dockerfile.read_text("utf-8", "replace")
+        check_labels(text)
+        check_references(request, text)
         return BuildResult(image_id=docker_build(request))
 
 
@@ -147,6 +149,25 @@ def _gitd_app_of_name(ref: str) -> str | None:
     return ref[len("gitd/"):].split(":")[0].split("@")[0]
 
 
+def check_labels(text: str) -> None:
+    """The containers of a build's steps carry the labels of the image being
+    built, and Traefik routes running containers: a `LABEL traefik.*` line
+    would route any host to a `RUN` step while the build runs. So LABEL
+    lines may not set the keys only gitd sets (the built image is checked
+    again before it runs)."""
+    found = dockerfile_refs.reserved_labels(text)
+    if found:
+        line, key = found[0]
+        why = ("a label key spelled with a variable (it could spell Traefik labels)" if "$" in key
+               else "Traefik labels and gitd.* labels are gitd's to set")
+        raise BuildError(f"Dockerfile line {line}: LABEL {key[:80]}: {why}; routing is gitd's "
+                         "alone (domains:add routes hosts)")
+
+
+def _routing_labels_of(image) -> list[str]:
+    return router.routing_labels((image.attrs.get("Config") or {}).get("Labels"))
+
+
 def check_references(request: BuildRequest, text: str) -> None:
     """A build may read base images and its own app's images, never another
     app's: by name (`gitd/<other>:vN`), by id or digest (resolved through
@@ -183,7 +204,11 @@ def check_references(request: BuildRequest, text: str) -> None:
         if not image.tags and not owners:
             raise BuildError(f"{where}{ref.instruction} {ref.image}: an untagged image; a build "
                              "may use tagged base images and its own app's images only")
+        if _routing_labels_of(image):
+            raise BuildError(f"{where}{ref.instruction} {ref.image}: carries Traefik labels, which "
+                             "the build's step containers would carry: routing is gitd's alone")
         triggers = (image.attrs.get("Config") or {}).get("OnBuild")
+        check_labels("\n".join(f"ONBUILD {t}" for t in triggers or []))
         refs.extend(dockerfile_refs.onbuild_references(triggers))
 
 

@@ -12,6 +12,7 @@ allowed is `buildpacks.dockerfile.check_references`.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from gitd.errors import BuildError
@@ -199,3 +200,38 @@ def onbuild_references(triggers: list[str] | None) -> list[Reference]:
         for ref in references(f"FROM scratch\n{instruction} {rest}")[0]:
             refs.append(Reference(0, f"ONBUILD {ref.instruction}", ref.image))
     return refs
+
+
+# Labels only gitd may set: Traefik reads `traefik.*`; `gitd.*` name what
+# gitd owns. A build's step containers carry the labels of the image being
+# built, so a LABEL line would reach Traefik while the build runs, before
+# the image can be refused at deploy.
+RESERVED_LABEL_PREFIXES = ("traefik.", "gitd.")
+
+
+def label_keys(rest: str, line: int) -> list[str]:
+    """The keys a LABEL instruction's arguments set (`k=v ...`, or the
+    legacy `k v`), unquoted."""
+    try:
+        words = shlex.split(rest, posix=True)
+    except ValueError as exc:
+        raise BuildError(f"Dockerfile line {line}: cannot parse LABEL: {exc}")
+    if words and "=" not in words[0]:
+        return [words[0]]
+    return [word.split("=", 1)[0] for word in words if "=" in word]
+
+
+def reserved_labels(text: str) -> list[tuple[int, str]]:
+    """(line, key) of every LABEL (ONBUILD LABEL too) setting a key only
+    gitd may set, or a key spelled with a variable (it could spell one)."""
+    found = []
+    for line, instruction, rest in instructions(text):
+        if instruction == "ONBUILD":
+            inner, _, rest = rest.strip().partition(" ")
+            instruction = inner.upper()
+        if instruction != "LABEL":
+            continue
+        for key in label_keys(rest, line):
+            if "$" in key or key.strip().lower().startswith(RESERVED_LABEL_PREFIXES):
+                found.append((line, key))
+    return found

@@ -170,3 +170,50 @@ def test_reconcile_retires_with_drain_settings_stored_before_they_were_checked(t
     assert gitd.retirements.wait(10)
     assert gitd._engine.live == [new]
     assert gitd._engine.removed == [(old.name, used)]
+
+
+@pytest.mark.parametrize("dockerfile", [
+    "FROM x\nLABEL traefik.enable=true\n",
+    'FROM x\nLABEL a=1 "Traefik.HTTP.Routers.x.Rule"="Host(`v.example`)"\n',
+    "FROM x\nLABEL traefik.http.routers.x.rule Host(`v.example`)\n",  # the legacy form
+    "FROM x\nLABEL a=1 \\\n  traefik.tcp.routers.all.rule=HostSNI(`*`)\n",
+    "FROM x\nARG K=traefik.enable\nLABEL ${K}=true\n",
+    "FROM x\nLABEL $K=true\n",
+    "FROM x\nONBUILD LABEL traefik.enable=true\n",
+    "FROM x\nLABEL gitd.instance=abc gitd.app=victim\n",
+    "# escape=`\nFROM x\nLABEL a=1 `\n  traefik.enable=true\n",
+])
+def test_a_dockerfile_label_gitd_or_traefik_reads_is_refused_before_the_build(dockerfile):
+    """A build's step containers carry the labels of the image being built,
+    and Traefik routes running containers: `LABEL traefik...` plus
+    `RUN httpd -f` served another app's host for the whole build (up to
+    build_timeout), before the deploy-time check of the image could refuse it."""
+    from buildpacks.dockerfile import check_labels
+    from gitd.errors import BuildError
+
+    with pytest.raises(BuildError, match="LABEL .*Traefik labels"):
+        check_labels(dockerfile)
+
+
+def test_ordinary_labels_pass():
+    from buildpacks.dockerfile import check_labels
+
+    check_labels('FROM x\nLABEL version=$VERSION maintainer="a b" org.opencontainers.image.title=x\n'
+                 "LABEL description a gitd.app traefik.enable\n")
+
+
+@pytest.mark.parametrize("config", [{"Labels": {"traefik.enable": "true"}},
+                                    {"OnBuild": ["LABEL traefik.http.routers.x.rule=Host(`v.example`)"]}])
+def test_a_base_image_whose_labels_traefik_reads_is_refused(config):
+    from types import SimpleNamespace
+
+    from buildpacks.dockerfile import check_references
+    from gitd.errors import BuildError
+
+    image = SimpleNamespace(id="sha256:" + "a" * 64, tags=["base/x:latest"], attrs={"Config": config})
+    request = SimpleNamespace(app="evil", image_owners=lambda image_id: [],
+                              docker=SimpleNamespace(images=SimpleNamespace(get=lambda ref: image)))
+    with pytest.raises(BuildError, match="Traefik labels"):
+        check_references(request, "FROM base/x:latest\n")
+    image.attrs = {"Config": {"Labels": {"org.opencontainers.image.title": "x"}}}
+    check_references(request, "FROM base/x:latest\n")
