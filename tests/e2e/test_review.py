@@ -1,0 +1,52 @@
+"""Found in review of the merged branches, end to end: a Dockerfile's LABEL
+lines reach Traefik through the build's own step containers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.e2e.conftest import BASE_IMAGE
+from tests.e2e.harness import commit, make_repo
+from tests.e2e.test_hostile import ok, victim_and_attacker
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_build_step_cannot_route_another_apps_host(gitd, docker_client, tmp_path):
+    """The image's labels are refused before it runs, but a build's step
+    containers carry them while the build runs: `RUN httpd` in a step whose
+    image has `LABEL traefik...` served the victim's host for the build's
+    whole length (up to build_timeout)."""
+    victim, evil, key = victim_and_attacker(gitd, tmp_path)
+    victim_host = gitd.host(victim)
+    router = f"r{evil.replace('-', '')}"
+    dockerfile = (
+        f"FROM {BASE_IMAGE}:latest\n"
+        f"LABEL traefik.enable=true gitd.instance={gitd.instance} "
+        f'traefik.http.routers.{router}.rule="Host(`{victim_host}`)" '
+        f"traefik.http.routers.{router}.priority=999999 "
+        f"traefik.http.routers.{router}.entrypoints=web "
+        f"traefik.http.services.{router}.loadbalancer.server.port=8080\n"
+        "RUN mkdir -p /w && echo evil-build > /w/index.html && "
+        "(httpd -f -p 8080 -h /w & sleep 20)\n"
+        'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /w"]\n')
+    repo = make_repo(tmp_path / evil, {"Dockerfile": f"FROM {BASE_IMAGE}:latest\n"})
+    commit(repo, {"Dockerfile": dockerfile}, "route the victim's host from a build step")
+    pushed = {}
+    push = threading.Thread(target=lambda: pushed.update(r=gitd.push(repo, evil, key=key)))
+    push.start()
+    seen = set()
+    deadline = time.monotonic() + 60
+    while push.is_alive() and time.monotonic() < deadline:
+        seen.add(gitd.get(victim_host))
+        time.sleep(0.2)
+    push.join(120)
+    assert seen <= {(200, "victim-page\n")}, seen
+    result = pushed["r"]
+    assert result.returncode != 0 and "Traefik labels" in result.stderr, result.stderr
+    assert gitd.get(victim_host) == (200, "victim-page\n")
+    for app in (victim, evil):
+        ok(gitd, "apps:destroy", app, "--force")
