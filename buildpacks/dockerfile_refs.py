@@ -61,13 +61,18 @@ def instructions(text: str) -> list[tuple[int, str, str]]:
             current += stripped[:-1] + " "
             continue
         current += stripped
-        word, _, rest = current.partition(" ")
-        result.append((first, word.upper(), rest.strip()))
+        result.append(_instruction(first, current))
         current = ""
     if current:
-        word, _, rest = current.partition(" ")
-        result.append((first, word.upper(), rest.strip()))
+        result.append(_instruction(first, current))
     return result
+
+
+def _instruction(line: int, text: str) -> tuple[int, str, str]:
+    """Docker splits the instruction from its arguments at any whitespace:
+    `FROM<tab>image` is a FROM."""
+    word, *rest = text.split(None, 1)
+    return line, word.upper(), (rest[0] if rest else "").strip()
 
 
 def substitute(word: str, args: dict[str, str | None], line: int) -> str:
@@ -185,8 +190,8 @@ def references(text: str) -> tuple[list[Reference], list[str]]:
                 stages.append(f"#{len(stages)}")  # unnamed: only its index refers to it
             stage_args = {}
         elif instruction == "ONBUILD":
-            inner, _, inner_rest = rest.partition(" ")
-            from_refs(inner.upper(), inner_rest.strip(), line, prefix="ONBUILD ")
+            _, inner, inner_rest = _instruction(line, rest or "ONBUILD")
+            from_refs(inner, inner_rest, line, prefix="ONBUILD ")
         else:
             from_refs(instruction, rest, line)
     return refs, stages
@@ -196,8 +201,7 @@ def onbuild_references(triggers: list[str] | None) -> list[Reference]:
     """The images an image's ONBUILD triggers would read in a build FROM it."""
     refs = []
     for trigger in triggers or []:
-        instruction, _, rest = trigger.strip().partition(" ")
-        for ref in references(f"FROM scratch\n{instruction} {rest}")[0]:
+        for ref in references(f"FROM scratch\n{trigger.strip()}")[0]:
             refs.append(Reference(0, f"ONBUILD {ref.instruction}", ref.image))
     return refs
 
@@ -226,9 +230,8 @@ def reserved_labels(text: str) -> list[tuple[int, str]]:
     gitd may set, or a key spelled with a variable (it could spell one)."""
     found = []
     for line, instruction, rest in instructions(text):
-        if instruction == "ONBUILD":
-            inner, _, rest = rest.strip().partition(" ")
-            instruction = inner.upper()
+        if instruction == "ONBUILD" and rest:
+            _, instruction, rest = _instruction(line, rest)
         if instruction != "LABEL":
             continue
         for key in label_keys(rest, line):

@@ -217,3 +217,26 @@ def test_a_base_image_whose_labels_traefik_reads_is_refused(config):
         check_references(request, "FROM base/x:latest\n")
     image.attrs = {"Config": {"Labels": {"org.opencontainers.image.title": "x"}}}
     check_references(request, "FROM base/x:latest\n")
+
+
+@pytest.mark.parametrize("dockerfile", ["FROM\tgitd/victim:v1\n",
+                                        "FROM base\nCOPY\t--from=gitd/victim:v1 /www /w\n",
+                                        "FROM base\nONBUILD\tCOPY\t--from=gitd/victim:v1 /www /w\n",
+                                        "FROM base\nRUN\t--mount=type=bind,from=gitd/victim:v1,target=/x true\n"])
+def test_a_tab_after_the_instruction_still_names_the_images_read(dockerfile):
+    """Docker splits an instruction from its arguments at any whitespace;
+    the reference check split at a space only, so `FROM<tab>gitd/victim:v1`
+    read another app's image unchecked."""
+    from buildpacks import dockerfile_refs
+
+    refs, _ = dockerfile_refs.references(dockerfile)
+    assert "gitd/victim:v1" in [r.image for r in refs]
+
+
+def test_a_tab_after_label_is_still_a_label():
+    from buildpacks.dockerfile import check_labels
+    from gitd.errors import BuildError
+
+    for text in ("FROM x\nLABEL\ttraefik.enable=true\n", "FROM x\nONBUILD\tLABEL\ttraefik.enable=true\n"):
+        with pytest.raises(BuildError, match="Traefik labels"):
+            check_labels(text)
