@@ -35,7 +35,10 @@ def instructions(text: str) -> list[tuple[int, str, str]]:
     """(line number, INSTRUCTION, arguments) with continuations joined and
     comments dropped, honouring the `# escape=` parser directive."""
     escape = "\\"
-    lines = text.splitlines()
+    # as Docker reads it: a UTF-8 BOM skipped, lines split at \n alone (not
+    # at the other breaks str.splitlines knows), a line continued only by
+    # the escape followed by spaces or tabs
+    lines = [line.removesuffix("\r") for line in text.removeprefix("\ufeff").split("\n")]
     start = 0
     for start, line in enumerate(lines):  # parser directives: only at the very top
         match = DIRECTIVE.match(line.strip())
@@ -57,8 +60,9 @@ def instructions(text: str) -> list[tuple[int, str, str]]:
             continue  # comments and empty lines inside a continuation
         if not current:
             first = number
-        if stripped.endswith(escape):
-            current += stripped[:-1] + " "
+        continued = re.search(re.escape(escape) + r"[ \t]*$", line)
+        if continued:
+            current += line[:continued.start()].strip() + " "
             continue
         current += stripped
         result.append(_instruction(first, current))

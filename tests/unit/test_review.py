@@ -240,3 +240,24 @@ def test_a_tab_after_label_is_still_a_label():
     for text in ("FROM x\nLABEL\ttraefik.enable=true\n", "FROM x\nONBUILD\tLABEL\ttraefik.enable=true\n"):
         with pytest.raises(BuildError, match="Traefik labels"):
             check_labels(text)
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_from():
+    """Docker skips a UTF-8 BOM before the first instruction; the check read
+    `\\ufeffFROM` as an unknown instruction and let gitd/<other> through."""
+    from buildpacks import dockerfile_refs
+
+    refs, _ = dockerfile_refs.references("\ufeffFROM gitd/victim:v1\n")
+    assert [r.image for r in refs] == ["gitd/victim:v1"]
+
+
+@pytest.mark.parametrize("dockerfile", [
+    "FROM base\nRUN echo \\\x85\nFROM gitd/victim:v1\n",  # NEL: no line break, no continuation for Docker
+    "FROM base\nRUN echo \\\u2028\nFROM gitd/victim:v1\n",
+    "FROM base\r\nRUN echo \\\r\n  ok\r\nFROM gitd/victim:v1\r\n",
+])
+def test_lines_and_continuations_are_read_as_docker_reads_them(dockerfile):
+    from buildpacks import dockerfile_refs
+
+    refs, _ = dockerfile_refs.references(dockerfile)
+    assert "gitd/victim:v1" in [r.image for r in refs]
