@@ -54,21 +54,21 @@ def instructions(text: str) -> list[tuple[int, str, str]]:
     current, first = "", 0
     for number, line in enumerate(lines[start:], start=start + 1):
         stripped = line.strip()
-        if not current and (not stripped or stripped.startswith("#")):
-            continue
-        if current and (not stripped or stripped.startswith("#")):
-            continue  # comments and empty lines inside a continuation
+        if not stripped or stripped.startswith("#"):
+            continue  # comments and empty lines, inside a continuation too
         if not current:
             first = number
+        # Docker joins a continued line to the next as they are, with no
+        # space between: `FROM gi\` + `td/x` is FROM gitd/x
         continued = re.search(re.escape(escape) + r"[ \t]*$", line)
         if continued:
-            current += line[:continued.start()].strip() + " "
+            current += line[:continued.start()]
             continue
-        current += stripped
-        result.append(_instruction(first, current))
+        current += line
+        result.append(_instruction(first, current.strip()))
         current = ""
-    if current:
-        result.append(_instruction(first, current))
+    if current.strip():
+        result.append(_instruction(first, current.strip()))
     return result
 
 

@@ -261,3 +261,19 @@ def test_lines_and_continuations_are_read_as_docker_reads_them(dockerfile):
 
     refs, _ = dockerfile_refs.references(dockerfile)
     assert "gitd/victim:v1" in [r.image for r in refs]
+
+
+@pytest.mark.parametrize("dockerfile,image", [
+    ("FROM gi\\\ntd/victim:v1\n", "gitd/victim:v1"),
+    ("FROM gitd/vic\\\ntim:v1\n", "gitd/victim:v1"),
+    ("# escape=`\nFROM gitd/vic`\ntim:v1\n", "gitd/victim:v1"),
+    ("FROM base\nCOPY --from=gitd/vic\\\n# a comment\ntim:v1 /a /b\n", "gitd/victim:v1"),
+    ("FROM base AS b\nRUN a \\\n    b\nFROM \\\n  gitd/victim:v1\n", "gitd/victim:v1"),
+])
+def test_continued_lines_join_as_docker_joins_them(dockerfile, image):
+    """Docker joins `FROM gi\\` and `td/victim:v1` with no space: the check
+    read `gi` (no such image: let through) while Docker read gitd/victim."""
+    from buildpacks import dockerfile_refs
+
+    refs, _ = dockerfile_refs.references(dockerfile)
+    assert image in [r.image for r in refs]
