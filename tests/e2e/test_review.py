@@ -52,15 +52,18 @@ def test_a_build_step_cannot_route_another_apps_host(gitd, docker_client, tmp_pa
         ok(gitd, "apps:destroy", app, "--force")
 
 
-def test_a_tab_after_from_does_not_hide_another_apps_image(gitd, tmp_path):
-    """Docker reads `FROM<tab>image` as a FROM; the reference check did not."""
+def test_dockerfile_spellings_docker_reads_do_not_hide_another_apps_image(gitd, tmp_path):
+    r"""Docker reads `FROM<tab>image`, a BOM then FROM, and `FROM gi\` +
+    `td/x` (joined with no space) as FROMs; the reference check did not."""
     from tests.e2e.test_hostile import refused_push
 
     victim, evil, key = victim_and_attacker(gitd, tmp_path)
     repo = make_repo(tmp_path / evil, {"Dockerfile": f"FROM {BASE_IMAGE}:latest\n"})
-    commit(repo, {"Dockerfile": f"FROM\tgitd/{victim}:v1\n"
-                                'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n'}, "steal")
-    refused_push(gitd, repo, evil, key, "an image of another app")
-    assert gitd.get(gitd.host(evil))[1] != "victim-page\n"
+    for head in (f"FROM\tgitd/{victim}:v1\n", f"\ufeffFROM gitd/{victim}:v1\n",
+                 f"FROM gi\\\ntd/{victim}:v1\n"):
+        commit(repo, {"Dockerfile": head + 'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n'},
+               "steal")
+        refused_push(gitd, repo, evil, key, "an image of another app")
+        assert gitd.get(gitd.host(evil))[1] != "victim-page\n"
     for app in (victim, evil):
         ok(gitd, "apps:destroy", app, "--force")
