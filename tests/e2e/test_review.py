@@ -67,3 +67,38 @@ def test_dockerfile_spellings_docker_reads_do_not_hide_another_apps_image(gitd, 
         assert gitd.get(gitd.host(evil))[1] != "victim-page\n"
     for app in (victim, evil):
         ok(gitd, "apps:destroy", app, "--force")
+
+
+def test_a_push_waiting_for_the_lock_loses_its_right_with_the_grant(gitd, tmp_path):
+    """The lock is taken once the pack is stored: a push that waited behind
+    another deploy while its grant was revoked must not deploy."""
+    from tests.e2e.harness import unique_app
+    from tests.e2e.test_hostile import create, deployer
+
+    app = unique_app("revoked")
+    create(gitd, app)
+    key = deployer(gitd, tmp_path, app)
+    slow_start = {"Dockerfile": (f"FROM {BASE_IMAGE}:latest\n"
+                                 "RUN mkdir -p /www && echo v1 > /www/index.html\n"
+                                 'CMD ["sh", "-c", "sleep 6; exec httpd -f -p $PORT -h /www"]\n')}
+    repo = make_repo(tmp_path / app, slow_start)
+    assert gitd.push(repo, app).returncode == 0
+    commit(repo, {"Dockerfile": slow_start["Dockerfile"].replace("echo v1", "echo contractor")},
+           "the contractor's change")
+    restart = {}
+    holder = threading.Thread(target=lambda: restart.update(r=gitd.ssh("ps:restart", app)))
+    holder.start()  # holds the app's lock while the new container starts (6 s)
+    time.sleep(2)
+    pushed = {}
+    waiter = threading.Thread(target=lambda: pushed.update(r=gitd.push(repo, app, key=key)))
+    waiter.start()
+    time.sleep(2)
+    ok(gitd, "apps:revoke", app, f"dev-{app}")
+    holder.join(180)
+    waiter.join(180)
+    assert restart["r"].returncode == 0, restart["r"].stderr
+    result = pushed["r"]
+    assert "Waiting for the deploy" in result.stderr, result.stderr  # it did wait
+    assert result.returncode != 0 and "lost its access" in result.stderr, result.stderr
+    assert gitd.get(gitd.host(app)) == (200, "v1\n")
+    ok(gitd, "apps:destroy", app, "--force")
