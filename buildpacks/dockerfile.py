@@ -42,6 +42,7 @@ class DockerfileBuildpack:
             raise BuildError("the Dockerfile is larger than 1 MiB")
         text = dockerfile.read_text("utf-8", "replace")
         check_labels(text)
+        check_remote_sources(text)
         check_references(request, text)
         return BuildResult(image_id=docker_build(request))
 
@@ -164,6 +165,19 @@ def check_labels(text: str) -> None:
                          "alone (domains:add routes hosts)")
 
 
+def check_remote_sources(text: str) -> None:
+    """ADD with a URL is fetched by dockerd on the host, outside any
+    container and the build network: refused (RUN wget/curl in the build
+    fetches from inside its container instead)."""
+    found = dockerfile_refs.remote_sources(text)
+    if found:
+        line, source = found[0]
+        raise BuildError(f"Dockerfile line {line}: ADD {source[:80]}: Docker would download it "
+                         "from the host, outside the build's container; ADD copies files from "
+                         "the repository only (a URL or a variable is refused): use RUN wget or "
+                         "curl in the build instead")
+
+
 def _routing_labels_of(image) -> list[str]:
     return router.routing_labels((image.attrs.get("Config") or {}).get("Labels"))
 
@@ -209,6 +223,7 @@ def check_references(request: BuildRequest, text: str) -> None:
                              "the build's step containers would carry: routing is gitd's alone")
         triggers = (image.attrs.get("Config") or {}).get("OnBuild")
         check_labels("\n".join(f"ONBUILD {t}" for t in triggers or []))
+        check_remote_sources("\n".join(f"ONBUILD {t}" for t in triggers or []))
         refs.extend(dockerfile_refs.onbuild_references(triggers))
 
 

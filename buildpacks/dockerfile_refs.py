@@ -11,6 +11,7 @@ allowed is `buildpacks.dockerfile.check_references`.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -241,4 +242,36 @@ def reserved_labels(text: str) -> list[tuple[int, str]]:
         for key in label_keys(rest, line):
             if "$" in key or key.strip().lower().startswith(RESERVED_LABEL_PREFIXES):
                 found.append((line, key))
+    return found
+
+
+def _arguments(rest: str) -> list[str]:
+    """An instruction's arguments: the JSON form decoded (so `\\u003a` is
+    the `:` Docker reads), else split at whitespace."""
+    if rest.startswith("["):
+        try:
+            words = json.loads(rest)
+        except ValueError:
+            words = None
+        if isinstance(words, list) and all(isinstance(w, str) for w in words):
+            return words
+    return rest.split()
+
+
+def remote_sources(text: str) -> list[tuple[int, str]]:
+    """(line, source) of every ADD (ONBUILD ADD too) source that is a URL,
+    or spelled with a variable (it could spell one). Docker downloads an
+    ADD URL itself, from the host's network, not from the build's
+    container: it would reach what listens on the host's loopback or the
+    cloud's metadata address."""
+    found = []
+    for line, instruction, rest in instructions(text):
+        if instruction == "ONBUILD" and rest:
+            _, instruction, rest = _instruction(line, rest)
+        if instruction != "ADD":
+            continue
+        _, rest = _flags(rest)
+        for source in _arguments(rest)[:-1]:
+            if "://" in source or "$" in source:
+                found.append((line, source))
     return found

@@ -277,3 +277,31 @@ def test_continued_lines_join_as_docker_joins_them(dockerfile, image):
 
     refs, _ = dockerfile_refs.references(dockerfile)
     assert image in [r.image for r in refs]
+
+
+@pytest.mark.parametrize("dockerfile", [
+    "FROM x\nADD http://127.0.0.1:8080/api /x\n",
+    "FROM x\nADD --chown=1:1 http://169.254.169.254/latest/meta-data/ /x\n",
+    'FROM x\nADD ["https://127.0.0.1/secret", "/x"]\n',
+    'FROM x\nADD ["http\\u003a//127.0.0.1/secret", "/x"]\n',
+    "FROM x\nARG U=http://127.0.0.1/\nADD $U /x\n",
+    "FROM x\nADD a.txt ${U} /dir/\n",
+    "FROM x\nONBUILD ADD http://127.0.0.1/ /x\n",
+    "FROM x\nADD\thttp://127.0.0.1/ /x\n",
+])
+def test_add_of_a_url_is_refused_before_the_build(dockerfile):
+    """dockerd downloads an ADD URL itself, in the host's network namespace:
+    a deployer's build read services on the host's loopback (and a cloud's
+    metadata address), whatever the build network."""
+    from buildpacks.dockerfile import check_remote_sources
+    from gitd.errors import BuildError
+
+    with pytest.raises(BuildError, match="download it from the host"):
+        check_remote_sources(dockerfile)
+
+
+def test_add_of_repository_files_passes():
+    from buildpacks.dockerfile import check_remote_sources
+
+    check_remote_sources('FROM x\nADD app.tar.gz /srv/\nADD --chown=1:1 a b /dst/\n'
+                         'ADD ["with space.txt", "/x"]\nADD conf $HOME/\n')
