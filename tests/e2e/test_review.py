@@ -102,3 +102,21 @@ def test_a_push_waiting_for_the_lock_loses_its_right_with_the_grant(gitd, tmp_pa
     assert result.returncode != 0 and "lost its access" in result.stderr, result.stderr
     assert gitd.get(gitd.host(app)) == (200, "v1\n")
     ok(gitd, "apps:destroy", app, "--force")
+
+
+def test_add_of_a_url_cannot_read_the_hosts_loopback(gitd, tmp_path):
+    """dockerd fetches an ADD URL from the host's network: the build read
+    Traefik's API (every app's routes) on 127.0.0.1, or anything else there."""
+    from tests.e2e.harness import unique_app
+    from tests.e2e.test_hostile import create, deployer, refused_push
+
+    app = unique_app("ssrf")
+    create(gitd, app)
+    key = deployer(gitd, tmp_path, app)
+    repo = make_repo(tmp_path / app, {"Dockerfile": (
+        f"FROM {BASE_IMAGE}:latest\n"
+        f"ADD http://127.0.0.1:{gitd.api_port}/api/http/routers /www/index.html\n"
+        'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n')})
+    result = refused_push(gitd, repo, app, key, "download it from the host")
+    assert "Step 1/" not in result.stderr  # refused before the build
+    ok(gitd, "apps:destroy", app, "--force")
