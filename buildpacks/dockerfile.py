@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 import threading
@@ -142,6 +143,23 @@ def _normalise(ref: str) -> str:
     return ref
 
 
+def _private_registry(ref: str) -> bool:
+    """Whether `ref` names a registry on the host's loopback or a private,
+    link-local or otherwise non-public address: dockerd pulls from the
+    host's network. (A name resolving to such an address is not caught.)"""
+    first, sep, _ = ref.partition("/")
+    if not sep or not ("." in first or ":" in first or first == "localhost"):
+        return False  # a Docker Hub name
+    host = first.rsplit(":", 1)[0] if not first.endswith("]") else first
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
+
+
 def _gitd_app_of_name(ref: str) -> str | None:
     """`gitd/hello:v3` (or @digest) -> hello."""
     ref = _normalise(ref)
@@ -207,6 +225,10 @@ def check_references(request: BuildRequest, text: str) -> None:
                 # an id prefix no image has yet could match another app's
                 # image made before the builder resolves it
                 raise BuildError(f"{where}{ref.instruction} {ref.image}: no such image here")
+            if _private_registry(ref.image):
+                raise BuildError(f"{where}{ref.instruction} {ref.image}: dockerd would pull it "
+                                 "from the host's own or a private network's registry; "
+                                 "a build may pull from public registries only")
             continue  # not here: the builder would pull it from a registry
         except docker.errors.DockerException as exc:
             raise BuildError(f"{where}{ref.instruction} {ref.image}: cannot be checked: {exc}")

@@ -305,3 +305,26 @@ def test_add_of_repository_files_passes():
 
     check_remote_sources('FROM x\nADD app.tar.gz /srv/\nADD --chown=1:1 a b /dst/\n'
                          'ADD ["with space.txt", "/x"]\nADD conf $HOME/\n')
+
+
+@pytest.mark.parametrize("ref", ["127.0.0.1:5000/secret:1", "localhost:5000/x", "[::1]:5000/x",
+                                 "10.0.0.5/team/app:1", "169.254.169.254/x"])
+def test_a_base_image_from_the_hosts_or_a_private_registry_is_refused(ref):
+    """dockerd pulls a missing FROM image from the host's network (with the
+    credentials docker-py sends from gitd's user): a deployer could pull a
+    private registry's images the host can reach."""
+    from types import SimpleNamespace
+
+    import docker.errors
+
+    from buildpacks.dockerfile import check_references
+    from gitd.errors import BuildError
+
+    def missing(name):
+        raise docker.errors.ImageNotFound(name)
+
+    request = SimpleNamespace(app="evil", image_owners=lambda image_id: [],
+                              docker=SimpleNamespace(images=SimpleNamespace(get=missing)))
+    with pytest.raises(BuildError, match="private network's registry"):
+        check_references(request, f"FROM {ref}\n")
+    check_references(request, "FROM python:3.12-slim\nCOPY --from=ghcr.io/x/y:1 /a /b\n")
