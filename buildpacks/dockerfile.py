@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 import threading
@@ -13,7 +14,7 @@ import requests
 
 from buildpacks import BuildRequest, BuildResult, dockerfile_refs
 from gitd.errors import BuildError
-from hooks import resources
+from hooks import resources, router
 
 # Docker resolves `docker.io/gitd/x` and `index.docker.io/gitd/x` to the
 # local `gitd/x` too.
@@ -40,7 +41,10 @@ class DockerfileBuildpack:
             raise BuildError("no Dockerfile (a regular file) at the build root")
         if dockerfile.stat().st_size > MAX_DOCKERFILE_BYTES:
             raise BuildError("the Dockerfile is larger than 1 MiB")
-        check_references(request, dockerfile.read_text("utf-8", "replace"))
+        text = dockerfile.read_text("utf-8", "replace")
+        check_labels(text)
+        check_remote_sources(text)
+        check_references(request, text)
         return BuildResult(image_id=docker_build(request))
 
 
@@ -139,12 +143,61 @@ def _normalise(ref: str) -> str:
     return ref
 
 
+def _private_registry(ref: str) -> bool:
+    """Whether `ref` names a registry on the host's loopback or a private,
+    link-local or otherwise non-public address: dockerd pulls from the
+    host's network. (A name resolving to such an address is not caught.)"""
+    first, sep, _ = ref.partition("/")
+    if not sep or not ("." in first or ":" in first or first == "localhost"):
+        return False  # a Docker Hub name
+    host = first.rsplit(":", 1)[0] if not first.endswith("]") else first
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
+
+
 def _gitd_app_of_name(ref: str) -> str | None:
     """`gitd/hello:v3` (or @digest) -> hello."""
     ref = _normalise(ref)
     if not ref.startswith("gitd/"):
         return None
     return ref[len("gitd/"):].split(":")[0].split("@")[0]
+
+
+def check_labels(text: str) -> None:
+    """The containers of a build's steps carry the labels of the image being
+    built, and Traefik routes running containers: a `LABEL traefik.*` line
+    would route any host to a `RUN` step while the build runs. So LABEL
+    lines may not set the keys only gitd sets (the built image is checked
+    again before it runs)."""
+    found = dockerfile_refs.reserved_labels(text)
+    if found:
+        line, key = found[0]
+        why = ("a label key spelled with a variable (it could spell Traefik labels)" if "$" in key
+               else "Traefik labels and gitd.* labels are gitd's to set")
+        raise BuildError(f"Dockerfile line {line}: LABEL {key[:80]}: {why}; routing is gitd's "
+                         "alone (domains:add routes hosts)")
+
+
+def check_remote_sources(text: str) -> None:
+    """ADD with a URL is fetched by dockerd on the host, outside any
+    container and the build network: refused (RUN wget/curl in the build
+    fetches from inside its container instead)."""
+    found = dockerfile_refs.remote_sources(text)
+    if found:
+        line, source = found[0]
+        raise BuildError(f"Dockerfile line {line}: ADD {source[:80]}: Docker would download it "
+                         "from the host, outside the build's container; ADD copies files from "
+                         "the repository only (a URL or a variable is refused): use RUN wget or "
+                         "curl in the build instead")
+
+
+def _routing_labels_of(image) -> list[str]:
+    return router.routing_labels((image.attrs.get("Config") or {}).get("Labels"))
 
 
 def check_references(request: BuildRequest, text: str) -> None:
@@ -172,6 +225,10 @@ def check_references(request: BuildRequest, text: str) -> None:
                 # an id prefix no image has yet could match another app's
                 # image made before the builder resolves it
                 raise BuildError(f"{where}{ref.instruction} {ref.image}: no such image here")
+            if _private_registry(ref.image):
+                raise BuildError(f"{where}{ref.instruction} {ref.image}: dockerd would pull it "
+                                 "from the host's own or a private network's registry; "
+                                 "a build may pull from public registries only")
             continue  # not here: the builder would pull it from a registry
         except docker.errors.DockerException as exc:
             raise BuildError(f"{where}{ref.instruction} {ref.image}: cannot be checked: {exc}")
@@ -183,7 +240,12 @@ def check_references(request: BuildRequest, text: str) -> None:
         if not image.tags and not owners:
             raise BuildError(f"{where}{ref.instruction} {ref.image}: an untagged image; a build "
                              "may use tagged base images and its own app's images only")
+        if _routing_labels_of(image):
+            raise BuildError(f"{where}{ref.instruction} {ref.image}: carries Traefik labels, which "
+                             "the build's step containers would carry: routing is gitd's alone")
         triggers = (image.attrs.get("Config") or {}).get("OnBuild")
+        check_labels("\n".join(f"ONBUILD {t}" for t in triggers or []))
+        check_remote_sources("\n".join(f"ONBUILD {t}" for t in triggers or []))
         refs.extend(dockerfile_refs.onbuild_references(triggers))
 
 

@@ -11,7 +11,9 @@ allowed is `buildpacks.dockerfile.check_references`.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from dataclasses import dataclass
 
 from gitd.errors import BuildError
@@ -34,7 +36,10 @@ def instructions(text: str) -> list[tuple[int, str, str]]:
     """(line number, INSTRUCTION, arguments) with continuations joined and
     comments dropped, honouring the `# escape=` parser directive."""
     escape = "\\"
-    lines = text.splitlines()
+    # as Docker reads it: a UTF-8 BOM skipped, lines split at \n alone (not
+    # at the other breaks str.splitlines knows), a line continued only by
+    # the escape followed by spaces or tabs
+    lines = [line.removesuffix("\r") for line in text.removeprefix("\ufeff").split("\n")]
     start = 0
     for start, line in enumerate(lines):  # parser directives: only at the very top
         match = DIRECTIVE.match(line.strip())
@@ -50,23 +55,29 @@ def instructions(text: str) -> list[tuple[int, str, str]]:
     current, first = "", 0
     for number, line in enumerate(lines[start:], start=start + 1):
         stripped = line.strip()
-        if not current and (not stripped or stripped.startswith("#")):
-            continue
-        if current and (not stripped or stripped.startswith("#")):
-            continue  # comments and empty lines inside a continuation
+        if not stripped or stripped.startswith("#"):
+            continue  # comments and empty lines, inside a continuation too
         if not current:
             first = number
-        if stripped.endswith(escape):
-            current += stripped[:-1] + " "
+        # Docker joins a continued line to the next as they are, with no
+        # space between: `FROM gi\` + `td/x` is FROM gitd/x
+        continued = re.search(re.escape(escape) + r"[ \t]*$", line)
+        if continued:
+            current += line[:continued.start()]
             continue
-        current += stripped
-        word, _, rest = current.partition(" ")
-        result.append((first, word.upper(), rest.strip()))
+        current += line
+        result.append(_instruction(first, current.strip()))
         current = ""
-    if current:
-        word, _, rest = current.partition(" ")
-        result.append((first, word.upper(), rest.strip()))
+    if current.strip():
+        result.append(_instruction(first, current.strip()))
     return result
+
+
+def _instruction(line: int, text: str) -> tuple[int, str, str]:
+    """Docker splits the instruction from its arguments at any whitespace:
+    `FROM<tab>image` is a FROM."""
+    word, *rest = text.split(None, 1)
+    return line, word.upper(), (rest[0] if rest else "").strip()
 
 
 def substitute(word: str, args: dict[str, str | None], line: int) -> str:
@@ -184,8 +195,8 @@ def references(text: str) -> tuple[list[Reference], list[str]]:
                 stages.append(f"#{len(stages)}")  # unnamed: only its index refers to it
             stage_args = {}
         elif instruction == "ONBUILD":
-            inner, _, inner_rest = rest.partition(" ")
-            from_refs(inner.upper(), inner_rest.strip(), line, prefix="ONBUILD ")
+            _, inner, inner_rest = _instruction(line, rest or "ONBUILD")
+            from_refs(inner, inner_rest, line, prefix="ONBUILD ")
         else:
             from_refs(instruction, rest, line)
     return refs, stages
@@ -195,7 +206,72 @@ def onbuild_references(triggers: list[str] | None) -> list[Reference]:
     """The images an image's ONBUILD triggers would read in a build FROM it."""
     refs = []
     for trigger in triggers or []:
-        instruction, _, rest = trigger.strip().partition(" ")
-        for ref in references(f"FROM scratch\n{instruction} {rest}")[0]:
+        for ref in references(f"FROM scratch\n{trigger.strip()}")[0]:
             refs.append(Reference(0, f"ONBUILD {ref.instruction}", ref.image))
     return refs
+
+
+# Labels only gitd may set: Traefik reads `traefik.*`; `gitd.*` name what
+# gitd owns. A build's step containers carry the labels of the image being
+# built, so a LABEL line would reach Traefik while the build runs, before
+# the image can be refused at deploy.
+RESERVED_LABEL_PREFIXES = ("traefik.", "gitd.")
+
+
+def label_keys(rest: str, line: int) -> list[str]:
+    """The keys a LABEL instruction's arguments set (`k=v ...`, or the
+    legacy `k v`), unquoted."""
+    try:
+        words = shlex.split(rest, posix=True)
+    except ValueError as exc:
+        raise BuildError(f"Dockerfile line {line}: cannot parse LABEL: {exc}")
+    if words and "=" not in words[0]:
+        return [words[0]]
+    return [word.split("=", 1)[0] for word in words if "=" in word]
+
+
+def reserved_labels(text: str) -> list[tuple[int, str]]:
+    """(line, key) of every LABEL (ONBUILD LABEL too) setting a key only
+    gitd may set, or a key spelled with a variable (it could spell one)."""
+    found = []
+    for line, instruction, rest in instructions(text):
+        if instruction == "ONBUILD" and rest:
+            _, instruction, rest = _instruction(line, rest)
+        if instruction != "LABEL":
+            continue
+        for key in label_keys(rest, line):
+            if "$" in key or key.strip().lower().startswith(RESERVED_LABEL_PREFIXES):
+                found.append((line, key))
+    return found
+
+
+def _arguments(rest: str) -> list[str]:
+    """An instruction's arguments: the JSON form decoded (so `\\u003a` is
+    the `:` Docker reads), else split at whitespace."""
+    if rest.startswith("["):
+        try:
+            words = json.loads(rest)
+        except ValueError:
+            words = None
+        if isinstance(words, list) and all(isinstance(w, str) for w in words):
+            return words
+    return rest.split()
+
+
+def remote_sources(text: str) -> list[tuple[int, str]]:
+    """(line, source) of every ADD (ONBUILD ADD too) source that is a URL,
+    or spelled with a variable (it could spell one). Docker downloads an
+    ADD URL itself, from the host's network, not from the build's
+    container: it would reach what listens on the host's loopback or the
+    cloud's metadata address."""
+    found = []
+    for line, instruction, rest in instructions(text):
+        if instruction == "ONBUILD" and rest:
+            _, instruction, rest = _instruction(line, rest)
+        if instruction != "ADD":
+            continue
+        _, rest = _flags(rest)
+        for source in _arguments(rest)[:-1]:
+            if "://" in source or "$" in source:
+                found.append((line, source))
+    return found

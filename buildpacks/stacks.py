@@ -441,6 +441,8 @@ def _write_build_files(root: Path, plan: Plan, dockerfile: str) -> Path:
     if generated.exists():
         raise BuildError(f"the repository has {GENERATED_DIR}, where gitd writes the files "
                          "it generates: rename it")
+    if ignore.exists() and not ignore.is_file():
+        raise BuildError(".dockerignore is not a regular file")
     generated.mkdir()
     for name, text in plan.generated.items():
         (generated / name).write_text(text)

@@ -6,6 +6,7 @@ channel through ReceivableProtocol, so reads cross threads in large chunks.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from pathlib import Path
 
@@ -118,7 +119,14 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         if unpacked[1] != b"ok":
             yield from steps
             return
-        with self._lock(self._progress):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self._lock(self._progress))
+            except GitdError as exc:  # still busy, or the pusher lost its right
+                refusal = exc.message.replace("\n", " ").encode()[:200]
+                for _, _, ref_name in refs:
+                    yield ref_name, refusal
+                return
             # dulwich reads `refs` as it goes on: a push that waited for the
             # lock is checked against the branch as it is now
             refs[:] = [self._against_now(*command) for command in refs]

@@ -278,21 +278,22 @@ class SSHService:
             raise GitdError(f"app {app!r} does not exist; create it first: ssh ... apps:create {app}")
         if not key.is_admin and not store.granted(app, key.name):
             raise PermissionDenied()
-        repo = gitserve.open_repo(self.gitd.settings.repos_dir, app)
-        try:
-            if argv[0] == "git-upload-pack":
-                gitserve.serve_upload_pack(repo, bridge)
-                return 0
-            settings = self.gitd.settings
-            allowance = repos.push_allowance(gitserve.repo_path(settings.repos_dir, app), app,
-                                             settings.max_repo_bytes, settings.max_pack_bytes)
-            gitserve.serve_receive_pack(
-                repo, bridge, self.gitd.deploy_push(app, repo, key.name), allowance,
-                lambda notify: self.gitd.app_lock(app, notify=notify))
-            self.gitd.collect_repo_later(app)
-            return 0
-        finally:
-            repo.close()
+        with self.gitd.using_repo(app):
+            repo = gitserve.open_repo(self.gitd.settings.repos_dir, app)
+            try:
+                if argv[0] == "git-upload-pack":
+                    gitserve.serve_upload_pack(repo, bridge)
+                    return 0
+                settings = self.gitd.settings
+                allowance = repos.push_allowance(gitserve.repo_path(settings.repos_dir, app), app,
+                                                 settings.max_repo_bytes, settings.max_pack_bytes)
+                gitserve.serve_receive_pack(
+                    repo, bridge, self.gitd.deploy_push(app, repo, key.name), allowance,
+                    lambda notify: self.gitd.push_lock(app, key, notify=notify))
+            finally:
+                repo.close()
+        self.gitd.collect_repo_later(app)
+        return 0
 
 
 def _exit(process, status: int) -> None:

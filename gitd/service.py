@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import shutil
 import threading
@@ -12,12 +14,13 @@ import structlog
 
 from gitd import certs, gitserve, repos, tlsconfig
 from gitd.config import Settings
-from gitd.errors import GitdError
+from gitd.errors import GitdError, NotFound, PermissionDenied
 from gitd.services.base import container_name as service_container
 from gitd.store import Store
 from hooks import engine as engine_mod
 from hooks import router
 from hooks.locks import AppLocks
+from hooks import pipeline as pipeline_mod
 from hooks.pipeline import Pipeline
 from hooks.retire import Retirements
 
@@ -33,8 +36,12 @@ class Gitd:
         self.settings = settings
         self.locks = AppLocks()
         self.retirements = Retirements()  # old containers draining after a deploy
+        self._adoptions: list[threading.Thread] = []  # deploys finished at start, not yet retiring
         self._engine = None
         self._engine_guard = threading.Lock()
+        self._repo_guard = threading.Condition()  # git sessions vs repository gc
+        self._repo_users: collections.Counter = collections.Counter()
+        self._collecting: set[str] = set()
 
     @property
     def engine(self) -> engine_mod.Engine:
@@ -46,7 +53,8 @@ class Gitd:
     @functools.cached_property
     def pipeline(self) -> Pipeline:
         # not cached while Docker is unreachable: self.engine raises
-        return Pipeline(self.settings, self.store, self.engine, self.retirements)
+        return Pipeline(self.settings, self.store, self.engine, self.retirements,
+                        try_lock=lambda app: self.locks.hold(app, 0))
 
     @functools.cached_property
     def services(self):
@@ -123,16 +131,65 @@ class Gitd:
 
     # pushes
 
+    @contextlib.contextmanager
+    def using_repo(self, app: str):
+        """A git session reading or storing packs: it waits for a garbage
+        collection of the repository to end, and none starts while it runs.
+        The app's lock cannot do this since a push takes it only once its
+        pack is stored: a pack stored during a collection loses the objects
+        the collection found unreachable (an old refused push's, sent again)."""
+        with self._repo_guard:
+            self._repo_guard.wait_for(lambda: app not in self._collecting)
+            self._repo_users[app] += 1
+        try:
+            yield
+        finally:
+            with self._repo_guard:
+                self._repo_users[app] -= 1
+                if self._repo_users[app] <= 0:
+                    del self._repo_users[app]
+                self._repo_guard.notify_all()
+
     def collect_repo_later(self, app: str) -> None:
         """Garbage-collect the app's repository on a thread of its own, under
-        the app's lock, when no deploy holds it (else the next push does)."""
-        def collect():
-            try:
-                with self.locks.hold(app, 0):
+        the app's lock, when no deploy holds it and no git session uses the
+        repository (else a later push does)."""
+        threading.Thread(target=self.collect_repo, args=(app,), daemon=True,
+                         name=f"gitd-gc-{app}").start()
+
+    def collect_repo(self, app: str) -> bool:
+        """True when it ran (see collect_repo_later)."""
+        try:
+            with self.locks.hold(app, 0):
+                with self._repo_guard:
+                    if self._repo_users[app]:
+                        return False
+                    self._collecting.add(app)
+                try:
                     repos.collect(gitserve.repo_path(self.settings.repos_dir, app), app)
-            except GitdError:
-                pass  # busy: a later push collects
-        threading.Thread(target=collect, daemon=True, name=f"gitd-gc-{app}").start()
+                finally:
+                    with self._repo_guard:
+                        self._collecting.discard(app)
+                        self._repo_guard.notify_all()
+                return True
+        except GitdError:
+            return False  # busy: a later push collects
+
+    @contextlib.contextmanager
+    def push_lock(self, app: str, key, notify=None):
+        """The app's lock for a push whose pack is stored, then the pusher's
+        right to it asked again: the pack may have taken long to arrive, or
+        the push waited for another deploy, while the key was removed, its
+        grant revoked or the app destroyed."""
+        with self.app_lock(app, notify=notify):
+            found = self.store.key_by_fingerprint(key.fingerprint)
+            if found is None or found.name != key.name:
+                raise PermissionDenied("this key was removed while the push arrived")
+            if not self.store.app_exists(app):
+                raise NotFound(f"app {app!r} was destroyed while the push arrived")
+            if not found.is_admin and not self.store.granted(app, found.name):
+                raise PermissionDenied(f"key {found.name} lost its access to {app} while the push arrived")
+            yield
 
     def deploy_push(self, app: str, repo, pushed_by: str | None):
         def deploy(commit: bytes, sink):
@@ -274,18 +331,31 @@ class Gitd:
             by_app.setdefault(container.labels.get(engine_mod.LABEL_APP), []).append(container)
         for name, group in by_app.items():
             app = self.store.get_app(name)
-            drain = float(app.settings.get("drain", self.settings.drain_seconds))
-            stop_timeout = int(app.settings.get("stop_timeout", self.settings.stop_timeout))
+            # bounded as a deploy bounds them: a value stored before checks:set
+            # checked it (inf, a word) must not stop gitd's start or the drain
+            drain = pipeline_mod._within(app.settings.get("drain"), self.settings.drain_seconds, 3600)
+            stop_timeout = int(pipeline_mod._within(app.settings.get("stop_timeout"),
+                                                    self.settings.stop_timeout, 3600))
             if name in adopted:
                 web = [c for c in snapshot if c.labels.get(engine_mod.LABEL_APP) == name
                        and c.labels.get(engine_mod.LABEL_SEQ) == str(app.live_seq)
                        and c.labels.get(engine_mod.LABEL_PROCESS) == "web"]
-                threading.Thread(target=self._retire_once_routed, daemon=True,
-                                 name=f"adopted-{name}",
-                                 args=(name, app.live_seq, web, group, drain, stop_timeout)).start()
+                thread = threading.Thread(target=self._retire_once_routed, daemon=True,
+                                          name=f"adopted-{name}",
+                                          args=(name, app.live_seq, web, group, drain, stop_timeout))
+                self._adoptions.append(thread)
+                thread.start()
             else:
                 self.pipeline.deployer.retire_later(name, group, drain, stop_timeout)
             notes.append(f"retiring {len(group)} old container(s) of {name} in the background")
+
+    def wait_adoptions(self, timeout: float) -> bool:
+        """Wait (bounded) until the deploys finished at start have handed their
+        old containers to the retirements. True when all did in time."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._adoptions):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._adoptions)
 
     def _retire_once_routed(self, name: str, seq: int, web: list, old: list, drain: float,
                             stop_timeout: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import structlog
@@ -39,11 +40,14 @@ def image_tag(app: str, version: int) -> str:
 
 class Pipeline:
     def __init__(self, settings: Settings, store: Store, engine: Engine,
-                 retirements: Retirements | None = None):
+                 retirements: Retirements | None = None, try_lock=None):
         self.settings = settings
         self.store = store
         self.engine = engine
         self.deployer = Deployer(engine, settings, retirements)
+        # (app) -> context manager taking the app's lock at once or raising
+        # GitdError: a prune after a background retirement takes it
+        self.try_lock = try_lock
 
     # entry points
 
@@ -183,8 +187,10 @@ class Pipeline:
                 self.store.update_release(app, release.version, status="succeeded", log=progress.text)
 
         # images of old releases go once no container uses them: after the retirement
+        deploying = threading.get_ident()
         self.deployer.deploy(target, progress, on_live,
-                             on_retired=(lambda: self._prune_quietly(app, progress)) if record else None)
+                             on_retired=(lambda: self._prune_after_retirement(app, progress, deploying))
+                             if record else None)
         progress.stage("done")
         if target.hosts:
             progress.step(f"Deployed to {self.settings.host_url(target.hosts[0])}")
@@ -255,6 +261,21 @@ class Pipeline:
             progress.log.warning("trimming releases failed", error=str(trim_exc))
 
     # housekeeping
+
+    def _prune_after_retirement(self, app: str, progress: Progress, deploying: int) -> None:
+        """Called by the deploy itself when there was nothing to retire (it
+        holds the app's lock), else by the background retirement, which
+        must take the lock: a rollback or config change running meanwhile
+        re-tags an old release's image, and pruning that release by image id
+        would delete it under the deploy. Busy: the next deploy prunes."""
+        if threading.get_ident() == deploying or self.try_lock is None:
+            self._prune_quietly(app, progress)
+            return
+        try:
+            with self.try_lock(app):
+                self._prune_quietly(app, progress)
+        except GitdError:
+            progress.log.info("prune left to the next deploy: the app is busy")
 
     def _prune_quietly(self, app: str, progress: Progress) -> None:
         try:

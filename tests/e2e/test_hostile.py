@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from tests.conftest import require
@@ -146,7 +147,10 @@ def test_apps_are_isolated_from_each_other(gitd, docker_client, tmp_path):
     def networks(app):
         found = set()
         for container in gitd.containers(docker_client, app):
-            container.reload()
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                continue  # an old release's, retired in the background meanwhile
             found |= set(container.attrs["NetworkSettings"]["Networks"])
         return found
 
@@ -292,8 +296,9 @@ def test_resource_limits(gitd, docker_client, tmp_path):
     assert pushed.returncode == 0, pushed.stderr
     assert str(1024**3) in pushed.stderr and "1024" in pushed.stderr  # the release task's limits
     ok(gitd, "resources:set", app, "memory=64m", "cpus=0.5", "pids=100")
-    left = gitd.wait_retired(docker_client, app)  # the old release retires in the background
-    (web,) = [c for c in left if c.labels["gitd.process"] == "web"]
+    # the live one: the old release's may still be retiring in the background
+    (web,) = [c for c in gitd.containers(docker_client, app) if c.labels["gitd.process"] == "web"
+              and c.labels["gitd.seq"] == gitd.live_seq(app)]
     web.reload()
     host = web.attrs["HostConfig"]
     assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (64 * 1024**2, 500_000_000, 100)

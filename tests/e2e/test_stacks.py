@@ -219,8 +219,12 @@ def test_hostile_manifests_fail_the_push_cleanly(stacks_gitd, new_app, tmp_path)
     (repo / "package.json").unlink()
     (repo / "package.json").symlink_to("/etc/passwd")
     commit(repo, {}, "a symlink")
-    # checkout refuses a link out of the tree before any stack reads it
+    # pointing outside: the export refuses it (#10) before the stack reads it
     assert "refusing symlink package.json -> /etc/passwd" in rejected(gitd, repo, app)
+    (repo / "package.json").unlink()
+    (repo / "package.json").symlink_to("server.js")
+    commit(repo, {}, "a symlink inside the tree")
+    assert "package.json is a symlink" in rejected(gitd, repo, app)
     commit(repo, {"package.json": None, "pyproject.toml": "[project]\ndependencies = "
                   '["six\\nRUN touch /pwned"]\n', "app.py": "app = Flask(__name__)\n"}, "inject")
     log = rejected(gitd, repo, app)

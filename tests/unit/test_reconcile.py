@@ -49,10 +49,10 @@ def test_a_deploy_killed_with_healthy_containers_is_finished(tmp_path):
     old, new = Container("hello", 1, 1), Container("hello", 2, 2)
     gitd = daemon(tmp_path, [old, new])
     gitd.reconcile()
+    assert gitd.wait_adoptions(10) and gitd.retirements.wait(10)  # old containers retire in the background
     app = gitd.store.get_app("hello")
     assert (app.current_release, app.live_seq) == (2, 2)
     assert gitd.store.get_release("hello", 2).status == "succeeded"
-    assert gitd.retirements.wait(10)  # the old one drains and stops in the background
     assert gitd._engine.live == [new]
     assert gitd._engine.removed == [(old.name, gitd.settings.stop_timeout)]  # drained, then stopped
     assert gitd._engine.images_removed == []
@@ -62,6 +62,7 @@ def test_a_deploy_killed_before_its_containers_were_healthy_is_undone(tmp_path):
     old, new = Container("hello", 1, 1), Container("hello", 2, 2, health="starting")
     gitd = daemon(tmp_path, [old, new])
     gitd.reconcile()
+    assert gitd.wait_adoptions(10) and gitd.retirements.wait(10)  # old containers retire in the background
     app = gitd.store.get_app("hello")
     assert (app.current_release, app.live_seq) == (1, 1)
     assert gitd.store.get_release("hello", 2).status == "failed"
@@ -75,6 +76,6 @@ def test_an_incomplete_formation_is_not_finished(tmp_path):
     gitd = daemon(tmp_path, [old, new])
     gitd.store.set_scale("hello", {"web": 2})
     gitd.reconcile()
+    assert gitd.wait_adoptions(10) and gitd.retirements.wait(10)  # old containers retire in the background
     assert gitd.store.get_app("hello").live_seq == 1
-    assert gitd.retirements.wait(10)  # routed: drained and stopped in the background
     assert gitd._engine.live == [old]

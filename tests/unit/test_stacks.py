@@ -279,3 +279,10 @@ def test_build_files_refuse_symlinks_planted_by_the_repo(tmp_path, name):
     with pytest.raises(BuildError, match=f"{name} is a symlink"):
         _write_build_files(root, plan("static", {"index.html": ""}), "FROM x\n")
     assert list(outside.iterdir()) == []
+
+
+def test_a_dockerignore_that_is_a_directory_fails_cleanly(tmp_path):
+    (tmp_path / ".dockerignore").mkdir()
+    with pytest.raises(BuildError, match=".dockerignore is not a regular file"):
+        _write_build_files(tmp_path, plan("static", {"index.html": ""}), "FROM x\n")
+    assert not (tmp_path / ".gitd-build").exists()
