@@ -20,6 +20,7 @@ ancestor of a have.
 from __future__ import annotations
 
 import heapq
+import stat
 from collections.abc import Callable, Iterable
 
 from dulwich.object_store import MissingObjectFinder, _split_commits_and_tags
@@ -97,6 +98,37 @@ def missing_commits(store, wants: Iterable[bytes], haves: Iterable[bytes],
     return missing, boundary
 
 
+def shared_trees(store, trees: list[bytes], have_trees: list[bytes], into: set[bytes]) -> None:
+    """Add to `into` the objects of `have_trees` (the client's) that
+    `trees` (to be sent) share with them, found by walking both only where
+    they differ: an unchanged directory is one id, not its whole content.
+
+    dulwich lists the client's trees whole (every tree object of the
+    boundary commits parsed, through delta chains). An object the client has
+    at another path (a moved directory) is not found and is sent again:
+    bytes, never correctness."""
+    walked: set[bytes] = set()
+
+    def walk(tree: bytes, theirs: list[bytes]) -> None:
+        if tree in into or tree in walked:
+            return
+        walked.add(tree)
+        their_dirs: dict[bytes, list[bytes]] = {}
+        for have in theirs:
+            for name, mode, sha in store[have].iteritems():
+                into.add(sha)
+                if stat.S_ISDIR(mode):
+                    their_dirs.setdefault(name, []).append(sha)
+        for name, mode, sha in store[tree].iteritems():
+            if stat.S_ISDIR(mode) and sha not in into and name in their_dirs:
+                walk(sha, their_dirs[name])
+
+    into.update(have_trees)
+    for tree in trees:
+        if have_trees:
+            walk(tree, have_trees)
+
+
 class BoundedMissingObjectFinder(MissingObjectFinder):
     """dulwich's MissingObjectFinder with its commit walk replaced by
     missing_commits: the same objects to send, the same interface."""
@@ -106,18 +138,15 @@ class BoundedMissingObjectFinder(MissingObjectFinder):
         self.object_store = object_store
         shallow = set(shallow or ())
         self._get_parents = get_parents
-        reachability = object_store.get_reachability_provider()
         have_commits, have_tags, _have_others = _split_commits_and_tags(
             object_store, haves, unknown="ignore")
         want_commits, want_tags, want_others = _split_commits_and_tags(
             object_store, wants, unknown="error")
         missing, common = missing_commits(object_store, want_commits, have_commits,
                                           frozenset(shallow), get_parents)
-        self.remote_has: set[bytes] = set()
-        for sha in common:
-            self.remote_has.add(sha)
-            self.remote_has.update(reachability.get_tree_objects([object_store[sha].tree]))
-        self.remote_has.update(have_tags)
+        self.remote_has: set[bytes] = set(common) | have_tags
+        shared_trees(object_store, [object_store[sha].tree for sha in missing],
+                     [object_store[sha].tree for sha in common], self.remote_has)
         self.sha_done = set(self.remote_has)
         self.objects_to_send = {(sha, None, Commit.type_num, False) for sha in missing}
         self.objects_to_send.update((sha, None, Tag.type_num, False)
