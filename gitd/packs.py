@@ -28,7 +28,8 @@ from contextlib import suppress
 
 from dulwich.file import GitFile
 from dulwich.object_store import PACK_MODE, DiskObjectStore, _bound_read_callables
-from dulwich.objects import Blob, ShaFile, sha_to_hex
+from dulwich.errors import ObjectFormatException
+from dulwich.objects import Blob, ShaFile, Tree, parse_tree, sha_to_hex
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch
 from dulwich.pack import (Pack, PackData, PackIndexer, PackStreamCopier, UnpackedObject,
                           apply_delta, extend_pack, write_pack_index)
@@ -295,7 +296,12 @@ class _ValidatingIndexer(PackIndexer):
         return unpacked
 
     def _result(self, unpacked):
-        if unpacked.obj_type_num != Blob.type_num:
+        if unpacked.obj_type_num == Tree.type_num:  # what Tree parses, without a Tree per object
+            try:
+                parse_tree(b"".join(unpacked.obj_chunks), sha_len=self._object_format.oid_length)
+            except ValueError as exc:
+                raise ObjectFormatException(exc) from exc
+        elif unpacked.obj_type_num != Blob.type_num:
             ShaFile.from_raw_chunks(unpacked.obj_type_num, unpacked.obj_chunks,
                                     object_format=self._object_format)
         return super()._result(unpacked)

@@ -123,3 +123,16 @@ def test_a_corrupted_stream_is_refused(pack_stream, flip):
     data[flip] ^= 0x5A
     with pytest.raises((zlib.error, ChecksumMismatch, ValueError)):
         stream_records(packs._PackStreamCopier, bytes(data))
+
+
+def test_a_pushed_tree_that_does_not_parse_is_refused():
+    from dulwich.errors import ObjectFormatException
+    from dulwich.object_format import DEFAULT_OBJECT_FORMAT
+    from dulwich.pack import UnpackedObject
+
+    indexer = packs._ValidatingIndexer.__new__(packs._ValidatingIndexer)
+    indexer._object_format = DEFAULT_OBJECT_FORMAT
+    broken = UnpackedObject(2, decomp_len=14)
+    broken.obj_type_num, broken.obj_chunks = 2, [b"100644 x\x00abc"]  # a name without its id
+    with pytest.raises(ObjectFormatException):
+        indexer._result(broken)
