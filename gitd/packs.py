@@ -29,6 +29,7 @@ from contextlib import suppress
 from dulwich.file import GitFile
 from dulwich.object_store import PACK_MODE, DiskObjectStore, _bound_read_callables
 from dulwich.errors import ObjectFormatException
+from dulwich.object_format import DEFAULT_OBJECT_FORMAT
 from dulwich.objects import Blob, ShaFile, Tree, parse_tree, sha_to_hex
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch
 from dulwich.pack import (Pack, PackData, PackIndexer, PackStreamCopier, UnpackedObject,
@@ -298,7 +299,8 @@ class _ValidatingIndexer(PackIndexer):
     def _result(self, unpacked):
         if unpacked.obj_type_num == Tree.type_num:  # what Tree parses, without a Tree per object
             try:
-                parse_tree(b"".join(unpacked.obj_chunks), sha_len=self._object_format.oid_length)
+                parse_tree(b"".join(unpacked.obj_chunks),
+                           sha_len=(self._object_format or DEFAULT_OBJECT_FORMAT).oid_length)
             except ValueError as exc:
                 raise ObjectFormatException(exc) from exc
         elif unpacked.obj_type_num != Blob.type_num:

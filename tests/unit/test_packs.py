@@ -127,11 +127,10 @@ def test_a_corrupted_stream_is_refused(pack_stream, flip):
 
 def test_a_pushed_tree_that_does_not_parse_is_refused():
     from dulwich.errors import ObjectFormatException
-    from dulwich.object_format import DEFAULT_OBJECT_FORMAT
     from dulwich.pack import UnpackedObject
 
-    indexer = packs._ValidatingIndexer.__new__(packs._ValidatingIndexer)
-    indexer._object_format = DEFAULT_OBJECT_FORMAT
+    # made as ReceivingObjectStore makes it (no object format: dulwich's default)
+    indexer = packs._ValidatingIndexer(io.BytesIO(), hashlib.sha1, resolve_ext_ref=None)
     broken = UnpackedObject(2, decomp_len=14)
     broken.obj_type_num, broken.obj_chunks = 2, [b"100644 x\x00abc"]  # a name without its id
     with pytest.raises(ObjectFormatException):
