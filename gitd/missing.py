@@ -37,14 +37,15 @@ def missing_commits(store, wants: Iterable[bytes], haves: Iterable[bytes],
     returns, without walking the whole history of `haves`."""
     theirs: dict[bytes, bool] = {}  # sha -> the client has it
     parents_of: dict[bytes, list[bytes]] = {}  # walked commits
-    queue: list[tuple[int, int, bytes]] = []
+    queue: list[tuple[int, int, bytes, Commit]] = []
     queued_ours: set[bytes] = set()
     order = 0
 
     def push(sha: bytes) -> None:
         nonlocal order
         order += 1
-        heapq.heappush(queue, (-store[sha].commit_time, order, sha))
+        commit = store[sha]  # parsed once: kept until it is walked
+        heapq.heappush(queue, (-commit.commit_time, order, sha, commit))
         if not theirs[sha]:
             queued_ours.add(sha)
 
@@ -78,11 +79,11 @@ def missing_commits(store, wants: Iterable[bytes], haves: Iterable[bytes],
                 break
         else:
             slop = SLOP
-        _time, _order, sha = heapq.heappop(queue)
+        _time, _order, sha, commit = heapq.heappop(queue)
         if sha in parents_of:
             continue
         queued_ours.discard(sha)
-        parents = [] if sha in shallow else list(get_parents(store[sha]))
+        parents = [] if sha in shallow else list(get_parents(commit))
         parents_of[sha] = parents
         for parent in parents:
             if theirs[sha]:
@@ -131,26 +132,40 @@ def shared_trees(store, trees: list[bytes], have_trees: list[bytes], into: set[b
 
 class BoundedMissingObjectFinder(MissingObjectFinder):
     """dulwich's MissingObjectFinder with its commit walk replaced by
-    missing_commits: the same objects to send, the same interface."""
+    missing_commits: the same objects to send, the same interface. Without
+    haves (a clone) the walk waits for the first object asked for: a plain
+    clone is sent the stored pack instead (gitd.gitserve) and needs none."""
 
     def __init__(self, object_store, haves, wants, *, shallow=None, progress=None,
                  get_tagged=None, get_parents=lambda commit: commit.parents) -> None:
         self.object_store = object_store
-        shallow = set(shallow or ())
         self._get_parents = get_parents
-        have_commits, have_tags, _have_others = _split_commits_and_tags(
+        have_commits, have_tags, have_others = _split_commits_and_tags(
             object_store, haves, unknown="ignore")
         want_commits, want_tags, want_others = _split_commits_and_tags(
             object_store, wants, unknown="error")
-        missing, common = missing_commits(object_store, want_commits, have_commits,
-                                          frozenset(shallow), get_parents)
-        self.remote_has: set[bytes] = set(common) | have_tags
-        shared_trees(object_store, [object_store[sha].tree for sha in missing],
-                     [object_store[sha].tree for sha in common], self.remote_has)
+        self._walk_args = (want_commits, have_commits, frozenset(shallow or ()))
+        self.remote_has: set[bytes] = set(have_tags)
         self.sha_done = set(self.remote_has)
-        self.objects_to_send = {(sha, None, Commit.type_num, False) for sha in missing}
-        self.objects_to_send.update((sha, None, Tag.type_num, False)
-                                    for sha in want_tags - have_tags)
-        self.objects_to_send.update((sha, None, None, False) for sha in want_others - _have_others)
+        self.objects_to_send = {(sha, None, Tag.type_num, False) for sha in want_tags - have_tags}
+        self.objects_to_send.update((sha, None, None, False) for sha in want_others - have_others)
         self.progress = progress or (lambda _message: None)
         self._tagged = (get_tagged and get_tagged()) or {}
+        if have_commits:
+            self._walk()
+
+    def _walk(self) -> None:
+        wants, haves, shallow = self._walk_args
+        self._walk_args = None
+        store = self.object_store
+        missing, common = missing_commits(store, wants, haves, shallow, self._get_parents)
+        self.remote_has.update(common)
+        shared_trees(store, [store[sha].tree for sha in missing],
+                     [store[sha].tree for sha in common], self.remote_has)
+        self.sha_done.update(self.remote_has)
+        self.objects_to_send.update((sha, None, Commit.type_num, False) for sha in missing)
+
+    def __next__(self):
+        if self._walk_args is not None:
+            self._walk()
+        return super().__next__()

@@ -122,3 +122,13 @@ def test_finder_sends_the_new_commits_trees_and_blobs_only(history):
     sent = {sha for sha, _hint in finder}
     head = store[rev(history, "main")]
     assert sent == {head.id, head.tree, store[head.tree][b"m59.txt"][1]}
+
+
+def test_a_clone_walks_only_once_objects_are_asked_for(history):
+    store = Repo(str(history)).object_store
+    parsed = []
+    finder = BoundedMissingObjectFinder(store, haves=[], wants=[rev(history, "main")],
+                                        get_parents=lambda c: parsed.append(c.id) or c.parents)
+    assert not parsed and not finder.get_remote_has()
+    sent = {sha for sha, _hint in finder}
+    assert rev_list(history, ["main"], []) <= sent and len(parsed) == len(rev_list(history, ["main"], []))
