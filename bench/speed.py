@@ -192,7 +192,7 @@ def main() -> None:
     print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 7}|----------|")
     for name, ours, theirs, baseline in rows:
         a, b = statistics.median(ours), statistics.median(theirs)
-        print(f"| {name:40} | {a:8.2f} | {b:8.2f} | {a / b:5.2f} | {baseline} |")
+        print(f"| {name:40} | {a:8.3f} | {b:8.3f} | {a / b:5.2f} | {baseline} |")
     c = statistics.median(commands)
     print(f"| {'`ssh paas apps:list` round trip (ms)':40} | {c:8.0f} | {COMMAND_TARGET_MS:8.0f} | "
           f"{c / COMMAND_TARGET_MS:5.2f} | target |")
@@ -215,7 +215,7 @@ def under_load_main(rounds: int) -> None:
           f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms")
 
 
-def fmt(values: list[float], digits: int = 2) -> str:
+def fmt(values: list[float], digits: int = 3) -> str:
     return "[" + ", ".join(f"{v:.{digits}f}" for v in values) + "]"
 
 
