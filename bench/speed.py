@@ -83,7 +83,8 @@ def push_return_under_load(gitd, tmp: Path, rounds: int) -> tuple[list[float], l
         commit(repo, app_files(f"v{n}"), f"v{n}")
         started = time.monotonic()
         pushed = gitd.push(repo, app)
-        assert pushed.returncode == 0, pushed.stderr
+        if pushed.returncode != 0:
+            raise SystemExit(pushed.stderr + "\n".join(errors_logged(gitd)))
         wait_answer(gitd.http_port, gitd.host(app), f"v{n}")
         return time.monotonic() - started
 
@@ -100,6 +101,14 @@ def push_return_under_load(gitd, tmp: Path, rounds: int) -> tuple[list[float], l
     for name in (app, busy):
         gitd.ssh("apps:destroy", name, "--force")
     return quiet, loaded, load.summary()
+
+
+def errors_logged(gitd) -> list[str]:
+    """gitd's logged errors, tracebacks included, for a push that failed."""
+    lines = []
+    for log in Path(gitd.root).rglob("serve-*.log"):
+        lines += [line for line in log.read_text(errors="replace").splitlines() if '"level": "error"' in line]
+    return lines
 
 
 def git_figures(gitd, tmp: Path, source: Path, rounds: int) -> dict[str, tuple[list, list]]:
