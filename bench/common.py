@@ -91,6 +91,8 @@ class HttpLoad:
         self.latencies: list[float] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
         self._threads: list[threading.Thread] = []
 
     def _record(self, started: float, error: str | None) -> None:
@@ -105,6 +107,8 @@ class HttpLoad:
         deadline = time.monotonic() + self.max_seconds
         conn = None
         while not self._stop.is_set() and time.monotonic() < deadline:
+            if not self._running.wait(0.2):
+                continue
             started = time.monotonic()
             error = None
             try:
@@ -130,6 +134,13 @@ class HttpLoad:
         if self.tls is None:
             return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         return SNIConnection("127.0.0.1", self.port, self.host, self.tls, timeout=10)
+
+    def pause(self) -> None:
+        """No new requests until resume() (the clients stay)."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
 
     def __enter__(self):
         self.started = time.monotonic()

@@ -10,7 +10,12 @@
 - an admin command round trip (`ssh paas apps:list`, handshake included)
   and gitd's idle RSS, beside their targets.
 
-    python bench/speed.py [--rounds 3] [--commits 5200]
+With --under-load, only push return under load: pushes to one app with
+bench/swap.py's HTTP traffic (3 keep-alive + 3 new-connection clients,
+~15 req/s each, through Traefik) running against another app, beside the
+same pushes without it, alternating so both see the same machine.
+
+    python bench/speed.py [--rounds 3] [--commits 5200] [--under-load]
 
 The machine may be shared: run it more than once and compare medians.
 """
@@ -24,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import bench_gitd
+from common import HttpLoad, bench_gitd
 from gitrepo import GIT_ENV, ensure_repo, shape
 from push import app_files, by_hand, wait_answer
 
@@ -62,10 +67,55 @@ def push_return(gitd, tmp: Path, rounds: int) -> list[float]:
     return times
 
 
+def push_return_under_load(gitd, tmp: Path, rounds: int) -> tuple[list[float], list[float], dict]:
+    """(quiet, loaded, load summary): push-return of one app, alternately
+    without and with HTTP load on another app."""
+    busy = unique_app("busy")
+    assert gitd.ssh("apps:create", busy).returncode == 0
+    assert gitd.push(make_repo(tmp / busy, app_files("busy")), busy).returncode == 0
+    wait_answer(gitd.http_port, gitd.host(busy), "busy")
+    app = unique_app("ret")
+    assert gitd.ssh("apps:create", app).returncode == 0
+    repo = make_repo(tmp / app, app_files("v0"))
+    assert gitd.push(repo, app).returncode == 0
+
+    def one(n: int) -> float:
+        commit(repo, app_files(f"v{n}"), f"v{n}")
+        started = time.monotonic()
+        pushed = gitd.push(repo, app)
+        if pushed.returncode != 0:
+            raise SystemExit(pushed.stderr + "\n".join(errors_logged(gitd)))
+        wait_answer(gitd.http_port, gitd.host(app), f"v{n}")
+        return time.monotonic() - started
+
+    quiet, loaded = [], []
+    with HttpLoad(gitd.http_port, gitd.host(busy)) as load:
+        load.pause()
+        for n in range(rounds):
+            quiet.append(one(2 * n + 1))
+            load.resume()
+            time.sleep(1)  # the load is steady before the push starts
+            loaded.append(one(2 * n + 2))
+            load.pause()
+            time.sleep(1)  # and gone before the next quiet one
+    for name in (app, busy):
+        gitd.ssh("apps:destroy", name, "--force")
+    return quiet, loaded, load.summary()
+
+
+def errors_logged(gitd) -> list[str]:
+    """gitd's logged errors, tracebacks included, for a push that failed."""
+    lines = []
+    for log in Path(gitd.root).rglob("serve-*.log"):
+        lines += [line for line in log.read_text(errors="replace").splitlines() if '"level": "error"' in line]
+    return lines
+
+
 def git_figures(gitd, tmp: Path, source: Path, rounds: int) -> dict[str, tuple[list, list]]:
     env = gitd.git_env()
     # a branch other than main: stored, not deployed
-    figures = {"receive": ([], []), "clone": ([], []), "fetch 10 commits": ([], [])}
+    figures = {"receive": ([], []), "clone": ([], []), "fetch 10 commits": ([], []),
+               "ls-remote (connection + refs)": ([], [])}
     for n in range(rounds):
         app = unique_app("git")
         assert gitd.ssh("apps:create", app).returncode == 0
@@ -88,6 +138,8 @@ def git_figures(gitd, tmp: Path, source: Path, rounds: int) -> dict[str, tuple[l
             subprocess.run(["git", "-C", str(work), "commit", "-qm", f"bench {c}"], check=True, env=GIT_ENV)
         timed([*push, gitd.remote(app), "HEAD:refs/heads/bulk"], cwd=work, env=env)
         timed([*push, str(bare), "HEAD:refs/heads/bulk"], cwd=work, env=env)
+        figures["ls-remote (connection + refs)"][0].append(timed(["git", "ls-remote", gitd.remote(app)], env=env))
+        figures["ls-remote (connection + refs)"][1].append(timed(["git", "ls-remote", str(bare)], env=env))
         figures["fetch 10 commits"][0].append(timed(["git", "-C", str(ours), "fetch", "-q", gitd.remote(app),
                                                      "bulk:bulk"], env=env))
         figures["fetch 10 commits"][1].append(timed(["git", "-C", str(theirs), "fetch", "-q", "--no-auto-gc",
@@ -120,8 +172,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--commits", type=int, default=5200)
+    parser.add_argument("--under-load", action="store_true",
+                        help="only push return with and without HTTP load on another app")
     args = parser.parse_args()
     rounds = max(1, min(args.rounds, 20))
+    if args.under_load:
+        return under_load_main(rounds)
     source = ensure_repo(args.commits)
     repo_shape = shape(source)
     with tempfile.TemporaryDirectory() as tmp, bench_gitd(Path(tmp)) as (gitd, client):
@@ -135,13 +191,17 @@ def main() -> None:
 
     rows = [("push returns, new version answers (s)", returned, hand, "docker build + run by hand")]
     rows += [(f"{name} (s)", ours, theirs, "native git, local bare repo") for name, (ours, theirs) in git.items()]
+    # the local baseline pays no ssh handshake: the fetch beside it less each side's ls-remote
+    (fetch_ours, fetch_theirs), (ls_ours, ls_theirs) = git["fetch 10 commits"], git["ls-remote (connection + refs)"]
+    rows.append(("fetch 10 commits less ls-remote (s)", [max(0.001, f - l) for f, l in zip(fetch_ours, ls_ours)],
+                 [max(0.001, f - l) for f, l in zip(fetch_theirs, ls_theirs)], "the same, less each side's ls-remote"))
     print(f"\nrepository: {repo_shape}")
     print(f"median of {rounds} rounds (each round's values in brackets)\n")
     print(f"| {'what the user waits for':40} | {'gitd':>8} | {'baseline':>8} | {'ratio':>5} | baseline |")
     print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 7}|----------|")
     for name, ours, theirs, baseline in rows:
         a, b = statistics.median(ours), statistics.median(theirs)
-        print(f"| {name:40} | {a:8.2f} | {b:8.2f} | {a / b:5.2f} | {baseline} |")
+        print(f"| {name:40} | {a:8.3f} | {b:8.3f} | {a / b:5.2f} | {baseline} |")
     c = statistics.median(commands)
     print(f"| {'`ssh paas apps:list` round trip (ms)':40} | {c:8.0f} | {COMMAND_TARGET_MS:8.0f} | "
           f"{c / COMMAND_TARGET_MS:5.2f} | target |")
@@ -153,7 +213,18 @@ def main() -> None:
     print(f"  apps:list round trips (ms): {fmt(commands, 0)}")
 
 
-def fmt(values: list[float], digits: int = 2) -> str:
+def under_load_main(rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp, bench_gitd(Path(tmp)) as (gitd, _client):
+        quiet, loaded, load = push_return_under_load(gitd, Path(tmp), rounds)
+    a, b = statistics.median(loaded), statistics.median(quiet)
+    print(f"\npush returns, new version answers, median of {rounds} pairs (target: ratio <= 1.5)")
+    print(f"  under load {a:.2f} s  quiet {b:.2f} s  ratio {a / b:.2f}")
+    print(f"  under load {fmt(loaded)}  quiet {fmt(quiet)}  ratios {fmt([x / y for x, y in zip(loaded, quiet)])}")
+    print(f"  load on the other app: sent {load['sent']}, failed {load['failed']}, "
+          f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms")
+
+
+def fmt(values: list[float], digits: int = 3) -> str:
     return "[" + ", ".join(f"{v:.{digits}f}" for v in values) + "]"
 
 

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 from pathlib import Path
 
+import dulwich.repo
 import dulwich.server
 from dulwich.graph import can_fast_forward
 from dulwich.protocol import (CAPABILITY_ATOMIC, CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_PROGRESS,
@@ -17,12 +18,15 @@ from dulwich.protocol import (CAPABILITY_ATOMIC, CAPABILITY_SIDE_BAND_64K, SIDE_
 from dulwich.repo import Repo
 from dulwich.server import Backend, ReceivePackHandler, UploadPackHandler
 
-from gitd import packs
+from gitd import missing, packs
 from gitd.errors import GitdError
 
 # upload-pack writes its pack by copying stored entries (gitd.packs); the
 # handler looks the writer up in its module when it sends a pack
 dulwich.server.write_pack_from_container = packs.write_pack_reusing
+# and finds what a fetch lacks without walking the client's whole history
+# (gitd.missing); Repo.find_missing_objects looks the finder up in its module
+dulwich.repo.MissingObjectFinder = missing.BoundedMissingObjectFinder
 
 DEPLOY_BRANCHES = (b"refs/heads/main", b"refs/heads/master")
 ZERO_SHA = b"0" * 40

@@ -28,8 +28,10 @@ from contextlib import suppress
 
 from dulwich.file import GitFile
 from dulwich.object_store import PACK_MODE, DiskObjectStore, _bound_read_callables
-from dulwich.objects import Blob, ShaFile
-from dulwich.errors import ApplyDeltaError
+from dulwich.errors import ObjectFormatException
+from dulwich.object_format import DEFAULT_OBJECT_FORMAT
+from dulwich.objects import Blob, ShaFile, Tree, parse_tree, sha_to_hex
+from dulwich.errors import ApplyDeltaError, ChecksumMismatch
 from dulwich.pack import (Pack, PackData, PackIndexer, PackStreamCopier, UnpackedObject,
                           apply_delta, extend_pack, write_pack_index)
 
@@ -295,7 +297,13 @@ class _ValidatingIndexer(PackIndexer):
         return unpacked
 
     def _result(self, unpacked):
-        if unpacked.obj_type_num != Blob.type_num:
+        if unpacked.obj_type_num == Tree.type_num:  # what Tree parses, without a Tree per object
+            try:
+                parse_tree(b"".join(unpacked.obj_chunks),
+                           sha_len=(self._object_format or DEFAULT_OBJECT_FORMAT).oid_length)
+            except ValueError as exc:
+                raise ObjectFormatException(exc) from exc
+        elif unpacked.obj_type_num != Blob.type_num:
             ShaFile.from_raw_chunks(unpacked.obj_type_num, unpacked.obj_chunks,
                                     object_format=self._object_format)
         return super()._result(unpacked)
@@ -314,6 +322,88 @@ def _with_crc32(f, entries: list) -> list:
                 for sha, offset, crc in entries]
 
 
+class _PackStreamCopier(PackStreamCopier):
+    """dulwich's PackStreamCopier with its per-object read path replaced:
+    dulwich hands each object 64 KiB of the stream, then builds a new buffer
+    from what zlib left unused and the rest (copies and a dozen Python calls
+    per object). Here the stream sits in one buffer read through an offset,
+    and zlib is given the object's data a window at a time. The wire is read
+    only for bytes that must exist: never past the pack's trailer."""
+
+    SLACK = 256  # zlib's framing beyond the data; a stream longer than that is fed in turns
+
+    def read_objects(self, compute_crc32: bool = False):
+        buf = bytearray()
+        pos = 0
+
+        def ensure(n: int) -> None:
+            nonlocal buf
+            while len(buf) - pos < n:
+                data = self._read(self.read_some, max(n - (len(buf) - pos), 65536))
+                if not data:
+                    raise zlib.error("EOF before the end of the pack")
+                buf += data
+
+        def varint_end(at: int) -> int:
+            ensure(at - pos + 1)
+            while buf[at] & 0x80:
+                at += 1
+                ensure(at - pos + 1)
+            return at + 1
+
+        ensure(12)
+        if bytes(buf[:4]) != b"PACK" or struct.unpack(">L", buf[4:8])[0] not in (2, 3):
+            raise AssertionError("not a pack stream")
+        self._num_objects = struct.unpack(">L", buf[8:12])[0]
+        pos = 12
+        for _ in range(self._num_objects):
+            if pos > (1 << 20):  # what was read is let go of between objects
+                del buf[:pos]
+                pos = 0
+            offset = self._offset - (len(buf) - pos)
+            ensure(20)  # an entry and the trailer follow: these bytes exist
+            end = varint_end(pos)
+            kind, size, _ = _parse_header(buf[pos:end])
+            pos = end
+            if kind == OFS_DELTA:
+                end = varint_end(pos)
+                delta_base = _parse_ofs(buf[pos:end], 0)[0]
+                pos = end
+            elif kind == REF_DELTA:
+                ensure(20)
+                delta_base = bytes(buf[pos:pos + 20])
+                pos += 20
+            elif kind in (1, 2, 3, 4):
+                delta_base = None
+            else:
+                raise zlib.error(f"unknown object type {kind} in the pack")
+            unpacked = UnpackedObject(kind, delta_base=delta_base, decomp_len=size,
+                                      hash_func=self.hash_func)
+            inflate = zlib.decompressobj()
+            got = 0
+            while not inflate.eof:
+                ensure(1)
+                fed = min(len(buf) - pos, size - got + self.SLACK)
+                with memoryview(buf) as view, view[pos:pos + fed] as window:
+                    out = inflate.decompress(window, size - got + 1)
+                if inflate.unconsumed_tail:
+                    raise zlib.error("decompressed data exceeds expected size")
+                got += len(out)
+                if out:
+                    unpacked.decomp_chunks.append(out)
+                pos += fed - len(inflate.unused_data)
+            if got != size:
+                raise zlib.error("decompressed data does not match expected size")
+            unpacked.offset = offset
+            yield unpacked
+        ensure(20)
+        if len(buf) - pos != 20:
+            raise ChecksumMismatch(self.sha.hexdigest(), "bytes after the pack's checksum")
+        pack_sha = bytes(self._trailer)
+        if pack_sha != self.sha.digest():
+            raise ChecksumMismatch(sha_to_hex(pack_sha), self.sha.hexdigest())
+
+
 class ReceivingObjectStore(DiskObjectStore):
     """dulwich's object store, receiving a pushed pack in two passes over it
     (copy, then index and check) instead of three."""
@@ -328,7 +418,7 @@ class ReceivingObjectStore(DiskObjectStore):
                 indexer = _ValidatingIndexer(f, self.object_format.hash_func,
                                              resolve_ext_ref=self.get_raw,
                                              keep_bytes=INFLATED_KEEP_BYTES)
-                copier = PackStreamCopier(self.object_format.hash_func, read_all, read_some, f,
+                copier = _PackStreamCopier(self.object_format.hash_func, read_all, read_some, f,
                                           delta_iter=indexer)
                 copier.verify(progress=progress)
                 f.flush()

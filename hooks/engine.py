@@ -43,8 +43,11 @@ class Engine:
         return {"label": [f"{k}={v}" for k, v in wanted.items() if v is not None]}
 
     def containers(self, app: str | None = None, **labels) -> list:
+        """The containers there are now. The SDK lists ids, then inspects
+        each: one removed in between (an old release retiring in the
+        background) is left out rather than failing the listing."""
         filters = self._filters(**{LABEL_APP: app}, **labels)
-        return self.client.containers.list(all=True, filters=filters)
+        return self.client.containers.list(all=True, filters=filters, ignore_removed=True)
 
     def create(self, spec: dict):
         """Create (not start) a container from a spec. `networks` (a list) joins

@@ -88,3 +88,48 @@ def test_clone_fetch_shallow_thin_push_delete_and_refusal_keep_repositories_soun
     assert "refs/heads/topic" not in run_git(gitd, "ls-remote", gitd.remote(app), cwd=repo).stdout
     fsck(served)
     gitd.ssh("apps:destroy", app, "--force")
+
+
+def test_fetches_after_merges_rewrites_and_across_branches_bring_what_is_missing(gitd, tmp_path):
+    """A fetch walks from the client's haves, not the whole history: a merge,
+    a force-push rewriting history and several branches at once each leave
+    the clone complete (`git fsck --strict`) and at the pushed tips."""
+    app = unique_app("fetch")
+    assert gitd.ssh("apps:create", app).returncode == 0
+    repo = make_repo(tmp_path / "src", {"README": "hello\n"})
+    history(repo, 0, 30)
+    git(repo, "branch", "topic")
+    run_git(gitd, "push", gitd.remote(app), "main:feature", "topic:topic", cwd=repo)
+    clone = tmp_path / "c"
+    run_git(gitd, "clone", "-q", "-b", "feature", gitd.remote(app), str(clone))
+
+    def fetched_matches(*branches: str) -> None:
+        run_git(gitd, "fetch", "-q", "--prune", "origin", cwd=clone)
+        fsck(clone)
+        for local, remote in branches:
+            assert git(clone, "rev-parse", f"origin/{remote}") == git(repo, "rev-parse", local)
+
+    # a merge of a branch the client already has half of
+    git(repo, "checkout", "-q", "topic")
+    for n in range(6):
+        commit(repo, {f"topic/part{n % 2}.txt": f"topic change {n}\n"}, f"topic {n}")
+    git(repo, "checkout", "-q", "main")
+    history(repo, 30, 4)
+    git(repo, "merge", "-q", "--no-ff", "-m", "merge topic", "topic")
+    run_git(gitd, "push", gitd.remote(app), "main:feature", "topic:topic", cwd=repo)
+    fetched_matches(("main", "feature"), ("topic", "topic"))
+
+    # history rewritten below what the client has, then force-pushed
+    git(repo, "reset", "-q", "--hard", "HEAD~2")
+    history(repo, 200, 3)
+    run_git(gitd, "push", "--force", gitd.remote(app), "main:feature", cwd=repo)
+    fetched_matches(("main", "feature"))
+
+    # several new branches at once, one of them off old history
+    git(repo, "checkout", "-q", "-b", "old", "HEAD~20")
+    history(repo, 300, 3)
+    git(repo, "checkout", "-q", "main")
+    history(repo, 400, 2)
+    run_git(gitd, "push", gitd.remote(app), "main:feature", "old:old", "main:copy", cwd=repo)
+    fetched_matches(("main", "feature"), ("old", "old"), ("main", "copy"))
+    gitd.ssh("apps:destroy", app, "--force")

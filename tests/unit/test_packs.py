@@ -1,8 +1,14 @@
-"""gitd.packs: pack entries copied as stored make packs git accepts."""
+"""gitd.packs: pack entries copied as stored make packs git accepts; a pushed
+pack stream is read as dulwich reads it, and a broken one is refused."""
 
+import hashlib
+import io
 import subprocess
+import zlib
 
 import pytest
+from dulwich.errors import ChecksumMismatch
+from dulwich.pack import PackStreamCopier
 from dulwich.repo import Repo
 
 from gitd import packs
@@ -62,3 +68,70 @@ def test_written_packs_hold_exactly_the_objects_asked_for(repo, tmp_path, share)
     out = []
     packs.write_pack_reusing(out.append, store, [(sha, None) for sha in wanted])
     assert index_pack(tmp_path, b"".join(out)) == sorted(s.decode() for s in wanted)
+
+
+def stream_records(copier_class, data: bytes, chunk: int = 65536):
+    """What a copier records from `data` arriving `chunk` bytes at a time."""
+    f = io.BytesIO(data)
+    recorded = []
+
+    class Recorder:
+        def record(self, u):
+            recorded.append((u.offset, u.pack_type_num, u.delta_base, u.decomp_len,
+                             b"".join(u.decomp_chunks)))
+
+    out = io.BytesIO()
+    copier = copier_class(hashlib.sha1, f.read, lambda n: f.read(min(n, chunk)), out,
+                          delta_iter=Recorder())
+    copier.verify()
+    assert out.getvalue() == data
+    return recorded, len(copier)
+
+
+@pytest.fixture
+def pack_stream(repo):
+    return git(repo, "pack-objects", "--all", "--stdout", "-q", "--delta-base-offset").stdout
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 65536])
+def test_the_stream_reader_records_what_dulwichs_does(pack_stream, chunk):
+    assert stream_records(packs._PackStreamCopier, pack_stream, chunk) == \
+        stream_records(PackStreamCopier, pack_stream)
+
+
+def test_the_stream_reader_takes_ref_deltas(repo):
+    data = git(repo, "pack-objects", "--all", "--stdout", "-q").stdout  # REF_DELTA bases
+    assert stream_records(packs._PackStreamCopier, data) == stream_records(PackStreamCopier, data)
+
+
+@pytest.mark.parametrize("cut", [0, 5, 12, 13, 100, -21, -20, -1])
+def test_a_truncated_stream_is_refused(pack_stream, cut):
+    with pytest.raises((zlib.error, ChecksumMismatch, AssertionError)):
+        stream_records(packs._PackStreamCopier, pack_stream[:cut])
+
+
+def test_a_wrong_checksum_or_trailing_bytes_are_refused(pack_stream):
+    with pytest.raises(ChecksumMismatch):
+        stream_records(packs._PackStreamCopier, pack_stream[:-1] + bytes([pack_stream[-1] ^ 1]))
+    with pytest.raises(ChecksumMismatch):
+        stream_records(packs._PackStreamCopier, pack_stream + b"x" * 30)
+
+
+@pytest.mark.parametrize("flip", [12, 13, 40, 200, 1000])
+def test_a_corrupted_stream_is_refused(pack_stream, flip):
+    data = bytearray(pack_stream)
+    data[flip] ^= 0x5A
+    with pytest.raises((zlib.error, ChecksumMismatch, ValueError)):
+        stream_records(packs._PackStreamCopier, bytes(data))
+
+
+def test_a_pushed_tree_that_does_not_parse_is_refused():
+    from dulwich.errors import ObjectFormatException
+    from dulwich.pack import UnpackedObject
+
+    # made as ReceivingObjectStore makes it (no object format: dulwich's default)
+    indexer = packs._ValidatingIndexer(io.BytesIO(), hashlib.sha1, resolve_ext_ref=None)
+    broken = UnpackedObject(2, decomp_len=14)
+    broken.obj_type_num, broken.obj_chunks = 2, [b"100644 x\x00abc"]  # a name without its id
+    with pytest.raises(ObjectFormatException):
+        indexer._result(broken)
