@@ -185,7 +185,7 @@ class Gitd:
         if port is None or not port.isdigit():
             return False
         hosts = self.store.domains(app.name)
-        expected = router.labels(app.name, app.live_seq, hosts, int(port),
+        expected = router.labels(app.name, app.live_seq, self.store.routes(app.name), int(port),
                                  self.settings.traefik_entrypoint,
                                  tlsconfig.tls_plan(self.settings, app.name, hosts))
         return expected != {k: v for k, v in labels.items() if k.startswith("traefik.")}

@@ -48,6 +48,18 @@ class App:
     scale: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True, order=True)
+class HostRoute:
+    """Requests for `host` whose path is `path` or under it go to the app;
+    with `strip_prefix` the app sees the path without that prefix."""
+    host: str
+    path: str = "/"
+    strip_prefix: bool = False
+
+    def __str__(self) -> str:
+        return self.host if self.path == "/" else f"{self.host}{self.path}"
+
+
 @dataclass
 class Release:
     app: str
@@ -116,6 +128,23 @@ class Store:
                     {"key": "schema", "value": str(SCHEMA_VERSION)},
                     {"key": "instance", "value": secrets.token_hex(4)},
                 ])
+            self._migrate_routes()
+
+    def _migrate_routes(self) -> None:
+        """Path routes (issue #13): `routes` replaces `domains`, a bare host
+        of an existing gitd.db becoming the prefix "/"."""
+        db = self.db
+        if "routes" in db.table_names():
+            return
+        with self._tx():
+            db["routes"].create({"host": str, "path": str, "app": str, "strip_prefix": int},
+                                pk=("host", "path"))
+            db["routes"].create_index(["app"])
+            if "domains" in db.table_names():
+                db["routes"].insert_all(
+                    [{"host": r["host"], "path": "/", "app": r["app"], "strip_prefix": 0}
+                     for r in db["domains"].rows], pk=("host", "path"))
+                db["domains"].drop()
 
     # meta
 
@@ -195,7 +224,7 @@ class Store:
 
     def delete_app(self, name: str) -> None:
         with self._tx() as db:
-            for table in ("config", "domains", "grants", "releases"):
+            for table in ("config", "routes", "grants", "releases"):
                 db[table].delete_where("app = ?", [name])
             db["apps"].delete_where("name = ?", [name])
 
@@ -242,32 +271,53 @@ class Store:
                     [{"app": app, "key": k, "value": v} for k, v in values.items()],
                     pk=("app", "key"))
 
-    # domains
+    # routes (host, path prefix); "domains" are their distinct hosts
+
+    def routes(self, app: str) -> list[HostRoute]:
+        with self._lock:
+            rows = self.db["routes"].rows_where("app = ?", [app], order_by="host, path")
+            return [_route(r) for r in rows]
+
+    def routes_of_host(self, host: str) -> dict[str, str]:
+        """{path: app} of every route on `host`."""
+        with self._lock:
+            return {r["path"]: r["app"] for r in self.db["routes"].rows_where("host = ?", [host])}
 
     def domains(self, app: str) -> list[str]:
-        with self._lock:
-            return [r["host"] for r in self.db["domains"].rows_where("app = ?", [app], order_by="host")]
+        return list(dict.fromkeys(r.host for r in self.routes(app)))
 
-    def domain_owner(self, host: str) -> str | None:
-        with self._lock:
-            rows = list(self.db["domains"].rows_where("host = ?", [host]))
-        return rows[0]["app"] if rows else None
+    def domain_owner(self, host: str, path: str = "/") -> str | None:
+        return self.routes_of_host(host).get(path)
+
+    def add_routes(self, app: str, routes: list[HostRoute]) -> None:
+        """Add or update the app's routes; a (host, path) of another app is
+        refused, and then nothing changes."""
+        with self._tx() as db:
+            for route in routes:
+                owner = list(db["routes"].rows_where("host = ? AND path = ?", [route.host, route.path]))
+                if owner and owner[0]["app"] != app:
+                    raise GitdError(f"domain {route} is already used by app {owner[0]['app']!r}")
+            db["routes"].upsert_all(
+                [{"host": r.host, "path": r.path, "app": app, "strip_prefix": int(r.strip_prefix)}
+                 for r in routes], pk=("host", "path"))
+
+    def remove_routes(self, app: str, routes: list[HostRoute]) -> None:
+        """Remove the app's routes at those (host, path); one not on the
+        app is refused, and then nothing changes."""
+        with self._tx() as db:
+            for route in routes:
+                if not db["routes"].count_where("host = ? AND path = ? AND app = ?",
+                                                [route.host, route.path, app]):
+                    raise NotFound(f"domain {route} is not set on {app}")
+            for route in routes:
+                db["routes"].delete_where("host = ? AND path = ? AND app = ?",
+                                          [route.host, route.path, app])
 
     def add_domains(self, app: str, hosts: list[str]) -> None:
-        with self._tx() as db:
-            for host in hosts:
-                owner = list(db["domains"].rows_where("host = ?", [host]))
-                if owner and owner[0]["app"] != app:
-                    raise GitdError(f"domain {host} is already used by app {owner[0]['app']!r}")
-            db["domains"].upsert_all([{"host": h, "app": app} for h in hosts], pk="host")
+        self.add_routes(app, [HostRoute(h) for h in hosts])
 
     def remove_domains(self, app: str, hosts: list[str]) -> None:
-        with self._tx() as db:
-            for host in hosts:
-                if not db["domains"].count_where("host = ? AND app = ?", [host, app]):
-                    raise NotFound(f"domain {host} is not set on {app}")
-            for host in hosts:
-                db["domains"].delete_where("host = ? AND app = ?", [host, app])
+        self.remove_routes(app, [HostRoute(h) for h in hosts])
 
     # grants
 
@@ -383,6 +433,10 @@ def _app(row) -> App:
                current_release=row["current_release"], live_seq=row["live_seq"],
                next_seq=row["next_seq"], settings=json.loads(row["settings"] or "{}"),
                scale=json.loads(row["scale"] or "{}"))
+
+
+def _route(row) -> HostRoute:
+    return HostRoute(row["host"], row["path"], bool(row["strip_prefix"]))
 
 
 def _release(row) -> Release:

@@ -64,6 +64,11 @@ class Target:
     tls: router.TLSPlan | None = None  # None: HTTP only
     limits: dict = field(default_factory=dict)  # docker create() resource arguments
     release_timeout: float = 600.0  # seconds the release command may run
+    paths: list = field(default_factory=list)  # HostRoutes; empty: `hosts` at "/"
+
+    @property
+    def routes(self) -> list:
+        return self.paths or list(self.hosts)
 
 
 def container_name(instance: str, app: str, process: str, index: int, seq: int) -> str:
@@ -132,7 +137,7 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
     }
     if process == "web":
         spec["ports"] = {f"{target.port}/tcp": ("127.0.0.1", None)}
-        labels.update(router.labels(target.app, target.seq, target.hosts, target.port,
+        labels.update(router.labels(target.app, target.seq, target.routes, target.port,
                                     settings.traefik_entrypoint, target.tls))
         if not target.check.disabled:
             if not probe:
@@ -267,12 +272,13 @@ class Deployer:
             if host_port is None:
                 raise DeployError(f"{container.name} has no published port {target.port}")
             urls.add(f"http://127.0.0.1:{host_port}")
-        routes = router.routes(target.app, target.seq, target.hosts,
+        routes = router.routes(target.app, target.seq, target.routes,
                                self.settings.traefik_entrypoint, target.tls)
         took = router.confirm_routed(api, target.app, target.seq, urls,
                                      routers=[r.router for r in routes])
         over = " (HTTP and HTTPS)" if target.tls else ""
-        progress.line(f"Traefik routes {', '.join(target.hosts)} to the new containers{over} "
+        shown = ", ".join(str(r) for r in target.routes)
+        progress.line(f"Traefik routes {shown} to the new containers{over} "
                       f"({took:.1f}s)")
 
     def _report_failure(self, started: list, progress) -> None:

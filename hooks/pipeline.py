@@ -198,7 +198,8 @@ class Pipeline:
         formation = {"web": 1}
         formation.update({k: int(v) for k, v in app.scale.items() if k in commands})
         formation = {k: v for k, v in formation.items() if v > 0}
-        hosts = self.store.domains(release.app)
+        paths = self.store.routes(release.app)
+        hosts = list(dict.fromkeys(r.host for r in paths))
         return Target(
             app=release.app, version=release.version, seq=self.store.take_seq(release.app),
             image=release.image_id, config=config, port=port, formation=formation,
@@ -211,6 +212,7 @@ class Pipeline:
             stop_timeout=int(_within(settings.get("stop_timeout"), self.settings.stop_timeout, 3600)),
             limits=resources.container_args(resources.effective(self.settings, settings)),
             release_timeout=self.settings.release_timeout,
+            paths=paths,
         )
 
     @staticmethod

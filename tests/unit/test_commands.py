@@ -206,6 +206,30 @@ def test_a_failed_domain_redeploy_undoes_the_change(fake):
     assert fake.store.domains("hello") == ["hello.example.com"]
 
 
+def test_path_routes_from_the_command_line(fake):
+    from gitd.store import HostRoute
+    fake.store.create_app("other")
+    fake.store.add_domains("other", ["shop.example.com"])
+    call(fake, "domains:add", "hello", "shop.example.com/api/", "--strip-prefix")
+    assert fake.store.routes_of_host("shop.example.com") == {"/": "other", "/api": "hello"}
+    with pytest.raises(GitdError, match="already used by app 'other'"):
+        call(fake, "domains:add", "hello", "shop.example.com")
+    with pytest.raises(UsageError, match="invalid path prefix"):
+        call(fake, "domains:add", "hello", "shop.example.com/a/../b")
+    deployed(fake.store)
+    fake.pipeline.fail = True
+    with pytest.raises(GitdError, match="left as they were"):  # strip changed, then undone
+        call(fake, "domains:add", "hello", "shop.example.com/api")
+    with pytest.raises(GitdError, match="left as they were"):
+        call(fake, "domains:remove", "hello", "shop.example.com/api")
+    assert HostRoute("shop.example.com", "/api", True) in fake.store.routes("hello")
+    fake.pipeline.fail = False
+    out = call(fake, "domains", "hello")[1]
+    assert "http://shop.example.com:8080/api  (prefix stripped)" in out
+    call(fake, "domains:remove", "hello", "shop.example.com/api")
+    assert fake.store.routes_of_host("shop.example.com") == {"/": "other"}
+
+
 # ps
 
 def test_scale_is_checked_against_the_procfile(store):
