@@ -17,7 +17,7 @@ from gitd import tlsconfig, validate
 from gitd.config import Settings
 from gitd.errors import BuildError, GitdError, NotFound
 from gitd.store import Release, Store
-from hooks import checkout, checks, procfile, resources, router
+from hooks import checkout, checks, components, procfile, resources, router
 from hooks.deploy import Deployer, Target, process_argv
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_RELEASE, Engine
 from hooks.events import Progress
@@ -65,6 +65,12 @@ class Pipeline:
                 processes = procfile.parse(checkout.read_file(repo, tree, "Procfile"))
                 app_json = checkout.read_file(repo, tree, "app.json")
                 checks.from_app_json(app_json)  # a broken app.json fails the push early
+                declared = components.parse(app_json)
+                if declared:
+                    raise BuildError(
+                        f"app.json declares services ({', '.join(c.name for c in declared)}): "
+                        "deploying several services from one push is not supported by this "
+                        "gitd yet (issue #13); nothing changed")
                 progress.stage("build")
                 result, buildpack = self._build(app, release.version, source, Path(tmp),
                                                 app_settings, processes, progress,
