@@ -22,6 +22,7 @@ from gitd.errors import GitdError, NotFound
 SCHEMA_VERSION = 1
 
 ACTIVE_STATUSES = ("building", "deploying")
+JSON_FIELDS = ("config", "procfile", "components")
 
 
 def now() -> float:
@@ -79,6 +80,8 @@ class Release:
     finished_at: float | None
     log: str = ""
     app_json: str | None = None
+    # app.json services (issue #13): name -> {image, image_id, tree, port, ...}
+    components: dict = field(default_factory=dict)
 
 
 class Store:
@@ -129,6 +132,8 @@ class Store:
                     {"key": "instance", "value": secrets.token_hex(4)},
                 ])
             self._migrate_routes()
+            if "components" not in self.db["releases"].columns_dict:
+                self.db["releases"].add_column("components", str)
 
     def _migrate_routes(self) -> None:
         """Path routes (issue #13): `routes` replaces `domains`, a bare host
@@ -353,15 +358,15 @@ class Store:
                 "commit": None, "image": None, "image_id": None, "buildpack": None,
                 "pushed_by": None, "description": "", "config": "{}", "procfile": "{}",
                 "port": None, "created_at": now(), "finished_at": None, "log": "",
-                "app_json": None,
+                "app_json": None, "components": "{}",
             }
             for key, value in fields.items():
-                row[key] = json.dumps(value, sort_keys=True) if key in ("config", "procfile") else value
+                row[key] = json.dumps(value, sort_keys=True) if key in JSON_FIELDS else value
             db["releases"].insert(row)
         return _release(row)
 
     def update_release(self, app: str, version: int, **fields) -> None:
-        for key in ("config", "procfile"):
+        for key in JSON_FIELDS:
             if key in fields:
                 fields[key] = json.dumps(fields[key], sort_keys=True)
         if fields.get("status") in ("succeeded", "failed"):
@@ -394,8 +399,10 @@ class Store:
     def apps_of_image(self, image_id: str) -> set[str]:
         """The apps with a release made from this image id."""
         with self._lock:
-            rows = self.db.execute("SELECT DISTINCT app FROM releases WHERE image_id = ?",
-                                   [image_id]).fetchall()
+            # a service's image (app.json services) is the app's too
+            rows = self.db.execute(
+                "SELECT DISTINCT app FROM releases WHERE image_id = ? OR instr(components, ?) > 0",
+                [image_id, json.dumps(image_id)]).fetchall()
         return {row[0] for row in rows}
 
     def trim_releases(self, app: str, keep: set[int], newest: int, log_tail: int) -> int:
@@ -447,4 +454,4 @@ def _release(row) -> Release:
         description=row["description"] or "", config=json.loads(row["config"] or "{}"),
         procfile=json.loads(row["procfile"] or "{}"), port=row["port"],
         created_at=row["created_at"], finished_at=row["finished_at"], log=row["log"] or "",
-        app_json=row["app_json"])
+        app_json=row["app_json"], components=json.loads(row.get("components") or "{}"))

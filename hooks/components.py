@@ -57,11 +57,24 @@ class Component:
 
     @property
     def env_name(self) -> str:
-        return self.name.upper().replace("-", "_") + "_URL"
+        return env_name(self.name)
 
     @property
     def url(self) -> str:
         return f"http://{self.name}:{self.port}"
+
+
+def env_name(name: str) -> str:
+    return name.upper().replace("-", "_") + "_URL"
+
+
+def join_paths(outer: str, inner: str) -> str:
+    """A service's route prefix under one of the app's routes."""
+    if outer == "/":
+        return inner
+    if inner == "/":
+        return outer
+    return outer + inner
 
 
 def _refuse_repeats(pairs):
