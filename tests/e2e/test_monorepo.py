@@ -27,7 +27,7 @@ def frontend(tag: str) -> dict:
 
 
 def backend(tag: str, crash: bool = False) -> dict:
-    start = "exit 3" if crash else "exec httpd -f -p 8080 -h /www"
+    start = "exit 3" if crash else 'echo "backend $DYNO listening on $PORT"; exec httpd -f -p 8080 -h /www'
     return {"backend/Dockerfile": (
         f"FROM {BASE_IMAGE}:latest\n"
         f'RUN mkdir -p /www && echo "back:{tag}" > /www/health\n'
@@ -70,6 +70,21 @@ def test_a_monorepo_deploys_its_services_as_one_release(gitd, docker_client, tmp
     assert gitd.get(host, "/cgi-bin/peer") == (200, "back:a\n")
     v1 = info(gitd, app, "v1")["services"]
     assert set(v1) == {"frontend", "backend"}
+
+    # per-service commands
+    ok(gitd, "ps:scale", app, "backend.web=2")
+    backends = [c for c in gitd.live_containers(docker_client, app)
+                if c.labels.get("gitd.component") == "backend" and c.labels["gitd.role"] == "service"]
+    assert len(backends) == 2
+    assert json.loads(ok(gitd, "ps:scale", app, "--json").stdout) == {"backend.web": 2, "frontend.web": 1}
+    assert gitd.get(host, "/api/health") == (200, "back:a\n")
+    logs = ok(gitd, "logs", app, "--service", "backend").stdout
+    assert "backend.web.1 | backend web.1 listening on 8080" in logs
+    assert "backend.web.2 |" in logs and "frontend" not in logs
+    assert ok(gitd, "run", app, "--service", "backend", "--", "cat", "/www/health", input="").stdout == "back:a\n"
+    ran = gitd.ssh("run", app, "--", "true", input="")
+    assert ran.returncode != 0 and "--service" in ran.stderr
+    ok(gitd, "ps:scale", app, "backend.web=1")
 
     # only frontend/ changes: only the frontend is rebuilt
     commit(repo, frontend("b"), "frontend only")
