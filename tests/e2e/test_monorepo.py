@@ -3,13 +3,16 @@ backend/ Dockerfiles pushed once, routed by path; only what changed is
 rebuilt; a backend that fails its health check changes nothing."""
 
 import json
+import shutil
 import time
 
 import pytest
 
+from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE
 from tests.e2e.harness import commit, make_repo, unique_app
 from tests.e2e.test_admin import create, ok
+from tests.nix import fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -114,4 +117,27 @@ def test_a_monorepo_deploys_its_services_as_one_release(gitd, docker_client, tmp
     ok(gitd, "releases:rollback", app, "v1")
     wait_get(gitd, host, "/", "front:a|http://backend:8080|http://frontend:3000\n")
     assert gitd.get(host, "/api/health") == (200, "back:a\n")
+    ok(gitd, "apps:destroy", app, "--force")
+
+
+@pytest.mark.nix
+def test_a_flake_with_two_image_outputs_deploys_both(gitd, tmp_path):
+    require(shutil.which("nix") is not None, "nix is not installed (apt-get install nix-bin)")
+    app = unique_app("flakes")
+    host = gitd.host(app)
+    create(gitd, app)
+    repo = make_repo(fixtures.write_web_image_flake(
+        tmp_path / app, {"frontendImage": ("stream", "front end"),
+                         "backendImage": ("tarball", "back end")}), {"app.json": json.dumps({"services": {
+                             "frontend": {"build": {"flake_attr": "frontendImage"}, "routes": [{"path": "/"}]},
+                             "backend": {"build": {"flake_attr": "backendImage"},
+                                         "routes": [{"path": "/api", "strip_prefix": True}]}}})})
+    pushed = gitd.push(repo, app)
+    assert pushed.returncode == 0, pushed.stderr
+    assert f"nix build packages.{fixtures.SYSTEM}.backendImage" in pushed.stderr
+    assert f"nix build packages.{fixtures.SYSTEM}.frontendImage" in pushed.stderr
+    assert gitd.get(host, "/") == (200, "front end\n")
+    assert gitd.get(host, "/api/") == (200, "back end\n")
+    services = info(gitd, app, "v1")["services"]
+    assert services["frontend"]["image_id"] != services["backend"]["image_id"]
     ok(gitd, "apps:destroy", app, "--force")
