@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE
-from tests.e2e.harness import commit, make_repo, unique_app
+from tests.e2e.harness import Load, commit, make_repo, unique_app
 from tests.e2e.test_admin import create, ok
 from tests.nix import fixtures
 
@@ -140,4 +140,23 @@ def test_a_flake_with_two_image_outputs_deploys_both(gitd, tmp_path):
     assert gitd.get(host, "/api/") == (200, "back end\n")
     services = info(gitd, app, "v1")["services"]
     assert services["frontend"]["image_id"] != services["backend"]["image_id"]
+    ok(gitd, "apps:destroy", app, "--force")
+
+
+def test_no_request_fails_under_load_over_five_deploys_of_both_services(gitd, tmp_path):
+    app = unique_app("monoload")
+    host = gitd.host(app)
+    create(gitd, app)
+    repo = make_repo(tmp_path / app, {**APP_JSON, **frontend("0"), **backend("0")})
+    assert gitd.push(repo, app).returncode == 0
+    with Load(gitd, host, clients=2) as front, Load(gitd, host, clients=2, path="/api/health") as back:
+        for n in range(1, 6):
+            commit(repo, {**frontend(str(n)), **backend(str(n))}, f"deploy {n}")
+            pushed = gitd.push(repo, app)
+            assert pushed.returncode == 0, pushed.stderr
+        wait_get(gitd, host, "/api/health", "back:5\n")
+    assert front.failures == [] and back.failures == [], (front.failures[:5], back.failures[:5])
+    assert front.ok > 0 and back.ok > 0
+    assert {"back:0", "back:5"} <= back.bodies
+    assert any(b.startswith("front:5|") for b in front.bodies)
     ok(gitd, "apps:destroy", app, "--force")
