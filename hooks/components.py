@@ -77,6 +77,17 @@ def join_paths(outer: str, inner: str) -> str:
     return outer + inner
 
 
+def under(path: str, prefix: str) -> bool:
+    """`path` is `prefix` or lies below it, whole segments only."""
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+def route_owner(routes_of_host: dict[str, str], path: str) -> str | None:
+    """The app whose route on a host takes `path` (the longest prefix)."""
+    owning = [p for p in routes_of_host if under(path, p)]
+    return routes_of_host[max(owning, key=len)] if owning else None
+
+
 def _refuse_repeats(pairs):
     seen = {}
     for key, value in pairs:

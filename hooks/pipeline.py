@@ -16,7 +16,7 @@ import buildpacks
 from buildpacks import BuildRequest
 from gitd import tlsconfig, validate
 from gitd.config import Settings
-from gitd.errors import BuildError, GitdError, NotFound
+from gitd.errors import BuildError, DeployError, GitdError, NotFound
 from gitd.store import HostRoute, Release, Store
 from hooks import checkout, checks, components, procfile, resources, router
 from hooks.deploy import Deployer, Target, process_argv
@@ -339,6 +339,13 @@ class Pipeline:
             formation = {k: v for k, v in formation.items() if v > 0}
             paths = [HostRoute(r.host, components.join_paths(r.path, path), strip)
                      for r in app_routes for path, strip in service.get("routes", [])]
+            for route in paths:
+                # app.json comes from a deployer: a service route may not
+                # reach a path another app routes on a shared host
+                owner = components.route_owner(self.store.routes_of_host(route.host), route.path)
+                if owner != release.app:
+                    raise DeployError(
+                        f"service {name}: {route} is routed to app {owner!r}, not {release.app}")
             hosts = list(dict.fromkeys(r.host for r in paths))
             check = checks.resolve(app.settings, None, self.settings.deploy_timeout)
             check = replace(check, **{**service.get("healthchecks", {}),

@@ -160,3 +160,19 @@ def test_no_request_fails_under_load_over_five_deploys_of_both_services(gitd, tm
     assert {"back:0", "back:5"} <= back.bodies
     assert any(b.startswith("front:5|") for b in front.bodies)
     ok(gitd, "apps:destroy", app, "--force")
+
+
+def test_a_service_may_not_route_a_path_another_app_owns(gitd, tmp_path):
+    app, other = unique_app("mono"), unique_app("owner")
+    host = f"shared-{app}.example.test"
+    create(gitd, app)
+    ok(gitd, "apps:create", other)
+    ok(gitd, "domains:add", app, host)
+    ok(gitd, "domains:add", other, f"{host}/api")
+    repo = make_repo(tmp_path / app, {**APP_JSON, **frontend("a"), **backend("a")})
+    pushed = gitd.push(repo, app)
+    assert pushed.returncode != 0
+    assert f"service backend: {host}/api is routed to app '{other}', not {app}" in pushed.stderr
+    assert gitd.get(host, "/")[0] == 404  # nothing of the push was routed
+    for name in (app, other):
+        ok(gitd, "apps:destroy", name, "--force")

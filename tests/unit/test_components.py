@@ -125,3 +125,15 @@ def test_malformed_repeated_deep_and_huge_json_is_refused():
         components.parse("[" * 100_000 + "]" * 100_000)
     with pytest.raises(UsageError, match="larger than"):
         components.parse('{"x": "' + "a" * 300_000 + '"}')
+
+
+def test_a_service_route_belongs_to_the_app_owning_its_longest_prefix():
+    on_host = {"/": "shop", "/api": "other"}
+    assert components.route_owner(on_host, "/docs") == "shop"
+    assert components.route_owner(on_host, "/api") == "other"
+    assert components.route_owner(on_host, "/api/v2") == "other"
+    assert components.route_owner(on_host, "/apiary") == "shop"
+    assert components.route_owner({"/shop": "shop"}, "/") is None
+    assert components.join_paths("/", "/api") == "/api"
+    assert components.join_paths("/shop", "/") == "/shop"
+    assert components.join_paths("/shop", "/api") == "/shop/api"
