@@ -287,8 +287,13 @@ class Gitd:
             return False
         if release.status not in ("building", "deploying", "succeeded"):
             return False
-        types = ["web"] + [t for t in release.procfile if t not in ("web", "release")]
-        wanted = {t: int(app.scale.get(t, 1 if t == "web" else 0)) for t in types}
+        if release.components:  # app.json services: SERVICE.TYPE, as ps:scale names them
+            types = [f"{name}.{t}" for name, service in release.components.items()
+                     for t in ["web"] + [t for t in service.get("procfile") or {}
+                                         if t not in ("web", "release")]]
+        else:
+            types = ["web"] + [t for t in release.procfile if t not in ("web", "release")]
+        wanted = {t: int(app.scale.get(t, 1 if t.rpartition(".")[2] == "web" else 0)) for t in types}
         have: dict = {}
         for container in containers:
             state = container.attrs.get("State") or {}
@@ -296,7 +301,9 @@ class Gitd:
             healthy = (state.get("Health") or {}).get("Status") == "healthy"
             if state.get("Status") != "running" or (process == "web" and not healthy):
                 return False
-            have[process] = have.get(process, 0) + 1
+            component = container.labels.get(engine_mod.LABEL_COMPONENT)
+            key = f"{component}.{process}" if component else process
+            have[key] = have.get(key, 0) + 1
         return have == {t: n for t, n in wanted.items() if n > 0}
 
 

@@ -76,3 +76,17 @@ def test_an_incomplete_formation_is_not_finished(tmp_path):
     gitd.reconcile()
     assert gitd.store.get_app("hello").live_seq == 1
     assert gitd._engine.live == [old]
+
+
+def test_an_interrupted_deploy_of_app_json_services_is_finished_only_when_every_service_is_there(tmp_path):
+    old = Container("hello", 1, 1)
+    front, back = Container("hello", 2, 2), Container("hello", 2, 2)
+    for container, name in ((front, "frontend"), (back, "backend")):
+        container.labels["gitd.component"] = name
+        container.name = container.name.replace(".web.", f".{name}_web.")
+    gitd = daemon(tmp_path, [old, front])
+    gitd.store.update_release("hello", 2, components={"frontend": {"procfile": {}},
+                                                      "backend": {"procfile": {}}})
+    app = gitd.store.get_app("hello")
+    assert not gitd._complete_and_healthy(app, 2, [front])
+    assert gitd._complete_and_healthy(app, 2, [front, back])
