@@ -17,7 +17,7 @@ from gitd.store import Store
 from hooks import engine as engine_mod
 from hooks import router
 from hooks.locks import AppLocks
-from hooks.pipeline import Pipeline
+from hooks.pipeline import Pipeline, service_paths
 from hooks.retire import Retirements
 
 log = structlog.get_logger("gitd.service")
@@ -179,15 +179,28 @@ class Gitd:
                and c.labels.get(engine_mod.LABEL_SEQ) == str(app.live_seq)]
         if not web:
             return False
-        labels = web[0].labels
-        name = router.route_name(app.name, app.live_seq)
+        release = self.store.get_release(app.name, app.current_release)
+        if not release.components:
+            return self._labels_drifted(app.name, web[0].labels, app.live_seq,
+                                        self.store.routes(app.name))
+        app_routes = self.store.routes(app.name)
+        for container in web:  # one web container of each app.json service
+            component = container.labels.get(engine_mod.LABEL_COMPONENT)
+            if component in release.components and self._labels_drifted(
+                    f"{app.name}_{component}", container.labels, app.live_seq,
+                    service_paths(app_routes, release.components[component])):
+                return True
+        return False
+
+    def _labels_drifted(self, route_key: str, labels: dict, seq: int, paths: list) -> bool:
+        name = router.route_name(route_key, seq)
         port = labels.get(f"traefik.http.services.{name}.loadbalancer.server.port")
         if port is None or not port.isdigit():
             return False
-        hosts = self.store.domains(app.name)
-        expected = router.labels(app.name, app.live_seq, self.store.routes(app.name), int(port),
-                                 self.settings.traefik_entrypoint,
-                                 tlsconfig.tls_plan(self.settings, app.name, hosts))
+        hosts = list(dict.fromkeys(r.host for r in paths))
+        app_name = route_key.split("_", 1)[0]
+        expected = router.labels(route_key, seq, paths, int(port), self.settings.traefik_entrypoint,
+                                 tlsconfig.tls_plan(self.settings, app_name, hosts))
         return expected != {k: v for k, v in labels.items() if k.startswith("traefik.")}
 
     def refresh_routes(self) -> list[str]:

@@ -337,8 +337,7 @@ class Pipeline:
             formation.update({k.split(".", 1)[1]: int(v) for k, v in app.scale.items()
                               if k.startswith(name + ".") and k.split(".", 1)[1] in commands})
             formation = {k: v for k, v in formation.items() if v > 0}
-            paths = [HostRoute(r.host, components.join_paths(r.path, path), strip)
-                     for r in app_routes for path, strip in service.get("routes", [])]
+            paths = service_paths(app_routes, service)
             for route in paths:
                 # app.json comes from a deployer: a service route may not
                 # reach a path another app routes on a shared host
@@ -473,6 +472,12 @@ def _within(value, default, high):
     except (TypeError, ValueError):
         return default
     return value if 0 <= value <= high else default  # nan fails both comparisons
+
+
+def service_paths(app_routes: list[HostRoute], service: dict) -> list[HostRoute]:
+    """An app.json service's routes on each of the app's routes."""
+    return [HostRoute(r.host, components.join_paths(r.path, path), strip)
+            for r in app_routes for path, strip in service.get("routes", [])]
 
 
 def _port_from(value: str | None, default: int) -> int:
