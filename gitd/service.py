@@ -21,7 +21,7 @@ from hooks import engine as engine_mod
 from hooks import router
 from hooks.locks import AppLocks
 from hooks import pipeline as pipeline_mod
-from hooks.pipeline import Pipeline
+from hooks.pipeline import Pipeline, service_paths
 from hooks.retire import Retirements
 
 log = structlog.get_logger("gitd.service")
@@ -247,15 +247,28 @@ class Gitd:
                and c.labels.get(engine_mod.LABEL_SEQ) == str(app.live_seq)]
         if not web:
             return False
-        labels = web[0].labels
-        name = router.route_name(app.name, app.live_seq)
+        release = self.store.get_release(app.name, app.current_release)
+        if not release.components:
+            return self._labels_drifted(app.name, web[0].labels, app.live_seq,
+                                        self.store.routes(app.name))
+        app_routes = self.store.routes(app.name)
+        for container in web:  # one web container of each app.json service
+            component = container.labels.get(engine_mod.LABEL_COMPONENT)
+            if component in release.components and self._labels_drifted(
+                    f"{app.name}_{component}", container.labels, app.live_seq,
+                    service_paths(app_routes, release.components[component])):
+                return True
+        return False
+
+    def _labels_drifted(self, route_key: str, labels: dict, seq: int, paths: list) -> bool:
+        name = router.route_name(route_key, seq)
         port = labels.get(f"traefik.http.services.{name}.loadbalancer.server.port")
         if port is None or not port.isdigit():
             return False
-        hosts = self.store.domains(app.name)
-        expected = router.labels(app.name, app.live_seq, hosts, int(port),
-                                 self.settings.traefik_entrypoint,
-                                 tlsconfig.tls_plan(self.settings, app.name, hosts))
+        hosts = list(dict.fromkeys(r.host for r in paths))
+        app_name = route_key.split("_", 1)[0]
+        expected = router.labels(route_key, seq, paths, int(port), self.settings.traefik_entrypoint,
+                                 tlsconfig.tls_plan(self.settings, app_name, hosts))
         return expected != {k: v for k, v in labels.items() if k.startswith("traefik.")}
 
     def refresh_routes(self) -> list[str]:
@@ -429,8 +442,13 @@ class Gitd:
             return False
         if release.status not in ("building", "deploying", "succeeded"):
             return False
-        types = ["web"] + [t for t in release.procfile if t not in ("web", "release")]
-        wanted = {t: int(app.scale.get(t, 1 if t == "web" else 0)) for t in types}
+        if release.components:  # app.json services: SERVICE.TYPE, as ps:scale names them
+            types = [f"{name}.{t}" for name, service in release.components.items()
+                     for t in ["web"] + [t for t in service.get("procfile") or {}
+                                         if t not in ("web", "release")]]
+        else:
+            types = ["web"] + [t for t in release.procfile if t not in ("web", "release")]
+        wanted = {t: int(app.scale.get(t, 1 if t.rpartition(".")[2] == "web" else 0)) for t in types}
         have: dict = {}
         for container in containers:
             state = container.attrs.get("State") or {}
@@ -438,7 +456,9 @@ class Gitd:
             healthy = (state.get("Health") or {}).get("Status") == "healthy"
             if state.get("Status") != "running" or (process == "web" and not healthy):
                 return False
-            have[process] = have.get(process, 0) + 1
+            component = container.labels.get(engine_mod.LABEL_COMPONENT)
+            key = f"{component}.{process}" if component else process
+            have[key] = have.get(key, 0) + 1
         return have == {t: n for t, n in wanted.items() if n > 0}
 
 

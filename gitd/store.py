@@ -22,7 +22,7 @@ from gitd.errors import GitdError, NotFound
 SCHEMA_VERSION = 1
 
 ACTIVE_STATUSES = ("building", "deploying")
-JSON_FIELDS = ("config", "procfile", "mounts")
+JSON_FIELDS = ("config", "procfile", "mounts", "components")
 
 
 def now() -> float:
@@ -49,6 +49,18 @@ class App:
     scale: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True, order=True)
+class HostRoute:
+    """Requests for `host` whose path is `path` or under it go to the app;
+    with `strip_prefix` the app sees the path without that prefix."""
+    host: str
+    path: str = "/"
+    strip_prefix: bool = False
+
+    def __str__(self) -> str:
+        return self.host if self.path == "/" else f"{self.host}{self.path}"
+
+
 @dataclass
 class Release:
     app: str
@@ -69,6 +81,8 @@ class Release:
     log: str = ""
     app_json: str | None = None
     mounts: list = field(default_factory=list)  # [{"source", "target", "type"}]
+    # app.json services (issue #13): name -> {image, image_id, tree, port, ...}
+    components: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -137,6 +151,9 @@ class Store:
                     {"key": "instance", "value": secrets.token_hex(4)},
                 ])
             self._migrate_services(db)
+            self._migrate_routes()
+            if "components" not in self.db["releases"].columns_dict:
+                self.db["releases"].add_column("components", str)
 
     def _migrate_services(self, db) -> None:
         """Services, links and mounts (issue 12): added to an existing gitd.db too."""
@@ -156,6 +173,22 @@ class Store:
                                 pk=("app", "target"))
         if "mounts" not in db["releases"].columns_dict:
             db["releases"].add_column("mounts", str)
+
+    def _migrate_routes(self) -> None:
+        """Path routes (issue #13): `routes` replaces `domains`, a bare host
+        of an existing gitd.db becoming the prefix "/"."""
+        db = self.db
+        if "routes" in db.table_names():
+            return
+        with self._tx():
+            db["routes"].create({"host": str, "path": str, "app": str, "strip_prefix": int},
+                                pk=("host", "path"))
+            db["routes"].create_index(["app"])
+            if "domains" in db.table_names():
+                db["routes"].insert_all(
+                    [{"host": r["host"], "path": "/", "app": r["app"], "strip_prefix": 0}
+                     for r in db["domains"].rows], pk=("host", "path"))
+                db["domains"].drop()
 
     # meta
 
@@ -235,7 +268,7 @@ class Store:
 
     def delete_app(self, name: str) -> None:
         with self._tx() as db:
-            for table in ("config", "domains", "grants", "releases", "mounts"):
+            for table in ("config", "routes", "grants", "releases", "mounts"):
                 db[table].delete_where("app = ?", [name])
             db["apps"].delete_where("name = ?", [name])
             db["service_links"].delete_where("app = ?", [name])
@@ -283,32 +316,53 @@ class Store:
                     [{"app": app, "key": k, "value": v} for k, v in values.items()],
                     pk=("app", "key"))
 
-    # domains
+    # routes (host, path prefix); "domains" are their distinct hosts
+
+    def routes(self, app: str) -> list[HostRoute]:
+        with self._lock:
+            rows = self.db["routes"].rows_where("app = ?", [app], order_by="host, path")
+            return [_route(r) for r in rows]
+
+    def routes_of_host(self, host: str) -> dict[str, str]:
+        """{path: app} of every route on `host`."""
+        with self._lock:
+            return {r["path"]: r["app"] for r in self.db["routes"].rows_where("host = ?", [host])}
 
     def domains(self, app: str) -> list[str]:
-        with self._lock:
-            return [r["host"] for r in self.db["domains"].rows_where("app = ?", [app], order_by="host")]
+        return list(dict.fromkeys(r.host for r in self.routes(app)))
 
-    def domain_owner(self, host: str) -> str | None:
-        with self._lock:
-            rows = list(self.db["domains"].rows_where("host = ?", [host]))
-        return rows[0]["app"] if rows else None
+    def domain_owner(self, host: str, path: str = "/") -> str | None:
+        return self.routes_of_host(host).get(path)
+
+    def add_routes(self, app: str, routes: list[HostRoute]) -> None:
+        """Add or update the app's routes; a (host, path) of another app is
+        refused, and then nothing changes."""
+        with self._tx() as db:
+            for route in routes:
+                owner = list(db["routes"].rows_where("host = ? AND path = ?", [route.host, route.path]))
+                if owner and owner[0]["app"] != app:
+                    raise GitdError(f"domain {route} is already used by app {owner[0]['app']!r}")
+            db["routes"].upsert_all(
+                [{"host": r.host, "path": r.path, "app": app, "strip_prefix": int(r.strip_prefix)}
+                 for r in routes], pk=("host", "path"))
+
+    def remove_routes(self, app: str, routes: list[HostRoute]) -> None:
+        """Remove the app's routes at those (host, path); one not on the
+        app is refused, and then nothing changes."""
+        with self._tx() as db:
+            for route in routes:
+                if not db["routes"].count_where("host = ? AND path = ? AND app = ?",
+                                                [route.host, route.path, app]):
+                    raise NotFound(f"domain {route} is not set on {app}")
+            for route in routes:
+                db["routes"].delete_where("host = ? AND path = ? AND app = ?",
+                                          [route.host, route.path, app])
 
     def add_domains(self, app: str, hosts: list[str]) -> None:
-        with self._tx() as db:
-            for host in hosts:
-                owner = list(db["domains"].rows_where("host = ?", [host]))
-                if owner and owner[0]["app"] != app:
-                    raise GitdError(f"domain {host} is already used by app {owner[0]['app']!r}")
-            db["domains"].upsert_all([{"host": h, "app": app} for h in hosts], pk="host")
+        self.add_routes(app, [HostRoute(h) for h in hosts])
 
     def remove_domains(self, app: str, hosts: list[str]) -> None:
-        with self._tx() as db:
-            for host in hosts:
-                if not db["domains"].count_where("host = ? AND app = ?", [host, app]):
-                    raise NotFound(f"domain {host} is not set on {app}")
-            for host in hosts:
-                db["domains"].delete_where("host = ? AND app = ?", [host, app])
+        self.remove_routes(app, [HostRoute(h) for h in hosts])
 
     # grants
 
@@ -344,7 +398,7 @@ class Store:
                 "commit": None, "image": None, "image_id": None, "buildpack": None,
                 "pushed_by": None, "description": "", "config": "{}", "procfile": "{}",
                 "port": None, "created_at": now(), "finished_at": None, "log": "",
-                "app_json": None, "mounts": "[]",
+                "app_json": None, "mounts": "[]", "components": "{}",
             }
             for key, value in fields.items():
                 row[key] = json.dumps(value, sort_keys=True) if key in JSON_FIELDS else value
@@ -385,8 +439,10 @@ class Store:
     def apps_of_image(self, image_id: str) -> set[str]:
         """The apps with a release made from this image id."""
         with self._lock:
-            rows = self.db.execute("SELECT DISTINCT app FROM releases WHERE image_id = ?",
-                                   [image_id]).fetchall()
+            # a service's image (app.json services) is the app's too
+            rows = self.db.execute(
+                "SELECT DISTINCT app FROM releases WHERE image_id = ? OR instr(components, ?) > 0",
+                [image_id, json.dumps(image_id)]).fetchall()
         return {row[0] for row in rows}
 
     def trim_releases(self, app: str, keep: set[int], newest: int, log_tail: int) -> int:
@@ -498,6 +554,10 @@ def _app(row) -> App:
                scale=json.loads(row["scale"] or "{}"))
 
 
+def _route(row) -> HostRoute:
+    return HostRoute(row["host"], row["path"], bool(row["strip_prefix"]))
+
+
 def _release(row) -> Release:
     return Release(
         app=row["app"], version=row["version"], status=row["status"], kind=row["kind"],
@@ -506,7 +566,8 @@ def _release(row) -> Release:
         description=row["description"] or "", config=json.loads(row["config"] or "{}"),
         procfile=json.loads(row["procfile"] or "{}"), port=row["port"],
         created_at=row["created_at"], finished_at=row["finished_at"], log=row["log"] or "",
-        app_json=row["app_json"], mounts=json.loads(row.get("mounts") or "[]"))
+        app_json=row["app_json"], mounts=json.loads(row.get("mounts") or "[]"),
+        components=json.loads(row.get("components") or "{}"))
 
 
 def _service(row) -> Service:

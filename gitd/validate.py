@@ -73,6 +73,41 @@ def hostname(host: str) -> str:
     return host
 
 
+# A route's path prefix: RFC 3986 unreserved characters and '/', starting
+# with '/', no empty, '.' or '..' segment, bounded so that route priorities
+# (hooks/router.py) stay below the HTTPS redirect's.
+PATH_PREFIX = re.compile(r"/[A-Za-z0-9._~/-]{0,99}")
+MAX_PATH_PREFIX = 100
+
+
+def path_prefix(path: str) -> str:
+    """`/api`, `/api/` -> `/api`; `/` stays `/`. It goes into a Traefik rule
+    and a strip-prefix middleware, so nothing but URL path characters pass."""
+    raw = path
+    if not isinstance(path, str):
+        path = ""
+    if path != "/" and path.endswith("/"):
+        path = path[:-1]
+    segments = path.split("/")[1:]
+    if (not PATH_PREFIX.fullmatch(path)
+            or (path != "/" and any(seg in ("", ".", "..") for seg in segments))):
+        raise UsageError(
+            f"invalid path prefix {_show(raw)}: '/' then letters, digits, '-', '.', '_', '~' "
+            f"and '/' (no empty, '.' or '..' segment), at most {MAX_PATH_PREFIX} characters")
+    return path
+
+
+def host_and_path(text: str) -> tuple[str, str]:
+    """`example.com/api` -> ("example.com", "/api"); a bare host -> (host, "/")."""
+    text = (text or "").strip()
+    host, slash, path = text.partition("/")
+    host = hostname(host)
+    try:
+        return host, path_prefix("/" + path) if slash else "/"
+    except UsageError as exc:
+        raise UsageError(f"invalid domain {_show(text)}: {exc}") from None
+
+
 def own_host(host: str, app: str, domain: str) -> str:
     """`<name>.<gitd domain>` is the default host of the app `name`, existing
     or future: no other app may take it."""

@@ -24,8 +24,8 @@ from gitd.config import Settings
 from gitd.errors import DeployError, GitdError
 from hooks import checks, router
 from hooks.checks import HealthCheck
-from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE,
-                          LABEL_ROLE, LABEL_SEQ, Engine)
+from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
+                          LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, Engine)
 from hooks.retire import Retirements
 
 
@@ -66,6 +66,23 @@ class Target:
     release_timeout: float = 600.0  # seconds the release command may run
     networks: list[str] = field(default_factory=list)  # linked services' networks
     mounts: list[dict] = field(default_factory=list)  # the release's storage
+    paths: list = field(default_factory=list)  # HostRoutes; empty: `hosts` at "/"
+    # an app.json service (issue #13): its name, a network alias on the app's
+    # network; "" for a plain app
+    component: str = ""
+
+    @property
+    def routes(self) -> list:
+        return self.paths or list(self.hosts)
+
+    @property
+    def route_key(self) -> str:
+        """What names this deploy's Traefik routers: `<app>`, or
+        `<app>_<service>` (no app name holds '_', so none can clash)."""
+        return f"{self.app}_{self.component}" if self.component else self.app
+
+    def process_name(self, process: str) -> str:
+        return f"{self.component}_{process}" if self.component else process
 
 
 def attach_storage(spec: dict, networks: list[str], mounts: list[dict]) -> dict:
@@ -84,7 +101,7 @@ def container_name(instance: str, app: str, process: str, index: int, seq: int) 
 
 
 def base_labels(instance: str, target: Target, process: str, role: str) -> dict[str, str]:
-    return {
+    labels = {
         LABEL_INSTANCE: instance,
         LABEL_APP: target.app,
         LABEL_RELEASE: str(target.version),
@@ -92,6 +109,9 @@ def base_labels(instance: str, target: Target, process: str, role: str) -> dict[
         LABEL_PROCESS: process,
         LABEL_ROLE: role,
     }
+    if target.component:
+        labels[LABEL_COMPONENT] = target.component
+    return labels
 
 
 def environment(target: Target, process: str, index: int) -> dict[str, str]:
@@ -132,7 +152,8 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
     labels = base_labels(settings.instance, target, process, "service")
     spec = {
         "image": target.image,
-        "name": container_name(settings.instance, target.app, process, index, target.seq),
+        "name": container_name(settings.instance, target.app, target.process_name(process), index,
+                               target.seq),
         "command": target.commands.get(process),
         "environment": environment(target, process, index),
         "labels": labels,
@@ -143,9 +164,11 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
         "networks": networks(settings, target.app),
         **target.limits,
     }
+    if target.component:
+        spec["network_aliases"] = [target.component]
     if process == "web":
         spec["ports"] = {f"{target.port}/tcp": ("127.0.0.1", None)}
-        labels.update(router.labels(target.app, target.seq, target.hosts, target.port,
+        labels.update(router.labels(target.route_key, target.seq, target.routes, target.port,
                                     settings.traefik_entrypoint, target.tls))
         if not target.check.disabled:
             if not probe:
@@ -164,7 +187,8 @@ def release_task_spec(target: Target, settings: Settings) -> dict:
     labels["traefik.enable"] = "false"
     spec = {
         "image": target.image,
-        "name": container_name(settings.instance, target.app, "release", 1, target.seq),
+        "name": container_name(settings.instance, target.app, target.process_name("release"), 1,
+                               target.seq),
         "command": target.release_command,
         "environment": environment(target, "release", 1),
         "labels": labels,
@@ -182,43 +206,56 @@ class Deployer:
         self.probe = checks.find_probe(settings.probe_binary)
         self.retirements = retirements or Retirements()
 
-    def deploy(self, target: Target, progress, on_live, on_retired=None) -> dict:
+    def deploy(self, target, progress, on_live, on_retired=None) -> dict:
         """Run the swap up to `live`. `on_live()` records the new release as
         current; it is called once the new containers serve, before the old
         ones are touched. The old ones then drain and stop in the background,
         and `on_retired()` runs once they are gone (at once when there are
-        none). Returns timings in seconds."""
+        none). Returns timings in seconds.
+
+        `target` may be a list: the services of one release (app.json
+        services), one seq. Every new container of every one is healthy and
+        routed before `live`; any failure removes all of them."""
+        targets = target if isinstance(target, list) else [target]
+        first = targets[0]
         timings: dict[str, float] = {}
-        started: list = []
+        started: dict[int, list] = {i: [] for i in range(len(targets))}
+        everything = lambda: [c for group in started.values() for c in group]  # noqa: E731
         t0 = time.monotonic()
-        self.engine.ensure_network(app_network(self.settings.instance, target.app),
-                                   labels={LABEL_APP: target.app})
+        self.engine.ensure_network(app_network(self.settings.instance, first.app),
+                                   labels={LABEL_APP: first.app})
+        current = first
         try:
-            if target.release_command:
-                self._run_release_task(target, progress)
+            for current in targets:
+                if current.release_command:
+                    self._run_release_task(current, progress)
             progress.stage("start")
-            specs = container_specs(target, self.settings, self.probe)
-            for spec in specs:
-                progress.line(f"starting {spec['name']}")
-                started.append(self.engine.run(spec))
+            for i, current in enumerate(targets):
+                for spec in container_specs(current, self.settings, self.probe):
+                    progress.line(f"starting {spec['name']}")
+                    started[i].append(self.engine.run(spec))
             timings["start"] = time.monotonic() - t0
             progress.stage("healthy")
-            self._wait_ready(target, started, progress)
+            for i, current in enumerate(targets):
+                self._wait_ready(current, started[i], progress)
             timings["healthy"] = time.monotonic() - t0
             progress.stage("routed")
-            self._confirm_routes(target, started, progress)
+            for i, current in enumerate(targets):
+                self._confirm_routes(current, started[i], progress)
             timings["routed"] = time.monotonic() - t0
         except GitdError as exc:
-            self._report_failure(started, progress)
-            self._remove(started)
+            self._report_failure(everything(), progress)
+            self._remove(everything())
+            if current.component:
+                raise DeployError(f"service {current.component}: {exc}")
             raise DeployError(str(exc))
         except BaseException:
-            self._remove(started)
+            self._remove(everything())
             raise
         progress.stage("live")
         on_live()
         timings["live"] = time.monotonic() - t0
-        self._retire_in_background(target, progress, on_retired)
+        self._retire_in_background(first, progress, on_retired)
         return timings
 
     def _run_release_task(self, target: Target, progress) -> None:
@@ -280,12 +317,13 @@ class Deployer:
             if host_port is None:
                 raise DeployError(f"{container.name} has no published port {target.port}")
             urls.add(f"http://127.0.0.1:{host_port}")
-        routes = router.routes(target.app, target.seq, target.hosts,
+        routes = router.routes(target.route_key, target.seq, target.routes,
                                self.settings.traefik_entrypoint, target.tls)
-        took = router.confirm_routed(api, target.app, target.seq, urls,
+        took = router.confirm_routed(api, target.route_key, target.seq, urls,
                                      routers=[r.router for r in routes])
         over = " (HTTP and HTTPS)" if target.tls else ""
-        progress.line(f"Traefik routes {', '.join(target.hosts)} to the new containers{over} "
+        shown = ", ".join(str(r) for r in target.routes)
+        progress.line(f"Traefik routes {shown} to the new containers{over} "
                       f"({took:.1f}s)")
 
     def _report_failure(self, started: list, progress) -> None:

@@ -22,6 +22,7 @@ LABEL_SEQ = "gitd.seq"
 LABEL_PROCESS = "gitd.process"
 LABEL_ROLE = "gitd.role"  # service | oneoff | release-task
 LABEL_SERVICE = "gitd.service"  # a database or cache gitd runs (gitd.services)
+LABEL_COMPONENT = "gitd.component"  # an app.json service's name (issue #13)
 
 
 def connect() -> docker.DockerClient:
@@ -55,8 +56,12 @@ class Engine:
         spec = dict(spec)
         mounts = [Mount(**m) for m in spec.pop("mounts", [])]
         networks = list(spec.pop("networks", []))
+        aliases = list(spec.pop("network_aliases", []))  # names on the first network
         if networks and "network" not in spec:
             spec["network"] = networks.pop(0)
+            if aliases:
+                spec["networking_config"] = {
+                    spec["network"]: self.client.api.create_endpoint_config(aliases=aliases)}
         try:
             container = self.client.containers.create(mounts=mounts, **spec)
         except docker.errors.DockerException as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -16,10 +17,10 @@ import buildpacks
 from buildpacks import BuildRequest
 from gitd import tlsconfig, validate
 from gitd.config import Settings
-from gitd.errors import BuildError, GitdError, NotFound
+from gitd.errors import BuildError, DeployError, GitdError, NotFound
 from gitd.services.base import network_name
-from gitd.store import Release, Store
-from hooks import checkout, checks, procfile, resources, router
+from gitd.store import HostRoute, Release, Store
+from hooks import checkout, checks, components, procfile, resources, router
 from hooks.deploy import Deployer, Target, process_argv
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_RELEASE, Engine
 from hooks.events import Progress
@@ -71,16 +72,30 @@ class Pipeline:
                 processes = procfile.parse(checkout.read_file(repo, tree, "Procfile"))
                 app_json = checkout.read_file(repo, tree, "app.json")
                 checks.from_app_json(app_json)  # a broken app.json fails the push early
+                declared = components.parse(app_json)
                 progress.stage("build")
-                result, buildpack = self._build(app, release.version, source, Path(tmp),
-                                                app_settings, processes, progress,
-                                                trusted=self._is_admin(pushed_by))
-                built_image = result.image_id
-            port = self._image_port(result.image_id)
-            self.store.update_release(
-                app, release.version, status="deploying", image=image_tag(app, release.version),
-                image_id=result.image_id, buildpack=buildpack, procfile=processes, port=port,
-                app_json=app_json)
+                if declared:
+                    built_services = self._build_components(
+                        app, release.version, repo, commit, app_settings.get("build_dir", ""),
+                        declared, source, Path(tmp), app_settings, progress,
+                        trusted=self._is_admin(pushed_by))
+                else:
+                    result, buildpack = self._build(app, release.version, source, Path(tmp),
+                                                    app_settings, processes, progress,
+                                                    trusted=self._is_admin(pushed_by))
+                    built_image = result.image_id
+            if declared:
+                first = built_services[declared[0].name]
+                self.store.update_release(
+                    app, release.version, status="deploying", image=first["image"],
+                    image_id=first["image_id"], buildpack="services", procfile={},
+                    port=first["port"], app_json=app_json, components=built_services)
+            else:
+                port = self._image_port(result.image_id)
+                self.store.update_release(
+                    app, release.version, status="deploying", image=image_tag(app, release.version),
+                    image_id=result.image_id, buildpack=buildpack, procfile=processes, port=port,
+                    app_json=app_json)
             release = self.store.get_release(app, release.version)
             self._deploy(release, progress)
             return release
@@ -88,6 +103,8 @@ class Pipeline:
             self._fail(release, progress, exc)
             if built_image:
                 self._remove_image_quietly(image_tag(app, release.version))
+            for tag in self._component_tags(app, release.version):
+                self._remove_image_quietly(tag)
             raise
 
     def release(self, app: str, base: Release, config: dict, kind: str, description: str,
@@ -105,10 +122,15 @@ class Pipeline:
         progress = self._progress(sink, app, release.version)
         try:
             self.engine.tag(base.image_id, image_repository(app), f"v{release.version}")
-            self.store.update_release(app, release.version, image=tag)
+            services = {}
+            for name, service in base.components.items():  # every service together
+                self.engine.tag(service["image_id"], image_repository(app), f"v{release.version}-{name}")
+                services[name] = {**service, "image": f"{tag}-{name}", "reused": True}
+            self.store.update_release(app, release.version, image=tag, components=services)
         except Exception as exc:
             self._fail(release, progress, exc)
-            self._remove_image_quietly(tag)
+            for each in [tag] + self._component_tags(app, release.version):
+                self._remove_image_quietly(each)
             raise
         release = self.store.get_release(app, release.version)
         progress.step(f"Releasing v{release.version}: {description}")
@@ -116,7 +138,8 @@ class Pipeline:
             self._deploy(release, progress, announce=False)
         except Exception as exc:
             self._fail(release, progress, exc)
-            self._remove_image_quietly(tag)
+            for each in [tag] + self._component_tags(app, release.version):
+                self._remove_image_quietly(each)
             raise
         return release
 
@@ -141,17 +164,17 @@ class Pipeline:
             return False
 
     def _build(self, app, version, source, tmp, app_settings, processes, progress,
-               trusted: bool = False):
+               trusted: bool = False, tag: str = "", gc_root: Path | None = None):
         buildpack, reason = buildpacks.detect(
             source, app_settings.get("buildpack"),
             build_dir=app_settings.get("build_dir", ""))
         progress.line(f"{buildpack.name} buildpack: {reason}")
         request = BuildRequest(
-            app=app, release=version, source_dir=source, image_tag=image_tag(app, version),
+            app=app, release=version, source_dir=source, image_tag=tag or image_tag(app, version),
             labels={LABEL_INSTANCE: self.settings.instance, LABEL_APP: app,
                     LABEL_RELEASE: str(version)},
             emit=progress.line, docker=self.engine.client, work_dir=tmp / "work",
-            gc_root=self.gc_root(app, version), options=app_settings.get("buildpack_options", {}),
+            gc_root=gc_root or self.gc_root(app, version), options=app_settings.get("buildpack_options", {}),
             procfile=processes, network=self.settings.build_network,
             base_images=self.settings.base_images, trusted=trusted,
             timeout=self.settings.build_timeout,
@@ -170,13 +193,20 @@ class Pipeline:
             progress.step(f"Releasing v{release.version}")
         # push, rollback, config change or restart: whatever image is about to
         # run, it may not route (images made before this check included)
-        router.refuse_routing_labels(
-            (self.engine.image_attrs(release.image_id).get("Config") or {}).get("Labels"),
-            f"the image of v{release.version}")
-        target = self.target(release)
+        images = ({n: c["image_id"] for n, c in release.components.items()} if release.components
+                  else {"": release.image_id})
+        for name, image_id in images.items():
+            router.refuse_routing_labels(
+                (self.engine.image_attrs(image_id).get("Config") or {}).get("Labels"),
+                f"the image of v{release.version}" + (f" (service {name})" if name else ""))
+        targets = self.component_targets(release) if release.components else [self.target(release)]
+        target = targets[0]
         if not release_task:
-            target.release_command = None
-        progress.step(f"Deploying v{release.version} ({_formation_text(target.formation)})")
+            for each in targets:
+                each.release_command = None
+        formation = ", ".join(
+            (f"{t.component}: " if t.component else "") + _formation_text(t.formation) for t in targets)
+        progress.step(f"Deploying v{release.version} ({formation})")
         progress.stage("deploy")
         progress.bind(seq=target.seq)
 
@@ -188,12 +218,13 @@ class Pipeline:
 
         # images of old releases go once no container uses them: after the retirement
         deploying = threading.get_ident()
-        self.deployer.deploy(target, progress, on_live,
+        self.deployer.deploy(targets if release.components else target, progress, on_live,
                              on_retired=(lambda: self._prune_after_retirement(app, progress, deploying))
                              if record else None)
         progress.stage("done")
-        if target.hosts:
-            progress.step(f"Deployed to {self.settings.host_url(target.hosts[0])}")
+        hosts = [h for t in targets for h in t.hosts]
+        if hosts:
+            progress.step(f"Deployed to {self.settings.host_url(hosts[0])}")
         else:
             progress.step(f"Deployed v{release.version} (no domains: not routed)")
         if record:
@@ -208,7 +239,8 @@ class Pipeline:
         formation = {"web": 1}
         formation.update({k: int(v) for k, v in app.scale.items() if k in commands})
         formation = {k: v for k, v in formation.items() if v > 0}
-        hosts = self.store.domains(release.app)
+        paths = self.store.routes(release.app)
+        hosts = list(dict.fromkeys(r.host for r in paths))
         return Target(
             app=release.app, version=release.version, seq=self.store.take_seq(release.app),
             image=release.image_id, config=config, port=port, formation=formation,
@@ -222,12 +254,129 @@ class Pipeline:
             limits=resources.container_args(resources.effective(self.settings, settings)),
             release_timeout=self.settings.release_timeout,
             networks=self.service_networks(release.app), mounts=list(release.mounts),
+            paths=paths,
         )
 
     def service_networks(self, app: str) -> list[str]:
         """The networks of the services linked to `app`: only they reach them."""
         return [network_name(self.settings.instance, service)
                 for service in self.store.links_of_app(app)]
+
+    # app.json services (issue #13)
+
+    def _build_components(self, app, version, repo, commit, root_dir, declared, source, tmp,
+                          app_settings, progress, trusted) -> dict:
+        """Build (or reuse) every service's image; name -> what the release
+        records of it. A service whose build input is unchanged since the
+        current release (the git tree of its directory; for a flake
+        attribute, the whole tree) reuses that release's image."""
+        current = self.store.current_release(app)
+        before = current.components if current else {}
+        built: dict = {}
+        for component in declared:
+            subdir = "/".join(p for p in (root_dir, component.build_dir) if p)
+            tree = checkout.subtree(repo, commit, subdir).id.decode()
+            build = {"dir": component.build_dir} if component.build_dir else \
+                {"flake_attr": component.flake_attr}
+            tag = image_tag(app, version) + f"-{component.name}"
+            previous = before.get(component.name) or {}
+            entry = {"image": tag, "tree": tree, "build": build, "port": component.port,
+                     "healthchecks": component.healthchecks,
+                     "routes": [[r.path, r.strip_prefix] for r in component.routes]}
+            if (previous.get("tree") == tree and previous.get("build") == build
+                    and self._reusable(previous.get("image_id"))):
+                progress.step(f"{component.name} unchanged (tree {tree[:12]}): reusing its image")
+                self.engine.tag(previous["image_id"], image_repository(app), f"v{version}-{component.name}")
+                entry.update(image_id=previous["image_id"], buildpack=previous.get("buildpack"),
+                             procfile=previous.get("procfile", {}), reused=True)
+                built[component.name] = entry
+                continue
+            what = (f"dir {component.build_dir}" if component.build_dir
+                    else f"flake attribute {component.flake_attr}")
+            progress.step(f"Building service {component.name} ({what}, tree {tree[:12]})")
+            if component.build_dir:
+                service_source = source / component.build_dir
+                settings = {**app_settings, "build_dir": "", "buildpack": None, "buildpack_options": {}}
+                processes = component.processes or procfile.parse(
+                    checkout.read_file(repo, checkout.subtree(repo, commit, subdir), "Procfile"))
+            else:
+                service_source = source
+                settings = {**app_settings, "buildpack": "nix",
+                            "buildpack_options": {"image_attr": component.flake_attr}}
+                processes = dict(component.processes)
+            work = tmp / f"service-{component.name}"
+            work.mkdir()
+            try:
+                result, buildpack = self._build(
+                    app, version, service_source, work, settings, processes, progress,
+                    trusted=trusted, tag=tag,
+                    gc_root=self.gc_root(app, version).with_name(f"v{version}-{component.name}"))
+            except GitdError as exc:
+                raise BuildError(f"service {component.name}: {exc}") from exc
+            entry.update(image_id=result.image_id, buildpack=buildpack, procfile=processes,
+                         reused=False)
+            built[component.name] = entry
+        return built
+
+    def _reusable(self, image_id: str | None) -> bool:
+        if not image_id:
+            return False
+        try:
+            self.engine.image_attrs(image_id)
+            return True
+        except GitdError:
+            return False
+
+    def _component_tags(self, app: str, version: int) -> list[str]:
+        try:
+            release = self.store.get_release(app, version)
+        except GitdError:
+            return []
+        return [c["image"] for c in release.components.values() if c.get("image")]
+
+    def component_targets(self, release: Release) -> list[Target]:
+        """One Target per service of `release`, all with one seq."""
+        app = self.store.get_app(release.app)
+        seq = self.store.take_seq(release.app)
+        app_routes = self.store.routes(release.app)
+        services = release.components
+        urls = {components.env_name(name): f"http://{name}:{c['port']}" for name, c in services.items()}
+        targets = []
+        for name, service in sorted(services.items()):
+            config = {**urls, **release.config}
+            config.pop("PORT", None)  # each service has its own port
+            commands = {"web": process_argv(service.get("procfile", {}).get("web"), service.get("buildpack"))
+                        if service.get("buildpack") != "nix" else None}
+            commands.update({k: process_argv(v, service.get("buildpack"))
+                             for k, v in service.get("procfile", {}).items() if k not in ("web", "release")})
+            formation = {"web": 1}
+            formation.update({k.split(".", 1)[1]: int(v) for k, v in app.scale.items()
+                              if k.startswith(name + ".") and k.split(".", 1)[1] in commands})
+            formation = {k: v for k, v in formation.items() if v > 0}
+            paths = service_paths(app_routes, service)
+            for route in paths:
+                # app.json comes from a deployer: a service route may not
+                # reach a path another app routes on a shared host
+                owner = components.route_owner(self.store.routes_of_host(route.host), route.path)
+                if owner != release.app:
+                    raise DeployError(
+                        f"service {name}: {route} is routed to app {owner!r}, not {release.app}")
+            hosts = list(dict.fromkeys(r.host for r in paths))
+            check = checks.resolve(app.settings, None, self.settings.deploy_timeout)
+            check = replace(check, **{**service.get("healthchecks", {}),
+                                      **app.settings.get("checks", {})})
+            release_command = service.get("procfile", {}).get("release")
+            targets.append(Target(
+                app=release.app, version=release.version, seq=seq, image=service["image_id"],
+                config=config, port=int(service["port"]), formation=formation, commands=commands,
+                hosts=hosts, tls=tlsconfig.tls_plan(self.settings, release.app, hosts), check=check,
+                release_command=process_argv(release_command, service.get("buildpack")),
+                drain=_within(app.settings.get("drain"), self.settings.drain_seconds, 3600),
+                stop_timeout=int(_within(app.settings.get("stop_timeout"), self.settings.stop_timeout, 3600)),
+                limits=resources.container_args(resources.effective(self.settings, app.settings)),
+                release_timeout=self.settings.release_timeout, paths=paths, component=name,
+                networks=self.service_networks(release.app), mounts=list(release.mounts)))
+        return targets
 
     @staticmethod
     def commands(release: Release) -> dict[str, list[str] | None]:
@@ -295,6 +444,8 @@ class Pipeline:
             if release.version in keep or release.status == "pruned":
                 continue
             tag = release.image or image_tag(app, release.version)
+            for service in release.components.values():  # their tags; shared images stay tagged
+                self.engine.remove_image(service["image"])
             self.engine.remove_image(tag)
             if self.engine.has_image(tag):
                 continue  # a container still draining in the background uses it: the next deploy prunes it
@@ -353,6 +504,12 @@ def _within(value, default, high):
     except (TypeError, ValueError):
         return default
     return value if 0 <= value <= high else default  # nan fails both comparisons
+
+
+def service_paths(app_routes: list[HostRoute], service: dict) -> list[HostRoute]:
+    """An app.json service's routes on each of the app's routes."""
+    return [HostRoute(r.host, components.join_paths(r.path, path), strip)
+            for r in app_routes for path, strip in service.get("routes", [])]
 
 
 def _port_from(value: str | None, default: int) -> int:

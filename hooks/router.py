@@ -8,6 +8,12 @@ Each deploy of an app gets its own router and service, `<app>-s<seq>`, with
 the same Host rule and a priority that rises with seq. Traefik never sees
 two definitions of one name (labels are immutable and a clash drops the
 router for everyone), and while old and new both exist the new one wins.
+
+Routes may carry a path prefix (issue #13): the routes of one path (and
+strip setting) share a router, `<app>-s<seq>` for the first, then
+`<app>-s<seq>-p<N>`; a longer prefix gets a higher priority band, so the
+longest prefix wins across apps on one host while, within a band, each
+app's newer deploy still outranks its older one.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from gitd.errors import DeployError, GitdError
+from gitd.store import HostRoute
 
 # Every label Traefik's docker provider reads starts with this (it matches
 # keys case-insensitively, so the check does too).
@@ -29,6 +36,11 @@ HTTPS_ENTRYPOINT = "websecure"
 # above every deploy's router (1000 + seq); below Traefik's own ACME
 # HTTP-01 router, so challenges still reach Traefik
 REDIRECT_PRIORITY = 1_000_000_000
+# deploy priority: 1000 + seq, plus a band per character of path prefix
+# beyond "/" (prefixes are at most 100 characters: the top band stays below
+# REDIRECT_PRIORITY; a seq past the band's width is held at its top)
+PRIORITY_BASE = 1000
+PRIORITY_BAND = 1_000_000
 
 
 def route_name(app: str, seq: int) -> str:
@@ -37,6 +49,26 @@ def route_name(app: str, seq: int) -> str:
 
 def host_rule(hosts: list[str]) -> str:
     return " || ".join(f"Host(`{h}`)" for h in hosts)
+
+
+def path_rule(hosts: list[str], path: str) -> str:
+    """Traefik's PathPrefix is a plain string prefix (`/api` would take
+    `/apiary`): a prefix matches itself and what lies under it."""
+    if path == "/":
+        return host_rule(hosts)
+    hosts_part = host_rule(hosts)
+    if len(hosts) > 1:
+        hosts_part = f"({hosts_part})"
+    return f"{hosts_part} && (Path(`{path}`) || PathPrefix(`{path}/`))"
+
+
+def priority(seq: int, path: str) -> int:
+    return PRIORITY_BASE + min(seq, PRIORITY_BAND - PRIORITY_BASE - 1) + (len(path) - 1) * PRIORITY_BAND
+
+
+def as_routes(routes) -> list[HostRoute]:
+    """Host names (a prefix of "/") or HostRoutes, as HostRoutes."""
+    return [r if isinstance(r, HostRoute) else HostRoute(r) for r in routes]
 
 
 @dataclass(frozen=True)
@@ -66,35 +98,65 @@ class Route:
     tls: bool = False
     resolver: str = ""
     cert_domains: tuple[str, ...] = ()  # with a resolver: one certificate each
+    path: str = "/"
+    strip_prefix: bool = False
 
 
-def routes(app: str, seq: int, hosts: list[str], entrypoint: str = "web",
+def path_groups(routes: list[HostRoute]) -> list[tuple[str, bool, tuple[str, ...]]]:
+    """(path, strip, hosts) for each distinct path and strip setting, "/" first."""
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for route in sorted(routes, key=lambda r: (r.path != "/", r.path, r.strip_prefix)):
+        # stripping "/" means nothing
+        key = (route.path, route.strip_prefix and route.path != "/")
+        if route.host not in groups.setdefault(key, []):
+            groups[key].append(route.host)
+    return [(path, strip, tuple(hosts)) for (path, strip), hosts in groups.items()]
+
+
+def routes(app: str, seq: int, hosts, entrypoint: str = "web",
            tls: TLSPlan | None = None) -> list[Route]:
-    """The routers of one deploy, as data: HTTP, then HTTPS if planned."""
-    if not hosts:
-        return []
-    name = route_name(app, seq)
-    result = [Route(name, entrypoint, tuple(hosts))]
+    """The routers of one deploy, as data: per path, HTTP, then HTTPS if
+    planned. `hosts`: host names (prefix "/") or HostRoutes."""
+    result = []
+    for index, (path, strip, group_hosts) in enumerate(path_groups(as_routes(hosts))):
+        name = route_name(app, seq) + (f"-p{index}" if index else "")
+        result += _group_routes(name, group_hosts, path, strip, entrypoint, tls)
+    return result
+
+
+def _group_routes(name: str, hosts: tuple[str, ...], path: str, strip: bool, entrypoint: str,
+                  tls: TLSPlan | None) -> list[Route]:
+    result = [Route(name, entrypoint, hosts, path=path, strip_prefix=strip)]
     if tls is None:
         return result
     custom = tuple(h for h in hosts if h in tls.custom_hosts)
     others = tuple(h for h in hosts if h not in tls.custom_hosts)
     if others:
         domains = tuple(dict.fromkeys(tls.cert_domain(h) for h in others)) if tls.resolver else ()
-        result.append(Route(f"{name}-tls", tls.entrypoint, others, True, tls.resolver, domains))
+        result.append(Route(f"{name}-tls", tls.entrypoint, others, True, tls.resolver, domains,
+                            path, strip))
     if custom:
-        result.append(Route(f"{name}-tlsc", tls.entrypoint, custom, True))
+        result.append(Route(f"{name}-tlsc", tls.entrypoint, custom, True, path=path,
+                            strip_prefix=strip))
     return result
+
+
+def strip_middleware(route: Route) -> str:
+    return f"{route.router}-strip"
 
 
 def route_labels(route: Route, seq: int, service: str) -> dict[str, str]:
     prefix = f"traefik.http.routers.{route.router}"
     result = {
-        f"{prefix}.rule": host_rule(list(route.hosts)),
+        f"{prefix}.rule": path_rule(list(route.hosts), route.path),
         f"{prefix}.entrypoints": route.entrypoint,
-        f"{prefix}.priority": str(1000 + seq),
+        f"{prefix}.priority": str(priority(seq, route.path)),
         f"{prefix}.service": service,
     }
+    if route.strip_prefix:
+        middleware = strip_middleware(route)
+        result[f"traefik.http.middlewares.{middleware}.stripprefix.prefixes"] = route.path
+        result[f"{prefix}.middlewares"] = middleware
     if route.tls:
         result[f"{prefix}.tls"] = "true"
     if route.resolver:
@@ -105,7 +167,7 @@ def route_labels(route: Route, seq: int, service: str) -> dict[str, str]:
     return result
 
 
-def labels(app: str, seq: int, hosts: list[str], port: int, entrypoint: str = "web",
+def labels(app: str, seq: int, hosts, port: int, entrypoint: str = "web",
            tls: TLSPlan | None = None) -> dict[str, str]:
     name = route_name(app, seq)
     planned = routes(app, seq, hosts, entrypoint, tls)

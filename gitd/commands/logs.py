@@ -10,7 +10,8 @@ from gitd import validate
 from gitd.commands import app_parser, command
 from gitd.commands.ps import dyno, live_services
 from gitd.errors import GitdError, UsageError
-from hooks.engine import LABEL_PROCESS
+from hooks import components
+from hooks.engine import LABEL_COMPONENT, LABEL_PROCESS
 
 MAX_LINES = 10_000
 POLL = 0.5  # seconds between checks that the client is still there
@@ -94,28 +95,34 @@ def follow(ctx, containers: list, tail: int) -> None:
             stream.close()
 
 
-@command("logs", "logs APP [-n LINES] [-f] [--type TYPE]",
+@command("logs", "logs APP [-n LINES] [-f] [--type TYPE] [--service SERVICE]",
          "Show (or follow) the output of an app's containers", admin=False, help=f"""
 Lines come from the containers of the live release, prefixed with the one
 that printed them (`web.1 | ...`). -n: how many past lines (default 100, at
 most {MAX_LINES}); -f: keep streaming new lines until you hang up (Ctrl-C);
---type: only one process type (web, worker, ...).""")
+--type: only one process type (web, worker, ...); --service: only one of the
+services app.json declares (frontend, backend, ...).""")
 def logs(ctx, argv):
     p = app_parser("logs")
     p.add_argument("-n", "--num", type=int, default=100, dest="lines")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--type", dest="process")
+    p.add_argument("--service")
     args = p.parse_args(argv)
     if not 0 <= args.lines <= MAX_LINES:
         raise UsageError(f"-n must be from 0 to {MAX_LINES}")
     if args.process:
         validate.process_type(args.process)
+    if args.service is not None and not components.COMPONENT_NAME.fullmatch(args.service):
+        raise UsageError(f"invalid service name {args.service[:40]!r}")
     ctx.app(args.app)
     containers = [c for c in live_services(ctx, args.app)
-                  if args.process in (None, c.labels.get(LABEL_PROCESS))]
+                  if args.process in (None, c.labels.get(LABEL_PROCESS))
+                  and args.service in (None, c.labels.get(LABEL_COMPONENT))]
     containers.sort(key=dyno)
     if not containers:
-        what = f"{args.process} containers" if args.process else "containers"
+        what = " ".join(w for w in (args.service, args.process) if w)
+        what = f"{what} containers" if what else "containers"
         raise GitdError(f"{args.app} has no {what} (deploy it, or check `ps:scale {args.app}`)")
     if args.follow:
         follow(ctx, containers, args.lines)

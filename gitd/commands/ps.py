@@ -14,7 +14,8 @@ from datetime import datetime
 from gitd import validate
 from gitd.commands import app_parser, command, duration, iso_time, parse_app, print_rows
 from gitd.errors import GitdError, UsageError
-from hooks.engine import LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ
+from hooks import components
+from hooks.engine import LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ
 
 MAX_SCALE = 20
 NOT_SCALABLE = ("release",)
@@ -23,14 +24,31 @@ NOT_SCALABLE = ("release",)
 # formation
 
 def process_types(release) -> list[str]:
-    """The types a release can run: web first, then its Procfile's others."""
-    others = sorted(t for t in (release.procfile if release else {}) if t not in ("web", "release"))
-    return ["web", *others]
+    """The types a release can run: web first, then its Procfile's others.
+    With app.json services, `SERVICE.TYPE` for each service."""
+    if release and release.components:
+        return [f"{name}.{t}" for name, service in sorted(release.components.items())
+                for t in _types_of(service.get("procfile") or {})]
+    return _types_of(release.procfile if release else {})
+
+
+def _types_of(procfile: dict) -> list[str]:
+    return ["web", *sorted(t for t in procfile if t not in ("web", "release"))]
 
 
 def formation(scale: dict, release) -> dict[str, int]:
     """How many of each type run: web defaults to 1, the others to 0."""
-    return {t: int(scale.get(t, 1 if t == "web" else 0)) for t in process_types(release)}
+    return {t: int(scale.get(t, 1 if t.rpartition(".")[2] == "web" else 0))
+            for t in process_types(release)}
+
+
+def scale_name(name: str) -> str:
+    """`TYPE`, or `SERVICE.TYPE` for an app.json service, validated."""
+    service, dot, kind = name.rpartition(".")
+    if dot and not components.COMPONENT_NAME.fullmatch(service):
+        raise UsageError(f"invalid service name {service[:40]!r}")
+    validate.process_type(kind)
+    return kind
 
 
 def parse_scale(pairs: list[str], release) -> dict[str, int]:
@@ -41,8 +59,7 @@ def parse_scale(pairs: list[str], release) -> dict[str, int]:
         name, sep, count = pair.partition("=")
         if not sep:
             raise UsageError(f"expected TYPE=COUNT, got {pair!r}")
-        validate.process_type(name)
-        if name in NOT_SCALABLE:
+        if scale_name(name) in NOT_SCALABLE:
             raise UsageError("`release` runs once per release; it cannot be scaled")
         if name not in known:
             where = f"the Procfile of v{release.version}" if release else "an app not deployed yet"
@@ -58,8 +75,12 @@ def formation_text(counts: dict[str, int]) -> str:
 # containers
 
 def dyno(container) -> str:
-    """`web.1` from `gitd-<instance>.<app>.web.1.s<seq>` (`run.<id>` for one-offs)."""
-    return ".".join(container.name.split(".")[2:4])
+    """`web.1` from `gitd-<instance>.<app>.web.1.s<seq>` (`run.<id>` for one-offs);
+    `backend.web.1` for an app.json service's container (`backend_web` in its name)."""
+    name = ".".join(container.name.split(".")[2:4])
+    if (getattr(container, "labels", None) or {}).get(LABEL_COMPONENT):
+        return name.replace("_", ".", 1)
+    return name
 
 
 def _started(state: dict) -> float | None:
@@ -77,6 +98,7 @@ def describe(container) -> dict:
     return {
         "name": dyno(container),
         "type": labels.get(LABEL_PROCESS),
+        "service": labels.get(LABEL_COMPONENT),
         "role": labels.get(LABEL_ROLE),
         "release": int(labels.get(LABEL_RELEASE, 0)),
         "seq": int(labels.get(LABEL_SEQ, 0)),

@@ -68,6 +68,12 @@ def info(ctx, argv):
     release = ctx.store.get_release(args.app, validate.release_version(args.version))
     data = {**summary(release, app.current_release), "procfile": release.procfile,
             "config_keys": sorted(release.config), "port": release.port, "log": release.log}
+    if release.components:  # app.json services: each one's image
+        data["services"] = {
+            name: {"image": s.get("image"), "image_id": s.get("image_id"), "tree": s.get("tree"),
+                   "port": s.get("port"), "reused": bool(s.get("reused")),
+                   "processes": s.get("procfile", {})}
+            for name, s in sorted(release.components.items())}
     if args.json:
         ctx.json(data)
         return
@@ -77,6 +83,10 @@ def info(ctx, argv):
         ctx.out(f"{key + ':':<13}{data[key] if data[key] is not None else '-'}")
     ctx.out(f"{'processes:':<13}" + (" ".join(f"{k}={v!r}" for k, v in release.procfile.items()) or "-"))
     ctx.out(f"{'config:':<13}{' '.join(data['config_keys']) or '-'}")
+    for name, service in data.get("services", {}).items():
+        reused = ", reused" if service["reused"] else ""
+        ctx.out(f"{'service:':<13}{name}: {service['image']} ({(service['image_id'] or '-')[:19]}, "
+                f"tree {(service['tree'] or '-')[:12]}{reused}) port {service['port']}")
     ctx.out("--- log")
     ctx.out(release.log.rstrip("\n"))
 

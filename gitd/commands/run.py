@@ -16,36 +16,62 @@ import asyncssh
 from gitd import validate
 from gitd.commands import command
 from gitd.errors import GitdError, UsageError
-from hooks.engine import (LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE,
-                          LABEL_ROLE)
-from hooks import resources, router
+from hooks import components, resources, router
+from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
+                          LABEL_RELEASE, LABEL_ROLE)
 from hooks.deploy import app_network, networks
 from hooks.deploy import attach_storage
 from hooks.pipeline import DEFAULT_PORT
 
-USAGE = "run APP [--] COMMAND [ARGS...]"
+USAGE = "run APP [--service SERVICE] [--] COMMAND [ARGS...]"
 POLL = 0.5  # seconds between checks that the client is still there
 
 
-def parse_run(argv: list[str]) -> tuple[str, list[str]]:
-    """`APP [--] COMMAND ARGS...` -> (APP, [COMMAND, ARGS...])."""
+def parse_run(argv: list[str]) -> tuple[str, list[str], str]:
+    """`APP [--service S] [--] COMMAND ARGS...` -> (APP, [COMMAND, ARGS...], S or "")."""
     if not argv:
         raise UsageError(f"name an app and a command\nusage: {USAGE}")
     app, rest = argv[0], argv[1:]
+    service = ""
+    if rest[:1] == ["--service"] or (rest[:1] and rest[0].startswith("--service=")):
+        if rest[0] == "--service":
+            if len(rest) < 2:
+                raise UsageError(f"--service needs a name\nusage: {USAGE}")
+            service, rest = rest[1], rest[2:]
+        else:
+            service, rest = rest[0].split("=", 1)[1], rest[1:]
+        if not components.COMPONENT_NAME.fullmatch(service):
+            raise UsageError(f"invalid service name {service[:40]!r}")
     if rest[:1] == ["--"]:
         rest = rest[1:]
     if not rest:
         raise UsageError(f"name a command to run\nusage: {USAGE}")
-    return validate.app_name(app), rest
+    return validate.app_name(app), rest, service
+
+
+def service_of(release, service: str) -> dict:
+    """The app.json service `service` of `release` ({} for a plain app and "")."""
+    if not service and release.components:
+        raise UsageError(f"{release.app} runs several services: name one with --service "
+                         f"({', '.join(sorted(release.components))})")
+    if service and service not in release.components:
+        known = ", ".join(sorted(release.components)) or "none: app.json declares no services"
+        raise UsageError(f"v{release.version} has no service {service!r} (services: {known})")
+    return release.components.get(service, {}) if service else {}
 
 
 def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str,
-                limits: dict | None = None, service_networks: list[str] = ()) -> dict:
+                limits: dict | None = None, service: str = "",
+                service_networks: list[str] = ()) -> dict:
     """The docker create() arguments for a one-off container."""
-    env = {"PORT": str(release.port or DEFAULT_PORT), **release.config,
+    chosen = service_of(release, service)
+    urls = {components.env_name(n): f"http://{n}:{s['port']}" for n, s in release.components.items()}
+    env = {"PORT": str(chosen.get("port") or release.port or DEFAULT_PORT), **urls, **release.config,
            "GITD_APP": release.app, "GITD_RELEASE": f"v{release.version}", "DYNO": f"run.{token}"}
+    if chosen:
+        env["PORT"] = str(chosen["port"])
     spec = {
-        "image": release.image_id,
+        "image": chosen.get("image_id") or release.image_id,
         "name": f"gitd-{settings.instance}.{release.app}.run.{token}",
         "command": argv,
         "environment": env,
@@ -58,6 +84,8 @@ def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str,
         "networks": networks(settings, release.app),
         **(limits or {}),
     }
+    if chosen:
+        spec["labels"][LABEL_COMPONENT] = service
     return attach_storage(spec, list(service_networks), release.mounts)
 
 
@@ -145,19 +173,22 @@ COMMAND runs as given (no shell); for shell syntax run `sh -c '...'`, quoted
 once more for the remote side:
     ssh paas run APP -- sh -c "'echo \\$DATABASE_URL'"
 With ssh -t it gets a terminal (an interactive shell: ssh -t paas run APP sh).
-Without, stdin is passed on: echo hi | ssh paas run APP -- cat""")
+Without, stdin is passed on: echo hi | ssh paas run APP -- cat
+An app whose app.json declares services needs --service NAME (before --):
+the container gets that service's image and PORT.""")
 def run(ctx, argv):
-    app, command_argv = parse_run(argv)
+    app, command_argv, service = parse_run(argv)
     ctx.app(app)
     release = ctx.store.require_current_release(app)
     engine = ctx.gitd.engine
+    image_id = service_of(release, service).get("image_id") or release.image_id
     router.refuse_routing_labels(
-        (engine.image_attrs(release.image_id).get("Config") or {}).get("Labels"),
-        f"the image of v{release.version}")
+        (engine.image_attrs(image_id).get("Config") or {}).get("Labels"),
+        f"the image of v{release.version}" + (f" (service {service})" if service else ""))
     token = secrets.token_hex(3)
     limits = resources.container_args(
         resources.effective(ctx.settings, ctx.store.get_app(app).settings))
-    spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token, limits,
+    spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token, limits, service,
                        service_networks=ctx.gitd.pipeline.service_networks(app))
     engine.ensure_network(app_network(ctx.settings.instance, app), labels={LABEL_APP: app})
     container = engine.create(spec)

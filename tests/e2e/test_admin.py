@@ -176,7 +176,7 @@ def test_domains_route_at_once(gitd, docker_client, tmp_path):
     assert wait_status(gitd, gitd.host(app), (404,)) == 404
     assert page(gitd, app, host=extra)[0] == "dom"
     assert as_json(ok(gitd, "domains", app, "--json")) == [
-        {"host": extra, "url": f"http://{extra}:{gitd.http_port}"}]
+        {"host": extra, "path": "/", "strip_prefix": False, "url": f"http://{extra}:{gitd.http_port}"}]
     for name in (app, other):
         ok(gitd, "apps:destroy", name, "--force")
 

@@ -187,12 +187,13 @@ def test_old_images_are_pruned_beyond_the_last_n(own_gitd, docker_client, tmp_pa
     while time.monotonic() < deadline:
         tags = {t for image in docker_client.images.list(name=f"gitd/{app}") for t in image.tags
                 if t.startswith(f"gitd/{app}:")}
-        if tags == {f"gitd/{app}:v2", f"gitd/{app}:v3"}:
+        with gitd.db() as db:  # the row is marked after the image goes
+            rows = db.execute("SELECT version, status FROM releases WHERE app=? ORDER BY version",
+                              [app]).fetchall()
+        if tags == {f"gitd/{app}:v2", f"gitd/{app}:v3"} and rows[0][1] == "pruned":
             break
         time.sleep(0.2)
     assert tags == {f"gitd/{app}:v2", f"gitd/{app}:v3"}
-    with gitd.db() as db:
-        rows = db.execute("SELECT version, status FROM releases WHERE app=? ORDER BY version", [app]).fetchall()
     assert rows == [(1, "pruned"), (2, "succeeded"), (3, "succeeded")]
 
 

@@ -206,6 +206,30 @@ def test_a_failed_domain_redeploy_undoes_the_change(fake):
     assert fake.store.domains("hello") == ["hello.example.com"]
 
 
+def test_path_routes_from_the_command_line(fake):
+    from gitd.store import HostRoute
+    fake.store.create_app("other")
+    fake.store.add_domains("other", ["shop.example.com"])
+    call(fake, "domains:add", "hello", "shop.example.com/api/", "--strip-prefix")
+    assert fake.store.routes_of_host("shop.example.com") == {"/": "other", "/api": "hello"}
+    with pytest.raises(GitdError, match="already used by app 'other'"):
+        call(fake, "domains:add", "hello", "shop.example.com")
+    with pytest.raises(UsageError, match="invalid path prefix"):
+        call(fake, "domains:add", "hello", "shop.example.com/a/../b")
+    deployed(fake.store)
+    fake.pipeline.fail = True
+    with pytest.raises(GitdError, match="left as they were"):  # strip changed, then undone
+        call(fake, "domains:add", "hello", "shop.example.com/api")
+    with pytest.raises(GitdError, match="left as they were"):
+        call(fake, "domains:remove", "hello", "shop.example.com/api")
+    assert HostRoute("shop.example.com", "/api", True) in fake.store.routes("hello")
+    fake.pipeline.fail = False
+    out = call(fake, "domains", "hello")[1]
+    assert "http://shop.example.com:8080/api  (prefix stripped)" in out
+    call(fake, "domains:remove", "hello", "shop.example.com/api")
+    assert fake.store.routes_of_host("shop.example.com") == {"/": "other"}
+
+
 # ps
 
 def test_scale_is_checked_against_the_procfile(store):
@@ -289,10 +313,14 @@ def test_releases_listing_and_info(fake):
 # run
 
 def test_run_arguments():
-    assert run.parse_run(["hello", "--", "ls", "-l"]) == ("hello", ["ls", "-l"])
-    assert run.parse_run(["hello", "env"]) == ("hello", ["env"])
-    assert run.parse_run(["hello", "--", "--", "x"]) == ("hello", ["--", "x"])
-    for argv in ([], ["hello"], ["hello", "--"]):
+    assert run.parse_run(["hello", "--", "ls", "-l"]) == ("hello", ["ls", "-l"], "")
+    assert run.parse_run(["hello", "env"]) == ("hello", ["env"], "")
+    assert run.parse_run(["hello", "--", "--", "x"]) == ("hello", ["--", "x"], "")
+    assert run.parse_run(["hello", "--service", "backend", "--", "env"]) == ("hello", ["env"], "backend")
+    assert run.parse_run(["hello", "--service=api", "env"]) == ("hello", ["env"], "api")
+    assert run.parse_run(["hello", "--", "--service", "x"]) == ("hello", ["--service", "x"], "")
+    for argv in ([], ["hello"], ["hello", "--"], ["hello", "--service"], ["hello", "--service", "b"],
+                 ["hello", "--service", "../x", "ls"], ["hello", "--service=", "ls"]):
         with pytest.raises(UsageError):
             run.parse_run(argv)
     with pytest.raises(UsageError, match="invalid app name"):
@@ -307,6 +335,35 @@ def test_oneoff_spec(store, tmp_path):
     assert spec["environment"]["A"] == "1" and spec["environment"]["PORT"] == "8000"
     assert spec["environment"]["DYNO"] == "run.ab12cd"
     assert spec["tty"] is True and spec["stdin_open"] is True and spec["command"] == ["env"]
+
+
+def test_oneoff_spec_of_a_service(store, tmp_path):
+    release = deployed(store, config={"A": "1"})
+    release.components = {"backend": {"image_id": "sha256:b", "port": 8080},
+                          "frontend": {"image_id": "sha256:f", "port": 3000}}
+    settings = Settings(data_dir=tmp_path, instance="i1")
+    spec = run.oneoff_spec(settings, release, ["env"], False, "ab12cd", service="backend")
+    assert spec["image"] == "sha256:b" and spec["labels"]["gitd.component"] == "backend"
+    assert spec["environment"]["PORT"] == "8080"
+    assert spec["environment"]["FRONTEND_URL"] == "http://frontend:3000"
+    with pytest.raises(UsageError, match="name one with --service"):
+        run.oneoff_spec(settings, release, ["env"], False, "ab12cd")
+    with pytest.raises(UsageError, match="no service 'db'"):
+        run.oneoff_spec(settings, release, ["env"], False, "ab12cd", service="db")
+
+
+def test_scale_names_services(store):
+    release = deployed(store)
+    release.components = {"backend": {"procfile": {"web": "w", "worker": "k", "release": "m"}},
+                          "frontend": {"procfile": {}}}
+    assert ps.process_types(release) == ["backend.web", "backend.worker", "frontend.web"]
+    assert ps.formation({"backend.web": 2}, release) == {
+        "backend.web": 2, "backend.worker": 0, "frontend.web": 1}
+    assert ps.parse_scale(["backend.web=2", "backend.worker=1"], release) == {
+        "backend.web": 2, "backend.worker": 1}
+    for bad in ("web=2", "backend.release=1", "db.web=1", "Back.web=1", "backend.web=-1", "..web=1"):
+        with pytest.raises(UsageError):
+            ps.parse_scale([bad], release)
 
 
 # logs

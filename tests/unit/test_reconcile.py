@@ -79,3 +79,33 @@ def test_an_incomplete_formation_is_not_finished(tmp_path):
     assert gitd.wait_adoptions(10) and gitd.retirements.wait(10)  # old containers retire in the background
     assert gitd.store.get_app("hello").live_seq == 1
     assert gitd._engine.live == [old]
+
+
+def test_an_interrupted_deploy_of_app_json_services_is_finished_only_when_every_service_is_there(tmp_path):
+    old = Container("hello", 1, 1)
+    front, back = Container("hello", 2, 2), Container("hello", 2, 2)
+    for container, name in ((front, "frontend"), (back, "backend")):
+        container.labels["gitd.component"] = name
+        container.name = container.name.replace(".web.", f".{name}_web.")
+    gitd = daemon(tmp_path, [old, front])
+    gitd.store.update_release("hello", 2, components={"frontend": {"procfile": {}},
+                                                      "backend": {"procfile": {}}})
+    app = gitd.store.get_app("hello")
+    assert not gitd._complete_and_healthy(app, 2, [front])
+    assert gitd._complete_and_healthy(app, 2, [front, back])
+
+
+def test_routes_of_app_json_services_drift_when_https_changes(tmp_path):
+    from gitd.store import HostRoute
+    from hooks import router
+
+    web = Container("hello", 1, 1)
+    web.labels["gitd.component"] = "backend"
+    gitd = daemon(tmp_path, [web])
+    gitd.store.add_domains("hello", ["hello.test"])
+    gitd.store.update_release("hello", 1, components={"backend": {"routes": [["/api", True]]}})
+    web.labels.update(router.labels("hello_backend", 1, [HostRoute("hello.test", "/api", True)], 8080))
+    app = gitd.store.get_app("hello")
+    assert not gitd.routes_drifted(app)
+    gitd.store.add_domains("hello", ["www.test"])  # the service's routes now cover a second host
+    assert gitd.routes_drifted(app)
