@@ -26,6 +26,10 @@ from hooks.retire import Retirements
 
 log = structlog.get_logger("gitd.service")
 
+# at start, how long reconcile waits for Docker to judge a container whose
+# health check is still starting (it may be routed the moment it passes)
+HEALTH_SETTLE_SECONDS = 15.0
+
 
 class Gitd:
     def __init__(self, settings: Settings, store: Store | None = None):
@@ -215,6 +219,8 @@ class Gitd:
         # one snapshot for every decision: a container that turns healthy
         # between two looks would be judged twice, differently
         snapshot = self._reconcile_services(engine, engine.containers(), notes) if engine else []
+        if engine and any(_health_starting(c) for c in snapshot):
+            snapshot = self._settle_health(engine, notes)
         adopted = self._finish_interrupted_deploys(snapshot, notes) if engine else set()
         routed_leftovers = self._remove_leftovers(engine, snapshot, notes) if engine else []
         for release in self.store.interrupted_releases():
@@ -313,6 +319,19 @@ class Gitd:
                 container.start()
                 notes.append(f"started {container.name}")
         return routed
+
+    def _settle_health(self, engine, notes: list) -> list:
+        """A web container still starting may turn healthy at any moment, and
+        Traefik then routes to it: removing it as a leftover would send its
+        requests to a dying container. Wait (bounded) until Docker has judged
+        it, then decide from that snapshot."""
+        deadline = time.monotonic() + HEALTH_SETTLE_SECONDS
+        while True:
+            snapshot = [c for c in engine.containers()
+                        if c.labels.get(engine_mod.LABEL_SERVICE) is None]
+            if not any(_health_starting(c) for c in snapshot) or time.monotonic() > deadline:
+                return snapshot
+            time.sleep(0.25)
 
     def _reconcile_services(self, engine, snapshot: list, notes: list) -> list:
         """Database and cache containers: start those stopped, remove those no
@@ -460,6 +479,13 @@ class Gitd:
             key = f"{component}.{process}" if component else process
             have[key] = have.get(key, 0) + 1
         return have == {t: n for t, n in wanted.items() if n > 0}
+
+
+def _health_starting(container) -> bool:
+    state = container.attrs.get("State") or {}
+    return (state.get("Status") == "running"
+            and container.labels.get(engine_mod.LABEL_ROLE) == "service"
+            and (state.get("Health") or {}).get("Status") == "starting")
 
 
 def _routed(container) -> bool:

@@ -1,6 +1,8 @@
 """Reconcile after a crash: a deploy whose containers were healthy is
 finished, one whose containers were not is undone (store + a recording engine)."""
 
+import time
+
 from gitd.config import Settings
 from gitd.service import Gitd
 from gitd.store import Store
@@ -58,10 +60,16 @@ def test_a_deploy_killed_with_healthy_containers_is_finished(tmp_path):
     assert gitd._engine.images_removed == []
 
 
-def test_a_deploy_killed_before_its_containers_were_healthy_is_undone(tmp_path):
+def test_a_deploy_killed_before_its_containers_were_healthy_is_undone(tmp_path, monkeypatch):
+    import gitd.service
+
+    # a container still starting is waited for (bounded) before it is judged
+    monkeypatch.setattr(gitd.service, "HEALTH_SETTLE_SECONDS", 0.3)
     old, new = Container("hello", 1, 1), Container("hello", 2, 2, health="starting")
     gitd = daemon(tmp_path, [old, new])
+    started = time.monotonic()
     gitd.reconcile()
+    assert time.monotonic() - started >= 0.3
     assert gitd.wait_adoptions(10) and gitd.retirements.wait(10)  # old containers retire in the background
     app = gitd.store.get_app("hello")
     assert (app.current_release, app.live_seq) == (1, 1)
