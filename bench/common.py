@@ -166,3 +166,19 @@ class HttpLoad:
             "p99_ms": percentile(self.latencies, 99) * 1000,
             "errors": sorted(set(self.failed))[:5],
         }
+
+
+def wait_answer(port: int, host: str, expected: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/", headers={"Host": host})
+            body = conn.getresponse().read().decode()
+            conn.close()
+            if expected in body:
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"{host} did not answer {expected!r}")

@@ -8,14 +8,13 @@ receive-pack), all measured in the same run.
 from __future__ import annotations
 
 import argparse
-import http.client
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from common import BASE_IMAGE, bench_gitd
+from common import BASE_IMAGE, bench_gitd, wait_answer
 
 from tests.e2e.harness import GIT_ENV, commit, git, make_repo, unique_app
 
@@ -25,22 +24,6 @@ def app_files(version: str) -> dict:
         f"FROM {BASE_IMAGE}\nRUN mkdir -p /www\nCOPY index.html /www/index.html\n"
         'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n'),
         "index.html": f"{version}\n"}
-
-
-def wait_answer(port: int, host: str, expected: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/", headers={"Host": host})
-            body = conn.getresponse().read().decode()
-            conn.close()
-            if expected in body:
-                return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise SystemExit(f"{host} did not answer {expected!r}")
 
 
 def push_to_live(gitd, tmp: Path, rounds: int) -> tuple[list[float], list[float]]:

@@ -14,14 +14,13 @@ beside the official `-slim` ones (which cannot be pulled here).
 from __future__ import annotations
 
 import argparse
-import http.client
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from common import bench_gitd
+from common import bench_gitd, wait_answer
 
 from tests.e2e import stack_samples
 from tests.e2e.harness import commit, make_repo, unique_app
@@ -41,27 +40,11 @@ HAND_WRITTEN = {
 }
 
 
-def wait_answer(port: int, host: str, expected: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/", headers={"Host": host})
-            body = conn.getresponse().read().decode()
-            conn.close()
-            if expected in body:
-                return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise SystemExit(f"{host} did not answer {expected!r}")
-
-
 def live_after_push(gitd, repo: Path, app: str, expected: str) -> float:
     started = time.monotonic()
     push = subprocess.Popen(["git", "push", "-q", gitd.remote(app), "main"], cwd=repo,
                             env=gitd.git_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_answer(gitd.http_port, gitd.host(app), expected)
+    wait_answer(gitd.http_port, gitd.host(app), expected, timeout=120)
     took = time.monotonic() - started
     _, err = push.communicate(timeout=300)
     if push.returncode != 0:
