@@ -20,7 +20,6 @@ from gitd.store import Store
 from hooks import engine as engine_mod
 from hooks import router
 from hooks.locks import AppLocks
-from hooks import pipeline as pipeline_mod
 from hooks.pipeline import Pipeline, service_paths
 from hooks.retire import Retirements
 
@@ -363,11 +362,8 @@ class Gitd:
             by_app.setdefault(container.labels.get(engine_mod.LABEL_APP), []).append(container)
         for name, group in by_app.items():
             app = self.store.get_app(name)
-            # bounded as a deploy bounds them: a value stored before checks:set
-            # checked it (inf, a word) must not stop gitd's start or the drain
-            drain = pipeline_mod._within(app.settings.get("drain"), self.settings.drain_seconds, 3600)
-            stop_timeout = int(pipeline_mod._within(app.settings.get("stop_timeout"),
-                                                    self.settings.stop_timeout, 3600))
+            drain = self.pipeline.drain_of(app.settings)
+            stop_timeout = self.pipeline.stop_timeout_of(app.settings)
             if name in adopted:
                 web = [c for c in snapshot if c.labels.get(engine_mod.LABEL_APP) == name
                        and c.labels.get(engine_mod.LABEL_SEQ) == str(app.live_seq)

@@ -248,14 +248,20 @@ class Pipeline:
             tls=tlsconfig.tls_plan(self.settings, release.app, hosts),
             check=checks.resolve(settings, release.app_json, self.settings.deploy_timeout),
             release_command=process_argv(release.procfile.get("release"), release.buildpack),
-            # bounded again: a value stored before checks:set checked its range
-            drain=_within(settings.get("drain"), self.settings.drain_seconds, 3600),
-            stop_timeout=int(_within(settings.get("stop_timeout"), self.settings.stop_timeout, 3600)),
+            drain=self.drain_of(settings), stop_timeout=self.stop_timeout_of(settings),
             limits=resources.container_args(resources.effective(self.settings, settings)),
             release_timeout=self.settings.release_timeout,
             networks=self.service_networks(release.app), mounts=list(release.mounts),
             paths=paths,
         )
+
+    # bounded again where used: a value stored before checks:set checked its
+    # range (inf, a word) must not stop a deploy, a drain or gitd's start
+    def drain_of(self, app_settings: dict) -> float:
+        return _within(app_settings.get("drain"), self.settings.drain_seconds, 3600)
+
+    def stop_timeout_of(self, app_settings: dict) -> int:
+        return int(_within(app_settings.get("stop_timeout"), self.settings.stop_timeout, 3600))
 
     def service_networks(self, app: str) -> list[str]:
         """The networks of the services linked to `app`: only they reach them."""
@@ -371,8 +377,7 @@ class Pipeline:
                 config=config, port=int(service["port"]), formation=formation, commands=commands,
                 hosts=hosts, tls=tlsconfig.tls_plan(self.settings, release.app, hosts), check=check,
                 release_command=process_argv(release_command, service.get("buildpack")),
-                drain=_within(app.settings.get("drain"), self.settings.drain_seconds, 3600),
-                stop_timeout=int(_within(app.settings.get("stop_timeout"), self.settings.stop_timeout, 3600)),
+                drain=self.drain_of(app.settings), stop_timeout=self.stop_timeout_of(app.settings),
                 limits=resources.container_args(resources.effective(self.settings, app.settings)),
                 release_timeout=self.settings.release_timeout, paths=paths, component=name,
                 networks=self.service_networks(release.app), mounts=list(release.mounts)))
