@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--traefik-api-port", type=int)
     p.add_argument("--traefik-api-url")
     p.add_argument("--log-format", choices=("auto", "json", "console"))
+    p.add_argument("--scheduler", choices=config.SCHEDULERS,
+                   help="run apps as local containers (docker, the default) or swarm services")
 
     p = sub.add_parser("doctor", help="check this machine and print fixes")
     _add_data_dir(p)

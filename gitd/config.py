@@ -82,6 +82,14 @@ class Settings:
     # (keys of BASE_IMAGE_DEFAULTS; unset roles keep the official images).
     build_network: str = ""
     base_images: dict = field(default_factory=dict)
+    # Docker Swarm (issue #16): "docker" runs containers on this host;
+    # "swarm" runs apps as swarm services from a swarm manager. Swarm nodes
+    # pull each release's image from `registry` ("" = a registry gitd runs
+    # itself, Debian's docker-registry, on 127.0.0.1:registry_port).
+    scheduler: str = "docker"  # docker | swarm
+    registry: str = ""  # host[:port] of an existing registry
+    registry_port: int = 5000
+    registry_bin: str = "docker-registry"
 
     @property
     def db_path(self) -> Path:
@@ -171,6 +179,8 @@ IMAGE_REF = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+SCHEDULERS = ("docker", "swarm")
+REGISTRY_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?$")
 NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -233,7 +243,11 @@ def _image_table(value) -> dict[str, str]:
 def _validate(settings: Settings) -> Settings:
     if settings.traefik not in ("managed", "external"):
         raise GitdError("setting traefik must be 'managed' or 'external'")
-    for name in ("ssh_port", "http_port", "traefik_api_port", "https_port"):
+    if settings.scheduler not in SCHEDULERS:
+        raise GitdError(f"setting scheduler must be one of {', '.join(SCHEDULERS)}")
+    if settings.registry and not REGISTRY_HOST.fullmatch(settings.registry):
+        raise GitdError(f"setting registry: {settings.registry!r} is not host[:port]")
+    for name in ("ssh_port", "http_port", "traefik_api_port", "https_port", "registry_port"):
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise GitdError(f"setting {name}: {port} is not a port")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.e2e.harness import new_gitd
+from tests.e2e.harness import free_port, new_gitd
 
 BASE_IMAGE = "gitd-test/busybox"
 
@@ -54,6 +54,37 @@ def gitd(docker_client, base_image, tmp_path_factory):
     yield server
     server.stop()
     server.cleanup(docker_client)
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_client):
+    """A single-node swarm on this machine (advertised on 127.0.0.1), left
+    at the end if this session made it."""
+    state = docker_client.info().get("Swarm", {}).get("LocalNodeState")
+    made = state == "inactive"
+    if made:
+        docker_client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+    require(docker_client.info().get("Swarm", {}).get("ControlAvailable") is True,
+            f"this Docker engine is not a swarm manager (swarm state {state})")
+    yield docker_client
+    if made:
+        docker_client.swarm.leave(force=True)
+
+
+def start_swarm_gitd(server) -> None:
+    """Start `server` with the swarm scheduler and a registry of its own."""
+    server.start(extra_args=("--scheduler", "swarm"),
+                 extra_env={"GITD_REGISTRY_PORT": str(free_port())})
+
+
+@pytest.fixture(scope="session")
+def swarm_gitd(swarm, base_image, tmp_path_factory):
+    """One gitd on the swarm scheduler, shared like `gitd`."""
+    server = new_gitd(tmp_path_factory.mktemp("swarm-gitd"))
+    start_swarm_gitd(server)
+    yield server
+    server.stop()
+    server.cleanup(swarm)
 
 
 @pytest.fixture

@@ -201,6 +201,20 @@ class Gitd:
         self.kill()
         if not self.instance:
             return
+        label = {"label": [f"gitd.instance={self.instance}"]}
+        try:  # swarm services first: the swarm would replace their containers
+            services = client.services.list(filters=label)
+        except docker.errors.APIError:  # not a swarm manager
+            services = []
+        for service in services:
+            try:
+                service.remove()
+            except docker.errors.NotFound:
+                pass
+        for _ in range(100 if services else 0):  # their tasks' containers go on their own
+            if not self.containers(client):
+                break
+            time.sleep(0.1)
         for c in self.containers(client):
             try:
                 c.remove(force=True, v=True)
@@ -227,7 +241,6 @@ class Gitd:
                 client.images.remove(image_id, force=True)
             except docker.errors.APIError:
                 pass
-        label = {"label": [f"gitd.instance={self.instance}"]}
         for network in client.networks.list(filters=label):
             try:
                 network.remove()
