@@ -40,6 +40,20 @@ async def _sync_certs(gitd: Gitd) -> None:
         await asyncio.sleep(CERT_SYNC_INTERVAL)
 
 
+SWARM_ROUTES_INTERVAL = 1.0
+
+
+async def _follow_swarm(gitd: Gitd) -> None:
+    """Keep Traefik's servers on the tasks the swarm runs now: a task moved
+    to another node or replaced answers on another address."""
+    while True:
+        try:
+            await asyncio.to_thread(gitd.scheduler.sync_routes)
+        except Exception:  # noqa: BLE001 - keep following; the next round retries
+            log.exception("swarm routes update failed")
+        await asyncio.sleep(SWARM_ROUTES_INTERVAL)
+
+
 async def serve(settings: Settings) -> int:
     gitd = Gitd(settings)
     settings = gitd.settings
@@ -55,6 +69,8 @@ async def serve(settings: Settings) -> int:
 
     backups = BackupScheduler(gitd)
     backups.start()
+    if settings.scheduler == "swarm":
+        asyncio.get_running_loop().create_task(_follow_swarm(gitd))
     traefik = None
     if settings.traefik == "managed":
         from gitd.traefik import ManagedTraefik

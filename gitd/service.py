@@ -54,10 +54,21 @@ class Gitd:
             return self._engine
 
     @functools.cached_property
-    def pipeline(self) -> Pipeline:
+    def scheduler(self):
+        """What runs the apps' containers (hooks.scheduler): this host's
+        Docker, or the swarm this engine manages."""
         # not cached while Docker is unreachable: self.engine raises
+        engine = self.engine
+        if self.settings.scheduler == "swarm":
+            from hooks.swarm import SwarmScheduler
+            return SwarmScheduler(engine, self.settings)
+        from hooks.scheduler import DockerScheduler
+        return DockerScheduler(engine, self.settings)
+
+    @functools.cached_property
+    def pipeline(self) -> Pipeline:
         return Pipeline(self.settings, self.store, self.engine, self.retirements,
-                        try_lock=lambda app: self.locks.hold(app, 0))
+                        try_lock=lambda app: self.locks.hold(app, 0), scheduler=self.scheduler)
 
     @functools.cached_property
     def services(self):
@@ -88,6 +99,10 @@ class Gitd:
         with self.app_lock(name, notify=out):
             self.retirements.cancel(name)
             engine = self.engine
+            if self.settings.scheduler == "swarm":
+                units = self.scheduler.units(name)
+                self.scheduler.remove(units)
+                out(f"removed {len(units)} swarm service(s)")
             containers = engine.containers(name)
             for container in containers:
                 engine.remove(container)
@@ -215,6 +230,8 @@ class Gitd:
         except GitdError as exc:
             log.warning("reconcile skipped containers", error=str(exc))
             engine = None
+        if engine and self.settings.scheduler == "swarm":
+            self._reconcile_swarm(notes)
         # one snapshot for every decision: a container that turns healthy
         # between two looks would be judged twice, differently
         snapshot = self._reconcile_services(engine, engine.containers(), notes) if engine else []
@@ -239,6 +256,19 @@ class Gitd:
             log.info("reconcile", note=note)
         return notes
 
+    def _reconcile_swarm(self, notes: list) -> None:
+        """The swarm keeps the services running while gitd is down. What a
+        stop cut short: the live deploy's services stay; those of any other
+        deploy go (an old one not yet retired, or a new one never made live:
+        the store's live seq says which), their route files with them."""
+        live = {a.name: a.live_seq for a in self.store.list_apps()}
+        leftovers = [u for u in self.scheduler.units(role="service")
+                     if live.get(u.labels.get(engine_mod.LABEL_APP)) != u.seq]
+        self.scheduler.remove(leftovers, timeout=self.settings.stop_timeout)
+        for unit in leftovers:
+            notes.append(f"removed swarm service {unit.name} (not the live deploy)")
+        self.scheduler.sync_routes()
+
     # routes that no longer match the settings
 
     def routes_drifted(self, app) -> bool:
@@ -246,7 +276,7 @@ class Gitd:
         would make now (HTTPS turned on or off, custom certificates)."""
         if not app.current_release or app.live_seq is None:
             return False
-        web = [c for c in self.engine.containers(app.name)
+        web = [c for c in self.scheduler.units(app.name)
                if c.labels.get(engine_mod.LABEL_PROCESS) == "web"
                and c.labels.get(engine_mod.LABEL_ROLE) == "service"
                and c.labels.get(engine_mod.LABEL_SEQ) == str(app.live_seq)]

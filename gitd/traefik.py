@@ -51,6 +51,7 @@ def render_static_config(settings: Settings, mode: str = "managed") -> str:
         acme_challenge=settings.acme_challenge,
         acme_dns_provider=settings.acme_dns_provider,
         dynamic_dir=settings.dynamic_dir,
+        swarm=settings.scheduler == "swarm",
         # managed mode: gitd writes Traefik's output to this file itself
         log_file=settings.traefik_log if mode == "external" and settings.https else "",
     )
@@ -67,6 +68,10 @@ def traefik_environment(settings: Settings, base: dict | None = None) -> dict:
 
 def prepare_tls_dirs(settings: Settings) -> None:
     """The data dir's TLS part, private to gitd and Traefik (0700 / 0600)."""
+    if settings.scheduler == "swarm":  # route files live in the dynamic dir
+        for path in (settings.tls_dir, settings.dynamic_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o700)
     if not settings.https:
         return
     for path in (settings.tls_dir, settings.dynamic_dir, settings.custom_certs_dir):

@@ -13,7 +13,6 @@ retiring the old containers goes on in the background (hooks.retire).
 from __future__ import annotations
 
 import shlex
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from hooks.checks import HealthCheck
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
                           LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, Engine)
 from hooks.retire import Retirements
+from hooks.scheduler import DockerScheduler, confirm_routes, unit_label
 
 
 def app_network(instance: str, app: str) -> str:
@@ -161,6 +161,7 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
         "init": True,
         "log_config": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
         "stop_signal": "SIGTERM",
+        "stop_timeout": target.stop_timeout,
         "networks": networks(settings, target.app),
         **target.limits,
     }
@@ -200,11 +201,16 @@ def release_task_spec(target: Target, settings: Settings) -> dict:
 
 
 class Deployer:
-    def __init__(self, engine: Engine, settings: Settings, retirements: Retirements | None = None):
+    """The swap's state machine. What runs the containers is `scheduler`
+    (hooks.scheduler): local Docker, or Docker Swarm."""
+
+    def __init__(self, engine: Engine, settings: Settings, retirements: Retirements | None = None,
+                 scheduler=None):
         self.engine = engine
         self.settings = settings
         self.probe = checks.find_probe(settings.probe_binary)
         self.retirements = retirements or Retirements()
+        self.scheduler = scheduler or DockerScheduler(engine, settings)
 
     def deploy(self, target, progress, on_live, on_retired=None) -> dict:
         """Run the swap up to `live`. `on_live()` records the new release as
@@ -220,10 +226,9 @@ class Deployer:
         first = targets[0]
         timings: dict[str, float] = {}
         started: dict[int, list] = {i: [] for i in range(len(targets))}
-        everything = lambda: [c for group in started.values() for c in group]  # noqa: E731
+        everything = lambda: [u for group in started.values() for u in group]  # noqa: E731
         t0 = time.monotonic()
-        self.engine.ensure_network(app_network(self.settings.instance, first.app),
-                                   labels={LABEL_APP: first.app})
+        self.scheduler.prepare(app_network(self.settings.instance, first.app), first.app)
         current = first
         try:
             for current in targets:
@@ -231,9 +236,8 @@ class Deployer:
                     self._run_release_task(current, progress)
             progress.stage("start")
             for i, current in enumerate(targets):
-                for spec in container_specs(current, self.settings, self.probe):
-                    progress.line(f"starting {spec['name']}")
-                    started[i].append(self.engine.run(spec))
+                started[i] = self.scheduler.start(
+                    container_specs(current, self.settings, self.probe), progress)
             timings["start"] = time.monotonic() - t0
             progress.stage("healthy")
             for i, current in enumerate(targets):
@@ -241,7 +245,7 @@ class Deployer:
             timings["healthy"] = time.monotonic() - t0
             progress.stage("routed")
             for i, current in enumerate(targets):
-                self._confirm_routes(current, started[i], progress)
+                confirm_routes(self.scheduler, self.settings, current, started[i], progress)
             timings["routed"] = time.monotonic() - t0
         except GitdError as exc:
             self._report_failure(everything(), progress)
@@ -261,82 +265,31 @@ class Deployer:
     def _run_release_task(self, target: Target, progress) -> None:
         progress.stage("release-task")
         progress.step(f"Running release command: {describe_argv(target.release_command)}")
-        container = self.engine.run(release_task_spec(target, self.settings))
-        # The log stream ends only when the container does: a watchdog kills
-        # it at the limit so `release: sleep infinity` cannot hold the lock.
-        timed_out = threading.Event()
-
-        def kill():
-            timed_out.set()
-            self.engine.kill(container)
-
-        watchdog = threading.Timer(target.release_timeout, kill)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            for chunk in container.logs(stream=True, follow=True):
-                for line in chunk.decode("utf-8", "replace").splitlines():
-                    progress.line(line)
-            result = container.wait(timeout=target.release_timeout + 30)
-        finally:
-            watchdog.cancel()
-            self.engine.remove(container)
-        if timed_out.is_set():
+        status, timed_out = self.scheduler.run_task(
+            release_task_spec(target, self.settings), progress.line, target.release_timeout)
+        if timed_out:
             raise DeployError(f"release command ran longer than {target.release_timeout:g}s "
                               "(release_timeout); nothing changed")
-        status = result.get("StatusCode", 1)
         if status != 0:
             raise DeployError(f"release command failed with status {status}; nothing changed")
 
     def _wait_ready(self, target: Target, started: list, progress) -> None:
         if target.check.disabled:
             progress.warn("health checks are disabled: this deploy may drop requests")
-        for container in started:
-            process = container.labels.get(LABEL_PROCESS)
-            label = container.name.split(".", 1)[1]
-            if process == "web" and not target.check.disabled:
-                progress.line(f"waiting for {label} to pass {target.check.describe()}")
-                checks.wait_healthy(self.engine, container, target.check, progress.line, label)
-                progress.line(f"{label} is healthy")
-            else:
-                checks.wait_running(self.engine, container, min(2.0, target.check.wait), progress.line, label)
-
-    def _confirm_routes(self, target: Target, started: list, progress) -> None:
-        web = [c for c in started if c.labels.get(LABEL_PROCESS) == "web"]
-        if not web or not target.hosts:
-            return
-        api = self.settings.api_url
-        if not api:
-            progress.warn("no Traefik API configured: cannot confirm the switch; waiting 3s")
-            time.sleep(3)
-            return
-        urls = set()
-        for container in web:
-            self.engine.reload(container)
-            host_port = self.engine.host_port(container, target.port)
-            if host_port is None:
-                raise DeployError(f"{container.name} has no published port {target.port}")
-            urls.add(f"http://127.0.0.1:{host_port}")
-        routes = router.routes(target.route_key, target.seq, target.routes,
-                               self.settings.traefik_entrypoint, target.tls)
-        took = router.confirm_routed(api, target.route_key, target.seq, urls,
-                                     routers=[r.router for r in routes])
-        over = " (HTTP and HTTPS)" if target.tls else ""
-        shown = ", ".join(str(r) for r in target.routes)
-        progress.line(f"Traefik routes {shown} to the new containers{over} "
-                      f"({took:.1f}s)")
+        for unit in started:
+            self.scheduler.wait_ready(unit, target.check, progress)
 
     def _report_failure(self, started: list, progress) -> None:
-        for container in started:
-            lines = self.engine.tail_logs(container, 20)
+        for unit in started:
+            lines = self.scheduler.tail_logs(unit, 20)
             if lines:
-                progress.line(f"last log lines of {container.name.split('.', 1)[1]}:")
+                progress.line(f"last log lines of {unit_label(unit)}:")
                 for line in lines:
                     progress.line(f"  {line}")
 
     def old_containers(self, app: str, live_seq: int) -> list:
-        """Service containers of `app` that are not the live ones."""
-        return [c for c in self.engine.containers(app)
+        """Service units of `app` that are not the live ones."""
+        return [c for c in self.scheduler.units(app)
                 if c.labels.get(LABEL_SEQ) != str(live_seq)
                 and c.labels.get(LABEL_ROLE) == "service"]
 
@@ -364,23 +317,21 @@ class Deployer:
                 then()
         return self.retirements.start(app, old, _drain_of(old, drain), stop)
 
-    def retire(self, containers: list, timeout: int) -> None:
+    def retire(self, units: list, timeout: int) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds; in parallel."""
-        if not containers:
+        if not units:
             return
-        def stop(container):
+        def stop(unit):
             try:
-                self.engine.remove(container, timeout=timeout)
+                self.scheduler.remove([unit], timeout=timeout)
             except Exception as exc:  # the others still stop; a restart retires this one
-                log.warning("cannot stop an old container", container=container.name, error=str(exc))
+                log.warning("cannot stop an old container", container=unit.name, error=str(exc))
 
-        with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
-            list(pool.map(stop, containers))
+        with ThreadPoolExecutor(max_workers=min(8, len(units))) as pool:
+            list(pool.map(stop, units))
 
-    def _remove(self, containers: list) -> None:
-        for container in containers:
-            self.engine.remove(container)
-
+    def _remove(self, units: list) -> None:
+        self.scheduler.remove(units)
 
 
 def _drain_of(containers: list, drain: float) -> float:

@@ -76,16 +76,17 @@ class Engine:
         return container
 
     def ensure_network(self, name: str, labels: dict[str, str] | None = None,
-                       internal: bool = False):
-        """A user-defined bridge network, created when missing, labelled with
-        this instance so clean-up finds it by label."""
+                       internal: bool = False, driver: str = "bridge", attachable: bool = False):
+        """A user-defined network (a bridge; an overlay on a swarm), created
+        when missing, labelled with this instance so clean-up finds it."""
         try:
             return self.client.networks.get(name)
         except docker.errors.NotFound:
             pass
         try:
             return self.client.networks.create(
-                name, driver="bridge", internal=internal, check_duplicate=True,
+                name, driver=driver, internal=internal, check_duplicate=True,
+                attachable=attachable or None,
                 labels={LABEL_INSTANCE: self.instance, **(labels or {})})
         except docker.errors.DockerException as exc:
             try:  # made meanwhile by another deploy or `run` of the app

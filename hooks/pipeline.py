@@ -41,11 +41,11 @@ def image_tag(app: str, version: int) -> str:
 
 class Pipeline:
     def __init__(self, settings: Settings, store: Store, engine: Engine,
-                 retirements: Retirements | None = None, try_lock=None):
+                 retirements: Retirements | None = None, try_lock=None, scheduler=None):
         self.settings = settings
         self.store = store
         self.engine = engine
-        self.deployer = Deployer(engine, settings, retirements)
+        self.deployer = Deployer(engine, settings, retirements, scheduler)
         # (app) -> context manager taking the app's lock at once or raising
         # GitdError: a prune after a background retirement takes it
         self.try_lock = try_lock

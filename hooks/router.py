@@ -181,6 +181,43 @@ def labels(app: str, seq: int, hosts, port: int, entrypoint: str = "web",
     return result
 
 
+def route_config(route: Route, seq: int, service: str) -> tuple[dict, dict]:
+    """One router as Traefik's file provider reads it (what `route_labels`
+    says with labels), and the middlewares it needs."""
+    config: dict = {"rule": path_rule(list(route.hosts), route.path),
+                    "entryPoints": [route.entrypoint], "priority": priority(seq, route.path),
+                    "service": service}
+    middlewares = {}
+    if route.strip_prefix:
+        middleware = strip_middleware(route)
+        middlewares[middleware] = {"stripPrefix": {"prefixes": [route.path]}}
+        config["middlewares"] = [middleware]
+    if route.tls:
+        config["tls"] = {}
+    if route.resolver:
+        config["tls"] = {"certResolver": route.resolver,
+                         "domains": [{"main": d} for d in route.cert_domains]}
+    return config, middlewares
+
+
+def file_routes(app: str, seq: int, hosts, servers: list[str], entrypoint: str = "web",
+                tls: TLSPlan | None = None) -> dict:
+    """A deploy's routers and service for the file provider, its servers
+    given (the swarm scheduler: tasks on any node, by node address)."""
+    name = route_name(app, seq)
+    routers, middlewares = {}, {}
+    for route in routes(app, seq, hosts, entrypoint, tls):
+        routers[route.router], needed = route_config(route, seq, name)
+        middlewares.update(needed)
+    if not routers:
+        return {}
+    http: dict = {"routers": routers, "services": {name: {"loadBalancer": {
+        "servers": [{"url": url} for url in servers]}}}}
+    if middlewares:
+        http["middlewares"] = middlewares
+    return {"http": http}
+
+
 def redirect_config(app: str, hosts: list[str], https_port: int,
                     entrypoint: str = "web") -> dict:
     """File-provider routers sending plain HTTP for `hosts` to HTTPS. They
@@ -229,22 +266,23 @@ def _get_json(url: str, timeout: float = 2.0):
         return None
 
 
-def routed_servers(api_url: str, app: str, seq: int, routers: list[str] | None = None) -> dict[str, str]:
+def routed_servers(api_url: str, app: str, seq: int, routers: list[str] | None = None,
+                   provider: str = "docker") -> dict[str, str]:
     """{server url: status} Traefik holds for this deploy's service ({} if
     none, or if any of `routers` (default: the HTTP one) is not enabled)."""
     name = route_name(app, seq)
     for router_name in routers or [name]:
-        router = _get_json(f"{api_url}/api/http/routers/{router_name}@docker")
+        router = _get_json(f"{api_url}/api/http/routers/{router_name}@{provider}")
         if not router or router.get("status") != "enabled":
             return {}
-    service = _get_json(f"{api_url}/api/http/services/{name}@docker")
+    service = _get_json(f"{api_url}/api/http/services/{name}@{provider}")
     if not service:
         return {}
     return service.get("serverStatus") or {}
 
 
 def confirm_routed(api_url: str, app: str, seq: int, server_urls: set[str], timeout: float = 30.0,
-                   routers: list[str] | None = None) -> float:
+                   routers: list[str] | None = None, provider: str = "docker") -> float:
     """Wait until Traefik enables every router of this deploy (default: the
     HTTP one) and routes it to every server in `server_urls`, reported UP.
     Returns the seconds it took."""
@@ -252,7 +290,7 @@ def confirm_routed(api_url: str, app: str, seq: int, server_urls: set[str], time
     deadline = start + timeout
     status: dict = {}
     while time.monotonic() < deadline:
-        status = routed_servers(api_url, app, seq, routers)
+        status = routed_servers(api_url, app, seq, routers, provider)
         if server_urls and all(status.get(url) == "UP" for url in server_urls):
             return time.monotonic() - start
         time.sleep(0.1)

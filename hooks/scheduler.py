@@ -1,0 +1,135 @@
+"""Where a release's containers run: the seam between the deploy state
+machine (hooks.deploy) and what runs them.
+
+A scheduler turns container specs (plain data from hooks.deploy) into
+running *units* and retires them. A unit is what the deploy waits on, routes
+and retires: a container for `DockerScheduler`, a swarm service (one per
+process type, its replicas spread over the nodes) for
+`hooks.swarm.SwarmScheduler`. Each unit carries gitd's labels
+(`unit.labels`) and a name (`unit.name`, `gitd-<instance>.<rest>`).
+
+The deploy never asks which scheduler it has:
+
+    start(specs) -> units        wait_ready(unit)      endpoints(unit, port)
+    publish_routes(...)          remove(units)         units(app, **labels)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from gitd.config import Settings
+from gitd.errors import DeployError
+from hooks import checks, router
+from hooks.engine import LABEL_APP, LABEL_PROCESS, Engine
+
+
+def unit_label(unit) -> str:
+    """What progress lines call a unit: its name without `gitd-<instance>.`."""
+    return unit.name.split(".", 1)[-1]
+
+
+class DockerScheduler:
+    """Containers on this host, through the Docker engine. Traefik's docker
+    provider reads each web container's labels: routes need no publishing."""
+
+    kind = "docker"
+    route_provider = "docker"
+
+    def __init__(self, engine: Engine, settings: Settings):
+        self.engine = engine
+        self.settings = settings
+
+    def prepare(self, network: str, app: str) -> None:
+        self.engine.ensure_network(network, labels={LABEL_APP: app})
+
+    def start(self, specs: list[dict], progress) -> list:
+        units = []
+        try:
+            for spec in specs:
+                progress.line(f"starting {spec['name']}")
+                units.append(self.engine.run(spec))
+        except BaseException:
+            self.remove(units)
+            raise
+        return units
+
+    def wait_ready(self, unit, check: checks.HealthCheck, progress) -> None:
+        label = unit_label(unit)
+        if unit.labels.get(LABEL_PROCESS) == "web" and not check.disabled:
+            progress.line(f"waiting for {label} to pass {check.describe()}")
+            checks.wait_healthy(self.engine, unit, check, progress.line, label)
+            progress.line(f"{label} is healthy")
+        else:
+            checks.wait_running(self.engine, unit, min(2.0, check.wait), progress.line, label)
+
+    def endpoints(self, unit, port: int) -> set[str]:
+        self.engine.reload(unit)
+        host_port = self.engine.host_port(unit, port)
+        if host_port is None:
+            raise DeployError(f"{unit.name} has no published port {port}")
+        return {f"http://127.0.0.1:{host_port}"}
+
+    def publish_routes(self, route_key: str, seq: int, routes: list, servers: set[str],
+                       tls) -> None:
+        """The container labels carry the routes already."""
+
+    def units(self, app: str | None = None, **labels) -> list:
+        return self.engine.containers(app, **labels)
+
+    def tail_logs(self, unit, lines: int = 20) -> list[str]:
+        return self.engine.tail_logs(unit, lines)
+
+    def remove(self, units: list, timeout: int = 0) -> None:
+        for unit in units:
+            self.engine.remove(unit, timeout=timeout)
+
+    def run_task(self, spec: dict, on_line, timeout: float) -> tuple[int | None, bool]:
+        """Run a one-off container to its end, its output to `on_line`.
+        Returns (exit status, timed out). A watchdog kills it at `timeout`:
+        the log stream ends only when the container does."""
+        container = self.engine.run(spec)
+        timed_out = threading.Event()
+
+        def kill():
+            timed_out.set()
+            self.engine.kill(container)
+
+        watchdog = threading.Timer(timeout, kill)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for chunk in container.logs(stream=True, follow=True):
+                for line in chunk.decode("utf-8", "replace").splitlines():
+                    on_line(line)
+            result = container.wait(timeout=timeout + 30)
+        finally:
+            watchdog.cancel()
+            self.engine.remove(container)
+        return result.get("StatusCode", 1), timed_out.is_set()
+
+
+def confirm_routes(scheduler, settings: Settings, target, units: list, progress) -> None:
+    """Publish the deploy's routes to its web units' endpoints and wait until
+    Traefik routes them (HTTP, and HTTPS when planned)."""
+    web = [u for u in units if u.labels.get(LABEL_PROCESS) == "web"]
+    if not web or not target.hosts:
+        return
+    servers: set[str] = set()
+    for unit in web:
+        servers |= scheduler.endpoints(unit, target.port)
+    scheduler.publish_routes(target.route_key, target.seq, target.routes, servers, target.tls)
+    api = settings.api_url
+    if not api:
+        progress.warn("no Traefik API configured: cannot confirm the switch; waiting 3s")
+        time.sleep(3)
+        return
+    planned = router.routes(target.route_key, target.seq, target.routes,
+                            settings.traefik_entrypoint, target.tls)
+    took = router.confirm_routed(api, target.route_key, target.seq, servers,
+                                 routers=[r.router for r in planned],
+                                 provider=scheduler.route_provider)
+    over = " (HTTP and HTTPS)" if target.tls else ""
+    shown = ", ".join(str(r) for r in target.routes)
+    progress.line(f"Traefik routes {shown} to the new containers{over} ({took:.1f}s)")

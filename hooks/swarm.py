@@ -1,0 +1,484 @@
+"""Docker Swarm as gitd's scheduler (issue #16).
+
+Each process type of a deploy is one swarm service, `replicas` = its
+count, spread over the nodes by the swarm. A deploy never updates a running
+service in place: the new release's services start beside the old ones
+(blue/green, like the docker scheduler), are health-gated by the swarm
+(a task stays "starting" until its HEALTHCHECK passes), routed, and only
+then are the old services removed. Swarm's own rolling update (even
+start-first) stops an old task as soon as its replacement runs, before
+Traefik routes to it; a service per deploy keeps the old tasks until the
+new ones are healthy *and* routed.
+
+Images reach every node through a registry: each release's image is pushed
+there and services pin it by digest.
+
+Routing: Traefik runs beside gitd on the manager (not on an overlay
+network), so it reaches a task by its node's address and the task's
+host-mode published port. gitd writes those servers into Traefik's file
+provider (one file per deploy) from the tasks it sees, and rewrites them
+when the swarm moves a task (`sync_routes`). Traefik's swarm provider would
+route to overlay addresses a host-run Traefik cannot reach.
+
+Networks are overlay networks with DNS round robin (`dnsrr`) endpoints: a
+service name resolves to its tasks' addresses, with no IPVS virtual IP
+(which this machine's kernel lacks, and gitd does not need).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+import docker
+import docker.errors
+import structlog
+
+from gitd import registry
+from gitd.config import Settings
+from gitd.errors import DeployError, GitdError
+from hooks import checks, router
+from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
+                          LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, Engine, _explain)
+from hooks.scheduler import unit_label
+
+log = structlog.get_logger("gitd.swarm")
+
+SERVICE_NAME_MAX = 63  # a DNS label: names resolve on the overlay networks
+ROUTE_FILE_PREFIX = "route-"
+TASK_ROLE = "swarm-task"  # what a task's container is labelled (the service has the role)
+FAILED_STATES = ("failed", "rejected", "orphaned")
+SPEC_KEYS = {"image", "name", "command", "environment", "labels", "restart_policy", "init",
+             "log_config", "stop_signal", "networks", "network_aliases", "ports", "healthcheck",
+             "mounts", "mem_limit", "memswap_limit", "nano_cpus", "pids_limit", "constraints",
+             "stop_timeout"}
+
+
+@dataclass
+class SwarmUnit:
+    """A swarm service gitd made: what a deploy waits on, routes and retires."""
+    id: str
+    name: str
+    labels: dict[str, str]
+    replicas: int = 1
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def route_key(self) -> str:
+        app, component = self.labels.get(LABEL_APP, ""), self.labels.get(LABEL_COMPONENT)
+        return f"{app}_{component}" if component else app
+
+    @property
+    def seq(self) -> int:
+        value = self.labels.get(LABEL_SEQ, "")
+        return int(value) if value.isdigit() else -1
+
+    @classmethod
+    def of(cls, service) -> "SwarmUnit":
+        spec = service.attrs.get("Spec") or {}
+        replicas = ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1)
+        return cls(service.id, spec.get("Name", service.name), dict(spec.get("Labels") or {}),
+                   replicas, service.attrs)
+
+
+def service_name(container_name: str) -> str:
+    """`gitd-<instance>.<app>.<process>.<index>.s<seq>` -> the service's name,
+    without the index (one service holds every replica). Names past a DNS
+    label's length keep their start and a hash of the whole."""
+    parts = container_name.split(".")
+    name = ".".join(parts[:-2] + parts[-1:]) if len(parts) >= 5 else container_name
+    if len(name) <= SERVICE_NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:SERVICE_NAME_MAX - 11]}-{digest}"
+
+
+def escape_template(value: str) -> str:
+    """Swarm expands Go templates in a service's environment: a config value
+    holding `{{` is kept as written."""
+    return value.replace("{{", '{{"{{"}}')
+
+
+def task_environment(env: dict[str, str], process: str) -> list[str]:
+    values = [f"{k}={escape_template(v)}" for k, v in env.items() if k != "DYNO"]
+    return values + [f"DYNO={process}.{{{{.Task.Slot}}}}"]
+
+
+def resources(spec: dict) -> dict:
+    limits = {}
+    if spec.get("mem_limit"):
+        limits["MemoryBytes"] = int(spec["mem_limit"])
+    if spec.get("nano_cpus"):
+        limits["NanoCPUs"] = int(spec["nano_cpus"])
+    if spec.get("pids_limit"):
+        limits["Pids"] = int(spec["pids_limit"])
+    return {"Limits": limits} if limits else {}
+
+
+def healthcheck(spec: dict) -> dict | None:
+    check = spec.get("healthcheck")
+    if not check:
+        return None
+    return {"Test": check["test"], "Interval": check["interval"], "Timeout": check["timeout"],
+            "Retries": check["retries"], "StartPeriod": check["start_period"]}
+
+
+def mounts(spec: dict) -> list[dict]:
+    return [{"Type": m["type"], "Source": m["source"], "Target": m["target"],
+             "ReadOnly": bool(m.get("read_only"))} for m in spec.get("mounts", [])]
+
+
+def task_template(spec: dict, image: str, process: str, restart: str) -> dict:
+    labels = spec["labels"]
+    container_labels = {k: v for k, v in labels.items() if k.startswith("gitd.")}
+    container_labels[LABEL_ROLE] = TASK_ROLE
+    container = {
+        "Image": image,
+        "Env": task_environment(spec.get("environment") or {}, process),
+        "Labels": container_labels,
+        "Init": bool(spec.get("init")),
+        "StopSignal": spec.get("stop_signal", "SIGTERM"),
+        "Mounts": mounts(spec),
+    }
+    if spec.get("command"):
+        container["Args"] = list(spec["command"])  # docker run's CMD; Command is the entrypoint
+    if spec.get("stop_timeout") is not None:
+        container["StopGracePeriod"] = int(spec["stop_timeout"]) * 1_000_000_000
+    check = healthcheck(spec)
+    if check:
+        container["Healthcheck"] = check
+    aliases = spec.get("network_aliases") or []
+    networks = [{"Target": name, "Aliases": aliases if i == 0 else []}
+                for i, name in enumerate(spec.get("networks") or [])]
+    template = {
+        "ContainerSpec": container,
+        "Resources": resources(spec),
+        "RestartPolicy": {"Condition": restart, "Delay": 1_000_000_000},
+        "Networks": networks,
+    }
+    log_config = spec.get("log_config")
+    if log_config:
+        template["LogDriver"] = {"Name": log_config["Type"], "Options": log_config.get("Config", {})}
+    if spec.get("constraints"):
+        template["Placement"] = {"Constraints": list(spec["constraints"])}
+    return template
+
+
+def service_spec(specs: list[dict], image: str) -> dict:
+    """The swarm service (create_service arguments) for the container specs
+    of one process type: one service, `len(specs)` replicas."""
+    spec = specs[0]
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:  # a new container setting must be mapped here, not dropped
+        raise GitdError(f"the swarm scheduler cannot run {', '.join(sorted(unknown))} yet")
+    # the service keeps the traefik labels: no provider reads service labels
+    # (routes go through route files), and they say what the routes were
+    labels = dict(spec["labels"])
+    process = labels.get(LABEL_PROCESS, "web")
+    ports = [{"Protocol": "tcp", "TargetPort": int(p.split("/")[0]), "PublishMode": "host"}
+             for p in (spec.get("ports") or {})]
+    return {
+        "name": service_name(spec["name"]),
+        "labels": labels,
+        "task_template": task_template(spec, image, process, "any"),
+        "mode": {"Replicated": {"Replicas": len(specs)}},
+        "endpoint_spec": {"Mode": "dnsrr", "Ports": ports},
+        # in-place updates (never made by a deploy) start the new task first
+        # and roll back on failure
+        "update_config": {"Parallelism": 1, "Order": "start-first", "FailureAction": "rollback"},
+    }
+
+
+def job_spec(spec: dict, image: str) -> dict:
+    """A one-off task (the release command): runs once, never restarted."""
+    labels = dict(spec["labels"])
+    process = labels.get(LABEL_PROCESS, "release")
+    return {
+        "name": service_name(spec["name"]),
+        "labels": labels,
+        "task_template": task_template(spec, image, process, "none"),
+        "mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
+        "endpoint_spec": {"Mode": "dnsrr"},
+    }
+
+
+def route_file_name(route_key: str, seq: int) -> str:
+    return f"{ROUTE_FILE_PREFIX}{router.route_name(route_key, seq)}.yml"
+
+
+def group_by_process(specs: list[dict]) -> list[list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for spec in specs:
+        groups.setdefault(spec["labels"].get(LABEL_PROCESS, ""), []).append(spec)
+    return list(groups.values())
+
+
+class SwarmScheduler:
+    kind = "swarm"
+    route_provider = "file"
+
+    def __init__(self, engine: Engine, settings: Settings):
+        self.engine = engine
+        self.client = engine.client
+        self.api = engine.client.api
+        self.settings = settings
+        self._pushed: dict[str, str] = {}  # local image id -> pinned registry reference
+        self._node_addrs: dict[str, str] = {}
+        self._routes_guard = threading.Lock()
+        self.routes_dir = settings.dynamic_dir
+        self.routes_dir.mkdir(parents=True, exist_ok=True)
+        self.routes_dir.chmod(0o700)
+
+    # images
+
+    def image_for(self, spec: dict) -> str:
+        image = spec["image"]
+        if image not in self._pushed:
+            labels = spec["labels"]
+            tag = f"v{labels.get(LABEL_RELEASE, '0')}"
+            if labels.get(LABEL_COMPONENT):
+                tag += f"-{labels[LABEL_COMPONENT]}"
+            self._pushed[image] = registry.push_image(
+                self.engine, registry.registry_host(self.settings), image,
+                labels.get(LABEL_APP, "app"), tag)
+        return self._pushed[image]
+
+    # the seam
+
+    def prepare(self, network: str, app: str) -> None:
+        self.ensure_network(network, {LABEL_APP: app})
+
+    def ensure_network(self, name: str, labels: dict | None = None):
+        """An attachable overlay network: tasks on any node join it, and so can
+        a one-off container."""
+        return self.engine.ensure_network(name, labels=labels, driver="overlay", attachable=True)
+
+    def start(self, specs: list[dict], progress) -> list[SwarmUnit]:
+        units: list[SwarmUnit] = []
+        try:
+            for group in group_by_process(specs):
+                image = self.image_for(group[0])
+                arguments = service_spec(group, image)
+                progress.line(f"starting {arguments['name']} ({len(group)} "
+                              f"{'replica' if len(group) == 1 else 'replicas'})")
+                units.append(self._create(arguments))
+        except BaseException:
+            self.remove(units)
+            raise
+        return units
+
+    def _create(self, arguments: dict) -> SwarmUnit:
+        try:
+            created = self.api.create_service(**arguments)
+            return SwarmUnit.of(self.client.services.get(created["ID"]))
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot create swarm service {arguments['name']}: {_explain(exc)}")
+
+    def tasks(self, unit: SwarmUnit) -> list[dict]:
+        try:
+            return self.api.tasks(filters={"service": unit.id})
+        except docker.errors.NotFound:
+            return []
+
+    def wait_ready(self, unit: SwarmUnit, check: checks.HealthCheck, progress) -> None:
+        """Every replica running: with a health check the swarm holds a task
+        in "starting" until it passes, and replaces one that fails it."""
+        label = unit_label(unit)
+        gated = unit.labels.get(LABEL_PROCESS) == "web" and not check.disabled
+        if gated:
+            progress.line(f"waiting for {label} ({unit.replicas} on the swarm) to pass "
+                          f"{check.describe()}")
+        # the first start on a node pulls the image from the registry
+        allowed = max(check.wait, 5.0) + self.settings.deploy_timeout
+        deadline = time.monotonic() + allowed
+        settled_since = None
+        seen = set()
+        while True:
+            tasks = self.tasks(unit)
+            for task in tasks:
+                self._report_task(task, label, seen, progress)
+            failed = [t for t in tasks if t["Status"]["State"] in FAILED_STATES
+                      or (t["Status"]["State"] in ("complete", "shutdown")
+                          and t.get("DesiredState") == "running")]
+            if failed:
+                status = failed[0]["Status"]
+                raise DeployError(f"{label} failed on the swarm: "
+                                  f"{status.get('Err') or status.get('Message') or status['State']}")
+            running = [t for t in tasks if t["Status"]["State"] == "running"
+                       and t.get("DesiredState") == "running"]
+            if len(running) >= unit.replicas:
+                settled_since = settled_since or time.monotonic()
+                # without a check, a task must at least stay up a moment
+                if gated or time.monotonic() - settled_since >= min(2.0, check.wait):
+                    progress.line(f"{label} is {'healthy' if gated else 'running'} "
+                                  f"({len(running)} of {unit.replicas})")
+                    return
+            else:
+                settled_since = None
+            if time.monotonic() > deadline:
+                states = ", ".join(sorted(t["Status"]["State"] for t in tasks)) or "no tasks"
+                raise DeployError(f"{label} not ready on the swarm after "
+                                  f"{allowed:g}s ({states})")
+            time.sleep(0.25)
+
+    def _report_task(self, task: dict, label: str, seen: set, progress) -> None:
+        status = task["Status"]
+        key = (task["ID"], status["State"])
+        if key in seen or status["State"] in ("new", "allocated", "pending", "assigned",
+                                               "accepted", "ready"):
+            return
+        seen.add(key)
+        node = self.node_addr(task.get("NodeID", ""))
+        detail = status.get("Err") or ""
+        progress.line(f"       {label}.{task.get('Slot', '?')} on {node}: {status['State']}"
+                      + (f" ({detail})" if detail else ""))
+
+    def node_addr(self, node_id: str) -> str:
+        if node_id and node_id not in self._node_addrs:
+            try:
+                node = self.client.nodes.get(node_id)
+                self._node_addrs[node_id] = (node.attrs.get("Status") or {}).get("Addr") or ""
+            except docker.errors.DockerException:
+                return ""
+        return self._node_addrs.get(node_id, "")
+
+    def endpoints(self, unit: SwarmUnit, port: int) -> set[str]:
+        urls = set()
+        for task in self.tasks(unit):
+            if task["Status"]["State"] != "running" or task.get("DesiredState") != "running":
+                continue
+            addr = self.node_addr(task.get("NodeID", ""))
+            for published in ((task["Status"].get("PortStatus") or {}).get("Ports") or []):
+                if published.get("TargetPort") == port and published.get("PublishedPort"):
+                    urls.add(f"http://{addr}:{published['PublishedPort']}")
+        if not urls:
+            raise DeployError(f"{unit.name} has no task publishing port {port}")
+        return urls
+
+    def publish_routes(self, route_key: str, seq: int, routes: list, servers: set[str],
+                       tls) -> None:
+        config = router.file_routes(route_key, seq, routes, sorted(servers),
+                                    self.settings.traefik_entrypoint, tls)
+        self._write_routes(route_key, seq, config)
+
+    def _write_routes(self, route_key: str, seq: int, config: dict) -> bool:
+        path = self.routes_dir / route_file_name(route_key, seq)
+        text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+        with self._routes_guard:
+            try:
+                if path.read_text() == text:
+                    return False
+            except OSError:
+                pass
+            temporary = path.with_suffix(".tmp")  # not .yml: Traefik skips it
+            temporary.write_text(text)
+            temporary.chmod(0o600)
+            temporary.replace(path)
+        return True
+
+    def unpublish_routes(self, unit: SwarmUnit) -> None:
+        with self._routes_guard:
+            (self.routes_dir / route_file_name(unit.route_key, unit.seq)).unlink(missing_ok=True)
+
+    def units(self, app: str | None = None, **labels) -> list[SwarmUnit]:
+        wanted = {LABEL_INSTANCE: self.settings.instance, LABEL_APP: app, **labels}
+        filters = {"label": [f"{k}={v}" for k, v in wanted.items() if v is not None]}
+        try:
+            return [SwarmUnit.of(s) for s in self.client.services.list(filters=filters)]
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot list swarm services: {_explain(exc)}")
+
+    def tail_logs(self, unit: SwarmUnit, lines: int = 20) -> list[str]:
+        try:
+            raw = self.api.service_logs(unit.id, stdout=True, stderr=True, tail=lines,
+                                        follow=False)
+            data = raw if isinstance(raw, bytes) else b"".join(raw)
+        except docker.errors.DockerException:
+            return []
+        return data.decode("utf-8", "replace").splitlines()
+
+    def remove(self, units: list, timeout: int = 0) -> None:
+        """Take the routes away, remove the services, and wait (bounded) for
+        their containers on this node to be gone. The swarm stops a task with
+        SIGTERM, then SIGKILL after the grace period set at create."""
+        for unit in units:
+            self.unpublish_routes(unit)
+            try:
+                self.api.remove_service(unit.id)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                raise GitdError(f"cannot remove swarm service {unit.name}: {_explain(exc)}")
+        for unit in units:
+            self._wait_gone(unit, timeout + 15)
+
+    def _wait_gone(self, unit: SwarmUnit, timeout: float) -> None:
+        filters = {"label": [f"com.docker.swarm.service.id={unit.id}"]}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.client.containers.list(all=True, filters=filters, ignore_removed=True):
+                return
+            time.sleep(0.2)
+
+    def run_task(self, spec: dict, on_line, timeout: float) -> tuple[int | None, bool]:
+        """A one-off task (a replicated job) run to its end, its output
+        streamed from the swarm's service log."""
+        unit = self._create(job_spec(spec, self.image_for(spec)))
+        stream_done = threading.Event()
+
+        def stream():
+            try:
+                for chunk in self.api.service_logs(unit.id, stdout=True, stderr=True,
+                                                   follow=True):
+                    for line in chunk.decode("utf-8", "replace").splitlines():
+                        on_line(line)
+            except docker.errors.DockerException:
+                pass
+            finally:
+                stream_done.set()
+
+        threading.Thread(target=stream, daemon=True, name=f"task-{unit.name}").start()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                ended = [t for t in self.tasks(unit)
+                         if t["Status"]["State"] in ("complete",) + FAILED_STATES]
+                if ended:
+                    status = ended[0]["Status"]
+                    stream_done.wait(1.0)  # the last lines
+                    code = (status.get("ContainerStatus") or {}).get("ExitCode")
+                    if status["State"] in FAILED_STATES and code in (None, 0):
+                        on_line(f"task {status['State']}: {status.get('Err') or ''}".rstrip())
+                        code = 1
+                    return code, False
+                time.sleep(0.25)
+            return None, True
+        finally:
+            self.remove([unit])
+
+    # keeping routes true when the swarm moves tasks
+
+    def sync_routes(self) -> int:
+        """Point each web unit's route file at its tasks as they are now (a
+        node drained or lost, a task replaced): the routers stay as the
+        deploy wrote them, only the servers change. Returns files rewritten."""
+        written = 0
+        for unit in self.units(role="service", **{LABEL_PROCESS: "web"}):
+            path = self.routes_dir / route_file_name(unit.route_key, unit.seq)
+            port = unit.labels.get(
+                f"traefik.http.services.{router.route_name(unit.route_key, unit.seq)}"
+                ".loadbalancer.server.port", "")
+            try:
+                config = json.loads(path.read_text())
+                servers = self.endpoints(unit, int(port))
+            except (OSError, ValueError, DeployError):
+                continue  # not routed, or no task up right now: keep what is there
+            for service in config.get("http", {}).get("services", {}).values():
+                service["loadBalancer"]["servers"] = [{"url": u} for u in sorted(servers)]
+            if self._write_routes(unit.route_key, unit.seq, config):
+                log.info("routes follow the swarm", service=unit.name, servers=sorted(servers))
+                written += 1
+        return written
