@@ -32,8 +32,9 @@ from hooks.scheduler import DockerScheduler, confirm_routes, unit_label
 def app_network(instance: str, app: str) -> str:
     """The app's own bridge network: its containers reach each other, never
     another app's. Traefik reaches web containers over their ports published
-    on 127.0.0.1, so it needs no network of its own."""
-    return f"gitd-{instance}.{app}"
+    on 127.0.0.1, so it needs no network of its own. A DNS name component:
+    a swarm names its networks that way."""
+    return f"gitd-{instance}-app-{app}"
 
 
 def networks(settings: Settings, app: str) -> list[str]:

@@ -26,8 +26,10 @@ from hooks.engine import LABEL_APP, LABEL_PROCESS, Engine
 
 
 def unit_label(unit) -> str:
-    """What progress lines call a unit: its name without `gitd-<instance>.`."""
-    return unit.name.split(".", 1)[-1]
+    """What progress lines call a unit: its name without `gitd-<instance>`
+    (and the separator after it: `.`, or `_` in a swarm service's name)."""
+    separator = "." if "." in unit.name else "_"
+    return unit.name.split(separator, 1)[-1]
 
 
 class DockerScheduler:

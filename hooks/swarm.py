@@ -86,10 +86,11 @@ class SwarmUnit:
 
 def service_name(container_name: str) -> str:
     """`gitd-<instance>.<app>.<process>.<index>.s<seq>` -> the service's name,
-    without the index (one service holds every replica). Names past a DNS
-    label's length keep their start and a hash of the whole."""
+    `gitd-<instance>_<app>_<process>_s<seq>`: without the index (one service
+    holds every replica), and a DNS name component as the swarm wants. Names
+    past a DNS label's length keep their start and a hash of the whole."""
     parts = container_name.split(".")
-    name = ".".join(parts[:-2] + parts[-1:]) if len(parts) >= 5 else container_name
+    name = "_".join(parts[:-2] + parts[-1:]) if len(parts) >= 5 else container_name.replace(".", "_")
     if len(name) <= SERVICE_NAME_MAX:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]

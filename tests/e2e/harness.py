@@ -195,6 +195,22 @@ class Gitd:
             time.sleep(0.1)
         return self.containers(client, app)
 
+    def services(self, client, app: str | None = None) -> list:
+        """This gitd's swarm services (of `app`)."""
+        labels = [f"gitd.instance={self.instance}"] + ([f"gitd.app={app}"] if app else [])
+        return client.services.list(filters={"label": labels})
+
+    def wait_services(self, client, app: str, timeout: float = 60.0) -> list:
+        """On a swarm: wait (bounded) until only the live deploy's services are left."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seq = self.live_seq(app)
+            left = self.services(client, app)
+            if all(s.attrs["Spec"]["Labels"].get("gitd.seq") == seq for s in left):
+                return left
+            time.sleep(0.1)
+        return self.services(client, app)
+
     def cleanup(self, client) -> None:
         """Remove what this gitd made: its containers by label, its images by
         the ids its releases recorded and by label."""

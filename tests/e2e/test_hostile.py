@@ -17,6 +17,8 @@ from pathlib import Path
 import docker.errors
 import pytest
 
+from hooks.deploy import app_network
+
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, web_app
 from tests.e2e.harness import commit, git, make_key, make_repo, unique_app
@@ -154,15 +156,15 @@ def test_apps_are_isolated_from_each_other(gitd, docker_client, tmp_path):
             found |= set(container.attrs["NetworkSettings"]["Networks"])
         return found
 
-    assert networks(victim) == {f"gitd-{gitd.instance}.{victim}"}
-    assert networks(evil) == {f"gitd-{gitd.instance}.{evil}"}
-    net = docker_client.networks.get(f"gitd-{gitd.instance}.{evil}")
+    assert networks(victim) == {app_network(gitd.instance, victim)}
+    assert networks(evil) == {app_network(gitd.instance, evil)}
+    net = docker_client.networks.get(app_network(gitd.instance, evil))
     assert net.attrs["Labels"]["gitd.app"] == evil
     ran = gitd.ssh("run", victim, "--", "cat", "/proc/net/route", input="")
     assert ran.returncode == 0  # one-offs run on the app's network too
     for app in (victim, evil):
         ok(gitd, "apps:destroy", app, "--force")
-    assert docker_client.networks.list(names=[f"gitd-{gitd.instance}.{evil}"]) == []
+    assert docker_client.networks.list(names=[app_network(gitd.instance, evil)]) == []
 
 
 def test_host_files_are_never_read_and_bombs_stop(own_gitd, docker_client, tmp_path):

@@ -32,7 +32,7 @@ def test_one_service_per_process_type_with_its_replicas():
     assert by_process["web"]["mode"] == {"Replicated": {"Replicas": 2}}
     assert by_process["worker"]["mode"] == {"Replicated": {"Replicas": 1}}
     web = by_process["web"]
-    assert web["name"].endswith(".shop.web.s7") and ".1." not in web["name"]
+    assert web["name"] == "gitd-abcd1234_shop_web_s7"
     assert web["endpoint_spec"] == {"Mode": "dnsrr", "Ports": [
         {"Protocol": "tcp", "TargetPort": 5000, "PublishMode": "host"}]}
     container = web["task_template"]["ContainerSpec"]
