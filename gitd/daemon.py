@@ -1,4 +1,5 @@
-"""`gitd serve`: reconcile, start Traefik (managed), serve SSH, stop gracefully."""
+"""`gitd serve`: reconcile, start Traefik (managed) and the registry (swarm),
+serve SSH, stop gracefully."""
 
 from __future__ import annotations
 
@@ -54,6 +55,34 @@ async def _follow_swarm(gitd: Gitd) -> None:
         await asyncio.sleep(SWARM_ROUTES_INTERVAL)
 
 
+def _start_children(settings: Settings) -> list:
+    """The programs gitd runs beside itself: Traefik (managed mode) and,
+    on the swarm scheduler without a registry of the user's, the registry."""
+    children = []
+    if settings.traefik == "managed":
+        from gitd.traefik import ManagedTraefik
+
+        children.append(ManagedTraefik(settings))
+    if settings.scheduler == "swarm" and not settings.registry:
+        from gitd.registry import ManagedRegistry
+
+        children.append(ManagedRegistry(settings))
+    started = []
+    try:
+        for child in children:
+            child.start()
+            started.append(child)
+    except BaseException:
+        _stop_children(started)
+        raise
+    return started
+
+
+def _stop_children(children: list) -> None:
+    for child in reversed(children):
+        child.stop()
+
+
 async def serve(settings: Settings) -> int:
     gitd = Gitd(settings)
     settings = gitd.settings
@@ -71,12 +100,7 @@ async def serve(settings: Settings) -> int:
     backups.start()
     if settings.scheduler == "swarm":
         asyncio.get_running_loop().create_task(_follow_swarm(gitd))
-    traefik = None
-    if settings.traefik == "managed":
-        from gitd.traefik import ManagedTraefik
-
-        traefik = ManagedTraefik(settings)
-        await asyncio.to_thread(traefik.start)
+    children = await asyncio.to_thread(_start_children, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,8 +109,7 @@ async def serve(settings: Settings) -> int:
     try:
         port = await ssh.start(settings.ssh_host, settings.ssh_port, settings.host_key_path)
     except OSError:
-        if traefik:
-            traefik.stop()
+        _stop_children(children)
         raise
     log.info("listening", ssh_port=port, http_port=settings.http_port, domain=settings.domain,
              traefik=settings.traefik, instance=settings.instance, reconciled=len(notes))
@@ -111,8 +134,7 @@ async def serve(settings: Settings) -> int:
             # their containers are found by label and retired at the next start
             log.warning("shutdown grace expired; handing retirements over to the next start",
                         apps=sorted(gitd.retirements.pending()))
-    if traefik:
-        await asyncio.to_thread(traefik.stop)
+    await asyncio.to_thread(_stop_children, children)
     if pending:
         # worker threads cannot be cancelled; the next start reconciles
         log.warning("shutdown grace expired; abandoning work in flight", abandoned=len(pending))

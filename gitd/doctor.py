@@ -55,6 +55,7 @@ def run_doctor(settings: Settings, out: TextIO = sys.stdout,
         if os.access(root, os.R_OK | os.X_OK):
             check_disk(report, "disk (docker)", root)
     check_traefik(report, settings)
+    check_registry(report, settings)
     check_probe(report, settings)
     check_nix(report, nix_needed)
     check_ports(report, settings)
@@ -206,6 +207,31 @@ def check_traefik(report: Report, settings: Settings) -> None:
                     "systemctl start traefik; journalctl -u traefik")
 
 
+def check_registry(report: Report, settings: Settings) -> None:
+    """Swarm nodes pull each release's image from the registry."""
+    if settings.scheduler != "swarm":
+        return
+    from gitd import registry
+
+    host = registry.registry_host(settings)
+    if settings.registry:
+        if registry.ping(host):
+            report.ok("registry", f"reachable at {host}")
+        else:
+            report.fail("registry", f"nothing answers at {host}/v2/",
+                        "start that registry, or unset registry to let gitd run one")
+        return
+    if not shutil.which(settings.registry_bin):
+        report.fail("registry", f"{settings.registry_bin!r} not found on PATH (gitd runs "
+                    "the registry on the swarm scheduler)",
+                    "apt-get install docker-registry, or set registry = host:port")
+    elif registry.ping(host):
+        report.ok("registry", f"reachable at {host} (managed: gitd runs it)")
+    else:
+        report.warn("registry", f"nothing answers at {host} yet (managed: `gitd serve` "
+                    "starts it)", f"if gitd is running: see {settings.data_dir}/registry/registry.log")
+
+
 def check_probe(report: Report, settings: Settings) -> None:
     fix = "apt-get install busybox-static"
     candidates = [settings.probe_binary] if settings.probe_binary else PROBE_CANDIDATES
@@ -287,6 +313,8 @@ def check_ports(report: Report, settings: Settings) -> None:
     if settings.traefik == "managed":
         ports += [("http port", settings.http_host, settings.http_port),
                   ("traefik api port", "127.0.0.1", settings.traefik_api_port)]
+    if settings.scheduler == "swarm" and not settings.registry:
+        ports.append(("registry port", "127.0.0.1", settings.registry_port))
     for check, host, port in ports:
         if port == 0:
             continue
