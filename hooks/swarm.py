@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -228,6 +229,7 @@ class SwarmScheduler:
         self.settings = settings
         self._pushed: dict[str, str] = {}  # local image id -> pinned registry reference
         self._node_addrs: dict[str, str] = {}
+        self._task_addresses: dict[str, str] = {}  # task id -> host:port it answers on
         self._routes_guard = threading.Lock()
         self.routes_dir = settings.dynamic_dir
         self.routes_dir.mkdir(parents=True, exist_ok=True)
@@ -351,13 +353,33 @@ class SwarmScheduler:
         for task in self.tasks(unit):
             if task["Status"]["State"] != "running" or task.get("DesiredState") != "running":
                 continue
-            addr = self.node_addr(task.get("NodeID", ""))
-            for published in ((task["Status"].get("PortStatus") or {}).get("Ports") or []):
-                if published.get("TargetPort") == port and published.get("PublishedPort"):
-                    urls.add(f"http://{addr}:{published['PublishedPort']}")
+            address = self.task_address(task, port)
+            if address:
+                urls.add(f"http://{address}")
         if not urls:
             raise DeployError(f"{unit.name} has no task publishing port {port}")
         return urls
+
+    def task_address(self, task: dict, port: int) -> str | None:
+        """`node address:published port` of a running task. Docker 20.10 may
+        publish one host-mode port twice, IPv4 and IPv6 on *different* ports,
+        and the task's status does not say which is which: the one that
+        accepts a connection on the node's address is the one. Known per task
+        (a task's ports never change)."""
+        if task["ID"] in self._task_addresses:
+            return self._task_addresses[task["ID"]]
+        addr = self.node_addr(task.get("NodeID", ""))
+        candidates = sorted({p["PublishedPort"] for p in
+                             ((task["Status"].get("PortStatus") or {}).get("Ports") or [])
+                             if p.get("TargetPort") == port and p.get("PublishedPort")})
+        for candidate in candidates:
+            try:
+                with socket.create_connection((addr, candidate), timeout=1.0):
+                    self._task_addresses[task["ID"]] = f"{addr}:{candidate}"
+                    return self._task_addresses[task["ID"]]
+            except OSError:
+                continue
+        return None
 
     def publish_routes(self, route_key: str, seq: int, routes: list, servers: set[str],
                        tls) -> None:
@@ -467,7 +489,11 @@ class SwarmScheduler:
         node drained or lost, a task replaced): the routers stay as the
         deploy wrote them, only the servers change. Returns files rewritten."""
         written = 0
-        for unit in self.units(role="service", **{LABEL_PROCESS: "web"}):
+        units = self.units(role="service", **{LABEL_PROCESS: "web"})
+        live_tasks = {t["ID"] for unit in units for t in self.tasks(unit)}
+        for task_id in set(self._task_addresses) - live_tasks:
+            del self._task_addresses[task_id]
+        for unit in units:
             path = self.routes_dir / route_file_name(unit.route_key, unit.seq)
             port = unit.labels.get(
                 f"traefik.http.services.{router.route_name(unit.route_key, unit.seq)}"

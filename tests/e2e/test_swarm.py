@@ -55,7 +55,7 @@ def test_push_config_scale_rollback_on_the_swarm(swarm_gitd, swarm, tmp_path):
         assert pushed.returncode == 0, pushed.stderr
     assert load.failures == [] and load.ok > 0
     assert gitd.get(gitd.host(app)) == (200, "v3 hello\n")
-    assert "Retiring v2 in the background" in pushed.stderr
+    assert "Retiring v2 in the background" in pushed.stderr, pushed.stderr
 
     # scale: one service, two replicas, both routed
     scaled = gitd.ssh("ps:scale", app, "web=2")
