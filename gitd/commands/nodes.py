@@ -14,11 +14,7 @@ from hooks import nodes as swarm_nodes
 
 NOT_SWARM = ('nodes: gitd runs with scheduler = "docker"; set scheduler = "swarm" '
              "(gitd serve --scheduler swarm) on a swarm manager")
-NODE_NEEDS = ("The new node needs: a Docker engine (apt-get install docker.io), a static "
-              "busybox at /bin/busybox (apt-get install busybox-static: health checks "
-              "bind-mount it), reach to this manager's port {port} and to the registry "
-              "gitd pushes images to, and its published app ports reachable from this "
-              "manager (Traefik runs here).")
+SWARM_PORTS = "2377/tcp to this manager; 7946/tcp+udp and 4789/udp between nodes"
 LISTED_AT_MOST = 20
 
 
@@ -124,10 +120,28 @@ def join_command(ctx, argv):
     address = swarm_nodes.manager_address(swarm_nodes.swarm_info(client))
     ctx.out(f"docker swarm join --token {token} {address}")
     ctx.out("")
-    ctx.out(NODE_NEEDS.format(port=address.rpartition(":")[2]))
+    for line in node_needs(ctx.settings, address):
+        ctx.out(line)
+
+
+def node_needs(settings, address: str) -> list[str]:
+    """What a machine needs before it can run this gitd's tasks."""
+    registry = settings.registry or f"127.0.0.1:{settings.registry_port}"
+    lines = ["The new node needs:",
+             "  - a Docker engine (apt-get install docker.io)",
+             "  - a static busybox at /bin/busybox (apt-get install busybox-static): "
+             "health checks bind-mount it",
+             f"  - these ports open within the cluster: {SWARM_PORTS}",
+             f"  - to pull from the registry {registry} (TLS, or in the engine's "
+             "insecure-registries)",
+             "  - its published app ports reachable from this manager (Traefik runs here)"]
+    if not settings.registry:
+        lines.append(f"gitd runs its own registry on {registry}: only this machine pulls from "
+                     "it. Set registry = HOST:PORT to one every node reaches.")
     if address.startswith(("127.", "[::1]")):
-        ctx.out(f"This manager advertises {address}: only this machine reaches it. Other "
-                "machines need a swarm made with --advertise-addr <an address they reach>.")
+        lines.append(f"This manager advertises {address}: only this machine reaches it. Other "
+                     "machines need a swarm made with --advertise-addr <an address they reach>.")
+    return lines
 
 
 def _set_availability(ctx, argv, name: str, availability: str, force_flag: bool) -> None:

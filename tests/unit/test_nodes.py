@@ -195,6 +195,21 @@ def test_set_availability_refuses_an_unknown_availability():
         swarm_nodes.set_availability(None, WORKER_ID, "gone")
 
 
+# what a new node needs
+
+def test_node_needs_names_the_registry_and_warns_of_loopback():
+    from gitd.config import Settings
+
+    own = "\n".join(nodes_cmd.node_needs(Settings(registry_port=5123), "127.0.0.1:2377"))
+    assert "/bin/busybox" in own and "docker.io" in own and "7946/tcp+udp" in own
+    assert "registry 127.0.0.1:5123" in own and "only this machine pulls from it" in own
+    assert "advertises 127.0.0.1:2377: only this machine reaches it" in own
+    theirs = "\n".join(nodes_cmd.node_needs(Settings(registry="registry.example.com:443"),
+                                             "10.0.0.5:2377"))
+    assert "registry registry.example.com:443" in theirs
+    assert "only this machine" not in theirs
+
+
 # the commands, before any engine
 
 @pytest.mark.parametrize("argv", [["nodes"], ["nodes", "--json"], ["nodes:join-command"],
