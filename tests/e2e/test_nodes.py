@@ -197,19 +197,23 @@ def dind_node(swarm):
         yield {"id": node_id, "name": name}
     finally:
         container.exec_run(["docker", "swarm", "leave", "--force"])
-        if node_id:
+        # by id: its own, or the one a join that failed half-way left under its unique name
+        ids = {node_id} if node_id else \
+            {n["ID"] for n in swarm.api.nodes() if n["Description"]["Hostname"] == name}
+        for stale in ids:
             try:
-                swarm.api.remove_node(node_id, force=True)
+                swarm.api.remove_node(stale, force=True)
             except docker.errors.NotFound:
                 pass
         container.remove(force=True, v=True)
 
 
 def test_a_second_node_joins_is_listed_and_drained(swarm_gitd, swarm, dind_node):
-    node = wait_until(lambda: listed(swarm_gitd).get(dind_node["id"]),
-                      "the new node in `nodes`")
-    node = wait_until(lambda: (n := listed(swarm_gitd)[dind_node["id"]])["status"] == "ready"
-                      and n, "the new node ready")
+    def ready():
+        node = listed(swarm_gitd).get(dind_node["id"])
+        return node if node and node["status"] == "ready" else None
+
+    node = wait_until(ready, "the new node listed by `nodes`, ready")
     assert (node["name"], node["role"], node["availability"], node["tasks_all"]) == \
         (dind_node["name"], "worker", "pause", 0)
     row = next(line.split() for line in ok(swarm_gitd, "nodes").splitlines()
