@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check this machine and print fixes")
     _add_data_dir(p)
+    p.add_argument("--scheduler", choices=config.SCHEDULERS,
+                   help="check for this scheduler (swarm: the swarm's manager and nodes)")
 
     p = sub.add_parser("keys", help="manage keys locally (recovery)")
     _add_data_dir(p)

@@ -49,11 +49,13 @@ def run_doctor(settings: Settings, out: TextIO = sys.stdout,
     report = Report(out)
     check_data_dir(report, settings)
     check_disk(report, "disk (data dir)", settings.data_dir)
-    info = check_docker(report, docker_client_factory)
+    client, info = check_docker(report, docker_client_factory)
     if info and info.get("DockerRootDir"):
         root = Path(info["DockerRootDir"])
         if os.access(root, os.R_OK | os.X_OK):
             check_disk(report, "disk (docker)", root)
+    if settings.scheduler == "swarm" and client is not None:
+        check_swarm(report, client, info)
     check_traefik(report, settings)
     check_registry(report, settings)
     check_probe(report, settings)
@@ -162,8 +164,8 @@ def check_disk(report: Report, check: str, path: Path) -> None:
         report.ok(check, detail)
 
 
-def check_docker(report: Report, factory: Callable | None) -> dict | None:
-    """Returns `docker info` when the engine answers."""
+def check_docker(report: Report, factory: Callable | None) -> tuple[object, dict | None]:
+    """The client and `docker info` when the engine answers, else (None, None)."""
     if factory is None:
         import docker
 
@@ -178,10 +180,52 @@ def check_docker(report: Report, factory: Callable | None) -> dict | None:
         if "Permission denied" in str(exc):
             fix = "run gitd as root, or add its user to the docker group"
         report.fail("docker", f"not reachable at {docker_endpoint()}: {_short(exc)}", fix)
-        return None
+        return None, None
     report.ok("docker", f"engine {version.get('Version', '?')} "
                         f"(API {version.get('ApiVersion', '?')}) at {docker_endpoint()}")
-    return info
+    return client, info
+
+
+def check_swarm(report: Report, client, info: dict) -> None:
+    """scheduler = swarm: this engine manages the swarm, and its nodes are ready."""
+    from hooks import nodes as swarm_nodes
+
+    swarm = info.get("Swarm") or {}
+    problem = swarm_nodes.manager_problem(swarm)
+    if problem:
+        report.fail("swarm manager", problem, swarm_nodes.manager_fix(swarm))
+        return
+    managers = swarm.get("Managers") or 0
+    quorum = "" if managers % 2 else f"; {managers} managers: an odd number keeps a quorum"
+    report.ok("swarm manager", f"this engine manages the swarm (advertised on "
+                               f"{swarm_nodes.manager_address(swarm)}, {managers} "
+                               f"manager{'s' if managers != 1 else ''}{quorum})")
+    try:
+        nodes = swarm_nodes.list_nodes(client)
+    except Exception as exc:  # GitdError, or whatever a half-answering engine raises
+        report.fail("swarm nodes", f"cannot list them: {_short(exc)}", "docker node ls")
+        return
+    nodes_line(report, nodes)
+
+
+def nodes_line(report: Report, nodes: list[dict]) -> None:
+    """All ready: ok; some down: warn; none ready and active to run tasks: FAIL."""
+    down = sorted(n["name"] or n["id"] for n in nodes if n["status"] != "ready")
+    usable = [n for n in nodes if n["status"] == "ready" and n["availability"] == "active"]
+    idle = sorted(f"{n['name']} ({n['availability']})" for n in nodes
+                  if n["status"] == "ready" and n["availability"] != "active")
+    detail = f"{len(nodes) - len(down)} of {len(nodes)} ready"
+    detail += f"; not ready: {', '.join(down)}" if down else ""
+    detail += f"; taking no new tasks: {', '.join(idle)}" if idle else ""
+    fix = ("on each node not ready: systemctl start docker (docker node ls shows them); "
+           "docker node rm NODE for one gone for good")
+    if not usable:
+        report.fail("swarm nodes", detail + "; no node can run tasks",
+                    fix if down else "nodes:activate NODE")
+    elif down:
+        report.warn("swarm nodes", detail, fix)
+    else:
+        report.ok("swarm nodes", detail)
 
 
 def check_traefik(report: Report, settings: Settings) -> None:

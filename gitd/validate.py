@@ -262,3 +262,16 @@ def mount_spec(text: str) -> tuple[str, str]:
     if not sep or not source or not target:
         raise UsageError(f"expected NAME:/path or /host/path:/path, got {text!r}")
     return source, mount_target(target)
+
+
+# swarm nodes (issue 16)
+
+# a node's hostname (Linux allows 64 characters) or its 25-character swarm id
+NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
+
+
+def node_name(name: str) -> str:
+    if not NODE_NAME.fullmatch(name or ""):
+        raise UsageError(f"invalid node name {_show(name)}: a node's hostname or id (letters, "
+                         "digits, '.', '_', '-'; at most 64 characters)")
+    return name

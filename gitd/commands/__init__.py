@@ -29,7 +29,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {}
 NAMESPACE_ORDER = ["apps", "config", "domains", "ps", "releases", "logs", "run", "checks",
-                   "buildpacks", "resources", "services", "storage", "keys", "certs", "https"]
+                   "buildpacks", "resources", "services", "storage", "keys", "certs", "https",
+                   "nodes"]
 
 
 def command(name: str, usage: str, summary: str, admin: bool = True, help: str = "",
@@ -132,7 +133,8 @@ class Context:
 def _load_modules() -> None:
     from gitd.commands import apps  # noqa: F401
     for module in ("config", "domains", "ps", "releases", "logs", "run", "checks",
-                   "buildpacks", "resources", "services", "storage", "keys", "certs", "https"):
+                   "buildpacks", "resources", "services", "storage", "keys", "certs", "https",
+                   "nodes"):
         try:
             __import__(f"gitd.commands.{module}")
         except ModuleNotFoundError as exc:

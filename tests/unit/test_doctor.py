@@ -198,3 +198,90 @@ def test_certificates_expiring_soon_and_acme_errors_are_warned(tmp_path):
     out = io.StringIO()
     check_certificates(Report(out), Settings(data_dir=tmp_path / "empty", https_port=443))
     assert out.getvalue() == ""  # not initialised: data dir check speaks for it
+
+
+# scheduler = swarm
+
+class SwarmDocker:
+    """An engine's answers for the swarm checks: `docker info` and `docker node ls`."""
+
+    def __init__(self, swarm: dict, nodes: list[dict]):
+        self.swarm, self.node_list = swarm, nodes
+        self.api = self  # client.api.nodes() is the low-level call hooks/nodes.py makes
+
+    def version(self):
+        return {"Version": "20.10.24", "ApiVersion": "1.41"}
+
+    def info(self):
+        return {"Swarm": self.swarm}
+
+    def nodes(self):
+        return self.node_list
+
+
+def swarm_doctor(tmp_path, swarm, nodes=(), scheduler="swarm"):
+    out = io.StringIO()
+    run_doctor(Settings(data_dir=tmp_path, scheduler=scheduler), out=out,
+               docker_client_factory=lambda: SwarmDocker(swarm, list(nodes)))
+    return out
+
+
+MANAGER = {"LocalNodeState": "active", "ControlAvailable": True, "NodeID": "n1",
+           "NodeAddr": "10.0.0.5", "Managers": 1,
+           "RemoteManagers": [{"NodeID": "n1", "Addr": "10.0.0.5:2377"}]}
+
+
+def node(node_id, name, state="ready", availability="active"):
+    return {"ID": node_id, "Description": {"Hostname": name},
+            "Spec": {"Role": "worker", "Availability": availability},
+            "Status": {"State": state}}
+
+
+def test_swarm_checks_only_with_the_swarm_scheduler(tmp_path):
+    out = swarm_doctor(tmp_path, {"LocalNodeState": "inactive"}, scheduler="docker")
+    assert "swarm manager" not in out.getvalue() and "swarm nodes" not in out.getvalue()
+
+
+def test_an_engine_outside_a_swarm_fails_with_swarm_init(tmp_path):
+    out = swarm_doctor(tmp_path, {"LocalNodeState": "inactive"})
+    assert line_for(out, "swarm manager") == \
+        "FAIL swarm manager: this Docker engine is not in a swarm"
+    assert fix_after(out, "swarm manager") == \
+        "     fix: docker swarm init --advertise-addr <this host's address>"
+    assert "swarm nodes" not in out.getvalue()
+
+
+def test_a_worker_fails_and_says_run_gitd_on_a_manager(tmp_path):
+    out = swarm_doctor(tmp_path, {"LocalNodeState": "active", "ControlAvailable": False})
+    assert "swarm worker, not a manager" in line_for(out, "swarm manager")
+    assert "run gitd on a manager" in fix_after(out, "swarm manager")
+
+
+def test_a_manager_with_all_nodes_ready_passes(tmp_path):
+    out = swarm_doctor(tmp_path, MANAGER, [node("n1", "vm"), node("n2", "w1")])
+    assert line_for(out, "swarm manager").startswith(
+        "ok   swarm manager: this engine manages the swarm (advertised on 10.0.0.5:2377")
+    assert line_for(out, "swarm nodes") == "ok   swarm nodes: 2 of 2 ready"
+
+
+def test_even_managers_are_mentioned(tmp_path):
+    out = swarm_doctor(tmp_path, dict(MANAGER, Managers=2), [node("n1", "vm")])
+    assert "2 managers: an odd number keeps a quorum" in line_for(out, "swarm manager")
+
+
+def test_nodes_down_are_named_and_warned(tmp_path):
+    out = swarm_doctor(tmp_path, MANAGER, [node("n1", "vm"), node("n2", "w2", state="down"),
+                                           node("n3", "w1", state="unknown"),
+                                           node("n4", "w3", availability="drain")])
+    assert line_for(out, "swarm nodes") == ("warn swarm nodes: 2 of 4 ready; not ready: w1, w2; "
+                                            "taking no new tasks: w3 (drain)")
+    assert "systemctl start docker" in fix_after(out, "swarm nodes")
+
+
+def test_no_node_able_to_run_tasks_fails(tmp_path):
+    out = swarm_doctor(tmp_path, MANAGER, [node("n1", "vm", availability="drain"),
+                                           node("n2", "w1", state="down")])
+    assert line_for(out, "swarm nodes").startswith("FAIL swarm nodes: 1 of 2 ready")
+    assert "no node can run tasks" in line_for(out, "swarm nodes")
+    out = swarm_doctor(tmp_path, MANAGER, [node("n1", "vm", availability="pause")])
+    assert fix_after(out, "swarm nodes") == "     fix: nodes:activate NODE"
