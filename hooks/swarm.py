@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -230,6 +229,7 @@ class SwarmScheduler:
         self._pushed: dict[str, str] = {}  # local image id -> pinned registry reference
         self._node_addrs: dict[str, str] = {}
         self._task_addresses: dict[str, str] = {}  # task id -> host:port it answers on
+        self._node_id: str | None = None
         self._routes_guard = threading.Lock()
         self.routes_dir = settings.dynamic_dir
         self.routes_dir.mkdir(parents=True, exist_ok=True)
@@ -361,25 +361,40 @@ class SwarmScheduler:
         return urls
 
     def task_address(self, task: dict, port: int) -> str | None:
-        """`node address:published port` of a running task. Docker 20.10 may
-        publish one host-mode port twice, IPv4 and IPv6 on *different* ports,
-        and the task's status does not say which is which: the one that
-        accepts a connection on the node's address is the one. Known per task
-        (a task's ports never change)."""
+        """`node address:published port` of a running task. Docker 20.10
+        publishes a host-mode port twice, IPv4 and IPv6, on *different*
+        ports, and another task's IPv4 port may be this one's IPv6 port: on
+        this node the container's bindings say which is IPv4; on another
+        node the first (the IPv4 binding, listed first) is taken. Known per
+        task: a task's ports never change."""
         if task["ID"] in self._task_addresses:
             return self._task_addresses[task["ID"]]
-        addr = self.node_addr(task.get("NodeID", ""))
-        candidates = sorted({p["PublishedPort"] for p in
-                             ((task["Status"].get("PortStatus") or {}).get("Ports") or [])
-                             if p.get("TargetPort") == port and p.get("PublishedPort")})
-        for candidate in candidates:
-            try:
-                with socket.create_connection((addr, candidate), timeout=1.0):
-                    self._task_addresses[task["ID"]] = f"{addr}:{candidate}"
-                    return self._task_addresses[task["ID"]]
-            except OSError:
-                continue
-        return None
+        published = [p["PublishedPort"] for p in
+                     ((task["Status"].get("PortStatus") or {}).get("Ports") or [])
+                     if p.get("TargetPort") == port and p.get("PublishedPort")]
+        if task.get("NodeID") == self.node_id:
+            published = self._local_ipv4_ports(task, port) or published
+        if not published:
+            return None
+        address = f"{self.node_addr(task.get('NodeID', ''))}:{published[0]}"
+        self._task_addresses[task["ID"]] = address
+        return address
+
+    def _local_ipv4_ports(self, task: dict, port: int) -> list[int]:
+        container_id = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
+        try:
+            container = self.client.containers.get(container_id) if container_id else None
+        except docker.errors.NotFound:
+            return []
+        bindings = ((container.attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(
+            f"{port}/tcp") if container else None
+        return [int(b["HostPort"]) for b in bindings or [] if ":" not in (b.get("HostIp") or "")]
+
+    @property
+    def node_id(self) -> str:
+        if self._node_id is None:
+            self._node_id = (self.client.info().get("Swarm") or {}).get("NodeID") or ""
+        return self._node_id
 
     def publish_routes(self, route_key: str, seq: int, routes: list, servers: set[str],
                        tls) -> None:
