@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import shutil
 import ssl
@@ -33,23 +34,43 @@ def build_base_image(client) -> str:
 
 
 @contextmanager
-def bench_gitd(tmp: Path, config: str = "", https: bool = False, **env):
+def single_node_swarm(client):
+    """This engine as a one-node swarm for the benchmark (advertised on
+    127.0.0.1); left again afterwards if it was not one before."""
+    made = client.info().get("Swarm", {}).get("LocalNodeState") == "inactive"
+    if made:
+        client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+    try:
+        yield
+    finally:
+        if made:
+            client.swarm.leave(force=True)
+
+
+@contextmanager
+def bench_gitd(tmp: Path, config: str = "", https: bool = False, scheduler: str = "docker",
+               **env):
     """A gitd for a benchmark; `config` is written to its gitd.toml."""
     client = docker.from_env()
     base_id = build_base_image(client)
     server = new_gitd(tmp / "gitd")
     if config:
         (server.data_dir / "gitd.toml").write_text(config)
-    extra = ()
+    extra: tuple = ()
     if https:
         server.https_port = free_port()
         extra = ("--https-port", str(server.https_port))
-    server.start(extra_env=env, extra_args=extra)
-    try:
-        yield server, client
-    finally:
-        server.stop()
-        server.cleanup(client)
+    with contextlib.ExitStack() as stack:
+        if scheduler == "swarm":
+            stack.enter_context(single_node_swarm(client))
+            extra += ("--scheduler", "swarm")
+            env.setdefault("GITD_REGISTRY_PORT", str(free_port()))
+        server.start(extra_env=env, extra_args=extra)
+        try:
+            yield server, client
+        finally:
+            server.stop()
+            server.cleanup(client)
         try:
             client.images.remove(base_id, force=True)
         except docker.errors.APIError:

@@ -1,11 +1,13 @@
 """Steady HTTP load through Traefik across 10 deploys: gitd's gated swap
 beside a plain "stop old, start new" redeploy, measured in the same run.
 
-    python bench/swap.py [--deploys 10] [--https]
+    python bench/swap.py [--deploys 10] [--https] [--scheduler swarm]
 
 With --https the load goes over HTTPS (SNI = the app's host, verified
 against a test CA whose certificate the app gets with certs:add), and the
-naive baseline carries a TLS router too.
+naive baseline carries a TLS router too. With --scheduler swarm gitd runs
+the app as swarm services on a one-node swarm (made for the run if this
+engine is not in one); the baseline stays the same containers by hand.
 """
 
 from __future__ import annotations
@@ -129,14 +131,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--deploys", type=int, default=10)
     parser.add_argument("--https", action="store_true", help="load over HTTPS")
+    parser.add_argument("--scheduler", choices=("docker", "swarm"), default="docker")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, \
-            bench_gitd(Path(tmp), https=args.https) as (gitd, client):
+            bench_gitd(Path(tmp), https=args.https, scheduler=args.scheduler) as (gitd, client):
         ca = MiniCA("gitd bench CA") if args.https else None
         gated, gated_times = gitd_deploys(gitd, Path(tmp), args.deploys, ca)
         naive, naive_times = naive_deploys(gitd, client, Path(tmp), args.deploys, ca)
     scheme = "HTTPS" if args.https else "HTTP"
-    print(f"\n{args.deploys} deploys under {scheme} load "
+    print(f"\n{args.deploys} deploys under {scheme} load, scheduler {args.scheduler} "
           "(3 keep-alive + 3 new-connection clients, ~15 req/s each)")
     show("gitd gated swap", gated, gated_times)
     show("stop old, start new", naive, naive_times)

@@ -41,20 +41,6 @@ async def _sync_certs(gitd: Gitd) -> None:
         await asyncio.sleep(CERT_SYNC_INTERVAL)
 
 
-SWARM_ROUTES_INTERVAL = 1.0
-
-
-async def _follow_swarm(gitd: Gitd) -> None:
-    """Keep Traefik's servers on the tasks the swarm runs now: a task moved
-    to another node or replaced answers on another address."""
-    while True:
-        try:
-            await asyncio.to_thread(gitd.scheduler.sync_routes)
-        except Exception:  # noqa: BLE001 - keep following; the next round retries
-            log.exception("swarm routes update failed")
-        await asyncio.sleep(SWARM_ROUTES_INTERVAL)
-
-
 def _start_children(settings: Settings) -> list:
     """The programs gitd runs beside itself: Traefik (managed mode) and,
     on the swarm scheduler without a registry of the user's, the registry."""
@@ -99,7 +85,8 @@ async def serve(settings: Settings) -> int:
     backups = BackupScheduler(gitd)
     backups.start()
     if settings.scheduler == "swarm":
-        asyncio.get_running_loop().create_task(_follow_swarm(gitd))
+        # Traefik's servers follow the tasks the swarm runs (moved, replaced)
+        gitd.scheduler.follow_tasks()
     children = await asyncio.to_thread(_start_children, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

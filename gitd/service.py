@@ -262,7 +262,7 @@ class Gitd:
         deploy go (an old one not yet retired, or a new one never made live:
         the store's live seq says which), their route files with them."""
         live = {a.name: a.live_seq for a in self.store.list_apps()}
-        leftovers = [u for u in self.scheduler.units(role="service")
+        leftovers = [u for u in self.scheduler.units(**{engine_mod.LABEL_ROLE: "service"})
                      if live.get(u.labels.get(engine_mod.LABEL_APP)) != u.seq]
         self.scheduler.remove(leftovers, timeout=self.settings.stop_timeout)
         for unit in leftovers:

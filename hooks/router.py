@@ -201,9 +201,13 @@ def route_config(route: Route, seq: int, service: str) -> tuple[dict, dict]:
 
 
 def file_routes(app: str, seq: int, hosts, servers: list[str], entrypoint: str = "web",
-                tls: TLSPlan | None = None) -> dict:
+                tls: TLSPlan | None = None, retry_attempts: int = 0) -> dict:
     """A deploy's routers and service for the file provider, its servers
-    given (the swarm scheduler: tasks on any node, by node address)."""
+    given (the swarm scheduler: tasks on any node, by node address). With
+    `retry_attempts`, a request whose server cannot be reached (a task
+    that just went away) is sent to another server instead of failing: on a
+    refused connection, and, for idempotent methods, on Traefik's own 502
+    (the port's proxy took the connection, its task was gone)."""
     name = route_name(app, seq)
     routers, middlewares = {}, {}
     for route in routes(app, seq, hosts, entrypoint, tls):
@@ -211,6 +215,12 @@ def file_routes(app: str, seq: int, hosts, servers: list[str], entrypoint: str =
         middlewares.update(needed)
     if not routers:
         return {}
+    if retry_attempts:
+        retry = f"{name}-retry"  # one per deploy: the provider's files share one namespace
+        middlewares[retry] = {"retry": {"attempts": retry_attempts, "initialInterval": "50ms",
+                                        "status": ["502"]}}
+        for config in routers.values():
+            config["middlewares"] = [retry] + config.get("middlewares", [])
     http: dict = {"routers": routers, "services": {name: {"loadBalancer": {
         "servers": [{"url": url} for url in servers]}}}}
     if middlewares:

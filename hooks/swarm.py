@@ -49,6 +49,12 @@ log = structlog.get_logger("gitd.swarm")
 
 SERVICE_NAME_MAX = 63  # a DNS label: names resolve on the overlay networks
 ROUTE_FILE_PREFIX = "route-"
+# a task can vanish before the route files follow (a node lost, a replica
+# killed): Traefik tries the request on another task rather than failing it
+RETRY_ATTEMPTS = 5
+# how often the route files are checked against the tasks when no container
+# event wakes the check sooner (tasks on other nodes send none here)
+FOLLOW_INTERVAL = 1.0
 TASK_ROLE = "swarm-task"  # what a task's container is labelled (the service has the role)
 FAILED_STATES = ("failed", "rejected", "orphaned")
 SPEC_KEYS = {"image", "name", "command", "environment", "labels", "restart_policy", "init",
@@ -210,6 +216,13 @@ def route_file_name(route_key: str, seq: int) -> str:
     return f"{ROUTE_FILE_PREFIX}{router.route_name(route_key, seq)}.yml"
 
 
+def serving(found: list[tuple[str, str]], leaving: set[str]) -> set[str]:
+    """The (node id, url) of running tasks -> the urls to route: not those on
+    leaving nodes, unless nothing else runs."""
+    staying = {url for node, url in found if node not in leaving}
+    return staying or {url for _, url in found}
+
+
 def group_by_process(specs: list[dict]) -> list[list[dict]]:
     groups: dict[str, list[dict]] = {}
     for spec in specs:
@@ -230,6 +243,9 @@ class SwarmScheduler:
         self._node_addrs: dict[str, str] = {}
         self._task_addresses: dict[str, str] = {}  # task id -> host:port it answers on
         self._node_id: str | None = None
+        self._draining: set[str] = set()  # node ids a nodes:drain is taking out
+        self._stopping: set[str] = set()  # task containers told to stop (events), not yet gone
+        self._wake = threading.Event()
         self._routes_guard = threading.Lock()
         self.routes_dir = settings.dynamic_dir
         self.routes_dir.mkdir(parents=True, exist_ok=True)
@@ -348,14 +364,19 @@ class SwarmScheduler:
                 return ""
         return self._node_addrs.get(node_id, "")
 
-    def endpoints(self, unit: SwarmUnit, port: int) -> set[str]:
-        urls = set()
+    def endpoints(self, unit: SwarmUnit, port: int, leaving: set[str] = frozenset()) -> set[str]:
+        """The addresses of `unit`'s running tasks; those on `leaving` nodes
+        only when no other task runs (better a node on its way out than none)."""
+        found = []
         for task in self.tasks(unit):
             if task["Status"]["State"] != "running" or task.get("DesiredState") != "running":
                 continue
+            if (task["Status"].get("ContainerStatus") or {}).get("ContainerID") in self._stopping:
+                continue  # SIGTERM sent: about to stop answering
             address = self.task_address(task, port)
             if address:
-                urls.add(f"http://{address}")
+                found.append((task.get("NodeID", ""), f"http://{address}"))
+        urls = serving(found, leaving)
         if not urls:
             raise DeployError(f"{unit.name} has no task publishing port {port}")
         return urls
@@ -399,7 +420,8 @@ class SwarmScheduler:
     def publish_routes(self, route_key: str, seq: int, routes: list, servers: set[str],
                        tls) -> None:
         config = router.file_routes(route_key, seq, routes, sorted(servers),
-                                    self.settings.traefik_entrypoint, tls)
+                                    self.settings.traefik_entrypoint, tls,
+                                    retry_attempts=RETRY_ATTEMPTS)
         self._write_routes(route_key, seq, config)
 
     def _write_routes(self, route_key: str, seq: int, config: dict) -> bool:
@@ -499,15 +521,75 @@ class SwarmScheduler:
 
     # keeping routes true when the swarm moves tasks
 
+    def leaving_nodes(self) -> set[str]:
+        """Nodes whose tasks get no new requests: drained ones (the swarm is
+        stopping their tasks) and those a `nodes:drain` is about to drain."""
+        try:
+            drained = {n.id for n in self.client.nodes.list()
+                       if (n.attrs.get("Spec") or {}).get("Availability") == "drain"}
+        except docker.errors.DockerException:
+            drained = set()
+        return drained | self._draining
+
+    def take_out_of_routes(self, node_id: str, wait: float) -> int:
+        """Before a node is drained: route every web unit to its tasks on
+        other nodes (where it has some), and give Traefik `wait` seconds to
+        let the requests in flight there finish. The swarm then stops the
+        node's tasks with nothing routed to them. Returns files rewritten."""
+        self._draining.add(node_id)
+        written = self.sync_routes()
+        if written:
+            time.sleep(wait)
+        return written
+
+    def back_in_routes(self, node_id: str) -> None:
+        self._draining.discard(node_id)
+
+    def follow_tasks(self) -> None:
+        """In the background: keep the route files on the running tasks.
+        A task container on this node being stopped or dying (a drain, a
+        crash, `docker stop`) wakes the check at once, before the swarm
+        has even marked its task: Traefik stops sending it requests while
+        it still finishes the ones it has."""
+        threading.Thread(target=self._watch_containers, daemon=True,
+                         name="swarm-events").start()
+        threading.Thread(target=self._follow, daemon=True, name="swarm-routes").start()
+
+    def _follow(self) -> None:
+        while True:
+            self._wake.wait(FOLLOW_INTERVAL)
+            self._wake.clear()
+            try:
+                self.sync_routes()
+            except Exception:  # noqa: BLE001 - keep following; the next round retries
+                log.exception("swarm routes update failed")
+
+    def _watch_containers(self) -> None:
+        filters = {"type": "container", "event": ["kill", "stop", "die"],
+                   "label": [f"{LABEL_INSTANCE}={self.settings.instance}",
+                             f"{LABEL_ROLE}={TASK_ROLE}"]}
+        while True:
+            try:
+                for event in self.client.events(decode=True, filters=filters):
+                    self._stopping.add(event.get("id", ""))
+                    self._wake.set()
+            except Exception:  # noqa: BLE001 - the engine restarted: listen again
+                log.warning("swarm container events interrupted; listening again")
+                time.sleep(1.0)
+
     def sync_routes(self) -> int:
         """Point each web unit's route file at its tasks as they are now (a
         node drained or lost, a task replaced): the routers stay as the
         deploy wrote them, only the servers change. Returns files rewritten."""
         written = 0
-        units = self.units(role="service", **{LABEL_PROCESS: "web"})
+        units = self.units(**{LABEL_ROLE: "service", LABEL_PROCESS: "web"})
+        leaving = self.leaving_nodes()
         live_tasks = {t["ID"] for unit in units for t in self.tasks(unit)}
         for task_id in set(self._task_addresses) - live_tasks:
             del self._task_addresses[task_id]
+        containers = {(t["Status"].get("ContainerStatus") or {}).get("ContainerID")
+                      for unit in units for t in self.tasks(unit)}
+        self._stopping &= containers  # gone ones forgotten
         for unit in units:
             path = self.routes_dir / route_file_name(unit.route_key, unit.seq)
             port = unit.labels.get(
@@ -515,7 +597,7 @@ class SwarmScheduler:
                 ".loadbalancer.server.port", "")
             try:
                 config = json.loads(path.read_text())
-                servers = self.endpoints(unit, int(port))
+                servers = self.endpoints(unit, int(port), leaving)
             except (OSError, ValueError, DeployError):
                 continue  # not routed, or no task up right now: keep what is there
             for service in config.get("http", {}).get("services", {}).values():

@@ -144,6 +144,11 @@ def node_needs(settings, address: str) -> list[str]:
     return lines
 
 
+# after routes leave a node, before its tasks are stopped: the requests
+# already sent there finish
+DRAIN_SECONDS = 3.0
+
+
 def _set_availability(ctx, argv, name: str, availability: str, force_flag: bool) -> None:
     p = parser(name)
     p.add_argument("node", metavar="NODE")
@@ -161,7 +166,20 @@ def _set_availability(ctx, argv, name: str, availability: str, force_flag: bool)
         refusal = drain_refusal(nodes, node)
         if refusal:
             raise GitdError(refusal)
-    swarm_nodes.set_availability(client, node["id"], availability)
+    scheduler = ctx.gitd.scheduler
+    if availability == "drain":
+        # nothing routed to the node's tasks before the swarm stops them
+        moved = scheduler.take_out_of_routes(node["id"], wait=DRAIN_SECONDS)
+        if moved:
+            ctx.out(f"-----> Traefik no longer sends requests to {node['name']} "
+                    f"({moved} app(s) served from other nodes)")
+    try:
+        swarm_nodes.set_availability(client, node["id"], availability)
+    except GitdError:
+        scheduler.back_in_routes(node["id"])
+        raise
+    if availability != "drain":
+        scheduler.back_in_routes(node["id"])
     ctx.out(f"-----> {node['name']}: {availability} (was {node['availability']})")
 
 

@@ -133,6 +133,12 @@ class Gitd:
                                 env=self.git_env(key), capture_output=True, timeout=timeout)
         return _decoded(result)
 
+    def push_async(self, repo: Path, app: str, refspec: str = "main") -> subprocess.Popen:
+        """A `git push` left running (for tests that kill gitd under it)."""
+        return subprocess.Popen(["git", "push", self.remote(app), refspec], cwd=repo,
+                                env=self.git_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
     # http through Traefik
 
     def get(self, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:

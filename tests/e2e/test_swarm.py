@@ -4,6 +4,8 @@ images pulled from gitd's registry and routes written for Traefik's file
 provider."""
 
 import json
+import re
+import time
 
 import pytest
 
@@ -55,7 +57,7 @@ def test_push_config_scale_rollback_on_the_swarm(swarm_gitd, swarm, tmp_path):
         assert pushed.returncode == 0, pushed.stderr
     assert load.failures == [] and load.ok > 0
     assert gitd.get(gitd.host(app)) == (200, "v3 hello\n")
-    assert "Retiring v2 in the background" in pushed.stderr, pushed.stderr
+    assert re.search(r"Retiring (v1, )?v2 in the background", pushed.stderr), pushed.stderr
 
     # scale: one service, two replicas, both routed
     scaled = gitd.ssh("ps:scale", app, "web=2")
@@ -91,3 +93,79 @@ def test_a_failing_health_check_leaves_the_old_release_serving(swarm_gitd, swarm
     assert gitd.get(gitd.host(app)) == (200, "v1 \n")
     assert {s.id for s in gitd.services(client, app)} == before
     assert len(route_files(gitd, app)) == 1
+
+
+def test_a_replica_stopped_under_load_is_routed_around(swarm_gitd, swarm, tmp_path):
+    """A task lost on one machine: one of two replicas is stopped (SIGTERM)
+    under load, behind gitd's back. gitd hears the container being stopped
+    and takes it out of the routes, Traefik retries what the stopping task
+    refused on the other replica, the swarm starts a replacement and the
+    route file follows it. `nodes:drain` does better: it takes a node's
+    tasks out of the routes *before* the swarm stops them; this machine has
+    one node, so that path cannot run here (docs/scale-out.md)."""
+    gitd, client = swarm_gitd, swarm
+    app = unique_app("swk")
+    assert gitd.ssh("apps:create", app).returncode == 0
+    assert gitd.ssh("ps:scale", app, "web=2").returncode == 0
+    repo = make_repo(tmp_path / "app", {"Dockerfile": ENV_APP})
+    assert gitd.push(repo, app).returncode == 0
+    [service] = gitd.wait_services(client, app)
+    [routes] = route_files(gitd, app)
+    path = gitd.data_dir / "tls" / "dynamic" / routes
+
+    def servers() -> set:
+        config = json.loads(path.read_text())
+        return {s["url"] for v in config["http"]["services"].values()
+                for s in v["loadBalancer"]["servers"]}
+
+    before = servers()
+    assert len(before) == 2
+    victim = client.containers.list(filters={"label": [f"com.docker.swarm.service.id={service.id}"]})[0]
+    with Load(gitd, gitd.host(app)) as load:
+        time.sleep(1)
+        victim.stop(timeout=10)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = servers()
+            if len(now) == 2 and now != before:
+                break
+            time.sleep(0.2)
+        time.sleep(1)
+    assert len(now) == 2 and now != before, now  # the replacement is routed
+    # a stop behind gitd's back races Traefik's reload (~0.3 s): a request
+    # may meet the stopping task on every retry. Never a gap in routing (404)
+    # nor an app with no server (503); a handful at most, of thousands.
+    assert set(load.failures) <= {"status 502"}, load.failures
+    assert len(load.failures) <= 5 and load.ok > 200, (len(load.failures), load.ok)
+
+
+def test_gitd_killed_mid_deploy_keeps_the_live_release(swarm, base_image, tmp_path):
+    """SIGKILL while a new deploy's services start: after the restart the
+    store's live release is what serves, and the half-made deploy is gone."""
+    from tests.e2e.conftest import start_swarm_gitd
+    from tests.e2e.harness import new_gitd
+
+    gitd, client = new_gitd(tmp_path / "gitd"), swarm
+    start_swarm_gitd(gitd)
+    try:
+        app = unique_app("swr")
+        assert gitd.ssh("apps:create", app).returncode == 0
+        repo = make_repo(tmp_path / "app", {"Dockerfile": ENV_APP})
+        assert gitd.push(repo, app).returncode == 0
+        # a deploy that can never turn healthy: it is still starting when gitd dies
+        commit(repo, {"Dockerfile": ENV_APP.replace("$PORT", "1")}, "never healthy")
+        push = gitd.push_async(repo, app)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(gitd.services(client, app)) < 2:
+            time.sleep(0.1)
+        assert len(gitd.services(client, app)) == 2
+        gitd.kill()
+        push.wait(30)
+        start_swarm_gitd(gitd)
+        [service] = gitd.services(client, app)
+        assert service.attrs["Spec"]["Labels"]["gitd.seq"] == gitd.live_seq(app)
+        assert gitd.get(gitd.host(app)) == (200, "v1 \n")
+        assert len(route_files(gitd, app)) == 1
+    finally:
+        gitd.stop()
+        gitd.cleanup(client)

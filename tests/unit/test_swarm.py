@@ -87,3 +87,19 @@ def test_file_routes_say_what_the_labels_say():
     strip = {"stripPrefix": {"prefixes": ["/api"]}}
     assert http["middlewares"] == {"shop-s7-p1-strip": strip, "shop-s7-p1-tls-strip": strip}
     assert router.file_routes("shop", 7, [], ["http://x:1"]) == {}
+
+
+def test_swarm_routes_retry_on_another_task_before_their_own_middlewares():
+    paths = [HostRoute("shop.example.com", "/api", True)]
+    config = router.file_routes("shop", 7, paths, ["http://a:1", "http://b:2"], retry_attempts=3)
+    [rule] = config["http"]["routers"].values()
+    assert rule["middlewares"] == ["shop-s7-retry", "shop-s7-strip"]
+    assert config["http"]["middlewares"]["shop-s7-retry"]["retry"]["attempts"] == 3
+
+
+def test_tasks_on_a_node_being_drained_get_no_requests_unless_nothing_else_runs():
+    found = [("n1", "http://a:1"), ("n2", "http://b:2"), ("n2", "http://b:3")]
+    assert swarm.serving(found, {"n2"}) == {"http://a:1"}
+    assert swarm.serving(found, set()) == {"http://a:1", "http://b:2", "http://b:3"}
+    assert swarm.serving(found[1:], {"n2"}) == {"http://b:2", "http://b:3"}
+    assert swarm.serving([], {"n2"}) == set()
