@@ -103,6 +103,7 @@ class Gitd:
                 units = self.scheduler.units(name)
                 self.scheduler.remove(units)
                 out(f"removed {len(units)} swarm service(s)")
+                self._remove_from_registry(name)
             containers = engine.containers(name)
             for container in containers:
                 engine.remove(container)
@@ -128,6 +129,16 @@ class Gitd:
             if certs.remove_custom(self.settings, name):
                 out("removed its custom certificate")
             tlsconfig.sync_dynamic(self.settings, self.store)
+
+    def _remove_from_registry(self, app: str) -> None:
+        """Best effort: the registry's manifests of the app's releases (their
+        blobs go at the registry's next garbage collection)."""
+        from gitd import registry
+        for release in self.store.releases(app):
+            tags = [f"v{release.version}"] + [f"v{release.version}-{c}"
+                                              for c in (release.components or {})]
+            for tag in tags:
+                registry.remove_image(self.settings, app, tag)
 
     def _remove_image_everywhere(self, image_id: str) -> bool:
         """Untag the app's tags of an image, then remove it if nothing else
