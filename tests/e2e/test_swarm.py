@@ -169,3 +169,28 @@ def test_gitd_killed_mid_deploy_keeps_the_live_release(swarm, base_image, tmp_pa
     finally:
         gitd.stop()
         gitd.cleanup(client)
+
+
+def test_https_on_the_swarm(swarm, base_image, tmp_path, monkeypatch):
+    """The routes gitd writes for a swarm carry the TLS routers: Traefik's
+    ACME client gets a certificate (Pebble), HTTPS answers and plain HTTP
+    redirects, with the app's tasks behind a file-provider route."""
+    from tests.e2e.test_https import (DOMAIN, gitd_with_pebble, http_status, pebble_certificate,
+                                      wait_until)
+    from tests.e2e.harness import free_port
+
+    monkeypatch.setenv("GITD_REGISTRY_PORT", str(free_port()))
+    with gitd_with_pebble(tmp_path, swarm, "--scheduler", "swarm") as gitd:
+        app = unique_app("swtls")
+        assert gitd.ssh("apps:create", app).returncode == 0
+        repo = make_repo(tmp_path / "app", {"Dockerfile": ENV_APP})
+        pushed = gitd.push(repo, app)
+        assert pushed.returncode == 0, pushed.stderr
+        assert "(HTTP and HTTPS)" in pushed.stderr
+        host = f"{app}.{DOMAIN}"
+        result = pebble_certificate(gitd, host)
+        assert isinstance(result, tuple), f"no certificate for {host}: {result}"
+        status, body, cert = result
+        assert (status, body) == (200, "v1 \n")
+        assert "Pebble" in cert.issuer.rfc4514_string()
+        assert wait_until(lambda: http_status(gitd, host)[0] in (302, 307), 30) is True
