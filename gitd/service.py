@@ -109,11 +109,14 @@ class Gitd:
                 engine.remove(container)
             out(f"removed {len(containers)} container(s)")
             removed = 0
-            release_images = {r.image_id for r in self.store.releases(name) if r.image_id}
+            release_images = set()
+            for release in self.store.releases(name):
+                release_images.add(release.image_id)
+                release_images |= {c.get("image_id") for c in (release.components or {}).values()}
             for image in engine.images(name):
                 release_images.add(image.id)
-            for image_id in release_images:
-                if self._remove_image_everywhere(image_id):
+            for image_id in release_images - {None, ""}:
+                if self._remove_app_image(name, image_id):
                     removed += 1
             out(f"removed {removed} image(s)")
             for network in engine.networks(**{engine_mod.LABEL_APP: name}):
@@ -140,16 +143,17 @@ class Gitd:
             for tag in tags:
                 registry.remove_image(self.settings, app, tag)
 
-    def _remove_image_everywhere(self, image_id: str) -> bool:
-        """Untag the app's tags of an image, then remove it if nothing else
-        uses it. True when the image is gone."""
+    def _remove_app_image(self, app: str, image_id: str) -> bool:
+        """Untag the app's own tags of an image (another app built from the
+        same layers may share it), then remove it if nothing else uses it.
+        True when the image is gone."""
         client = self.engine.client
         try:
             image = client.images.get(image_id)
         except docker.errors.ImageNotFound:
             return False
         for tag in image.tags:
-            if tag.startswith("gitd/"):
+            if tag.startswith(f"gitd/{app}:"):
                 self.engine.remove_image(tag)
         self.engine.remove_image(image_id)
         try:

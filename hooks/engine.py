@@ -54,6 +54,8 @@ class Engine:
         """Create (not start) a container from a spec. `networks` (a list) joins
         the container to each: the first at create, the rest before start."""
         spec = dict(spec)
+        # the swarm's stop grace period; a container gets it when it is stopped
+        spec.pop("stop_timeout", None)
         mounts = [Mount(**m) for m in spec.pop("mounts", [])]
         networks = list(spec.pop("networks", []))
         aliases = list(spec.pop("network_aliases", []))  # names on the first network

@@ -246,6 +246,15 @@ class Gitd:
         try:
             with self.db() as conn:
                 rows = conn.execute("SELECT image, image_id FROM releases").fetchall()
+                apps = [r[0] for r in conn.execute("SELECT DISTINCT app FROM releases")]
+            for app in apps:  # every tag of this gitd's apps (app.json services' too)
+                for image in client.images.list(name=f"gitd/{app}"):
+                    for tag in image.tags:
+                        if tag.startswith(f"gitd/{app}:"):
+                            try:  # untag: an image another test's app shares stays
+                                client.images.remove(tag)
+                            except docker.errors.APIError:
+                                pass
             for tag, image_id in rows:
                 if tag:
                     try:
