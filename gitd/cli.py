@@ -173,10 +173,20 @@ def _pin_external_traefik(settings: config.Settings) -> bool:
     return True
 
 
+def _skip_unused_imports() -> None:
+    """sqlite-utils maps numpy and pandas values when they import; gitd
+    stores neither, and numpy alone is ~12 MB of an idle daemon's memory on
+    a machine that happens to have it. A None entry makes those imports
+    fail as if they were not installed (only in the daemon's process)."""
+    for name in ("numpy", "pandas"):
+        sys.modules.setdefault(name, None)
+
+
 def cmd_serve(settings: config.Settings, args) -> int:
     if not settings.host_key_path.exists() or not settings.db_path.exists():
         raise GitdError(f"{settings.data_dir} is not initialised; run: gitd init --data-dir "
                         f"{settings.data_dir} --admin-key ~/.ssh/id_ed25519.pub")
+    _skip_unused_imports()
     from gitd.daemon import serve
 
     return asyncio.run(serve(settings))

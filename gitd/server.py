@@ -11,6 +11,9 @@ in, connections of one key, sessions of one key, sessions in total.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
 import shlex
 import threading
 import traceback
@@ -256,7 +259,9 @@ class SSHService:
             if argv[0] in GIT_VERBS:
                 if has_pty:
                     raise UsageError("git does not take a pty")
-                return await in_own_thread(self._git, argv, key, bridge, name=f"gitd-{argv[0]}")
+                with git_session():
+                    return await in_own_thread(self._git, argv, key, bridge,
+                                               name=f"gitd-{argv[0]}")
             ctx = commands.Context(self.gitd, key, bridge, has_pty=has_pty)
             return await in_own_thread(commands.dispatch, ctx, argv, name=f"gitd-{argv[0][:30]}")
         except ChannelClosed:
@@ -294,6 +299,43 @@ class SSHService:
                 repo.close()
         self.gitd.collect_repo_later(app)
         return 0
+
+
+def _libc_trim():
+    """glibc's malloc_trim, or None (another libc). A big clone or push
+    leaves the heap grown; glibc keeps freed memory for later unless asked
+    to hand it back, and gitd mostly idles between sessions."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_trim = _libc_trim()
+_git_sessions = 0
+_git_sessions_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def git_session():
+    """Counts git sessions; the last one to end gives memory back."""
+    global _git_sessions
+    with _git_sessions_guard:
+        _git_sessions += 1
+    try:
+        yield
+    finally:
+        with _git_sessions_guard:
+            _git_sessions -= 1
+            last = _git_sessions == 0
+        if last:  # off the event loop: a collection of a big heap takes a moment
+            threading.Thread(target=_give_back_memory, daemon=True, name="trim").start()
+
+
+def _give_back_memory() -> None:
+    gc.collect()
+    if _trim is not None:
+        _trim(0)
 
 
 def _exit(process, status: int) -> None:
