@@ -6,7 +6,9 @@
 - receive, clone and a fetch of 10 new commits of a repository with a real
   project's shape (bench/gitrepo.py: ~50,000 objects, 5,200 commits, renames,
   deltas), beside native git on a local bare repository (`git push` to it,
-  `git clone --no-local`, `git fetch`);
+  `git clone --no-local`, `git fetch`) and, when OpenSSH's sshd is installed
+  (openssh-server), beside git's own upload-pack behind a throwaway sshd on
+  127.0.0.1 (the same ssh client and handshake as gitd's);
 - an admin command round trip (`ssh paas apps:list`, handshake included)
   and gitd's idle RSS, beside their targets.
 
@@ -29,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HttpLoad, bench_gitd
+from common import HttpLoad, bench_gitd  # noqa: I001 - first: puts the repo on sys.path
+import sshd
 from gitrepo import GIT_ENV, ensure_repo, shape
 from push import app_files, by_hand, wait_answer
 
@@ -111,11 +114,19 @@ def errors_logged(gitd) -> list[str]:
     return lines
 
 
-def git_figures(gitd, tmp: Path, source: Path, rounds: int) -> dict[str, tuple[list, list]]:
+def git_figures(gitd, tmp: Path, source: Path, rounds: int,
+                native_ssh: tuple[str, dict] | None = None) -> dict[str, tuple[list, list]]:
+    """gitd against native git in the same round: git's own local transport,
+    and (with `native_ssh`, a sshd serving git) git's own upload-pack over
+    OpenSSH, which pays the same ssh handshake and transport as gitd."""
     env = gitd.git_env()
     # a branch other than main: stored, not deployed
     figures = {"receive": ([], []), "clone": ([], []), "fetch 10 commits": ([], []),
                "ls-remote (connection + refs)": ([], [])}
+    if native_ssh:
+        figures.update({"clone, vs native over ssh": ([], []),
+                        "fetch 10 commits, vs native over ssh": ([], [])})
+        ssh_url, ssh_env = native_ssh[0], dict(env, **native_ssh[1])
     for n in range(rounds):
         app = unique_app("git")
         assert gitd.ssh("apps:create", app).returncode == 0
@@ -129,6 +140,11 @@ def git_figures(gitd, tmp: Path, source: Path, rounds: int) -> dict[str, tuple[l
         figures["clone"][0].append(timed(["git", "clone", "-q", "--bare", gitd.remote(app), str(ours)], env=env))
         figures["clone"][1].append(timed(["git", "clone", "-q", "--bare", "--no-local", str(bare), str(theirs)],
                                          env=env))
+        over_ssh = tmp / f"clone-native-ssh{n}"
+        if native_ssh:
+            figures["clone, vs native over ssh"][0].append(figures["clone"][0][-1])
+            figures["clone, vs native over ssh"][1].append(timed(
+                ["git", "clone", "-q", "--bare", f"{ssh_url}{bare}", str(over_ssh)], env=ssh_env))
         work = tmp / f"work{n}"
         subprocess.run(["git", "clone", "-q", str(source), str(work)], check=True, env=GIT_ENV)
         for c in range(10):
@@ -144,13 +160,20 @@ def git_figures(gitd, tmp: Path, source: Path, rounds: int) -> dict[str, tuple[l
                                                      "bulk:bulk"], env=env))
         figures["fetch 10 commits"][1].append(timed(["git", "-C", str(theirs), "fetch", "-q", "--no-auto-gc",
                                                      str(bare), "bulk:bulk"], env=env))
-        for repo in (ours, theirs):
+        checked = [ours, theirs]
+        if native_ssh:
+            figures["fetch 10 commits, vs native over ssh"][0].append(figures["fetch 10 commits"][0][-1])
+            figures["fetch 10 commits, vs native over ssh"][1].append(timed(
+                ["git", "-C", str(over_ssh), "fetch", "-q", "--no-auto-gc", f"{ssh_url}{bare}",
+                 "bulk:bulk"], env=ssh_env))
+            checked.append(over_ssh)
+        for repo in checked:
             check = subprocess.run(["git", "-C", str(repo), "fsck", "--no-dangling"], capture_output=True,
                                    text=True)
             if check.returncode != 0:
                 raise SystemExit(f"fsck of {repo} failed:\n{check.stderr}")
         gitd.ssh("apps:destroy", app, "--force")
-        subprocess.run(["rm", "-rf", str(bare), str(ours), str(theirs), str(work)])
+        subprocess.run(["rm", "-rf", str(bare), str(ours), str(theirs), str(work), str(over_ssh)])
     return figures
 
 
@@ -186,11 +209,18 @@ def main() -> None:
         commands = command_round_trips(gitd, 15)
         returned = push_return(gitd, tmp, rounds)
         hand = by_hand(client, tmp, rounds)
-        git = git_figures(gitd, tmp, source, rounds)
+        if sshd.available():
+            with sshd.native_sshd(tmp / "sshd", gitd.admin_key) as native_ssh:
+                git = git_figures(gitd, tmp, source, rounds, native_ssh)
+        else:
+            print("(no /usr/sbin/sshd: apt-get install openssh-server for the over-ssh baselines)")
+            git = git_figures(gitd, tmp, source, rounds)
         rss_used = idle_rss_mb(gitd)
 
     rows = [("push returns, new version answers (s)", returned, hand, "docker build + run by hand")]
-    rows += [(f"{name} (s)", ours, theirs, "native git, local bare repo") for name, (ours, theirs) in git.items()]
+    rows += [(f"{name} (s)", ours, theirs,
+              "native git over OpenSSH" if "over ssh" in name else "native git, local bare repo")
+             for name, (ours, theirs) in git.items()]
     # the local baseline pays no ssh handshake: the fetch beside it less each side's ls-remote
     (fetch_ours, fetch_theirs), (ls_ours, ls_theirs) = git["fetch 10 commits"], git["ls-remote (connection + refs)"]
     rows.append(("fetch 10 commits less ls-remote (s)", [max(0.001, f - l) for f, l in zip(fetch_ours, ls_ours)],
