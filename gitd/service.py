@@ -284,6 +284,10 @@ class Gitd:
         self.scheduler.remove(leftovers, timeout=self.settings.stop_timeout)
         for unit in leftovers:
             notes.append(f"removed swarm service {unit.name} (not the live deploy)")
+        stale = self.services.runtime.leftovers(self.store.list_services())
+        self.scheduler.remove(stale, timeout=30)
+        for unit in stale:
+            notes.append(f"removed swarm service {unit.name} (an upgrade cut short, or no service's)")
         self.scheduler.sync_routes()
 
     # routes that no longer match the settings

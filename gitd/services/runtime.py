@@ -50,6 +50,13 @@ def wait_healthy(engine, container, timeout: float = HEALTH_WAIT) -> None:
         time.sleep(0.3)
 
 
+def stale_units(units: list, services: list, instance: str) -> list:
+    """Of this gitd's swarm services, those of a service it does not run
+    there: the service is gone, or the unit is not on its live volume."""
+    live = {swarm_service_name(instance, s.name, s.volume) for s in services}
+    return [u for u in units if u.labels.get(LABEL_SERVICE) and u.name not in live]
+
+
 def container_health(container) -> str | None:
     return ((container.attrs.get("State") or {}).get("Health") or {}).get("Status")
 
@@ -245,6 +252,12 @@ class SwarmRuntime:
             self.make(old_svc, emit)
             self.engine.remove_volume(new_svc.volume)
             raise
+
+    def leftovers(self, services: list) -> list:
+        """Swarm services of no service, or not its live one (the staged one
+        of an upgrade a stop cut short): reconcile removes them, as it does
+        such containers on one host. Their volumes stay."""
+        return stale_units(self.scheduler.units(), services, self.settings.instance)
 
     def unmake(self, svc, emit) -> None:
         self.scheduler.remove(self.scheduler.data_units(svc.name), timeout=30)

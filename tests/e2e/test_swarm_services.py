@@ -12,7 +12,9 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+import docker.errors
 import pytest
+from docker.types import EndpointSpec
 
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, start_swarm_gitd
@@ -26,8 +28,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def paas(swarm, base_image, tmp_path_factory):
     """A gitd on the swarm scheduler whose services use the local images."""
-    import docker.errors
-
     for image in (PG_IMAGE, REDIS_IMAGE):
         try:
             swarm.images.get(image)
@@ -241,6 +241,25 @@ def test_redis_restore_restarts_its_task_and_expose_stays_on_loopback(paas, swar
                 break
             answer += chunk
     assert answer.startswith(b"+OK") and b"hello" in answer, answer
+
+    # gitd restarts: the task and the relay keep running; a staged service
+    # that an upgrade cut short is removed
+    tasks = {c.id for c in swarm.containers.list(
+        filters={"label": [f"gitd.service={cache}", "gitd.role=swarm-task"]})}
+    [live] = swarm_services(swarm, paas.instance, cache)
+    staged = swarm.services.create(
+        f"{BASE_IMAGE}:latest", ["/bin/busybox", "sleep", "600"],
+        name=f"{live.name}-g2-upgrade", endpoint_spec=EndpointSpec(mode="dnsrr"),
+        labels={"gitd.instance": paas.instance, "gitd.service": cache})
+    paas.stop()
+    start_swarm_gitd(paas, IMAGES_ENV)
+    assert [s.id for s in swarm_services(swarm, paas.instance, cache)] == [live.id]
+    with pytest.raises(docker.errors.NotFound):
+        swarm.services.get(staged.id)
+    assert {c.id for c in swarm.containers.list(
+        filters={"label": [f"gitd.service={cache}", "gitd.role=swarm-task"]})} == tasks
+    assert swarm.containers.get(relay.id).status == "running"
+    assert info(paas, cache)["exposed"] == address
     ok(paas, "services:expose", cache, "--off")
     assert info(paas, cache)["exposed"] is None
 

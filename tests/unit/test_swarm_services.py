@@ -131,6 +131,21 @@ def test_current_task_is_the_newest_wanted_running():
     assert swarm.current_task([]) is None
 
 
+def test_reconcile_removes_an_upgrade_cut_short_and_services_of_no_service():
+    from gitd.services.runtime import stale_units
+
+    def unit(name, **labels):
+        return swarm.SwarmUnit(id=name, name=name, labels=labels)
+
+    units = [unit("gitd-abcd1234-svc-shop-db-g2", **{"gitd.service": "shop-db"}),
+             unit("gitd-abcd1234-svc-shop-db-g3-upgrade", **{"gitd.service": "shop-db"}),
+             unit("gitd-abcd1234-svc-gone", **{"gitd.service": "gone"}),
+             unit("gitd-abcd1234_shop_web_s4", **{"gitd.app": "shop"})]
+    live = [svc(volume=volume_name(INSTANCE, "shop-db", 2))]
+    assert [u.name for u in stale_units(units, live, INSTANCE)] == [
+        "gitd-abcd1234-svc-shop-db-g3-upgrade", "gitd-abcd1234-svc-gone"]
+
+
 # app storage: tasks mounting a named volume run on its node
 
 def test_a_named_volume_pins_an_app_a_host_directory_does_not():
