@@ -287,7 +287,7 @@ class Gitd:
         stale = self.services.runtime.leftovers(self.store.list_services())
         self.scheduler.remove(stale, timeout=30)
         for unit in stale:
-            notes.append(f"removed swarm service {unit.name} (an upgrade cut short, or no service's)")
+            notes.append(f"removed swarm service {unit.name} (no service's live one)")
         self.scheduler.sync_routes()
 
     # routes that no longer match the settings

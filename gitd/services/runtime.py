@@ -212,8 +212,9 @@ class SwarmRuntime:
                 return task
             if time.monotonic() > deadline:
                 tail = " | ".join(self.scheduler.tail_logs(unit, 5))
-                raise GitdError(f"{unit.name} is not running after {timeout:g}s (task "
-                                f"{status.get('State', 'none')}: {status.get('Err') or ''}): {tail}")
+                state, why = status.get("State", "none"), status.get("Err") or ""
+                raise GitdError(f"{unit.name} is not running after {timeout:g}s "
+                                f"(task {state}: {why}): {tail}")
             time.sleep(0.3)
 
     def exec_container(self, unit, svc):

@@ -166,6 +166,7 @@ def test_postgres_pinned_reached_by_the_app_backed_up_restored_and_upgraded(
     assert_gone(swarm, paas.instance, db)
     ok(paas, "apps:destroy", app, "--force")
     assert paas.services(swarm, app) == []
+    assert swarm.networks.list(filters={"label": [f"gitd.app={app}"]}) == []
 
 
 def test_node_flag_pins_and_bad_nodes_are_refused_with_nothing_made(paas, swarm, hostname):
@@ -292,6 +293,7 @@ def test_a_named_volume_pins_the_app_and_survives_a_redeploy(paas, swarm, hostna
     assert "removed 1 storage volume(s)" in ok(paas, "apps:destroy", app, "--force").stdout
     assert paas.services(swarm, app) == []
     assert swarm.volumes.list(filters={"label": [f"gitd.app={app}"]}) == []
+    assert swarm.networks.list(filters={"label": [f"gitd.app={app}"]}) == []
 
 
 def test_node_is_refused_under_the_docker_scheduler(gitd):

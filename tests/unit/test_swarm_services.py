@@ -251,20 +251,20 @@ def test_the_relay_publishes_on_loopback_and_passes_on_to_the_host_name():
 # the store
 
 def test_services_and_apps_record_their_node(tmp_path):
-    store = Store(tmp_path / "gitd.db")
-    made = store.create_service(name="db", kind="postgres", version="16", image="i",
+    db = Store(tmp_path / "gitd.db")
+    made = db.create_service(name="db", kind="postgres", version="16", image="i",
                                 password="p", volume="v", node="db-node")
-    assert made.node == "db-node" and store.get_service("db").node == "db-node"
-    store.create_service(name="plain", kind="redis", version="7", image="i", password="p",
+    assert made.node == "db-node" and db.get_service("db").node == "db-node"
+    db.create_service(name="plain", kind="redis", version="7", image="i", password="p",
                          volume="v2")
-    assert store.get_service("plain").node is None
-    store.create_app("shop")
-    assert store.app_node("shop") is None and store.get_app("shop").node is None
-    store.set_app_node("shop", "vm")
-    assert store.app_node("shop") == "vm" and store.get_app("shop").node == "vm"
-    assert store.app_node("nosuch") is None
-    store.delete_app("shop")
-    assert store.app_node("shop") is None
+    assert db.get_service("plain").node is None
+    db.create_app("shop")
+    assert db.app_node("shop") is None and db.get_app("shop").node is None
+    db.set_app_node("shop", "vm")
+    assert db.app_node("shop") == "vm" and db.get_app("shop").node == "vm"
+    assert db.app_node("nosuch") is None
+    db.delete_app("shop")
+    assert db.app_node("shop") is None
 
 
 def test_an_existing_database_gains_the_node_columns(tmp_path):
@@ -279,7 +279,7 @@ def test_an_existing_database_gains_the_node_columns(tmp_path):
     conn.execute("ALTER TABLE apps DROP COLUMN node")
     conn.commit()
     conn.close()
-    store = Store(path)
-    assert store.get_service("db").node is None and store.app_node("old") is None
-    store.set_app_node("old", "vm")
-    assert store.get_app("old").node == "vm"
+    db = Store(path)
+    assert db.get_service("db").node is None and db.app_node("old") is None
+    db.set_app_node("old", "vm")
+    assert db.get_app("old").node == "vm"
