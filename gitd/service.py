@@ -16,12 +16,14 @@ from gitd import certs, gitserve, repos, tlsconfig
 from gitd.config import Settings
 from gitd.errors import GitdError, NotFound, PermissionDenied
 from gitd.services.base import container_name as service_container
+from gitd.services.base import relay_name
 from gitd.store import Store
 from hooks import engine as engine_mod
 from hooks import router
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline, service_paths
 from hooks.retire import Retirements
+from hooks.swarm import TASK_ROLE
 
 log = structlog.get_logger("gitd.service")
 
@@ -61,7 +63,7 @@ class Gitd:
         engine = self.engine
         if self.settings.scheduler == "swarm":
             from hooks.swarm import SwarmScheduler
-            return SwarmScheduler(engine, self.settings)
+            return SwarmScheduler(engine, self.settings, app_node=self.store.app_node)
         from hooks.scheduler import DockerScheduler
         return DockerScheduler(engine, self.settings)
 
@@ -282,6 +284,10 @@ class Gitd:
         self.scheduler.remove(leftovers, timeout=self.settings.stop_timeout)
         for unit in leftovers:
             notes.append(f"removed swarm service {unit.name} (not the live deploy)")
+        stale = self.services.runtime.leftovers(self.store.list_services())
+        self.scheduler.remove(stale, timeout=30)
+        for unit in stale:
+            notes.append(f"removed swarm service {unit.name} (no service's live one)")
         self.scheduler.sync_routes()
 
     # routes that no longer match the settings
@@ -387,8 +393,11 @@ class Gitd:
             service = container.labels.get(engine_mod.LABEL_SERVICE)
             if service is None:
                 apps_containers.append(container)
-            elif service not in services or container.name != service_container(
-                    self.settings.instance, service):
+            elif container.labels.get(engine_mod.LABEL_ROLE) == TASK_ROLE:
+                continue  # a swarm service's task: the swarm keeps it running
+            elif service not in services or container.name not in (
+                    service_container(self.settings.instance, service),
+                    relay_name(self.settings.instance, service)):
                 engine.remove(container)
                 notes.append(f"removed leftover container {container.name}")
             elif container.status in ("exited", "created"):

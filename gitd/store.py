@@ -47,6 +47,8 @@ class App:
     next_seq: int
     settings: dict = field(default_factory=dict)
     scale: dict = field(default_factory=dict)
+    # on a swarm: the node holding the app's named volumes, its tasks' only place
+    node: str | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -101,6 +103,7 @@ class Service:
     last_backup_at: float | None = None
     last_backup_ok: bool | None = None
     last_backup_message: str = ""
+    node: str | None = None  # on a swarm: the node holding its volume (it runs only there)
 
 
 class Store:
@@ -154,6 +157,7 @@ class Store:
             self._migrate_routes()
             if "components" not in self.db["releases"].columns_dict:
                 self.db["releases"].add_column("components", str)
+            self._migrate_nodes(db)
 
     def _migrate_services(self, db) -> None:
         """Services, links and mounts (issue 12): added to an existing gitd.db too."""
@@ -173,6 +177,12 @@ class Store:
                                 pk=("app", "target"))
         if "mounts" not in db["releases"].columns_dict:
             db["releases"].add_column("mounts", str)
+
+    def _migrate_nodes(self, db) -> None:
+        """The swarm node a service or an app's volumes live on (issue #16)."""
+        for table in ("services", "apps"):
+            if "node" not in db[table].columns_dict:
+                db[table].add_column("node", str)
 
     def _migrate_routes(self) -> None:
         """Path routes (issue #13): `routes` replaces `domains`, a bare host
@@ -247,7 +257,8 @@ class Store:
             if db["apps"].count_where("name = ?", [name]):
                 raise GitdError(f"app {name!r} already exists")
             row = {"name": name, "created_at": now(), "current_release": None,
-                   "live_seq": None, "next_seq": 1, "settings": "{}", "scale": "{}"}
+                   "live_seq": None, "next_seq": 1, "settings": "{}", "scale": "{}",
+                   "node": None}
             db["apps"].insert(row)
         return _app(row)
 
@@ -295,6 +306,16 @@ class Store:
                     settings[key] = value
             db["apps"].update(app, {"settings": json.dumps(settings, sort_keys=True)})
         return settings
+
+    def set_app_node(self, app: str, node: str | None) -> None:
+        with self._tx() as db:
+            db["apps"].update(app, {"node": node})
+
+    def app_node(self, app: str) -> str | None:
+        """The node holding the app's named volumes (None: none recorded, or no such app)."""
+        with self._lock:
+            rows = list(self.db["apps"].rows_where("name = ?", [app], select="node"))
+        return rows[0]["node"] if rows else None
 
     def set_scale(self, app: str, scale: dict) -> None:
         with self._tx() as db:
@@ -468,7 +489,7 @@ class Store:
 
     def create_service(self, **fields) -> Service:
         row = {"created_at": now(), "exposed_port": None, "schedule": None, "keep": 7,
-               "schedule_since": None,
+               "schedule_since": None, "node": None,
                "last_backup_at": None, "last_backup_ok": None, "last_backup_message": "",
                **fields}
         with self._tx() as db:
@@ -551,7 +572,7 @@ def _app(row) -> App:
     return App(name=row["name"], created_at=row["created_at"],
                current_release=row["current_release"], live_seq=row["live_seq"],
                next_seq=row["next_seq"], settings=json.loads(row["settings"] or "{}"),
-               scale=json.loads(row["scale"] or "{}"))
+               scale=json.loads(row["scale"] or "{}"), node=row.get("node"))
 
 
 def _route(row) -> HostRoute:
@@ -578,4 +599,4 @@ def _service(row) -> Service:
         exposed_port=row["exposed_port"], schedule=row["schedule"], keep=row["keep"] or 7,
         schedule_since=row["schedule_since"],
         last_backup_at=row["last_backup_at"], last_backup_ok=None if ok is None else bool(ok),
-        last_backup_message=row["last_backup_message"] or "")
+        last_backup_message=row["last_backup_message"] or "", node=row.get("node"))

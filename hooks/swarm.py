@@ -42,7 +42,7 @@ from gitd.config import Settings
 from gitd.errors import DeployError, GitdError
 from hooks import checks, router
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
-                          LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, Engine, _explain)
+                          LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, LABEL_SERVICE, Engine, _explain)
 from hooks.scheduler import unit_label
 
 log = structlog.get_logger("gitd.swarm")
@@ -212,6 +212,67 @@ def job_spec(spec: dict, image: str) -> dict:
     }
 
 
+# services with data (gitd.services: Postgres, Redis) as swarm services
+
+DATA_SPEC_KEYS = {"image", "name", "hostname", "environment", "command", "labels",
+                  "restart_policy", "mounts", "networks", "healthcheck", "log_config",
+                  "stop_signal", "ports"}
+DATA_STOP_GRACE = 30  # seconds for a database to shut down cleanly (docker mode's stop timeout)
+
+
+def node_constraint(node: str) -> str:
+    """Pinned by hostname: a node that leaves and joins again gets a new id,
+    while its volumes are still on that machine."""
+    return f"node.hostname=={node}"
+
+
+def pinned_to(spec: dict, node: str) -> dict:
+    return {**spec, "constraints": list(spec.get("constraints") or []) + [node_constraint(node)]}
+
+
+def has_volume(spec: dict) -> bool:
+    """A named volume lives on one node: a task mounting one must run there."""
+    return any(m.get("type") == "volume" for m in spec.get("mounts") or [])
+
+
+def data_service_spec(spec: dict, image: str, name: str, node: str, alias: str | None) -> dict:
+    """A service's container spec (gitd.services.lifecycle.service_spec) as a
+    swarm service (create_service arguments): one replica pinned to `node`,
+    where its volume is, restarted whatever ends it, reached by `alias` on
+    its network (no alias while an upgrade loads it), and never two tasks on
+    one volume (stop-first). A swarm publishes ports on every address of a
+    node, so `ports` are left out: services:expose relays them on 127.0.0.1."""
+    unknown = set(spec) - DATA_SPEC_KEYS
+    if unknown:
+        raise GitdError(f"the swarm scheduler cannot run {', '.join(sorted(unknown))} yet")
+    shaped = {k: v for k, v in spec.items() if k != "ports"}
+    shaped.update(network_aliases=[alias] if alias else [], stop_timeout=DATA_STOP_GRACE)
+    template = task_template(pinned_to(shaped, node), image, "", "any")
+    container = template["ContainerSpec"]
+    # no DYNO: a database is not a process of an app
+    container["Env"] = [f"{k}={escape_template(v)}" for k, v in
+                        (spec.get("environment") or {}).items()]
+    container["Hostname"] = spec["hostname"]
+    owned = {k: v for k, v in spec["labels"].items() if k.startswith("gitd.")}
+    for mount in container["Mounts"]:
+        if mount["Type"] == "volume":  # made by the swarm on its node: labelled like ours
+            mount["VolumeOptions"] = {"Labels": owned}
+    return {
+        "name": name,
+        "labels": dict(spec["labels"]),
+        "task_template": template,
+        "mode": {"Replicated": {"Replicas": 1}},
+        "endpoint_spec": {"Mode": "dnsrr"},
+        "update_config": {"Parallelism": 1, "Order": "stop-first"},
+    }
+
+
+def current_task(tasks: list[dict]) -> dict | None:
+    """The task the swarm wants running (the newest when it is replacing one)."""
+    wanted = [t for t in tasks if t.get("DesiredState") == "running"]
+    return max(wanted, key=lambda t: (t.get("Version") or {}).get("Index", 0), default=None)
+
+
 def route_file_name(route_key: str, seq: int) -> str:
     return f"{ROUTE_FILE_PREFIX}{router.route_name(route_key, seq)}.yml"
 
@@ -234,13 +295,17 @@ class SwarmScheduler:
     kind = "swarm"
     route_provider = "file"
 
-    def __init__(self, engine: Engine, settings: Settings):
+    def __init__(self, engine: Engine, settings: Settings, app_node=None):
         self.engine = engine
         self.client = engine.client
         self.api = engine.client.api
         self.settings = settings
+        # app -> the node holding its named volumes (None: this manager's, where
+        # storage:mount made them)
+        self.app_node = app_node or (lambda app: None)
         self._pushed: dict[str, str] = {}  # local image id -> pinned registry reference
         self._node_addrs: dict[str, str] = {}
+        self._node_names: dict[str, str] = {}
         self._task_addresses: dict[str, str] = {}  # task id -> host:port it answers on
         self._node_id: str | None = None
         self._draining: set[str] = set()  # node ids a nodes:drain is taking out
@@ -254,16 +319,25 @@ class SwarmScheduler:
     # images
 
     def image_for(self, spec: dict) -> str:
-        image = spec["image"]
+        labels = spec["labels"]
+        tag = f"v{labels.get(LABEL_RELEASE, '0')}"
+        if labels.get(LABEL_COMPONENT):
+            tag += f"-{labels[LABEL_COMPONENT]}"
+        return self.pushed(spec["image"], labels.get(LABEL_APP, "app"), tag)
+
+    def pushed(self, image: str, repository: str, tag: str) -> str:
+        """`image` (local) pushed to the registry as gitd/REPOSITORY:TAG, by digest."""
         if image not in self._pushed:
-            labels = spec["labels"]
-            tag = f"v{labels.get(LABEL_RELEASE, '0')}"
-            if labels.get(LABEL_COMPONENT):
-                tag += f"-{labels[LABEL_COMPONENT]}"
             self._pushed[image] = registry.push_image(
-                self.engine, registry.registry_host(self.settings), image,
-                labels.get(LABEL_APP, "app"), tag)
+                self.engine, registry.registry_host(self.settings), image, repository, tag)
         return self._pushed[image]
+
+    def pinned(self, specs: list[dict]) -> list[dict]:
+        """An app's tasks mounting a named volume run on the node holding it."""
+        if not has_volume(specs[0]):
+            return specs
+        node = self.app_node(specs[0]["labels"].get(LABEL_APP, "")) or self.node_name
+        return [pinned_to(spec, node) for spec in specs]
 
     # the seam
 
@@ -279,6 +353,7 @@ class SwarmScheduler:
         units: list[SwarmUnit] = []
         try:
             for group in group_by_process(specs):
+                group = self.pinned(group)
                 image = self.image_for(group[0])
                 arguments = service_spec(group, image)
                 progress.line(f"starting {arguments['name']} ({len(group)} "
@@ -417,6 +492,20 @@ class SwarmScheduler:
             self._node_id = (self.client.info().get("Swarm") or {}).get("NodeID") or ""
         return self._node_id
 
+    @property
+    def node_name(self) -> str:
+        """This manager's hostname, as the swarm knows it."""
+        return self.node_hostname(self.node_id)
+
+    def node_hostname(self, node_id: str) -> str:
+        if node_id and node_id not in self._node_names:
+            try:
+                attrs = self.client.nodes.get(node_id).attrs
+            except docker.errors.DockerException as exc:
+                raise GitdError(f"cannot inspect swarm node {node_id}: {_explain(exc)}")
+            self._node_names[node_id] = (attrs.get("Description") or {}).get("Hostname") or node_id
+        return self._node_names.get(node_id, "")
+
     def publish_routes(self, route_key: str, seq: int, routes: list, servers: set[str],
                        tls) -> None:
         config = router.file_routes(route_key, seq, routes, sorted(servers),
@@ -486,6 +575,7 @@ class SwarmScheduler:
     def run_task(self, spec: dict, on_line, timeout: float) -> tuple[int | None, bool]:
         """A one-off task (a replicated job) run to its end, its output
         streamed from the swarm's service log."""
+        [spec] = self.pinned([spec])
         unit = self._create(job_spec(spec, self.image_for(spec)))
         stream_done = threading.Event()
 
@@ -518,6 +608,48 @@ class SwarmScheduler:
             return None, True
         finally:
             self.remove([unit])
+
+    # services with data (gitd.services.runtime.SwarmRuntime)
+
+    def create_unit(self, arguments: dict) -> SwarmUnit:
+        return self._create(arguments)
+
+    def find(self, name: str) -> SwarmUnit | None:
+        """This gitd's service named exactly `name` (the API also takes an id
+        or a prefix of one: the name and the instance label are checked)."""
+        try:
+            found = self.client.services.get(name)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot inspect swarm service {name}: {_explain(exc)}")
+        unit = SwarmUnit.of(found)
+        if unit.name != name or unit.labels.get(LABEL_INSTANCE) != self.settings.instance:
+            return None
+        return unit
+
+    def data_units(self, service: str) -> list[SwarmUnit]:
+        """Every swarm service of a gitd service (its live one, an upgrade's)."""
+        return self.units(**{LABEL_SERVICE: service})
+
+    def current_task(self, unit: SwarmUnit) -> dict | None:
+        return current_task(self.tasks(unit))
+
+    def task_container(self, task: dict):
+        """A task's container when it is on this node, else None."""
+        container_id = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
+        if not container_id or task.get("NodeID") != self.node_id:
+            return None
+        return self.engine.container(container_id)
+
+    def service_log(self, unit: SwarmUnit, lines: int, follow: bool):
+        """The service's log (its tasks' on every node) as chunks of bytes."""
+        try:
+            raw = self.api.service_logs(unit.id, stdout=True, stderr=True, tail=lines,
+                                        follow=follow)
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot read the log of {unit.name}: {_explain(exc)}")
+        return [raw] if isinstance(raw, bytes) else raw
 
     # keeping routes true when the swarm moves tasks
 

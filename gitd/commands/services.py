@@ -4,6 +4,10 @@ A service runs in its own container with its data on a named volume and its
 own Docker network; linking it to an app puts its URL in the app's config
 (a new release, like config:set) and puts the app's containers on that
 network: only linked apps reach it. Backups stream over the SSH channel.
+
+On a swarm (scheduler = "swarm") a service is a swarm service pinned to the
+node holding its volume (--node, or this manager's), on an overlay network
+(gitd/services/runtime.py).
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from gitd import services as kinds
 from gitd import validate
 from gitd.commands import command, iso_time, parser, print_rows
 from gitd.commands.config import apply_config
+from gitd.commands.nodes import find_node, manager_client
 from gitd.commands.run import OneOff
 from gitd.errors import GitdError, NotFound, UsageError
 from gitd.services import cron
 from gitd.services.base import container_name, network_name
+from hooks import nodes as swarm_nodes
 from hooks.engine import LABEL_INSTANCE, LABEL_ROLE, LABEL_SERVICE
 
 CHUNK = 256 * 1024
@@ -38,28 +44,71 @@ def _lock(ctx, name: str):
                                on_wait=lambda: ctx.err(f"-----> Waiting for work on {name} to finish"))
 
 
-@command("services:create", "services:create postgres|redis NAME [--version V]",
+@command("services:create", "services:create postgres|redis NAME [--version V] [--node NODE]",
          "Create a Postgres or Redis service", help="""
 Starts the service's image (setting service_images; default postgres:16-alpine,
 redis:7-alpine) with its data on a named volume and its own network, and
-waits until it is healthy. Link it to an app with services:link NAME APP.""")
+waits until it is healthy. Link it to an app with services:link NAME APP.
+On a swarm (scheduler = swarm) it stays on one node, where its volume is:
+NODE (a hostname or id from `nodes`), or this manager's node without --node.""")
 def create(ctx, argv):
     p = parser("services:create")
     p.add_argument("kind")
     p.add_argument("name")
     p.add_argument("--version")
+    p.add_argument("--node")
     args = p.parse_args(argv)
     kind = kinds.kind(args.kind)
     validate.service_name(args.name)
     if args.version is not None:
         validate.service_version(args.version)
+    if args.node is not None:
+        validate.node_name(args.node)
+        if ctx.settings.scheduler != "swarm":
+            raise GitdError(NODE_WITHOUT_SWARM)
     if ctx.store.service_exists(args.name):
         raise GitdError(f"a service named {args.name!r} already exists")
+    node = service_node(ctx, args.node) if ctx.settings.scheduler == "swarm" else None
     with _lock(ctx, args.name):
-        svc = ctx.gitd.services.create(kind.name, args.name, args.version, ctx.out)
-    ctx.out(f"-----> Created {kind.name} service {svc.name} ({svc.image})")
+        svc = ctx.gitd.services.create(kind.name, args.name, args.version, ctx.out,
+                                       node=node and node["name"])
+    ctx.out(f"-----> Created {kind.name} service {svc.name} ({svc.image})"
+            + (f" on node {svc.node}" if svc.node else ""))
+    if node and args.node is None:
+        ctx.out("       pinned to this manager's node (services:create ... --node NODE "
+                "picks another)")
     ctx.out(f"       link it: services:link {svc.name} APP "
             f"(the app gets {kind.env_prefix}_URL)")
+
+
+NODE_WITHOUT_SWARM = ('--node places a service on a swarm node, and gitd runs with scheduler = '
+                      '"docker" (one host): leave --node out')
+
+
+def placement_node(nodes: list[dict], requested: str | None, manager_id: str) -> dict:
+    """The node a new service stays on: `requested` (a hostname or id), else
+    this manager's. It is pinned by hostname, so that must name one node, and
+    the node must take tasks now."""
+    if requested is None:
+        mine = [n for n in nodes if n["id"] == manager_id]
+        if not mine:
+            raise GitdError("this manager is not among the swarm's nodes: name one with --node")
+        node = mine[0]
+    else:
+        node = find_node(nodes, requested)
+    if sum(n["name"] == node["name"] for n in nodes) > 1:
+        raise GitdError(f"more than one node is named {node['name']}, and a service is pinned "
+                        "to its node by hostname: give the nodes distinct hostnames")
+    if node["status"] != "ready" or node["availability"] != "active":
+        raise GitdError(f"node {node['name']} is {node['status']}/{node['availability']}: a "
+                        "service can start only on a ready, active node (nodes lists them)")
+    return node
+
+
+def service_node(ctx, requested: str | None) -> dict:
+    client = manager_client(ctx)
+    manager_id = swarm_nodes.swarm_info(client).get("NodeID") or ""
+    return placement_node(swarm_nodes.list_nodes(client), requested, manager_id)
 
 
 @command("services:list", "services:list [--json]", "List services")
@@ -67,35 +116,35 @@ def list_services(ctx, argv):
     args = parser("services:list", json_flag=True).parse_args(argv)
     rows = [{"name": s.name, "kind": s.kind, "version": s.version,
              "linked": sorted(ctx.store.links_of_service(s.name)),
-             "last_backup_ok": s.last_backup_ok} for s in ctx.store.list_services()]
+             "last_backup_ok": s.last_backup_ok, "node": s.node}
+            for s in ctx.store.list_services()]
     if args.json:
         ctx.json(rows)
         return
     if not rows:
         ctx.out("no services yet: services:create postgres NAME")
         return
-    table = [["NAME", "KIND", "VERSION", "LINKED"]]
-    table += [[r["name"], r["kind"], r["version"], ",".join(r["linked"]) or "-"] for r in rows]
+    swarm = ctx.settings.scheduler == "swarm"
+    table = [["NAME", "KIND", "VERSION", "LINKED"] + (["NODE"] if swarm else [])]
+    table += [[r["name"], r["kind"], r["version"], ",".join(r["linked"]) or "-"]
+              + ([r["node"] or "-"] if swarm else []) for r in rows]
     print_rows(ctx, table)
 
 
 def service_info(ctx, svc) -> dict:
     gitd = ctx.gitd
     kind = kinds.kind(svc.kind)
-    container = gitd.services.container(svc, required=False)
-    state, health, size, port = "missing", None, None, None
-    if container is not None:
-        state = container.status
-        health = (container.attrs.get("State", {}).get("Health") or {}).get("Status")
-        port = gitd.engine.host_port(container, kind.port)
-        if state == "running":
-            status, out = gitd.engine.exec(container, ["du", "-sk", kind.data_path])
-            if status == 0 and out.split()[:1] and out.split()[0].isdigit():
-                size = int(out.split()[0]) * 1024
+    status = gitd.services.status(svc)
+    state, container, port, size = status["state"], status["container"], status["exposed"], None
+    if container is not None and state == "running":  # on another node: no size
+        code, out = gitd.engine.exec(container, ["du", "-sk", kind.data_path])
+        if code == 0 and out.split()[:1] and out.split()[0].isdigit():
+            size = int(out.split()[0]) * 1024
     return {
         "name": svc.name, "kind": svc.kind, "version": svc.version, "image": svc.image,
-        "created_at": iso_time(svc.created_at), "state": state, "health": health,
+        "created_at": iso_time(svc.created_at), "state": state, "health": status["health"],
         "size_bytes": size, "volume": svc.volume,
+        "node": status["node"], "pinned_node": svc.node,
         "network": network_name(ctx.settings.instance, svc.name),
         "host": container_name(ctx.settings.instance, svc.name), "port": kind.port,
         "exposed": f"127.0.0.1:{port}" if port else None,
@@ -131,6 +180,8 @@ def info(ctx, argv):
     ctx.out(f"state:      {data['state']}" + (f" ({data['health']})" if data["health"] else ""))
     ctx.out(f"size:       {_size(data['size_bytes'])} (volume {data['volume']})")
     ctx.out(f"host:       {data['host']}:{data['port']} (network {data['network']})")
+    if ctx.settings.scheduler == "swarm":
+        ctx.out(f"node:       {_node_line(ctx, data)}")
     ctx.out(f"exposed:    {data['exposed'] or 'no'}")
     links = ", ".join(f"{a} ({v})" for a, v in data["linked"].items())
     ctx.out(f"linked:     {links or '-'}")
@@ -144,6 +195,14 @@ def info(ctx, argv):
         ctx.out(f"backup:     {last['at']} {result}: {last['message']}")
     if last and not last["ok"]:
         ctx.err(f" !     the last backup of {data['name']} failed: {last['message']}")
+
+
+def _node_line(ctx, data: dict) -> str:
+    pinned = data["pinned_node"] or "-"
+    line = pinned + (" (this manager)" if pinned == ctx.gitd.scheduler.node_name else "")
+    if data["node"] and data["node"] != data["pinned_node"]:
+        line += f"; its task is on {data['node']}"
+    return line + ": it runs only there, with its volume"
 
 
 def _link_env_var(ctx, svc, app: str) -> str:
@@ -253,20 +312,15 @@ def logs(ctx, argv):
     args = p.parse_args(argv)
     if not 0 <= args.lines <= MAX_LOG_LINES:
         raise UsageError(f"-n must be from 0 to {MAX_LOG_LINES}")
-    container = ctx.gitd.services.container(_service(ctx, args.name))
-    if not args.follow:
-        raw = container.logs(stdout=True, stderr=True, tail=args.lines) if args.lines else b""
-        if raw:
-            ctx.bridge.write(raw)
-        return
-    stream = container.logs(stdout=True, stderr=True, tail=args.lines, stream=True, follow=True)
+    stream = ctx.gitd.services.logs(_service(ctx, args.name), args.lines, args.follow)
     try:
         for chunk in stream:
             if ctx.bridge.closed():
                 return
             ctx.bridge.write(chunk)
     finally:
-        stream.close()
+        if hasattr(stream, "close"):
+            stream.close()
 
 
 @command("services:connect", "services:connect NAME",

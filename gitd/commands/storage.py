@@ -5,6 +5,10 @@ when missing) or, for admins only, a host directory (`/srv/x:/path`). It is
 mounted into every process type, the release task and one-off `run`s.
 Changing the mounts makes a new release that records them, so a rollback
 runs with the mounts its release had.
+
+On a swarm a named volume lives on one node: the app's tasks that mount one
+run on that node (recorded on the app at its first volume). A host
+directory must exist on every node that may run the app.
 """
 
 from __future__ import annotations
@@ -38,6 +42,22 @@ def resolve(ctx, app: str, text: str) -> dict:
     validate.volume_name(source)
     return {"type": "volume", "source": volume_docker_name(ctx.settings.instance, app, source),
             "target": target}
+
+
+def make_volume(ctx, app: str, volume: str) -> None:
+    """Create the volume on this node. On a swarm a volume lives on one node:
+    the app's tasks are pinned to the node holding its volumes (recorded on
+    the app the first time; there the swarm makes a volume new to it)."""
+    if ctx.settings.scheduler != "swarm":
+        ctx.gitd.engine.ensure_volume(volume, {LABEL_APP: app})
+        return
+    here = ctx.gitd.scheduler.node_name
+    node = ctx.store.app_node(app)
+    if node is None:
+        ctx.store.set_app_node(app, here)
+        ctx.out(f"-----> {app} runs on node {here} from now on: its volumes live there")
+    if (node or here) == here:
+        ctx.gitd.engine.ensure_volume(volume, {LABEL_APP: app})
 
 
 def _apply(ctx, app: str, change, description: str) -> list[dict]:
@@ -79,7 +99,7 @@ def mount(ctx, argv):
             raise GitdError(f"{args.app} already mounts something at {wanted['target']}: "
                             f"storage:unmount {args.app} {wanted['target']} first")
         if wanted["type"] == "volume":
-            ctx.gitd.engine.ensure_volume(wanted["source"], {LABEL_APP: args.app})
+            make_volume(ctx, args.app, wanted["source"])
         return mounts + [wanted]
 
     _apply(ctx, args.app, change, f"Mount {args.mount}")
@@ -109,11 +129,15 @@ def list_mounts(ctx, argv):
     args = parse_app(ctx, app_parser("storage:list", json_flag=True), argv)
     rows = [{"source": display_source(ctx.settings.instance, args.app, m), "type": m["type"],
              "target": m["target"]} for m in ctx.store.get_mounts(args.app)]
+    node = ctx.store.app_node(args.app) if ctx.settings.scheduler == "swarm" else None
+    if node:  # a swarm: where the volumes are (host paths: on every node)
+        rows = [dict(r, node=node if r["type"] == "volume" else "*") for r in rows]
     if args.json:
         ctx.json(rows)
         return
     if not rows:
         ctx.out(f"{args.app} mounts nothing (storage:mount {args.app} NAME:/data)")
         return
-    print_rows(ctx, [["SOURCE", "TYPE", "PATH"]] + [[r["source"], r["type"], r["target"]]
-                                                     for r in rows])
+    print_rows(ctx, [["SOURCE", "TYPE", "PATH"] + (["NODE"] if node else [])]
+               + [[r["source"], r["type"], r["target"]] + ([r["node"]] if node else [])
+                  for r in rows])

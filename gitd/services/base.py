@@ -7,9 +7,15 @@ them all the same way and talks to Docker only through hooks.engine.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 LABEL_KIND = "gitd.service.kind"
+
+
+# Every name here is a DNS name component (lowercase letters, digits, '-';
+# at most 5 + 8 + 5 + 30 + 16 characters): a swarm refuses dots in service
+# and network names, and the host name must resolve on the service's network.
 
 
 def container_name(instance: str, service: str) -> str:
@@ -24,6 +30,26 @@ def network_name(instance: str, service: str) -> str:
 def volume_name(instance: str, service: str, generation: int = 1) -> str:
     suffix = "" if generation == 1 else f"-g{generation}"
     return f"gitd-{instance}-svc-{service}-data{suffix}"
+
+
+def generation(volume: str) -> int:
+    """1 for the first volume of a service, N for its `-gN` successors (upgrades)."""
+    match = re.search(r"-g(\d+)$", volume)
+    return int(match.group(1)) if match else 1
+
+
+def swarm_service_name(instance: str, service: str, volume: str, staging: bool = False) -> str:
+    """The swarm service running a service on `volume`: an upgrade starts the
+    next one beside it (a swarm service cannot be renamed, so each volume
+    generation has its own name; linked apps reach it by its host name)."""
+    gen = generation(volume)
+    return (container_name(instance, service) + ("" if gen == 1 else f"-g{gen}")
+            + ("-upgrade" if staging else ""))
+
+
+def relay_name(instance: str, service: str) -> str:
+    """The container publishing a swarm service's port on 127.0.0.1 (services:expose)."""
+    return f"{container_name(instance, service)}-expose"
 
 
 @dataclass(frozen=True)
@@ -79,7 +105,9 @@ class Kind:
     def dump_argv(self, svc) -> list[str]:
         raise NotImplementedError
 
-    def restore(self, engine, container, svc, chunks, emit) -> None:
+    def restore(self, engine, container, svc, chunks, emit, restart=None) -> None:
         """Load the dump in `chunks` so that a failure leaves the old data
-        untouched; raises GitdError when refused."""
+        untouched; raises GitdError when refused. A kind that stops its
+        server to load the data calls `restart(container)` (default: start
+        the container again; a swarm starts a new task instead)."""
         raise NotImplementedError

@@ -1,9 +1,11 @@
 """Services' lifecycle: create, link, expose, back up, restore, upgrade,
-destroy. What to run is plain data (`service_spec`); Docker is reached only
-through hooks.engine."""
+destroy. What to run is plain data (`service_spec`); where it runs (a
+container, a swarm service) is gitd/services/runtime.py's, and Docker is
+reached only through hooks.engine and hooks.swarm."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -12,9 +14,10 @@ from pathlib import Path
 
 from gitd.errors import GitdError
 from gitd.services import kind as kind_of
-from gitd.services.base import (LABEL_KIND, Kind, container_name, network_name,
-                                volume_name)
-from hooks.engine import LABEL_INSTANCE, LABEL_SERVICE
+from gitd.services.base import (LABEL_KIND, Kind, container_name, generation, network_name,
+                                relay_name, volume_name)
+from hooks.checks import PROBE_PATH, probe_mount
+from hooks.engine import LABEL_INSTANCE, LABEL_ROLE, LABEL_SERVICE
 
 SECOND = 1_000_000_000
 HEALTH_WAIT = 120.0
@@ -44,6 +47,26 @@ def service_spec(settings, kind: Kind, svc, name: str | None = None) -> dict:
     return spec
 
 
+def relay_spec(settings, kind: Kind, svc, probe: str) -> dict:
+    """services:expose on a swarm: a container on this manager, on the
+    service's network, publishing its port on 127.0.0.1 only and passing each
+    connection on to the service (busybox nc, the static busybox gitd's
+    health checks mount)."""
+    host, port = container_name(settings.instance, svc.name), str(kind.port)
+    return {
+        "image": svc.image,
+        "name": relay_name(settings.instance, svc.name),
+        "entrypoint": [PROBE_PATH, "nc", "-ll", "-p", port, "-e", PROBE_PATH, "nc", host, port],
+        "labels": {LABEL_INSTANCE: settings.instance, LABEL_SERVICE: svc.name,
+                   LABEL_KIND: kind.name, LABEL_ROLE: "relay", "traefik.enable": "false"},
+        "restart_policy": {"Name": "unless-stopped"},
+        "mounts": [probe_mount(probe)],
+        "networks": [network_name(settings.instance, svc.name)],
+        "ports": {f"{port}/tcp": ("127.0.0.1", svc.exposed_port or None)},
+        "log_config": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}},
+    }
+
+
 def backup_dir(settings, service: str) -> Path:
     return settings.data_dir / "backups" / service
 
@@ -69,6 +92,16 @@ class Services:
     def engine(self):
         return self.gitd.engine
 
+    @functools.cached_property
+    def runtime(self):
+        """Where services run (gitd/services/runtime.py): containers on this
+        host, or swarm services pinned to their volume's node."""
+        from gitd.services.runtime import ContainerRuntime, SwarmRuntime
+
+        if self.settings.scheduler == "swarm":
+            return SwarmRuntime(self.engine, self.settings, self.gitd.scheduler)
+        return ContainerRuntime(self.engine, self.settings)
+
     def kind(self, svc) -> Kind:
         return kind_of(svc.kind)
 
@@ -77,7 +110,9 @@ class Services:
 
     # create and destroy
 
-    def create(self, kind_name: str, name: str, version: str | None, emit) -> object:
+    def create(self, kind_name: str, name: str, version: str | None, emit,
+               node: str | None = None) -> object:
+        """`node`: on a swarm, the node the service (and its volume) stays on."""
         kind = kind_of(kind_name)
         version = version or kind.default_version
         image = kind.image(self.settings.service_images, version)
@@ -85,32 +120,14 @@ class Services:
         svc = self.store.create_service(
             name=name, kind=kind.name, version=version, image=image,
             password=secrets.token_urlsafe(18).replace("-", "x").replace("_", "y"),
-            volume=volume_name(self.settings.instance, name))
+            volume=volume_name(self.settings.instance, name), node=node)
         try:
-            self._make(svc, emit)
+            self.runtime.make(svc, emit)
         except BaseException:
-            self._unmake(svc)
+            self.runtime.unmake(svc, emit)
             self.store.delete_service(name)
             raise
         return svc
-
-    def _make(self, svc, emit, name: str | None = None):
-        kind = self.kind(svc)
-        labels = {LABEL_SERVICE: svc.name}
-        self.engine.ensure_network(network_name(self.settings.instance, svc.name), labels)
-        self.engine.ensure_volume(svc.volume, labels)
-        container = self.engine.run(service_spec(self.settings, kind, svc, name=name))
-        emit(f"started {container.name} ({svc.image}); waiting until it is healthy")
-        self.wait_healthy(container)
-        return container
-
-    def _unmake(self, svc, keep_volume: bool = False) -> None:
-        container = self.container(svc, required=False)
-        if container is not None:
-            self.engine.remove(container, timeout=30)
-        self.engine.remove_network(network_name(self.settings.instance, svc.name))
-        if not keep_volume:
-            self.engine.remove_volume(svc.volume)
 
     def destroy(self, svc, emit) -> Path | None:
         links = self.store.links_of_service(svc.name)
@@ -118,41 +135,23 @@ class Services:
             raise GitdError(f"{svc.name} is linked to {', '.join(links)}: "
                             f"unlink it first (services:unlink {svc.name} APP)")
         final = None
-        if self.container(svc, required=False) is not None:
+        if self.runtime.exists(svc):
             final = self.backup_to_file(svc, tag="-final")
             emit(f"final backup kept at {final}")
-        self._unmake(svc)
+        self.runtime.unmake(svc, emit)
         self.store.delete_service(svc.name)
         return final
 
-    def container(self, svc, required: bool = True):
-        container = self.engine.container(container_name(self.settings.instance, svc.name))
-        if container is None and required:
-            raise GitdError(f"the container of {svc.name} is missing (services:info {svc.name})")
-        return container
-
     def running(self, svc):
-        """The service's container, started and healthy."""
-        container = self.container(svc)
-        if container.status != "running":
-            self.engine.start(container)
-        self.wait_healthy(container)
-        return container
+        """The service's container, healthy, to run commands in."""
+        return self.runtime.exec_container(self.runtime.handle(svc), svc)
 
-    def wait_healthy(self, container, timeout: float = HEALTH_WAIT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.engine.reload(container):
-                raise GitdError(f"{container.name} disappeared while starting")
-            state = container.attrs["State"]
-            health = (state.get("Health") or {}).get("Status")
-            if state.get("Status") == "running" and health == "healthy":
-                return
-            if time.monotonic() > deadline:
-                tail = " | ".join(self.engine.tail_logs(container, 5))
-                raise GitdError(f"{container.name} is not healthy after {timeout:g}s "
-                                f"(state {state.get('Status')}, health {health}): {tail}")
-            time.sleep(0.3)
+    def status(self, svc) -> dict:
+        """state, health, node, exposed (host port), container (on this node)."""
+        return self.runtime.status(svc)
+
+    def logs(self, svc, lines: int, follow: bool):
+        return self.runtime.logs(svc, lines, follow)
 
     # links
 
@@ -162,12 +161,8 @@ class Services:
     # expose
 
     def recreate(self, svc, emit) -> None:
-        """A new container with the stored settings on the same volume (ports
-        cannot change on a running container)."""
-        old = self.container(svc)
-        self.engine.stop(old, timeout=30)
-        self.engine.remove(old)
-        self._make(svc, emit)
+        """Publish (or not) the port as the stored settings say."""
+        self.runtime.expose(svc, emit)
 
     # backups
 
@@ -219,8 +214,10 @@ class Services:
 
     def restore(self, svc, chunks, emit) -> None:
         kind = self.kind(svc)
-        container = self.running(svc)
-        kind.restore(self.engine, container, svc, chunks, emit)
+        handle = self.runtime.handle(svc)
+        container = self.runtime.exec_container(handle, svc)
+        kind.restore(self.engine, container, svc, chunks, emit,
+                     restart=lambda stopped: self.runtime.restart(handle, stopped))
         self.wait_answering(self.running(svc), svc)
 
     def wait_answering(self, container, svc, timeout: float = HEALTH_WAIT) -> None:
@@ -243,33 +240,31 @@ class Services:
 
     def upgrade(self, svc, version: str, emit) -> None:
         """Dump, start the new version on a fresh volume, restore into it;
-        only then retire the old container. Any failure keeps the old."""
+        only then retire the old one. Any failure keeps the old."""
         kind = self.kind(svc)
         image = kind.image(self.settings.service_images, version)
         self.engine.ensure_image(image)
         dump = self.backup_to_file(svc, tag=f"-before-{_safe(version)}")
         emit(f"dumped {svc.name} to {dump}")
-        generation = _generation(svc.volume) + 1
         new = self.store.get_service(svc.name)
         new.image, new.version = image, version
-        new.volume = volume_name(self.settings.instance, svc.name, generation)
-        old_container = self.container(svc)
-        staging = f"{old_container.name}-upgrade"
+        new.volume = volume_name(self.settings.instance, svc.name, generation(svc.volume) + 1)
+        self.runtime.handle(svc)  # the old one is there to go back to
         made = None
         try:
-            made = self._make(new, emit, name=staging)
+            made = self.runtime.make(new, emit, staging=True)
+            container = self.runtime.exec_container(made, new)
             with open(dump, "rb") as fh:
-                kind.restore(self.engine, made, new, iter(lambda: fh.read(CHUNK), b""), emit)
-            self.wait_healthy(made)
+                kind.restore(self.engine, container, new, iter(lambda: fh.read(CHUNK), b""), emit,
+                             restart=lambda stopped: self.runtime.restart(made, stopped))
+            self.runtime.wait_ready(made)
         except BaseException:
             if made is not None:
-                self.engine.remove(made)
+                self.runtime.discard(made)
             self.engine.remove_volume(new.volume)
             emit(f"upgrade failed: {svc.name} keeps running {svc.version}")
             raise
-        self.engine.stop(old_container, timeout=30)
-        self.engine.remove(old_container)
-        made.rename(container_name(self.settings.instance, svc.name))
+        self.runtime.promote(svc, new, made, emit)
         self.store.update_service(svc.name, image=image, version=version, volume=new.volume)
         self.engine.remove_volume(svc.volume)
 
@@ -293,11 +288,6 @@ class Buffered:
         if self._parts:
             self._write(b"".join(self._parts))
             self._parts, self._held = [], 0
-
-
-def _generation(volume: str) -> int:
-    match = re.search(r"-g(\d+)$", volume)
-    return int(match.group(1)) if match else 1
 
 
 def _safe(text: str) -> str:

@@ -57,7 +57,7 @@ class Postgres(Kind):
             raise GitdError(f"psql failed: {text[-500:]}")
         return text
 
-    def restore(self, engine, container, svc, chunks, emit):
+    def restore(self, engine, container, svc, chunks, emit, restart=None):
         live = db_name(svc)
         token = secrets.token_hex(3)
         fresh, old = f"{live}_restore_{token}", f"{live}_old_{token}"

@@ -42,7 +42,7 @@ class Redis(Kind):
     def dump_argv(self, svc):
         return ["redis-cli", "--rdb", "-"]
 
-    def restore(self, engine, container, svc, chunks, emit):
+    def restore(self, engine, container, svc, chunks, emit, restart=None):
         staged = f"{self.data_path}/restore-{secrets.token_hex(3)}.rdb"
         env = self.exec_env(svc)
         status, output = engine.exec(container, ["sh", "-c", f"cat > {staged}"], stdin=chunks)
@@ -65,7 +65,7 @@ class Redis(Kind):
             why = output.decode("utf-8", "replace")[-300:]
             raise GitdError(f"cannot put the dump in place ({why}); {svc.name} is untouched")
         engine.exec(container, ["redis-cli", "SHUTDOWN", "NOSAVE"], environment=env)
-        engine.start(container)
+        (restart or engine.start)(container)
 
     def _cli(self, engine, container, svc, words: list[str]) -> None:
         status, output = engine.exec(container, ["redis-cli", *words],

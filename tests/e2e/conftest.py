@@ -71,10 +71,10 @@ def swarm(docker_client):
         docker_client.swarm.leave(force=True)
 
 
-def start_swarm_gitd(server) -> None:
+def start_swarm_gitd(server, extra_env: dict | None = None) -> None:
     """Start `server` with the swarm scheduler and a registry of its own."""
     server.start(extra_args=("--scheduler", "swarm"),
-                 extra_env={"GITD_REGISTRY_PORT": str(free_port())})
+                 extra_env={"GITD_REGISTRY_PORT": str(free_port()), **(extra_env or {})})
 
 
 @pytest.fixture(scope="session")
