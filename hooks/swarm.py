@@ -439,11 +439,13 @@ class SwarmScheduler:
                 return ""
         return self._node_addrs.get(node_id, "")
 
-    def endpoints(self, unit: SwarmUnit, port: int, leaving: set[str] = frozenset()) -> set[str]:
-        """The addresses of `unit`'s running tasks; those on `leaving` nodes
-        only when no other task runs (better a node on its way out than none)."""
+    def endpoints(self, unit: SwarmUnit, port: int, leaving: set[str] = frozenset(),
+                  tasks: list[dict] | None = None) -> set[str]:
+        """The addresses of `unit`'s running tasks (`tasks`: already listed);
+        those on `leaving` nodes only when no other task runs (better a node
+        on its way out than none)."""
         found = []
-        for task in self.tasks(unit):
+        for task in self.tasks(unit) if tasks is None else tasks:
             if task["Status"]["State"] != "running" or task.get("DesiredState") != "running":
                 continue
             if (task["Status"].get("ContainerStatus") or {}).get("ContainerID") in self._stopping:
@@ -712,29 +714,40 @@ class SwarmScheduler:
     def sync_routes(self) -> int:
         """Point each web unit's route file at its tasks as they are now (a
         node drained or lost, a task replaced): the routers stay as the
-        deploy wrote them, only the servers change. Returns files rewritten."""
-        written = 0
+        deploy wrote them, only the servers change. A route file whose
+        service is gone (removed behind gitd's back) goes too. Returns files
+        rewritten or removed."""
+        # files first: a deploy makes its service before its route file, so
+        # every file listed here has its service in the listing below
+        files = {p.name for p in self.routes_dir.glob(f"{ROUTE_FILE_PREFIX}*.yml")}
         units = self.units(**{LABEL_ROLE: "service", LABEL_PROCESS: "web"})
-        leaving = self.leaving_nodes()
-        live_tasks = {t["ID"] for unit in units for t in self.tasks(unit)}
-        for task_id in set(self._task_addresses) - live_tasks:
+        tasks = {unit.id: self.tasks(unit) for unit in units}
+        everything = [t for group in tasks.values() for t in group]
+        for task_id in set(self._task_addresses) - {t["ID"] for t in everything}:
             del self._task_addresses[task_id]
-        containers = {(t["Status"].get("ContainerStatus") or {}).get("ContainerID")
-                      for unit in units for t in self.tasks(unit)}
-        self._stopping &= containers  # gone ones forgotten
+        self._stopping &= {(t["Status"].get("ContainerStatus") or {}).get("ContainerID")
+                           for t in everything}  # gone ones forgotten
+        leaving = self.leaving_nodes()
+        changed = 0
         for unit in units:
-            path = self.routes_dir / route_file_name(unit.route_key, unit.seq)
+            name = route_file_name(unit.route_key, unit.seq)
+            files.discard(name)
             port = unit.labels.get(
                 f"traefik.http.services.{router.route_name(unit.route_key, unit.seq)}"
                 ".loadbalancer.server.port", "")
             try:
-                config = json.loads(path.read_text())
-                servers = self.endpoints(unit, int(port), leaving)
+                config = json.loads((self.routes_dir / name).read_text())
+                servers = self.endpoints(unit, int(port), leaving, tasks[unit.id])
             except (OSError, ValueError, DeployError):
                 continue  # not routed, or no task up right now: keep what is there
             for service in config.get("http", {}).get("services", {}).values():
                 service["loadBalancer"]["servers"] = [{"url": u} for u in sorted(servers)]
             if self._write_routes(unit.route_key, unit.seq, config):
                 log.info("routes follow the swarm", service=unit.name, servers=sorted(servers))
-                written += 1
-        return written
+                changed += 1
+        for orphan in files:
+            with self._routes_guard:
+                (self.routes_dir / orphan).unlink(missing_ok=True)
+            log.info("route file of a service that is gone removed", file=orphan)
+            changed += 1
+        return changed
