@@ -12,17 +12,30 @@ The deploy never asks which scheduler it has:
 
     start(specs) -> units        wait_ready(unit)      endpoints(unit, port)
     publish_routes(...)          remove(units)         units(app, **labels)
+
+nor do the app commands (ps, logs, run, ps:stop, ps:start):
+
+    dynos(app) -> rows (hooks.dynos)           log_lines(units, tail) -> lines
+    log_streams(units, tail) -> LogStreams     stop_units(units, timeout) -> count
+    start_units(units) -> count                oneoff(spec) -> a one-off task
+
+A one-off task (`run`) is bridged to the SSH channel by gitd.commands.run:
+
+    attach() -> Attached      start(width, height)     resize(width, height)
+    send(data) -> bool        end_input()              stop()
+    wait() -> exit status     remove()
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from gitd.config import Settings
 from gitd.errors import DeployError
-from hooks import checks, router
-from hooks.engine import LABEL_APP, LABEL_PROCESS, Engine
+from hooks import checks, dynos, router
+from hooks.engine import LABEL_APP, LABEL_PROCESS, Attached, Engine
 
 
 def unit_label(unit) -> str:
@@ -110,6 +123,118 @@ class DockerScheduler:
             watchdog.cancel()
             self.engine.remove(container)
         return result.get("StatusCode", 1), timed_out.is_set()
+
+    # the app commands
+
+    def dynos(self, app: str) -> list[dict]:
+        """A row for each of the app's containers (hooks.dynos)."""
+        return [dynos.container_row(c) for c in self.engine.containers(app)]
+
+    def log_lines(self, units: list, tail: int) -> list[str]:
+        """The last `tail` lines of all `units`, in time order, prefixed."""
+        lines = []
+        for container in sorted(units, key=dynos.dyno):
+            name = dynos.dyno(container)
+            lines += [(stamp, f"{name} | {text}") for stamp, text in fetch_lines(container, tail)]
+        return dynos.merge(lines, tail)
+
+    def log_streams(self, units: list, tail: int) -> list["ContainerLogs"]:
+        return [ContainerLogs(c, tail) for c in sorted(units, key=dynos.dyno)]
+
+    def stop_units(self, units: list, timeout: int) -> int:
+        """SIGTERM (SIGKILL after `timeout`) to the running ones, in parallel;
+        they are kept, for start_units. Returns how many were running."""
+        running = [c for c in units if c.status == "running"]
+        if running:
+            with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
+                list(pool.map(lambda c: self.engine.stop(c, timeout), running))
+        return len(running)
+
+    def start_units(self, units: list) -> int:
+        stopped = [c for c in units if c.status != "running"]
+        for container in stopped:
+            self.engine.start(container)
+        return len(stopped)
+
+    def oneoff(self, spec: dict, abandoned=None) -> "ContainerOneOff":
+        """A one-off container (`run`), created, not started."""
+        return ContainerOneOff(self.engine, self.engine.create(spec), bool(spec.get("tty")))
+
+
+def fetch_lines(container, tail: int) -> list[tuple[str, str]]:
+    """(sortable timestamp, text) for the last `tail` lines of a container."""
+    raw = container.logs(stdout=True, stderr=True, tail=tail, timestamps=True)
+    lines = []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        stamp, _, text = line.partition(" ")
+        lines.append((dynos.sortable(stamp), text))
+    return lines
+
+
+class ContainerLogs:
+    """A container's log, followed: its new lines, prefixed with its dyno,
+    until it stops or `close()` (from another thread) ends the stream."""
+
+    def __init__(self, container, tail: int):
+        self.name = container.name
+        self.prefix = dynos.dyno(container)
+        self.stream = container.logs(stream=True, follow=True, tail=tail, stdout=True,
+                                     stderr=True, timestamps=False)
+
+    def __iter__(self):
+        lines = dynos.LineSplitter()
+        for chunk in self.stream:
+            for line in lines.feed(chunk):
+                yield f"{self.prefix} | {line}"
+        for line in lines.rest():
+            yield f"{self.prefix} | {line}"
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class ContainerOneOff:
+    """A created (not started) one-off container: attach, then start."""
+
+    def __init__(self, engine: Engine, container, tty: bool):
+        self.engine = engine
+        self.container = container
+        self.name = container.name
+        self.tty = tty
+        self.attached: Attached | None = None
+
+    def attach(self) -> Attached:
+        self.attached = self.engine.attach(self.container)
+        return self.attached
+
+    def start(self, width: int = 0, height: int = 0) -> None:
+        self.engine.start(self.container)
+        if self.tty:
+            self.resize(width, height)
+
+    def resize(self, width: int, height: int) -> None:
+        if width and height:
+            try:
+                self.container.resize(height=height, width=width)
+            except Exception:  # noqa: BLE001 - best effort: it may have exited
+                pass
+
+    def send(self, data: bytes) -> bool:
+        self.attached.send(data)
+        return True
+
+    def end_input(self) -> None:
+        if not self.tty:  # with a pty, ^D travels as a byte instead
+            self.attached.close_stdin()
+
+    def stop(self) -> None:
+        self.engine.stop(self.container, 0)
+
+    def wait(self) -> int:
+        return int(self.container.wait().get("StatusCode", 1))
+
+    def remove(self) -> None:
+        self.engine.remove(self.container)
 
 
 def confirm_routes(scheduler, settings: Settings, target, units: list, progress) -> None:

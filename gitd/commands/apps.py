@@ -6,7 +6,6 @@ import time
 
 from gitd import certs, validate
 from gitd.commands import command, confirm_force, parser
-from hooks.engine import LABEL_PROCESS, LABEL_RELEASE
 
 
 @command("apps:create", "apps:create NAME", "Create an app (and its git repository)")
@@ -39,10 +38,8 @@ def app_info(ctx, name: str) -> dict:
     app = ctx.store.get_app(name)
     current = ctx.store.current_release(name)
     domains = ctx.store.domains(name)
-    containers = []
-    for c in ctx.gitd.engine.containers(name):
-        containers.append({"name": c.name, "process": c.labels.get(LABEL_PROCESS),
-                           "release": int(c.labels.get(LABEL_RELEASE, 0)), "state": c.status})
+    containers = [{"name": row["container"], "process": row["type"], "release": row["release"],
+                   "state": row["state"]} for row in ctx.gitd.scheduler.dynos(name)]
     return {
         "name": name,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(app.created_at)),

@@ -7,15 +7,11 @@ the others are not, and `release` runs once per release before the swap.
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-
 from gitd import validate
-from gitd.commands import app_parser, command, duration, iso_time, parse_app, print_rows
+from gitd.commands import app_parser, command, duration, parse_app, print_rows
 from gitd.errors import GitdError, UsageError
-from hooks import components
-from hooks.engine import LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ
+from hooks import components, dynos
+from hooks.engine import LABEL_ROLE, LABEL_SEQ
 
 MAX_SCALE = 20
 NOT_SCALABLE = ("release",)
@@ -72,42 +68,9 @@ def formation_text(counts: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in counts.items())
 
 
-# containers
+# containers (or swarm tasks): rows from the scheduler (hooks.dynos)
 
-def dyno(container) -> str:
-    """`web.1` from `gitd-<instance>.<app>.web.1.s<seq>` (`run.<id>` for one-offs);
-    `backend.web.1` for an app.json service's container (`backend_web` in its name)."""
-    name = ".".join(container.name.split(".")[2:4])
-    if (getattr(container, "labels", None) or {}).get(LABEL_COMPONENT):
-        return name.replace("_", ".", 1)
-    return name
-
-
-def _started(state: dict) -> float | None:
-    text = state.get("StartedAt") or ""
-    if not text or text.startswith("0001-"):
-        return None
-    return datetime.fromisoformat(text[:19] + "+00:00").timestamp()
-
-
-def describe(container) -> dict:
-    labels = container.labels
-    state = container.attrs.get("State") or {}
-    started = _started(state)
-    running = container.status == "running"
-    return {
-        "name": dyno(container),
-        "type": labels.get(LABEL_PROCESS),
-        "service": labels.get(LABEL_COMPONENT),
-        "role": labels.get(LABEL_ROLE),
-        "release": int(labels.get(LABEL_RELEASE, 0)),
-        "seq": int(labels.get(LABEL_SEQ, 0)),
-        "state": container.status,
-        "health": (state.get("Health") or {}).get("Status"),
-        "started_at": iso_time(started),
-        "uptime": round(time.time() - started) if running and started else None,
-        "container": container.name,
-    }
+dyno = dynos.dyno
 
 
 def _order(info: dict):
@@ -116,21 +79,24 @@ def _order(info: dict):
 
 
 def app_containers(ctx, app: str) -> list[dict]:
-    return sorted((describe(c) for c in ctx.gitd.engine.containers(app)), key=_order)
+    return sorted(ctx.gitd.scheduler.dynos(app), key=_order)
 
 
 def live_services(ctx, app: str) -> list:
-    """The service containers of the app's live deploy, running or not."""
+    """The service units of the app's live deploy, running or not: its
+    containers, or its swarm services."""
     seq = ctx.store.get_app(app).live_seq
     if seq is None:
         return []
-    return ctx.gitd.engine.containers(app, **{LABEL_SEQ: str(seq), LABEL_ROLE: "service"})
+    return ctx.gitd.scheduler.units(app, **{LABEL_SEQ: str(seq), LABEL_ROLE: "service"})
 
 
 def _row(info: dict) -> list[str]:
     state = info["state"] + (f" ({info['health']})" if info["health"] else "")
     since = f"up {duration(info['uptime'])}" if info["uptime"] is not None else ""
     note = "" if info["role"] == "service" else f"({info['role']})"
+    if "node" in info:  # on the swarm: where it runs
+        return [info["name"], state, f"v{info['release']}", info["node"] or "-", since, note]
     return [info["name"], state, f"v{info['release']}", since, note]
 
 
@@ -221,12 +187,10 @@ def stop(ctx, argv):
     app = ctx.app(args.app)
     timeout = int(app.settings.get("stop_timeout", ctx.settings.stop_timeout))
     with ctx.lock(args.app):
-        running = [c for c in live_services(ctx, args.app) if c.status == "running"]
+        units = live_services(ctx, args.app)
         ctx.store.update_app_settings(args.app, stopped=True)
-        if running:
-            with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
-                list(pool.map(lambda c: ctx.gitd.engine.stop(c, timeout), running))
-        ctx.out(f"-----> Stopped {args.app}: {len(running)} container(s)")
+        stopped = ctx.gitd.scheduler.stop_units(units, timeout)
+        ctx.out(f"-----> Stopped {args.app}: {stopped} container(s)")
 
 
 @command("ps:start", "ps:start APP", "Start an app's stopped containers again", help="""
@@ -237,12 +201,10 @@ def start(ctx, argv):
     args = parse_app(ctx, p, argv)
     with ctx.lock(args.app):
         ctx.store.require_current_release(args.app)
-        containers = live_services(ctx, args.app)
-        if not containers:
+        units = live_services(ctx, args.app)
+        if not units:
             ctx.gitd.pipeline.redeploy(args.app, ctx.progress_sink(), "Starting")
             return
-        stopped = [c for c in containers if c.status != "running"]
-        for container in stopped:
-            ctx.gitd.engine.start(container)
+        started = ctx.gitd.scheduler.start_units(units)
         ctx.store.update_app_settings(args.app, stopped=None)
-        ctx.out(f"-----> Started {args.app}: {len(stopped)} container(s)")
+        ctx.out(f"-----> Started {args.app}: {started} container(s)")

@@ -1,5 +1,7 @@
 """run: a one-off command in a new container made from the current release's
 image, with its config; removed afterwards. The exit status passes through.
+The scheduler makes it (hooks.scheduler: a container here; a one-off task
+on the swarm) and this module bridges it to the SSH channel.
 
 With `ssh -t` the container gets a pty and the SSH channel is bridged to it
 both ways (window size included); without, stdin is forwarded and stdout
@@ -22,6 +24,7 @@ from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROC
 from hooks.deploy import app_network, networks
 from hooks.deploy import attach_storage
 from hooks.pipeline import DEFAULT_PORT
+from hooks.scheduler import ContainerOneOff
 
 USAGE = "run APP [--service SERVICE] [--] COMMAND [ARGS...]"
 POLL = 0.5  # seconds between checks that the client is still there
@@ -89,53 +92,46 @@ def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str,
     return attach_storage(spec, list(service_networks), release.mounts)
 
 
-class OneOff:
-    """A created (not started) container, bridged to the SSH channel."""
+class Session:
+    """A one-off task (hooks.scheduler: a container, or a task on the swarm)
+    bridged to the SSH channel: output out, stdin and window size in, and a
+    hang-up stops it."""
 
-    def __init__(self, ctx, container, tty: bool):
+    def __init__(self, ctx, task, tty: bool):
         self.ctx = ctx
-        self.engine = ctx.gitd.engine
-        self.container = container
+        self.task = task
         self.tty = tty
 
     def run(self) -> int:
-        attached = self.engine.attach(self.container)
+        attached = self.task.attach()
         stop = threading.Event()
         try:
             self._start()
-            threading.Thread(target=self._stdin, args=(attached, stop), daemon=True,
-                             name=f"stdin-{self.container.name}").start()
+            threading.Thread(target=self._stdin, args=(stop,), daemon=True,
+                             name=f"stdin-{self.task.name}").start()
             bridge = self.ctx.bridge
             for is_err, data in attached.frames():
                 (bridge.write_err if is_err else bridge.write)(data)
-            return int(self.container.wait().get("StatusCode", 1))
+            return self.task.wait()
         finally:
             stop.set()
             attached.close()
 
     def _start(self) -> None:
+        size = self.ctx.bridge.terminal_size() if self.tty else (0, 0)
         try:
-            self.engine.start(self.container)
+            self.task.start(*size)
         except GitdError as exc:
             missing = "not found" in exc.message or "no such file" in exc.message
             raise GitdError(exc.message, exit_status=127 if missing else 126) from exc
-        if self.tty:
-            self._resize(*self.ctx.bridge.terminal_size())
 
-    def _resize(self, width: int, height: int) -> None:
-        if width and height:
-            try:
-                self.container.resize(height=height, width=width)
-            except Exception:  # noqa: BLE001 - best effort: it may have exited
-                pass
-
-    def _stdin(self, attached, stop: threading.Event) -> None:
-        """Client -> container until EOF; then watch for a hang-up, which
-        kills the container."""
+    def _stdin(self, stop: threading.Event) -> None:
+        """Client -> task until EOF; then watch for a hang-up, which stops
+        the task."""
         bridge, eof = self.ctx.bridge, False
         while not stop.is_set():
             if bridge.closed():
-                self.engine.stop(self.container, 0)
+                self.task.stop()
                 return
             if eof:
                 stop.wait(POLL)
@@ -145,24 +141,29 @@ class OneOff:
             except TimeoutError:
                 continue
             except asyncssh.TerminalSizeChanged as exc:
-                self._resize(exc.width, exc.height)
+                self.task.resize(exc.width, exc.height)
                 continue
             except (asyncssh.BreakReceived, asyncssh.SignalReceived):
                 continue
             except Exception:  # noqa: BLE001 - the channel is gone
                 data = b""
-            eof = not self._send(attached, data)
+            eof = not self._send(data)
 
-    def _send(self, attached, data: bytes) -> bool:
+    def _send(self, data: bytes) -> bool:
         try:
             if data:
-                attached.send(data)
-                return True
-            if not self.tty:  # with a pty, ^D travels as a byte instead
-                attached.close_stdin()
+                return self.task.send(data)
+            self.task.end_input()
         except OSError:
             pass
         return False
+
+
+class OneOff(Session):
+    """A created (not started) container bridged to the SSH channel."""
+
+    def __init__(self, ctx, container, tty: bool):
+        super().__init__(ctx, ContainerOneOff(ctx.gitd.engine, container, tty), tty)
 
 
 @command("run", USAGE, "Run a one-off command in a new container of the current release",
@@ -190,9 +191,10 @@ def run(ctx, argv):
         resources.effective(ctx.settings, ctx.store.get_app(app).settings))
     spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token, limits, service,
                        service_networks=ctx.gitd.pipeline.service_networks(app))
-    engine.ensure_network(app_network(ctx.settings.instance, app), labels={LABEL_APP: app})
-    container = engine.create(spec)
+    scheduler = ctx.gitd.scheduler
+    scheduler.prepare(app_network(ctx.settings.instance, app), app)
+    task = scheduler.oneoff(spec, abandoned=ctx.bridge.closed)
     try:
-        return OneOff(ctx, container, ctx.has_pty).run()
+        return Session(ctx, task, ctx.has_pty).run()
     finally:
-        ctx.gitd.engine.remove(container)
+        task.remove()

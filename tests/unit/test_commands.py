@@ -13,7 +13,9 @@ from gitd.config import Settings
 from gitd.errors import DeployError, GitdError, NotFound, PermissionDenied, UsageError
 from gitd.keys import parse_public_key
 from gitd.store import Store
+from hooks import dynos
 from hooks.locks import AppLocks
+from hooks.scheduler import DockerScheduler
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHs6zJ0m4ZTqz1x8cGQkGkQm2nH8ZLm4q9Qy7J8XfLrA test"
 
@@ -369,7 +371,7 @@ def test_scale_names_services(store):
 # logs
 
 def test_log_stamps_sort_by_time_and_merge():
-    assert logs.sortable("2024-01-01T00:00:05.1Z") > logs.sortable("2024-01-01T00:00:05.09Z")
+    assert dynos.sortable("2024-01-01T00:00:05.1Z") > dynos.sortable("2024-01-01T00:00:05.09Z")
 
     class C:
         def __init__(self, name, raw):
@@ -380,8 +382,10 @@ def test_log_stamps_sort_by_time_and_merge():
 
     web = C("gitd-i.a.web.1.s1", b"2024-01-01T00:00:01.5Z one\n2024-01-01T00:00:03Z three\n")
     worker = C("gitd-i.a.worker.1.s1", b"2024-01-01T00:00:02Z two\n")
-    assert logs.merged([web, worker], 100) == ["web.1 | one", "worker.1 | two", "web.1 | three"]
-    assert logs.merged([web, worker], 1) == ["web.1 | three"]
+    docker = DockerScheduler(None, Settings())
+    assert docker.log_lines([worker, web], 100) == ["web.1 | one", "worker.1 | two", "web.1 | three"]
+    assert docker.log_lines([web, worker], 1) == ["web.1 | three"]
+    assert docker.log_lines([web, worker], 0) == []
 
 
 def test_logs_arguments_are_checked(fake):

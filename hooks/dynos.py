@@ -1,0 +1,112 @@
+"""What `ps` and `logs` show of an app's running units, as plain data, the
+same for both schedulers: a *dyno* is one process of the app (`web.1`,
+`worker.2`, `backend.web.1` for an app.json service, `run.<id>` for a
+one-off), whether it is a container (hooks.scheduler) or a swarm task
+(hooks.swarm).
+
+Rows (`ps --json` "containers"):
+
+    name type service role release seq state health started_at uptime container
+    [node: the swarm node running the task]
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from hooks.engine import LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ
+
+
+def dyno(container) -> str:
+    """`web.1` from `gitd-<instance>.<app>.web.1.s<seq>` (`run.<id>` for one-offs);
+    `backend.web.1` for an app.json service's container (`backend_web` in its name)."""
+    name = ".".join(container.name.split(".")[2:4])
+    if (getattr(container, "labels", None) or {}).get(LABEL_COMPONENT):
+        return name.replace("_", ".", 1)
+    return name
+
+
+def dyno_type(labels: dict) -> str:
+    """`web`, or `backend.web` for an app.json service's process."""
+    process = labels.get(LABEL_PROCESS) or "?"
+    component = labels.get(LABEL_COMPONENT)
+    return f"{component}.{process}" if component else process
+
+
+def iso_time(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+
+def parse_time(text: str | None) -> float | None:
+    """Docker's RFC 3339 time (to the second); None for its zero time."""
+    if not text or text.startswith("0001-"):
+        return None
+    try:
+        return datetime.fromisoformat(text[:19] + "+00:00").timestamp()
+    except ValueError:
+        return None
+
+
+def row(labels: dict, name: str, state: str, started: float | None, running: bool,
+        container: str, health: str | None = None, now: float | None = None) -> dict:
+    now = time.time() if now is None else now
+    return {
+        "name": name,
+        "type": labels.get(LABEL_PROCESS),
+        "service": labels.get(LABEL_COMPONENT),
+        "role": labels.get(LABEL_ROLE),
+        "release": _number(labels.get(LABEL_RELEASE)),
+        "seq": _number(labels.get(LABEL_SEQ)),
+        "state": state,
+        "health": health,
+        "started_at": iso_time(started),
+        "uptime": round(now - started) if running and started else None,
+        "container": container,
+    }
+
+
+def _number(value) -> int:
+    return int(value) if str(value or "").isdigit() else 0
+
+
+def container_row(container) -> dict:
+    """The row of a container (the docker scheduler's unit)."""
+    state = container.attrs.get("State") or {}
+    return row(container.labels, dyno(container), container.status, parse_time(state.get("StartedAt")),
+               container.status == "running", container.name,
+               health=(state.get("Health") or {}).get("Status"))
+
+
+# log lines
+
+def sortable(stamp: str) -> str:
+    """Docker's RFC 3339 stamps drop trailing zeros: pad the fraction."""
+    head, dot, frac = stamp.rstrip("Z").partition(".")
+    return f"{head}.{frac.ljust(9, '0')}" if dot else f"{head}.000000000"
+
+
+def merge(lines: list[tuple[str, str]], tail: int) -> list[str]:
+    """(sortable stamp, prefixed text) pairs of several dynos -> the last
+    `tail` texts, in time order."""
+    if not tail:
+        return []
+    ordered = sorted(lines, key=lambda item: item[0])
+    return [text for _, text in ordered[-tail:]]
+
+
+class LineSplitter:
+    """Bytes as they come -> whole lines (text, without the newline or a
+    pty's carriage return); `rest()` is what is left at the end."""
+
+    def __init__(self):
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
+
+    def rest(self) -> list[str]:
+        rest, self.pending = self.pending, b""
+        return [rest.decode("utf-8", "replace")] if rest else []
