@@ -29,20 +29,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 import docker
 import docker.errors
 import structlog
+from docker.types.daemon import CancellableStream
 
 from gitd import registry
 from gitd.config import Settings
 from gitd.errors import DeployError, GitdError
-from hooks import checks, router
+from hooks import checks, dynos, router
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
-                          LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, LABEL_SERVICE, Engine, _explain)
+                          LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, LABEL_SERVICE, Attached,
+                          Engine, _explain)
 from hooks.scheduler import unit_label
 
 log = structlog.get_logger("gitd.swarm")
@@ -57,6 +61,9 @@ RETRY_ATTEMPTS = 5
 FOLLOW_INTERVAL = 1.0
 TASK_ROLE = "swarm-task"  # what a task's container is labelled (the service has the role)
 FAILED_STATES = ("failed", "rejected", "orphaned")
+ENDED_STATES = ("complete", "shutdown", "remove") + FAILED_STATES  # its container is gone or stopped
+LABEL_STOPPED = "gitd.stopped-replicas"  # on a service ps:stop scaled to 0: its replicas before
+LABEL_BOOT = "gitd.boot"  # on a one-off task: which run of gitd made it
 SPEC_KEYS = {"image", "name", "command", "environment", "labels", "restart_policy", "init",
              "log_config", "stop_signal", "networks", "network_aliases", "ports", "healthcheck",
              "mounts", "mem_limit", "memswap_limit", "nano_cpus", "pids_limit", "constraints",
@@ -109,8 +116,12 @@ def escape_template(value: str) -> str:
     return value.replace("{{", '{{"{{"}}')
 
 
-def task_environment(env: dict[str, str], process: str) -> list[str]:
+def task_environment(env: dict[str, str], process: str, dyno: str | None = None) -> list[str]:
+    """KEY=VALUE for a task; DYNO is `<process>.<slot>`, or `dyno` as given
+    (a one-off task has no slot)."""
     values = [f"{k}={escape_template(v)}" for k, v in env.items() if k != "DYNO"]
+    if dyno:
+        return values + [f"DYNO={escape_template(dyno)}"]
     return values + [f"DYNO={process}.{{{{.Task.Slot}}}}"]
 
 
@@ -138,13 +149,14 @@ def mounts(spec: dict) -> list[dict]:
              "ReadOnly": bool(m.get("read_only"))} for m in spec.get("mounts", [])]
 
 
-def task_template(spec: dict, image: str, process: str, restart: str) -> dict:
+def task_template(spec: dict, image: str, process: str, restart: str,
+                  dyno: str | None = None) -> dict:
     labels = spec["labels"]
     container_labels = {k: v for k, v in labels.items() if k.startswith("gitd.")}
     container_labels[LABEL_ROLE] = TASK_ROLE
     container = {
         "Image": image,
-        "Env": task_environment(spec.get("environment") or {}, process),
+        "Env": task_environment(spec.get("environment") or {}, process, dyno),
         "Labels": container_labels,
         "Init": bool(spec.get("init")),
         "StopSignal": spec.get("stop_signal", "SIGTERM"),
@@ -200,13 +212,15 @@ def service_spec(specs: list[dict], image: str) -> dict:
 
 
 def job_spec(spec: dict, image: str) -> dict:
-    """A one-off task (the release command): runs once, never restarted."""
+    """A one-off task (the release command, `run`): runs once, never
+    restarted. Its DYNO is the spec's (`release.1`, `run.<id>`)."""
     labels = dict(spec["labels"])
     process = labels.get(LABEL_PROCESS, "release")
+    dyno = (spec.get("environment") or {}).get("DYNO")
     return {
         "name": service_name(spec["name"]),
         "labels": labels,
-        "task_template": task_template(spec, image, process, "none"),
+        "task_template": task_template(spec, image, process, "none", dyno),
         "mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
         "endpoint_spec": {"Mode": "dnsrr"},
     }
@@ -272,6 +286,94 @@ def current_task(tasks: list[dict]) -> dict | None:
     wanted = [t for t in tasks if t.get("DesiredState") == "running"]
     return max(wanted, key=lambda t: (t.get("Version") or {}).get("Index", 0), default=None)
 
+def oneoff_job_spec(spec: dict, image: str, node_id: str, probe: str, boot: str) -> dict:
+    """`run` on the swarm: a one-off task (a replicated job) pinned to this
+    node, whose container only waits (a static busybox's sleep: the image
+    may have none) while gitd runs the command in it with exec. An exec's
+    stdin ends when the client's does; a swarm container's own stdin never
+    ends (swarm has no StdinOnce), and an exec started by gitd loses no
+    output. `boot` tells this gitd's one-off tasks from a previous run's."""
+    base = {k: v for k, v in spec.items() if k not in ("tty", "stdin_open", "command")}
+    base["labels"] = {**spec["labels"], LABEL_BOOT: boot}
+    base["mounts"] = list(spec.get("mounts") or []) + [checks.probe_mount(probe)]
+    base["constraints"] = [f"node.id=={node_id}"]
+    job = job_spec(base, image)
+    job["task_template"]["ContainerSpec"]["Command"] = [checks.PROBE_PATH, "sleep", "2147483647"]
+    return job
+
+
+def oneoff_argv(spec: dict, image_config: dict) -> list[str]:
+    """What `docker run IMAGE COMMAND...` runs: the image's entrypoint, then the command."""
+    entrypoint = image_config.get("Entrypoint") or []
+    if isinstance(entrypoint, str):
+        entrypoint = [entrypoint]
+    return [*entrypoint, *spec["command"]]
+
+
+# what ps and logs show of the tasks (plain data: hooks.dynos rows)
+
+def _wanted(task: dict) -> bool:
+    return task.get("DesiredState") not in ("shutdown", "remove", "orphaned")
+
+
+def current_tasks(tasks: list[dict]) -> list[dict]:
+    """One task per replica slot (a job has one, without a slot): the one
+    the swarm wants up, else (a stopped service, a task replaced) the newest."""
+    chosen: dict[int, dict] = {}
+    for task in sorted(tasks, key=lambda t: t.get("CreatedAt") or ""):
+        slot = task.get("Slot") or 0
+        held = chosen.get(slot)
+        if held is None or _wanted(task) or not _wanted(held):
+            chosen[slot] = task
+    return [chosen[slot] for slot in sorted(chosen)]
+
+
+def task_dyno(unit: SwarmUnit, task: dict) -> str:
+    """`web.2` (the task's slot), `backend.web.1`, or a one-off's `run.<id>`."""
+    if unit.labels.get(LABEL_ROLE) == "oneoff":
+        container = ((unit.attrs.get("Spec") or {}).get("TaskTemplate") or {}).get(
+            "ContainerSpec") or {}
+        for item in container.get("Env") or []:
+            if item.startswith("DYNO="):
+                return item[len("DYNO="):]
+    return f"{dynos.dyno_type(unit.labels)}.{task.get('Slot') or 1}"
+
+
+def task_container_name(unit: SwarmUnit, task: dict) -> str:
+    """The swarm's name for a task's container: service.slot.task (the
+    node's id for a task without a slot)."""
+    return f"{unit.name}.{task.get('Slot') or task.get('NodeID', '')}.{task.get('ID', '')}"
+
+
+def task_rows(unit: SwarmUnit, tasks: list[dict], nodes: dict[str, str],
+              now: float | None = None) -> list[dict]:
+    """The `ps` rows of a service's tasks, each with the node it runs on."""
+    rows = []
+    for task in current_tasks(tasks):
+        status = task.get("Status") or {}
+        state = status.get("State") or "unknown"
+        running = state == "running"
+        started = dynos.parse_time(status.get("Timestamp")) if running else None
+        row = dynos.row(unit.labels, task_dyno(unit, task), state, started, running,
+                        task_container_name(unit, task), now=now)
+        node = task.get("NodeID") or ""
+        row["node"] = nodes.get(node, node)
+        rows.append(row)
+    return rows
+
+
+def parse_log_line(line: str) -> tuple[str, str, str]:
+    """A service log line with timestamps and details,
+    `<stamp> com.docker.swarm.node.id=..,..task.id=<id> <text>`, ->
+    (sortable stamp, task id, text). Details are `k=v` pairs, URL-escaped."""
+    stamp, _, rest = line.partition(" ")
+    details, _, text = rest.partition(" ")
+    attrs = dict(pair.split("=", 1) for pair in details.split(",") if "=" in pair)
+    task = attrs.get("com.docker.swarm.task.id")
+    if task is None:  # no details: the text follows the stamp
+        return dynos.sortable(stamp), "", rest
+    return dynos.sortable(stamp), urllib.parse.unquote_plus(task), text
+
 
 def route_file_name(route_key: str, seq: int) -> str:
     return f"{ROUTE_FILE_PREFIX}{router.route_name(route_key, seq)}.yml"
@@ -312,6 +414,7 @@ class SwarmScheduler:
         self._stopping: set[str] = set()  # task containers told to stop (events), not yet gone
         self._wake = threading.Event()
         self._routes_guard = threading.Lock()
+        self.boot = secrets.token_hex(6)  # this run of gitd, on its one-off tasks
         self.routes_dir = settings.dynamic_dir
         self.routes_dir.mkdir(parents=True, exist_ok=True)
         self.routes_dir.chmod(0o700)
@@ -515,7 +618,8 @@ class SwarmScheduler:
                                     retry_attempts=RETRY_ATTEMPTS)
         self._write_routes(route_key, seq, config)
 
-    def _write_routes(self, route_key: str, seq: int, config: dict) -> bool:
+    def _write_routes(self, route_key: str, seq: int, config: dict,
+                      only_if_present: bool = False) -> bool:
         path = self.routes_dir / route_file_name(route_key, seq)
         text = json.dumps(config, indent=2, sort_keys=True) + "\n"
         with self._routes_guard:
@@ -523,7 +627,8 @@ class SwarmScheduler:
                 if path.read_text() == text:
                     return False
             except OSError:
-                pass
+                if only_if_present:  # removed meanwhile (its service retired): stays so
+                    return False
             temporary = path.with_suffix(".tmp")  # not .yml: Traefik skips it
             temporary.write_text(text)
             temporary.chmod(0o600)
@@ -653,6 +758,153 @@ class SwarmScheduler:
             raise GitdError(f"cannot read the log of {unit.name}: {_explain(exc)}")
         return [raw] if isinstance(raw, bytes) else raw
 
+    # the app commands: ps, logs, ps:stop, ps:start, run
+
+    def dynos(self, app: str) -> list[dict]:
+        """A row for each replica slot of the app's services, and each
+        one-off task (hooks.dynos), with the node it runs on."""
+        nodes = self.node_names()
+        rows = []
+        for unit in self.units(app):
+            rows += task_rows(unit, self.tasks(unit), nodes)
+        return rows
+
+    def node_names(self) -> dict[str, str]:
+        try:
+            return {n["ID"]: (n.get("Description") or {}).get("Hostname") or n["ID"]
+                    for n in self.api.nodes()}
+        except docker.errors.DockerException:
+            return {}
+
+    def slot_names(self, unit: SwarmUnit) -> dict[str, str]:
+        """task id -> its dyno (`web.2`), for the tasks the swarm still knows."""
+        return {t["ID"]: task_dyno(unit, t) for t in self.tasks(unit)}
+
+    def log_stream(self, unit: SwarmUnit, tail: int, follow: bool) -> CancellableStream:
+        """The service's log from every node, each line with its time and
+        task. docker-py's service_logs gives a bare generator, with nothing
+        that ends a followed stream when the client hangs up: the same
+        request, made closable the way docker-py makes a container's."""
+        params = {"details": True, "follow": follow, "stdout": True, "stderr": True,
+                  "timestamps": True, "tail": tail}
+        try:
+            response = self.api._get(self.api._url("/services/{0}/logs", unit.id),
+                                     params=params, stream=True)
+            self.api._raise_for_status(response)
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot read the log of {unit.name}: {_explain(exc)}")
+        return CancellableStream(self.api._multiplexed_response_stream_helper(response), response)
+
+    def log_lines(self, units: list[SwarmUnit], tail: int) -> list[str]:
+        """The last `tail` lines of all `units`' tasks, in time order,
+        prefixed with each task's slot."""
+        lines = []
+        for unit in units:
+            prefixed = ServiceLogs(self, unit, tail, follow=False)
+            lines += list(prefixed.stamped())
+        return dynos.merge(lines, tail)
+
+    def log_streams(self, units: list[SwarmUnit], tail: int) -> list["ServiceLogs"]:
+        streams: list[ServiceLogs] = []
+        try:
+            for unit in units:
+                streams.append(ServiceLogs(self, unit, tail, follow=True))
+        except BaseException:
+            for stream in streams:
+                stream.close()
+            raise
+        return streams
+
+    def stop_units(self, units: list[SwarmUnit], timeout: int) -> int:
+        """Scale each service to 0, its replicas kept in a label for
+        start_units, and wait (bounded) until its tasks are down. The swarm
+        stops a task with SIGTERM, then SIGKILL after the grace period set at
+        create. The route file stays, with no server: Traefik answers 503
+        (a stopped app), and never a port another task may get next.
+        Returns how many replicas were stopped."""
+        stopped = 0
+        for unit in units:
+            if unit.replicas:
+                stopped += unit.replicas
+                self._scale(unit, 0, {LABEL_STOPPED: str(unit.replicas)})
+        self.refresh_routes(units)
+        self._wait_tasks(units, lambda unit, tasks: all(
+            t["Status"]["State"] in ENDED_STATES for t in tasks), timeout + 15)
+        return stopped
+
+    def start_units(self, units: list[SwarmUnit]) -> int:
+        """Scale the services ps:stop stopped back to their replicas, wait
+        (bounded) for their tasks, and route to them. Returns how many."""
+        started = []
+        for unit in units:
+            recorded = unit.labels.get(LABEL_STOPPED, "")
+            if unit.replicas == 0 and recorded.isdigit() and int(recorded) > 0:
+                self._scale(unit, int(recorded), {LABEL_STOPPED: None})
+                started.append(unit)
+        if started:
+            self._wait_tasks(started, lambda unit, tasks: sum(
+                t["Status"]["State"] == "running" and t.get("DesiredState") == "running"
+                for t in tasks) >= unit.replicas, self.settings.deploy_timeout)
+            self.refresh_routes(started)
+        return sum(unit.replicas for unit in started)
+
+    def _scale(self, unit: SwarmUnit, replicas: int, labels: dict) -> None:
+        """Set a service's replicas (and labels: None removes one); the rest
+        of its spec as it is. Retried when another update came in between."""
+        for attempt in range(3):
+            try:
+                current = self.api.inspect_service(unit.id)
+                spec_labels = {**(current["Spec"].get("Labels") or {}), **labels}
+                self.api.update_service(
+                    unit.id, current["Version"]["Index"], fetch_current_spec=True,
+                    mode={"Replicated": {"Replicas": replicas}},
+                    labels={k: v for k, v in spec_labels.items() if v is not None})
+                unit.labels = {k: v for k, v in spec_labels.items() if v is not None}
+                unit.replicas = replicas
+                return
+            except docker.errors.APIError as exc:
+                if "out of sequence" in _explain(exc) and attempt < 2:
+                    continue
+                raise GitdError(f"cannot scale swarm service {unit.name}: {_explain(exc)}")
+
+    def _wait_tasks(self, units: list[SwarmUnit], done, timeout: float) -> bool:
+        """Wait (bounded) until done(unit, its tasks) for every unit."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if all(done(unit, self.tasks(unit)) for unit in units):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.25)
+
+    def oneoff(self, spec: dict, abandoned=None) -> "SwarmOneOff":
+        """`run`: a one-off task on this node (oneoff_job_spec), running and
+        ready for gitd to exec the command in."""
+        probe = checks.find_probe(self.settings.probe_binary)
+        if not probe:
+            raise GitdError("run on the swarm needs a static busybox on this node (install "
+                            "busybox-static, or set probe_binary); see `gitd doctor`")
+        argv = oneoff_argv(spec, self.engine.image_attrs(spec["image"]).get("Config") or {})
+        self._remove_orphans()
+        unit = self._create(oneoff_job_spec(spec, self.image_for(spec), self.node_id, probe,
+                                            self.boot))
+        task = SwarmOneOff(self, unit, argv, bool(spec.get("tty")), abandoned)
+        try:
+            task.wait_running(self.settings.deploy_timeout)
+        except BaseException:
+            task.remove()
+            raise
+        return task
+
+    def _remove_orphans(self) -> None:
+        """One-off tasks an earlier run of gitd left (it stopped during a
+        `run`): their sessions are gone."""
+        orphans = [u for u in self.units(**{LABEL_ROLE: "oneoff"})
+                   if u.labels.get(LABEL_BOOT) != self.boot]
+        if orphans:
+            log.info("removing one-off tasks of an earlier run", services=[u.name for u in orphans])
+            self.remove(orphans)
+
     # keeping routes true when the swarm moves tasks
 
     def leaving_nodes(self) -> set[str]:
@@ -727,27 +979,220 @@ class SwarmScheduler:
             del self._task_addresses[task_id]
         self._stopping &= {(t["Status"].get("ContainerStatus") or {}).get("ContainerID")
                            for t in everything}  # gone ones forgotten
-        leaving = self.leaving_nodes()
-        changed = 0
-        for unit in units:
-            name = route_file_name(unit.route_key, unit.seq)
-            files.discard(name)
-            port = unit.labels.get(
-                f"traefik.http.services.{router.route_name(unit.route_key, unit.seq)}"
-                ".loadbalancer.server.port", "")
-            try:
-                config = json.loads((self.routes_dir / name).read_text())
-                servers = self.endpoints(unit, int(port), leaving, tasks[unit.id])
-            except (OSError, ValueError, DeployError):
-                continue  # not routed, or no task up right now: keep what is there
-            for service in config.get("http", {}).get("services", {}).values():
-                service["loadBalancer"]["servers"] = [{"url": u} for u in sorted(servers)]
-            if self._write_routes(unit.route_key, unit.seq, config):
-                log.info("routes follow the swarm", service=unit.name, servers=sorted(servers))
-                changed += 1
-        for orphan in files:
+        changed = self.refresh_routes(units, tasks)
+        for orphan in files - {route_file_name(u.route_key, u.seq) for u in units}:
             with self._routes_guard:
                 (self.routes_dir / orphan).unlink(missing_ok=True)
             log.info("route file of a service that is gone removed", file=orphan)
             changed += 1
         return changed
+
+    def refresh_routes(self, units: list[SwarmUnit], tasks: dict | None = None) -> int:
+        """Rewrite the servers of the web `units`' route files: their running
+        tasks (`tasks`: unit id -> its tasks, already listed), or none for a
+        service scaled to 0 (ps:stop). A file that is not there (not routed,
+        or retired meanwhile) is not made. Returns files rewritten."""
+        written = 0
+        leaving = self.leaving_nodes()
+        for unit in units:
+            if unit.labels.get(LABEL_PROCESS) != "web":
+                continue
+            path = self.routes_dir / route_file_name(unit.route_key, unit.seq)
+            port = unit.labels.get(
+                f"traefik.http.services.{router.route_name(unit.route_key, unit.seq)}"
+                ".loadbalancer.server.port", "")
+            try:
+                config = json.loads(path.read_text())
+                servers = (self.endpoints(unit, int(port), leaving, (tasks or {}).get(unit.id))
+                           if unit.replicas else set())
+            except (OSError, ValueError, DeployError):
+                continue  # not routed, or no task up right now: keep what is there
+            for service in config.get("http", {}).get("services", {}).values():
+                service["loadBalancer"]["servers"] = [{"url": u} for u in sorted(servers)]
+            if self._write_routes(unit.route_key, unit.seq, config, only_if_present=True):
+                log.info("routes follow the swarm", service=unit.name, servers=sorted(servers))
+                written += 1
+        return written
+
+
+class ServiceLogs:
+    """A service's log (every task, on any node), each line prefixed with
+    its task's dyno (`web.2 | ...`). Iterated: the lines as they come, until
+    the stream ends or `close()` (from another thread) ends it."""
+
+    def __init__(self, scheduler: SwarmScheduler, unit: SwarmUnit, tail: int, follow: bool):
+        self.scheduler = scheduler
+        self.unit = unit
+        self.name = unit.name
+        self.names = scheduler.slot_names(unit)
+        self.stream = scheduler.log_stream(unit, tail, follow)
+
+    def dyno(self, task_id: str) -> str:
+        if task_id not in self.names:  # a task started since: look again, once
+            self.names.update(self.scheduler.slot_names(self.unit))
+            self.names.setdefault(task_id, f"{dynos.dyno_type(self.unit.labels)}.?")
+        return self.names[task_id]
+
+    def stamped(self):
+        """(sortable stamp, prefixed text) for each line."""
+        lines = dynos.LineSplitter()
+        try:
+            for chunk in self.stream:
+                for line in lines.feed(chunk):
+                    yield self._prefixed(line)
+            for line in lines.rest():
+                yield self._prefixed(line)
+        finally:
+            self.stream.close()
+
+    def _prefixed(self, line: str) -> tuple[str, str]:
+        stamp, task_id, text = parse_log_line(line)
+        return stamp, f"{self.dyno(task_id)} | {text}"
+
+    def __iter__(self):
+        for _, text in self.stamped():
+            yield text
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        except OSError:
+            pass
+
+
+class SwarmOneOff:
+    """A one-off task on this node bridged by gitd.commands.run: the command
+    runs in its container with exec (stdin, pty and exit status as
+    `docker exec` has them), and the task goes at the end."""
+
+    def __init__(self, scheduler: SwarmScheduler, unit: SwarmUnit, argv: list[str], tty: bool,
+                 abandoned=None):
+        self.scheduler = scheduler
+        self.api = scheduler.api
+        self.unit = unit
+        self.name = unit.name
+        self.argv = argv
+        self.tty = tty
+        self.abandoned = abandoned or (lambda: False)
+        self.container = None
+        self.exec_id: str | None = None
+        self.attached: Attached | None = None
+        self.failure = b""  # what Docker said when the exec could not start
+
+    def wait_running(self, timeout: float) -> None:
+        """Until the task's container runs here. gitd reaches only this
+        node's engine: a task it cannot place here cannot be attached to."""
+        deadline = time.monotonic() + timeout
+        while True:
+            tasks = self.scheduler.tasks(self.unit)
+            for task in tasks:
+                status = task["Status"]
+                if status["State"] in FAILED_STATES + ("complete", "shutdown"):
+                    raise GitdError("the one-off task ended on the swarm before the command ran: "
+                                    f"{status.get('Err') or status.get('Message') or status['State']}")
+                container_id = (status.get("ContainerStatus") or {}).get("ContainerID")
+                if status["State"] == "running" and container_id:
+                    self.container = self.scheduler.engine.container(container_id)
+                    if self.container is not None:
+                        return
+            if self.abandoned():
+                raise GitdError("the client hung up before the one-off task started")
+            if time.monotonic() > deadline:
+                states = ", ".join(f"{t['Status']['State']}"
+                                   + (f" ({t['Status'].get('Err')})" if t["Status"].get("Err") else "")
+                                   for t in tasks) or "no task yet"
+                raise GitdError(f"the one-off task did not start on this node within {timeout:g}s "
+                                f"({states}): gitd can attach only to a task on the node it runs "
+                                "on; is this node drained or short of resources? (`nodes`)")
+            time.sleep(0.2)
+
+    def attach(self) -> Attached:
+        """Create and start the exec, attached from its first byte."""
+        try:
+            self.exec_id = self.api.exec_create(
+                self.container.id, self.argv, stdin=True, stdout=True, stderr=True,
+                tty=self.tty)["Id"]
+            sock = self.api.exec_start(self.exec_id, socket=True, tty=self.tty)
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot run the command in the one-off task {self.name}: "
+                            f"{_explain(exc)}")
+        self.attached = ExecAttached(sock, self.tty, self)
+        return self.attached
+
+    def start(self, width: int = 0, height: int = 0) -> None:
+        """The exec started with attach(); a pty gets the client's size once
+        the exec runs. Docker 20.10 has no size at exec start: a command
+        asking at once may see 0x0, then gets SIGWINCH, as with `docker exec`."""
+        if not self.tty:
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                state = self.api.exec_inspect(self.exec_id)
+            except docker.errors.DockerException:
+                break
+            if state.get("Running") or state.get("ExitCode") is not None:
+                break
+            time.sleep(0.02)
+        self.resize(width, height)
+
+    def resize(self, width: int, height: int) -> None:
+        if width and height and self.exec_id:
+            try:
+                self.api.exec_resize(self.exec_id, height=height, width=width)
+            except docker.errors.DockerException:
+                pass  # best effort: it may have ended
+
+    def send(self, data: bytes) -> bool:
+        self.attached.send(data)
+        return True
+
+    def end_input(self) -> None:
+        if not self.tty:  # with a pty, ^D travels as a byte instead
+            self.attached.close_stdin()
+
+    def stop(self) -> None:
+        self.scheduler.engine.kill(self.container)
+
+    def wait(self) -> int:
+        """The command's exit status (127 when Docker found no such command,
+        as `docker run` says it)."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                state = self.api.exec_inspect(self.exec_id)
+            except docker.errors.DockerException:
+                return 1
+            if not state.get("Running") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        code = state.get("ExitCode")
+        if code is None:
+            return 1
+        if code == 126 and (b"not found" in self.failure or b"no such file" in self.failure):
+            return 127
+        return int(code)
+
+    def remove(self) -> None:
+        self.scheduler.remove([self.unit])
+
+
+class ExecAttached(Attached):
+    """An exec's stream. Docker reports an exec that cannot start (no such
+    command) on its *stdout*: that goes to stderr, and is kept for the
+    exit status."""
+
+    FAILED = b"OCI runtime exec failed"
+
+    def __init__(self, sock, tty: bool, task: SwarmOneOff):
+        super().__init__(sock, tty)
+        self.task = task
+
+    def frames(self):
+        first = True
+        for is_err, data in super().frames():
+            if first and data.startswith(self.FAILED):
+                self.task.failure = data
+                is_err = True
+            first = False
+            yield is_err, data

@@ -105,7 +105,9 @@ def _row(info: dict) -> list[str]:
 @command("ps", "ps APP [--json]", "List an app's containers: type, state, release, uptime",
          admin=False, help="""
 Shows every container gitd runs for the app: the live ones, old ones still
-draining during a deploy, and one-off `run` containers.""")
+draining during a deploy, and one-off `run` containers. On the swarm: a row
+per replica slot of each service (its current task), with the node it runs
+on.""")
 def ps(ctx, argv):
     p = app_parser("ps", json_flag=True)
     args = p.parse_args(argv)

@@ -4,7 +4,7 @@ import pytest
 
 from gitd.errors import GitdError
 from gitd.store import HostRoute
-from hooks import router, swarm
+from hooks import dynos, router, swarm
 from hooks.checks import HealthCheck
 from hooks.deploy import Target, container_specs
 from gitd.config import Settings
@@ -103,3 +103,108 @@ def test_tasks_on_a_node_being_drained_get_no_requests_unless_nothing_else_runs(
     assert swarm.serving(found, set()) == {"http://a:1", "http://b:2", "http://b:3"}
     assert swarm.serving(found[1:], {"n2"}) == {"http://b:2", "http://b:3"}
     assert swarm.serving([], {"n2"}) == set()
+
+
+# ps, logs and run on the swarm (plain data)
+
+def _unit(labels=None, replicas=2, env=None, name="gitd-abcd1234_shop_web_s7"):
+    labels = {"gitd.app": "shop", "gitd.process": "web", "gitd.role": "service",
+              "gitd.release": "3", "gitd.seq": "7", **(labels or {})}
+    attrs = {"Spec": {"TaskTemplate": {"ContainerSpec": {"Env": env or []}}}}
+    return swarm.SwarmUnit("svc1", name, labels, replicas, attrs)
+
+
+def _task(task_id, slot, state, desired="running", created="2026-01-01T00:00:01Z",
+          node="n1", stamp="2026-01-01T00:00:02.5Z"):
+    task = {"ID": task_id, "DesiredState": desired, "CreatedAt": created, "NodeID": node,
+            "Status": {"State": state, "Timestamp": stamp}}
+    if slot is not None:
+        task["Slot"] = slot
+    return task
+
+
+def test_ps_shows_one_task_per_slot_the_one_the_swarm_wants_up():
+    tasks = [_task("t1", 1, "failed", desired="shutdown", created="2026-01-01T00:00:01Z"),
+             _task("t2", 1, "running", created="2026-01-01T00:00:05Z"),
+             _task("t3", 2, "running", created="2026-01-01T00:00:02Z", node="n2"),
+             _task("t4", 2, "shutdown", desired="shutdown", created="2026-01-01T00:00:09Z")]
+    assert [t["ID"] for t in swarm.current_tasks(tasks)] == ["t2", "t3"]
+    rows = swarm.task_rows(_unit(), tasks, {"n1": "manager-1"},
+                           now=1767225602.5 + 60)  # 2026-01-01T00:00:02Z + 60s
+    assert [(r["name"], r["state"], r["node"], r["uptime"]) for r in rows] == [
+        ("web.1", "running", "manager-1", 60), ("web.2", "running", "n2", 60)]
+    first = rows[0]
+    assert (first["type"], first["role"], first["release"], first["seq"]) == ("web", "service", 3, 7)
+    assert first["started_at"] == "2026-01-01T00:00:02Z"
+    assert first["container"] == "gitd-abcd1234_shop_web_s7.1.t2"
+
+
+def test_a_stopped_service_shows_its_last_tasks():
+    tasks = [_task("t1", 1, "shutdown", desired="shutdown", created="2026-01-01T00:00:01Z"),
+             _task("t0", 1, "failed", desired="shutdown", created="2026-01-01T00:00:00Z"),
+             _task("t2", 2, "shutdown", desired="shutdown")]
+    rows = swarm.task_rows(_unit(replicas=0), tasks, {})
+    assert [(r["name"], r["state"], r["uptime"], r["started_at"]) for r in rows] == [
+        ("web.1", "shutdown", None, None), ("web.2", "shutdown", None, None)]
+
+
+def test_one_off_and_service_tasks_are_named_like_their_containers():
+    oneoff = _unit({"gitd.process": "run", "gitd.role": "oneoff"}, replicas=1,
+                   env=["A=1", "DYNO=run.ab12cd"], name="gitd-abcd1234_shop_run_ab12cd")
+    [row] = swarm.task_rows(oneoff, [_task("t9", None, "running", desired="complete")], {})
+    assert (row["name"], row["role"], row["container"]) == (
+        "run.ab12cd", "oneoff", "gitd-abcd1234_shop_run_ab12cd.n1.t9")
+    release = _unit({"gitd.process": "release", "gitd.role": "release-task"}, replicas=1)
+    assert swarm.task_rows(release, [_task("t8", None, "running", desired="complete")],
+                           {})[0]["name"] == "release.1"
+    backend = _unit({"gitd.component": "backend"})
+    assert swarm.task_dyno(backend, _task("t7", 3, "running")) == "backend.web.3"
+
+
+def test_service_log_lines_give_their_task_and_time():
+    line = ("2026-01-01T00:00:08.31365963Z com.docker.swarm.node.id=n1,"
+            "com.docker.swarm.service.id=s1,com.docker.swarm.task.id=t2 hello  world ")
+    stamp, task, text = swarm.parse_log_line(line)
+    assert (task, text) == ("t2", "hello  world ")
+    assert stamp == dynos.sortable("2026-01-01T00:00:08.31365963Z")
+    assert swarm.parse_log_line("2026-01-01T00:00:08Z com.docker.swarm.task.id=t2 ")[1:] == ("t2", "")
+    assert swarm.parse_log_line("2026-01-01T00:00:08Z no details here")[1:] == ("", "no details here")
+    early = swarm.parse_log_line("2026-01-01T00:00:08.1Z com.docker.swarm.task.id=t1 a")[0]
+    assert dynos.merge([(stamp, "web.2 | late"), (early, "web.1 | early")], 5) == [
+        "web.1 | early", "web.2 | late"]
+
+
+def test_a_run_is_a_job_pinned_here_that_waits_for_the_command():
+    spec = {"image": "sha256:" + "a" * 64, "name": "gitd-abcd1234.shop.run.ab12cd",
+            "command": ["sh", "-c", "echo {{x}}"],
+            "environment": {"A": "{{.Node.ID}}", "DYNO": "run.ab12cd"},
+            "labels": {"gitd.instance": "abcd1234", "gitd.app": "shop", "gitd.release": "3",
+                       "gitd.process": "run", "gitd.role": "oneoff", "traefik.enable": "false"},
+            "init": True, "tty": True, "stdin_open": True,
+            "networks": ["gitd-abcd1234-app-shop"], "mem_limit": 2**28,
+            "mounts": [{"type": "volume", "source": "data", "target": "/data"}]}
+    job = swarm.oneoff_job_spec(spec, "127.0.0.1:5000/gitd/shop@sha256:" + "b" * 64, "node9",
+                                "/bin/busybox", "boot1")
+    assert job["name"] == "gitd-abcd1234_shop_run_ab12cd"
+    assert job["mode"] == {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
+    assert job["labels"]["gitd.role"] == "oneoff" and job["labels"]["gitd.boot"] == "boot1"
+    template = job["task_template"]
+    assert template["Placement"] == {"Constraints": ["node.id==node9"]}
+    assert template["RestartPolicy"]["Condition"] == "none"
+    assert template["Resources"] == {"Limits": {"MemoryBytes": 2**28}}
+    container = template["ContainerSpec"]
+    assert container["Command"] == ["/.gitd/busybox", "sleep", "2147483647"]
+    assert "Args" not in container and "TTY" not in container  # the exec has the pty
+    assert container["Env"] == ['A={{"{{"}}.Node.ID}}', "DYNO=run.ab12cd"]
+    assert [m["Target"] for m in container["Mounts"]] == ["/data", "/.gitd/busybox"]
+    assert swarm.oneoff_argv(spec, {"Entrypoint": ["/entry.sh"]}) == [
+        "/entry.sh", "sh", "-c", "echo {{x}}"]
+    assert swarm.oneoff_argv(spec, {"Entrypoint": None}) == ["sh", "-c", "echo {{x}}"]
+
+
+def test_a_release_task_keeps_its_dyno():
+    spec = {"image": "i", "name": "gitd-abcd1234.shop.release.1.s7", "command": ["migrate"],
+            "environment": {"DYNO": "release.1"},
+            "labels": {"gitd.process": "release", "gitd.role": "release-task"}}
+    env = swarm.job_spec(spec, "img")["task_template"]["ContainerSpec"]["Env"]
+    assert env == ["DYNO=release.1"]
