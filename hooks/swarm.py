@@ -671,6 +671,23 @@ class SwarmScheduler:
         for unit in units:
             self._wait_gone(unit, timeout + 15)
 
+    def remove_jobs(self, units: list[SwarmUnit]) -> None:
+        """Remove one-off tasks (jobs) with their containers on this node:
+        Docker 20.10's swarm leaves a removed job's containers be, running
+        or exited (a running one keeps its networks in use)."""
+        for unit in units:
+            try:
+                self.api.remove_service(unit.id)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                raise GitdError(f"cannot remove swarm service {unit.name}: {_explain(exc)}")
+            filters = {"label": [f"com.docker.swarm.service.id={unit.id}"]}
+            for container in self.client.containers.list(all=True, filters=filters,
+                                                         ignore_removed=True):
+                self.engine.remove(container)
+        self.remove(units)
+
     def _wait_gone(self, unit: SwarmUnit, timeout: float) -> None:
         filters = {"label": [f"com.docker.swarm.service.id={unit.id}"]}
         deadline = time.monotonic() + timeout
@@ -714,7 +731,7 @@ class SwarmScheduler:
                 time.sleep(0.25)
             return None, True
         finally:
-            self.remove([unit])
+            self.remove_jobs([unit])
 
     # services with data (gitd.services.runtime.SwarmRuntime)
 
@@ -903,7 +920,7 @@ class SwarmScheduler:
                    if u.labels.get(LABEL_BOOT) != self.boot]
         if orphans:
             log.info("removing one-off tasks of an earlier run", services=[u.name for u in orphans])
-            self.remove(orphans)
+            self.remove_jobs(orphans)
 
     # keeping routes true when the swarm moves tasks
 
@@ -1174,7 +1191,7 @@ class SwarmOneOff:
         return int(code)
 
     def remove(self) -> None:
-        self.scheduler.remove([self.unit])
+        self.scheduler.remove_jobs([self.unit])
 
 
 class ExecAttached(Attached):

@@ -237,9 +237,14 @@ def _until(check, timeout: float = 30.0, pause: float = 0.25):
         time.sleep(pause)
 
 
-def _oneoff_services(gitd, client, app) -> list:
-    return [s for s in gitd.services(client, app)
-            if s.attrs["Spec"]["Labels"].get("gitd.role") == "oneoff"]
+def _oneoff_leftovers(gitd, client, app) -> list:
+    """The app's one-off tasks: their swarm services and their containers
+    (Docker 20.10 leaves a removed job's containers behind unless removed)."""
+    services = [s for s in gitd.services(client, app)
+                if s.attrs["Spec"]["Labels"].get("gitd.role") == "oneoff"]
+    containers = [c for c in gitd.containers(client, app)
+                  if c.labels.get("gitd.process") in ("run", "release")]
+    return services + containers
 
 
 def _sizes_in_a_terminal(gitd, app, size: tuple, resized: tuple) -> list[str]:
@@ -300,6 +305,7 @@ def test_ps_logs_run_stop_and_start_on_the_swarm(swarm_gitd, swarm, tmp_path):
     assert pushed.returncode == 0, pushed.stderr
     assert "Running release command: echo migrating $GITD_RELEASE" in pushed.stderr
     assert "migrating v1" in pushed.stderr  # the release task's output, streamed
+    assert _oneoff_leftovers(gitd, client, app) == []  # the release task, its container too
     _ok(gitd, "ps:scale", app, "web=2", "worker=1")
     gitd.wait_services(client, app)
 
@@ -347,6 +353,7 @@ def test_ps_logs_run_stop_and_start_on_the_swarm(swarm_gitd, swarm, tmp_path):
                    shlex.quote('echo "out $DYNO"; echo err >&2; exit 7'), input="")
     assert ran.returncode == 7, (ran.stdout, ran.stderr)
     assert re.fullmatch(r"out run\.[0-9a-f]{6}\n", ran.stdout) and ran.stderr == "err\n", ran
+    assert _oneoff_leftovers(gitd, client, app) == []  # removed before the status is sent
     assert _ok(gitd, "run", app, "--", "cat", input="piped\nin\n").stdout == "piped\nin\n"
     assert gitd.ssh("run", app, "--", "no-such-command", input="").returncode == 127
     tty = gitd.ssh("run", app, "--", "tty", tty=True, input="")
@@ -355,7 +362,7 @@ def test_ps_logs_run_stop_and_start_on_the_swarm(swarm_gitd, swarm, tmp_path):
     assert shell.returncode == 3 and "hi-42" in shell.stdout, shell
     assert _sizes_in_a_terminal(gitd, app, (33, 111), (40, 120)) == ["33 111", "40 120"]
     # that client was killed, not ended: gitd removes the task when it sees the hang-up
-    assert _until(lambda: _oneoff_services(gitd, client, app) == []), "a one-off task stayed"
+    assert _until(lambda: _oneoff_leftovers(gitd, client, app) == []), "a one-off task stayed"
 
     # ps:stop scales to 0 (nothing served), ps:start back
     # a run shows in ps while it runs; a client that hangs up ends it
@@ -372,7 +379,7 @@ def test_ps_logs_run_stop_and_start_on_the_swarm(swarm_gitd, swarm, tmp_path):
     finally:
         proc.kill()
         proc.wait(10)
-    assert _until(lambda: _oneoff_services(gitd, client, app) == []), "the one-off task stayed"
+    assert _until(lambda: _oneoff_leftovers(gitd, client, app) == []), "the one-off task stayed"
 
     # ps:stop scales to 0 (nothing served), ps:start back
     stopped = _ok(gitd, "ps:stop", app)
