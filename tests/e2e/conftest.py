@@ -63,7 +63,9 @@ def swarm(docker_client):
     state = docker_client.info().get("Swarm", {}).get("LocalNodeState")
     made = state == "inactive"
     if made:
-        docker_client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+        # listening on every address: a Docker-in-Docker node (test_nodes.py)
+        # reaches it through its bridge gateway; it advertises 127.0.0.1
+        docker_client.swarm.init(advertise_addr="127.0.0.1")
     require(docker_client.info().get("Swarm", {}).get("ControlAvailable") is True,
             f"this Docker engine is not a swarm manager (swarm state {state})")
     yield docker_client
