@@ -193,7 +193,22 @@ class ContainerLogs:
         self.stream.close()
 
 
-class ContainerOneOff:
+class OneOffInput:
+    """The client's input to a one-off task, through `self.attached`."""
+
+    attached: Attached | None
+    tty: bool
+
+    def send(self, data: bytes) -> bool:
+        self.attached.send(data)
+        return True
+
+    def end_input(self) -> None:
+        if not self.tty:  # with a pty, ^D travels as a byte instead
+            self.attached.close_stdin()
+
+
+class ContainerOneOff(OneOffInput):
     """A created (not started) one-off container: attach, then start."""
 
     def __init__(self, engine: Engine, container, tty: bool):
@@ -218,14 +233,6 @@ class ContainerOneOff:
                 self.container.resize(height=height, width=width)
             except Exception:  # noqa: BLE001 - best effort: it may have exited
                 pass
-
-    def send(self, data: bytes) -> bool:
-        self.attached.send(data)
-        return True
-
-    def end_input(self) -> None:
-        if not self.tty:  # with a pty, ^D travels as a byte instead
-            self.attached.close_stdin()
 
     def stop(self) -> None:
         self.engine.stop(self.container, 0)

@@ -47,7 +47,7 @@ from hooks import checks, dynos, router
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
                           LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, LABEL_SERVICE, Attached,
                           Engine, _explain)
-from hooks.scheduler import unit_label
+from hooks.scheduler import OneOffInput, unit_label
 
 log = structlog.get_logger("gitd.swarm")
 
@@ -662,26 +662,24 @@ class SwarmScheduler:
         SIGTERM, then SIGKILL after the grace period set at create."""
         for unit in units:
             self.unpublish_routes(unit)
-            try:
-                self.api.remove_service(unit.id)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                raise GitdError(f"cannot remove swarm service {unit.name}: {_explain(exc)}")
+            self._remove_service(unit)
         for unit in units:
             self._wait_gone(unit, timeout + 15)
+
+    def _remove_service(self, unit: SwarmUnit) -> None:
+        try:
+            self.api.remove_service(unit.id)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise GitdError(f"cannot remove swarm service {unit.name}: {_explain(exc)}")
 
     def remove_jobs(self, units: list[SwarmUnit]) -> None:
         """Remove one-off tasks (jobs) with their containers on this node:
         Docker 20.10's swarm leaves a removed job's containers be, running
         or exited (a running one keeps its networks in use)."""
         for unit in units:
-            try:
-                self.api.remove_service(unit.id)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                raise GitdError(f"cannot remove swarm service {unit.name}: {_explain(exc)}")
+            self._remove_service(unit)
             filters = {"label": [f"com.docker.swarm.service.id={unit.id}"]}
             for container in self.client.containers.list(all=True, filters=filters,
                                                          ignore_removed=True):
@@ -1077,7 +1075,7 @@ class ServiceLogs:
             pass
 
 
-class SwarmOneOff:
+class SwarmOneOff(OneOffInput):
     """A one-off task on this node bridged by gitd.commands.run: the command
     runs in its container with exec (stdin, pty and exit status as
     `docker exec` has them), and the task goes at the end."""
@@ -1159,14 +1157,6 @@ class SwarmOneOff:
                 self.api.exec_resize(self.exec_id, height=height, width=width)
             except docker.errors.DockerException:
                 pass  # best effort: it may have ended
-
-    def send(self, data: bytes) -> bool:
-        self.attached.send(data)
-        return True
-
-    def end_input(self) -> None:
-        if not self.tty:  # with a pty, ^D travels as a byte instead
-            self.attached.close_stdin()
 
     def stop(self) -> None:
         self.scheduler.engine.kill(self.container)
