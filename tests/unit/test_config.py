@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,24 @@ def test_app_url_omits_port_80(tmp_path):
     assert s.app_url("hello") == "http://hello.example.com"
     s = load_settings(tmp_path, flags={"http_port": 8080}, environ={})
     assert s.app_url("hello") == "http://hello.localhost:8080"
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"scheduler": "k8s"}, "setting scheduler must be one of docker, swarm"),
+    ({"scheduler": "Swarm"}, "setting scheduler must be one of docker, swarm"),
+    ({"registry": "http://reg.example:5000"}, "is not host[:port]"),
+    ({"registry": "reg example"}, "is not host[:port]"),
+    ({"registry": "reg.example:5000/path"}, "is not host[:port]"),
+    ({"registry": "-reg.example"}, "is not host[:port]"),
+    ({"registry_port": "99999"}, "is not a port"),
+    ({"registry_port": "-1"}, "is not a port"),
+])
+def test_swarm_settings_refuse_odd_values(tmp_path, flags, message):
+    with pytest.raises(GitdError, match=re.escape(message)):
+        load_settings(tmp_path, flags=flags, environ={})
+
+
+def test_swarm_settings_accept_a_registry_host():
+    settings = load_settings("/nonexistent", flags={"scheduler": "swarm",
+                                                    "registry": "reg.example:5000"}, environ={})
+    assert (settings.scheduler, settings.registry) == ("swarm", "reg.example:5000")
