@@ -105,6 +105,13 @@ class Engine:
         except docker.errors.APIError as exc:
             raise GitdError(f"cannot remove network {name}: {_explain(exc)}")
 
+    def network_exists(self, name: str) -> bool:
+        try:
+            self.client.networks.get(name)
+            return True
+        except docker.errors.NotFound:
+            return False
+
     def networks(self, **labels) -> list:
         return self.client.networks.list(filters=self._filters(**labels))
 

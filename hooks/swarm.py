@@ -393,6 +393,12 @@ def group_by_process(specs: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
+def is_swarm_network(attrs: dict) -> bool:
+    """Swarm-scoped, judged by scope: an overlay network the swarm's allocator
+    has not allocated yet shows no driver at all."""
+    return attrs.get("Scope") == "swarm" or attrs.get("Driver") == "overlay"
+
+
 class SwarmScheduler:
     kind = "swarm"
     route_provider = "file"
@@ -449,8 +455,15 @@ class SwarmScheduler:
 
     def ensure_network(self, name: str, labels: dict | None = None):
         """An attachable overlay network: tasks on any node join it, and so can
-        a one-off container."""
-        return self.engine.ensure_network(name, labels=labels, driver="overlay", attachable=True)
+        a one-off container. A local network of that name (left by scheduler =
+        "docker") is refused, not joined."""
+        network = self.engine.ensure_network(name, labels=labels, driver="overlay",
+                                             attachable=True)
+        if not is_swarm_network(network.attrs or {}):
+            raise GitdError(f"network {name} is a local {network.attrs.get('Driver')} network "
+                            '(left by scheduler = "docker"?): the swarm needs an overlay one; '
+                            "docs/scale-out.md says how to move to the swarm")
+        return network
 
     def start(self, specs: list[dict], progress) -> list[SwarmUnit]:
         units: list[SwarmUnit] = []

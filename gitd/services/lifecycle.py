@@ -117,6 +117,7 @@ class Services:
         version = version or kind.default_version
         image = kind.image(self.settings.service_images, version)
         self.engine.ensure_image(image)  # a missing image fails before anything is made
+        self.refuse_leftovers(name)
         svc = self.store.create_service(
             name=name, kind=kind.name, version=version, image=image,
             password=secrets.token_urlsafe(18).replace("-", "x").replace("_", "y"),
@@ -124,10 +125,33 @@ class Services:
         try:
             self.runtime.make(svc, emit)
         except BaseException:
-            self.runtime.unmake(svc, emit)
-            self.store.delete_service(name)
+            self.undo_create(svc, emit)
             raise
         return svc
+
+    def refuse_leftovers(self, name: str) -> None:
+        """A volume or network of the new service's name that no service owns
+        (a volume an off-manager destroy kept, a network left by scheduler =
+        "docker") is neither adopted nor removed: the user decides."""
+        volume = volume_name(self.settings.instance, name)
+        if self.engine.volume_exists(volume):
+            raise GitdError(f"volume {volume} already exists and no service owns it: "
+                            f"remove it (docker volume rm {volume}) once it holds nothing "
+                            "you need, or choose another name")
+        network = network_name(self.settings.instance, name)
+        if self.engine.network_exists(network):
+            raise GitdError(f"network {network} already exists and no service owns it (left "
+                            f'by scheduler = "docker"?): remove it (docker network rm '
+                            f"{network}), or choose another name")
+
+    def undo_create(self, svc, emit) -> None:
+        """What a failed create made goes; the error that failed it is the one shown."""
+        try:
+            self.runtime.unmake(svc, emit)
+        except GitdError as exc:
+            emit(f"could not remove all of {svc.name}: {exc}")
+        finally:
+            self.store.delete_service(svc.name)
 
     def destroy(self, svc, emit) -> Path | None:
         links = self.store.links_of_service(svc.name)

@@ -363,6 +363,23 @@ def test_hostile_service_and_storage_input_fails_cleanly(paas, tmp_path):
     ok(paas, "keys:remove", f"dep-{app}")
 
 
+def test_a_volume_of_the_service_name_is_neither_adopted_nor_removed(paas, docker_client):
+    db = unique_app("vdb")
+    name = f"gitd-{paas.instance}-svc-{db}-data"
+    volume = docker_client.volumes.create(name, labels={"gitd.instance": paas.instance})
+    try:
+        fails(paas, "services:create", "redis", db,
+              match=f"volume {name} already exists and no service owns it")
+        assert docker_client.volumes.get(name).id == volume.id
+        assert db not in [s["name"] for s in json.loads(
+            ok(paas, "services:list", "--json").stdout)]
+        assert not docker_client.containers.list(
+            all=True, filters={"label": [f"gitd.instance={paas.instance}", f"gitd.service={db}"]})
+        assert not docker_client.networks.list(names=[f"gitd-{paas.instance}-svc-{db}"])
+    finally:
+        volume.remove()
+
+
 def test_expose_publishes_on_loopback_only(paas):
     db = unique_app("exp")
     ok(paas, "services:create", "redis", db)

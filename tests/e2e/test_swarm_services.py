@@ -303,3 +303,22 @@ def test_node_is_refused_under_the_docker_scheduler(gitd):
     listed = gitd.ssh("services:list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert name not in [s["name"] for s in json.loads(listed.stdout)]
+
+
+def test_a_network_of_the_service_name_is_refused_and_left_as_it_was(paas, swarm):
+    """A bridge network left by scheduler = "docker" is neither joined nor removed."""
+    db = unique_app("bdb")
+    name = f"gitd-{paas.instance}-svc-{db}"
+    bridge = swarm.networks.create(name, driver="bridge", labels={
+        "gitd.instance": paas.instance, "gitd.service": db})
+    try:
+        fails(paas, "services:create", "postgres", db,
+              match=f"network {name} already exists and no service owns it")
+        assert db not in [s["name"] for s in json.loads(
+            ok(paas, "services:list", "--json").stdout)]
+        left = leftovers(swarm, paas.instance, db)
+        assert [n.id for n in left.pop("networks")] == [bridge.id]
+        assert all(not v for v in left.values()), left
+    finally:
+        bridge.remove()
+    assert_gone(swarm, paas.instance, db)

@@ -208,3 +208,10 @@ def test_a_release_task_keeps_its_dyno():
             "labels": {"gitd.process": "release", "gitd.role": "release-task"}}
     env = swarm.job_spec(spec, "img")["task_template"]["ContainerSpec"]["Env"]
     assert env == ["DYNO=release.1"]
+
+
+def test_a_swarm_network_is_judged_by_scope_as_the_allocator_may_not_have_named_its_driver():
+    assert swarm.is_swarm_network({"Scope": "swarm", "Driver": ""})
+    assert swarm.is_swarm_network({"Scope": "swarm", "Driver": "overlay"})
+    assert not swarm.is_swarm_network({"Scope": "local", "Driver": "bridge"})
+    assert not swarm.is_swarm_network({})
