@@ -348,7 +348,8 @@ def _decoded(result):
 
 
 class Load:
-    """Bounded HTTP load through Traefik on 127.0.0.1 (for swap tests)."""
+    """Bounded HTTP load through Traefik on 127.0.0.1: `clients` threads each
+    send a request, keep its outcome (and when it started), then wait `interval`."""
 
     def __init__(self, gitd: Gitd, host: str, clients: int = 4, interval: float = 0.02,
                  max_seconds: float = 120.0, path: str = "/"):
@@ -357,25 +358,42 @@ class Load:
         self.ok = 0
         self.failures: list[str] = []
         self.bodies: set[str] = set()
+        self.outcomes: list[tuple[float, str | None]] = []  # (started, failure or None)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
+    def request(self) -> tuple[int, str]:
+        """One request: (status, body)."""
+        return self.gitd.get(self.host, self.path, timeout=10)
+
     def _run(self):
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
             try:
-                status, body = self.gitd.get(self.host, self.path, timeout=10)
-                with self._lock:
-                    if status == 200:
-                        self.ok += 1
-                        self.bodies.add(body.strip())
-                    else:
-                        self.failures.append(f"status {status}")
-            except OSError as exc:
-                with self._lock:
-                    self.failures.append(str(exc))
+                status, body = self.request()
+                failure = None if status == 200 else f"status {status}"
+            except (OSError, ValueError, IndexError) as exc:  # the last two: a cut-off answer
+                failure, body = f"{type(exc).__name__}: {exc}", ""
+            with self._lock:
+                self.outcomes.append((started, failure))
+                if failure:
+                    self.failures.append(failure)
+                else:
+                    self.ok += 1
+                    self.bodies.add(body.strip())
             time.sleep(self.interval)
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.outcomes)
+
+    def failed_between(self, since: float = 0.0, until: float = float("inf")) -> list[str]:
+        """The failures of requests started in [since, until] (monotonic)."""
+        with self._lock:
+            return [f for started, f in self.outcomes if f and since <= started <= until]
 
     def __enter__(self):
         for _ in range(self.clients):

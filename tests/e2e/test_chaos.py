@@ -27,66 +27,19 @@ import random
 import shutil
 import signal
 import subprocess
-import threading
 import time
 
 import docker
 import pytest
 
 from tests.e2e.conftest import web_app
-from tests.e2e.harness import commit, make_repo, start_external_traefik, unique_app
+from tests.e2e.harness import Load, commit, make_repo, start_external_traefik, unique_app
 
 pytestmark = pytest.mark.e2e
 
 KILLS = 10
 SEED = int(os.environ.get("GITD_CHAOS_SEED", "20261124"))
 DOCKERD_LOG = "/var/log/gitd-ci-dockerd.log"
-
-
-class CountingLoad:
-    """Requests in a loop through Traefik; each one's time and outcome kept."""
-
-    def __init__(self, gitd, host: str, clients: int = 3, interval: float = 0.05,
-                 max_seconds: float = 1500.0):
-        self.gitd, self.host = gitd, host
-        self.clients, self.interval, self.max_seconds = clients, interval, max_seconds
-        self.results: list[tuple[float, bool, str]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = []
-
-    def _run(self):
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            started = time.monotonic()
-            try:
-                status, body = self.gitd.get(self.host, timeout=10)
-                outcome = (status == 200, f"{status} {body.strip()[:40]}")
-            except OSError as exc:
-                outcome = (False, str(exc)[:80])
-            with self._lock:
-                self.results.append((started, *outcome))
-            time.sleep(self.interval)
-
-    def failures(self, since: float = 0.0, until: float = float("inf")) -> list:
-        with self._lock:
-            return [r for r in self.results if not r[1] and since <= r[0] <= until]
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.results)
-
-    def __enter__(self):
-        for _ in range(self.clients):
-            thread = threading.Thread(target=self._run, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(20)
 
 
 def wait_serving(gitd, app: str, seconds: float) -> float:
@@ -205,7 +158,7 @@ def test_kills_and_restarts_drop_no_request_and_leave_nothing_behind(own_gitd, d
 
         # 1. gitd SIGKILLed at random points of 10 deploys: nothing may fail
         landed = []  # the stage each kill interrupted, and what the restart did
-        with CountingLoad(gitd, gitd.host(app)) as load:
+        with Load(gitd, gitd.host(app), clients=3, interval=0.05, max_seconds=1500) as load:
             for n in range(1, KILLS + 1):
                 commit(repo, web_app(f"v{n}"), f"v{n}")
                 push = subprocess.Popen(["git", "push", gitd.remote(app), "main"], cwd=repo,
@@ -220,9 +173,9 @@ def test_kills_and_restarts_drop_no_request_and_leave_nothing_behind(own_gitd, d
                 assert_settled(gitd, docker_client, app)
             time.sleep(1)
         print("\n".join([f"kills (a push takes {deploy_seconds:.1f}s):", *landed]))
-        failed = load.failures()
-        assert load.count() > 100 and failed == [], (load.count(), failed[:5], failed[-1:], landed)
-        print(f"phase 1: {load.count()} requests, {len(failed)} failed")
+        failed = load.failed_between()
+        assert load.count > 100 and failed == [], (load.count, failed[:5], failed[-1:], landed)
+        print(f"phase 1: {load.count} requests, {len(failed)} failed")
 
         commit(repo, web_app("after-kills"), "after kills")
         pushed = gitd.push(repo, app)
@@ -238,7 +191,7 @@ def test_kills_and_restarts_drop_no_request_and_leave_nothing_behind(own_gitd, d
     # Traefik serving and the next gitd adopts it, so again nothing fails ...
     gitd.start()
     wait_serving(gitd, app, 60)
-    with CountingLoad(gitd, gitd.host(app)) as load:
+    with Load(gitd, gitd.host(app), clients=3, interval=0.05, max_seconds=1500) as load:
         traefik_pid = int((gitd.data_dir / "traefik" / "traefik.pid").read_text())
         commit(repo, web_app("managed"), "managed")
         push = subprocess.Popen(["git", "push", gitd.remote(app), "main"], cwd=repo,
@@ -250,12 +203,12 @@ def test_kills_and_restarts_drop_no_request_and_leave_nothing_behind(own_gitd, d
         gitd.start()
         assert_settled(gitd, docker_client, app)
         time.sleep(2)
-    assert load.count() > 20 and load.failures() == [], load.failures()[:10]
+    assert load.count > 20 and load.failed_between() == [], load.failed_between()[:10]
     assert int((gitd.data_dir / "traefik" / "traefik.pid").read_text()) == traefik_pid
-    print(f"phase 2a: {load.count()} requests, 0 failed; Traefik {traefik_pid} adopted")
+    print(f"phase 2a: {load.count} requests, 0 failed; Traefik {traefik_pid} adopted")
 
     # ... and the managed Traefik killed: requests fail only until gitd restarts it
-    with CountingLoad(gitd, gitd.host(app)) as load:
+    with Load(gitd, gitd.host(app), clients=3, interval=0.05, max_seconds=1500) as load:
         time.sleep(2)
         pid = int((gitd.data_dir / "traefik" / "traefik.pid").read_text())
         killed_at = time.monotonic()
@@ -263,23 +216,23 @@ def test_kills_and_restarts_drop_no_request_and_leave_nothing_behind(own_gitd, d
         back_at = wait_serving(gitd, app, 60)
         time.sleep(3)
     # a request in flight when Traefik died fails with it: allow those (started < 1 s before)
-    assert load.failures(until=killed_at - 1) == [] and load.failures(since=back_at) == [], \
-        load.failures()[:10]
-    print(f"phase 2b: {load.count()} requests, {len(load.failures())} failed, all in the "
+    assert load.failed_between(until=killed_at - 1) == [] and load.failed_between(since=back_at) == [], \
+        load.failed_between()[:10]
+    print(f"phase 2b: {load.count} requests, {len(load.failed_between())} failed, all in the "
           f"{back_at - killed_at:.1f}s until Traefik was back")
     assert int((gitd.data_dir / "traefik" / "traefik.pid").read_text()) != pid
 
     # 3. dockerd restarted: the app comes back by itself, then a push works
     if not dockerd_restart_skipped():
-        with CountingLoad(gitd, gitd.host(app)) as load:
+        with Load(gitd, gitd.host(app), clients=3, interval=0.05, max_seconds=1500) as load:
             time.sleep(2)
             stopped_at = time.monotonic()
             restart_dockerd()
             back_at = wait_serving(gitd, app, 120)
             time.sleep(3)
-        assert load.failures(until=stopped_at - 1) == [] and load.failures(since=back_at) == [], \
-            load.failures()[:10]
-        print(f"phase 3: {load.count()} requests, {len(load.failures())} failed, all in the "
+        assert load.failed_between(until=stopped_at - 1) == [] and load.failed_between(since=back_at) == [], \
+            load.failed_between()[:10]
+        print(f"phase 3: {load.count} requests, {len(load.failed_between())} failed, all in the "
               f"{back_at - stopped_at:.1f}s until the app served again")
         docker_client = docker.from_env()
     commit(repo, web_app("after-all"), "after all")

@@ -152,7 +152,6 @@ def test_removing_a_key_or_grant_reaches_an_open_multiplexed_connection(gitd, tm
             time.sleep(0.1)
         assert control.exists(), master.stderr.read() if master.poll() is not None else ""
         assert through_master("apps:info", app).returncode == 0
-        clone = tmp_path / "clone"
         git_ssh = f"ssh -F {config} -o ControlPath={control} -o ControlMaster=no"
         env = {**gitd.git_env(dev), "GIT_SSH_COMMAND": git_ssh}
         assert subprocess.run(["git", "ls-remote", gitd.remote(app)], env=env,

@@ -163,7 +163,8 @@ def test_deploys_drop_no_https_request(https_gitd, pushed):
     (SNI, verified against Pebble's root) across two deploys."""
     name, repo = pushed
     host = f"{name}.{DOMAIN}"
-    with HttpsLoad(https_gitd.https_port, host, https_gitd.pebble.root_pem()) as load:
+    with HttpsLoad(https_gitd.https_port, host, https_gitd.pebble.root_pem(),
+                   max_seconds=180) as load:
         time.sleep(1)
         for version in ("tls-v2", "tls-v3"):
             commit(repo, {"Dockerfile": web_app(version, extra=CGI)["Dockerfile"]}, version)

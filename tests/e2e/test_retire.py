@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import web_app
-from tests.e2e.harness import commit, make_repo, unique_app
+from tests.e2e.harness import commit, unique_app
 from tests.e2e.test_swap import deployed, slow_boot_app
 
 pytestmark = pytest.mark.e2e

@@ -263,7 +263,7 @@ def interactive_session(gitd, args: list[str], line: str, expect: str = "hello")
     reader = threading.Thread(target=lambda: [output.extend(c) for c in iter(
         lambda: proc.stdout.read1(4096), b"")], daemon=True)
     reader.start()
-    answered, typed = 0, False
+    answered = 0
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and proc.poll() is None:

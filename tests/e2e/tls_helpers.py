@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
-import threading
-import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.e2e.harness import Load
 
 
 def https_get(port: int, host: str, ca_pem: str | None, path: str = "/",
@@ -90,44 +90,13 @@ def other_key_pem() -> str:
     return _pem_key(ec.generate_private_key(ec.SECP256R1()))
 
 
-class HttpsLoad:
+class HttpsLoad(Load):
     """Bounded HTTPS load through Traefik on 127.0.0.1 with SNI `host`."""
 
-    def __init__(self, port: int, host: str, ca_pem: str | None, clients: int = 4,
-                 interval: float = 0.02, max_seconds: float = 180.0):
-        self.port, self.host, self.ca_pem = port, host, ca_pem
-        self.clients, self.interval, self.max_seconds = clients, interval, max_seconds
-        self.ok = 0
-        self.failures: list[str] = []
-        self.bodies: set[str] = set()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+    def __init__(self, port: int, host: str, ca_pem: str | None, **kwargs):
+        super().__init__(None, host, **kwargs)
+        self.port, self.ca_pem = port, ca_pem
 
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                status, _, body, _ = https_get(self.port, self.host, self.ca_pem, timeout=10)
-                failure = None if status == 200 else f"status {status}"
-            except (OSError, ValueError, IndexError) as exc:
-                failure, body = f"{type(exc).__name__}: {exc}", ""
-            with self._lock:
-                if failure:
-                    self.failures.append(failure)
-                else:
-                    self.ok += 1
-                    self.bodies.add(body.strip())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        for _ in range(self.clients):
-            thread = threading.Thread(target=self._run, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
+    def request(self) -> tuple[int, str]:
+        status, _, body, _ = https_get(self.port, self.host, self.ca_pem, self.path, timeout=10)
+        return status, body
