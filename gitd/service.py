@@ -121,11 +121,13 @@ class Gitd:
                 if self._remove_app_image(name, image_id):
                     removed += 1
             out(f"removed {removed} image(s)")
+            # a swarm lets go of removed tasks' endpoints and mounts a moment later
+            wait = 60.0 if self.settings.scheduler == "swarm" else 0.0
             for network in engine.networks(**{engine_mod.LABEL_APP: name}):
-                engine.remove_network(network.name)
+                engine.remove_network(network.name, wait=wait)
             volumes = engine.volumes(**{engine_mod.LABEL_APP: name})
             for volume in volumes:
-                engine.remove_volume(volume.name)
+                engine.remove_volume(volume.name, wait=wait)
             if volumes:
                 out(f"removed {len(volumes)} storage volume(s)")
             shutil.rmtree(gitserve.repo_path(self.settings.repos_dir, name), ignore_errors=True)
@@ -251,7 +253,7 @@ class Gitd:
             self._reconcile_swarm(notes)
         # one snapshot for every decision: a container that turns healthy
         # between two looks would be judged twice, differently
-        snapshot = self._reconcile_services(engine, engine.containers(), notes) if engine else []
+        snapshot = self._reconcile_services(engine, _own_containers(engine), notes) if engine else []
         if engine and any(_health_starting(c) for c in snapshot):
             snapshot = self._settle_health(engine, notes)
         adopted = self._finish_interrupted_deploys(snapshot, notes) if engine else set()
@@ -288,6 +290,8 @@ class Gitd:
         self.scheduler.remove(stale, timeout=30)
         for unit in stale:
             notes.append(f"removed swarm service {unit.name} (no service's live one)")
+        for name in self.scheduler.remove_orphan_tasks():
+            notes.append(f"removed container {name} (its swarm task's service is gone)")
         self.scheduler.sync_routes()
 
     # routes that no longer match the settings
@@ -377,7 +381,7 @@ class Gitd:
         it, then decide from that snapshot."""
         deadline = time.monotonic() + HEALTH_SETTLE_SECONDS
         while True:
-            snapshot = [c for c in engine.containers()
+            snapshot = [c for c in _own_containers(engine)
                         if c.labels.get(engine_mod.LABEL_SERVICE) is None]
             if not any(_health_starting(c) for c in snapshot) or time.monotonic() > deadline:
                 return snapshot
@@ -393,8 +397,6 @@ class Gitd:
             service = container.labels.get(engine_mod.LABEL_SERVICE)
             if service is None:
                 apps_containers.append(container)
-            elif container.labels.get(engine_mod.LABEL_ROLE) == TASK_ROLE:
-                continue  # a swarm service's task: the swarm keeps it running
             elif service not in services or container.name not in (
                     service_container(self.settings.instance, service),
                     relay_name(self.settings.instance, service)):
@@ -529,6 +531,12 @@ class Gitd:
             key = f"{component}.{process}" if component else process
             have[key] = have.get(key, 0) + 1
         return have == {t: n for t, n in wanted.items() if n > 0}
+
+
+def _own_containers(engine) -> list:
+    """This instance's containers that gitd runs itself: a swarm task's
+    container is the swarm's to start, replace and remove."""
+    return [c for c in engine.containers() if c.labels.get(engine_mod.LABEL_ROLE) != TASK_ROLE]
 
 
 def _health_starting(container) -> bool:

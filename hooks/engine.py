@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import docker
 import docker.errors
@@ -97,7 +98,12 @@ class Engine:
                 pass
             raise GitdError(f"cannot create network {name}: {_explain(exc)}")
 
-    def remove_network(self, name: str) -> None:
+    def remove_network(self, name: str, wait: float = 0.0) -> None:
+        """`wait`: seconds to retry while it is in use (a swarm lets go of a
+        removed service's endpoints a moment later)."""
+        _retrying(lambda: self._remove_network(name), wait)
+
+    def _remove_network(self, name: str) -> None:
         try:
             self.client.networks.get(name).remove()
         except docker.errors.NotFound:
@@ -138,7 +144,11 @@ class Engine:
     def volumes(self, **labels) -> list:
         return self.client.volumes.list(filters=self._filters(**labels))
 
-    def remove_volume(self, name: str) -> None:
+    def remove_volume(self, name: str, wait: float = 0.0) -> None:
+        """`wait`: as remove_network's (a removed task's container holds it a moment)."""
+        _retrying(lambda: self._remove_volume(name), wait)
+
+    def _remove_volume(self, name: str) -> None:
         try:
             self.client.volumes.get(name).remove(force=True)
         except docker.errors.NotFound:
@@ -247,6 +257,19 @@ class Engine:
             container.remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):  # the swarm removing a task's container
+                raise
+            self._wait_removed(container)
+
+    def _wait_removed(self, container, seconds: float = 30.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                return
+            time.sleep(0.2)
 
     def reload(self, container) -> bool:
         try:
@@ -335,6 +358,18 @@ class Attached:
                 close()
             except OSError:
                 pass
+
+
+def _retrying(action, seconds: float) -> None:
+    """`action` until it does not raise GitdError, for at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return action()
+        except GitdError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _explain(exc: Exception) -> str:

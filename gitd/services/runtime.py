@@ -31,7 +31,7 @@ from hooks.engine import LABEL_SERVICE
 from hooks.swarm import data_service_spec
 
 HEALTH_WAIT = 120.0
-NETWORK_WAIT = 15.0  # seconds for a removed service's endpoints to leave its network
+LET_GO_WAIT = 60.0  # seconds for a removed service's task to let go of its network and volume
 
 
 def wait_healthy(engine, container, timeout: float = HEALTH_WAIT) -> None:
@@ -266,25 +266,14 @@ class SwarmRuntime:
         relay = self.engine.container(relay_name(self.settings.instance, svc.name))
         if relay is not None:
             self.engine.remove(relay)
-        self._remove_network(network_name(self.settings.instance, svc.name))
+        self.engine.remove_network(network_name(self.settings.instance, svc.name),
+                                   wait=LET_GO_WAIT)
         node = self.node_of(svc)
         if node == self.scheduler.node_name:
-            self.engine.remove_volume(svc.volume)
+            self.engine.remove_volume(svc.volume, wait=LET_GO_WAIT)
         else:
             emit(f"its volume {svc.volume} stays on node {node} "
                  f"(there: docker volume rm {svc.volume})")
-
-    def _remove_network(self, name: str) -> None:
-        """The swarm lets go of a removed service's endpoints a moment later."""
-        deadline = time.monotonic() + NETWORK_WAIT
-        while True:
-            try:
-                self.engine.remove_network(name)
-                return
-            except GitdError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
 
     def expose(self, svc, emit) -> None:
         """A swarm publishes a port on every address of its node (there is no
