@@ -6,6 +6,7 @@ Only the functions taking a `client` talk to Docker; they raise GitdError.
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 
 import docker
@@ -53,10 +54,19 @@ def set_availability(client, node_id: str, availability: str) -> None:
     """Change one node's availability, keeping the rest of its spec."""
     if availability not in AVAILABILITIES:
         raise ValueError(availability)
-    with _docker("cannot update the node"):
-        attrs = client.api.inspect_node(node_id)
-        spec = dict(attrs["Spec"], Availability=availability)
-        client.api.update_node(node_id, attrs["Version"]["Index"], spec)
+    for attempt in range(5):
+        # the swarm itself rewrites a node (its status, a new network
+        # attachment): an update against an older version is refused
+        try:
+            with _docker("cannot update the node"):
+                attrs = client.api.inspect_node(node_id)
+                spec = dict(attrs["Spec"], Availability=availability)
+                client.api.update_node(node_id, attrs["Version"]["Index"], spec)
+            return
+        except GitdError as exc:
+            if "out of sequence" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.2)
 
 
 def join_tokens(client) -> dict:

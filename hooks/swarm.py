@@ -393,6 +393,49 @@ def group_by_process(specs: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
+class _FollowedLog:
+    """A one-off task's service log, line by line as it comes. A swarm's log
+    travels apart from its task's state: once the task has ended, the lines
+    the stream has not brought yet are read from the whole log."""
+
+    def __init__(self, api, service_id: str, on_line):
+        self.api, self.service_id, self.on_line = api, service_id, on_line
+        self.shown = 0
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._finished = False
+
+    def _lines(self, follow: bool):
+        for chunk in self.api.service_logs(self.service_id, stdout=True, stderr=True,
+                                           follow=follow):
+            yield from chunk.decode("utf-8", "replace").splitlines()
+
+    def follow(self) -> None:
+        try:
+            for line in self._lines(follow=True):
+                with self._lock:
+                    if self._finished:
+                        return
+                    self.shown += 1
+                    self.on_line(line)
+        except docker.errors.DockerException:
+            pass
+        finally:
+            self.done.set()
+
+    def finish(self) -> None:
+        """The task has ended: the rest of its lines, each once."""
+        self.done.wait(1.0)
+        with self._lock:
+            self._finished = True
+            try:
+                for n, line in enumerate(self._lines(follow=False)):
+                    if n >= self.shown:
+                        self.on_line(line)
+            except docker.errors.DockerException:
+                pass
+
+
 def is_swarm_network(attrs: dict) -> bool:
     """Swarm-scoped, judged by scope: an overlay network the swarm's allocator
     has not allocated yet shows no driver at all."""
@@ -699,6 +742,21 @@ class SwarmScheduler:
                 self.engine.remove(container)
         self.remove(units)
 
+    def remove_orphan_tasks(self) -> list[str]:
+        """Task containers on this node whose swarm service is gone (a job's,
+        which Docker 20.10 leaves behind, when gitd stopped mid-run): removed.
+        Returns their names."""
+        live = {u.id for u in self.units()}
+        filters = {"label": [f"{LABEL_INSTANCE}={self.settings.instance}",
+                             f"{LABEL_ROLE}={TASK_ROLE}"]}
+        removed = []
+        for container in self.client.containers.list(all=True, filters=filters,
+                                                     ignore_removed=True):
+            if container.labels.get("com.docker.swarm.service.id") not in live:
+                self.engine.remove(container)
+                removed.append(container.name)
+        return removed
+
     def _wait_gone(self, unit: SwarmUnit, timeout: float) -> None:
         filters = {"label": [f"com.docker.swarm.service.id={unit.id}"]}
         deadline = time.monotonic() + timeout
@@ -712,20 +770,8 @@ class SwarmScheduler:
         streamed from the swarm's service log."""
         [spec] = self.pinned([spec])
         unit = self._create(job_spec(spec, self.image_for(spec)))
-        stream_done = threading.Event()
-
-        def stream():
-            try:
-                for chunk in self.api.service_logs(unit.id, stdout=True, stderr=True,
-                                                   follow=True):
-                    for line in chunk.decode("utf-8", "replace").splitlines():
-                        on_line(line)
-            except docker.errors.DockerException:
-                pass
-            finally:
-                stream_done.set()
-
-        threading.Thread(target=stream, daemon=True, name=f"task-{unit.name}").start()
+        log = _FollowedLog(self.api, unit.id, on_line)
+        threading.Thread(target=log.follow, daemon=True, name=f"task-{unit.name}").start()
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -733,7 +779,7 @@ class SwarmScheduler:
                          if t["Status"]["State"] in ("complete",) + FAILED_STATES]
                 if ended:
                     status = ended[0]["Status"]
-                    stream_done.wait(1.0)  # the last lines
+                    log.finish()
                     code = (status.get("ContainerStatus") or {}).get("ExitCode")
                     if status["State"] in FAILED_STATES and code in (None, 0):
                         on_line(f"task {status['State']}: {status.get('Err') or ''}".rstrip())

@@ -215,3 +215,27 @@ def test_a_swarm_network_is_judged_by_scope_as_the_allocator_may_not_have_named_
     assert swarm.is_swarm_network({"Scope": "swarm", "Driver": "overlay"})
     assert not swarm.is_swarm_network({"Scope": "local", "Driver": "bridge"})
     assert not swarm.is_swarm_network({})
+
+
+def test_a_one_off_tasks_late_lines_come_from_the_whole_log_each_once():
+    import threading
+    stalled = threading.Event()
+
+    class Api:
+        def service_logs(self, service_id, stdout, stderr, follow):
+            if not follow:
+                return iter([b"one\n", b"two\n", b"three\n", b"four\n"])
+
+            def followed():
+                yield b"one\n"
+                yield b"two\n"
+                stalled.set()
+                threading.Event().wait()  # the rest is late: the task's state came first
+            return followed()
+
+    shown = []
+    log = swarm._FollowedLog(Api(), "svc", shown.append)
+    threading.Thread(target=log.follow, daemon=True).start()
+    assert stalled.wait(5)
+    log.finish()
+    assert shown == ["one", "two", "three", "four"]
