@@ -75,7 +75,8 @@ def swarm(docker_client):
 
 def start_swarm_gitd(server, extra_env: dict | None = None) -> None:
     """Start `server` with the swarm scheduler and a registry of its own."""
-    server.start(extra_args=("--scheduler", "swarm"),
+    # a swarm start reconciles services and starts a registry: slower on a busy machine
+    server.start(timeout=90, extra_args=("--scheduler", "swarm"),
                  extra_env={"GITD_REGISTRY_PORT": str(free_port()), **(extra_env or {})})
 
 

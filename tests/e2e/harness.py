@@ -233,7 +233,7 @@ class Gitd:
                 service.remove()
             except docker.errors.NotFound:
                 pass
-        for _ in range(100 if services else 0):  # their tasks' containers go on their own
+        for _ in range(300 if services else 0):  # their tasks' containers go on their own
             if not self.containers(client):
                 break
             time.sleep(0.1)
@@ -242,6 +242,9 @@ class Gitd:
                 c.remove(force=True, v=True)
             except docker.errors.NotFound:
                 pass
+            except docker.errors.APIError as exc:  # the swarm removing it meanwhile
+                if "already in progress" not in str(exc):
+                    raise
         image_ids = set()
         try:
             with self.db() as conn:

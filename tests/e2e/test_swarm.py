@@ -139,6 +139,9 @@ def test_a_replica_stopped_under_load_is_routed_around(swarm_gitd, swarm, tmp_pa
                 break
             time.sleep(0.2)
         time.sleep(1)
+        enough = time.monotonic() + 20  # enough requests, on a busy machine too
+        while load.ok < 250 and time.monotonic() < enough:
+            time.sleep(0.2)
     assert len(now) == 2 and now != before, now  # the replacement is routed
     # a stop behind gitd's back races Traefik's reload (~0.3 s): a request
     # may meet the stopping task on every retry. Never a gap in routing (404)

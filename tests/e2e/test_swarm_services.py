@@ -251,6 +251,7 @@ def test_redis_restore_restarts_its_task_and_expose_stays_on_loopback(paas, swar
     staged = swarm.services.create(
         f"{BASE_IMAGE}:latest", ["/bin/busybox", "sleep", "600"],
         name=f"{live.name}-g2-upgrade", endpoint_spec=EndpointSpec(mode="dnsrr"),
+        stop_grace_period=1_000_000_000,  # sleep as PID 1 ignores SIGTERM
         labels={"gitd.instance": paas.instance, "gitd.service": cache})
     paas.stop()
     start_swarm_gitd(paas, IMAGES_ENV)
