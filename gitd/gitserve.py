@@ -7,7 +7,6 @@ channel through ReceivableProtocol, so reads cross threads in large chunks.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 from pathlib import Path
 
 import dulwich.repo
@@ -198,10 +197,7 @@ def serve_receive_pack(repo: Repo, bridge, deploy, max_pack_bytes: int, lock) ->
     proto = ReceivableProtocol(bridge.recv, bridge.write)
     handler = DeployingReceivePackHandler(_OneRepoBackend(repo), ["."], proto, deploy,
                                           max_pack_bytes, bridge.write_err, lock)
-    try:
-        handler.handle()
-    finally:
-        _give_back_memory()
+    handler.handle()
 
 
 def serve_upload_pack(repo: Repo, bridge) -> None:
@@ -211,20 +207,3 @@ def serve_upload_pack(repo: Repo, bridge) -> None:
         UploadPackHandler(_OneRepoBackend(_CloneAwareRepo(repo)), ["."], proto).handle()
     finally:
         out.flush()
-        _give_back_memory()
-
-
-def _give_back_memory() -> None:
-    """A large pack leaves glibc's heap grown by the objects Python freed;
-    hand the free pages back so an idle gitd stays small."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
