@@ -1,12 +1,14 @@
 """Numbers, session caps and the atomic-push rule, without services."""
 
+import socket
+
 import pytest
 
 from gitd import validate
 from gitd.config import Settings, load_settings
 from gitd.errors import GitdError, UsageError
 from gitd.gitserve import DeployingReceivePackHandler
-from gitd.server import Limits
+from gitd.server import Limits, ack_at_once
 from gitd.store import Key
 from hooks import checks
 
@@ -110,3 +112,40 @@ def test_an_atomic_update_deploys_only_alone_and_one_push_deploys_one_branch():
     both = _Atomic([main, master], atomic=False)
     assert b"not both" in both._on_update(b"refs/heads/master", b"0" * 40, b"1" * 40)
     assert both.deployed == []
+
+
+class _Conn:
+    """What ack_at_once sees of an asyncssh connection."""
+
+    def __init__(self, sock):
+        self.sock, self.seen = sock, []
+
+    def get_extra_info(self, name):
+        return {"socket": self.sock}[name]
+
+    def data_received(self, data, datatype=None):
+        self.seen.append(data)
+
+
+def test_every_read_of_a_tcp_connection_asks_for_a_quick_ack():
+    calls = []
+
+    class Recording(socket.socket):
+        def setsockopt(self, *args):
+            calls.append(args)
+
+    with Recording(socket.AF_INET, socket.SOCK_STREAM) as recording:
+        conn = _Conn(recording)
+        ack_at_once(conn)
+        conn.data_received(b"one")
+        conn.data_received(b"two", None)
+    assert conn.seen == [b"one", b"two"]
+    assert calls == [(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)] * 2
+
+
+def test_a_unix_socket_is_left_as_it_is():
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        conn = _Conn(sock)
+        original = conn.data_received
+        ack_at_once(conn)
+        assert conn.data_received == original
