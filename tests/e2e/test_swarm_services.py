@@ -253,11 +253,19 @@ def test_redis_restore_restarts_its_task_and_expose_stays_on_loopback(paas, swar
         name=f"{live.name}-g2-upgrade", endpoint_spec=EndpointSpec(mode="dnsrr"),
         stop_grace_period=1_000_000_000,  # sleep as PID 1 ignores SIGTERM
         labels={"gitd.instance": paas.instance, "gitd.service": cache})
+    # ... and a task container whose service is gone (a run's job, which
+    # Docker 20.10 leaves behind) too
+    orphan = swarm.containers.run(
+        f"{BASE_IMAGE}:latest", ["/bin/busybox", "sleep", "600"], detach=True,
+        labels={"gitd.instance": paas.instance, "gitd.app": app, "gitd.role": "swarm-task",
+                "com.docker.swarm.service.id": "gone0000000000000000000000"})
     paas.stop()
     start_swarm_gitd(paas, IMAGES_ENV)
     assert [s.id for s in swarm_services(swarm, paas.instance, cache)] == [live.id]
     with pytest.raises(docker.errors.NotFound):
         swarm.services.get(staged.id)
+    with pytest.raises(docker.errors.NotFound):
+        swarm.containers.get(orphan.id)
     assert {c.id for c in swarm.containers.list(
         filters={"label": [f"gitd.service={cache}", "gitd.role=swarm-task"]})} == tasks
     assert swarm.containers.get(relay.id).status == "running"
