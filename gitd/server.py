@@ -343,8 +343,10 @@ _git_sessions_guard = threading.Lock()
 
 @contextlib.contextmanager
 def git_session():
-    """Counts git sessions; the last one to end gives memory back."""
-    global _git_sessions
+    """Counts git sessions; a moment after the last one ends, memory goes
+    back. Not at once: a collection holds the interpreter while it runs
+    (~20 ms of a big heap), and the session's end would wait for it."""
+    global _git_sessions, _trim_timer
     with _git_sessions_guard:
         _git_sessions += 1
     try:
@@ -352,9 +354,21 @@ def git_session():
     finally:
         with _git_sessions_guard:
             _git_sessions -= 1
-            last = _git_sessions == 0
-        if last:  # off the event loop: a collection of a big heap takes a moment
-            threading.Thread(target=_give_back_memory, daemon=True, name="trim").start()
+        if _trim_timer is not None:
+            _trim_timer.cancel()  # one trim after a burst of sessions
+        _trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY,
+                                                            _give_back_memory_when_idle)
+
+
+TRIM_DELAY = 1.0  # seconds after the last git session
+_trim_timer: asyncio.TimerHandle | None = None
+
+
+def _give_back_memory_when_idle() -> None:
+    with _git_sessions_guard:
+        if _git_sessions:
+            return  # the session that runs now gives it back when it ends
+    threading.Thread(target=_give_back_memory, daemon=True, name="trim").start()
 
 
 def _give_back_memory() -> None:
