@@ -62,7 +62,8 @@ def traefik_environment(settings: Settings, base: dict | None = None) -> dict:
 
 def prepare_tls_dirs(settings: Settings) -> None:
     """The data dir's TLS part, private to gitd and Traefik (0700 / 0600)."""
-    if settings.scheduler == "swarm":  # route files live in the dynamic dir
+    # route files live in the dynamic dir: a swarm's, a managed Traefik's bridges
+    if settings.scheduler == "swarm" or settings.traefik != "external":
         for path in (settings.tls_dir, settings.dynamic_dir):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o700)

@@ -276,6 +276,13 @@ def _get_json(url: str, timeout: float = 2.0):
         return None
 
 
+def has_file_provider(api_url: str) -> bool:
+    """Whether Traefik reads gitd's route files (its overview lists the
+    providers it runs); False when it cannot be asked."""
+    overview = _get_json(f"{api_url}/api/overview")
+    return "File" in ((overview or {}).get("providers") or [])
+
+
 def routed_servers(api_url: str, app: str, seq: int, routers: list[str] | None = None,
                    provider: str = "docker") -> dict[str, str]:
     """{server url: status} Traefik holds for this deploy's service ({} if
@@ -292,17 +299,19 @@ def routed_servers(api_url: str, app: str, seq: int, routers: list[str] | None =
 
 
 def confirm_routed(api_url: str, app: str, seq: int, server_urls: set[str], timeout: float = 30.0,
-                   routers: list[str] | None = None, provider: str = "docker") -> float:
+                   routers: list[str] | None = None, provider: str | tuple = "docker") -> float:
     """Wait until Traefik enables every router of this deploy (default: the
-    HTTP one) and routes it to every server in `server_urls`, reported UP.
-    Returns the seconds it took."""
+    HTTP one) and routes it to every server in `server_urls`, reported UP,
+    through `provider` (or any one of several). Returns the seconds it took."""
     start = time.monotonic()
     deadline = start + timeout
     status: dict = {}
+    providers = (provider,) if isinstance(provider, str) else provider
     while time.monotonic() < deadline:
-        status = routed_servers(api_url, app, seq, routers, provider)
-        if server_urls and all(status.get(url) == "UP" for url in server_urls):
-            return time.monotonic() - start
+        for name in providers:
+            status = routed_servers(api_url, app, seq, routers, name)
+            if server_urls and all(status.get(url) == "UP" for url in server_urls):
+                return time.monotonic() - start
         time.sleep(0.1)
     raise DeployError(
         f"Traefik did not route {route_name(app, seq)} to {sorted(server_urls)} within "

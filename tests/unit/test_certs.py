@@ -206,9 +206,11 @@ def test_static_config_with_https(tmp_path):
     assert f'filePath: "{tmp_path}/traefik/traefik.log"' in text
 
 
-def test_without_https_the_static_config_is_unchanged():
+def test_without_https_the_static_config_has_no_https_part():
     text = render_static_config(Settings(instance="x"))
-    assert "websecure" not in text and "file:" not in text and "certificatesResolvers" not in text
+    assert "websecure" not in text and "certificatesResolvers" not in text
+    assert "file:" in text  # a managed Traefik takes deploys' bridge routes
+    assert "file:" not in render_static_config(Settings(instance="x"), mode="external")
 
 
 def test_lego_ca_certificates_only_when_set():
