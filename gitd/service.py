@@ -251,6 +251,8 @@ class Gitd:
             engine = None
         if engine and self.settings.scheduler == "swarm":
             self._reconcile_swarm(notes)
+        elif engine:  # bridges a stop left go as the docker provider takes over
+            self.scheduler.resume_handovers()
         # one snapshot for every decision: a container that turns healthy
         # between two looks would be judged twice, differently
         snapshot = self._reconcile_services(engine, _own_containers(engine), notes) if engine else []

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gitd import validate
-from gitd.errors import DeployError, UsageError
+from gitd.errors import DeployError, GitdError, UsageError
 
 # busybox picks its applet from argv[0]: keep the name "busybox"
 PROBE_PATH = "/.gitd/busybox"
@@ -173,6 +173,40 @@ def wait_healthy(engine, container, check: HealthCheck, emit, label: str) -> Non
             raise DeployError(f"{label} not healthy after {check.wait:g}s: {last_output or 'no answer yet'}")
         # a quick app passes its first probe within a second or two: see it at once
         time.sleep(0.05 if time.monotonic() - began < 3 else 0.2)
+
+
+def wait_probe(engine, container, check: HealthCheck, emit, label: str) -> None:
+    """Run the container's own health probe ourselves, from its start, until
+    it passes: Docker 20.10 runs its first one only an interval after the
+    start (it has no start_interval). The same probe, in the same container,
+    so Docker calls it healthy at its own first probe."""
+    test = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    if test[:1] != ["CMD"]:
+        return wait_healthy(engine, container, check, emit, label)
+    began = time.monotonic()
+    deadline = began + check.wait
+    last_output, last_shown = "", None
+    while True:
+        if not engine.reload(container):
+            raise DeployError(f"{label} disappeared while starting")
+        state = container.attrs["State"]
+        if state.get("Status") in ("exited", "dead") or state.get("Restarting") or state.get("RestartCount", 0) > 0:
+            raise DeployError(f"{label} exited during start (status {state.get('ExitCode')})")
+        try:
+            status, output = engine.exec(container, test[1:])
+        except GitdError as exc:  # it stopped between the look and the probe
+            status, output = 1, str(exc).encode()
+        last_output = (output.decode("utf-8", "replace").strip().splitlines()[-1:] or [""])[0]
+        outcome = "ok" if status == 0 else "failed"
+        if (last_output, outcome) != last_shown:  # a booting app repeats itself
+            emit(f"       check {label}: {last_output or 'no output'} ({outcome})")
+            last_shown = (last_output, outcome)
+        if status == 0:
+            return
+        if time.monotonic() > deadline:
+            raise DeployError(f"{label} not healthy after {check.wait:g}s: {last_output or 'no answer yet'}")
+        # each probe is a process in the container: often at first, then less
+        time.sleep(0.1 if time.monotonic() - began < 3 else 0.5)
 
 
 def wait_running(engine, container, seconds: float, emit, label: str) -> None:

@@ -28,14 +28,19 @@ A one-off task (`run`) is bridged to the SSH channel by gitd.commands.run:
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import structlog
 
 from gitd.config import Settings
 from gitd.errors import DeployError
 from hooks import checks, dynos, router
-from hooks.engine import LABEL_APP, LABEL_PROCESS, Attached, Engine
+from hooks.engine import LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_SEQ, Attached, Engine
 
 
 def unit_label(unit) -> str:
@@ -45,16 +50,65 @@ def unit_label(unit) -> str:
     return unit.name.split(separator, 1)[-1]
 
 
+log = structlog.get_logger("gitd.scheduler")
+
+BRIDGE_PREFIX = "bridge-"
+BRIDGE_NAME = re.compile(rf"^{BRIDGE_PREFIX}(?P<key>.+)-s(?P<seq>[0-9]+)\.yml$")
+BRIDGE_WAIT = 120.0  # seconds for Traefik's docker provider to take a deploy over
+
+
+def bridge_file_name(route_key: str, seq: int) -> str:
+    return f"{BRIDGE_PREFIX}{router.route_name(route_key, seq)}.yml"
+
+
+def parse_bridge_name(name: str) -> tuple[str, int] | None:
+    match = BRIDGE_NAME.match(name)
+    return (match["key"], int(match["seq"])) if match else None
+
+
+def route_key_of(labels: dict) -> str:
+    app, component = labels.get(LABEL_APP, ""), labels.get(LABEL_COMPONENT)
+    return f"{app}_{component}" if component else app
+
+
 class DockerScheduler:
     """Containers on this host, through the Docker engine. Traefik's docker
-    provider reads each web container's labels: routes need no publishing."""
+    provider reads each web container's labels, but routes one only once
+    Docker calls it healthy: one probe interval after its start at best.
+    So, with Traefik's API to confirm it, a deploy runs the probe itself,
+    and a file route (a *bridge*) sends the deploy's hosts to the new
+    containers until the docker provider has taken them over."""
 
     kind = "docker"
-    route_provider = "docker"
 
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
         self.settings = settings
+        self._bridged: tuple[float, bool] | None = None  # (when asked, answer)
+
+    @property
+    def bridged(self) -> bool:
+        """Whether deploys bridge: it takes Traefik's API (to tell when the
+        docker provider has taken over) and its file provider (an external
+        Traefik may run without). Otherwise a deploy waits for Docker's own
+        health check, and the docker provider routes it."""
+        if not self.settings.api_url:
+            return False
+        now = time.monotonic()
+        if self._bridged is None or now - self._bridged[0] > 60 or not self._bridged[1]:
+            self._bridged = (now, router.has_file_provider(self.settings.api_url))
+        return self._bridged[1]
+
+    @property
+    def route_provider(self) -> str | tuple:
+        """Where a deploy's routes are confirmed: its bridge or, should the
+        docker provider have taken over already (and the bridge gone), its
+        labels."""
+        return ("file", "docker") if self.bridged else "docker"
+
+    @property
+    def bridges_dir(self) -> Path:
+        return self.settings.dynamic_dir
 
     def prepare(self, network: str, app: str) -> None:
         self.engine.ensure_network(network, labels={LABEL_APP: app})
@@ -74,7 +128,8 @@ class DockerScheduler:
         label = unit_label(unit)
         if unit.labels.get(LABEL_PROCESS) == "web" and not check.disabled:
             progress.line(f"waiting for {label} to pass {check.describe()}")
-            checks.wait_healthy(self.engine, unit, check, progress.line, label)
+            wait = checks.wait_probe if self.bridged else checks.wait_healthy
+            wait(self.engine, unit, check, progress.line, label)
             progress.line(f"{label} is healthy")
         else:
             checks.wait_running(self.engine, unit, min(2.0, check.wait), progress.line, label)
@@ -88,7 +143,70 @@ class DockerScheduler:
 
     def publish_routes(self, route_key: str, seq: int, routes: list, servers: set[str],
                        tls) -> None:
-        """The container labels carry the routes already."""
+        """The containers' labels carry the routes; the bridge carries them
+        until Traefik's docker provider does."""
+        if not self.bridged:
+            return
+        config = router.file_routes(route_key, seq, routes, sorted(servers),
+                                    self.settings.traefik_entrypoint, tls)
+        path = self.bridges_dir / bridge_file_name(route_key, seq)
+        temporary = path.with_suffix(".tmp")  # not .yml: Traefik skips it
+        temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        temporary.chmod(0o600)
+        temporary.replace(path)
+        self._hand_over_later(path)
+
+    def resume_handovers(self) -> None:
+        """Bridges a stopped gitd left: each goes once the docker provider
+        routes its containers (or they are gone)."""
+        for path in sorted(self.bridges_dir.glob(f"{BRIDGE_PREFIX}*.yml")):
+            self._hand_over_later(path)
+
+    def _hand_over_later(self, path: Path) -> None:
+        threading.Thread(target=self._hand_over, args=(path,), daemon=True,
+                         name=f"handover-{path.stem}").start()
+
+    def _hand_over(self, path: Path) -> None:
+        parsed = parse_bridge_name(path.name)
+        try:
+            config = json.loads(path.read_text())["http"]
+        except (OSError, ValueError, KeyError):
+            config = None
+        if parsed is None or config is None:
+            path.unlink(missing_ok=True)
+            return
+        route_key, seq = parsed
+        routers = sorted(config.get("routers") or {})
+        servers = {s["url"] for v in (config.get("services") or {}).values()
+                   for s in v["loadBalancer"]["servers"]}
+        deadline = time.monotonic() + BRIDGE_WAIT
+        while path.exists() and time.monotonic() < deadline:
+            status = router.routed_servers(self.settings.api_url, route_key, seq, routers,
+                                           provider="docker")
+            if servers and all(status.get(url) == "UP" for url in servers):
+                break
+            if not self._web_running(route_key, seq):
+                break
+            time.sleep(0.25)
+        else:
+            if path.exists():
+                log.warning("Traefik's docker provider did not take the deploy over; "
+                            "its bridge route goes", route=router.route_name(route_key, seq))
+        path.unlink(missing_ok=True)
+
+    def _web_running(self, route_key: str, seq: int) -> bool:
+        app = route_key.split("_", 1)[0]
+        return any(route_key_of(c.labels) == route_key and c.status == "running"
+                   for c in self.engine.containers(app, **{LABEL_SEQ: str(seq),
+                                                           LABEL_PROCESS: "web"}))
+
+    def _drop_bridges_of(self, removed: list) -> None:
+        """A deploy that failed after its bridge was up removes its
+        containers: the bridge goes with the last of them."""
+        for route_key, seq in {(route_key_of(u.labels), u.labels.get(LABEL_SEQ, ""))
+                               for u in removed if u.labels.get(LABEL_PROCESS) == "web"}:
+            if seq.isdigit() and not self._web_running(route_key, int(seq)):
+                (self.bridges_dir / bridge_file_name(route_key, int(seq))).unlink(missing_ok=True)
 
     def units(self, app: str | None = None, **labels) -> list:
         return self.engine.containers(app, **labels)
@@ -99,6 +217,8 @@ class DockerScheduler:
     def remove(self, units: list, timeout: int = 0) -> None:
         for unit in units:
             self.engine.remove(unit, timeout=timeout)
+        if self.bridged:
+            self._drop_bridges_of(units)
 
     def run_task(self, spec: dict, on_line, timeout: float) -> tuple[int | None, bool]:
         """Run a one-off container to its end, its output to `on_line`.

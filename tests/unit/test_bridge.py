@@ -1,0 +1,77 @@
+"""Bridge routes of the docker scheduler (hooks.scheduler), without services."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from gitd.config import Settings
+from hooks import router, scheduler
+from hooks.scheduler import DockerScheduler, bridge_file_name, parse_bridge_name, route_key_of
+
+
+def test_a_bridge_file_name_round_trips_even_with_dashes_and_a_component():
+    for key, seq in (("shop", 7), ("my-shop-s2", 12), ("shop_api", 1)):
+        name = bridge_file_name(key, seq)
+        assert name.startswith("bridge-") and name.endswith(".yml")
+        assert parse_bridge_name(name) == (key, seq)
+    for other in ("route-shop-s1.yml", "bridge-shop.yml", "bridge-shop-s1.tmp", "bridge--sx.yml",
+                  "certs.yml"):
+        assert parse_bridge_name(other) is None
+
+
+def test_the_route_key_of_a_container_names_its_component():
+    assert route_key_of({"gitd.app": "shop"}) == "shop"
+    assert route_key_of({"gitd.app": "shop", "gitd.component": "api"}) == "shop_api"
+
+
+class _Engine:
+    def __init__(self, running: bool):
+        self.running = running
+
+    def containers(self, app=None, **labels):
+        class C:
+            status = "running"
+            labels = {"gitd.app": "shop", "gitd.seq": "3", "gitd.process": "web"}
+        return [C()] if self.running else []
+
+
+def _bridge(tmp_path, monkeypatch, running: bool, routed: dict):
+    settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
+    settings.dynamic_dir.mkdir(parents=True)
+    monkeypatch.setattr(router, "has_file_provider", lambda api: True)
+    monkeypatch.setattr(router, "routed_servers", lambda *a, **k: routed)
+    monkeypatch.setattr(scheduler, "BRIDGE_WAIT", 2.0)
+    docker = DockerScheduler(_Engine(running), settings)
+    routes = router.as_routes(["shop.test"])
+    docker.publish_routes("shop", 3, routes, {"http://127.0.0.1:4000"}, None)
+    return settings.dynamic_dir / bridge_file_name("shop", 3)
+
+
+def _gone_within(path, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not path.exists()
+
+
+def test_a_bridge_routes_the_new_servers_and_goes_once_the_docker_provider_has_them(
+        tmp_path, monkeypatch):
+    path = _bridge(tmp_path, monkeypatch, running=True, routed={"http://127.0.0.1:4000": "UP"})
+    assert _gone_within(path, 2)
+
+
+def test_a_bridge_stays_while_the_docker_provider_has_not_taken_over(tmp_path, monkeypatch):
+    path = _bridge(tmp_path, monkeypatch, running=True, routed={})
+    config = json.loads(path.read_text())["http"]
+    assert [s["url"] for s in config["services"]["shop-s3"]["loadBalancer"]["servers"]] == [
+        "http://127.0.0.1:4000"]
+    assert set(config["routers"]) == {"shop-s3"}
+    time.sleep(1)
+    assert path.exists()
+    assert _gone_within(path, 3)  # BRIDGE_WAIT: it does not outlive a deploy that never settles
+
+
+def test_a_bridge_goes_with_its_containers(tmp_path, monkeypatch):
+    path = _bridge(tmp_path, monkeypatch, running=False, routed={})
+    assert _gone_within(path, 1)
