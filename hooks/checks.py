@@ -194,8 +194,11 @@ def wait_probe(engine, container, check: HealthCheck, emit, label: str) -> None:
             raise DeployError(f"{label} exited during start (status {state.get('ExitCode')})")
         try:
             status, output = engine.exec(container, test[1:])
-        except GitdError as exc:  # it stopped between the look and the probe
-            status, output = 1, str(exc).encode()
+        except GitdError:  # it stopped between the look and the probe: look again
+            if time.monotonic() > deadline:
+                raise DeployError(f"{label} not healthy after {check.wait:g}s: it is not running")
+            time.sleep(0.02)
+            continue
         last_output = (output.decode("utf-8", "replace").strip().splitlines()[-1:] or [""])[0]
         outcome = "ok" if status == 0 else "failed"
         if (last_output, outcome) != last_shown:  # a booting app repeats itself
