@@ -88,11 +88,12 @@ class DockerScheduler:
 
     @property
     def bridged(self) -> bool:
-        """Whether deploys bridge: it takes Traefik's API (to tell when the
-        docker provider has taken over) and its file provider (an external
-        Traefik may run without). Otherwise a deploy waits for Docker's own
-        health check, and the docker provider routes it."""
-        if not self.settings.api_url:
+        """Whether deploys bridge: it takes a managed Traefik (whose file
+        provider reads the dynamic dir: gitd wrote its config), running
+        that config, and its API (to tell when the docker provider has taken
+        over). Otherwise a deploy waits for Docker's own health check, and
+        the docker provider routes it."""
+        if self.settings.traefik != "managed" or not self.settings.api_url:
             return False
         now = time.monotonic()
         if self._bridged is None or now - self._bridged[0] > 60 or not self._bridged[1]:
@@ -149,6 +150,7 @@ class DockerScheduler:
             return
         config = router.file_routes(route_key, seq, routes, sorted(servers),
                                     self.settings.traefik_entrypoint, tls)
+        self.bridges_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.bridges_dir / bridge_file_name(route_key, seq)
         temporary = path.with_suffix(".tmp")  # not .yml: Traefik skips it
         temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
