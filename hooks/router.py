@@ -228,6 +228,18 @@ def file_routes(app: str, seq: int, hosts, servers: list[str], entrypoint: str =
     return {"http": http}
 
 
+def route_file_text(config: dict) -> str:
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def write_route_file(path, text: str) -> None:
+    """Whole or not at all, private: Traefik's file provider watches the dir."""
+    temporary = path.with_suffix(".tmp")  # not .yml: Traefik skips it
+    temporary.write_text(text)
+    temporary.chmod(0o600)
+    temporary.replace(path)
+
+
 def redirect_config(app: str, hosts: list[str], https_port: int,
                     entrypoint: str = "web") -> dict:
     """File-provider routers sending plain HTTP for `hosts` to HTTPS. They

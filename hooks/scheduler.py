@@ -152,10 +152,7 @@ class DockerScheduler:
                                     self.settings.traefik_entrypoint, tls)
         self.bridges_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.bridges_dir / bridge_file_name(route_key, seq)
-        temporary = path.with_suffix(".tmp")  # not .yml: Traefik skips it
-        temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        temporary.chmod(0o600)
-        temporary.replace(path)
+        router.write_route_file(path, router.route_file_text(config))
         self._hand_over_later(path)
 
     def resume_handovers(self) -> None:

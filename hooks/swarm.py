@@ -47,7 +47,7 @@ from hooks import checks, dynos, router
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
                           LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, LABEL_SERVICE, Attached,
                           Engine, _explain)
-from hooks.scheduler import OneOffInput, unit_label
+from hooks.scheduler import OneOffInput, route_key_of, unit_label
 
 log = structlog.get_logger("gitd.swarm")
 
@@ -81,8 +81,7 @@ class SwarmUnit:
 
     @property
     def route_key(self) -> str:
-        app, component = self.labels.get(LABEL_APP, ""), self.labels.get(LABEL_COMPONENT)
-        return f"{app}_{component}" if component else app
+        return route_key_of(self.labels)
 
     @property
     def seq(self) -> int:
@@ -677,7 +676,7 @@ class SwarmScheduler:
     def _write_routes(self, route_key: str, seq: int, config: dict,
                       only_if_present: bool = False) -> bool:
         path = self.routes_dir / route_file_name(route_key, seq)
-        text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+        text = router.route_file_text(config)
         with self._routes_guard:
             try:
                 if path.read_text() == text:
@@ -685,10 +684,7 @@ class SwarmScheduler:
             except OSError:
                 if only_if_present:  # removed meanwhile (its service retired): stays so
                     return False
-            temporary = path.with_suffix(".tmp")  # not .yml: Traefik skips it
-            temporary.write_text(text)
-            temporary.chmod(0o600)
-            temporary.replace(path)
+            router.write_route_file(path, text)
         return True
 
     def unpublish_routes(self, unit: SwarmUnit) -> None:
