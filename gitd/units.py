@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import socket
-import sys
 from pathlib import Path
 
+from gitd.child import find_executable
 from gitd.config import Settings, replace
 from gitd.errors import GitdError
-from gitd.traefik import prepare_tls_dirs, render, render_static_config, static_config_path
+from gitd.traefik import (find_binary as find_traefik, prepare_tls_dirs, render,
+                          render_static_config, static_config_path)
 
 
 def _no_spaces(what: str, value: str) -> str:
@@ -50,15 +50,6 @@ def render_units(settings: Settings, gitd_bin: str, traefik_bin: str,
     }
 
 
-def find_executable(name: str) -> str | None:
-    """`name` beside the running Python (a venv's bin/), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which(name)
-    return str(Path(found).absolute()) if found else None
-
-
 def install_units(settings: Settings, dest: Path, gitd_bin: str | None = None,
                   traefik_bin: str | None = None, user: str = "root") -> list[Path]:
     """Write gitd.service and traefik.service into `dest` and Traefik's static
@@ -72,7 +63,7 @@ def install_units(settings: Settings, dest: Path, gitd_bin: str | None = None,
 
         settings = replace(settings, instance=Store(settings.db_path).instance)
     gitd_bin = gitd_bin or find_executable("gitd")
-    traefik_bin = traefik_bin or find_executable(settings.traefik_bin)
+    traefik_bin = traefik_bin or find_traefik(settings)
     if not gitd_bin:
         raise GitdError("cannot find the gitd executable; pass its path")
     if not traefik_bin:
