@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -21,8 +22,43 @@ from pathlib import Path
 
 import docker
 
+REPO = Path(__file__).resolve().parents[2]
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+@functools.cache
+def installed_gitd() -> str | None:
+    """GITD_TEST_BIN: an installed gitd's script to test instead of this
+    checkout (CI: the wheel .ci/setup installs into a fresh venv, as users
+    get it). Its interpreter must import gitd from its own install: a test
+    of the source tree by another name would prove nothing."""
+    script = os.environ.get("GITD_TEST_BIN")
+    if not script:
+        return None
+    path = Path(script)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise RuntimeError(f"GITD_TEST_BIN={script}: not an executable file (bash .ci/setup "
+                           "installs one in .ci/venv/bin/gitd)")
+    shebang = path.read_bytes().split(b"\n", 1)[0]
+    if not shebang.startswith(b"#!"):
+        raise RuntimeError(f"GITD_TEST_BIN={script}: not a console script (no #! line)")
+    interpreter = shebang[2:].decode().split()
+    where = subprocess.run([*interpreter, "-c", "import gitd, buildpacks; "
+                            "print(gitd.__file__); print(buildpacks.__file__)"],
+                           cwd="/", capture_output=True, text=True, timeout=60)
+    files = where.stdout.split()
+    if where.returncode != 0 or any(Path(f).resolve().parents[1] == REPO for f in files):
+        raise RuntimeError(f"GITD_TEST_BIN={script} does not run an installed gitd: "
+                           f"{where.stdout}{where.stderr}")
+    return str(path.absolute())
+
+
+def gitd_command(*args: str) -> list[str]:
+    """argv running `gitd ARGS...`: the installed gitd (GITD_TEST_BIN) or
+    this checkout's."""
+    installed = installed_gitd()
+    return [installed, *args] if installed else [sys.executable, "-m", "gitd", *args]
 
 
 def free_port() -> int:
@@ -63,10 +99,11 @@ class Gitd:
         self.log_path = self.root / f"serve-{int(time.time()*1000)}.log"
         logfile = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gitd", "serve", "--data-dir", str(self.data_dir),
-             "--ssh-host", "127.0.0.1", "--ssh-port", str(self.ssh_port),
-             "--http-host", "127.0.0.1", "--http-port", str(self.http_port),
-             "--traefik-api-port", str(self.api_port), "--log-format", "json", *extra_args],
+            gitd_command("serve", "--data-dir", str(self.data_dir),
+                         "--ssh-host", "127.0.0.1", "--ssh-port", str(self.ssh_port),
+                         "--http-host", "127.0.0.1", "--http-port", str(self.http_port),
+                         "--traefik-api-port", str(self.api_port), "--log-format", "json",
+                         *extra_args),
             stdout=logfile, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         logfile.close()
         deadline = time.monotonic() + timeout
@@ -312,8 +349,8 @@ def new_gitd(root: Path) -> Gitd:
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data"
     admin = make_key(root, "admin")
-    subprocess.run([sys.executable, "-m", "gitd", "init", "--data-dir", str(data),
-                    "--admin-key", f"{admin}.pub"], check=True, capture_output=True)
+    subprocess.run(gitd_command("init", "--data-dir", str(data), "--admin-key", f"{admin}.pub"),
+                   check=True, capture_output=True)
     return Gitd(root=root, data_dir=data, admin_key=admin, ssh_port=free_port(),
                 http_port=free_port(), api_port=free_port())
 

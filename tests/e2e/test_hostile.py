@@ -9,7 +9,6 @@ import resource
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +20,7 @@ from hooks.deploy import app_network
 
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, web_app
-from tests.e2e.harness import commit, git, make_key, make_repo, unique_app
+from tests.e2e.harness import commit, git, gitd_command, make_key, make_repo, unique_app
 
 pytestmark = pytest.mark.e2e
 
@@ -335,8 +334,8 @@ def test_deployers_code_never_runs_on_the_host(own_gitd, docker_client, tmp_path
     make_repo(repo, {})
     result = refused_push(own_gitd, repo, app, key, "refusing to build flake.nix for a non-admin key")
     assert "sandbox" in result.stderr
-    doctor = subprocess.run([sys.executable, "-m", "gitd", "doctor", "--data-dir",
-                             str(own_gitd.data_dir)], capture_output=True, text=True,
+    doctor = subprocess.run(gitd_command("doctor", "--data-dir", str(own_gitd.data_dir)),
+                            capture_output=True, text=True,
                             env={**__import__("os").environ, **env}, timeout=300)
     assert "nix sandbox" in doctor.stdout and "refused" in doctor.stdout, doctor.stdout
     own_gitd.stop()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import web_app
-from tests.e2e.harness import Load, commit, make_repo, start_external_traefik, unique_app
+from tests.e2e.harness import Load, commit, gitd_command, make_repo, start_external_traefik, unique_app
 from tests.e2e.test_swap import slow_boot_app
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ def test_new_connections_are_refused_while_stopping(external, tmp_path):
 
 
 def test_doctor_reports_a_missing_docker_engine_with_its_fix(own_gitd, tmp_path):
-    result = subprocess.run(["gitd", "doctor", "--data-dir", str(own_gitd.data_dir)],
+    result = subprocess.run(gitd_command("doctor", "--data-dir", str(own_gitd.data_dir)),
                             env={"PATH": "/usr/bin:/bin:" + __import__("os").environ["PATH"],
                                  "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"},
                             capture_output=True, text=True, timeout=60)

@@ -11,7 +11,6 @@ it, and leaves at the end of its test whatever happened.
 import json
 import re
 import subprocess
-import sys
 import time
 import uuid
 
@@ -20,7 +19,7 @@ import pytest
 
 from gitd.commands.nodes import NOT_SWARM
 from tests.conftest import require
-from tests.e2e.harness import make_key
+from tests.e2e.harness import gitd_command, make_key
 
 pytestmark = pytest.mark.e2e
 
@@ -139,8 +138,8 @@ def test_with_the_docker_scheduler_nodes_says_how_to_switch(gitd):
 
 def doctor(server) -> str:
     """Its output: other lines may FAIL here (gitd's ports are in use), the swarm's are read."""
-    result = subprocess.run([sys.executable, "-m", "gitd", "doctor", "--data-dir",
-                             str(server.data_dir), "--scheduler", "swarm"],
+    result = subprocess.run(gitd_command("doctor", "--data-dir", str(server.data_dir),
+                                         "--scheduler", "swarm"),
                             capture_output=True, text=True, timeout=120)
     return result.stdout
 

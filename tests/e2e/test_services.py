@@ -9,7 +9,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, web_app
-from tests.e2e.harness import Load, commit, make_key, make_repo, new_gitd, unique_app
+from tests.e2e.harness import Load, commit, gitd_command, make_key, make_repo, new_gitd, unique_app
 
 pytestmark = pytest.mark.e2e
 
@@ -420,8 +419,8 @@ def test_scheduled_backup_failure_shows_everywhere(paas, docker_client, tmp_path
     assert "FAILED" in shown.stdout and "backup of" in shown.stderr
     app_info = paas.ssh("apps:info", app)
     assert "LAST BACKUP FAILED" in app_info.stdout and "failed" in app_info.stderr
-    doctor = subprocess.run([sys.executable, "-m", "gitd", "doctor", "--data-dir",
-                             str(paas.data_dir)], capture_output=True, text=True, timeout=120)
+    doctor = subprocess.run(gitd_command("doctor", "--data-dir", str(paas.data_dir)),
+                            capture_output=True, text=True, timeout=120)
     assert doctor.returncode == 1
     assert f"backups ({db})" in doctor.stdout and "the last backup failed" in doctor.stdout
     ok(paas, "apps:destroy", app, "--force")
