@@ -442,3 +442,62 @@ def test_a_linked_app_swaps_without_a_dropped_request(paas, tmp_path):
     assert load.ok > 0 and "v3" in load.bodies
     ok(paas, "apps:destroy", app, "--force")
     ok(paas, "services:destroy", db, "--force")
+
+
+STRICT_PG_IMAGE = "gitd-test/postgres-strict:latest"
+
+
+@pytest.fixture(scope="module")
+def strict_paas(docker_client, base_image, tmp_path_factory):
+    """A gitd whose Postgres image asks for the password on local
+    connections too (a hardened image, not the official one's `trust`):
+    gitd-ci/postgres initialised with scram-sha-256 for the socket. Built
+    once per machine and kept, like the other test images."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(STRICT_PG_IMAGE)
+    except docker.errors.ImageNotFound:
+        require(any(PG_IMAGE in i.tags for i in docker_client.images.list("gitd-ci/postgres")),
+                f"image {PG_IMAGE} is missing (bash .ci/images/build)")
+        context = tmp_path_factory.mktemp("postgres-strict")
+        (context / "Dockerfile").write_text(
+            f"FROM {PG_IMAGE}\n"
+            "RUN sed -i 's/--auth-local=trust/--auth-local=scram-sha-256/' "
+            "/usr/local/bin/docker-entrypoint.sh "
+            "&& grep -q -- '--auth-local=scram-sha-256' /usr/local/bin/docker-entrypoint.sh\n")
+        docker_client.images.build(path=str(context), tag=STRICT_PG_IMAGE, rm=True,
+                                   labels={"gitd.test": "postgres-strict"})
+    server = new_gitd(tmp_path_factory.mktemp("strict-services"))
+    server.start(extra_env={"GITD_SERVICE_IMAGES": f"postgres={STRICT_PG_IMAGE},redis={REDIS_IMAGE}"})
+    yield server
+    server.stop()
+    server.cleanup(docker_client)
+
+
+def test_backup_and_restore_log_in_to_a_postgres_that_asks_for_the_password(
+        strict_paas, docker_client, tmp_path):
+    db = unique_app("strict")
+    ok(strict_paas, "services:create", "postgres", db)
+    wait_healthy(strict_paas, db)
+    container = docker_client.containers.get(f"gitd-{strict_paas.instance}-svc-{db}")
+    env = dict(v.split("=", 1) for v in container.attrs["Config"]["Env"])
+    database = env["POSTGRES_DB"]
+
+    def psql(statement: str, password: str | None = env["POSTGRES_PASSWORD"]):
+        return container.exec_run(["psql", "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1",
+                                   "-qAtc", statement],
+                                  environment={"PGPASSWORD": password} if password else {})
+
+    refused = psql("SELECT 1", password=None)  # the image really asks: no trust anywhere
+    assert refused.exit_code != 0 and b"password" in refused.output, refused.output
+    made = psql("CREATE TABLE notes (note text); INSERT INTO notes VALUES ('first')")
+    assert made.exit_code == 0, made.output
+
+    dump = ok_bytes(strict_paas, "services:backup", db)
+    assert dump[:5] == b"PGDMP"
+    assert psql("INSERT INTO notes VALUES ('second')").exit_code == 0
+    restored = strict_paas.ssh("services:restore", db, input=dump)
+    assert restored.returncode == 0, restored.stderr
+    assert psql("SELECT note FROM notes").output.split() == [b"first"]
+    ok(strict_paas, "services:destroy", db, "--force")

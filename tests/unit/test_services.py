@@ -317,3 +317,45 @@ def test_doctor_fails_on_a_failed_backup_until_one_succeeds(tmp_path):
     assert failures == 1 and "the last backup failed: disk full" in text
     store.update_service("db", last_backup_ok=True, last_backup_message="db-x.dump (9 bytes)")
     assert report()[0] == 0
+
+
+class RecordingEngine:
+    """Runs nothing: records each command gitd runs in a service's container."""
+
+    def __init__(self):
+        self.calls = []
+
+    def exec(self, container, argv, stdin=None, stdout=None, environment=None, user=None):
+        if stdin is not None:
+            list(stdin)
+        self.calls.append((argv, environment or {}))
+        return 0, b"1"
+
+    def start(self, container):
+        pass
+
+
+def test_postgres_backup_and_restore_log_in_with_the_password_gitd_holds():
+    """A hardened image asks for the password on the local socket too (the
+    official one trusts it): every command gitd runs in it sends the password,
+    over TCP as a client would (peer-auth sockets refuse root)."""
+    pg, service = kind("postgres"), svc()
+    assert pg.exec_env(service) == {"PGPASSWORD": "pw"}
+    assert pg.dump_argv(service)[:5] == ["pg_dump", "-h", "127.0.0.1", "-U", "postgres"]
+    engine = RecordingEngine()
+    pg.restore(engine, "container", service, iter([b"PGDMP..."]), emit=lambda line: None)
+    programs = [argv[0] for argv, _ in engine.calls]
+    assert "pg_restore" in programs and programs.count("psql") >= 4
+    for argv, environment in engine.calls:
+        assert environment == {"PGPASSWORD": "pw"}, argv
+        assert argv[1:5] == ["-h", "127.0.0.1", "-U", "postgres"], argv
+
+
+def test_redis_commands_send_its_password():
+    rd, service = kind("redis"), svc(kind_name="redis")
+    assert rd.exec_env(service) == {"REDISCLI_AUTH": "pw"}
+    engine = RecordingEngine()
+    rd.restore(engine, "container", service, iter([b"REDIS..."]), emit=lambda line: None)
+    for argv, environment in engine.calls:
+        if argv[0] == "redis-cli":
+            assert environment == {"REDISCLI_AUTH": "pw"}, argv
