@@ -421,9 +421,13 @@ def base_images(configured: dict[str, str] | None) -> dict[str, str]:
 
 
 def render(plan: Plan, images: dict[str, str]) -> str:
-    return _ENV.get_template(plan.template).render(
-        plan=plan, images=base_images(images), uid=RUN_UID, generated=GENERATED_DIR,
-        cmd=plan.cmd, **plan.values)
+    try:
+        return _ENV.get_template(plan.template).render(
+            plan=plan, images=base_images(images), uid=RUN_UID, generated=GENERATED_DIR,
+            cmd=plan.cmd, **plan.values)
+    except jinja2.TemplateNotFound as exc:  # the template itself, or one it includes
+        raise BuildError(f"{plan.stack}: gitd's template {exc.name} is missing from "
+                         f"{TEMPLATES} (an incomplete installation of gitd: reinstall it)")
 
 
 # --- the buildpack ----------------------------------------------------------

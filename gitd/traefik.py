@@ -20,7 +20,11 @@ _templates = jinja2.Environment(
 
 
 def render(template: str, **values) -> str:
-    return _templates.get_template(template).render(**values)
+    try:
+        return _templates.get_template(template).render(**values)
+    except jinja2.TemplateNotFound as exc:
+        raise GitdError(f"gitd's template {exc.name} is missing from its buildpacks/templates/ "
+                        "(an incomplete installation of gitd: reinstall it)")
 
 
 def docker_endpoint() -> str:

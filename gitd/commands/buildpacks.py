@@ -17,7 +17,7 @@ from pathlib import Path
 import buildpacks
 from gitd import gitserve
 from gitd.commands import app_parser, command
-from gitd.errors import BuildError, UsageError
+from gitd.errors import BuildError, GitdError, UsageError
 from buildpacks.stacks import StackBuildpack, render
 from hooks import checkout, procfile
 
@@ -106,7 +106,7 @@ def resolve(ctx, name: str) -> dict:
         data["branch"] = found[0].decode().removeprefix("refs/heads/") if found else None
         data["commit"] = found[1].decode() if found else None
         data["selected"] = data["reason"] = data["error"] = None
-        data["stack"] = data["dockerfile"] = None
+        data["stack"] = data["dockerfile"] = data["services"] = None
         if found is None:
             if data["buildpack"]:
                 data["selected"], data["reason"] = data["buildpack"], SET_REASON
@@ -115,7 +115,7 @@ def resolve(ctx, name: str) -> dict:
             return data
         try:
             _detect(ctx, repo, found[1], data)
-        except BuildError as exc:
+        except (BuildError, UsageError) as exc:  # UsageError: a malformed app.json
             data["error"] = exc.message
         return data
     finally:
@@ -124,25 +124,68 @@ def resolve(ctx, name: str) -> dict:
 
 def _detect(ctx, repo, commit: bytes, data: dict) -> None:
     """Fill in data's selected, reason, stack (what a stack plan found) and
-    dockerfile (the one the build will use), from the pushed files."""
+    dockerfile (the one the build will use), from the pushed files; for an
+    app.json declaring `services`, each service's in data["services"]."""
+    from hooks import components  # it reads build_dir and attr_name above
+
     tree = checkout.subtree(repo, commit, data["build_dir"])  # the directory must exist
+    declared = components.parse(checkout.read_file(repo, tree, "app.json"))
+    if declared:
+        data["selected"] = "services"
+        names = ", ".join(c.name for c in declared)
+        data["reason"] = f"app.json declares {len(declared)}: {names}"
+        data["services"] = [_service(ctx, repo, commit, data, c) for c in declared]
+        return
     processes = procfile.parse(checkout.read_file(repo, tree, "Procfile"))
+    data.update(_choice(ctx, repo, tree, data["app"], data["buildpack"], data["build_dir"],
+                        processes, "Procfile web"))
+
+
+def _service(ctx, repo, commit: bytes, data: dict, component) -> dict:
+    """What the push builds one app.json service with: the buildpack detected
+    in its directory (as the pipeline does: the app's buildpack setting does
+    not apply), or nix for a flake attribute."""
+    entry = {"name": component.name, "build": ({"dir": component.build_dir} if component.build_dir
+                                               else {"flake_attr": component.flake_attr}),
+             "selected": None, "reason": None, "stack": None, "dockerfile": None,
+             "processes": dict(component.processes), "error": None}
+    try:
+        if not component.build_dir:
+            entry["selected"] = "nix"
+            entry["reason"] = f"flake attribute {component.flake_attr} of the root flake.nix"
+            return entry
+        where = "/".join(p for p in (data["build_dir"], component.build_dir) if p)
+        tree = checkout.subtree(repo, commit, where)
+        processes = (component.processes
+                     or procfile.parse(checkout.read_file(repo, tree, "Procfile")))
+        entry["processes"] = dict(processes)
+        label = "app.json web" if component.processes.get("web") else "Procfile web"
+        entry.update(_choice(ctx, repo, tree, data["app"], None, where, processes, label))
+    except GitdError as exc:  # buildpacks:set does not choose a service's directory
+        fix = f"change app.json services.{component.name}.build.dir"
+        entry["error"] = exc.message.replace("change it with buildpacks:set APP --dir DIR", fix)
+    return entry
+
+
+def _choice(ctx, repo, tree, app: str, forced: str | None, where: str, processes: dict,
+            web_label: str) -> dict:
+    """The buildpack for the files of `tree` (`where` in the repository)."""
     work = ctx.settings.work_dir
     work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work, prefix=f"{data['app']}-show-") as tmp:
+    with tempfile.TemporaryDirectory(dir=work, prefix=f"{app}-show-") as tmp:
         source = Path(tmp) / "src"
         checkout.export(repo, tree, source)
-        buildpack, reason = buildpacks.detect(source, data["buildpack"],
-                                              build_dir=data["build_dir"])
-        data["selected"], data["reason"] = buildpack.name, reason
+        buildpack, reason = buildpacks.detect(source, forced, build_dir=where)
+        found = {"selected": buildpack.name, "reason": reason}
         if isinstance(buildpack, StackBuildpack):
             plan = buildpack.plan(source, processes)
-            data["reason"] = reason if reason == SET_REASON else plan.reason
-            data["stack"] = {"web": "Procfile web" if processes.get("web") else plan.web,
-                             "notes": plan.notes}
-            data["dockerfile"] = render(plan, ctx.settings.base_images)
+            found["reason"] = reason if reason == SET_REASON else plan.reason
+            found["stack"] = {"web": web_label if processes.get("web") else plan.web,
+                              "notes": plan.notes}
+            found["dockerfile"] = render(plan, ctx.settings.base_images)
         elif buildpack.name == "dockerfile":
-            data["dockerfile"] = checkout.read_file(repo, tree, "Dockerfile")
+            found["dockerfile"] = checkout.read_file(repo, tree, "Dockerfile")
+        return found
 
 
 # --- commands ---------------------------------------------------------------
@@ -183,6 +226,8 @@ def show(ctx, argv):
             ctx.out(f"web:         {data['stack']['web']}")
         for note in data["stack"]["notes"]:
             ctx.out(f"             {note}")
+    for service in data.get("services") or ():
+        _show_service(ctx, service)
     where = f"{data['build_dir']}/" if data["build_dir"] else "/ (the repository's root)"
     ctx.out(f"build dir:   {where}")
     for option, value in sorted(data["options"].items()):
@@ -283,9 +328,30 @@ def unset(ctx, argv):
     ctx.out(f"-----> Buildpack of {args.app}: {_describe_settings(data)}")
 
 
+def _show_service(ctx, service: dict) -> None:
+    build = service["build"]
+    where = f"dir {build['dir']}/" if "dir" in build else f"flake attribute {build['flake_attr']}"
+    if service["error"]:
+        ctx.out(f"service {service['name']}: none ({service['error']}), {where}")
+        return
+    ctx.out(f"service {service['name']}: {service['selected']} ({service['reason']}), {where}")
+    processes, stack = service["processes"], service["stack"]
+    for process, command_line in sorted(processes.items()):
+        ctx.out(f"  {process + ':':<10} {command_line}")
+    if stack and stack["web"] and "web" not in processes:  # the stack's own web convention
+        ctx.out(f"  {'web:':<10} {stack['web']}")
+    for note in (stack or {}).get("notes", ()):
+        ctx.out(f"             {note}")
+
+
 def _show_dockerfile(ctx, data: dict) -> None:
     if data["error"]:
         raise BuildError(data["error"])
+    if data["services"]:
+        names = ", ".join(s["name"] for s in data["services"])
+        raise UsageError(f"{data['app']} builds one image per app.json service ({names}): "
+                         "--dockerfile shows a single image's; `buildpacks:show "
+                         f"{data['app']} --json` holds each service's")
     if data["dockerfile"] is not None:
         ctx.out(data["dockerfile"].rstrip("\n"))
     elif data["selected"] == "nix":

@@ -84,3 +84,94 @@ def test_deploy_ref_prefers_the_live_branch_then_main():
     repo.refs[b"refs/heads/main"] = main
     assert deploy_ref(repo, None) == (b"refs/heads/main", main)
     assert deploy_ref(repo, master.decode()) == (b"refs/heads/master", master)
+
+
+# buildpacks:show on the pushed code, through the command itself
+
+class _Bridge:
+    def __init__(self):
+        self.stdout, self.stderr = [], []
+
+    def out(self, text):
+        self.stdout.append(text)
+
+    def err(self, text):
+        self.stderr.append(text)
+
+    def closed(self):
+        return False
+
+
+def _show(tmp_path, files: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """Push `files` to an app's repository and run buildpacks:show on it."""
+    import json as _json
+    import subprocess
+    from types import SimpleNamespace
+
+    from gitd import commands, gitserve
+    from gitd.config import Settings
+    from gitd.store import Store
+
+    settings = Settings(data_dir=tmp_path / "data", instance="t1234567")
+    settings.data_dir.mkdir(parents=True)
+    store = Store(settings.data_dir / "gitd.db")
+    store.add_key("admin", "SHA256:admin", "ssh-ed25519 AAAA admin", True)
+    store.create_app("mono")
+    bare = gitserve.create_repo(settings.repos_dir, "mono")
+    work = tmp_path / "work"
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text if isinstance(text, str) else _json.dumps(text))
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x", "PATH": "/usr/bin:/bin"}
+    for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "x"],
+                 ["push", "-q", bare.path, "main"]):
+        subprocess.run(["git", *argv], cwd=work, env=env, check=True, capture_output=True)
+    ctx = commands.Context(SimpleNamespace(store=store, settings=settings),
+                           store.get_key("admin"), _Bridge())
+    status = commands.dispatch(ctx, ["buildpacks:show", "mono", *args])
+    return status, "".join(ctx.bridge.stdout), "".join(ctx.bridge.stderr)
+
+
+MONOREPO = {
+    "app.json": {"services": {
+        "frontend": {"build": {"dir": "frontend"}, "port": 3000, "routes": [{"path": "/"}]},
+        "backend": {"build": {"dir": "backend"}, "port": 8080,
+                    "processes": {"web": "gunicorn -b 0.0.0.0:8080 app:app"},
+                    "routes": [{"path": "/api"}]},
+        "docs": {"build": {"dir": "docs"}},
+        "images": {"build": {"flake_attr": "backendImage"}},
+    }},
+    "frontend/index.html": "<p>hi</p>\n",
+    "backend/requirements.txt": "gunicorn\n",
+    "backend/app.py": "def app(environ, start_response):\n    pass\n",
+    "docs/README": "nothing to build here\n",
+}
+
+
+def test_show_names_each_service_s_buildpack_and_command(tmp_path):
+    status, out, err = _show(tmp_path, MONOREPO)
+    assert (status, err) == (0, "")
+    assert "buildpack:   services (app.json declares 4: backend, docs, frontend, images)" in out
+    assert "service backend: python (found requirements.txt), dir backend/\n" \
+           "  web:       gunicorn -b 0.0.0.0:8080 app:app\n" in out
+    assert "service frontend: static (found index.html), dir frontend/\n  web:       " in out
+    assert "service docs: none (no flake.nix, Dockerfile" in out
+    assert "in docs/ (the build directory): add one, or change app.json services.docs.build.dir)" \
+        in out
+    assert "service images: nix (flake attribute backendImage of the root flake.nix), " \
+           "flake attribute backendImage\n" in out
+    assert "repository's root)\n" in out  # the build dir line, not an error
+    assert "none (no " not in out.split("service")[0]
+
+
+def test_show_json_holds_each_service_s_dockerfile_and_dockerfile_says_why_not(tmp_path):
+    import json as _json
+
+    status, out, _ = _show(tmp_path, MONOREPO, "--json")
+    services = {s["name"]: s for s in _json.loads(out)["services"]}
+    assert services["backend"]["selected"] == "python"
+    assert "gunicorn" in services["backend"]["dockerfile"]
+    assert services["docs"]["error"].startswith("no flake.nix")
+    with pytest.raises(UsageError, match="one image per app.json service"):
+        _show(tmp_path / "again", MONOREPO, "--dockerfile")

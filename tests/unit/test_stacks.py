@@ -286,3 +286,32 @@ def test_a_dockerignore_that_is_a_directory_fails_cleanly(tmp_path):
     with pytest.raises(BuildError, match=".dockerignore is not a regular file"):
         _write_build_files(tmp_path, plan("static", {"index.html": ""}), "FROM x\n")
     assert not (tmp_path / ".gitd-build").exists()
+
+
+@pytest.mark.parametrize("installed", [(), ("static.Dockerfile.j2",)])
+def test_a_template_missing_from_the_installation_is_a_clear_build_error(
+        tmp_path, monkeypatch, installed):
+    """As a wheel without templates/stacks/ had it: no `internal error
+    (TemplateNotFound)`, but which file is missing and what to do."""
+    import jinja2
+
+    from buildpacks import stacks
+
+    for name in installed:  # the template, without the _common.j2 it includes
+        (tmp_path / name).write_text((stacks.TEMPLATES / name).read_text())
+    monkeypatch.setattr(stacks, "_ENV", jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(tmp_path)), undefined=jinja2.StrictUndefined))
+    static = plan("static", {"index.html": "<p>hi</p>"})
+    missing = "static.Dockerfile.j2" if not installed else "_common.j2"
+    with pytest.raises(BuildError, match=f"template {missing} is missing .* reinstall it"):
+        render(static, {})
+
+
+def test_a_missing_traefik_template_is_a_clear_error(monkeypatch):
+    import jinja2
+
+    from gitd import traefik
+
+    monkeypatch.setattr(traefik, "_templates", jinja2.Environment(loader=jinja2.DictLoader({})))
+    with pytest.raises(GitdError, match="template traefik.yml.j2 is missing"):
+        traefik.render("traefik.yml.j2")
