@@ -23,8 +23,9 @@ def beside_gitd() -> list[Path]:
     bin/, unresolved: a venv's python is a link out of it) and its own
     script's, with links resolved (/usr/local/bin/gitd -> /opt/gitd/bin/gitd)."""
     found = [Path(sys.executable).parent]
-    script = sys.argv[0] if sys.argv else ""
-    if script and not script.endswith(".py"):  # `python -m gitd` runs gitd/__main__.py
+    script = sys.argv[0] if sys.argv else ""  # "-c" for `python -c`
+    # a console script, not `python -m gitd`'s gitd/__main__.py
+    if script and not script.endswith(".py") and Path(script).is_file():
         found.append(Path(script).resolve().parent)
     return list(dict.fromkeys(found))
 

@@ -71,6 +71,10 @@ def test_path_is_the_fallback_and_a_configured_path_is_taken_as_it_is(installed,
     assert child.find_executable("traefik") == str(other)
     monkeypatch.setattr(sys, "argv", [str(REPO / "gitd/__main__.py"), "serve"])  # python -m gitd
     assert child.find_executable("traefik") == str(other)
+    executable(tmp_path / "cwd/traefik")
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setattr(sys, "argv", ["-c"])  # python -c: not the current directory
+    assert child.find_executable("traefik") == str(other)
     mine = executable(tmp_path / "srv/traefik", FAKE_TRAEFIK)
     assert traefik.find_binary(Settings(traefik_bin=str(mine))) == str(mine)
     assert traefik.find_binary(Settings(traefik_bin=str(tmp_path / "srv/none"))) is None
