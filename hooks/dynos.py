@@ -56,8 +56,8 @@ def row(labels: dict, name: str, state: str, started: float | None, running: boo
         "type": labels.get(LABEL_PROCESS),
         "service": labels.get(LABEL_COMPONENT),
         "role": labels.get(LABEL_ROLE),
-        "release": _number(labels.get(LABEL_RELEASE)),
-        "seq": _number(labels.get(LABEL_SEQ)),
+        "release": number(labels.get(LABEL_RELEASE)),
+        "seq": number(labels.get(LABEL_SEQ)),
         "state": state,
         "health": health,
         "started_at": iso_time(started),
@@ -66,7 +66,7 @@ def row(labels: dict, name: str, state: str, started: float | None, running: boo
     }
 
 
-def _number(value) -> int:
+def number(value) -> int:
     return int(value) if str(value or "").isdigit() else 0
 
 
@@ -110,3 +110,27 @@ class LineSplitter:
     def rest(self) -> list[str]:
         rest, self.pending = self.pending, b""
         return [rest.decode("utf-8", "replace")] if rest else []
+
+
+def stamp_seconds(stamp: str) -> float | None:
+    """Docker's RFC 3339 log stamp (to the nanosecond) -> seconds since the epoch."""
+    whole = parse_time(stamp)
+    if whole is None:
+        return None
+    _, dot, frac = stamp.rstrip("Z").partition(".")
+    digits = "".join(c for c in frac if c.isdigit())[:9] if dot else ""
+    return whole + (int(digits.ljust(9, "0")) / 1e9 if digits else 0.0)
+
+
+# what `logs -f` says of a process between its lines: `-----> DYNO (vN) EVENT`
+
+def started_line(name: str, release: int, restarts: int = 0) -> str:
+    again = f" (restart {restarts})" if restarts else ""
+    return f"-----> {name} (v{release}) started{again}"
+
+
+def exited_line(name: str, release: int, status: int | None,
+                replaced_by: int | None = None) -> str:
+    how = f"exited with status {status}" if status is not None else "exited"
+    instead = f" (replaced by v{replaced_by})" if replaced_by is not None else ""
+    return f"-----> {name} (v{release}) {how}{instead}"

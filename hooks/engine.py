@@ -51,6 +51,13 @@ class Engine:
         filters = self._filters(**{LABEL_APP: app}, **labels)
         return self.client.containers.list(all=True, filters=filters, ignore_removed=True)
 
+    def events(self, app: str, actions: tuple[str, ...], **labels):
+        """The engine's events (decoded) for the app's containers with
+        `labels`, from now on; a stream that `close()` ends."""
+        filters = {"type": "container", "event": list(actions),
+                   **self._filters(**{LABEL_APP: app}, **labels)}
+        return self.client.events(decode=True, filters=filters)
+
     def create(self, spec: dict):
         """Create (not start) a container from a spec. `networks` (a list) joins
         the container to each: the first at create, the rest before start."""
