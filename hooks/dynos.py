@@ -7,7 +7,10 @@ one-off), whether it is a container (hooks.scheduler) or a swarm task
 Rows (`ps --json` "containers"):
 
     name type service role release seq state health started_at uptime container
+    restarts exit_code (Docker's restarts of the container, and the exit
+    status of its last run that ended: None when unknown, as on the swarm)
     [node: the swarm node running the task]
+    phase (added by `ps`: live, retiring or deploying, for the app's processes)
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ def parse_time(text: str | None) -> float | None:
 
 
 def row(labels: dict, name: str, state: str, started: float | None, running: bool,
-        container: str, health: str | None = None, now: float | None = None) -> dict:
+        container: str, health: str | None = None, now: float | None = None,
+        restarts: int | None = None, exit_code: int | None = None) -> dict:
     now = time.time() if now is None else now
     return {
         "name": name,
@@ -63,6 +67,8 @@ def row(labels: dict, name: str, state: str, started: float | None, running: boo
         "started_at": iso_time(started),
         "uptime": round(now - started) if running and started else None,
         "container": container,
+        "restarts": restarts,
+        "exit_code": exit_code,
     }
 
 
@@ -70,12 +76,28 @@ def number(value) -> int:
     return int(value) if str(value or "").isdigit() else 0
 
 
-def container_row(container) -> dict:
-    """The row of a container (the docker scheduler's unit)."""
+def container_row(container, last_exit: int | None = None) -> dict:
+    """The row of a container (the docker scheduler's unit). `last_exit`:
+    the status of its last run that ended, for one running again (Docker's
+    state holds the status of a stopped one only)."""
     state = container.attrs.get("State") or {}
+    ended = parse_time(state.get("FinishedAt")) is not None
+    exit_code = state.get("ExitCode") if container.status != "running" and ended else last_exit
     return row(container.labels, dyno(container), container.status, parse_time(state.get("StartedAt")),
                container.status == "running", container.name,
-               health=(state.get("Health") or {}).get("Status"))
+               health=(state.get("Health") or {}).get("Status"),
+               restarts=container.attrs.get("RestartCount") or 0, exit_code=exit_code)
+
+
+def phase(row: dict, live_seq: int | None) -> str | None:
+    """Where a process of the app stands in its deploys: `live`, `retiring`
+    (an older deploy's, draining) or `deploying` (a newer one's, not live
+    yet); None for one-offs."""
+    if row["role"] != "service":
+        return None
+    if live_seq is None or row["seq"] > live_seq:
+        return "deploying"
+    return "live" if row["seq"] == live_seq else "retiring"
 
 
 # log lines

@@ -58,6 +58,20 @@ class Engine:
                    **self._filters(**{LABEL_APP: app}, **labels)}
         return self.client.events(decode=True, filters=filters)
 
+    def exit_status_at(self, container, finished: float) -> int | None:
+        """The exit status of the container's run that ended at `finished`
+        (its die event); None when the engine no longer has the event."""
+        try:
+            events = self.client.events(since=int(finished) - 1, until=int(finished) + 2,
+                                        decode=True, filters={"type": "container",
+                                                              "container": container.id,
+                                                              "event": "die"})
+            statuses = [e.get("Actor", {}).get("Attributes", {}).get("exitCode") for e in events]
+        except docker.errors.DockerException:
+            return None
+        last = statuses[-1] if statuses else None
+        return int(last) if last is not None and str(last).lstrip("-").isdigit() else None
+
     def create(self, spec: dict):
         """Create (not start) a container from a spec. `networks` (a list) joins
         the container to each: the first at create, the rest before start."""

@@ -250,7 +250,16 @@ class DockerScheduler:
 
     def dynos(self, app: str) -> list[dict]:
         """A row for each of the app's containers (hooks.dynos)."""
-        return [dynos.container_row(c) for c in self.engine.containers(app)]
+        return [dynos.container_row(c, self._last_exit(c)) for c in self.engine.containers(app)]
+
+    def _last_exit(self, container) -> int | None:
+        """A running container that has exited before (Docker restarted it):
+        the status of that exit, from the engine's events."""
+        state = container.attrs.get("State") or {}
+        finished = dynos.parse_time(state.get("FinishedAt"))
+        if container.status != "running" or finished is None:
+            return None
+        return self.engine.exit_status_at(container, finished)
 
     def log_lines(self, units: list, tail: int) -> list[str]:
         """The last `tail` lines of all `units`, in time order, prefixed."""
