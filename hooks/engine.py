@@ -51,9 +51,10 @@ class Engine:
         filters = self._filters(**{LABEL_APP: app}, **labels)
         return self.client.containers.list(all=True, filters=filters, ignore_removed=True)
 
-    def events(self, app: str, actions: tuple[str, ...], **labels):
-        """The engine's events (decoded) for the app's containers with
-        `labels`, from now on; a stream that `close()` ends."""
+    def events(self, app: str | None, actions: tuple[str, ...], **labels):
+        """The engine's events (decoded) for the app's containers (all of
+        this instance's: app None) with `labels`, from now on; a stream that
+        `close()` ends."""
         filters = {"type": "container", "event": list(actions),
                    **self._filters(**{LABEL_APP: app}, **labels)}
         return self.client.events(decode=True, filters=filters)
@@ -62,7 +63,8 @@ class Engine:
         """The exit status of the container's run that ended at `finished`
         (its die event); None when the engine no longer has the event."""
         try:
-            events = self.client.events(since=int(finished) - 1, until=int(finished) + 2,
+            # the event may come a while after FinishedAt on a busy engine
+            events = self.client.events(since=int(finished) - 1, until=int(time.time()) + 1,
                                         decode=True, filters={"type": "container",
                                                               "container": container.id,
                                                               "event": "die"})

@@ -88,6 +88,7 @@ class DockerScheduler:
         self.engine = engine
         self.settings = settings
         self._bridged: tuple[float, bool] | None = None  # (when asked, answer)
+        self._exits = ExitWatch(engine)
 
     @property
     def bridged(self) -> bool:
@@ -250,6 +251,7 @@ class DockerScheduler:
 
     def dynos(self, app: str) -> list[dict]:
         """A row for each of the app's containers (hooks.dynos)."""
+        self._exits.start()
         return [dynos.container_row(c, self._last_exit(c)) for c in self.engine.containers(app)]
 
     def _last_exit(self, container) -> int | None:
@@ -259,7 +261,8 @@ class DockerScheduler:
         finished = dynos.parse_time(state.get("FinishedAt"))
         if container.status != "running" or finished is None:
             return None
-        return self.engine.exit_status_at(container, finished)
+        known = self._exits.last(container.id)
+        return known if known is not None else self.engine.exit_status_at(container, finished)
 
     def log_lines(self, units: list, tail: int) -> list[str]:
         """The last `tail` lines of all `units`, in time order, prefixed."""
@@ -305,6 +308,50 @@ def fetch_lines(container, tail: int) -> list[tuple[str, str]]:
         stamp, _, text = line.partition(" ")
         lines.append((dynos.sortable(stamp), text))
     return lines
+
+
+class ExitWatch:
+    """The exit status of the last run that ended of each of gitd's
+    containers, from the engine's die events, kept from the first `start()`:
+    Docker's state forgets it when it restarts a container, and the engine
+    keeps only its last few hundred events."""
+
+    KEEP = 10_000
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._statuses: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True,
+                                                name="exit-watch")
+                self._thread.start()
+
+    def last(self, container_id: str) -> int | None:
+        with self._lock:
+            return self._statuses.get(container_id)
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                for event in self.engine.events(None, ("die",)):
+                    self._record(event)
+            except Exception:  # noqa: BLE001 - the engine restarted: listen again
+                time.sleep(1.0)
+
+    def _record(self, event: dict) -> None:
+        status = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode", "")
+        if not str(status).lstrip("-").isdigit():
+            return
+        with self._lock:
+            self._statuses.pop(event.get("id", ""), None)  # newest last
+            self._statuses[event.get("id", "")] = int(status)
+            while len(self._statuses) > self.KEEP:
+                self._statuses.pop(next(iter(self._statuses)))
 
 
 class _Run:

@@ -30,7 +30,10 @@ class Follower:
     """`ssh paas logs APP -f ...` in the background, its lines collected."""
 
     def __init__(self, gitd, *args: str):
-        config = gitd.ssh_config(gitd.admin_key)
+        # a config of its own: the harness rewrites its own at each ssh call
+        shared = gitd.ssh_config(gitd.admin_key)
+        config = shared.with_name(f"{shared.name}-follow-{id(self)}")
+        config.write_text(shared.read_text())
         self.proc = subprocess.Popen(["ssh", "-F", str(config), "-T", "paas", "logs", *args, "-f"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, text=True)

@@ -45,7 +45,7 @@ def test_ps_marks_the_retiring_row_and_shows_restarts_and_exit_status(gitd, dock
     worker = None
     while time.monotonic() < deadline:
         [worker] = [r for r in rows(gitd, app) if r["name"] == "worker.1" and r["phase"] == "live"]
-        if worker["restarts"] >= 2 and worker["state"] == "running":
+        if worker["restarts"] >= 2 and worker["exit_code"] is not None:
             break
         time.sleep(1)
     assert worker["restarts"] >= 2 and worker["exit_code"] == 3, worker

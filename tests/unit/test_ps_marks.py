@@ -2,6 +2,7 @@
 
 from gitd.commands.ps import _note
 from hooks import dynos
+from hooks.scheduler import ExitWatch
 from tests.unit.test_dynos import Container
 
 LABELS = {"gitd.process": "worker", "gitd.role": "service", "gitd.release": "2", "gitd.seq": "5"}
@@ -37,3 +38,12 @@ def test_the_note_of_a_row():
     assert _note({**base, "restarts": 12, "exit_code": 3}) == "(12 restarts, last exit 3)"
     assert _note({**base, "role": "oneoff", "phase": None, "restarts": 1}) == "(oneoff, 1 restart)"
     assert _note({"role": "service", "restarts": None, "exit_code": None}) == ""  # the swarm's
+
+
+def test_exits_are_remembered_per_container_and_bounded():
+    watch = ExitWatch(engine=None)
+    watch.KEEP = 2
+    for cid, status in (("a", "3"), ("b", "0"), ("a", "137"), ("c", "1"), ("d", "x")):
+        watch._record({"id": cid, "Actor": {"Attributes": {"exitCode": status}}})
+    assert (watch.last("a"), watch.last("b"), watch.last("c"), watch.last("d")) == (
+        137, None, 1, None)
