@@ -61,10 +61,12 @@ class Engine:
 
     def exit_status_at(self, container, finished: float) -> int | None:
         """The exit status of the container's run that ended at `finished`
-        (its die event); None when the engine no longer has the event."""
+        (its die event); None when the engine no longer has the event (it
+        keeps its last few hundred)."""
         try:
-            # the event may come a while after FinishedAt on a busy engine
-            events = self.client.events(since=int(finished) - 1, until=int(time.time()) + 1,
+            # the event may come a while after FinishedAt on a busy engine;
+            # an `until` ahead of now would hold the answer until then
+            events = self.client.events(since=int(finished) - 1, until=int(time.time()),
                                         decode=True, filters={"type": "container",
                                                               "container": container.id,
                                                               "event": "die"})
