@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from gitd import serving
-from gitd.config import BASE_IMAGE_DEFAULTS, Settings
+from gitd.config import BASE_IMAGE_DEFAULTS, Settings, replace
 from gitd.traefik import docker_endpoint, ping
 
 GiB = 1024**3
@@ -45,11 +45,13 @@ class Report:
 
 def run_doctor(settings: Settings, out: TextIO = sys.stdout,
                docker_client_factory: Callable | None = None,
-               nix_needed: bool = False) -> int:
+               nix_needed: bool = False, flags: dict | None = None) -> int:
     """Print one line per check; 0 when nothing FAILed, else 1. With a gitd
-    serving this data dir, its checks use the settings it serves with."""
+    serving this data dir, its checks use the settings it serves with;
+    `flags` (the doctor's own: ports, hosts, traefik) win over both."""
     report = Report(out)
     pid, settings = check_running(report, settings)
+    settings = replace(settings, **(flags or {}))
     check_data_dir(report, settings)
     check_disk(report, "disk (data dir)", settings.data_dir)
     client, info = check_docker(report, docker_client_factory)

@@ -94,3 +94,21 @@ def test_missing_images_that_cannot_be_pulled(tmp_path):
     check_images(Report(out), settings, Engine(present=set(), reachable=True))
     assert "warn base image (node): node:20-slim not in the engine: it is pulled at first use" \
         in out.getvalue()
+
+
+def test_the_doctors_own_flags_win_over_the_running_gitds_settings(tmp_path, monkeypatch):
+    from gitd.doctor import run_doctor
+
+    serving.record(Settings(data_dir=tmp_path, ssh_host="127.0.0.1", ssh_port=2299,
+                            traefik="external"), 2299)
+    monkeypatch.setattr(serving, "_alive", lambda pid: True)
+
+    def no_docker():
+        raise OSError("no engine here")
+
+    for flags, port in (({}, 2299), ({"ssh_port": 2377}, 2377)):
+        out = io.StringIO()
+        run_doctor(Settings(data_dir=tmp_path), out=out, docker_client_factory=no_docker,
+                   flags=flags)
+        assert f"ssh port: 127.0.0.1:{port} " in out.getvalue(), out.getvalue()
+        assert "http port" not in out.getvalue()  # traefik external, as gitd runs
