@@ -140,8 +140,11 @@ def test_logs_follow_the_app_across_restarts_deploys_and_crashes(gitd, docker_cl
         every.hang_up()
         web.hang_up()
     gitd.wait_retired(docker_client, app)
-    # the followers' threads end with the sessions
-    assert _until(lambda: _threads(gitd.proc.pid) <= threads), (_threads(gitd.proc.pid), threads)
+    # the followers' threads end with the sessions (a deploy's own background
+    # threads, its bridge's hand-over, end within two minutes of it)
+    assert _until(lambda: _threads(gitd.proc.pid) <= threads, timeout=150), (
+        _threads(gitd.proc.pid), threads)
+    threads = _threads(gitd.proc.pid)
 
     # and their Docker streams: a follower's streams may be idle connections
     # of the Docker client's pool; closed, they are closed for good. So with
