@@ -21,6 +21,10 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="state directory (env GITD_DATA_DIR, default /var/lib/gitd)")
 
 
+DOCTOR_PORT_FLAGS = ("ssh_host", "ssh_port", "http_host", "http_port", "https_port",
+                     "traefik_api_port", "traefik_api_url")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitd", description="A git-push PaaS for one VPS.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -51,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.add_argument("--scheduler", choices=config.SCHEDULERS,
                    help="check for this scheduler (swarm: the swarm's manager and nodes)")
+    # the ports to check, as `serve` takes them (a running gitd's own by default)
+    for flag in DOCTOR_PORT_FLAGS:
+        p.add_argument(f"--{flag.replace('_', '-')}", type=int if flag.endswith("port") else str)
+    p.add_argument("--traefik", choices=("managed", "external"))
 
     p = sub.add_parser("keys", help="manage keys locally (recovery)")
     _add_data_dir(p)
@@ -131,7 +139,9 @@ def cmd_keys(settings: config.Settings, args) -> int:
 def cmd_doctor(settings: config.Settings, args) -> int:
     from gitd.doctor import run_doctor
 
-    return run_doctor(settings, nix_needed=_nix_needed(settings))
+    given = {k: getattr(args, k) for k in (*DOCTOR_PORT_FLAGS, "traefik")
+             if getattr(args, k, None) is not None}
+    return run_doctor(settings, nix_needed=_nix_needed(settings), flags=given)
 
 
 def _nix_needed(settings: config.Settings) -> bool:

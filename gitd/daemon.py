@@ -9,6 +9,7 @@ import signal
 
 import structlog
 
+from gitd import serving
 from gitd.config import Settings
 from gitd.server import SSHService
 from gitd.service import Gitd
@@ -98,6 +99,7 @@ async def serve(settings: Settings) -> int:
     except OSError:
         _stop_children(children)
         raise
+    serving.record(settings, port)
     log.info("listening", ssh_port=port, http_port=settings.http_port, domain=settings.domain,
              traefik=settings.traefik, instance=settings.instance, reconciled=len(notes))
     _notify("READY=1")
@@ -122,6 +124,7 @@ async def serve(settings: Settings) -> int:
             log.warning("shutdown grace expired; handing retirements over to the next start",
                         apps=sorted(gitd.retirements.pending()))
     await asyncio.to_thread(_stop_children, children)
+    serving.forget(settings)
     if pending:
         # worker threads cannot be cancelled; the next start reconciles
         log.warning("shutdown grace expired; abandoning work in flight", abandoned=len(pending))

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Callable, TextIO
 
-from gitd.config import Settings
+from gitd import serving
 from gitd.child import beside_gitd
+from gitd.config import BASE_IMAGE_DEFAULTS, Settings, replace
 from gitd.traefik import docker_endpoint, find_binary as find_traefik, ping
 
 GiB = 1024**3
@@ -45,9 +46,13 @@ class Report:
 
 def run_doctor(settings: Settings, out: TextIO = sys.stdout,
                docker_client_factory: Callable | None = None,
-               nix_needed: bool = False) -> int:
-    """Print one line per check; 0 when nothing FAILed, else 1."""
+               nix_needed: bool = False, flags: dict | None = None) -> int:
+    """Print one line per check; 0 when nothing FAILed, else 1. With a gitd
+    serving this data dir, its checks use the settings it serves with;
+    `flags` (the doctor's own: ports, hosts, traefik) win over both."""
     report = Report(out)
+    pid, settings = check_running(report, settings)
+    settings = replace(settings, **(flags or {}))
     check_data_dir(report, settings)
     check_disk(report, "disk (data dir)", settings.data_dir)
     client, info = check_docker(report, docker_client_factory)
@@ -61,10 +66,107 @@ def run_doctor(settings: Settings, out: TextIO = sys.stdout,
     check_registry(report, settings)
     check_probe(report, settings)
     check_nix(report, nix_needed)
-    check_ports(report, settings)
+    check_ports(report, settings, pid)
+    check_images(report, settings, client)
     check_certificates(report, settings)
     check_service_backups(report, settings)
     return 1 if report.failures else 0
+
+
+def check_images(report: Report, settings: Settings, client) -> None:
+    """The images stack builds and services start from must be in the engine,
+    or pullable: on an offline host, say which are missing and cannot be
+    pulled. One named in [base_images]/[service_images] or used by a service
+    that exists is a FAIL when missing; a default one unused yet, a warning."""
+    if client is None:
+        return
+    unreachable: dict[str, str] = {}  # registry -> why it cannot be reached
+    for check, ref, needed, table in _wanted_images(settings):
+        if _has_image(client, ref):
+            report.ok(check, f"{ref} present")
+            continue
+        why = _pull_problem(client, ref, unreachable)
+        if why is None:
+            report.warn(check, f"{ref} not in the engine: it is pulled at first use",
+                        f"docker pull {ref}")
+            continue
+        detail = f"{ref} not in the engine, and it cannot be pulled ({why})"
+        fix = (f"docker load -i FILE (or docker build -t {ref} ...) on this host, "
+               f"or name a local image in [{table}] (gitd.toml)")
+        if needed:
+            report.fail(check, detail, fix)
+        else:
+            report.warn(check, detail + "; needed at first use", fix)
+
+
+def _wanted_images(settings: Settings) -> list[tuple[str, str, bool, str]]:
+    """(check, image, needed, its setting's table): the stacks' base images,
+    each kind's service image (its default version), the images of the
+    services there are."""
+    from gitd.services import KINDS
+
+    wanted = [(f"base image ({role})", settings.base_image(role), role in settings.base_images,
+               "base_images") for role in BASE_IMAGE_DEFAULTS]
+    for kind in KINDS.values():
+        wanted.append((f"service image ({kind.name})",
+                       kind.image(settings.service_images, kind.default_version),
+                       kind.name in settings.service_images, "service_images"))
+    for name, image in _service_images(settings):
+        wanted.append((f"service image ({name})", image, True, "service_images"))
+    seen: set[tuple[str, str]] = set()
+    return [w for w in wanted if (w[0], w[1]) not in seen and not seen.add((w[0], w[1]))]
+
+
+def _service_images(settings: Settings) -> list[tuple[str, str]]:
+    import sqlite3
+
+    if not settings.db_path.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True)
+        with conn:
+            rows = conn.execute("SELECT name, image FROM services ORDER BY name").fetchall()
+        conn.close()
+    except sqlite3.Error:
+        return []
+    return [(str(name), str(image)) for name, image in rows]
+
+
+def _has_image(client, ref: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+    except Exception:  # noqa: BLE001 - an odd name, an engine that went away: not there
+        return False
+
+
+def _pull_problem(client, ref: str, unreachable: dict[str, str]) -> str | None:
+    """Why `ref` cannot be pulled (its registry asked for its manifest, not
+    pulled); None when it can. A registry out of reach is asked once."""
+    registry = _registry_of(ref)
+    if registry in unreachable:
+        return f"{registry} is out of reach"
+    try:
+        client.api.inspect_distribution(ref)
+        return None
+    except Exception as exc:  # noqa: BLE001 - APIError, requests errors, timeouts
+        why = _short(getattr(exc, "explanation", None) or exc, 160)
+    if any(word in why for word in ("dial tcp", "lookup", "timeout", "connection refused",
+                                    "no such host", "network is unreachable")):
+        unreachable[registry] = f"{registry} is out of reach: {why}"
+        return unreachable[registry]
+    return why
+
+
+def _registry_of(ref: str) -> str:
+    first, slash, _ = ref.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
 
 
 def check_certificates(report: Report, settings: Settings) -> None:
@@ -354,11 +456,29 @@ def check_nix_sandbox(report: Report) -> None:
                     "enable user namespaces, or run nix-daemon with sandbox = true and build users")
 
 
-def check_ports(report: Report, settings: Settings) -> None:
+def check_running(report: Report, settings: Settings) -> tuple[int | None, Settings]:
+    """The gitd serving this data dir, if one does, and the settings it serves with."""
+    found = serving.running(settings)
+    if found is None:
+        report.ok("gitd", f"not running on {settings.data_dir} (checks use its gitd.toml, "
+                          "GITD_* variables and these flags)")
+        return None, settings
+    pid, served = found
+    report.ok("gitd", f"running (pid {pid}) on {settings.data_dir}: checks use the settings "
+                      f"it serves with (ssh {served.ssh_host}:{served.ssh_port}, traefik "
+                      f"{served.traefik})")
+    return pid, served
+
+
+def check_ports(report: Report, settings: Settings, gitd_pid: int | None = None) -> None:
+    """Each port gitd (and its managed Traefik) listens on: free, or, with
+    gitd running (`gitd_pid`), taken by it."""
     ports = [("ssh port", settings.ssh_host, settings.ssh_port)]
     if settings.traefik == "managed":
         ports += [("http port", settings.http_host, settings.http_port),
                   ("traefik api port", "127.0.0.1", settings.traefik_api_port)]
+        if settings.https:
+            ports.append(("https port", settings.http_host, settings.https_port))
     if settings.scheduler == "swarm" and not settings.registry:
         ports.append(("registry port", "127.0.0.1", settings.registry_port))
     for check, host, port in ports:
@@ -370,7 +490,9 @@ def check_ports(report: Report, settings: Settings) -> None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((host, port))
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
+            if exc.errno == errno.EADDRINUSE and gitd_pid is not None:
+                _served_by_gitd(report, check, host, port, gitd_pid)
+            elif exc.errno == errno.EADDRINUSE:
                 report.warn(check, f"{host}:{port} in use (is gitd running?)",
                             f"if gitd is not running: ss -ltnp 'sport = :{port}'")
             elif exc.errno == errno.EACCES:
@@ -381,6 +503,29 @@ def check_ports(report: Report, settings: Settings) -> None:
                             "pick another address or port in gitd.toml")
         else:
             report.ok(check, f"{host}:{port} free")
+
+
+def _served_by_gitd(report: Report, check: str, host: str, port: int, pid: int) -> None:
+    """A port of the running gitd: its SSH server greets with its banner."""
+    if check != "ssh port":
+        report.ok(check, f"{host}:{port} in use: gitd (pid {pid}) serves it (its Traefik)")
+        return
+    banner = _banner(host, port)
+    if banner.startswith("SSH-2.0-"):
+        report.ok(check, f"{host}:{port} served by gitd (pid {pid}): {banner}")
+    else:
+        report.fail(check, f"{host}:{port} in use, but no SSH server answers there "
+                    f"({banner or 'no greeting'}), though gitd (pid {pid}) should serve it",
+                    f"ss -ltnp 'sport = :{port}'; journalctl -u gitd")
+
+
+def _banner(host: str, port: int) -> str:
+    connect_to = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    try:
+        with socket.create_connection((connect_to, port), timeout=3) as sock:
+            return sock.recv(256).decode("ascii", "replace").strip()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 def _run(argv: list[str]) -> str:

@@ -51,6 +51,31 @@ class Engine:
         filters = self._filters(**{LABEL_APP: app}, **labels)
         return self.client.containers.list(all=True, filters=filters, ignore_removed=True)
 
+    def events(self, app: str | None, actions: tuple[str, ...], **labels):
+        """The engine's events (decoded) for the app's containers (all of
+        this instance's: app None) with `labels`, from now on; a stream that
+        `close()` ends."""
+        filters = {"type": "container", "event": list(actions),
+                   **self._filters(**{LABEL_APP: app}, **labels)}
+        return self.client.events(decode=True, filters=filters)
+
+    def exit_status_at(self, container, finished: float) -> int | None:
+        """The exit status of the container's run that ended at `finished`
+        (its die event); None when the engine no longer has the event (it
+        keeps its last few hundred)."""
+        try:
+            # the event may come a while after FinishedAt on a busy engine;
+            # an `until` ahead of now would hold the answer until then
+            events = self.client.events(since=int(finished) - 1, until=int(time.time()),
+                                        decode=True, filters={"type": "container",
+                                                              "container": container.id,
+                                                              "event": "die"})
+            statuses = [e.get("Actor", {}).get("Attributes", {}).get("exitCode") for e in events]
+        except docker.errors.DockerException:
+            return None
+        last = statuses[-1] if statuses else None
+        return int(last) if last is not None and str(last).lstrip("-").isdigit() else None
+
     def create(self, spec: dict):
         """Create (not start) a container from a spec. `networks` (a list) joins
         the container to each: the first at create, the rest before start."""

@@ -16,7 +16,8 @@ The deploy never asks which scheduler it has:
 nor do the app commands (ps, logs, run, ps:stop, ps:start):
 
     dynos(app) -> rows (hooks.dynos)           log_lines(units, tail) -> lines
-    log_streams(units, tail) -> LogStreams     stop_units(units, timeout) -> count
+    follow_logs(app, units, tail, wanted, emit) -> a follower: close(), done
+    stop_units(units, timeout) -> count
     start_units(units) -> count                oneoff(spec) -> a one-off task
 
 A one-off task (`run`) is bridged to the SSH channel by gitd.commands.run:
@@ -35,12 +36,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import docker.errors
 import structlog
 
 from gitd.config import Settings
 from gitd.errors import DeployError
 from hooks import checks, dynos, router
-from hooks.engine import LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_SEQ, Attached, Engine
+from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
+                          LABEL_SEQ, Attached, Engine)
 
 
 def unit_label(unit) -> str:
@@ -85,6 +88,7 @@ class DockerScheduler:
         self.engine = engine
         self.settings = settings
         self._bridged: tuple[float, bool] | None = None  # (when asked, answer)
+        self._exits = ExitWatch(engine)
 
     @property
     def bridged(self) -> bool:
@@ -247,7 +251,18 @@ class DockerScheduler:
 
     def dynos(self, app: str) -> list[dict]:
         """A row for each of the app's containers (hooks.dynos)."""
-        return [dynos.container_row(c) for c in self.engine.containers(app)]
+        self._exits.start()
+        return [dynos.container_row(c, self._last_exit(c)) for c in self.engine.containers(app)]
+
+    def _last_exit(self, container) -> int | None:
+        """A running container that has exited before (Docker restarted it):
+        the status of that exit, from the engine's events."""
+        state = container.attrs.get("State") or {}
+        finished = dynos.parse_time(state.get("FinishedAt"))
+        if container.status != "running" or finished is None:
+            return None
+        known = self._exits.last(container.id)
+        return known if known is not None else self.engine.exit_status_at(container, finished)
 
     def log_lines(self, units: list, tail: int) -> list[str]:
         """The last `tail` lines of all `units`, in time order, prefixed."""
@@ -257,8 +272,13 @@ class DockerScheduler:
             lines += [(stamp, f"{name} | {text}") for stamp, text in fetch_lines(container, tail)]
         return dynos.merge(lines, tail)
 
-    def log_streams(self, units: list, tail: int) -> list["ContainerLogs"]:
-        return [ContainerLogs(c, tail) for c in sorted(units, key=dynos.dyno)]
+    def follow_logs(self, app: str, units: list, tail: int, wanted, emit) -> "AppLogs":
+        """`logs -f`: the last `tail` lines of `units`, then the lines of the
+        app's service containers that `wanted(labels)` picks, across deploys,
+        restarts and crashes, to `emit`, until the follower is closed."""
+        follower = AppLogs(self.engine, app, wanted, emit)
+        follower.start(sorted(units, key=dynos.dyno), tail)
+        return follower
 
     def stop_units(self, units: list, timeout: int) -> int:
         """SIGTERM (SIGKILL after `timeout`) to the running ones, in parallel;
@@ -290,26 +310,243 @@ def fetch_lines(container, tail: int) -> list[tuple[str, str]]:
     return lines
 
 
-class ContainerLogs:
-    """A container's log, followed: its new lines, prefixed with its dyno,
-    until it stops or `close()` (from another thread) ends the stream."""
+class ExitWatch:
+    """The exit status of the last run that ended of each of gitd's
+    containers, from the engine's die events, kept from the first `start()`:
+    Docker's state forgets it when it restarts a container, and the engine
+    keeps only its last few hundred events."""
 
-    def __init__(self, container, tail: int):
-        self.name = container.name
-        self.prefix = dynos.dyno(container)
-        self.stream = container.logs(stream=True, follow=True, tail=tail, stdout=True,
-                                     stderr=True, timestamps=False)
+    KEEP = 10_000
 
-    def __iter__(self):
-        lines = dynos.LineSplitter()
-        for chunk in self.stream:
-            for line in lines.feed(chunk):
-                yield f"{self.prefix} | {line}"
-        for line in lines.rest():
-            yield f"{self.prefix} | {line}"
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._statuses: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True,
+                                                name="exit-watch")
+                self._thread.start()
+
+    def last(self, container_id: str) -> int | None:
+        with self._lock:
+            return self._statuses.get(container_id)
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                for event in self.engine.events(None, ("die",)):
+                    self._record(event)
+            except Exception:  # noqa: BLE001 - the engine restarted: listen again
+                time.sleep(1.0)
+
+    def _record(self, event: dict) -> None:
+        status = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode", "")
+        if not str(status).lstrip("-").isdigit():
+            return
+        with self._lock:
+            self._statuses.pop(event.get("id", ""), None)  # newest last
+            self._statuses[event.get("id", "")] = int(status)
+            while len(self._statuses) > self.KEEP:
+                self._statuses.pop(next(iter(self._statuses)))
+
+
+class _Run:
+    """One run of a followed container: from its start to its exit."""
+
+    def __init__(self, container, started_at: str, floor: float | None):
+        labels = container.labels or {}
+        self.id = container.id
+        self.name = dynos.dyno(container)
+        self.release = dynos.number(labels.get(LABEL_RELEASE))
+        self.seq = dynos.number(labels.get(LABEL_SEQ))
+        self.started_at = started_at
+        self.last = floor  # the stamp of the last line shown (or where showing began)
+        self.stream = None
+        self.thread: threading.Thread | None = None
+        self.exited = False
+
+
+class AppLogs:
+    """An app's processes, followed across deploys, restarts and crashes
+    (`logs -f`). Docker's events for the app's service containers tell of
+    each start and exit; each run of a wanted container gets a thread that
+    follows its log (a container's log stream ends when it stops, and a
+    restart is a new run). `emit` gets `web.1 | text` lines, and a line
+    when a process starts or exits (hooks.dynos: `-----> web.1 (v3) started`).
+    It ends only with `close()`, which ends the event stream and every log
+    stream, and so their threads."""
+
+    done = False  # it follows until closed
+    ACTIONS = ("start", "die", "destroy")
+
+    def __init__(self, engine: Engine, app: str, wanted, emit):
+        self.engine, self.app, self.wanted, self.emit = engine, app, wanted, emit
+        self._runs: dict[str, _Run] = {}  # container id -> its latest run
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._events = None
+        self._watcher: threading.Thread | None = None
+
+    def start(self, containers: list, tail: int) -> None:
+        # listen first: a container starting while the others are listed is not missed
+        self._events = self.engine.events(self.app, self.ACTIONS, **{LABEL_ROLE: "service"})
+        now = time.time()
+        for container in containers:
+            state = container.attrs.get("State") or {}
+            run = _Run(container, state.get("StartedAt", ""), now)
+            self._begin(run, None, tail=tail)
+        self._watcher = threading.Thread(target=self._watch, daemon=True,
+                                         name=f"logs-events-{self.app}")
+        self._watcher.start()
 
     def close(self) -> None:
-        self.stream.close()
+        self._closed.set()
+        _close_quietly(self._events)
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            _close_quietly(run.stream)
+        for thread in [self._watcher, *(run.thread for run in runs)]:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        try:
+            for event in self._events:
+                if self._closed.is_set():
+                    return
+                self._on_event(event)
+        except Exception:  # noqa: BLE001 - closed under it, or the engine went away
+            if not self._closed.is_set():
+                log.warning("logs -f: the engine's events stream ended", app=self.app)
+                self.emit(f"-----> lost the Docker engine's events: new processes of "
+                          f"{self.app} are not followed")
+
+    def _on_event(self, event: dict) -> None:
+        action = event.get("Action") or event.get("status")
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        if not self.wanted(attributes):
+            return
+        if action == "start":
+            self._on_start(event.get("id", ""))
+        elif action == "die":
+            self._on_exit(event.get("id", ""), attributes.get("exitCode"))
+        elif action == "destroy":
+            with self._lock:
+                self._runs.pop(event.get("id", ""), None)
+
+    def _on_start(self, container_id: str) -> None:
+        try:
+            container = self.engine.client.containers.get(container_id)
+        except docker.errors.DockerException:
+            return  # gone already
+        state = container.attrs.get("State") or {}
+        with self._lock:
+            previous = self._runs.get(container_id)
+        if previous is not None and previous.started_at == state.get("StartedAt"):
+            return  # that run is followed already (it started as the others were listed)
+        run = _Run(container, state.get("StartedAt", ""), None)
+        self.emit(dynos.started_line(run.name, run.release, container.attrs.get("RestartCount") or 0))
+        self._begin(run, previous)
+
+    def _on_exit(self, container_id: str, status) -> None:
+        with self._lock:
+            run = self._runs.get(container_id)
+            if run is None or run.exited:
+                return
+            run.exited = True
+            newer = [r.release for r in self._runs.values()
+                     if r.name == run.name and r.seq > run.seq]
+        if run.thread is not None:
+            run.thread.join(timeout=2)  # its last lines first
+        status = int(status) if str(status or "").lstrip("-").isdigit() else None
+        self.emit(dynos.exited_line(run.name, run.release, status, max(newer, default=None)))
+
+    def _begin(self, run: _Run, previous: _Run | None, tail: int | None = None) -> None:
+        with self._lock:
+            self._runs[run.id] = run
+        run.thread = threading.Thread(target=self._follow, args=(run, previous, tail),
+                                      daemon=True, name=f"logs-{run.name}")
+        run.thread.start()
+
+    def _follow(self, run: _Run, previous: _Run | None, tail: int | None) -> None:
+        """A run's lines. A restarted container's log holds its earlier runs
+        too: it is read from after the last line shown of the one before."""
+        since = None
+        if previous is not None:
+            if previous.thread is not None:
+                previous.thread.join(timeout=5)
+            since = previous.last + 1e-6 if previous.last else None
+        if self._closed.is_set():
+            return
+        try:
+            run.stream = self.engine.client.api.logs(
+                run.id, stream=True, follow=True, stdout=True, stderr=True, timestamps=True,
+                tail="all" if tail is None else tail, since=since)
+        except docker.errors.DockerException:
+            return  # removed meanwhile
+        if self._closed.is_set():
+            _close_quietly(run.stream)
+            return
+        lines = dynos.LineSplitter()
+        try:
+            for chunk in run.stream:
+                for line in lines.feed(chunk):
+                    self._show(run, line)
+            for line in lines.rest():
+                self._show(run, line)
+        except Exception:  # noqa: BLE001 - closed by close(), or the container went
+            pass
+
+    def _show(self, run: _Run, line: str) -> None:
+        stamp, _, text = line.partition(" ")
+        seconds = dynos.stamp_seconds(stamp)
+        if seconds is not None:
+            run.last = seconds
+        self.emit(f"{run.name} | {text}")
+
+
+class PumpedStreams:
+    """Log streams (iterables of prefixed lines, each with `close()`), each
+    pumped to `emit` by a thread; `done` once they have all ended."""
+
+    def __init__(self, streams: list, emit):
+        self.streams = streams
+        self.emit = emit
+        self._threads = [threading.Thread(target=self._pump, args=(s,), daemon=True,
+                                          name=f"logs-{s.name}") for s in streams]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def done(self) -> bool:
+        return not any(t.is_alive() for t in self._threads)
+
+    def _pump(self, stream) -> None:
+        try:
+            for line in stream:
+                self.emit(line)
+        except Exception:  # noqa: BLE001 - closed by close()
+            pass
+
+    def close(self) -> None:
+        for stream in self.streams:
+            _close_quietly(stream)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def _close_quietly(stream) -> None:
+    if stream is None:
+        return
+    try:
+        stream.close()
+    except Exception:  # noqa: BLE001 - closing what may be closed already
+        pass
 
 
 class OneOffInput:

@@ -47,7 +47,7 @@ from hooks import checks, dynos, router
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
                           LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, LABEL_SERVICE, Attached,
                           Engine, _explain)
-from hooks.scheduler import OneOffInput, route_key_of, unit_label
+from hooks.scheduler import OneOffInput, PumpedStreams, route_key_of, unit_label
 
 log = structlog.get_logger("gitd.swarm")
 
@@ -884,6 +884,12 @@ class SwarmScheduler:
                 stream.close()
             raise
         return streams
+
+    def follow_logs(self, app: str, units: list[SwarmUnit], tail: int, wanted,
+                    emit) -> PumpedStreams:
+        """`logs -f` on the swarm: the services' logs as they are now, until
+        they end (a deploy makes new services: their logs are not followed)."""
+        return PumpedStreams(self.log_streams(units, tail), emit)
 
     def stop_units(self, units: list[SwarmUnit], timeout: int) -> int:
         """Scale each service to 0, its replicas kept in a label for

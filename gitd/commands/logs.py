@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 from gitd import validate
 from gitd.commands import app_parser, command
 from gitd.commands.ps import live_services
 from gitd.errors import GitdError, UsageError
 from hooks import components
-from hooks.engine import LABEL_COMPONENT, LABEL_PROCESS
+from hooks.engine import LABEL_COMPONENT, LABEL_PROCESS, LABEL_ROLE
 
 MAX_LINES = 10_000
 POLL = 0.5  # seconds between checks that the client is still there
-
-
-def _pump(stream, out: queue.Queue, stop: threading.Event) -> None:
-    """One log stream (hooks.scheduler: prefixed lines), into `out`; None at its end."""
-    try:
-        for line in stream:
-            _put(out, line, stop)
-    finally:
-        _put(out, None, stop)
+ACCESS_CHECK = 5.0  # seconds between checks that the caller may still read the app
 
 
 def _put(out: queue.Queue, item, stop: threading.Event) -> None:
@@ -36,39 +29,53 @@ def _put(out: queue.Queue, item, stop: threading.Event) -> None:
             continue
 
 
-def follow(ctx, units: list, tail: int) -> None:
-    """Stream until every unit's log ends or the client hangs up; then close
-    the streams, which ends their threads."""
+def follow(ctx, app: str, units: list, tail: int, wanted) -> None:
+    """Stream until the client hangs up (on the swarm: until the followed
+    services' logs end), or the caller may no longer read the app (it was
+    destroyed, or the grant revoked): then close the follower, which ends
+    its streams and threads."""
     out: queue.Queue = queue.Queue(maxsize=1000)
     stop = threading.Event()
-    streams = ctx.gitd.scheduler.log_streams(units, tail)
-    for stream in streams:
-        threading.Thread(target=_pump, args=(stream, out, stop),
-                         daemon=True, name=f"logs-{stream.name}").start()
-    live = len(streams)
+    follower = ctx.gitd.scheduler.follow_logs(app, units, tail, wanted,
+                                              lambda line: _put(out, line, stop))
+    checked = time.monotonic()
     try:
-        while live:
+        while not ctx.bridge.closed():
             try:
-                item = out.get(timeout=POLL)
+                ctx.out(out.get(timeout=POLL))
             except queue.Empty:
-                if ctx.bridge.closed():
+                if follower.done:
                     return
-                continue
-            if item is None:
-                live -= 1
-            else:
-                ctx.out(item)
+            if time.monotonic() - checked > ACCESS_CHECK:
+                checked = time.monotonic()
+                _still_readable(ctx, app)
     finally:
         stop.set()
-        for stream in streams:
-            stream.close()
+        follower.close()
+
+
+def _still_readable(ctx, app: str) -> None:
+    try:
+        ctx.app(app)
+    except GitdError as exc:
+        raise GitdError(f"stopped following {app}: {exc}") from None
+
+
+def _wanted(process: str | None, service: str | None):
+    """Which of the app's containers `--type`/`--service` pick, by their labels."""
+    return lambda labels: (labels.get(LABEL_ROLE) == "service"
+                           and process in (None, labels.get(LABEL_PROCESS))
+                           and service in (None, labels.get(LABEL_COMPONENT)))
 
 
 @command("logs", "logs APP [-n LINES] [-f] [--type TYPE] [--service SERVICE]",
          "Show (or follow) the output of an app's containers", admin=False, help=f"""
 Lines come from the containers of the live release, prefixed with the one
 that printed them (`web.1 | ...`). -n: how many past lines (default 100, at
-most {MAX_LINES}); -f: keep streaming new lines until you hang up (Ctrl-C);
+most {MAX_LINES}); -f: keep streaming new lines until you hang up (Ctrl-C),
+across deploys, restarts and crashes, with a line when a process starts or
+exits: `-----> web.1 (v3) started`, `-----> worker.1 (v3) started (restart 2)`,
+`-----> web.1 (v2) exited with status 0 (replaced by v3)`;
 --type: only one process type (web, worker, ...); --service: only one of the
 services app.json declares (frontend, backend, ...).""")
 def logs(ctx, argv):
@@ -85,15 +92,14 @@ def logs(ctx, argv):
     if args.service is not None and not components.COMPONENT_NAME.fullmatch(args.service):
         raise UsageError(f"invalid service name {args.service[:40]!r}")
     ctx.app(args.app)
-    units = [u for u in live_services(ctx, args.app)
-             if args.process in (None, u.labels.get(LABEL_PROCESS))
-             and args.service in (None, u.labels.get(LABEL_COMPONENT))]
+    wanted = _wanted(args.process, args.service)
+    units = [u for u in live_services(ctx, args.app) if wanted(u.labels)]
     if not units:
         what = " ".join(w for w in (args.service, args.process) if w)
         what = f"{what} containers" if what else "containers"
         raise GitdError(f"{args.app} has no {what} (deploy it, or check `ps:scale {args.app}`)")
     if args.follow:
-        follow(ctx, units, args.lines)
+        follow(ctx, args.app, units, args.lines, wanted)
         return
     for line in ctx.gitd.scheduler.log_lines(units, args.lines):
         ctx.out(line)

@@ -79,7 +79,12 @@ def _order(info: dict):
 
 
 def app_containers(ctx, app: str) -> list[dict]:
-    return sorted(ctx.gitd.scheduler.dynos(app), key=_order)
+    """The app's rows, each with its phase (hooks.dynos.phase)."""
+    live_seq = ctx.store.get_app(app).live_seq
+    rows = sorted(ctx.gitd.scheduler.dynos(app), key=_order)
+    for info in rows:
+        info["phase"] = dynos.phase(info, live_seq)
+    return rows
 
 
 def live_services(ctx, app: str) -> list:
@@ -91,10 +96,22 @@ def live_services(ctx, app: str) -> list:
     return ctx.gitd.scheduler.units(app, **{LABEL_SEQ: str(seq), LABEL_ROLE: "service"})
 
 
+def _note(info: dict) -> str:
+    """`(retiring, 12 restarts, last exit 3)`: what is odd about a row."""
+    words = [info["role"]] if info["role"] != "service" else []
+    if info.get("phase") in ("retiring", "deploying"):
+        words.append(info["phase"])
+    if info.get("restarts"):
+        words.append(f"{info['restarts']} restart{'s' if info['restarts'] != 1 else ''}")
+    if info.get("exit_code") is not None:
+        words.append(f"last exit {info['exit_code']}")
+    return f"({', '.join(words)})" if words else ""
+
+
 def _row(info: dict) -> list[str]:
     state = info["state"] + (f" ({info['health']})" if info["health"] else "")
     since = f"up {duration(info['uptime'])}" if info["uptime"] is not None else ""
-    note = "" if info["role"] == "service" else f"({info['role']})"
+    note = _note(info)
     if "node" in info:  # on the swarm: where it runs
         return [info["name"], state, f"v{info['release']}", info["node"] or "-", since, note]
     return [info["name"], state, f"v{info['release']}", since, note]
@@ -105,9 +122,11 @@ def _row(info: dict) -> list[str]:
 @command("ps", "ps APP [--json]", "List an app's containers: type, state, release, uptime",
          admin=False, help="""
 Shows every container gitd runs for the app: the live ones, old ones still
-draining during a deploy, and one-off `run` containers. On the swarm: a row
-per replica slot of each service (its current task), with the node it runs
-on.""")
+draining during a deploy (marked `retiring`; a deploy's new ones not live yet
+are marked `deploying`), and one-off `run` containers. A process Docker
+restarted shows how many times, and the exit status of its last run that
+ended (`3 restarts, last exit 1`). On the swarm: a row per replica slot of
+each service (its current task), with the node it runs on.""")
 def ps(ctx, argv):
     p = app_parser("ps", json_flag=True)
     args = p.parse_args(argv)

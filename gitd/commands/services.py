@@ -23,7 +23,7 @@ from gitd.commands.nodes import find_node, manager_client
 from gitd.commands.run import OneOff
 from gitd.errors import GitdError, NotFound, UsageError
 from gitd.services import cron
-from gitd.services.base import container_name, network_name
+from gitd.services.base import container_name, network_name, version_matches
 from hooks import nodes as swarm_nodes
 from hooks.engine import LABEL_INSTANCE, LABEL_ROLE, LABEL_SERVICE
 
@@ -74,11 +74,26 @@ def create(ctx, argv):
                                        node=node and node["name"])
     ctx.out(f"-----> Created {kind.name} service {svc.name} ({svc.image})"
             + (f" on node {svc.node}" if svc.node else ""))
+    _say_version(ctx, svc)
     if node and args.node is None:
         ctx.out("       pinned to this manager's node (services:create ... --node NODE "
                 "picks another)")
     ctx.out(f"       link it: services:link {svc.name} APP "
             f"(the app gets {kind.env_prefix}_URL)")
+
+
+def _say_version(ctx, svc) -> None:
+    """The version the new server says it is; a warning when it is not the one asked."""
+    try:
+        reported = ctx.gitd.services.server_version(svc, ctx.gitd.services.running(svc))
+    except GitdError:  # on another node of the swarm: not asked
+        return
+    if reported is None:
+        return
+    ctx.out(f"       it runs {svc.kind} {reported}")
+    if not version_matches(svc.version, reported):
+        ctx.err(f" !     asked for {svc.kind} {svc.version}, but the image {svc.image} "
+                f"runs {reported}")
 
 
 NODE_WITHOUT_SWARM = ('--node places a service on a swarm node, and gitd runs with scheduler = '
@@ -136,12 +151,15 @@ def service_info(ctx, svc) -> dict:
     kind = kinds.kind(svc.kind)
     status = gitd.services.status(svc)
     state, container, port, size = status["state"], status["container"], status["exposed"], None
+    reported = None
     if container is not None and state == "running":  # on another node: no size
         code, out = gitd.engine.exec(container, ["du", "-sk", kind.data_path])
         if code == 0 and out.split()[:1] and out.split()[0].isdigit():
             size = int(out.split()[0]) * 1024
+        reported = gitd.services.server_version(svc, container)
     return {
         "name": svc.name, "kind": svc.kind, "version": svc.version, "image": svc.image,
+        "server_version": reported,
         "created_at": iso_time(svc.created_at), "state": state, "health": status["health"],
         "size_bytes": size, "volume": svc.volume,
         "node": status["node"], "pinned_node": svc.node,
@@ -175,8 +193,9 @@ def info(ctx, argv):
     if args.json:
         ctx.json(data)
         return
-    ctx.out(f"=== {data['name']} ({data['kind']} {data['version']})")
+    ctx.out(f"=== {data['name']} ({data['kind']} {data['server_version'] or data['version']})")
     ctx.out(f"image:      {data['image']}")
+    ctx.out(f"version:    {_version_line(data)}")
     ctx.out(f"state:      {data['state']}" + (f" ({data['health']})" if data["health"] else ""))
     ctx.out(f"size:       {_size(data['size_bytes'])} (volume {data['volume']})")
     ctx.out(f"host:       {data['host']}:{data['port']} (network {data['network']})")
@@ -195,6 +214,16 @@ def info(ctx, argv):
         ctx.out(f"backup:     {last['at']} {result}: {last['message']}")
     if last and not last["ok"]:
         ctx.err(f" !     the last backup of {data['name']} failed: {last['message']}")
+
+
+def _version_line(data: dict) -> str:
+    """What the server says it is, beside the version asked when they differ."""
+    asked, reported = data["version"], data["server_version"]
+    if reported is None:
+        return f"{asked} (as asked: the server cannot be asked now)"
+    if version_matches(asked, reported):
+        return reported
+    return f"{reported} (asked for {asked}: the image runs {reported})"
 
 
 def _node_line(ctx, data: dict) -> str:
@@ -429,8 +458,10 @@ def backup_schedule(ctx, argv):
 @command("services:upgrade", "services:upgrade NAME --version V",
          "Move a service to another version: dump, recreate, restore", help="""
 The new version starts on a fresh volume and the dump is restored into it;
-only then does it replace the old container. If anything fails, the old
-version keeps running with its data.""")
+only then, once its server says it is the version asked, does it replace the
+old container. If anything fails, the old version keeps running with its
+data. An image setting without {version} (service_images) cannot change
+version: the upgrade is refused.""")
 def upgrade(ctx, argv):
     p = parser("services:upgrade")
     p.add_argument("name")
@@ -439,5 +470,5 @@ def upgrade(ctx, argv):
     svc = _service(ctx, args.name)
     validate.service_version(args.version)
     with _lock(ctx, svc.name):
-        ctx.gitd.services.upgrade(svc, args.version, ctx.out)
-    ctx.out(f"-----> {svc.name} runs {args.version}")
+        reported = ctx.gitd.services.upgrade(svc, args.version, ctx.out)
+    ctx.out(f"-----> {svc.name} runs {svc.kind} {reported} (the server's own word)")

@@ -32,6 +32,12 @@ def volume_name(instance: str, service: str, generation: int = 1) -> str:
     return f"gitd-{instance}-svc-{service}-data{suffix}"
 
 
+def version_matches(asked: str, reported: str) -> bool:
+    """`15` is any 15.x; `15.4` is 15.4 or any 15.4.x."""
+    parts = asked.split(".")
+    return reported.split(".")[:len(parts)] == parts
+
+
 def generation(volume: str) -> int:
     """1 for the first volume of a service, N for its `-gN` successors (upgrades)."""
     match = re.search(r"-g(\d+)$", volume)
@@ -66,6 +72,18 @@ class Kind:
 
     def image(self, configured: dict[str, str], version: str) -> str:
         return configured.get(self.name, self.default_image).replace("{version}", version)
+
+    def versioned(self, configured: dict[str, str]) -> bool:
+        """Whether the image setting names a version (`{version}`): without
+        it, one image runs whatever version it holds, whichever is asked."""
+        return "{version}" in configured.get(self.name, self.default_image)
+
+    def version_argv(self, svc) -> list[str]:
+        """A command run in the service's container that prints the server's version."""
+        raise NotImplementedError
+
+    def parse_version(self, output: str) -> str | None:
+        raise NotImplementedError
 
     def env_var(self, service: str, taken: set[str]) -> str:
         """The config var a linked app gets: the plain one unless taken."""

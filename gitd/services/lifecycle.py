@@ -15,7 +15,7 @@ from pathlib import Path
 from gitd.errors import GitdError
 from gitd.services import kind as kind_of
 from gitd.services.base import (LABEL_KIND, Kind, container_name, generation, network_name,
-                                relay_name, volume_name)
+                                relay_name, version_matches, volume_name)
 from hooks.checks import PROBE_PATH, probe_mount
 from hooks.engine import LABEL_INSTANCE, LABEL_ROLE, LABEL_SERVICE
 
@@ -166,6 +166,17 @@ class Services:
         self.store.delete_service(svc.name)
         return final
 
+    def server_version(self, svc, container) -> str | None:
+        """What the server in `container` (running) says it is (`15.18`);
+        None when it cannot be asked."""
+        kind = self.kind(svc)
+        try:
+            status, output = self.engine.exec(container, kind.version_argv(svc),
+                                              environment=kind.exec_env(svc))
+        except GitdError:
+            return None
+        return kind.parse_version(output.decode("utf-8", "replace")) if status == 0 else None
+
     def running(self, svc):
         """The service's container, healthy, to run commands in."""
         return self.runtime.exec_container(self.runtime.handle(svc), svc)
@@ -262,10 +273,28 @@ class Services:
 
     # upgrade
 
-    def upgrade(self, svc, version: str, emit) -> None:
-        """Dump, start the new version on a fresh volume, restore into it;
-        only then retire the old one. Any failure keeps the old."""
+    def _check_version(self, svc, container, asked: str) -> str:
+        """The version the staged server says it is, if it is the one asked."""
+        reported = self.server_version(svc, container)
+        if reported is None or not version_matches(asked, reported):
+            said = f"it says it is {reported}" if reported else "it does not say which version it is"
+            raise GitdError(f"the image {svc.image} does not run {self.kind(svc).name} {asked}: "
+                            f"{said}")
+        return reported
+
+    def upgrade(self, svc, version: str, emit) -> str:
+        """Dump, start the new version on a fresh volume, restore into it,
+        check the server there is the version asked; only then retire the
+        old one. Any failure keeps the old. Returns what the new server
+        says it is. An image setting without {version} is refused."""
         kind = self.kind(svc)
+        if not kind.versioned(self.settings.service_images):
+            raise GitdError(
+                f"{svc.name} cannot move to {kind.name} {version}: its image "
+                f"({self.settings.service_images.get(kind.name, kind.default_image)}, setting "
+                f"service_images) has no {{version}} in its name, so it runs one version "
+                f"whichever is asked; nothing changed. Name one with {{version}} "
+                f"(e.g. {kind.default_image}) to upgrade")
         image = kind.image(self.settings.service_images, version)
         self.engine.ensure_image(image)
         dump = self.backup_to_file(svc, tag=f"-before-{_safe(version)}")
@@ -282,6 +311,7 @@ class Services:
                 kind.restore(self.engine, container, new, iter(lambda: fh.read(CHUNK), b""), emit,
                              restart=lambda stopped: self.runtime.restart(made, stopped))
             self.runtime.wait_ready(made)
+            reported = self._check_version(new, container, version)
         except BaseException:
             if made is not None:
                 self.runtime.discard(made)
@@ -291,6 +321,7 @@ class Services:
         self.runtime.promote(svc, new, made, emit)
         self.store.update_service(svc.name, image=image, version=version, volume=new.volume)
         self.engine.remove_volume(svc.volume)
+        return reported
 
 
 class Buffered:

@@ -4,6 +4,7 @@ that is renamed into place only once pg_restore succeeded."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -40,6 +41,13 @@ class Postgres(Kind):
 
     def health_argv(self, svc):
         return ["pg_isready", "-U", USER, "-d", db_name(svc), "-h", "127.0.0.1"]
+
+    def version_argv(self, svc):
+        return ["psql", "-U", USER, "-d", "postgres", "-qAt", "-c", "SHOW server_version"]
+
+    def parse_version(self, output):
+        match = re.match(r"\s*([0-9]+(?:\.[0-9]+)*)", output)  # `15.18 (Debian 15.18-0+deb12u1)`
+        return match.group(1) if match else None
 
     def url(self, svc, host):
         return f"postgres://{USER}:{svc.password}@{host}:{self.port}/{db_name(svc)}"

@@ -4,6 +4,7 @@ server is stopped and the file put in place."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -32,6 +33,13 @@ class Redis(Kind):
     def health_argv(self, svc):
         # the healthcheck has no exec env: the password goes through the shell's env
         return ["sh", "-c", f"REDISCLI_AUTH='{svc.password}' redis-cli ping | grep -q PONG"]
+
+    def version_argv(self, svc):
+        return ["redis-cli", "INFO", "server"]
+
+    def parse_version(self, output):
+        match = re.search(r"^redis_version:([0-9]+(?:\.[0-9]+)*)", output, re.MULTILINE)
+        return match.group(1) if match else None
 
     def url(self, svc, host):
         return f"redis://default:{svc.password}@{host}:{self.port}/0"

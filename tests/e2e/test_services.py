@@ -22,7 +22,16 @@ pytestmark = pytest.mark.e2e
 
 PG_IMAGE = "gitd-ci/postgres:latest"
 REDIS_IMAGE = "gitd-ci/redis:latest"
-IMAGES_ENV = {"GITD_SERVICE_IMAGES": f"postgres={PG_IMAGE},redis={REDIS_IMAGE}"}
+# postgres by version (an upgrade needs {version}: tag_versioned makes
+# PG_VERSION's image), redis one image whatever version is asked
+PG_VERSION = "15"
+IMAGES_ENV = {"GITD_SERVICE_IMAGES": "postgres=gitd-test/postgres:{version},"
+                                     f"redis={REDIS_IMAGE}"}
+
+
+def tag_versioned(client) -> None:
+    """gitd-ci/postgres runs postgres 15: tagged as gitd-test/postgres:15."""
+    client.images.get(PG_IMAGE).tag("gitd-test/postgres", PG_VERSION)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +46,7 @@ def paas(docker_client, base_image, tmp_path_factory):
         except docker.errors.ImageNotFound:
             found = False
         require(found, f"image {image} is missing (bash .ci/images/build)")
+    tag_versioned(docker_client)
     server = new_gitd(tmp_path_factory.mktemp("services"))
     server.start(extra_env=IMAGES_ENV)
     yield server
@@ -104,8 +114,9 @@ def info(gitd, name: str) -> dict:
 
 def test_postgres_data_survives_deploys_restarts_and_restores(paas, docker_client, tmp_path):
     db, app, other = unique_app("db"), unique_app("shop"), unique_app("other")
-    created = ok(paas, "services:create", "postgres", db)
+    created = ok(paas, "services:create", "postgres", db, "--version", PG_VERSION)
     assert f"services:link {db} APP" in created.stdout
+    assert "it runs postgres 15." in created.stdout and created.stderr == ""
     repo = deploy(paas, tmp_path, app, client_app("v1", PG_IMAGE))
     deploy(paas, tmp_path, other, client_app("o1", PG_IMAGE))
 
@@ -168,9 +179,10 @@ def test_postgres_data_survives_deploys_restarts_and_restores(paas, docker_clien
     # an upgrade dumps, recreates on a fresh volume and restores
     before = info(paas, db)["volume"]
     upgraded = ok(paas, "services:upgrade", db, "--version", "15")
-    assert "runs 15" in upgraded.stdout
+    assert f"{db} runs postgres 15." in upgraded.stdout
     data = info(paas, db)
     assert data["version"] == "15" and data["volume"] != before and data["health"] == "healthy"
+    assert data["server_version"].startswith("15.")
     assert rows(paas, app) == ["first", "third"]
 
     # destroy: refused while linked; unlink takes the URL away; a final backup stays
@@ -231,6 +243,18 @@ def test_redis_link_backup_and_a_second_link_gets_its_own_name(paas, docker_clie
     assert cli("SET", "greeting", "hello") == "OK"
     assert cli("SET", "greeting", "other", env=var) == "OK"
     assert cli("GET", "greeting") == "hello"
+
+    # its image has no {version}: it cannot change version, so an upgrade is refused
+    before = info(paas, cache)
+    assert before["server_version"] == "7.0.15" and before["version"] == "7"
+    fails(paas, "services:upgrade", cache, "--version", "8",
+          match=f"{cache} cannot move to redis 8: its image ({REDIS_IMAGE}, setting "
+                "service_images) has no {version}")
+    after = info(paas, cache)
+    assert [after[k] for k in ("version", "server_version", "image", "volume", "last_backup")] == [
+        before[k] for k in ("version", "server_version", "image", "volume", "last_backup")]
+    assert cli("GET", "greeting") == "hello"
+
     dump = ok_bytes(paas, "services:backup", cache)
     assert dump[:5] == b"REDIS"
     assert cli("SET", "greeting", "changed") == "OK"

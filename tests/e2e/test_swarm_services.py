@@ -19,8 +19,9 @@ from docker.types import EndpointSpec
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, start_swarm_gitd
 from tests.e2e.harness import commit, new_gitd, unique_app
-from tests.e2e.test_services import (IMAGES_ENV, PG_IMAGE, REDIS_IMAGE, deploy, fails, info,
-                                     ok, ok_bytes, rows, sql, storage_app)
+from tests.e2e.test_services import (IMAGES_ENV, PG_IMAGE, PG_VERSION, REDIS_IMAGE, deploy,
+                                     fails, info, ok, ok_bytes, rows, sql, storage_app,
+                                     tag_versioned)
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +36,7 @@ def paas(swarm, base_image, tmp_path_factory):
         except docker.errors.ImageNotFound:
             found = False
         require(found, f"image {image} is missing (bash .ci/images/build)")
+    tag_versioned(swarm)
     server = new_gitd(tmp_path_factory.mktemp("swarm-services"))
     start_swarm_gitd(server, IMAGES_ENV)
     yield server
@@ -100,7 +102,7 @@ def spec_of(service) -> dict:
 def test_postgres_pinned_reached_by_the_app_backed_up_restored_and_upgraded(
         paas, swarm, hostname, tmp_path):
     db, app = unique_app("sdb"), unique_app("sshop")
-    created = ok(paas, "services:create", "postgres", db)
+    created = ok(paas, "services:create", "postgres", db, "--version", PG_VERSION)
     assert f"on node {hostname}" in created.stdout and "this manager's node" in created.stdout
     data = info(paas, db)
     assert data["node"] == data["pinned_node"] == hostname and data["health"] == "healthy"
@@ -147,7 +149,7 @@ def test_postgres_pinned_reached_by_the_app_backed_up_restored_and_upgraded(
 
     # an upgrade: a new swarm service on a fresh volume, the same host name
     upgraded = ok(paas, "services:upgrade", db, "--version", "15")
-    assert "runs 15" in upgraded.stdout
+    assert f"{db} runs postgres 15." in upgraded.stdout
     after = info(paas, db)
     assert after["version"] == "15" and after["volume"] == f"{data['volume']}-g2"
     assert after["node"] == hostname and after["health"] == "healthy"
@@ -179,7 +181,8 @@ def test_node_flag_pins_and_bad_nodes_are_refused_with_nothing_made(paas, swarm,
             ok(paas, "services:list", "--json").stdout)]
         assert_gone(swarm, paas.instance, db)
 
-    created = ok(paas, "services:create", "postgres", db, "--node", hostname)
+    created = ok(paas, "services:create", "postgres", db, "--node", hostname,
+                 "--version", PG_VERSION)
     assert f"on node {hostname}" in created.stdout and "this manager's node" not in created.stdout
     data = info(paas, db)
     assert data["pinned_node"] == data["node"] == hostname and data["health"] == "healthy"
