@@ -18,7 +18,7 @@ import buildpacks
 from gitd import gitserve
 from gitd.commands import app_parser, command
 from gitd.errors import BuildError, UsageError
-from buildpacks.stacks import StackBuildpack, render
+from buildpacks.stacks import StackBuildpack, render, stage_label
 from hooks import checkout, procfile
 
 SET_REASON = "set with buildpacks:set"
@@ -140,7 +140,8 @@ def _detect(ctx, repo, commit: bytes, data: dict) -> None:
             data["reason"] = reason if reason == SET_REASON else plan.reason
             data["stack"] = {"web": "Procfile web" if processes.get("web") else plan.web,
                              "notes": plan.notes}
-            data["dockerfile"] = render(plan, ctx.settings.base_images)
+            data["dockerfile"] = render(plan, ctx.settings.base_images,
+                                        stage_label(ctx.settings.instance, data["app"]))
         elif buildpack.name == "dockerfile":
             data["dockerfile"] = checkout.read_file(repo, tree, "Dockerfile")
 

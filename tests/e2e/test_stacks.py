@@ -193,6 +193,7 @@ def test_buildpacks_set_forces_a_stack_and_show_prints_its_dockerfile(
     assert data["stack"]["web"].startswith("gunicorn --bind 0.0.0.0:${PORT:-5000} app:app")
     dockerfile = ssh_ok(gitd, "buildpacks:show", app, "--dockerfile")
     assert "FROM gitd-ci/stack-python:latest AS build" in dockerfile
+    assert f'LABEL "gitd.build-stage"="{gitd.instance}/{app}"' in dockerfile  # as built
     assert "COPY requirements.txt /tmp/requirements.txt" in dockerfile
 
     for bad in ("unknownstack", "Python", "python;ls", "../static"):
@@ -367,8 +368,11 @@ def test_a_django_app_owns_its_directory_and_collects_static_files_at_build(
     assert "Running release command: python manage.py migrate --noinput" in log
     assert "Applying auth.0001_initial... OK" in log
     assert gitd.wait_for(gitd.host(app), "django uid=10001", timeout=60)[0] == 200
+    # #20: a volume the stack's user (10001, no root) keeps its database on
+    assert "storage at /data: owner 0:0 -> 10001:10001" in ssh_ok(
+        gitd, "storage:mount", app, "data:/data")
     for argv in (["test", "-f", "/app/staticfiles/site.css"], ["touch", "/app/x"],
-                 ["mkdir", "/app/uploads"]):
+                 ["mkdir", "/app/uploads"], ["touch", "/data/db.sqlite3"]):
         result = gitd.ssh("run", app, "--", *argv)
         assert result.returncode == 0, (argv, result.stderr)
     # a collectstatic that fails (here: a STATIC_ROOT the app may not write)
