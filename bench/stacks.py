@@ -88,7 +88,7 @@ def image_sizes(gitd, client, tmp: Path) -> list[tuple[str, int, str, int, int]]
         if result.returncode != 0:
             raise SystemExit(result.stderr)
         size = client.images.get(f"gitd/{app}:v1").attrs["Size"]
-        role = {"go": "runtime", "rust": "runtime", "static": "python"}.get(stack, stack)
+        role = {"go": "runtime", "rust": "runtime"}.get(stack, stack)
         base = stack_samples.BASE_IMAGES[role]
         build = stack_samples.BASE_IMAGES.get(stack, base)  # where it compiled
         rows.append((stack, size, base, client.images.get(base).attrs["Size"],

@@ -34,6 +34,10 @@ from gitd.errors import BuildError
 TEMPLATES = Path(__file__).parent / "templates" / "stacks"
 GENERATED_DIR = ".gitd-build"  # files gitd writes into the build root (pyproject -> requirements)
 RUN_UID = 10001
+# on a build stage's images: `<instance>/<app>`. They are no release's, so
+# apps:destroy finds them by this label (the last image of each stage is kept
+# by the engine as an untagged image: the dependency cache of the next push).
+STAGE_LABEL = "gitd.build-stage"
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 BINARY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -184,6 +188,13 @@ def _readable(view: SourceView, name: str) -> str | None:
         return None
 
 
+def _runs_collectstatic(view: SourceView, dependencies: set[str]) -> bool:
+    """Heroku's rule: a manage.py at the root and Django a dependency. The
+    build then runs collectstatic if `manage.py help collectstatic` works
+    (django.contrib.staticfiles installed), and fails when it fails."""
+    return view.has("manage.py") and "django" in dependencies
+
+
 class Python:
     name = "python"
     looks_for = ("requirements.txt", "pyproject.toml", "Pipfile")
@@ -206,6 +217,10 @@ class Python:
             names = {_requirement_name(ln) for ln in generated}
             notes.append(f"{len(generated)} dependencies from {source}")
         plan.values["requirements"] = requirements
+        plan.values["collectstatic"] = _runs_collectstatic(view, names)
+        if plan.values["collectstatic"]:
+            plan.notes.append("Django: runs `python manage.py collectstatic --noinput` at build "
+                              "time when manage.py has the command")
         plan.values["needs_code"] = generated is None and _refers_to_files(view.read(source))
         if plan.values["needs_code"]:
             plan.notes.append(f"{source} refers to other files: dependencies install after the "
@@ -387,7 +402,9 @@ class Static:
         elif not view.has("index.html"):
             raise BuildError("static: no index.html at the build root, and no package.json "
                              "with a build script")
-        command = f"python3 -m http.server --bind 0.0.0.0 --directory /site {PORT}"
+        else:
+            plan.notes.append("serves the repository's files, without dotfiles and symlinks")
+        command = f"httpd -f -v -p {PORT} -h /site"
         plan.cmd, plan.web = _shell(command), command
         return plan
 
@@ -420,11 +437,16 @@ def base_images(configured: dict[str, str] | None) -> dict[str, str]:
     return {**BASE_IMAGE_DEFAULTS, **(configured or {})}
 
 
-def render(plan: Plan, images: dict[str, str]) -> str:
+def stage_label(instance: str, app: str) -> str:
+    return f"{instance}/{app}"
+
+
+def render(plan: Plan, images: dict[str, str], stage: str = "") -> str:
+    """`stage`: the build stages' STAGE_LABEL value ("": no label)."""
     try:
         return _ENV.get_template(plan.template).render(
             plan=plan, images=base_images(images), uid=RUN_UID, generated=GENERATED_DIR,
-            cmd=plan.cmd, **plan.values)
+            cmd=plan.cmd, stage_label_key=STAGE_LABEL, stage=stage, **plan.values)
     except jinja2.TemplateNotFound as exc:  # the template itself, or one it includes
         raise BuildError(f"{plan.stack}: gitd's template {exc.name} is missing from "
                          f"{TEMPLATES} (an incomplete installation of gitd: reinstall it)")
@@ -493,6 +515,8 @@ class StackBuildpack:
         if plan.web:
             web = "Procfile web" if request.procfile.get("web") else plan.web
             request.emit(f"       web: {web}")
-        dockerfile = _write_build_files(request.source_dir, plan, render(plan, request.base_images))
+        stage = stage_label(request.labels.get("gitd.instance", ""), request.app)
+        dockerfile = _write_build_files(request.source_dir, plan,
+                                        render(plan, request.base_images, stage))
         image_id = docker_build(request, dockerfile)
         return BuildResult(image_id=image_id, details={"stack": self.name})

@@ -173,6 +173,7 @@ BASE_IMAGE_DEFAULTS = {
     "rust": "rust:1",
     "ruby": "ruby:3.3-slim",
     "runtime": "debian:bookworm-slim",
+    "static": "busybox:stable",  # the static stack's server: busybox httpd
 }
 # [registry[:port]/]path[:tag][@sha256:digest], as docker reads a reference
 IMAGE_REF = re.compile(

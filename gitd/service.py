@@ -115,7 +115,7 @@ class Gitd:
             for release in self.store.releases(name):
                 release_images.add(release.image_id)
                 release_images |= {c.get("image_id") for c in (release.components or {}).values()}
-            for image in engine.images(name):
+            for image in engine.images(name) + engine.build_stage_images(name):
                 release_images.add(image.id)
             for image_id in release_images - {None, ""}:
                 if self._remove_app_image(name, image_id):

@@ -21,7 +21,7 @@ import structlog
 
 from gitd.config import Settings
 from gitd.errors import DeployError, GitdError
-from hooks import checks, router
+from hooks import checks, router, volumes
 from hooks.checks import HealthCheck
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
                           LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, Engine)
@@ -92,8 +92,17 @@ def attach_storage(spec: dict, networks: list[str], mounts: list[dict]) -> dict:
     if networks:
         spec["networks"] = list(spec.get("networks", [])) + list(networks)
     if mounts:
-        spec["mounts"] = list(spec.get("mounts", [])) + [
-            {"type": m["type"], "source": m["source"], "target": m["target"]} for m in mounts]
+        spec["mounts"] = list(spec.get("mounts", [])) + [_storage_mount(m) for m in mounts]
+    return spec
+
+
+def _storage_mount(mount: dict) -> dict:
+    """A volume is mounted with `nocopy`: the deploy's volume task seeded it
+    and gave its root to the image's user (hooks.volumes); Docker's copy-up
+    would give an empty volume back to the owner of the image's directory."""
+    spec = {"type": mount["type"], "source": mount["source"], "target": mount["target"]}
+    if mount["type"] == "volume":
+        spec["no_copy"] = True
     return spec
 
 
@@ -201,6 +210,14 @@ def release_task_spec(target: Target, settings: Settings) -> dict:
     return attach_storage(spec, target.networks, target.mounts)
 
 
+def volume_task_base(target: Target, settings: Settings) -> dict:
+    """Image, name and labels of the task that readies the release's volumes."""
+    labels = base_labels(settings.instance, target, "volumes", "release-task")
+    return {"image": target.image, "labels": labels,
+            "name": container_name(settings.instance, target.app, target.process_name("volumes"),
+                                   1, target.seq)}
+
+
 class Deployer:
     """The swap's state machine. What runs the containers is `scheduler`
     (hooks.scheduler): local Docker, or Docker Swarm."""
@@ -232,6 +249,7 @@ class Deployer:
         self.scheduler.prepare(app_network(self.settings.instance, first.app), first.app)
         current = first
         try:
+            self._prepare_storage(targets, progress)
             for current in targets:
                 if current.release_command:
                     self._run_release_task(current, progress)
@@ -262,6 +280,47 @@ class Deployer:
         timings["live"] = time.monotonic() - t0
         self._retire_in_background(first, progress, on_retired)
         return timings
+
+    def _prepare_storage(self, targets: list, progress) -> None:
+        """Give the release's volumes to the user its image runs as (one
+        short task; hooks.volumes), before anything of it starts. Services
+        of one app (app.json) share its volumes: running as two different
+        non-root users they cannot both own them, and the deploy stops."""
+        mounted = list({t.image: t for t in targets if t.mounts}.values())  # one per image
+        if not mounted:
+            return
+        if not self.probe:
+            raise DeployError("no static busybox to ready the app's storage (install "
+                              "busybox-static, or set probe_binary); see `gitd doctor`")
+        users = {t.image: volumes.image_user(self._image_user(t.image)) for t in mounted}
+        owner_of = mounted[0]
+        if len(mounted) > 1:
+            owners = {t.image: self._owner_task(t, users[t.image], chown=False).owner
+                      for t in mounted}
+            writers = {o for o in owners.values() if not volumes.is_root(o)}
+            if len(writers) > 1:
+                raise DeployError("the app's services run as different users "
+                                  f"({', '.join(sorted(writers))}) and share its storage: "
+                                  "only one of them can own it; give their images one USER")
+            owner_of = next((t for t in mounted if owners[t.image] in writers), owner_of)
+        has_volumes = bool(volumes.volume_mounts(owner_of.mounts))
+        report = self._owner_task(owner_of, users[owner_of.image], chown=has_volumes)
+        for path, old, entries in report.changed:
+            progress.line(f"storage at {path}: owner {old} -> {report.owner} "
+                          f"(the image's USER {users[owner_of.image]})")
+            if entries:
+                progress.warn(f"storage at {path}: the {entries} entries already there keep "
+                              "their owners")
+        for warning in volumes.host_dir_warnings(owner_of.mounts, report.owner):
+            progress.warn(warning)
+
+    def _image_user(self, image: str) -> str:
+        return (self.engine.image_attrs(image).get("Config") or {}).get("User") or ""
+
+    def _owner_task(self, target: Target, run_as, chown: bool):
+        spec = volumes.owner_task_spec(volume_task_base(target, self.settings), run_as,
+                                       volumes.volume_mounts(target.mounts), self.probe, chown)
+        return volumes.run_owner_task(self.scheduler, spec)
 
     def _run_release_task(self, target: Target, progress) -> None:
         progress.stage("release-task")

@@ -14,6 +14,7 @@ import docker.errors
 from docker.types import Mount
 from docker.utils.socket import STDERR, frames_iter
 
+from buildpacks.stacks import STAGE_LABEL, stage_label
 from gitd.errors import GitdError
 
 LABEL_INSTANCE = "gitd.instance"
@@ -355,6 +356,12 @@ class Engine:
     def images(self, app: str | None = None) -> list:
         filters = self._filters(**{LABEL_APP: app})
         return self.client.images.list(filters=filters)
+
+    def build_stage_images(self, app: str) -> list:
+        """The last image of each build stage of the app's stack builds (the
+        engine keeps them untagged: they are the next build's cache)."""
+        label = f"{STAGE_LABEL}={stage_label(self.instance, app)}"
+        return self.client.images.list(filters={"label": [label]})
 
 
 class Attached:

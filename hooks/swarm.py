@@ -144,8 +144,15 @@ def healthcheck(spec: dict) -> dict | None:
 
 
 def mounts(spec: dict) -> list[dict]:
-    return [{"Type": m["type"], "Source": m["source"], "Target": m["target"],
-             "ReadOnly": bool(m.get("read_only"))} for m in spec.get("mounts", [])]
+    return [_mount(m) for m in spec.get("mounts", [])]
+
+
+def _mount(m: dict) -> dict:
+    mount = {"Type": m["type"], "Source": m["source"], "Target": m["target"],
+             "ReadOnly": bool(m.get("read_only"))}
+    if m.get("no_copy"):  # (hooks.deploy: the volume task gave it its owner)
+        mount["VolumeOptions"] = {"NoCopy": True}
+    return mount
 
 
 def task_template(spec: dict, image: str, process: str, restart: str,
@@ -163,6 +170,10 @@ def task_template(spec: dict, image: str, process: str, restart: str,
     }
     if spec.get("command"):
         container["Args"] = list(spec["command"])  # docker run's CMD; Command is the entrypoint
+    if spec.get("entrypoint"):
+        container["Command"] = list(spec["entrypoint"])
+    if spec.get("user"):
+        container["User"] = spec["user"]
     if spec.get("stop_timeout") is not None:
         container["StopGracePeriod"] = int(spec["stop_timeout"]) * 1_000_000_000
     check = healthcheck(spec)

@@ -18,7 +18,7 @@ import buildpacks
 from gitd import gitserve
 from gitd.commands import app_parser, command
 from gitd.errors import BuildError, GitdError, UsageError
-from buildpacks.stacks import StackBuildpack, render
+from buildpacks.stacks import StackBuildpack, render, stage_label
 from hooks import checkout, procfile
 
 SET_REASON = "set with buildpacks:set"
@@ -182,7 +182,8 @@ def _choice(ctx, repo, tree, app: str, forced: str | None, where: str, processes
             found["reason"] = reason if reason == SET_REASON else plan.reason
             found["stack"] = {"web": web_label if processes.get("web") else plan.web,
                               "notes": plan.notes}
-            found["dockerfile"] = render(plan, ctx.settings.base_images)
+            found["dockerfile"] = render(plan, ctx.settings.base_images,
+                                         stage_label(ctx.settings.instance, app))
         elif buildpack.name == "dockerfile":
             found["dockerfile"] = checkout.read_file(repo, tree, "Dockerfile")
         return found

@@ -16,6 +16,7 @@ BASE_IMAGES = {
     "rust": "gitd-ci/stack-rust:latest",
     "ruby": "gitd-ci/stack-ruby:latest",
     "runtime": "gitd-ci/debian:bookworm",
+    "static": "gitd-test/busybox:latest",
 }
 
 GITD_TOML = "build_network = \"host\"\n\n[base_images]\n" + "".join(

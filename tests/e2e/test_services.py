@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import docker.types
 import pytest
 
 from tests.conftest import require
@@ -338,6 +339,63 @@ def test_a_file_on_a_mounted_volume_survives_deploys_and_a_rollback(paas, tmp_pa
     assert paas.get(paas.host(app), "/notes.txt")[0] == 404
     ok(paas, "storage:mount", app, "data:/data")  # the volume kept its data
     assert paas.get(paas.host(app), "/notes.txt") == (200, "kept\n")
+    assert "removed 1 storage volume(s)" in ok(paas, "apps:destroy", app, "--force").stdout
+
+
+def user_app(version: str, user: str | None) -> dict:
+    """busybox httpd serving /data as the image's USER; the image knows a
+    user web (2000:3000) and a group other (4000)."""
+    return {"Dockerfile": (
+        f"FROM {BASE_IMAGE}:latest\n"
+        "RUN mkdir -p /data && echo 'web:x:2000:3000::/data:/bin/sh' >> /etc/passwd \\\n"
+        " && printf 'webgrp:x:3000:\\nother:x:4000:\\n' >> /etc/group\n"
+        + (f"USER {user}\n" if user else "")
+        + f'CMD ["sh", "-c", "echo {version} > /tmp/v; exec httpd -f -p $PORT -h /data"]\n'),
+        "app.json": '{"healthchecks": {"path": "/"}}'}
+
+
+def volume_root(docker_client, volume: str) -> str:
+    """uid:gid and mode of a volume's root, seen from a container of our own."""
+    out = docker_client.containers.run(
+        f"{BASE_IMAGE}:latest", ["stat", "-c", "%u:%g %a", "/v"], remove=True,
+        labels={"gitd-test": "volume-root"}, network_mode="none",
+        mounts=[docker.types.Mount("/v", volume, type="volume", read_only=True, no_copy=True)])
+    return out.decode().strip()
+
+
+def test_a_volume_belongs_to_the_user_the_image_runs_as(paas, docker_client, tmp_path):
+    app = unique_app("owner")
+    volume = f"gitd-{paas.instance}.{app}.data"
+    repo = deploy(paas, tmp_path, app, user_app("v1", "web"))  # a name from /etc/passwd
+    mounted = ok(paas, "storage:mount", app, "data:/data").stdout
+    written = paas.ssh("run", app, "--", "sh", "-c", "'echo kept > /data/index.html'")
+    assert written.returncode == 0, written.stderr
+    assert volume_root(docker_client, volume) == "2000:3000 755"  # nobody else may write
+    assert "storage at /data: owner 0:0 -> 2000:3000 (the image's USER web)" in mounted
+    assert paas.get(paas.host(app), "/") == (200, "kept\n")
+
+    commit(repo, user_app("v3", "web:other"), "name:group")  # an existing volume
+    pushed = paas.push(repo, app)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "storage at /data: owner 2000:3000 -> 2000:4000" in pushed.stderr
+    assert "storage at /data: the 1 entries already there keep their owners" in pushed.stderr
+    ok(paas, "run", app, "--", "touch", "/data/by-v3")
+
+    commit(repo, user_app("v4", "10001"), "a uid the image does not name: group 0")
+    assert paas.push(repo, app).returncode == 0
+    assert volume_root(docker_client, volume) == "10001:0 755"
+    ok(paas, "run", app, "--", "touch", "/data/by-v4")
+
+    commit(repo, user_app("v5", "ghost"), "a user the image does not have")
+    refused = paas.push(repo, app)
+    assert refused.returncode != 0
+    assert "user ghost is not in the image's /etc/passwd" in refused.stderr
+    assert volume_root(docker_client, volume) == "10001:0 755"  # nothing changed
+    assert paas.get(paas.host(app), "/") == (200, "kept\n")
+
+    ok(paas, "releases:rollback", app, "v2")  # USER web again: so is the volume's root
+    assert volume_root(docker_client, volume) == "2000:3000 755"
+    ok(paas, "run", app, "--", "touch", "/data/by-v2-again")
     assert "removed 1 storage volume(s)" in ok(paas, "apps:destroy", app, "--force").stdout
 
 

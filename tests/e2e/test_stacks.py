@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
+import urllib.request
 
 import docker.errors
 import pytest
 
 import buildpacks
+from buildpacks.stacks import STAGE_LABEL
 from tests.conftest import require
 from tests.e2e import stack_samples
 from tests.e2e.harness import commit, make_repo, new_gitd, unique_app
@@ -102,7 +105,7 @@ def test_each_stack_sample_is_built_without_a_dockerfile_and_answers(
     if stack not in ("static", "rust"):  # (Rust's std cannot tell its uid)
         assert "uid=10001" in body  # the app runs as the template's non-root user
     container = gitd.containers(docker_client, app)[0]
-    assert container.image.attrs["Config"]["User"] == "10001"
+    assert container.image.attrs["Config"]["User"] == ("10001:10001" if stack == "static" else "10001")
     if stack in ("python", "node", "ruby"):  # the code is in /app, the generated Dockerfile not
         listing = container.exec_run(["ls", "-a", "/app"]).output.decode()
         assert "app" in listing or "server.js" in listing, listing
@@ -190,6 +193,7 @@ def test_buildpacks_set_forces_a_stack_and_show_prints_its_dockerfile(
     assert data["stack"]["web"].startswith("gunicorn --bind 0.0.0.0:${PORT:-5000} app:app")
     dockerfile = ssh_ok(gitd, "buildpacks:show", app, "--dockerfile")
     assert "FROM gitd-ci/stack-python:latest AS build" in dockerfile
+    assert f'LABEL "gitd.build-stage"="{gitd.instance}/{app}"' in dockerfile  # as built
     assert "COPY requirements.txt /tmp/requirements.txt" in dockerfile
 
     for bad in ("unknownstack", "Python", "python;ls", "../static"):
@@ -199,7 +203,8 @@ def test_buildpacks_set_forces_a_stack_and_show_prints_its_dockerfile(
 
     ssh_ok(gitd, "buildpacks:set", app, "static")
     assert "static (set with buildpacks:set)" in ssh_ok(gitd, "buildpacks:show", app)
-    assert "python3 -m http.server" in ssh_ok(gitd, "buildpacks:show", app, "--dockerfile")
+    assert "exec httpd -f -v -p ${PORT:-5000} -h /site" in ssh_ok(gitd, "buildpacks:show", app,
+                                                                "--dockerfile")
     commit(repo, {}, "serve the static site")
     log = pushed(gitd, repo, app)
     assert "static buildpack: set with buildpacks:set" in log
@@ -279,3 +284,124 @@ def test_pyproject_dependencies_are_installed_even_when_the_repo_ignores_dotfile
     assert gitd.wait_for(gitd.host(app), "from pyproject six=1.17.0", timeout=60)[0] == 200
     shown = ssh_ok(gitd, "buildpacks:show", app, "--dockerfile")
     assert "COPY .gitd-build/requirements.txt /tmp/requirements.txt" in shown
+
+
+def raw_get(gitd, app: str, path: str) -> tuple[int, dict, str]:
+    """(status, headers, body) of GET `path` through Traefik."""
+    request = urllib.request.Request(f"http://127.0.0.1:{gitd.http_port}{path}",
+                                     headers={"Host": gitd.host(app)})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode(errors="replace")
+
+
+def test_a_static_site_serves_its_files_only_with_a_static_server(stacks_gitd, new_app, tmp_path):
+    gitd = stacks_gitd
+    app = new_app("site")
+    repo = make_repo(tmp_path / app, {
+        "index.html": "<p>the site</p>\n", "style.css": "p { margin: 0 }\n",
+        ".env": "SECRET=hunter2\n", "notes/draft.txt": "a draft\n",
+        "cgi-bin/run": "#!/bin/sh\necho 'Content-type: text/plain'\necho\necho ran as cgi\n"})
+    (repo / "cgi-bin" / "run").chmod(0o755)
+    (repo / "link.txt").symlink_to(".env")
+    commit(repo, {}, "an executable and a symlink")
+    pushed(gitd, repo, app)
+    assert gitd.wait_for(gitd.host(app), "the site", timeout=60)[0] == 200
+    status, headers, body = raw_get(gitd, app, "/style.css")
+    assert (status, headers.get("Content-type") or headers.get("Content-Type"),
+            body) == (200, "text/css", "p { margin: 0 }\n")
+    assert "SimpleHTTP" not in headers.get("Server", "")
+    assert raw_get(gitd, app, "/notes/draft.txt")[0] == 200
+    for path in ("/.env", "/link.txt", "/notes/", "/.gitd-build/Dockerfile"):
+        status, _, body = raw_get(gitd, app, path)
+        assert status == 404 and "hunter2" not in body and "Directory listing" not in body, (path, body)
+    status, _, body = raw_get(gitd, app, "/cgi-bin/run")
+    assert "ran as cgi" not in body, (status, body)
+
+
+DJANGO_SETTINGS = (
+    "from pathlib import Path\n"
+    "BASE_DIR = Path(__file__).resolve().parent.parent\n"
+    "SECRET_KEY = 'test only'\nDEBUG = False\nALLOWED_HOSTS = ['*']\n"
+    "INSTALLED_APPS = ['django.contrib.contenttypes', 'django.contrib.auth',\n"
+    "                  'django.contrib.staticfiles']\n"
+    "MIDDLEWARE = []\nROOT_URLCONF = 'mysite.urls'\nUSE_TZ = True\n"
+    "DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3',\n"
+    "                         'NAME': BASE_DIR / 'db.sqlite3'}}\n"  # SQLite in /app: Django's default
+    "STATIC_URL = '/static/'\nSTATICFILES_DIRS = [BASE_DIR / 'assets']\n"
+    "STATIC_ROOT = BASE_DIR / 'staticfiles'\n")
+
+
+def django_project() -> dict:
+    return {
+        "requirements.txt": "Django==5.1.4\ngunicorn==23.0.0\n",
+        "Procfile": "release: python manage.py migrate --noinput\n",
+        "manage.py": ("import os\nimport sys\n\n"
+                      "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
+                      "from django.core.management import execute_from_command_line\n"
+                      "execute_from_command_line(sys.argv)\n"),
+        "mysite/__init__.py": "",
+        "mysite/settings.py": DJANGO_SETTINGS,
+        "mysite/urls.py": ("import os\nfrom django.http import HttpResponse\n"
+                           "from django.urls import path\n\n\n"
+                           "def index(request):\n"
+                           "    return HttpResponse('django uid=%d\\n' % os.getuid())\n\n\n"
+                           "urlpatterns = [path('', index)]\n"),
+        "mysite/wsgi.py": ("import os\nfrom django.core.wsgi import get_wsgi_application\n\n"
+                           "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
+                           "application = get_wsgi_application()\n"),
+        "assets/site.css": "body { color: teal }\n",
+    }
+
+
+def test_a_django_app_owns_its_directory_and_collects_static_files_at_build(
+        stacks_gitd, new_app, tmp_path):
+    gitd = stacks_gitd
+    app = new_app("django")
+    repo = make_repo(tmp_path / app, django_project())
+    log = pushed(gitd, repo, app)
+    assert "-----> python manage.py collectstatic --noinput" in log
+    assert re.search(r"\d+ static files? copied to '/app/staticfiles'", log), log
+    # the release phase writes Django's default SQLite file into /app
+    assert "Running release command: python manage.py migrate --noinput" in log
+    assert "Applying auth.0001_initial... OK" in log
+    assert gitd.wait_for(gitd.host(app), "django uid=10001", timeout=60)[0] == 200
+    # #20: a volume the stack's user (10001, no root) keeps its database on
+    assert "storage at /data: owner 0:0 -> 10001:10001" in ssh_ok(
+        gitd, "storage:mount", app, "data:/data")
+    for argv in (["test", "-f", "/app/staticfiles/site.css"], ["touch", "/app/x"],
+                 ["mkdir", "/app/uploads"], ["touch", "/data/db.sqlite3"]):
+        result = gitd.ssh("run", app, "--", *argv)
+        assert result.returncode == 0, (argv, result.stderr)
+    # a collectstatic that fails (here: a STATIC_ROOT the app may not write)
+    # fails the build, with Django's error; the live release keeps serving
+    settings = DJANGO_SETTINGS.replace("BASE_DIR / 'staticfiles'", "'/srv/static'")
+    commit(repo, {"mysite/settings.py": settings}, "static files outside /app")
+    log = rejected(gitd, repo, app)
+    assert "python manage.py collectstatic --noinput" in log and "Permission denied" in log, log
+    assert gitd.wait_for(gitd.host(app), "django uid=10001")[0] == 200
+
+
+def build_stage_image(log: str) -> str:
+    """The id of the last image of a two-stage build's first stage."""
+    lines = [ln.strip() for ln in log.splitlines()]
+    froms = [i for i, ln in enumerate(lines) if re.match(r"Step \d+/\d+ : FROM ", ln)]
+    assert len(froms) == 2, log
+    ids = [m.group(1) for ln in lines[:froms[1]] if (m := re.fullmatch(r"---> ([0-9a-f]{12})", ln))]
+    assert ids, log
+    return ids[-1]
+
+
+def test_apps_destroy_removes_the_build_stage_images(stacks_gitd, docker_client, tmp_path):
+    gitd = stacks_gitd
+    app = unique_app("stages")
+    ssh_ok(gitd, "apps:create", app)
+    repo = make_repo(tmp_path / app, stack_samples.files("python", "stages"))
+    stage = docker_client.images.get(build_stage_image(pushed(gitd, repo, app)))
+    assert stage.labels.get(STAGE_LABEL) == f"{gitd.instance}/{app}"
+    ssh_ok(gitd, "apps:destroy", app, "--force")
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(stage.id)
+    assert docker_client.images.list(filters={"label": f"{STAGE_LABEL}={gitd.instance}/{app}"}) == []

@@ -185,7 +185,7 @@ def test_go_rust_ruby_static_plans():
         plan("go", {"go.mod": "module x\n"}, dirs=("cmd",))
     p = plan("rust", {"Cargo.toml": '[package]\nname = "web-app"\n[[bin]]\nname = "srv"\n'})
     assert p.cmd == ["/app/srv"]
-    assert "COPY --from=build /src/target/release/srv /app/srv" in render(p, {})
+    assert "COPY --chown=10001:10001 --from=build /src/target/release/srv /app/srv" in render(p, {})
     for bad in ('[package]\nname = "x\\nRUN evil"\n', '[package]\nname = "../x"\n', "[workspace]\n"):
         with pytest.raises(BuildError, match="Cargo.toml"):
             plan("rust", {"Cargo.toml": bad})
@@ -193,7 +193,7 @@ def test_go_rust_ruby_static_plans():
         plan("ruby", {"Gemfile": ""})
     assert plan("ruby", {"Gemfile": "", "config.ru": ""}).cmd[2].startswith("exec bundle exec rackup")
     p = plan("static", {"index.html": ""})
-    assert p.cmd[2] == "exec python3 -m http.server --bind 0.0.0.0 --directory /site ${PORT:-5000}"
+    assert p.cmd[2] == "exec httpd -f -v -p ${PORT:-5000} -h /site"
 
 
 @pytest.mark.parametrize("name", [s.name for s in STACKS])
@@ -205,11 +205,20 @@ def test_every_template_is_multi_stage_or_slim_and_runs_as_a_non_root_user(name)
              "ruby": {"Gemfile": "", "config.ru": ""},
              "static": {"package.json": json.dumps({"scripts": {"build": "b"}})}}[name]
     images = {"python": "py:local", "node": "node:local", "go": "go:local", "rust": "rust:local",
-              "ruby": "ruby:local", "runtime": "base:local"}
+              "ruby": "ruby:local", "runtime": "base:local", "static": "busybox:local"}
     text = render(plan(name, files), images)
     froms = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
     assert len(froms) == 2 and all(image.endswith(":local") for image in froms), text
-    assert "USER 10001" in text and "useradd --uid 10001" in text
+    assert "USER 10001" in text
+    if name == "static":  # busybox httpd serves the site, read-only to the user
+        assert froms[1] == "busybox:local" and "USER 10001:10001" in text
+    else:  # the app owns its working directory and what was copied there
+        assert "useradd --uid 10001" in text
+        assert "RUN mkdir -p /app && chown 10001:10001 /app\nWORKDIR /app\n" in text
+        runtime_stage = text.split("\n\nFROM ")[-1]
+        copies = [ln for ln in runtime_stage.splitlines()
+                  if ln.startswith("COPY ") and ln.split()[-1].startswith("/app")]
+        assert copies and all("--chown=10001:10001" in ln for ln in copies), text
     assert text.splitlines()[-1].startswith("CMD [")
     if name in ("go", "rust"):
         assert froms[1] == "base:local"  # the binary alone, on the runtime image
@@ -315,3 +324,40 @@ def test_a_missing_traefik_template_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(traefik, "_templates", jinja2.Environment(loader=jinja2.DictLoader({})))
     with pytest.raises(GitdError, match="template traefik.yml.j2 is missing"):
         traefik.render("traefik.yml.j2")
+
+
+def test_build_stages_carry_the_app_label_only_when_built_for_an_app():
+    p = plan("python", {"requirements.txt": "gunicorn\n", "app.py": WSGI})
+    text = render(p, {}, "main/shop")
+    build, final = text.split("\n\nFROM ")
+    assert 'LABEL "gitd.build-stage"="main/shop"' in build and "LABEL" not in final
+    assert "LABEL" not in render(p, {})  # buildpacks:show: no app
+    hostile = render(p, {}, 'main/shop"\nRUN evil')
+    assert not any(line.startswith("RUN evil") for line in hostile.splitlines())
+    for name, files in (("static", {"index.html": ""}),
+                        ("static", {"package.json": json.dumps({"scripts": {"build": "b"}})}),
+                        ("go", {"go.mod": "module x\n", "main.go": ""})):
+        build = render(plan(name, files), {}, "i/a").split("\n\nFROM ")[0]
+        assert 'LABEL "gitd.build-stage"="i/a"' in build
+
+
+def test_django_collects_static_files_at_build_time_as_the_app_user():
+    manage = 'import os\nos.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")\n'
+    p = plan("python", {"requirements.txt": "Django>=5\ngunicorn\n", "manage.py": manage})
+    text = render(p, {})
+    assert p.values["collectstatic"] and any("collectstatic" in n for n in p.notes)
+    assert text.index("USER 10001") < text.index("python manage.py collectstatic --noinput")
+    assert "python manage.py help collectstatic" in text
+    # no manage.py, or no Django among the dependencies: nothing to collect
+    assert not plan("python", {"requirements.txt": "Django\n"}, has_web=True).values["collectstatic"]
+    p = plan("python", {"requirements.txt": "gunicorn\n", "manage.py": manage})
+    assert not p.values["collectstatic"] and "collectstatic" not in render(p, {})
+
+
+def test_static_sites_are_served_without_dotfiles_symlinks_or_executables():
+    for files in ({"index.html": ""}, {"package.json": json.dumps({"scripts": {"build": "b"}})}):
+        text = render(plan("static", files), {"static": "bb:local"})
+        assert "http.server" not in text and "FROM bb:local\n" in text
+        clean = text.index('find /site -mindepth 1 \\( -name ".*" -o -type l \\) -prune')
+        assert clean < text.index("FROM bb:local") < text.index("COPY --from=build /site /site")
+        assert "chmod 0644" in text
