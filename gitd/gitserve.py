@@ -26,7 +26,7 @@ from dulwich.repo import Repo
 from dulwich.server import (Backend, ReceivePackHandler, UploadPackHandler, _ProtocolGraphWalker,
                             _split_proto_line)
 
-from gitd import missing, packs, shallow
+from gitd import missing, packs, partial, shallow
 from gitd.bridge import ChannelClosed
 from gitd.errors import GitdError
 
@@ -97,6 +97,11 @@ class _CloneAwareRepo:
 
         finder = self._repo.find_missing_objects(wants_of, graph_walker, progress,
                                                  get_tagged=get_tagged, depth=depth)
+        handler = getattr(graph_walker, "handler", None)
+        spec = getattr(handler, "filter_spec", None)
+        if spec is not None and finder is not None:
+            handler.filter_spec = None  # filtered here, as git means it (gitd.partial)
+            return partial.filtered(self._repo.object_store, list(finder), spec)
         shallow = asked.get("depth") or getattr(graph_walker, "shallow", None) \
             or getattr(graph_walker, "unshallow", None)
         if packs.wants_everything(self._repo.object_store, asked.get("refs") or {},
@@ -215,11 +220,21 @@ class GitdUploadPackHandler(UploadPackHandler):
         return [*super().capabilities(), CAPABILITY_ALLOW_TIP_SHA1_IN_WANT,
                 CAPABILITY_ALLOW_REACHABLE_SHA1_IN_WANT, CAPABILITY_DEEPEN_RELATIVE]
 
+    def get_tagged(self, refs=None, repo=None):
+        """dulwich finds the tags to send along (include-tag) only through a
+        `.repo` attribute this handler's repository lacks: without it a
+        shallow or single-branch clone missed the tags of what it got."""
+        return super().get_tagged(refs, repo or self.repo)
+
     def set_filter(self, spec: bytes) -> None:
         try:
-            self.filter_spec = parse_filter_spec(spec, object_store=self.repo.object_store)
+            spec = parse_filter_spec(spec, object_store=self.repo.object_store)
         except ValueError as exc:
             raise GitProtocolError(f"invalid filter specification: {exc}") from exc
+        refused = partial.unsupported(spec)
+        if refused:
+            raise GitProtocolError(f"filter {refused!r} not supported")
+        self.filter_spec = spec
 
 
 class _PushProtocol(ReceivableProtocol):
