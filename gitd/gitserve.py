@@ -11,13 +11,23 @@ from pathlib import Path
 
 import dulwich.repo
 import dulwich.server
+from dulwich.errors import GitProtocolError, HangupException
 from dulwich.graph import can_fast_forward
-from dulwich.protocol import (CAPABILITY_ATOMIC, CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_PROGRESS,
-                              ReceivableProtocol)
+from dulwich.object_filters import parse_filter_spec
+from dulwich.objects import valid_hexsha
+from dulwich.protocol import (CAPABILITY_ALLOW_REACHABLE_SHA1_IN_WANT,
+                              CAPABILITY_ALLOW_TIP_SHA1_IN_WANT, CAPABILITY_ATOMIC,
+                              CAPABILITY_DEEPEN_RELATIVE, CAPABILITY_SIDE_BAND_64K, COMMAND_DEEPEN,
+                              COMMAND_FILTER, COMMAND_SHALLOW, COMMAND_WANT,
+                              SIDE_BAND_CHANNEL_PROGRESS, ReceivableProtocol, ack_type,
+                              extract_want_line_capabilities, format_ref_line, format_shallow_line,
+                              format_unshallow_line, symref_capabilities)
 from dulwich.repo import Repo
-from dulwich.server import Backend, ReceivePackHandler, UploadPackHandler
+from dulwich.server import (Backend, ReceivePackHandler, UploadPackHandler, _ProtocolGraphWalker,
+                            _split_proto_line)
 
-from gitd import missing, packs
+from gitd import missing, packs, partial, shallow
+from gitd.bridge import ChannelClosed
 from gitd.errors import GitdError
 
 # upload-pack writes its pack by copying stored entries (gitd.packs); the
@@ -87,12 +97,166 @@ class _CloneAwareRepo:
 
         finder = self._repo.find_missing_objects(wants_of, graph_walker, progress,
                                                  get_tagged=get_tagged, depth=depth)
+        handler = getattr(graph_walker, "handler", None)
+        spec = getattr(handler, "filter_spec", None)
+        if spec is not None and finder is not None:
+            handler.filter_spec = None  # filtered here, as git means it (gitd.partial)
+            return partial.filtered(self._repo.object_store, list(finder), spec)
         shallow = asked.get("depth") or getattr(graph_walker, "shallow", None) \
             or getattr(graph_walker, "unshallow", None)
         if packs.wants_everything(self._repo.object_store, asked.get("refs") or {},
                                   asked.get("wants") or [], finder, shallow):
             return packs.AllObjects(self._repo.object_store)
         return finder
+
+
+class _GitdGraphWalker(_ProtocolGraphWalker):
+    """upload-pack's side of the negotiation, as git's own server speaks it
+    where dulwich's differs:
+
+    - wants may name any object the repository holds, not only what a ref
+      points at (git's uploadpack.allowAnySHA1InWant): a partial clone
+      fetches the blobs its checkout needs by id. A clone already gets
+      every stored object, so this reveals nothing more. Objects named by
+      id are sent whole: a filter applies to what refs reach.
+    - a shallow client's `shallow` lines may come without `deepen` (a plain
+      fetch into a shallow clone), and `shallow`, `deepen` and `filter` in
+      any order; `deepen-relative` (`git fetch --deepen`) is served.
+    - a shallow repository (a shallow push made it so) advertises its
+      boundary, as git's server does, and never walks below it."""
+
+    def __init__(self, handler, object_store, get_peeled, get_symrefs):
+        super().__init__(handler, object_store, get_peeled, get_symrefs)
+        self.ours = frozenset(handler.repo.get_shallow())
+        self.shallow.update(self.ours)
+
+    def determine_wants(self, heads, depth=None):
+        self._advertise(heads)
+        if self.advertise_refs:
+            return []
+        first = self.proto.read_pkt_line()
+        if not first:
+            return []
+        line, caps = extract_want_line_capabilities(first)
+        self.handler.set_client_capabilities(caps)
+        self.set_ack_type(ack_type(caps))
+        advertised = set(heads.values())
+        allowed = (COMMAND_WANT, COMMAND_SHALLOW, COMMAND_DEEPEN, COMMAND_FILTER, None)
+        wants, by_id, deepen = [], False, None
+        command, value = _split_proto_line(line, allowed)
+        while command is not None:
+            if command == COMMAND_WANT:
+                if value not in advertised:
+                    if value not in self.store:
+                        raise GitProtocolError(f"upload-pack: not our ref {value.decode()}")
+                    by_id = True
+                wants.append(value)
+            elif command == COMMAND_SHALLOW:
+                if len(self.client_shallow) >= shallow.MAX_CLIENT_SHALLOW:
+                    raise GitProtocolError("too many shallow lines")
+                self.client_shallow.add(value)
+            elif command == COMMAND_DEEPEN:
+                deepen = value
+            else:
+                self.handler.set_filter(value)
+            command, value = self.read_proto_line(allowed)
+        if by_id:
+            self.handler.filter_spec = None
+        self.set_wants(wants)
+        if deepen is not None:
+            self._deepen(wants, deepen)
+        else:
+            self.shallow.update(self.client_shallow)
+        return wants
+
+    def _advertise(self, heads) -> None:
+        """The refs, then this repository's boundary (a clone of it is made
+        shallow there), then a flush."""
+        capabilities = list(self.handler.capabilities()) + \
+            symref_capabilities(self.get_symrefs().items())
+        for ref, sha in sorted(heads.items()):
+            try:
+                peeled = self.get_peeled(ref)
+            except KeyError:
+                continue
+            self.proto.write_pkt_line(format_ref_line(ref, sha, capabilities))
+            capabilities = None
+            if peeled is not None and peeled != sha:
+                self.proto.write_pkt_line(format_ref_line(ref + b"^{}", peeled))
+        for sha in sorted(self.ours):
+            self.proto.write_pkt_line(format_shallow_line(sha) + b"\n")
+        self.proto.write_pkt_line(None)
+
+    def _deepen(self, wants: list, depth: int) -> None:
+        """The client's new boundary: `depth` commits from the wants, or
+        below its current boundary with deepen-relative."""
+        if self.handler.has_capability(CAPABILITY_DEEPEN_RELATIVE):
+            heads = [sha for sha in self.client_shallow if sha in self.store]
+            depth += 1
+        else:
+            heads = wants
+        boundary, above = shallow.find_shallow(self.store, heads, depth, self.ours)
+        self.unshallow = above & self.client_shallow
+        for sha in sorted(boundary - self.client_shallow):
+            self.proto.write_pkt_line(format_shallow_line(sha) + b"\n")
+        for sha in sorted(self.unshallow):
+            self.proto.write_pkt_line(format_unshallow_line(sha) + b"\n")
+        self.proto.write_pkt_line(None)
+        self.shallow.update(boundary, self.client_shallow - self.unshallow)
+
+    def all_wants_satisfied(self, haves) -> bool:
+        try:
+            return super().all_wants_satisfied(haves)
+        except KeyError:  # the walk reached a parent this shallow repository lacks
+            return False
+
+
+# upload-pack's handler makes its graph walker by this module-level name
+dulwich.server._ProtocolGraphWalker = _GitdGraphWalker
+
+
+class GitdUploadPackHandler(UploadPackHandler):
+    def capabilities(self):
+        return [*super().capabilities(), CAPABILITY_ALLOW_TIP_SHA1_IN_WANT,
+                CAPABILITY_ALLOW_REACHABLE_SHA1_IN_WANT, CAPABILITY_DEEPEN_RELATIVE]
+
+    def get_tagged(self, refs=None, repo=None):
+        """dulwich finds the tags to send along (include-tag) only through a
+        `.repo` attribute this handler's repository lacks: without it a
+        shallow or single-branch clone missed the tags of what it got."""
+        return super().get_tagged(refs, repo or self.repo)
+
+    def set_filter(self, spec: bytes) -> None:
+        try:
+            spec = parse_filter_spec(spec, object_store=self.repo.object_store)
+        except ValueError as exc:
+            raise GitProtocolError(f"invalid filter specification: {exc}") from exc
+        refused = partial.unsupported(spec)
+        if refused:
+            raise GitProtocolError(f"filter {refused!r} not supported")
+        self.filter_spec = spec
+
+
+class _PushProtocol(ReceivableProtocol):
+    """A push from a shallow clone names the clone's boundary in `shallow`
+    lines before its commands, which dulwich reads as a malformed command:
+    they are taken aside here."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.client_shallow: set[bytes] = set()
+        self._before_commands = True
+
+    def read_pkt_line(self):
+        line = super().read_pkt_line()
+        while self._before_commands and line and line.startswith(COMMAND_SHALLOW + b" "):
+            sha = line[len(COMMAND_SHALLOW) + 1:].rstrip(b"\n")
+            if not valid_hexsha(sha) or len(self.client_shallow) >= shallow.MAX_CLIENT_SHALLOW:
+                raise GitProtocolError(f"invalid shallow line from client: {line[:100]!r}")
+            self.client_shallow.add(sha)
+            line = super().read_pkt_line()
+        self._before_commands = False
+        return line
 
 
 class DeployingReceivePackHandler(ReceivePackHandler):
@@ -130,10 +294,24 @@ class DeployingReceivePackHandler(ReceivePackHandler):
                 for _, _, ref_name in refs:
                     yield ref_name, refusal
                 return
+            self._record_shallow()
             # dulwich reads `refs` as it goes on: a push that waited for the
             # lock is checked against the branch as it is now
             refs[:] = [self._against_now(*command) for command in refs]
             yield from steps
+
+    def _record_shallow(self) -> None:
+        """A shallow clone pushed where the history below its boundary is
+        missing: the repository becomes shallow there (git's
+        receive.shallowUpdate). Listed for every commit of the pack that
+        lacks a parent, whether its ref is then accepted or not: the pack
+        is stored either way, and the list says only what is true of it."""
+        theirs = getattr(self.proto, "client_shallow", None)
+        if theirs:
+            boundary = shallow.new_boundary(self.repo.object_store, theirs,
+                                            self.repo.get_shallow())
+            if boundary:
+                self.repo.update_shallow(boundary, None)
 
     def _against_now(self, old_sha, new_sha, ref_name):
         """A branch that moved while this push arrived (another push, which
@@ -194,16 +372,25 @@ def _ref_value(repo: Repo, ref_name: bytes) -> bytes:
 
 def serve_receive_pack(repo: Repo, bridge, deploy, max_pack_bytes: int, lock) -> None:
     """`lock(notify)` holds the app's lock around the ref updates and deploy."""
-    proto = ReceivableProtocol(bridge.recv, bridge.write)
+    proto = _PushProtocol(bridge.recv, bridge.write)
     handler = DeployingReceivePackHandler(_OneRepoBackend(repo), ["."], proto, deploy,
                                           max_pack_bytes, bridge.write_err, lock)
-    handler.handle()
+    _handle(handler)
 
 
 def serve_upload_pack(repo: Repo, bridge) -> None:
     out = bridge.buffered()
     proto = ReceivableProtocol(out.recv, out.write)
     try:
-        UploadPackHandler(_OneRepoBackend(_CloneAwareRepo(repo)), ["."], proto).handle()
+        _handle(GitdUploadPackHandler(_OneRepoBackend(_CloneAwareRepo(repo)), ["."], proto))
     finally:
         out.flush()
+
+
+def _handle(handler) -> None:
+    """A client may hang up once it has read the refs (`git push -o` to a
+    server without push options, `git ls-remote`): not gitd's error."""
+    try:
+        handler.handle()
+    except HangupException as exc:
+        raise ChannelClosed() from exc

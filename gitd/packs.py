@@ -39,6 +39,8 @@ OFS_DELTA = 6
 REF_DELTA = 7
 FLUSH_BYTES = 1 << 20
 INFLATED_KEEP_BYTES = 128 << 20  # inflated objects kept between the two passes of a receive
+STREAMED_BLOB_BYTES = 8 << 20  # a received blob larger than this is never held whole
+INFLATE_STEP = 1 << 20  # inflated at most at once while receiving
 
 
 class _PackEntries:
@@ -273,13 +275,24 @@ class _ValidatingIndexer(PackIndexer):
         super().__init__(*args, **kwargs)
         self._inflated: dict[int, UnpackedObject] = {}
         self._keep_bytes = keep_bytes
+        self.streamed: dict[int, bytes] = {}  # offset -> sha of a large blob hashed by the copier
 
     def record(self, unpacked):
+        if unpacked.offset in self.streamed:
+            return  # indexed from its sha unless a delta needs it whole (_walk_all_chains)
         super().record(unpacked)
         if unpacked.decomp_chunks is not None and unpacked.decomp_len <= self._keep_bytes:
             self._keep_bytes -= unpacked.decomp_len
             unpacked.comp_chunks = None
             self._inflated[unpacked.offset] = unpacked
+
+    def _walk_all_chains(self):
+        for offset, sha in self.streamed.items():
+            if offset in self._pending_ofs or sha in self._pending_ref:
+                self._full_ofs.append((offset, Blob.type_num))  # a delta's base: inflated again
+            else:
+                yield sha, offset, None
+        yield from super()._walk_all_chains()
 
     def _resolve_object(self, offset, obj_type_num, base_chunks):
         unpacked = self._inflated.pop(offset, None)
@@ -318,8 +331,19 @@ def _with_crc32(f, entries: list) -> list:
     with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as data:
         starts = sorted(offset for _sha, offset, _crc in entries)
         ends = dict(zip(starts, starts[1:] + [size - 20]))
-        return [(sha, offset, crc if crc is not None else zlib.crc32(data[offset:ends[offset]]))
+        return [(sha, offset, crc if crc is not None else _crc32(f, data, offset, ends[offset]))
                 for sha, offset, crc in entries]
+
+
+def _crc32(f, data: mmap.mmap, start: int, end: int) -> int:
+    """A large entry is read in parts rather than mapped: mapped pages
+    count in the daemon's resident memory until they are unmapped."""
+    if end - start <= FLUSH_BYTES:
+        return zlib.crc32(data[start:end])
+    crc = 0
+    for at in range(start, end, FLUSH_BYTES):
+        crc = zlib.crc32(os.pread(f.fileno(), min(FLUSH_BYTES, end - at), at), crc)
+    return crc
 
 
 class _PackStreamCopier(PackStreamCopier):
@@ -351,6 +375,7 @@ class _PackStreamCopier(PackStreamCopier):
                 ensure(at - pos + 1)
             return at + 1
 
+        streamed = getattr(self._delta_iter, "streamed", None)
         ensure(12)
         if bytes(buf[:4]) != b"PACK" or struct.unpack(">L", buf[4:8])[0] not in (2, 3):
             raise AssertionError("not a pack stream")
@@ -379,22 +404,37 @@ class _PackStreamCopier(PackStreamCopier):
                 raise zlib.error(f"unknown object type {kind} in the pack")
             unpacked = UnpackedObject(kind, delta_base=delta_base, decomp_len=size,
                                       hash_func=self.hash_func)
+            # a large blob is hashed as it streams by, not held (see _ValidatingIndexer)
+            hashed = None
+            if kind == Blob.type_num and size > STREAMED_BLOB_BYTES and streamed is not None:
+                hashed = self.hash_func(b"blob %d\x00" % size)
+            keep = hashed.update if hashed else unpacked.decomp_chunks.append
             inflate = zlib.decompressobj()
             got = 0
             while not inflate.eof:
                 ensure(1)
                 fed = min(len(buf) - pos, size - got + self.SLACK)
                 with memoryview(buf) as view, view[pos:pos + fed] as window:
-                    out = inflate.decompress(window, size - got + 1)
-                if inflate.unconsumed_tail:
-                    raise zlib.error("decompressed data exceeds expected size")
-                got += len(out)
-                if out:
-                    unpacked.decomp_chunks.append(out)
+                    out = inflate.decompress(window, min(size - got + 1, INFLATE_STEP))
+                    while True:
+                        got += len(out)
+                        if got > size:
+                            raise zlib.error("decompressed data exceeds expected size")
+                        if out:
+                            keep(out)
+                        if not inflate.unconsumed_tail or inflate.eof:
+                            break
+                        out = inflate.decompress(inflate.unconsumed_tail,
+                                                 min(size - got + 1, INFLATE_STEP))
                 pos += fed - len(inflate.unused_data)
+                if hashed and pos > (1 << 20):  # a large object's stream is let go of as it goes
+                    del buf[:pos]
+                    pos = 0
             if got != size:
                 raise zlib.error("decompressed data does not match expected size")
             unpacked.offset = offset
+            if hashed:
+                streamed[offset] = hashed.digest()
             yield unpacked
         ensure(20)
         if len(buf) - pos != 20:

@@ -3,6 +3,7 @@ pack stream is read as dulwich reads it, and a broken one is refused."""
 
 import hashlib
 import io
+import os
 import subprocess
 import zlib
 
@@ -135,3 +136,37 @@ def test_a_pushed_tree_that_does_not_parse_is_refused():
     broken.obj_type_num, broken.obj_chunks = 2, [b"100644 x\x00abc"]  # a name without its id
     with pytest.raises(ObjectFormatException):
         indexer._result(broken)
+
+
+def received(tmp_path, data: bytes):
+    """The pack stream received by gitd's store: its index, as git reads it."""
+    store_repo = Repo.init_bare(str(tmp_path / "store.git"), mkdir=True)
+    store = packs.ReceivingObjectStore.from_config(store_repo.object_store.path,
+                                                   store_repo.get_config())
+    stream = io.BytesIO(data)
+    pack = store.add_thin_pack(stream.read, lambda n: stream.read(min(n, 65536)))
+    listed = git(tmp_path, "verify-pack", "-v", pack.data.path.replace(".pack", ".idx"),
+                 text=True).stdout
+    return sorted(line.split()[0] for line in listed.splitlines() if len(line.split()[0]) == 40)
+
+
+@pytest.mark.parametrize("repetitive", [False, True])  # True: inflates in many steps per read
+@pytest.mark.parametrize("delta_on_it", [False, True])
+def test_a_large_blob_is_hashed_as_it_streams_and_indexed_right(tmp_path, delta_on_it,
+                                                                 repetitive):
+    """A blob over STREAMED_BLOB_BYTES is never held whole; one that is the
+    base of a delta in the same pack is inflated again for it."""
+    path = tmp_path / "big"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    size = packs.STREAMED_BLOB_BYTES + 4096
+    big = hashlib.sha256(b"seed").digest() * (size // 32) if repetitive else os.urandom(size)
+    (path / "big.bin").write_bytes(big)
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "big")
+    if delta_on_it:  # a small change: git stores one version as a delta of the other
+        (path / "big.bin").write_bytes(big[:-100] + b"changed" + big[-93:])
+        git(path, "commit", "-qam", "changed")
+    data = git(path, "pack-objects", "--stdout", "--revs", "--delta-base-offset",
+               input=b"HEAD\n").stdout
+    assert received(tmp_path, data) == index_pack(tmp_path, data)

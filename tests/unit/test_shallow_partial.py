@@ -1,0 +1,124 @@
+"""gitd.shallow and gitd.partial: shallow boundaries and object filters with
+git's meaning, on histories made in memory."""
+
+from dulwich.object_filters import parse_filter_spec
+from dulwich.object_store import MemoryObjectStore
+from dulwich.objects import Blob, Commit, Tree
+
+from gitd import partial, shallow
+
+
+def blob(store, data: bytes) -> bytes:
+    b = Blob.from_string(data)
+    store.add_object(b)
+    return b.id
+
+
+def tree(store, entries: dict) -> bytes:
+    t = Tree()
+    for name, (mode, sha) in entries.items():
+        t.add(name, mode, sha)
+    store.add_object(t)
+    return t.id
+
+
+def commit(store, tree_id: bytes, parents: list, n: int) -> bytes:
+    c = Commit()
+    c.tree, c.parents = tree_id, parents
+    c.author = c.committer = b"t <t@t>"
+    c.author_time = c.commit_time = 1_700_000_000 + n
+    c.author_timezone = c.commit_timezone = 0
+    c.message = f"c{n}".encode()
+    store.add_object(c)
+    return c.id
+
+
+def project(store, n: int) -> bytes:
+    """root: README (n bytes of x), src/ (main.c), src/lib/ (util.c)"""
+    lib = tree(store, {b"util.c": (0o100644, blob(store, b"util %d" % n))})
+    src = tree(store, {b"main.c": (0o100644, blob(store, b"main %d" % n)), b"lib": (0o40000, lib)})
+    return tree(store, {b"README": (0o100644, blob(store, b"x" * n)), b"src": (0o40000, src)})
+
+
+def linear(store, count: int) -> list[bytes]:
+    shas = []
+    for n in range(count):
+        shas.append(commit(store, project(store, n + 1), shas[-1:], n))
+    return shas
+
+
+def test_find_shallow_takes_depth_from_the_heads_and_stops_at_our_boundary():
+    store = MemoryObjectStore()
+    c = linear(store, 6)
+    assert shallow.find_shallow(store, [c[5]], 2) == ({c[4]}, {c[5]})
+    assert shallow.find_shallow(store, [c[5]], 100) == (set(), set(c))  # the root has no parents
+    # this repository is shallow at c[3]: the client's boundary is there too
+    assert shallow.find_shallow(store, [c[5]], 100, frozenset({c[3]})) == ({c[3]}, {c[4], c[5]})
+
+
+def test_find_shallow_judges_a_commit_at_its_smallest_depth():
+    store = MemoryObjectStore()
+    c = linear(store, 4)
+    merge = commit(store, project(store, 9), [c[3], c[1]], 9)  # c[1] at depth 2 and 4
+    boundary, above = shallow.find_shallow(store, [merge], 2)
+    assert boundary == {c[3], c[1]} and above == {merge}
+
+
+def test_a_pushed_boundary_is_recorded_only_where_a_parent_is_missing():
+    store = MemoryObjectStore()
+    c = linear(store, 3)
+    orphan = commit(store, project(store, 7), [b"f" * 40], 7)  # its parent never arrived
+    assert shallow.new_boundary(store, {c[2], orphan, b"e" * 40}, set()) == {orphan}
+    assert shallow.new_boundary(store, {orphan}, {orphan}) == set()
+
+
+def sent(store, wants: list[bytes]) -> list:
+    """What a fetch of `wants` sends before filtering, with the finder's hints."""
+    from gitd.missing import BoundedMissingObjectFinder
+    return list(BoundedMissingObjectFinder(store, [], wants))
+
+
+def kinds(store, objects: list) -> dict:
+    names = {Commit.type_num: "commit", Tree.type_num: "tree", Blob.type_num: "blob"}
+    out: dict = {}
+    for sha, _hint in objects:
+        out.setdefault(names[store[sha].type_num], set()).add(sha)
+    return out
+
+
+def test_tree_depth_is_counted_as_git_counts_it():
+    store = MemoryObjectStore()
+    c = linear(store, 3)
+    everything = sent(store, [c[2]])
+    root = {store[sha].tree for sha in c}
+    for spec, expected_trees, blobs in (("tree:0", set(), 0), ("tree:1", root, 0),
+                                        ("tree:2", None, 3 * 1)):
+        kept = kinds(store, partial.filtered(store, everything, parse_filter_spec(spec)))
+        assert kept["commit"] == set(c), spec  # the whole history, always
+        if expected_trees is not None:
+            assert kept.get("tree", set()) == expected_trees, spec
+        else:  # root trees and src/ trees, not src/lib/
+            assert len(kept["tree"]) == 6 and not any(
+                b"util.c" in dict((n, s) for n, _m, s in store[t].iteritems()) for t in kept["tree"])
+        assert len(kept.get("blob", ())) == blobs, spec
+
+
+def test_blob_limit_omits_blobs_of_the_limit_and_more():
+    store = MemoryObjectStore()
+    c = linear(store, 1)
+    kept = kinds(store, partial.filtered(store, sent(store, c), parse_filter_spec("blob:limit=6")))
+    # README is 1 byte; main.c and util.c are 6 bytes ("main 1", "util 1"): omitted
+    assert {store[b].data for b in kept["blob"]} == {b"x"}
+    none = kinds(store, partial.filtered(store, sent(store, c), parse_filter_spec("blob:none")))
+    assert "blob" not in none and len(none["tree"]) == 3
+
+
+def test_combined_filters_omit_what_any_omits_and_sparse_is_refused():
+    store = MemoryObjectStore()
+    c = linear(store, 1)
+    spec = parse_filter_spec("combine:tree:2+blob:none")
+    kept = kinds(store, partial.filtered(store, sent(store, c), spec))
+    assert "blob" not in kept and len(kept["tree"]) == 2
+    assert partial.unsupported(spec) is None
+    sparse = parse_filter_spec(b"sparse:oid=" + blob(store, b"src/\n"), object_store=store)
+    assert partial.unsupported(sparse).startswith("sparse:oid")
