@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import docker.errors
@@ -25,6 +26,7 @@ LABEL_PROCESS = "gitd.process"
 LABEL_ROLE = "gitd.role"  # service | oneoff | release-task
 LABEL_SERVICE = "gitd.service"  # a database or cache gitd runs (gitd.services)
 LABEL_COMPONENT = "gitd.component"  # an app.json service's name (issue #13)
+INSPECTIONS_AT_ONCE = 8  # within the SDK's pool of 10 connections to the engine
 
 
 def connect() -> docker.DockerClient:
@@ -48,11 +50,25 @@ class Engine:
         return {"label": [f"{k}={v}" for k, v in wanted.items() if v is not None]}
 
     def containers(self, app: str | None = None, **labels) -> list:
-        """The containers there are now. The SDK lists ids, then inspects
-        each: one removed in between (an old release retiring in the
-        background) is left out rather than failing the listing."""
+        """The containers there are now: listed, then each inspected. One
+        removed in between (an old release retiring in the background) is
+        left out rather than failing the listing. The inspections run side
+        by side: Docker answers each only once it may take the container's
+        lock (held while it starts or stops), so one after another they made
+        a listing of all apps' containers grow with the app count (40 took
+        12 s on a busy engine, 4 s side by side)."""
         filters = self._filters(**{LABEL_APP: app}, **labels)
-        return self.client.containers.list(all=True, filters=filters, ignore_removed=True)
+        ids = [row["Id"] for row in self.client.api.containers(all=True, filters=filters)]
+        if len(ids) <= 1:
+            return [c for c in map(self._inspected, ids) if c is not None]
+        with ThreadPoolExecutor(max_workers=min(INSPECTIONS_AT_ONCE, len(ids))) as pool:
+            return [c for c in pool.map(self._inspected, ids) if c is not None]
+
+    def _inspected(self, container_id: str):
+        try:
+            return self.client.containers.get(container_id)
+        except docker.errors.NotFound:
+            return None
 
     def create(self, spec: dict):
         """Create (not start) a container from a spec. `networks` (a list) joins
