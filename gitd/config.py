@@ -247,7 +247,7 @@ def _image_table(value) -> dict[str, str]:
 # a pool must be private: its subnets shadow whatever else those addresses are
 PRIVATE_RANGES = tuple(ipaddress.IPv4Network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
-POOL_SUBNET_PREFIX = 25  # hooks.netpool.SUBNET_PREFIX
+POOL_SUBNET_PREFIX = 25  # each network's subnet (hooks.netpool says why)
 POOL_MIN_SUBNETS = 16
 
 

@@ -21,9 +21,9 @@ import ipaddress
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from gitd.config import POOL_SUBNET_PREFIX as SUBNET_PREFIX
 from gitd.errors import GitdError
 
-SUBNET_PREFIX = 25
 ROUTES = Path("/proc/net/route")
 
 
