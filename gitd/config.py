@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -30,6 +31,9 @@ class Settings:
     traefik_bin: str = "traefik"
     traefik_entrypoint: str = "web"
     docker_network: str = ""  # "" = docker's default bridge
+    # where the subnets of the networks gitd makes (one per app and service)
+    # come from, cut into /25s (hooks.netpool); "" = Docker's default pools
+    network_pool: str = "10.200.0.0/16"
     # a static busybox, mounted read-only into web containers as the probe
     # behind their Docker HEALTHCHECK (works in images without a shell)
     probe_binary: str = ""
@@ -241,6 +245,35 @@ def _image_table(value) -> dict[str, str]:
     return dict(value)
 
 
+# a pool must be private: its subnets shadow whatever else those addresses are
+PRIVATE_RANGES = tuple(ipaddress.IPv4Network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
+POOL_SUBNET_PREFIX = 25  # each network's subnet (hooks.netpool says why)
+POOL_MIN_SUBNETS = 16
+
+
+def _network_pool(value: str) -> str:
+    """"10.200.0.0/16" -> itself; refuses what is not a private IPv4 range
+    that holds at least POOL_MIN_SUBNETS subnets."""
+    if not value:
+        return ""
+    try:
+        pool = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise GitdError(f"setting network_pool: {value!r} is not an IPv4 network such as "
+                        f"10.200.0.0/16 ({exc})")
+    if not any(pool.subnet_of(private) for private in PRIVATE_RANGES):
+        raise GitdError(f"setting network_pool: {pool} is not inside a private range "
+                        f"({', '.join(map(str, PRIVATE_RANGES))}); loopback, link-local and "
+                        "public addresses are refused")
+    largest_prefix = POOL_SUBNET_PREFIX - POOL_MIN_SUBNETS.bit_length() + 1
+    if pool.prefixlen > largest_prefix:
+        raise GitdError(f"setting network_pool: {pool} is too small: it must hold at least "
+                        f"{POOL_MIN_SUBNETS} networks of /{POOL_SUBNET_PREFIX} "
+                        f"(a /{largest_prefix} or larger)")
+    return str(pool)
+
+
 def _validate(settings: Settings) -> Settings:
     if settings.traefik not in ("managed", "external"):
         raise GitdError("setting traefik must be 'managed' or 'external'")
@@ -280,6 +313,7 @@ def _validate(settings: Settings) -> Settings:
         value = getattr(settings, name)
         if not 0 < value < float("inf"):
             raise GitdError(f"setting {name}: {value!r} must be a positive number")
+    settings.network_pool = _network_pool(settings.network_pool.strip())
     from hooks import resources
     for key in resources.KEYS:
         value = str(getattr(settings, f"default_{key}"))

@@ -11,6 +11,7 @@ import structlog
 
 from gitd import serving
 from gitd.config import Settings
+from gitd.errors import GitdError
 from gitd.server import SSHService
 from gitd.service import Gitd
 
@@ -70,9 +71,20 @@ def _stop_children(children: list) -> None:
         child.stop()
 
 
+def _check_network_pool(gitd: Gitd) -> None:
+    """A network_pool over the engine's own bridge is refused at start (an
+    unreachable engine is reported by the reconcile that follows)."""
+    try:
+        engine = gitd.engine
+    except GitdError:
+        return
+    engine.check_network_pool()
+
+
 async def serve(settings: Settings) -> int:
     gitd = Gitd(settings)
     settings = gitd.settings
+    await asyncio.to_thread(_check_network_pool, gitd)
     notes = await asyncio.to_thread(gitd.reconcile)
     if settings.https:
         from gitd.tlsconfig import sync_dynamic

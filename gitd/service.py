@@ -52,7 +52,8 @@ class Gitd:
     def engine(self) -> engine_mod.Engine:
         with self._engine_guard:
             if self._engine is None:
-                self._engine = engine_mod.Engine(engine_mod.connect(), self.settings.instance)
+                self._engine = engine_mod.Engine(engine_mod.connect(), self.settings.instance,
+                                                 self.settings.network_pool)
             return self._engine
 
     @functools.cached_property

@@ -23,15 +23,19 @@ def create(ctx, argv):
 @command("apps:list", "apps:list [--json]", "List apps", admin=False)
 def list_apps(ctx, argv):
     args = parser("apps:list", json_flag=True).parse_args(argv)
-    apps = [a for a in ctx.store.list_apps()
-            if ctx.key.is_admin or ctx.store.granted(a.name, ctx.key.name)]
+    apps = ctx.store.list_apps()
+    if not ctx.key.is_admin:
+        granted = set(ctx.store.grants_of_key(ctx.key.name))
+        apps = [a for a in apps if a.name in granted]
     if args.json:
         ctx.json([{"name": a.name, "release": a.current_release} for a in apps])
         return
     if not apps:
         ctx.out("no apps yet: apps:create NAME")
-    for a in apps:
-        ctx.out(f"{a.name}" + (f"  v{a.current_release}" if a.current_release else "  (not deployed)"))
+        return
+    # one write: each crosses to the SSH session's event loop and back
+    ctx.out("\n".join(f"{a.name}" + (f"  v{a.current_release}" if a.current_release
+                                      else "  (not deployed)") for a in apps))
 
 
 def app_info(ctx, name: str) -> dict:
