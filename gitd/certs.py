@@ -160,6 +160,11 @@ def custom_paths(settings: Settings, app: str) -> tuple[Path, Path]:
     return base / f"{app}.crt", base / f"{app}.key"
 
 
+def set_aside_path(settings: Settings, app: str) -> Path:
+    """The ACME certificates the app's custom one replaced, kept for certs:remove."""
+    return settings.custom_certs_dir / f"{app}.acme.json"
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Atomically, mode 0600 from the start."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +203,8 @@ def restore_custom(settings: Settings, app: str, saved: tuple[bytes, bytes] | No
 
 
 def remove_custom(settings: Settings, app: str) -> bool:
+    """The custom certificate (and the ACME ones it replaced). True if it had one."""
+    set_aside_path(settings, app).unlink(missing_ok=True)
     removed = False
     for path in custom_paths(settings, app):
         if path.exists():
@@ -231,6 +238,100 @@ def acme_certs(settings: Settings) -> list[CertInfo]:
             except (KeyError, TypeError, ValueError, binascii.Error):
                 continue
     return found
+
+
+# Traefik serves every certificate acme.json holds, whether a router asks for
+# it or not, and when an ACME and a custom certificate name the same host it
+# picks one at random at each configuration change. So a custom certificate
+# wins only once the ACME ones for its hosts leave acme.json, which Traefik
+# reads at start only: these run while Traefik is stopped.
+
+def _read_acme(settings: Settings) -> dict:
+    try:
+        data = json.loads(settings.acme_storage.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def entry_names(entry) -> set[str]:
+    domain = entry.get("domain") if isinstance(entry, dict) else None
+    if not isinstance(domain, dict):
+        return set()
+    names = [domain.get("main"), *(domain.get("sans") or [])]
+    return {str(n).lower().rstrip(".") for n in names if n}
+
+
+def acme_entries_for(settings: Settings, hosts: set[str]) -> dict[str, list]:
+    """{resolver: entries} of acme.json whose names all are among `hosts`."""
+    found: dict[str, list] = {}
+    for resolver, content in _read_acme(settings).items():
+        entries = content.get("Certificates") if isinstance(content, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            names = entry_names(entry)
+            if names and names <= hosts:
+                found.setdefault(resolver, []).append(entry)
+    return found
+
+
+def set_aside_acme(settings: Settings, app: str, hosts: set[str]) -> int:
+    """Move the ACME certificates for `hosts` out of acme.json into the
+    app's set-aside file; how many moved. Only while Traefik is stopped."""
+    data = _read_acme(settings)
+    moving = acme_entries_for(settings, hosts)
+    if not moving:
+        return 0
+    kept = _read_set_aside(settings, app)
+    for resolver, entries in moving.items():
+        data[resolver]["Certificates"] = [e for e in data[resolver]["Certificates"]
+                                          if e not in entries]
+        kept.setdefault(resolver, []).extend(entries)
+    write_private(set_aside_path(settings, app), json.dumps(kept).encode())
+    write_private(settings.acme_storage, json.dumps(data, indent=1).encode())
+    return sum(len(e) for e in moving.values())
+
+
+def _read_set_aside(settings: Settings, app: str) -> dict[str, list]:
+    try:
+        data = json.loads(set_aside_path(settings, app).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_set_aside(settings: Settings, app: str) -> dict[str, list]:
+    """The app's set-aside ACME certificates that are still valid."""
+    now = utcnow()
+    valid: dict[str, list] = {}
+    for resolver, entries in _read_set_aside(settings, app).items():
+        for entry in entries if isinstance(entries, list) else []:
+            try:
+                pem = base64.b64decode(entry["certificate"])
+                info = cert_info(x509.load_pem_x509_certificate(pem))
+            except (KeyError, TypeError, ValueError, binascii.Error):
+                continue
+            if info.not_after > now:
+                valid.setdefault(resolver, []).append(entry)
+    return valid
+
+
+def put_back_acme(settings: Settings, entries: dict[str, list]) -> int:
+    """Return set-aside certificates to acme.json (not for names it holds
+    again meanwhile); how many. Only while Traefik is stopped."""
+    data = _read_acme(settings)
+    added = 0
+    for resolver, moving in entries.items():
+        content = data.get(resolver)
+        if not isinstance(content, dict):
+            continue  # that account is gone: Traefik would not read them
+        present = [entry_names(e) for e in content.get("Certificates") or []]
+        for entry in moving:
+            if entry_names(entry) not in present:
+                content.setdefault("Certificates", []).append(entry)
+                added += 1
+    if added:
+        write_private(settings.acme_storage, json.dumps(data, indent=1).encode())
+    return added
 
 
 @dataclass

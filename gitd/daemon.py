@@ -88,6 +88,7 @@ async def serve(settings: Settings) -> int:
         # Traefik's servers follow the tasks the swarm runs (moved, replaced)
         gitd.scheduler.follow_tasks()
     children = await asyncio.to_thread(_start_children, settings)
+    gitd.traefik_child = next((c for c in children if c.name == "traefik"), None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

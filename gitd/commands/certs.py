@@ -84,13 +84,38 @@ def add(ctx, argv):
             tls.restore_custom(ctx.settings, app, saved)
             tlsconfig.sync_dynamic(ctx.settings, ctx.store)
             raise GitdError(f"{exc}\nthe certificates of {app} were left as they were") from exc
-    covered = [h for h in ctx.store.domains(app) if bundle.info.covers(h)]
-    ctx.out(f"-----> Installed a certificate for {', '.join(covered)} "
-            f"(issuer {bundle.info.issuer}, expires {bundle.info.not_after:%Y-%m-%d})")
-    if tlsconfig.wait_served(ctx.settings, covered[0], bundle.chain_pem):
-        ctx.out(f"       Traefik serves it for {covered[0]}")
-    else:
-        ctx.out(f" !     Traefik does not serve it for {covered[0]} yet; see `certs {app}`")
+        covered = [h for h in ctx.store.domains(app) if bundle.info.covers(h)]
+        ctx.out(f"-----> Installed a certificate for {', '.join(covered)} "
+                f"(issuer {bundle.info.issuer}, expires {bundle.info.not_after:%Y-%m-%d})")
+        let_custom_win(ctx, app, set(covered))
+    report_served(ctx, app, covered, bundle.chain_pem)
+
+
+def let_custom_win(ctx, app: str, hosts: set[str]) -> None:
+    """Traefik may serve its ACME certificate for these hosts instead of the
+    custom one (gitd.certs): a managed Traefik restarts without them."""
+    shadowed = tls.acme_entries_for(ctx.settings, hosts)
+    if not shadowed:
+        return
+    names = ", ".join(sorted(hosts & {n for es in shadowed.values() for e in es
+                                      for n in tls.entry_names(e)}))
+    child = ctx.gitd.traefik_child
+    if child is None:
+        ctx.out(f" !     Traefik also holds an ACME certificate for {names} and may serve it: "
+                f"stop Traefik, remove it from {ctx.settings.acme_storage}, start Traefik")
+        return
+    ctx.out(f"-----> Restarting Traefik so that it lets go of its ACME certificate for {names} "
+            "(new connections wait a moment)")
+    child.restart(lambda: tls.set_aside_acme(ctx.settings, app, hosts))
+
+
+def report_served(ctx, app: str, hosts: list[str], chain_pem: bytes) -> None:
+    """Say "serves it" only for what a client's handshake gets."""
+    for host in hosts:
+        if tlsconfig.wait_served(ctx.settings, host, chain_pem):
+            ctx.out(f"       Traefik serves it for {host}")
+        else:
+            ctx.out(f" !     Traefik does not serve it for {host} yet; see `certs {app}`")
 
 
 @command("certs:remove", "certs:remove APP", "Remove an app's custom certificate", help="""
@@ -104,11 +129,27 @@ def remove(ctx, argv):
         if saved is None:
             raise GitdError(f"{app} has no custom certificate")
         before = _custom_hosts(ctx, app)
+        set_aside = tls.read_set_aside(ctx.settings, app)
         tls.remove_custom(ctx.settings, app)
+        tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+        put_back_acme(ctx, set_aside)
         try:
             certs_changed(ctx, app, before)
         except GitdError as exc:
             tls.restore_custom(ctx.settings, app, saved)
             tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+            let_custom_win(ctx, app, before)
             raise GitdError(f"{exc}\nthe certificates of {app} were left as they were") from exc
     ctx.out(f"-----> Removed the custom certificate of {app}")
+
+
+def put_back_acme(ctx, set_aside: dict) -> None:
+    """The ACME certificates certs:add set aside serve again at once (no new
+    order to the CA); without them, or without a managed Traefik, the
+    redeploy asks the CA."""
+    child = ctx.gitd.traefik_child
+    if not set_aside or child is None:
+        return
+    ctx.out("-----> Restarting Traefik to serve its ACME certificate again "
+            "(new connections wait a moment)")
+    child.restart(lambda: tls.put_back_acme(ctx.settings, set_aside))

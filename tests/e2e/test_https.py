@@ -331,3 +331,42 @@ def test_deployers_read_certificates_but_do_not_change_them(https_gitd, app, tmp
         result = https_gitd.ssh(*args, input="")
         assert result.returncode != 0 and result.stderr.startswith(" !     "), (args, result.stderr)
         assert words in result.stderr
+
+
+def served_issuer(gitd, host: str) -> str:
+    """The issuer of the certificate a client's handshake gets for `host` (unverified)."""
+    return https_get(gitd.https_port, host, None)[3].issuer.rfc4514_string()
+
+
+def test_custom_certificate_replaces_an_acme_one(https_gitd, tmp_path):
+    """certs:add for a host that already has an ACME certificate: every
+    handshake gets the custom one, also after Traefik reloads its config;
+    certs:remove brings the ACME one back."""
+    name = unique_app("tlsc")
+    host = f"{name}.{DOMAIN}"
+    assert https_gitd.ssh("apps:create", name).returncode == 0
+    assert https_gitd.push(make_repo(tmp_path, web_app("tlsc-v1")), name).returncode == 0
+    issued = pebble_certificate(https_gitd, host)
+    assert isinstance(issued, tuple), https_gitd.ssh("certs", name).stdout
+
+    ca = MiniCA("gitd custom CA")
+    result = https_gitd.ssh("certs:add", name, input=ca.bundle([host]))
+    assert result.returncode == 0, result.stderr
+    assert f"Traefik serves it for {host}" in result.stdout
+    for round_ in range(3):
+        # each config change makes Traefik build its certificate store again
+        assert https_gitd.ssh("https:redirect", name, "on" if round_ % 2 else "off").returncode == 0
+        time.sleep(1)
+        issuers = {served_issuer(https_gitd, host) for _ in range(5)}
+        assert issuers == {"CN=gitd custom CA"}, issuers
+    assert certs_json(https_gitd, name)[host]["source"] == "custom"
+
+    result = https_gitd.ssh("certs:remove", name)
+    assert result.returncode == 0, result.stderr
+    served = pebble_certificate(https_gitd, host, timeout=30)
+    assert isinstance(served, tuple), served
+    status, body, cert = served
+    assert body.strip() == "tlsc-v1"
+    assert "Pebble" in cert.issuer.rfc4514_string()
+    assert certs_json(https_gitd, name)[host]["source"] == "acme"
+    assert cert.serial_number == issued[2].serial_number  # set aside and put back, not ordered again

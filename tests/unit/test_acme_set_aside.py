@@ -1,0 +1,141 @@
+"""A custom certificate wins only once Traefik's ACME certificates for its
+hosts leave acme.json (issue #20 item 4): they are set aside while Traefik
+is stopped and put back by certs:remove. And the managed child restarts
+with a step in between, its watcher not starting a second one."""
+
+import base64
+import datetime as dt
+import json
+import sys
+import time
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gitd import certs
+from gitd.child import ManagedChild
+from gitd.config import Settings
+
+
+def pem(names: list[str], days: float = 60) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=90)).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def entry(main: str, sans=(), days: float = 60) -> dict:
+    domain = {"main": main, **({"sans": list(sans)} if sans else {})}
+    return {"domain": domain, "certificate": base64.b64encode(pem([main, *sans], days)).decode(),
+            "key": "a2V5", "Store": "default"}
+
+
+def settings_with(tmp_path, certificates: list[dict]) -> Settings:
+    settings = Settings(data_dir=tmp_path, https_port=8443)
+    settings.tls_dir.mkdir(parents=True)
+    settings.acme_storage.write_text(json.dumps(
+        {"gitd": {"Account": {"Email": "ops@x.test"}, "Certificates": certificates}}))
+    return settings
+
+
+def held(settings) -> list[str]:
+    data = json.loads(settings.acme_storage.read_text())
+    return [e["domain"]["main"] for e in data["gitd"]["Certificates"]]
+
+
+def test_set_aside_moves_only_the_certificates_of_those_hosts(tmp_path):
+    shared = entry("both.x.test", sans=["else.y.test"])  # names a host the custom one lacks
+    settings = settings_with(tmp_path, [entry("shop.x.test"), entry("www.x.test"), shared,
+                                        entry("*.x.test"), entry("other.x.test")])
+    hosts = {"shop.x.test", "www.x.test", "both.x.test"}
+    assert certs.set_aside_acme(settings, "shop", hosts) == 2
+    assert held(settings) == ["both.x.test", "*.x.test", "other.x.test"]
+    assert settings.acme_storage.stat().st_mode & 0o777 == 0o600
+    assert json.loads(settings.acme_storage.read_text())["gitd"]["Account"] == {"Email": "ops@x.test"}
+    assert certs.set_aside_acme(settings, "shop", hosts) == 0  # nothing left to move
+    assert certs.acme_entries_for(settings, hosts) == {}
+
+    kept = certs.read_set_aside(settings, "shop")
+    assert [e["domain"]["main"] for e in kept["gitd"]] == ["shop.x.test", "www.x.test"]
+    assert certs.put_back_acme(settings, kept) == 2
+    assert held(settings) == ["both.x.test", "*.x.test", "other.x.test", "shop.x.test", "www.x.test"]
+    assert certs.put_back_acme(settings, kept) == 0  # not twice
+
+
+def test_expired_or_newer_certificates_are_not_put_back(tmp_path):
+    settings = settings_with(tmp_path, [entry("old.x.test", days=-1), entry("new.x.test")])
+    assert certs.set_aside_acme(settings, "app", {"old.x.test", "new.x.test"}) == 2
+    # meanwhile Traefik ordered a new one for new.x.test
+    data = json.loads(settings.acme_storage.read_text())
+    data["gitd"]["Certificates"].append(entry("new.x.test"))
+    settings.acme_storage.write_text(json.dumps(data))
+    kept = certs.read_set_aside(settings, "app")
+    assert [e["domain"]["main"] for e in kept["gitd"]] == ["new.x.test"]
+    assert certs.put_back_acme(settings, kept) == 0
+    assert held(settings) == ["new.x.test"]
+
+
+def test_remove_custom_forgets_what_was_set_aside(tmp_path):
+    settings = settings_with(tmp_path, [entry("a.x.test")])
+    settings.custom_certs_dir.mkdir(parents=True)
+    certs.set_aside_acme(settings, "app", {"a.x.test"})
+    assert certs.set_aside_path(settings, "app").exists()
+    certs.remove_custom(settings, "app")
+    assert not certs.set_aside_path(settings, "app").exists()
+
+
+def test_a_hostile_or_missing_acme_json_changes_nothing(tmp_path):
+    settings = Settings(data_dir=tmp_path, https_port=8443)
+    assert certs.set_aside_acme(settings, "app", {"a.x.test"}) == 0
+    settings.tls_dir.mkdir(parents=True)
+    for text in ("", "[]", "not json", '{"gitd": null}', '{"gitd": {"Certificates": "x"}}',
+                 '{"gitd": {"Certificates": [1, {"domain": 5}, {"domain": {"main": null}}]}}'):
+        settings.acme_storage.write_text(text)
+        assert certs.set_aside_acme(settings, "app", {"a.x.test"}) == 0
+        assert settings.acme_storage.read_text() == text
+    assert certs.put_back_acme(settings, {"elsewhere": [entry("a.x.test")]}) == 0
+
+
+class Sleeper(ManagedChild):
+    name = "sleeper"
+
+    def find_binary(self):
+        return sys.executable
+
+    def prepare(self):
+        return False
+
+    def argv(self, binary):
+        return [binary, "-c", "import time; time.sleep(60)", str(self.config_path)]
+
+    def ready(self, timeout):
+        return True
+
+
+def test_restart_runs_the_step_while_stopped_and_watches_the_new_child(tmp_path):
+    child = Sleeper(tmp_path / "conf", tmp_path / "log", tmp_path / "pid")
+    child.start()
+    try:
+        first = child._proc
+        seen = []
+        child.restart(lambda: seen.append(first.poll()))
+        assert seen and seen[0] is not None  # the old one had ended
+        second = child._proc
+        assert second is not first and second.poll() is None
+        time.sleep(1.5)  # the watcher saw the old one end: it starts no other
+        assert child._proc is second
+        second.kill()  # a real death is still restarted
+        deadline = time.monotonic() + 10
+        while child._proc is second and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert child._proc is not second and child._proc.poll() is None
+    finally:
+        child.stop()
+    assert child._proc.poll() is not None
