@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from gitd.config import Settings
@@ -35,6 +35,7 @@ class CertInfo:
     issuer: str
     not_before: dt.datetime
     not_after: dt.datetime
+    sha256: str = ""  # of the DER certificate: what a handshake is compared with
 
     def covers(self, host: str) -> bool:
         return any(name_covers(name, host) for name in self.names)
@@ -64,7 +65,8 @@ def cert_info(cert: x509.Certificate) -> CertInfo:
     except x509.ExtensionNotFound:
         names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     return CertInfo(names=[str(n).lower() for n in names], issuer=describe_name(cert.issuer),
-                    not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc)
+                    not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                    sha256=cert.fingerprint(hashes.SHA256()).hex())
 
 
 def describe_name(name: x509.Name) -> str:
@@ -437,6 +439,7 @@ def domain_status(settings: Settings, app: str, hosts: list[str],
                "expires": _iso(cert.not_after) if cert else None,
                "days_left": round(cert.days_left(now), 1) if cert else None,
                "expired": bool(cert and cert.not_after <= now),
+               "sha256": cert.sha256 if cert else None,
                "acme_error": error.words if error else None,
                "acme_error_at": _iso(error.time) if error and error.time else None}
         rows.append(row)

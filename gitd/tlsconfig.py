@@ -10,14 +10,13 @@ certificate while the first one is being issued.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import ssl
 import time
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes
 
 from gitd.certs import acme_certs, certified_hosts, custom_cert, read_custom, write_private
 from gitd.config import Settings
@@ -81,9 +80,9 @@ def sync_dynamic(settings: Settings, store) -> bool:
     return True
 
 
-def served_fingerprint(settings: Settings, host: str, timeout: float = 2.0) -> bytes | None:
-    """SHA-256 of the certificate Traefik's HTTPS entrypoint presents for
-    `host` (SNI), asked on this machine; None if it does not answer."""
+def served_certificate(settings: Settings, host: str, timeout: float = 2.0) -> x509.Certificate | None:
+    """The certificate Traefik's HTTPS entrypoint presents for `host`
+    (SNI), asked on this machine; None if it does not answer."""
     address = settings.http_host if settings.http_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
     context = ssl.create_default_context()
     context.check_hostname = False
@@ -92,16 +91,21 @@ def served_fingerprint(settings: Settings, host: str, timeout: float = 2.0) -> b
         with socket.create_connection((address, settings.https_port), timeout=timeout) as raw:
             with context.wrap_socket(raw, server_hostname=host) as conn:
                 der = conn.getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der) if der else None
     except (OSError, ValueError):
         return None
-    return hashlib.sha256(der).digest() if der else None
+
+
+def served_fingerprint(settings: Settings, host: str, timeout: float = 2.0) -> bytes | None:
+    """SHA-256 of the certificate served for `host`; None if no answer."""
+    cert = served_certificate(settings, host, timeout)
+    return cert.fingerprint(hashes.SHA256()) if cert else None
 
 
 def wait_served(settings: Settings, host: str, chain_pem: bytes, timeout: float = 15.0) -> bool:
     """Wait until Traefik presents this certificate (the first of the chain)
     for `host`: the file provider applies a change asynchronously."""
-    leaf = x509.load_pem_x509_certificate(chain_pem)
-    wanted = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).digest()
+    wanted = x509.load_pem_x509_certificate(chain_pem).fingerprint(hashes.SHA256())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if served_fingerprint(settings, host) == wanted:

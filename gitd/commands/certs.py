@@ -34,11 +34,13 @@ def _custom_hosts(ctx, app: str) -> frozenset[str]:
 @command("certs", "certs APP [--json]", "Show an app's certificates: source, issuer, expiry, errors",
          admin=False, help="""
 For each domain: where its certificate comes from (acme, custom, none yet),
-its issuer and expiry, and the last ACME error, if any.""")
+its issuer and expiry, whether a TLS handshake with Traefik gets it
+(`served`), and the last ACME error, if any.""")
 def show(ctx, argv):
     p = app_parser("certs", json_flag=True)
     args = parse_app(ctx, p, argv)
     rows = tls.domain_status(ctx.settings, args.app, ctx.store.domains(args.app))
+    served = handshakes(ctx, rows)
     if args.json:
         ctx.json(rows)
         return
@@ -52,10 +54,33 @@ def show(ctx, argv):
         table.append([row["domain"], row["source"], row["issuer"] or "-", expires])
     print_rows(ctx, table)
     for row in rows:
+        if row["served"] is False:
+            other = served[row["domain"]]
+            ctx.out(f" !     {row['domain']}: Traefik serves another certificate "
+                    f"(issuer {tls.describe_name(other.issuer)}, for "
+                    f"{', '.join(tls.cert_info(other).names) or 'no names'})")
         if row["acme_error"]:
             ctx.out(f" !     {row['domain']}: {row['acme_error']}")
+    with_cert = [row for row in rows if row["sha256"]]
+    if with_cert and all(row["served"] is None for row in with_cert):
+        ctx.out(f" !     Traefik's HTTPS port ({ctx.settings.https_port}) did not answer")
     if not ctx.settings.acme:
         ctx.out("(no ACME account: set acme_email for automatic certificates)")
+
+
+def handshakes(ctx, rows: list[dict]) -> dict:
+    """row["served"]: whether a handshake with Traefik (SNI: the domain) gets
+    the certificate the row names; None when Traefik does not answer (then
+    the other domains are not asked). {domain: the certificate served}."""
+    served, answering = {}, ctx.settings.https
+    for row in rows:
+        cert = tlsconfig.served_certificate(ctx.settings, row["domain"]) \
+            if answering and row["sha256"] else None
+        answering = answering and (cert is not None or not row["sha256"])
+        if cert is not None:
+            served[row["domain"]] = cert
+        row["served"] = (tls.cert_info(cert).sha256 == row["sha256"]) if cert else None
+    return served
 
 
 @command("certs:add", "certs:add APP < bundle.pem", "Install a custom certificate for an app",
@@ -105,7 +130,7 @@ def let_custom_win(ctx, app: str, hosts: set[str]) -> None:
                 f"stop Traefik, remove it from {ctx.settings.acme_storage}, start Traefik")
         return
     ctx.out(f"-----> Restarting Traefik so that it lets go of its ACME certificate for {names} "
-            "(new connections wait a moment)")
+            "(new connections are refused for a moment)")
     child.restart(lambda: tls.set_aside_acme(ctx.settings, app, hosts))
 
 
@@ -151,5 +176,5 @@ def put_back_acme(ctx, set_aside: dict) -> None:
     if not set_aside or child is None:
         return
     ctx.out("-----> Restarting Traefik to serve its ACME certificate again "
-            "(new connections wait a moment)")
+            "(new connections are refused for a moment)")
     child.restart(lambda: tls.put_back_acme(ctx.settings, set_aside))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -333,6 +335,34 @@ def test_deployers_read_certificates_but_do_not_change_them(https_gitd, app, tmp
         assert words in result.stderr
 
 
+class RefusalWindow:
+    """The longest stretch a port refused TCP connections while in the block."""
+
+    def __init__(self, port: int):
+        self.port, self.longest = port, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, daemon=True)
+
+    def _probe(self):
+        refused_since = None
+        while not self._stop.is_set():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                refused_since = None
+            except OSError:
+                refused_since = refused_since or time.monotonic()
+                self.longest = max(self.longest, time.monotonic() - refused_since)
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
 def served_issuer(gitd, host: str) -> str:
     """The issuer of the certificate a client's handshake gets for `host` (unverified)."""
     return https_get(gitd.https_port, host, None)[3].issuer.rfc4514_string()
@@ -350,16 +380,21 @@ def test_custom_certificate_replaces_an_acme_one(https_gitd, tmp_path):
     assert isinstance(issued, tuple), https_gitd.ssh("certs", name).stdout
 
     ca = MiniCA("gitd custom CA")
-    result = https_gitd.ssh("certs:add", name, input=ca.bundle([host]))
+    with RefusalWindow(https_gitd.https_port) as window:
+        result = https_gitd.ssh("certs:add", name, input=ca.bundle([host]))
     assert result.returncode == 0, result.stderr
+    assert f"Restarting Traefik so that it lets go of its ACME certificate for {host}" in result.stdout
     assert f"Traefik serves it for {host}" in result.stdout
+    print(f"HTTPS port refused connections for {window.longest:.2f}s at most during certs:add")
+    assert window.longest < 10
     for round_ in range(3):
         # each config change makes Traefik build its certificate store again
         assert https_gitd.ssh("https:redirect", name, "on" if round_ % 2 else "off").returncode == 0
         time.sleep(1)
         issuers = {served_issuer(https_gitd, host) for _ in range(5)}
         assert issuers == {"CN=gitd custom CA"}, issuers
-    assert certs_json(https_gitd, name)[host]["source"] == "custom"
+    row = certs_json(https_gitd, name)[host]
+    assert (row["source"], row["served"]) == ("custom", True)
 
     result = https_gitd.ssh("certs:remove", name)
     assert result.returncode == 0, result.stderr
@@ -368,5 +403,6 @@ def test_custom_certificate_replaces_an_acme_one(https_gitd, tmp_path):
     status, body, cert = served
     assert body.strip() == "tlsc-v1"
     assert "Pebble" in cert.issuer.rfc4514_string()
-    assert certs_json(https_gitd, name)[host]["source"] == "acme"
+    row = certs_json(https_gitd, name)[host]
+    assert (row["source"], row["served"]) == ("acme", True)
     assert cert.serial_number == issued[2].serial_number  # set aside and put back, not ordered again

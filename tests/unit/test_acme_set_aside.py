@@ -6,7 +6,10 @@ with a step in between, its watcher not starting a second one."""
 import base64
 import datetime as dt
 import json
+import socket
+import ssl
 import sys
+import threading
 import time
 
 from cryptography import x509
@@ -17,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from gitd import certs
 from gitd.child import ManagedChild
 from gitd.config import Settings
+from tests.unit.test_commands import FakeGitd, call, store  # noqa: F401 - a fixture
 
 
 def pem(names: list[str], days: float = 60) -> bytes:
@@ -139,3 +143,80 @@ def test_restart_runs_the_step_while_stopped_and_watches_the_new_child(tmp_path)
     finally:
         child.stop()
     assert child._proc.poll() is not None
+
+
+# `certs` says whether a handshake gets the certificate it names
+
+class TLSServer:
+    """Serves one certificate on 127.0.0.1 to every handshake."""
+
+    def __init__(self, tmp_path, cert_pem: bytes, key_pem: bytes):
+        (tmp_path / "s.crt").write_bytes(cert_pem)
+        (tmp_path / "s.key").write_bytes(key_pem)
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def stop(self):
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        self.sock.close()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                with self.context.wrap_socket(conn, server_side=True):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass
+
+
+def leaf(names):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def certs_rows(store, settings) -> dict:
+    _, out, _ = call(FakeGitd(store, settings), "certs", "hello", "--json")
+    return {row["domain"]: row for row in json.loads(out)}
+
+
+def test_certs_says_whether_traefik_serves_the_certificate(store, tmp_path):
+    custom, custom_key = leaf(["hello.example.com"])
+    other, other_key = leaf(["hello.example.com"])
+    (tmp_path / "a").mkdir()
+    wrong = TLSServer(tmp_path / "a", other, other_key)
+    settings = Settings(data_dir=tmp_path, https_port=wrong.port, http_host="127.0.0.1")
+    store.add_domains("hello", ["new.example.com"])  # no certificate: nothing to compare
+    certs.install_custom(settings, "hello", certs.Bundle(custom, custom_key, certs.cert_info(
+        x509.load_pem_x509_certificate(custom))))
+
+    rows = certs_rows(store, settings)
+    assert (rows["hello.example.com"]["source"], rows["hello.example.com"]["served"]) == ("custom", False)
+    assert rows["new.example.com"]["served"] is None
+    _, out, _ = call(FakeGitd(store, settings), "certs", "hello")
+    assert "hello.example.com: Traefik serves another certificate (issuer hello.example.com" in out
+
+    (tmp_path / "b").mkdir()
+    right = TLSServer(tmp_path / "b", custom, custom_key)
+    settings = Settings(data_dir=tmp_path, https_port=right.port, http_host="127.0.0.1")
+    assert certs_rows(store, settings)["hello.example.com"]["served"] is True
+
+    right.stop()
+    assert certs_rows(store, settings)["hello.example.com"]["served"] is None
+    _, out, _ = call(FakeGitd(store, settings), "certs", "hello")
+    assert f"Traefik's HTTPS port ({right.port}) did not answer" in out
