@@ -220,3 +220,48 @@ def test_certs_says_whether_traefik_serves_the_certificate(store, tmp_path):
     assert certs_rows(store, settings)["hello.example.com"]["served"] is None
     _, out, _ = call(FakeGitd(store, settings), "certs", "hello")
     assert f"Traefik's HTTPS port ({right.port}) did not answer" in out
+
+
+class RecordingChild:
+    """A managed Traefik that only records its restarts."""
+
+    def __init__(self, settings):
+        self.settings, self.restarts = settings, []
+
+    def restart(self, while_stopped):
+        while_stopped()
+        self.restarts.append(held(self.settings))
+
+
+def test_certs_add_and_remove_set_aside_and_put_back_through_a_restart(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("gitd.tlsconfig.wait_served", lambda settings, host, chain: True)
+    store.add_domains("hello", ["www.example.com"])
+    settings = settings_with(tmp_path, [entry("hello.example.com"), entry("www.example.com")])
+    gitd = FakeGitd(store, settings)
+    gitd.traefik_child = RecordingChild(settings)
+    custom, key = leaf(["hello.example.com"])
+    _, out, _ = call(gitd, "certs:add", "hello", stdin=custom + key)
+    assert "lets go of its ACME certificate for hello.example.com" in out
+    assert "Traefik serves it for hello.example.com" in out
+    assert gitd.traefik_child.restarts == [["www.example.com"]]  # the other host keeps its own
+
+    custom2, key2 = leaf(["hello.example.com"])  # a renewal: nothing left to set aside
+    call(gitd, "certs:add", "hello", stdin=custom2 + key2)
+    assert len(gitd.traefik_child.restarts) == 1
+
+    _, out, _ = call(gitd, "certs:remove", "hello")
+    assert "serve its ACME certificate again" in out
+    assert gitd.traefik_child.restarts[-1] == ["www.example.com", "hello.example.com"]
+    assert not certs.set_aside_path(settings, "hello").exists()
+
+
+def test_with_an_external_traefik_certs_add_says_what_to_do(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("gitd.tlsconfig.wait_served", lambda settings, host, chain: True)
+    settings = settings_with(tmp_path, [entry("hello.example.com")])
+    before = settings.acme_storage.read_text()
+    gitd = FakeGitd(store, settings)
+    gitd.traefik_child = None
+    custom, key = leaf(["hello.example.com"])
+    _, out, _ = call(gitd, "certs:add", "hello", stdin=custom + key)
+    assert "Traefik also holds an ACME certificate for hello.example.com and may serve it" in out
+    assert settings.acme_storage.read_text() == before
