@@ -303,9 +303,27 @@ def _read_set_aside(settings: Settings, app: str) -> dict[str, list]:
 
 def read_set_aside(settings: Settings, app: str) -> dict[str, list]:
     """The app's set-aside ACME certificates that are still valid."""
+    return _valid(_read_set_aside(settings, app))
+
+
+def release_set_aside(settings: Settings, app: str, hosts: set[str]) -> dict[str, list]:
+    """Take the set-aside certificates for names outside `hosts` (a new
+    custom certificate covers fewer) out of the app's file: the valid ones,
+    for put_back_acme."""
+    kept, released = {}, {}
+    for resolver, entries in _read_set_aside(settings, app).items():
+        for entry in entries if isinstance(entries, list) else []:
+            side = kept if entry_names(entry) <= hosts else released
+            side.setdefault(resolver, []).append(entry)
+    if released:
+        write_private(set_aside_path(settings, app), json.dumps(kept).encode())
+    return _valid(released)
+
+
+def _valid(set_aside: dict) -> dict[str, list]:
     now = utcnow()
     valid: dict[str, list] = {}
-    for resolver, entries in _read_set_aside(settings, app).items():
+    for resolver, entries in set_aside.items():
         for entry in entries if isinstance(entries, list) else []:
             try:
                 pem = base64.b64decode(entry["certificate"])

@@ -118,20 +118,32 @@ def add(ctx, argv):
 
 def let_custom_win(ctx, app: str, hosts: set[str]) -> None:
     """Traefik may serve its ACME certificate for these hosts instead of the
-    custom one (gitd.certs): a managed Traefik restarts without them."""
+    custom one (gitd.certs): a managed Traefik restarts without them, and
+    with those set aside for hosts the custom one no longer covers."""
     shadowed = tls.acme_entries_for(ctx.settings, hosts)
-    if not shadowed:
-        return
     names = ", ".join(sorted(hosts & {n for es in shadowed.values() for e in es
                                       for n in tls.entry_names(e)}))
     child = ctx.gitd.traefik_child
     if child is None:
-        ctx.out(f" !     Traefik also holds an ACME certificate for {names} and may serve it: "
-                f"stop Traefik, remove it from {ctx.settings.acme_storage}, start Traefik")
+        if shadowed:
+            ctx.out(f" !     Traefik also holds an ACME certificate for {names} and may serve "
+                    f"it: stop Traefik, remove it from {ctx.settings.acme_storage}, start Traefik")
         return
-    ctx.out(f"-----> Restarting Traefik so that it lets go of its ACME certificate for {names} "
-            "(new connections are refused for a moment)")
-    child.restart(lambda: tls.set_aside_acme(ctx.settings, app, hosts))
+    returning = tls.release_set_aside(ctx.settings, app, hosts)
+    if not shadowed and not returning:
+        return
+    if shadowed:
+        ctx.out(f"-----> Restarting Traefik so that it lets go of its ACME certificate for "
+                f"{names} (new connections are refused for a moment)")
+    else:
+        ctx.out("-----> Restarting Traefik to serve its ACME certificates for the hosts the "
+                "custom one no longer covers (new connections are refused for a moment)")
+
+    def while_stopped():
+        tls.put_back_acme(ctx.settings, returning)
+        tls.set_aside_acme(ctx.settings, app, hosts)
+
+    child.restart(while_stopped)
 
 
 def report_served(ctx, app: str, hosts: list[str], chain_pem: bytes) -> None:

@@ -265,3 +265,20 @@ def test_with_an_external_traefik_certs_add_says_what_to_do(store, tmp_path, mon
     _, out, _ = call(gitd, "certs:add", "hello", stdin=custom + key)
     assert "Traefik also holds an ACME certificate for hello.example.com and may serve it" in out
     assert settings.acme_storage.read_text() == before
+
+
+def test_a_custom_certificate_covering_fewer_hosts_gives_their_acme_ones_back(store, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setattr("gitd.tlsconfig.wait_served", lambda settings, host, chain: True)
+    store.add_domains("hello", ["www.example.com"])
+    settings = settings_with(tmp_path, [entry("hello.example.com"), entry("www.example.com")])
+    gitd = FakeGitd(store, settings)
+    gitd.traefik_child = RecordingChild(settings)
+    both, key = leaf(["hello.example.com", "www.example.com"])
+    call(gitd, "certs:add", "hello", stdin=both + key)
+    assert gitd.traefik_child.restarts == [[]]
+    one, key = leaf(["www.example.com"])
+    _, out, _ = call(gitd, "certs:add", "hello", stdin=one + key)
+    assert gitd.traefik_child.restarts[-1] == ["hello.example.com"]
+    assert [e["domain"]["main"] for e in certs.read_set_aside(settings, "hello")["gitd"]] == \
+        ["www.example.com"]
