@@ -137,11 +137,14 @@ class ManagedChild:
         raise GitdError(f"{self.name} did not answer on {self.ready_url} within {timeout:.0f}s; "
                         f"see {self.log_path}")
 
-    def restart(self, while_stopped=None, ready_timeout: float = 20.0) -> None:
+    def restart(self, while_stopped=None, ready_timeout: float = 20.0,
+                stop_timeout: float = 2.0) -> None:
         """Stop the child, call `while_stopped()` (to change what it reads
-        only at start), and start it again; returns once it is ready."""
+        only at start), and start it again; returns once it is ready. A
+        child that drains its connections on SIGTERM has its ports closed
+        meanwhile, so the drain is cut short after `stop_timeout`."""
         with self._restart_lock:
-            self._end(self._proc)
+            self._end(self._proc, stop_timeout)
             try:
                 if while_stopped:
                     while_stopped()

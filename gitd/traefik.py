@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
@@ -123,6 +125,26 @@ class ManagedTraefik(ManagedChild):
 
     def ready(self, timeout: float) -> bool:
         return ping(self.settings.api_url, timeout=timeout)
+
+    def restart(self, while_stopped=None, ready_timeout: float = 20.0,
+                stop_timeout: float = 2.0, routes_timeout: float = 10.0) -> None:
+        """Returns once the new Traefik routes what the old one did (its
+        providers load after it answers /ping), or after `routes_timeout`."""
+        before = router_names(self.settings.api_url)
+        super().restart(while_stopped, ready_timeout, stop_timeout)
+        deadline = time.monotonic() + routes_timeout
+        while time.monotonic() < deadline and not before <= router_names(self.settings.api_url):
+            time.sleep(0.1)
+
+
+def router_names(api_url: str) -> set[str]:
+    """The HTTP routers Traefik runs (empty if it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/api/http/routers?per_page=100000",
+                                    timeout=2) as resp:
+            return {r.get("name") for r in json.loads(resp.read()) if isinstance(r, dict)}
+    except (OSError, ValueError, TypeError):
+        return set()
 
 
 def static_config_path(settings: Settings) -> Path:
