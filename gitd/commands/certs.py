@@ -88,7 +88,10 @@ def handshakes(ctx, rows: list[dict]) -> dict:
 The bundle is one PEM: the certificate chain (leaf first) and its private
 key. It is refused unless the key matches, the chain parses, the certificate
 is valid now and it covers at least one of the app's domains. It replaces
-the app's previous custom certificate; its domains stop using ACME.""")
+the app's previous custom certificate; its domains stop using ACME.
+Traefik would go on serving ACME certificates it holds for those domains:
+they are set aside (certs:remove puts them back) and a managed Traefik is
+restarted, so every app goes unanswered for a moment.""")
 def add(ctx, argv):
     p = app_parser("certs:add")
     args = parse_app(ctx, p, argv)
@@ -156,7 +159,9 @@ def report_served(ctx, app: str, hosts: list[str], chain_pem: bytes) -> None:
 
 
 @command("certs:remove", "certs:remove APP", "Remove an app's custom certificate", help="""
-Its domains go back to ACME (when an ACME account is set).""")
+Its domains go back to ACME (when an ACME account is set): the ACME
+certificates certs:add set aside serve again at once (a managed Traefik is
+restarted), others are ordered.""")
 def remove(ctx, argv):
     p = app_parser("certs:remove")
     args = parse_app(ctx, p, argv)
