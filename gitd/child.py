@@ -51,6 +51,9 @@ class ManagedChild:
     def ready(self, timeout: float) -> bool:
         raise NotImplementedError
 
+    def before_spawn(self) -> None:
+        """Called before each start of a new child (not one adopted)."""
+
     ready_url = ""  # for the error when it never gets ready
 
     # running it
@@ -63,6 +66,7 @@ class ManagedChild:
             self._proc = adopted
         else:
             self._stop_orphan()
+            self.before_spawn()
             self._spawn(binary)
         try:
             self._wait_ready(ready_timeout)
@@ -177,6 +181,7 @@ class ManagedChild:
             backoff = min(backoff * 2, 10.0)
             with self._restart_lock:
                 if self._proc is proc:  # not restarted meanwhile
+                    self.before_spawn()
                     self._spawn(binary)
 
     @property

@@ -35,6 +35,18 @@ def tls_plan(settings: Settings, app: str, hosts: list[str]) -> router.TLSPlan |
                           wildcard_domain=wildcard)
 
 
+def custom_hosts_by_app(settings: Settings, store) -> dict[str, frozenset[str]]:
+    """{app: the hosts its custom certificate covers}, for apps that have one."""
+    if not settings.https:
+        return {}
+    found = {}
+    for app in store.list_apps():
+        plan = tls_plan(settings, app.name, store.domains(app.name))
+        if plan.custom_hosts:
+            found[app.name] = plan.custom_hosts
+    return found
+
+
 def redirect_enabled(app_settings: dict) -> bool:
     return app_settings.get("https_redirect", "on") != "off"
 

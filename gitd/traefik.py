@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 
+from gitd.certs import set_aside_acme
 from gitd.child import ManagedChild
 from gitd.config import Settings
 from gitd.errors import GitdError
@@ -95,12 +96,27 @@ class ManagedTraefik(ManagedChild):
 
     name = "traefik"
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, custom_hosts=None):
         super().__init__(config_path=settings.traefik_dir / "traefik.yml",
                          log_path=settings.traefik_log,
                          pid_path=settings.traefik_dir / "traefik.pid")
         self.settings = settings
         self.ready_url = f"{settings.api_url}/ping"
+        # () -> {app: hosts its custom certificate covers}
+        self.custom_hosts = custom_hosts or dict
+
+    def before_spawn(self) -> None:
+        """ACME certificates for hosts that have a custom one leave acme.json
+        before Traefik reads it (gitd.certs: else it serves either), also
+        those a certs:add made while Traefik was not gitd's to restart."""
+        for app, hosts in self.custom_hosts().items():
+            try:
+                moved = set_aside_acme(self.settings, app, set(hosts))
+            except OSError as exc:  # Traefik starts all the same
+                self.log.warning("could not set ACME certificates aside", app=app, error=str(exc))
+                continue
+            if moved:
+                self.log.info("ACME certificates set aside for a custom one", app=app, count=moved)
 
     def find_binary(self) -> str:
         binary = find_binary(self.settings)

@@ -282,3 +282,36 @@ def test_a_custom_certificate_covering_fewer_hosts_gives_their_acme_ones_back(st
     assert gitd.traefik_child.restarts[-1] == ["hello.example.com"]
     assert [e["domain"]["main"] for e in certs.read_set_aside(settings, "hello")["gitd"]] == \
         ["www.example.com"]
+
+
+def test_a_new_managed_traefik_starts_without_acme_certificates_custom_ones_replace(tmp_path):
+    """Also those certs:add left with an external Traefik, or made before this fix."""
+    from gitd.traefik import ManagedTraefik
+
+    settings = settings_with(tmp_path, [entry("a.x.test"), entry("b.x.test")])
+    traefik = ManagedTraefik(settings, lambda: {"app": frozenset({"a.x.test"})})
+    traefik.before_spawn()
+    assert held(settings) == ["b.x.test"]
+    assert [e["domain"]["main"] for e in certs.read_set_aside(settings, "app")["gitd"]] == ["a.x.test"]
+    ManagedTraefik(settings).before_spawn()  # nothing to ask: nothing changes
+    assert held(settings) == ["b.x.test"]
+
+
+def test_before_spawn_runs_for_a_new_child_not_for_an_adopted_one(tmp_path):
+    class Counting(Sleeper):
+        spawned_after = []
+
+        def before_spawn(self):
+            self.spawned_after.append(self._proc)
+
+    child = Counting(tmp_path / "conf", tmp_path / "log", tmp_path / "pid")
+    child.start()
+    try:
+        assert child.spawned_after == [None]
+        adopting = Counting(tmp_path / "conf", tmp_path / "log", tmp_path / "pid")
+        adopting.prepare = lambda: True  # same config: the running one is kept
+        adopting.start()
+        assert child.spawned_after == [None] and adopting._proc.pid == child._proc.pid
+        adopting._stopping.set()  # leave the child to its owner
+    finally:
+        child.stop()
