@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from gitd.config import Settings
@@ -35,6 +35,7 @@ class CertInfo:
     issuer: str
     not_before: dt.datetime
     not_after: dt.datetime
+    sha256: str = ""  # of the DER certificate: what a handshake is compared with
 
     def covers(self, host: str) -> bool:
         return any(name_covers(name, host) for name in self.names)
@@ -64,7 +65,8 @@ def cert_info(cert: x509.Certificate) -> CertInfo:
     except x509.ExtensionNotFound:
         names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     return CertInfo(names=[str(n).lower() for n in names], issuer=describe_name(cert.issuer),
-                    not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc)
+                    not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                    sha256=cert.fingerprint(hashes.SHA256()).hex())
 
 
 def describe_name(name: x509.Name) -> str:
@@ -160,6 +162,11 @@ def custom_paths(settings: Settings, app: str) -> tuple[Path, Path]:
     return base / f"{app}.crt", base / f"{app}.key"
 
 
+def set_aside_path(settings: Settings, app: str) -> Path:
+    """The ACME certificates the app's custom one replaced, kept for certs:remove."""
+    return settings.custom_certs_dir / f"{app}.acme.json"
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Atomically, mode 0600 from the start."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +205,8 @@ def restore_custom(settings: Settings, app: str, saved: tuple[bytes, bytes] | No
 
 
 def remove_custom(settings: Settings, app: str) -> bool:
+    """The custom certificate (and the ACME ones it replaced). True if it had one."""
+    set_aside_path(settings, app).unlink(missing_ok=True)
     removed = False
     for path in custom_paths(settings, app):
         if path.exists():
@@ -231,6 +240,118 @@ def acme_certs(settings: Settings) -> list[CertInfo]:
             except (KeyError, TypeError, ValueError, binascii.Error):
                 continue
     return found
+
+
+# Traefik serves every certificate acme.json holds, whether a router asks for
+# it or not, and when an ACME and a custom certificate name the same host it
+# picks one at random at each configuration change. So a custom certificate
+# wins only once the ACME ones for its hosts leave acme.json, which Traefik
+# reads at start only: these run while Traefik is stopped.
+
+def _read_acme(settings: Settings) -> dict:
+    try:
+        data = json.loads(settings.acme_storage.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def entry_names(entry) -> set[str]:
+    domain = entry.get("domain") if isinstance(entry, dict) else None
+    if not isinstance(domain, dict):
+        return set()
+    names = [domain.get("main"), *(domain.get("sans") or [])]
+    return {str(n).lower().rstrip(".") for n in names if n}
+
+
+def acme_entries_for(settings: Settings, hosts: set[str]) -> dict[str, list]:
+    """{resolver: entries} of acme.json whose names all are among `hosts`."""
+    found: dict[str, list] = {}
+    for resolver, content in _read_acme(settings).items():
+        entries = content.get("Certificates") if isinstance(content, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            names = entry_names(entry)
+            if names and names <= hosts:
+                found.setdefault(resolver, []).append(entry)
+    return found
+
+
+def set_aside_acme(settings: Settings, app: str, hosts: set[str]) -> int:
+    """Move the ACME certificates for `hosts` out of acme.json into the
+    app's set-aside file; how many moved. Only while Traefik is stopped."""
+    data = _read_acme(settings)
+    moving = acme_entries_for(settings, hosts)
+    if not moving:
+        return 0
+    kept = _read_set_aside(settings, app)
+    for resolver, entries in moving.items():
+        data[resolver]["Certificates"] = [e for e in data[resolver]["Certificates"]
+                                          if e not in entries]
+        kept.setdefault(resolver, []).extend(entries)
+    write_private(set_aside_path(settings, app), json.dumps(kept).encode())
+    write_private(settings.acme_storage, json.dumps(data, indent=1).encode())
+    return sum(len(e) for e in moving.values())
+
+
+def _read_set_aside(settings: Settings, app: str) -> dict[str, list]:
+    try:
+        data = json.loads(set_aside_path(settings, app).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_set_aside(settings: Settings, app: str) -> dict[str, list]:
+    """The app's set-aside ACME certificates that are still valid."""
+    return _valid(_read_set_aside(settings, app))
+
+
+def release_set_aside(settings: Settings, app: str, hosts: set[str]) -> dict[str, list]:
+    """Take the set-aside certificates for names outside `hosts` (a new
+    custom certificate covers fewer) out of the app's file: the valid ones,
+    for put_back_acme."""
+    kept, released = {}, {}
+    for resolver, entries in _read_set_aside(settings, app).items():
+        for entry in entries if isinstance(entries, list) else []:
+            side = kept if entry_names(entry) <= hosts else released
+            side.setdefault(resolver, []).append(entry)
+    if released:
+        write_private(set_aside_path(settings, app), json.dumps(kept).encode())
+    return _valid(released)
+
+
+def _valid(set_aside: dict) -> dict[str, list]:
+    now = utcnow()
+    valid: dict[str, list] = {}
+    for resolver, entries in set_aside.items():
+        for entry in entries if isinstance(entries, list) else []:
+            try:
+                pem = base64.b64decode(entry["certificate"])
+                info = cert_info(x509.load_pem_x509_certificate(pem))
+            except (KeyError, TypeError, ValueError, binascii.Error):
+                continue
+            if info.not_after > now:
+                valid.setdefault(resolver, []).append(entry)
+    return valid
+
+
+def put_back_acme(settings: Settings, entries: dict[str, list]) -> int:
+    """Return set-aside certificates to acme.json (not for names it holds
+    again meanwhile); how many. Only while Traefik is stopped."""
+    data = _read_acme(settings)
+    added = 0
+    for resolver, moving in entries.items():
+        content = data.get(resolver)
+        if not isinstance(content, dict):
+            continue  # that account is gone: Traefik would not read them
+        present = [entry_names(e) for e in content.get("Certificates") or []]
+        for entry in moving:
+            if entry_names(entry) not in present:
+                content.setdefault("Certificates", []).append(entry)
+                added += 1
+    if added:
+        write_private(settings.acme_storage, json.dumps(data, indent=1).encode())
+    return added
 
 
 @dataclass
@@ -336,6 +457,7 @@ def domain_status(settings: Settings, app: str, hosts: list[str],
                "expires": _iso(cert.not_after) if cert else None,
                "days_left": round(cert.days_left(now), 1) if cert else None,
                "expired": bool(cert and cert.not_after <= now),
+               "sha256": cert.sha256 if cert else None,
                "acme_error": error.words if error else None,
                "acme_error_at": _iso(error.time) if error and error.time else None}
         rows.append(row)

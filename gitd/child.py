@@ -56,6 +56,7 @@ class ManagedChild:
         self.pid_path = pid_path
         self._proc: subprocess.Popen | _Adopted | None = None
         self._stopping = threading.Event()
+        self._restart_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self.log = structlog.get_logger(f"gitd.{self.name}")
 
@@ -79,6 +80,9 @@ class ManagedChild:
     def ready(self, timeout: float) -> bool:
         raise NotImplementedError
 
+    def before_spawn(self) -> None:
+        """Called before each start of a new child (not one adopted)."""
+
     ready_url = ""  # for the error when it never gets ready
 
     # running it
@@ -91,6 +95,7 @@ class ManagedChild:
             self._proc = adopted
         else:
             self._stop_orphan()
+            self.before_spawn()
             self._spawn(binary)
         try:
             self._wait_ready(ready_timeout)
@@ -165,17 +170,48 @@ class ManagedChild:
         raise GitdError(f"{self.name} did not answer on {self.ready_url} within {timeout:.0f}s; "
                         f"see {self.log_path}")
 
+    def restart(self, while_stopped=None, ready_timeout: float = 20.0,
+                stop_timeout: float = 2.0) -> None:
+        """Stop the child, call `while_stopped()` (to change what it reads
+        only at start), and start it again; returns once it is ready. A
+        child that drains its connections on SIGTERM has its ports closed
+        meanwhile, so the drain is cut short after `stop_timeout`."""
+        with self._restart_lock:
+            self._end(self._proc, stop_timeout)
+            try:
+                if while_stopped:
+                    while_stopped()
+            finally:
+                self._spawn(self.find_binary())
+            self._wait_ready(ready_timeout)
+
+    def _end(self, proc, timeout: float = 10.0) -> None:
+        if proc and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
     def _watch(self, binary: str) -> None:
         backoff = 0.5
         while not self._stopping.is_set():
-            status = self._proc.wait()
+            proc = self._proc
+            status = proc.wait()
             if self._stopping.is_set():
                 return
+            with self._restart_lock:  # a restart ended it on purpose: watch the new one
+                if self._proc is not proc:
+                    continue
             self.log.warning(f"{self.name} died; restarting", status=status, backoff=backoff)
             if self._stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, 10.0)
-            self._spawn(binary)
+            with self._restart_lock:
+                if self._proc is proc:  # not restarted meanwhile
+                    self.before_spawn()
+                    self._spawn(binary)
 
     @property
     def pid(self) -> int | None:
@@ -183,13 +219,7 @@ class ManagedChild:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        self._end(self._proc, timeout)
         self.pid_path.unlink(missing_ok=True)
         self.log.info(f"{self.name} stopped")
 

@@ -43,14 +43,16 @@ async def _sync_certs(gitd: Gitd) -> None:
         await asyncio.sleep(CERT_SYNC_INTERVAL)
 
 
-def _start_children(settings: Settings) -> list:
+def _start_children(settings: Settings, store=None) -> list:
     """The programs gitd runs beside itself: Traefik (managed mode) and,
     on the swarm scheduler without a registry of the user's, the registry."""
     children = []
     if settings.traefik == "managed":
+        from gitd.tlsconfig import custom_hosts_by_app
         from gitd.traefik import ManagedTraefik
 
-        children.append(ManagedTraefik(settings))
+        children.append(ManagedTraefik(
+            settings, lambda: custom_hosts_by_app(settings, store) if store else {}))
     if settings.scheduler == "swarm" and not settings.registry:
         from gitd.registry import ManagedRegistry
 
@@ -100,7 +102,8 @@ async def serve(settings: Settings) -> int:
     if settings.scheduler == "swarm":
         # Traefik's servers follow the tasks the swarm runs (moved, replaced)
         gitd.scheduler.follow_tasks()
-    children = await asyncio.to_thread(_start_children, settings)
+    children = await asyncio.to_thread(_start_children, settings, gitd.store)
+    gitd.traefik_child = next((c for c in children if c.name == "traefik"), None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -350,6 +350,10 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         if _ref_value(self.repo, ref_name) != old_sha:
             return b"the branch moved while this push arrived (fetch first)"
         if ref_name not in DEPLOY_BRANCHES:
+            if ref_name.startswith(b"refs/heads/") and new_sha != ZERO_SHA:
+                branch = ref_name[len(b"refs/heads/"):].decode("utf-8", "replace")
+                self._progress(f"-----> branch {branch} stored, not deployed "
+                               "(pushes of main or master deploy)")
             return None
         if new_sha == ZERO_SHA:
             return b"deleting the deploy branch is not allowed (use apps:destroy)"

@@ -47,6 +47,7 @@ class Gitd:
         self._repo_guard = threading.Condition()  # git sessions vs repository gc
         self._repo_users: collections.Counter = collections.Counter()
         self._collecting: set[str] = set()
+        self.traefik_child = None  # the managed Traefik (gitd.traefik), set by the daemon
 
     @property
     def engine(self) -> engine_mod.Engine:

@@ -10,14 +10,13 @@ certificate while the first one is being issued.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import ssl
 import time
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes
 
 from gitd.certs import acme_certs, certified_hosts, custom_cert, read_custom, write_private
 from gitd.config import Settings
@@ -34,6 +33,18 @@ def tls_plan(settings: Settings, app: str, hosts: list[str]) -> router.TLSPlan |
     wildcard = settings.domain if settings.acme and settings.acme_challenge == "dns" else ""
     return router.TLSPlan(resolver=router.RESOLVER if settings.acme else "", custom_hosts=covered,
                           wildcard_domain=wildcard)
+
+
+def custom_hosts_by_app(settings: Settings, store) -> dict[str, frozenset[str]]:
+    """{app: the hosts its custom certificate covers}, for apps that have one."""
+    if not settings.https:
+        return {}
+    found = {}
+    for app in store.list_apps():
+        plan = tls_plan(settings, app.name, store.domains(app.name))
+        if plan.custom_hosts:
+            found[app.name] = plan.custom_hosts
+    return found
 
 
 def redirect_enabled(app_settings: dict) -> bool:
@@ -81,9 +92,9 @@ def sync_dynamic(settings: Settings, store) -> bool:
     return True
 
 
-def served_fingerprint(settings: Settings, host: str, timeout: float = 2.0) -> bytes | None:
-    """SHA-256 of the certificate Traefik's HTTPS entrypoint presents for
-    `host` (SNI), asked on this machine; None if it does not answer."""
+def served_certificate(settings: Settings, host: str, timeout: float = 2.0) -> x509.Certificate | None:
+    """The certificate Traefik's HTTPS entrypoint presents for `host`
+    (SNI), asked on this machine; None if it does not answer."""
     address = settings.http_host if settings.http_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
     context = ssl.create_default_context()
     context.check_hostname = False
@@ -92,16 +103,21 @@ def served_fingerprint(settings: Settings, host: str, timeout: float = 2.0) -> b
         with socket.create_connection((address, settings.https_port), timeout=timeout) as raw:
             with context.wrap_socket(raw, server_hostname=host) as conn:
                 der = conn.getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der) if der else None
     except (OSError, ValueError):
         return None
-    return hashlib.sha256(der).digest() if der else None
+
+
+def served_fingerprint(settings: Settings, host: str, timeout: float = 2.0) -> bytes | None:
+    """SHA-256 of the certificate served for `host`; None if no answer."""
+    cert = served_certificate(settings, host, timeout)
+    return cert.fingerprint(hashes.SHA256()) if cert else None
 
 
 def wait_served(settings: Settings, host: str, chain_pem: bytes, timeout: float = 15.0) -> bool:
     """Wait until Traefik presents this certificate (the first of the chain)
     for `host`: the file provider applies a change asynchronously."""
-    leaf = x509.load_pem_x509_certificate(chain_pem)
-    wanted = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).digest()
+    wanted = x509.load_pem_x509_certificate(chain_pem).fingerprint(hashes.SHA256())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if served_fingerprint(settings, host) == wanted:

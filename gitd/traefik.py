@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import urllib.request
 from pathlib import Path
 
 import jinja2
 
+from gitd.certs import set_aside_acme
 from gitd.child import ManagedChild, beside_gitd, find_executable
 from gitd.config import Settings
 from gitd.errors import GitdError
@@ -98,12 +101,27 @@ class ManagedTraefik(ManagedChild):
 
     name = "traefik"
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, custom_hosts=None):
         super().__init__(config_path=settings.traefik_dir / "traefik.yml",
                          log_path=settings.traefik_log,
                          pid_path=settings.traefik_dir / "traefik.pid")
         self.settings = settings
         self.ready_url = f"{settings.api_url}/ping"
+        # () -> {app: hosts its custom certificate covers}
+        self.custom_hosts = custom_hosts or dict
+
+    def before_spawn(self) -> None:
+        """ACME certificates for hosts that have a custom one leave acme.json
+        before Traefik reads it (gitd.certs: else it serves either), also
+        those a certs:add made while Traefik was not gitd's to restart."""
+        for app, hosts in self.custom_hosts().items():
+            try:
+                moved = set_aside_acme(self.settings, app, set(hosts))
+            except OSError as exc:  # Traefik starts all the same
+                self.log.warning("could not set ACME certificates aside", app=app, error=str(exc))
+                continue
+            if moved:
+                self.log.info("ACME certificates set aside for a custom one", app=app, count=moved)
 
     def find_binary(self) -> str:
         binary = find_binary(self.settings)
@@ -129,6 +147,26 @@ class ManagedTraefik(ManagedChild):
 
     def ready(self, timeout: float) -> bool:
         return ping(self.settings.api_url, timeout=timeout)
+
+    def restart(self, while_stopped=None, ready_timeout: float = 20.0,
+                stop_timeout: float = 2.0, routes_timeout: float = 10.0) -> None:
+        """Returns once the new Traefik routes what the old one did (its
+        providers load after it answers /ping), or after `routes_timeout`."""
+        before = router_names(self.settings.api_url)
+        super().restart(while_stopped, ready_timeout, stop_timeout)
+        deadline = time.monotonic() + routes_timeout
+        while time.monotonic() < deadline and not before <= router_names(self.settings.api_url):
+            time.sleep(0.1)
+
+
+def router_names(api_url: str) -> set[str]:
+    """The HTTP routers Traefik runs (empty if it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/api/http/routers?per_page=100000",
+                                    timeout=2) as resp:
+            return {r.get("name") for r in json.loads(resp.read()) if isinstance(r, dict)}
+    except (OSError, ValueError, TypeError):
+        return set()
 
 
 def static_config_path(settings: Settings) -> Path:

@@ -7,6 +7,7 @@ and runs it. Commands raise GitdError; the SSH layer prints it.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import time
 from dataclasses import dataclass, field
@@ -149,7 +150,8 @@ def dispatch(ctx: Context, argv: list[str]) -> int:
         return show_help(ctx, args)
     cmd = COMMANDS.get(name)
     if cmd is None:
-        raise UsageError(f"unknown command {name!r}; run `help` for the list")
+        raise UsageError(f"unknown command {name!r}{_closest_hint(ctx, name)}; "
+                         "run `help` for the list")
     if args[:1] in (["--help"], ["-h"]):
         return show_command_help(ctx, cmd)
     if cmd.admin:
@@ -159,6 +161,13 @@ def dispatch(ctx: Context, argv: list[str]) -> int:
     ctx.command = name
     status = cmd.func(ctx, args)
     return status or 0
+
+
+def _closest_hint(ctx: Context, name: str) -> str:
+    """`; did you mean apps:destroy?` for a typo of a command the caller may run."""
+    allowed = [c.name for c in COMMANDS.values() if ctx.key is None or ctx.key.is_admin or not c.admin]
+    close = difflib.get_close_matches(name[:100], allowed, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def show_command_help(ctx: Context, cmd: Command) -> int:

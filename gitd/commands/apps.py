@@ -16,8 +16,20 @@ def create(ctx, argv):
     validate.app_name(args.name)
     ctx.gitd.create_app(args.name)
     ctx.out(f"-----> Created {args.name}")
-    ctx.out(f"       git remote add paas ssh://git@HOST:{ctx.settings.ssh_port}/{args.name}")
+    ctx.out(f"       git remote add paas {git_url(ctx.settings, args.name)}")
     ctx.out("       git push paas main")
+    if not known_host(ctx.settings):
+        ctx.out("       (HOST: this server's name or address; with `domain` set in gitd.toml "
+                "gitd fills it in)")
+
+
+def known_host(settings) -> str:
+    """The name clients reach this server by, when gitd knows one."""
+    return "" if settings.domain in ("", "localhost") else settings.domain
+
+
+def git_url(settings, app: str) -> str:
+    return f"ssh://git@{known_host(settings) or 'HOST'}:{settings.ssh_port}/{app}"
 
 
 @command("apps:list", "apps:list [--json]", "List apps", admin=False)
@@ -56,7 +68,7 @@ def app_info(ctx, name: str) -> dict:
         "certificate_warnings": certs.warnings(ctx.settings, name, domains),
         "scale": app.scale or {"web": 1},
         "containers": containers,
-        "git_url": f"ssh://git@HOST:{ctx.settings.ssh_port}/{name}",
+        "git_url": git_url(ctx.settings, name),
         "granted_to": ctx.store.grants_of(name),
         "deploying": name in ctx.gitd.locks.busy(),
         "services": linked_services(ctx, name),
@@ -119,8 +131,26 @@ def destroy(ctx, argv):
     args = p.parse_args(argv)
     ctx.app(args.name)
     confirm_force(args, args.name)
+    linked = ctx.store.links_of_app(args.name)
     ctx.gitd.destroy_app(args.name, ctx.out)
     ctx.out(f"-----> Destroyed {args.name}")
+    for line in services_left_running(ctx.store, linked):
+        ctx.out(line)
+
+
+def services_left_running(store, linked: dict[str, str]) -> list[str]:
+    """Services outlive the apps linked to them: their data is not the app's
+    to destroy. Say which keep running, and how to remove one."""
+    if not linked:
+        return []
+    lines = ["       Unlinked, still running with their data:"]
+    for service in sorted(linked):
+        others = sorted(store.links_of_service(service))
+        still = f"; still linked to {', '.join(others)}" if others else ""
+        lines.append(f"         {service}{still}")
+    lines.append("       Remove one with: services:destroy NAME --force (backup first: "
+                 "services:backup NAME > FILE)")
+    return lines
 
 
 def _app_and_key(name: str, argv: list[str]):

@@ -34,11 +34,13 @@ def _custom_hosts(ctx, app: str) -> frozenset[str]:
 @command("certs", "certs APP [--json]", "Show an app's certificates: source, issuer, expiry, errors",
          admin=False, help="""
 For each domain: where its certificate comes from (acme, custom, none yet),
-its issuer and expiry, and the last ACME error, if any.""")
+its issuer and expiry, whether a TLS handshake with Traefik gets it
+(`served`), and the last ACME error, if any.""")
 def show(ctx, argv):
     p = app_parser("certs", json_flag=True)
     args = parse_app(ctx, p, argv)
     rows = tls.domain_status(ctx.settings, args.app, ctx.store.domains(args.app))
+    served = handshakes(ctx, rows)
     if args.json:
         ctx.json(rows)
         return
@@ -52,10 +54,33 @@ def show(ctx, argv):
         table.append([row["domain"], row["source"], row["issuer"] or "-", expires])
     print_rows(ctx, table)
     for row in rows:
+        if row["served"] is False:
+            other = served[row["domain"]]
+            ctx.out(f" !     {row['domain']}: Traefik serves another certificate "
+                    f"(issuer {tls.describe_name(other.issuer)}, for "
+                    f"{', '.join(tls.cert_info(other).names) or 'no names'})")
         if row["acme_error"]:
             ctx.out(f" !     {row['domain']}: {row['acme_error']}")
+    with_cert = [row for row in rows if row["sha256"]]
+    if with_cert and all(row["served"] is None for row in with_cert):
+        ctx.out(f" !     Traefik's HTTPS port ({ctx.settings.https_port}) did not answer")
     if not ctx.settings.acme:
         ctx.out("(no ACME account: set acme_email for automatic certificates)")
+
+
+def handshakes(ctx, rows: list[dict]) -> dict:
+    """row["served"]: whether a handshake with Traefik (SNI: the domain) gets
+    the certificate the row names; None when Traefik does not answer (then
+    the other domains are not asked). {domain: the certificate served}."""
+    served, answering = {}, ctx.settings.https
+    for row in rows:
+        cert = tlsconfig.served_certificate(ctx.settings, row["domain"]) \
+            if answering and row["sha256"] else None
+        answering = answering and (cert is not None or not row["sha256"])
+        if cert is not None:
+            served[row["domain"]] = cert
+        row["served"] = (tls.cert_info(cert).sha256 == row["sha256"]) if cert else None
+    return served
 
 
 @command("certs:add", "certs:add APP < bundle.pem", "Install a custom certificate for an app",
@@ -63,7 +88,10 @@ def show(ctx, argv):
 The bundle is one PEM: the certificate chain (leaf first) and its private
 key. It is refused unless the key matches, the chain parses, the certificate
 is valid now and it covers at least one of the app's domains. It replaces
-the app's previous custom certificate; its domains stop using ACME.""")
+the app's previous custom certificate; its domains stop using ACME.
+Traefik would go on serving ACME certificates it holds for those domains:
+they are set aside (certs:remove puts them back) and a managed Traefik is
+restarted, so every app goes unanswered for a moment.""")
 def add(ctx, argv):
     p = app_parser("certs:add")
     args = parse_app(ctx, p, argv)
@@ -84,17 +112,56 @@ def add(ctx, argv):
             tls.restore_custom(ctx.settings, app, saved)
             tlsconfig.sync_dynamic(ctx.settings, ctx.store)
             raise GitdError(f"{exc}\nthe certificates of {app} were left as they were") from exc
-    covered = [h for h in ctx.store.domains(app) if bundle.info.covers(h)]
-    ctx.out(f"-----> Installed a certificate for {', '.join(covered)} "
-            f"(issuer {bundle.info.issuer}, expires {bundle.info.not_after:%Y-%m-%d})")
-    if tlsconfig.wait_served(ctx.settings, covered[0], bundle.chain_pem):
-        ctx.out(f"       Traefik serves it for {covered[0]}")
+        covered = [h for h in ctx.store.domains(app) if bundle.info.covers(h)]
+        ctx.out(f"-----> Installed a certificate for {', '.join(covered)} "
+                f"(issuer {bundle.info.issuer}, expires {bundle.info.not_after:%Y-%m-%d})")
+        let_custom_win(ctx, app, set(covered))
+    report_served(ctx, app, covered, bundle.chain_pem)
+
+
+def let_custom_win(ctx, app: str, hosts: set[str]) -> None:
+    """Traefik may serve its ACME certificate for these hosts instead of the
+    custom one (gitd.certs): a managed Traefik restarts without them, and
+    with those set aside for hosts the custom one no longer covers."""
+    shadowed = tls.acme_entries_for(ctx.settings, hosts)
+    names = ", ".join(sorted(hosts & {n for es in shadowed.values() for e in es
+                                      for n in tls.entry_names(e)}))
+    child = ctx.gitd.traefik_child
+    if child is None:
+        if shadowed:
+            ctx.out(f" !     Traefik also holds an ACME certificate for {names} and may serve "
+                    f"it: stop Traefik, remove it from {ctx.settings.acme_storage}, start Traefik")
+        return
+    returning = tls.release_set_aside(ctx.settings, app, hosts)
+    if not shadowed and not returning:
+        return
+    if shadowed:
+        ctx.out(f"-----> Restarting Traefik so that it lets go of its ACME certificate for "
+                f"{names} (new connections are refused for a moment)")
     else:
-        ctx.out(f" !     Traefik does not serve it for {covered[0]} yet; see `certs {app}`")
+        ctx.out("-----> Restarting Traefik to serve its ACME certificates for the hosts the "
+                "custom one no longer covers (new connections are refused for a moment)")
+
+    def while_stopped():
+        tls.put_back_acme(ctx.settings, returning)
+        tls.set_aside_acme(ctx.settings, app, hosts)
+
+    child.restart(while_stopped)
+
+
+def report_served(ctx, app: str, hosts: list[str], chain_pem: bytes) -> None:
+    """Say "serves it" only for what a client's handshake gets."""
+    for host in hosts:
+        if tlsconfig.wait_served(ctx.settings, host, chain_pem):
+            ctx.out(f"       Traefik serves it for {host}")
+        else:
+            ctx.out(f" !     Traefik does not serve it for {host} yet; see `certs {app}`")
 
 
 @command("certs:remove", "certs:remove APP", "Remove an app's custom certificate", help="""
-Its domains go back to ACME (when an ACME account is set).""")
+Its domains go back to ACME (when an ACME account is set): the ACME
+certificates certs:add set aside serve again at once (a managed Traefik is
+restarted), others are ordered.""")
 def remove(ctx, argv):
     p = app_parser("certs:remove")
     args = parse_app(ctx, p, argv)
@@ -104,11 +171,27 @@ def remove(ctx, argv):
         if saved is None:
             raise GitdError(f"{app} has no custom certificate")
         before = _custom_hosts(ctx, app)
+        set_aside = tls.read_set_aside(ctx.settings, app)
         tls.remove_custom(ctx.settings, app)
+        tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+        put_back_acme(ctx, set_aside)
         try:
             certs_changed(ctx, app, before)
         except GitdError as exc:
             tls.restore_custom(ctx.settings, app, saved)
             tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+            let_custom_win(ctx, app, before)
             raise GitdError(f"{exc}\nthe certificates of {app} were left as they were") from exc
     ctx.out(f"-----> Removed the custom certificate of {app}")
+
+
+def put_back_acme(ctx, set_aside: dict) -> None:
+    """The ACME certificates certs:add set aside serve again at once (no new
+    order to the CA); without them, or without a managed Traefik, the
+    redeploy asks the CA."""
+    child = ctx.gitd.traefik_child
+    if not set_aside or child is None:
+        return
+    ctx.out("-----> Restarting Traefik to serve its ACME certificate again "
+            "(new connections are refused for a moment)")
+    child.restart(lambda: tls.put_back_acme(ctx.settings, set_aside))

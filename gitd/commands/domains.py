@@ -16,10 +16,21 @@ from gitd.errors import GitdError, UsageError
 from gitd.store import HostRoute
 
 
+def refuse_wildcard(text: str) -> None:
+    if "*" in text.partition("/")[0]:
+        raise UsageError(
+            f"wildcard domains are not routed ({text[:80]!r}): add each host by name "
+            "(domains:add APP a.example.com b.example.com). One certificate for all of them "
+            "is a wildcard certificate, which ACME issues only over the DNS-01 challenge "
+            "(acme_challenge = \"dns\": the hosts under gitd's domain share one), or your "
+            "own: certs:add")
+
+
 def parse_hosts(hosts: list[str]) -> list[str]:
     """Validated, lowercased, without repeats, in the order given."""
     seen: list[str] = []
     for host in hosts:
+        refuse_wildcard(host)
         host = validate.hostname(host)
         if host not in seen:
             seen.append(host)
@@ -32,6 +43,7 @@ def parse_routes(texts: list[str], strip_prefix: bool = False) -> list[HostRoute
     """`HOST` or `HOST/PATH`, validated, without repeats, in the order given."""
     seen: dict[tuple[str, str], HostRoute] = {}
     for text in texts:
+        refuse_wildcard(text)
         host, path = validate.host_and_path(text)
         seen.setdefault((host, path), HostRoute(host, path, strip_prefix and path != "/"))
     if not seen:

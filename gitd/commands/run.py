@@ -10,6 +10,7 @@ and stderr stay apart.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 
@@ -49,7 +50,29 @@ def parse_run(argv: list[str]) -> tuple[str, list[str], str]:
         rest = rest[1:]
     if not rest:
         raise UsageError(f"name a command to run\nusage: {USAGE}")
+    refuse_split_script(rest)
     return validate.app_name(app), rest, service
+
+
+SHELLS = ("sh", "bash", "ash", "dash", "zsh", "ksh")
+
+
+def refuse_split_script(argv: list[str]) -> None:
+    """ssh joins its arguments with spaces and gitd splits the line again,
+    so `ssh paas run APP sh -c 'echo a b'` arrives as `sh -c echo a b`: the
+    shell would run `echo` alone, with a and b as $0 and $1. A one-word
+    script followed by more words is that mistake far more often than a
+    script reading its positional parameters: refuse it with the quoting."""
+    shell, flags = argv[0].rsplit("/", 1)[-1], argv[1:2]
+    if shell not in SHELLS or not flags or not re.fullmatch(r"-[a-z]*c[a-z]*", flags[0]):
+        return
+    script, more = argv[2:3], argv[3:]
+    if script and more and not any(ch.isspace() for ch in script[0]):
+        words = " ".join(argv[2:])
+        raise UsageError(
+            f"{shell} {flags[0]} takes its script as one argument, but it arrived split: "
+            f"{shell} would run {script[0]!r} alone. ssh joins the words of a command, so "
+            f"quote the script once more: ssh paas run APP -- {shell} {flags[0]} \"'{words}'\"")
 
 
 def service_of(release, service: str) -> dict:
@@ -173,6 +196,8 @@ and is removed when the command ends; its exit status is the command's.
 COMMAND runs as given (no shell); for shell syntax run `sh -c '...'`, quoted
 once more for the remote side:
     ssh paas run APP -- sh -c "'echo \\$DATABASE_URL'"
+A shell script that arrives split (sh -c echo a b: the shell would run
+`echo` alone) is refused with the quoting to use.
 With ssh -t it gets a terminal (an interactive shell: ssh -t paas run APP sh).
 Without, stdin is passed on: echo hi | ssh paas run APP -- cat
 An app whose app.json declares services needs --service NAME (before --):

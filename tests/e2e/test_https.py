@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -331,3 +332,82 @@ def test_deployers_read_certificates_but_do_not_change_them(https_gitd, app, tmp
         result = https_gitd.ssh(*args, input="")
         assert result.returncode != 0 and result.stderr.startswith(" !     "), (args, result.stderr)
         assert words in result.stderr
+
+
+class OutageWindow:
+    """The longest stretch plain HTTP to `host` got no answer from the app
+    (refused, or Traefik's 404 while it loads its routes) within the block."""
+
+    def __init__(self, gitd, host: str):
+        self.gitd, self.host, self.longest = gitd, host, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, daemon=True)
+
+    def _up(self) -> bool:
+        try:
+            return http_status(self.gitd, self.host)[0] in (200, 301, 302, 307, 308)
+        except OSError:
+            return False
+
+    def _probe(self):
+        down_since = None
+        while not self._stop.is_set():
+            if self._up():
+                down_since = None
+            else:
+                down_since = down_since or time.monotonic()
+                self.longest = max(self.longest, time.monotonic() - down_since)
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+def served_issuer(gitd, host: str) -> str:
+    """The issuer of the certificate a client's handshake gets for `host` (unverified)."""
+    return https_get(gitd.https_port, host, None)[3].issuer.rfc4514_string()
+
+
+def test_custom_certificate_replaces_an_acme_one(https_gitd, tmp_path):
+    """certs:add for a host that already has an ACME certificate: every
+    handshake gets the custom one, also after Traefik reloads its config;
+    certs:remove brings the ACME one back."""
+    name = unique_app("tlsc")
+    host = f"{name}.{DOMAIN}"
+    assert https_gitd.ssh("apps:create", name).returncode == 0
+    assert https_gitd.push(make_repo(tmp_path, web_app("tlsc-v1")), name).returncode == 0
+    issued = pebble_certificate(https_gitd, host)
+    assert isinstance(issued, tuple), https_gitd.ssh("certs", name).stdout
+
+    ca = MiniCA("gitd custom CA")
+    with OutageWindow(https_gitd, host) as window:
+        result = https_gitd.ssh("certs:add", name, input=ca.bundle([host]))
+    assert result.returncode == 0, result.stderr
+    assert f"Restarting Traefik so that it lets go of its ACME certificate for {host}" in result.stdout
+    assert f"Traefik serves it for {host}" in result.stdout
+    print(f"{host} went unanswered for {window.longest:.2f}s at most during certs:add")
+    assert window.longest < 5
+    for round_ in range(3):
+        # each config change makes Traefik build its certificate store again
+        assert https_gitd.ssh("https:redirect", name, "on" if round_ % 2 else "off").returncode == 0
+        time.sleep(1)
+        issuers = {served_issuer(https_gitd, host) for _ in range(5)}
+        assert issuers == {"CN=gitd custom CA"}, issuers
+    row = certs_json(https_gitd, name)[host]
+    assert (row["source"], row["served"]) == ("custom", True)
+
+    result = https_gitd.ssh("certs:remove", name)
+    assert result.returncode == 0, result.stderr
+    served = pebble_certificate(https_gitd, host, timeout=30)
+    assert isinstance(served, tuple), served
+    status, body, cert = served
+    assert body.strip() == "tlsc-v1"
+    assert "Pebble" in cert.issuer.rfc4514_string()
+    row = certs_json(https_gitd, name)[host]
+    assert (row["source"], row["served"]) == ("acme", True)
+    assert cert.serial_number == issued[2].serial_number  # set aside and put back, not ordered again

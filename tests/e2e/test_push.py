@@ -86,6 +86,7 @@ def test_other_branches_are_stored_not_deployed_and_paths_are_flexible(gitd, doc
     pushed = gitd.push(repo, app, refspec="main:feature")
     assert pushed.returncode == 0, pushed.stderr
     assert "Building" not in pushed.stderr
+    assert "branch feature stored, not deployed (pushes of main or master deploy)" in pushed.stderr
     assert gitd.containers(docker_client, app) == []
     # scp-style remotes send the path as typed: `paas:hello.git` -> 'hello.git'
     for path in (f"{app}.git", f"/{app}", f"/{app}.git", app):
