@@ -34,6 +34,9 @@ class Settings:
     # behind their Docker HEALTHCHECK (works in images without a shell)
     probe_binary: str = ""
     deploy_timeout: float = 60.0
+    # seconds between Docker's health probes of a live web container when
+    # deploys go through a bridge (a managed Traefik); else 0.5
+    health_interval: float = 30.0
     drain_seconds: float = 3.0
     stop_timeout: int = 30
     keep_releases: int = 5
