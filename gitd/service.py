@@ -20,6 +20,7 @@ from gitd.services.base import relay_name
 from gitd.store import Store
 from hooks import engine as engine_mod
 from hooks import router
+from hooks.health import HealthWatcher
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline, service_paths
 from hooks.retire import Retirements
@@ -76,6 +77,31 @@ class Gitd:
     def services(self):
         from gitd.services.lifecycle import Services
         return Services(self)
+
+    def watch_health(self) -> HealthWatcher | None:
+        """Restart live web containers that stay unhealthy (hooks.health);
+        a swarm restarts its unhealthy tasks itself."""
+        after = self.settings.unhealthy_restart
+        if self.settings.scheduler == "swarm" or not 0 < after <= 86400:
+            return None
+        watcher = HealthWatcher(self.engine, after, self._restart_unhealthy, self._record_restart)
+        watcher.start(every=min(5.0, max(0.5, after / 4)))
+        return watcher
+
+    def _restart_unhealthy(self, container) -> None:
+        """Only a live deploy's container, and not while a deploy runs."""
+        app = container.labels.get(engine_mod.LABEL_APP, "")
+        with self.locks.hold(app, 0):
+            live = self.store.get_app(app).live_seq
+            if container.labels.get(engine_mod.LABEL_SEQ) != str(live):
+                raise GitdError("not the live deploy's container")
+            self.engine.restart(container, timeout=self.pipeline.stop_timeout_of(
+                self.store.get_app(app).settings))
+
+    def _record_restart(self, app: str, container: str, count: int) -> None:
+        self.store.update_app_settings(app, health_restarts={
+            "count": count, "container": container,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
     def app_lock(self, app: str, notify=None):
         def waiting():
@@ -136,6 +162,7 @@ class Gitd:
             if certs.remove_custom(self.settings, name):
                 out("removed its custom certificate")
             tlsconfig.sync_dynamic(self.settings, self.store)
+            self.pipeline.sync_fallbacks_quietly()
 
     def _remove_from_registry(self, app: str) -> None:
         """Best effort: the registry's manifests of the app's releases (their
@@ -272,6 +299,7 @@ class Gitd:
                 except GitdError:
                     pass
         shutil.rmtree(self.settings.work_dir, ignore_errors=True)  # builds cut short
+        self.pipeline.sync_fallbacks_quietly()  # apps destroyed or routed while stopped
         self._retire_later(routed_leftovers, notes, snapshot, {app for app, _ in adopted})
         for note in notes:
             log.info("reconcile", note=note)

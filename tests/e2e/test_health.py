@@ -128,3 +128,74 @@ def test_no_worker_of_a_rejected_release_runs(gitd, docker_client, tmp_path):
     assert f"{app}.worker.1." in out, out
     assert out.index(f"{app}.web.1.s") < out.index(" is healthy") < out.index(f"{app}.worker.1."), out
     assert gitd.ssh("apps:destroy", app, "--force").returncode == 0
+
+
+def healing_app(version: str) -> dict:
+    """sick_app, well again after a restart."""
+    files = sick_app(version)
+    files["Dockerfile"] = files["Dockerfile"].replace(
+        '"exec httpd', '"rm -f /sick; exec httpd')
+    return files
+
+
+def statuses_until(gitd, host: str, wanted: int, seconds: float) -> list[int]:
+    seen = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seen.append(gitd.get(host)[0])
+        if seen[-1] == wanted:
+            break
+        time.sleep(0.1)
+    return seen
+
+
+def test_an_app_with_no_healthy_process_answers_503_says_so_and_is_restarted(
+        own_gitd, docker_client, tmp_path):
+    gitd = own_gitd
+    gitd.start(extra_env={"GITD_HEALTH_INTERVAL": "1", "GITD_UNHEALTHY_RESTART": "4"})
+    app = unique_app("sick")
+    assert gitd.ssh("apps:create", app).returncode == 0
+    assert gitd.ssh("checks:set", app, "path=/cgi-bin/health", "attempts=1").returncode == 0
+    deployed_repo = make_repo(tmp_path / app, healing_app("v1"))
+    assert gitd.push(deployed_repo, app).returncode == 0
+    host = gitd.host(app)
+    assert gitd.get(host) == (200, "v1\n")
+    [web] = gitd.live_containers(docker_client, app)
+    web.reload()
+    first_start = web.attrs["State"]["StartedAt"]
+    web.exec_run(["touch", "/sick"])
+    seen = statuses_until(gitd, host, 503, 20)
+    web.reload()
+    assert seen[-1] == 503 and set(seen) <= {200, 503}, (seen, web.attrs["State"])  # never Traefik's 404
+    status, body = gitd.get(host)
+    info = gitd.ssh("apps:info", app)
+    assert status == 503 and "unhealthy: no healthy web process" in info.stdout, (status, info.stdout)
+    assert "(unhealthy)" in gitd.ssh("ps", app).stdout
+    # gitd restarts it (the app heals on start) and it is routed again
+    seen = statuses_until(gitd, host, 200, 40)
+    assert seen[-1] == 200 and set(seen) <= {200, 503}, seen
+    web.reload()
+    assert web.attrs["State"]["StartedAt"] != first_start
+    info = gitd.ssh("apps:info", app).stdout
+    assert "restarted:  1 time(s) for failing health checks" in info, info
+    assert "state:      running" in info
+
+
+def test_a_stopped_or_scaled_down_app_answers_503_and_ps_start_returns_routed(gitd, tmp_path):
+    app = unique_app("st")
+    deployed(gitd, app, tmp_path, web_app("v1"))
+    host = gitd.host(app)
+    assert gitd.ssh("ps:stop", app).returncode == 0
+    assert statuses_until(gitd, host, 503, 10)[-1] == 503  # was Traefik's 502
+    assert "stopped" in gitd.ssh("apps:info", app).stdout
+    started = gitd.ssh("ps:start", app)
+    assert started.returncode == 0, started.stderr
+    assert "Traefik routes" in started.stdout, started.stdout
+    assert gitd.get(host) == (200, "v1\n")  # at once: was a 404 for 30 s
+    scaled = gitd.ssh("ps:scale", app, "web=0")
+    assert scaled.returncode == 0, scaled.stderr
+    assert "Deployed to" not in scaled.stdout
+    assert "web scaled to 0: not serving" in scaled.stdout, scaled.stdout
+    assert statuses_until(gitd, host, 503, 10)[-1] == 503
+    assert gitd.ssh("apps:destroy", app, "--force").returncode == 0
+    assert statuses_until(gitd, host, 404, 10)[-1] == 404  # its 503 route went with it
