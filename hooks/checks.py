@@ -235,21 +235,19 @@ def wait_probe(engine, container, check: HealthCheck, emit, label: str) -> None:
         if status == 0:
             emit(f"       check {label}: {last_output or 'no output'} (ok)")
             return
-        problem = None
-        if answered(last_output):
-            problem = last_output
-        elif port and time.monotonic() - last_look >= 1:  # a look costs a process: once a second
-            last_look = time.monotonic()
-            problem = wrong_port(listening_ports(engine, container, test[1]), port)
+        problem = last_output if answered(last_output) else None
+        if not problem:
+            if last_output != last_shown:  # a booting app repeats itself
+                emit(f"       check {label}: {last_output or 'no output'} (failed)")
+                last_shown = last_output
+            if port and time.monotonic() - last_look >= 1:  # a look costs a process: once a second
+                last_look = time.monotonic()
+                problem = wrong_port(listening_ports(engine, container, test[1]), port)
         if problem:
             failures += 1
             emit(f"       check {label}: {problem} (failed {failures}/{check.attempts})")
             if failures >= check.attempts:
                 raise DeployError(f"{label} failed {failures} health checks in a row: {problem}")
-            last_shown = None
-        elif (last_output, "failed") != last_shown:  # a booting app repeats itself
-            emit(f"       check {label}: {last_output or 'no output'} (failed)")
-            last_shown = (last_output, "failed")
         if time.monotonic() > deadline:
             why = (wrong_port(listening_ports(engine, container, test[1]), port, booting=True)
                    if port and not answered(last_output) else None)
@@ -275,14 +273,22 @@ def listening_ports(engine, container, busybox: str) -> set[int] | None:
     return parse_listening(output.decode("ascii", "replace"))
 
 
+# 127.0.0.11 as /proc/net/tcp writes it: Docker's DNS server in a container
+# on a user-defined network listens there, on a port of its own
+DOCKER_DNS = "0B00007F"
+
+
 def parse_listening(text: str) -> set[int]:
     ports = set()
     for line in text.splitlines():
         fields = line.split()
         # "sl local_address rem_address st ...": st 0A is LISTEN
         if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:
+            address, _, port = fields[1].rpartition(":")
+            if address == DOCKER_DNS:
+                continue
             try:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+                ports.add(int(port, 16))
             except ValueError:
                 continue
     return ports

@@ -161,12 +161,18 @@ def test_an_app_with_no_healthy_process_answers_503_says_so_and_is_restarted(
     host = gitd.host(app)
     assert gitd.get(host) == (200, "v1\n")
     [web] = gitd.live_containers(docker_client, app)
-    web.reload()
+    deadline = time.monotonic() + 30  # Docker's own first probe passed: no start period left
+    while time.monotonic() < deadline:
+        web.reload()
+        if web.attrs["State"]["Health"]["Status"] == "healthy":
+            break
+        time.sleep(0.2)
     first_start = web.attrs["State"]["StartedAt"]
     web.exec_run(["touch", "/sick"])
     seen = statuses_until(gitd, host, 503, 20)
     web.reload()
-    assert seen[-1] == 503 and set(seen) <= {200, 503}, (seen, web.attrs["State"])  # never Traefik's 404
+    # never Traefik's 404
+    assert seen[-1] == 503 and set(seen) <= {200, 503}, (seen, web.attrs["State"].get("Health"))
     status, body = gitd.get(host)
     info = gitd.ssh("apps:info", app)
     assert status == 503 and "unhealthy: no healthy web process" in info.stdout, (status, info.stdout)

@@ -10,6 +10,7 @@ PROC_NET_TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000 10001        0 1 1
    1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000 10001        0 2 1
+   2: 0B00007F:98DF 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1
   sl  local_address                         remote_address                        st
    0: 00000000000000000000000000000000:1F40 00000000000000000000000000000000:0000 0A 0
    1: garbage:ZZZZ 0 0A
@@ -17,7 +18,8 @@ PROC_NET_TCP = """\
 
 
 def test_listening_ports_are_read_from_proc_net_tcp_and_tcp6():
-    # 0BB8 = 3000 (v4, LISTEN), 1F90 = 8080 established (not listening), 1F40 = 8000 (v6)
+    # 0BB8 = 3000 (v4, LISTEN), 1F90 = 8080 established (not listening), 1F40 = 8000 (v6);
+    # Docker's DNS server on 127.0.0.11 is not the app
     assert checks.parse_listening(PROC_NET_TCP) == {3000, 8000}
     assert checks.parse_listening("") == set()
 
