@@ -19,7 +19,7 @@ from gitd.services.base import container_name as service_container
 from gitd.services.base import relay_name
 from gitd.store import Store
 from hooks import engine as engine_mod
-from hooks import router
+from hooks import checks, router
 from hooks.health import HealthWatcher
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline, service_paths
@@ -299,7 +299,8 @@ class Gitd:
                 except GitdError:
                     pass
         shutil.rmtree(self.settings.work_dir, ignore_errors=True)  # builds cut short
-        self.pipeline.sync_fallbacks_quietly()  # apps destroyed or routed while stopped
+        if engine:  # the pipeline needs Docker; the next deploy writes them otherwise
+            self.pipeline.sync_fallbacks_quietly()  # apps destroyed or routed while stopped
         self._retire_later(routed_leftovers, notes, snapshot, {app for app, _ in adopted})
         for note in notes:
             log.info("reconcile", note=note)
@@ -409,7 +410,12 @@ class Gitd:
         Traefik then routes to it: removing it as a leftover would send its
         requests to a dying container. Wait (bounded) until Docker has judged
         it, then decide from that snapshot."""
-        deadline = time.monotonic() + HEALTH_SETTLE_SECONDS
+        settle = HEALTH_SETTLE_SECONDS
+        if any(self.settings.dynamic_dir.glob("bridge-*.yml")):
+            # a bridge routes a deploy until Docker's first probe, which
+            # comes one health_interval after the container's start
+            settle = max(settle, checks.live_interval(self.settings.health_interval) + 5)
+        deadline = time.monotonic() + settle
         while True:
             snapshot = [c for c in _own_containers(engine)
                         if c.labels.get(engine_mod.LABEL_SERVICE) is None]
