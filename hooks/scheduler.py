@@ -178,7 +178,9 @@ class DockerScheduler:
         routers = sorted(config.get("routers") or {})
         servers = {s["url"] for v in (config.get("services") or {}).values()
                    for s in v["loadBalancer"]["servers"]}
-        deadline = time.monotonic() + BRIDGE_WAIT
+        # the docker provider routes the containers at Docker's first probe,
+        # one health_interval after their start
+        deadline = time.monotonic() + BRIDGE_WAIT + checks.live_interval(self.settings.health_interval)
         while path.exists() and time.monotonic() < deadline:
             status = router.routed_servers(self.settings.api_url, route_key, seq, routers,
                                            provider="docker")

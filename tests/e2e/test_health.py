@@ -56,7 +56,7 @@ def test_a_live_web_container_is_probed_rarely_and_still_routed(gitd, docker_cli
     # Docker's probe every 0.5 s made twelve requests here; now one in 30 s
     assert probes_since(web, pushed_at) <= 1
     # the docker provider takes the deploy over at Docker's first probe
-    wait_no_bridges(gitd, 60)
+    wait_no_bridges(gitd, 90)
     assert docker_routed(gitd, f"{app}-s1")
     assert gitd.get(gitd.host(app)) == (200, "v1\n")
     assert gitd.ssh("apps:destroy", app, "--force").returncode == 0
