@@ -240,7 +240,9 @@ def wait_probe(engine, container, check: HealthCheck, emit, label: str) -> None:
             if last_output != last_shown:  # a booting app repeats itself
                 emit(f"       check {label}: {last_output or 'no output'} (failed)")
                 last_shown = last_output
-            if port and time.monotonic() - last_look >= 1:  # a look costs a process: once a second
+            # a look costs a process, and an app may open another port
+            # before its own: every few seconds
+            if port and time.monotonic() - last_look >= PORT_LOOK_EVERY:
                 last_look = time.monotonic()
                 problem = wrong_port(listening_ports(engine, container, test[1]), port)
         if problem:
@@ -273,6 +275,7 @@ def listening_ports(engine, container, busybox: str) -> set[int] | None:
     return parse_listening(output.decode("ascii", "replace"))
 
 
+PORT_LOOK_EVERY = 3.0  # seconds between looks at what a booting app listens on
 # 127.0.0.11 as /proc/net/tcp writes it: Docker's DNS server in a container
 # on a user-defined network listens there, on a port of its own
 DOCKER_DNS = "0B00007F"
