@@ -38,6 +38,12 @@ class Settings:
     # behind their Docker HEALTHCHECK (works in images without a shell)
     probe_binary: str = ""
     deploy_timeout: float = 60.0
+    # seconds between Docker's health probes of a live web container when
+    # deploys go through a bridge (a managed Traefik); else 0.5
+    health_interval: float = 30.0
+    # seconds a live web container may stay unhealthy before gitd restarts
+    # it (then twice as long each time, up to 15 min); 0 = never
+    unhealthy_restart: float = 60.0
     drain_seconds: float = 3.0
     stop_timeout: int = 30
     keep_releases: int = 5

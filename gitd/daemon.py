@@ -102,6 +102,7 @@ async def serve(settings: Settings) -> int:
     if settings.scheduler == "swarm":
         # Traefik's servers follow the tasks the swarm runs (moved, replaced)
         gitd.scheduler.follow_tasks()
+    health = gitd.watch_health()
     children = await asyncio.to_thread(_start_children, settings, gitd.store)
     gitd.traefik_child = next((c for c in children if c.name == "traefik"), None)
     stop = asyncio.Event()
@@ -127,6 +128,8 @@ async def serve(settings: Settings) -> int:
     ssh.stop_accepting()
     deadline = loop.time() + settings.shutdown_grace
     backups.stop()
+    if health:
+        health.stop()
     pending = set()
     if ssh.active:
         _, pending = await asyncio.wait(set(ssh.active), timeout=settings.shutdown_grace)

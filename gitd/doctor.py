@@ -70,6 +70,8 @@ def run_doctor(settings: Settings, out: TextIO = sys.stdout,
     check_images(report, settings, client)
     check_certificates(report, settings)
     check_service_backups(report, settings)
+    if client is not None:
+        check_app_health(report, client, settings)
     return 1 if report.failures else 0
 
 
@@ -167,6 +169,29 @@ def _registry_of(ref: str) -> str:
     if slash and ("." in first or ":" in first or first == "localhost"):
         return first
     return "docker.io"
+
+
+def check_app_health(report: Report, client, settings: Settings) -> None:
+    """Web containers Docker calls unhealthy: their app answers 503 (or is
+    served by its other web containers) until they pass again or gitd
+    restarts them."""
+    from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_ROLE
+
+    labels = [f"{LABEL_ROLE}=service", f"{LABEL_PROCESS}=web"]
+    if settings.instance:
+        labels.append(f"{LABEL_INSTANCE}={settings.instance}")
+    try:
+        sick = client.containers.list(filters={"label": labels, "health": "unhealthy"},
+                                      ignore_removed=True)
+    except Exception as exc:  # noqa: BLE001 - one check; the others still run
+        report.warn("app health", f"cannot list containers: {_short(exc)}")
+        return
+    if not sick:
+        report.ok("app health", "no web container is unhealthy")
+        return
+    apps = sorted({c.labels.get(LABEL_APP, "?") for c in sick})
+    report.warn("app health", f"{len(sick)} unhealthy web container(s) of {', '.join(apps)}",
+                "apps:info APP and logs APP say why; gitd restarts them (unhealthy_restart)")
 
 
 def check_certificates(report: Report, settings: Settings) -> None:

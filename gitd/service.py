@@ -19,10 +19,12 @@ from gitd.services.base import container_name as service_container
 from gitd.services.base import relay_name
 from gitd.store import Store
 from hooks import engine as engine_mod
-from hooks import router
+from hooks import checks, router
+from hooks.health import HealthWatcher
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline, service_paths
 from hooks.retire import Retirements
+from hooks.scheduler import parse_bridge_name, route_key_of
 from hooks.swarm import TASK_ROLE
 
 log = structlog.get_logger("gitd.service")
@@ -78,6 +80,31 @@ class Gitd:
     def services(self):
         from gitd.services.lifecycle import Services
         return Services(self)
+
+    def watch_health(self) -> HealthWatcher | None:
+        """Restart live web containers that stay unhealthy (hooks.health);
+        a swarm restarts its unhealthy tasks itself."""
+        after = self.settings.unhealthy_restart
+        if self.settings.scheduler == "swarm" or not 0 < after <= 86400:
+            return None
+        watcher = HealthWatcher(self.engine, after, self._restart_unhealthy, self._record_restart)
+        watcher.start(every=min(5.0, max(0.5, after / 4)))
+        return watcher
+
+    def _restart_unhealthy(self, container) -> None:
+        """Only a live deploy's container, and not while a deploy runs."""
+        app = container.labels.get(engine_mod.LABEL_APP, "")
+        with self.locks.hold(app, 0):
+            live = self.store.get_app(app).live_seq
+            if container.labels.get(engine_mod.LABEL_SEQ) != str(live):
+                raise GitdError("not the live deploy's container")
+            self.engine.restart(container, timeout=self.pipeline.stop_timeout_of(
+                self.store.get_app(app).settings))
+
+    def _record_restart(self, app: str, container: str, count: int) -> None:
+        self.store.update_app_settings(app, health_restarts={
+            "count": count, "container": container,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
     def app_lock(self, app: str, notify=None):
         def waiting():
@@ -138,6 +165,7 @@ class Gitd:
             if certs.remove_custom(self.settings, name):
                 out("removed its custom certificate")
             tlsconfig.sync_dynamic(self.settings, self.store)
+            self.pipeline.sync_fallbacks_quietly()
 
     def _remove_from_registry(self, app: str) -> None:
         """Best effort: the registry's manifests of the app's releases (their
@@ -274,6 +302,8 @@ class Gitd:
                 except GitdError:
                     pass
         shutil.rmtree(self.settings.work_dir, ignore_errors=True)  # builds cut short
+        if engine:  # the pipeline needs Docker; the next deploy writes them otherwise
+            self.pipeline.sync_fallbacks_quietly()  # apps destroyed or routed while stopped
         self._retire_later(routed_leftovers, notes, snapshot, {app for app, _ in adopted})
         for note in notes:
             log.info("reconcile", note=note)
@@ -383,11 +413,19 @@ class Gitd:
         Traefik then routes to it: removing it as a leftover would send its
         requests to a dying container. Wait (bounded) until Docker has judged
         it, then decide from that snapshot."""
-        deadline = time.monotonic() + HEALTH_SETTLE_SECONDS
+        began = time.monotonic()
+        bridged = {parse_bridge_name(p.name) for p in self.settings.dynamic_dir.glob("bridge-*.yml")}
         while True:
             snapshot = [c for c in _own_containers(engine)
                         if c.labels.get(engine_mod.LABEL_SERVICE) is None]
-            if not any(_health_starting(c) for c in snapshot) or time.monotonic() > deadline:
+            starting = [c for c in snapshot if _health_starting(c)]
+            settle = HEALTH_SETTLE_SECONDS
+            if any((route_key_of(c.labels), int(c.labels.get(engine_mod.LABEL_SEQ, "0") or 0))
+                   in bridged for c in starting):
+                # a bridge routes it until Docker's first probe, which comes
+                # one health_interval after its start
+                settle = max(settle, checks.live_interval(self.settings.health_interval) + 5)
+            if not starting or time.monotonic() - began > settle:
                 return snapshot
             time.sleep(0.25)
 

@@ -23,6 +23,23 @@ from gitd.errors import DeployError, GitdError, UsageError
 PROBE_PATH = "/.gitd/busybox"
 PROBE_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/usr/local/bin/busybox")
 SECOND = 1_000_000_000
+# Docker's probe interval. Fast: without a bridge, Docker's own first probe
+# (one interval after the start) is what lets Traefik route a new container.
+# Slow (health_interval): with a bridge gitd probes the deploy itself, and afterwards a web
+# container is probed only this often (each probe is a request the app pays
+# for, and shows in its log); Traefik's docker provider takes a deploy over
+# from its bridge at Docker's first probe, one interval after the start.
+FAST_INTERVAL = 0.5
+MAX_INTERVAL = 3600.0
+
+
+def live_interval(setting) -> float:
+    """The `health_interval` setting, held within [FAST_INTERVAL, MAX_INTERVAL]."""
+    try:
+        value = float(setting)
+    except (TypeError, ValueError):
+        return 30.0
+    return min(max(value, FAST_INTERVAL), MAX_INTERVAL) if value == value else 30.0
 
 
 @dataclass(frozen=True)
@@ -125,12 +142,12 @@ def probe_script(check: HealthCheck, port: int) -> str:
     )
 
 
-def docker_healthcheck(check: HealthCheck, port: int) -> dict:
+def docker_healthcheck(check: HealthCheck, port: int, interval: float = FAST_INTERVAL) -> dict:
     return {
         "test": ["CMD", PROBE_PATH, "sh", "-c", probe_script(check, port)],
         # Docker 20.10 has no start_interval: the first probe runs one interval
-        # after start, so a short interval is what makes a deploy quick
-        "interval": SECOND // 2,
+        # after start (see FAST_INTERVAL, SLOW_INTERVAL)
+        "interval": int(interval * SECOND),
         "timeout": int((check.timeout + 1) * SECOND),
         "retries": check.attempts,
         # failures while booting do not count: the deploy's own wait bounds it
@@ -149,6 +166,7 @@ def wait_healthy(engine, container, check: HealthCheck, emit, label: str) -> Non
     seen = 0
     last_output = ""
     last_shown = None
+    failures = 0
     while True:
         if not engine.reload(container):
             raise DeployError(f"{label} disappeared while starting")
@@ -159,7 +177,14 @@ def wait_healthy(engine, container, check: HealthCheck, emit, label: str) -> Non
         for entry in _new_entries(log, seen):
             last_output = ((entry.get("Output") or "").strip().splitlines()[-1:] or [""])[0]
             outcome = "ok" if entry.get("ExitCode") == 0 else "failed"
-            if (last_output, outcome) != last_shown:  # a booting app repeats itself
+            if outcome == "failed" and answered(last_output):  # Docker's start_period ignores it
+                failures += 1
+                emit(f"       check {label}: {last_output} (failed {failures}/{check.attempts})")
+                last_shown = None
+                if failures >= check.attempts:
+                    raise DeployError(f"{label} failed {failures} health checks in a row: "
+                                      f"{last_output}")
+            elif (last_output, outcome) != last_shown:  # a booting app repeats itself
                 emit(f"       check {label}: {last_output or 'no output'} ({outcome})")
                 last_shown = (last_output, outcome)
         seen = _last_start(log) or seen
@@ -179,13 +204,20 @@ def wait_probe(engine, container, check: HealthCheck, emit, label: str) -> None:
     """Run the container's own health probe ourselves, from its start, until
     it passes: Docker 20.10 runs its first one only an interval after the
     start (it has no start_interval). The same probe, in the same container,
-    so Docker calls it healthy at its own first probe."""
+    so Docker calls it healthy at its own first probe.
+
+    A probe the app answered (with a status of 500 or more) is a failure, and
+    so is one it could not answer because it listens on another port than
+    PORT (Heroku's R10, told in words); each is shown as it happens, and
+    `check.attempts` of them in a row fail the deploy. An app that answers
+    nothing yet is booting: `check.wait` bounds that."""
     test = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
     if test[:1] != ["CMD"]:
         return wait_healthy(engine, container, check, emit, label)
+    port = _env_port(container)
     began = time.monotonic()
     deadline = began + check.wait
-    last_output, last_shown = "", None
+    last_output, last_shown, failures, last_look = "", None, 0, began
     while True:
         if not engine.reload(container):
             raise DeployError(f"{label} disappeared while starting")
@@ -200,16 +232,91 @@ def wait_probe(engine, container, check: HealthCheck, emit, label: str) -> None:
             time.sleep(0.02)
             continue
         last_output = (output.decode("utf-8", "replace").strip().splitlines()[-1:] or [""])[0]
-        outcome = "ok" if status == 0 else "failed"
-        if (last_output, outcome) != last_shown:  # a booting app repeats itself
-            emit(f"       check {label}: {last_output or 'no output'} ({outcome})")
-            last_shown = (last_output, outcome)
         if status == 0:
+            emit(f"       check {label}: {last_output or 'no output'} (ok)")
             return
+        problem = last_output if answered(last_output) else None
+        if not problem:
+            if last_output != last_shown:  # a booting app repeats itself
+                emit(f"       check {label}: {last_output or 'no output'} (failed)")
+                last_shown = last_output
+            # a look costs a process, and an app may open another port
+            # before its own: every few seconds
+            if port and time.monotonic() - last_look >= PORT_LOOK_EVERY:
+                last_look = time.monotonic()
+                problem = wrong_port(listening_ports(engine, container, test[1]), port)
+        if problem:
+            failures += 1
+            emit(f"       check {label}: {problem} (failed {failures}/{check.attempts})")
+            if failures >= check.attempts:
+                raise DeployError(f"{label} failed {failures} health checks in a row: {problem}")
         if time.monotonic() > deadline:
-            raise DeployError(f"{label} not healthy after {check.wait:g}s: {last_output or 'no answer yet'}")
-        # each probe is a process in the container: often at first, then less
-        time.sleep(0.1 if time.monotonic() - began < 3 else 0.5)
+            why = (wrong_port(listening_ports(engine, container, test[1]), port, booting=True)
+                   if port and not answered(last_output) else None)
+            raise DeployError(f"{label} not healthy after {check.wait:g}s: "
+                              f"{why or last_output or 'no answer yet'}")
+        # each probe is a process in the container: often at first, then
+        # less; a counted failure waits a second, as Docker's retries would
+        time.sleep(1.0 if problem else 0.1 if time.monotonic() - began < 3 else 0.5)
+
+
+def answered(output: str) -> bool:
+    """Whether a probe's output (probe_script) is an HTTP answer."""
+    return " -> HTTP/" in output
+
+
+def listening_ports(engine, container, busybox: str) -> set[int] | None:
+    """The TCP ports something listens on inside the container (its network
+    namespace's /proc/net/tcp and tcp6); None when they cannot be read."""
+    try:
+        _, output = engine.exec(container, [busybox, "cat", "/proc/net/tcp", "/proc/net/tcp6"])
+    except GitdError:
+        return None
+    return parse_listening(output.decode("ascii", "replace"))
+
+
+PORT_LOOK_EVERY = 3.0  # seconds between looks at what a booting app listens on
+# 127.0.0.11 as /proc/net/tcp writes it: Docker's DNS server in a container
+# on a user-defined network listens there, on a port of its own
+DOCKER_DNS = "0B00007F"
+
+
+def parse_listening(text: str) -> set[int]:
+    ports = set()
+    for line in text.splitlines():
+        fields = line.split()
+        # "sl local_address rem_address st ...": st 0A is LISTEN
+        if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:
+            address, _, port = fields[1].rpartition(":")
+            if address == DOCKER_DNS:
+                continue
+            try:
+                ports.add(int(port, 16))
+            except ValueError:
+                continue
+    return ports
+
+
+def wrong_port(ports: set[int] | None, port: int, booting: bool = False) -> str | None:
+    """In words, when nothing listens on PORT: on another port (always), or
+    on none at all (`booting`: only once the wait is over)."""
+    if ports is None or port in ports:
+        return None
+    if ports:
+        shown = ", ".join(str(p) for p in sorted(ports)[:5])
+        return (f"nothing listens on PORT={port}; the app listens on {shown} "
+                f"(listen on $PORT, or config:set PORT={min(ports)})")
+    if booting:
+        return f"nothing listens on PORT={port}, nor on any other port"
+    return None
+
+
+def _env_port(container) -> int | None:
+    for item in (container.attrs.get("Config") or {}).get("Env") or []:
+        name, _, value = item.partition("=")
+        if name == "PORT" and value.isdigit():
+            return int(value)
+    return None
 
 
 def wait_running(engine, container, seconds: float, emit, label: str) -> None:

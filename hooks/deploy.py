@@ -148,17 +148,22 @@ def describe_argv(argv: list[str]) -> str:
     return shlex.join(argv)
 
 
-def container_specs(target: Target, settings: Settings, probe: str | None) -> list[dict]:
+def container_specs(target: Target, settings: Settings, probe: str | None,
+                    check_interval: float = checks.FAST_INTERVAL) -> list[dict]:
     """The docker create() arguments for every service container of `target`."""
     specs = []
     for process, count in sorted(target.formation.items()):
         for index in range(1, count + 1):
-            specs.append(_service_spec(target, settings, probe, process, index))
+            specs.append(_service_spec(target, settings, probe, process, index, check_interval))
     return specs
 
 
+def is_web(spec: dict) -> bool:
+    return spec["labels"].get(LABEL_PROCESS) == "web"
+
+
 def _service_spec(target: Target, settings: Settings, probe: str | None,
-                  process: str, index: int) -> dict:
+                  process: str, index: int, check_interval: float) -> dict:
     labels = base_labels(settings.instance, target, process, "service")
     spec = {
         "image": target.image,
@@ -185,7 +190,8 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
             if not probe:
                 raise DeployError("no static busybox for health checks (install busybox-static, "
                                   "or set probe_binary); see `gitd doctor`")
-            spec["healthcheck"] = checks.docker_healthcheck(target.check, target.port)
+            spec["healthcheck"] = checks.docker_healthcheck(target.check, target.port,
+                                                            check_interval)
             spec["mounts"] = [checks.probe_mount(probe)]
     else:
         labels["traefik.enable"] = "false"
@@ -253,14 +259,23 @@ class Deployer:
             for current in targets:
                 if current.release_command:
                     self._run_release_task(current, progress)
+            specs = [container_specs(t, self.settings, self.probe, self._check_interval())
+                     for t in targets]
             progress.stage("start")
             for i, current in enumerate(targets):
-                started[i] = self.scheduler.start(
-                    container_specs(current, self.settings, self.probe), progress)
+                started[i] = self.scheduler.start([s for s in specs[i] if is_web(s)], progress)
             timings["start"] = time.monotonic() - t0
             progress.stage("healthy")
             for i, current in enumerate(targets):
                 self._wait_ready(current, started[i], progress)
+            # the other process types run the new code only once its web
+            # containers passed their checks: a rejected release runs no work
+            for i, current in enumerate(targets):
+                others = [s for s in specs[i] if not is_web(s)]
+                if others:
+                    units = self.scheduler.start(others, progress)
+                    started[i] += units
+                    self._wait_ready(current, units, progress)
             timings["healthy"] = time.monotonic() - t0
             progress.stage("routed")
             for i, current in enumerate(targets):
@@ -322,6 +337,13 @@ class Deployer:
                                        volumes.volume_mounts(target.mounts), self.probe, chown)
         return volumes.run_owner_task(self.scheduler, spec)
 
+    def _check_interval(self) -> float:
+        """Docker's probe interval for new web containers: slow when the
+        scheduler bridges a deploy (gitd probes it itself), else fast."""
+        if not getattr(self.scheduler, "bridged", False):
+            return checks.FAST_INTERVAL
+        return checks.live_interval(self.settings.health_interval)
+
     def _run_release_task(self, target: Target, progress) -> None:
         progress.stage("release-task")
         progress.step(f"Running release command: {describe_argv(target.release_command)}")
@@ -334,7 +356,7 @@ class Deployer:
             raise DeployError(f"release command failed with status {status}; nothing changed")
 
     def _wait_ready(self, target: Target, started: list, progress) -> None:
-        if target.check.disabled:
+        if target.check.disabled and any(u.labels.get(LABEL_PROCESS) == "web" for u in started):
             progress.warn("health checks are disabled: this deploy may drop requests")
         for unit in started:
             self.scheduler.wait_ready(unit, target.check, progress)

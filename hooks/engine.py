@@ -324,6 +324,12 @@ class Engine:
         except docker.errors.NotFound:
             pass
 
+    def restart(self, container, timeout: int) -> None:
+        try:
+            container.restart(timeout=timeout)
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot restart container {container.name}: {_explain(exc)}")
+
     def kill(self, container) -> None:
         try:
             container.kill()

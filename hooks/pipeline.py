@@ -22,11 +22,14 @@ from gitd.services.base import network_name
 from gitd.store import HostRoute, Release, Store
 from hooks import checkout, checks, components, procfile, resources, router
 from hooks.deploy import Deployer, Target, process_argv
-from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_RELEASE, Engine
+from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE, Engine
 from hooks.events import Progress
 from hooks.retire import Retirements
+from hooks.scheduler import confirm_routes, route_key_of
 
 DEFAULT_PORT = 5000
+FALLBACK_FILE = "fallback.yml"  # in the file provider's dir: the 503 routes
+_fallback_writing = threading.Lock()  # one writer: the file goes through one temporary
 progress_log = structlog.get_logger("gitd.pipeline")
 TRIMMED_LOG_CHARS = 4000  # the tail kept of a log rollback cannot use
 
@@ -223,14 +226,64 @@ class Pipeline:
                              if record else None)
         progress.stage("done")
         hosts = [h for t in targets for h in t.hosts]
-        if hosts:
+        if not any(t.formation.get("web") for t in targets):
+            progress.step(f"Deployed v{release.version} with web scaled to 0: not serving "
+                          "(its routes answer 503; ps:scale web=1 to serve)")
+        elif hosts:
             progress.step(f"Deployed to {self.settings.host_url(hosts[0])}")
         else:
             progress.step(f"Deployed v{release.version} (no domains: not routed)")
         if record:
             self.store.update_release(app, release.version, log=progress.text)
+        self.sync_fallbacks_quietly()
 
-    def target(self, release: Release) -> Target:
+    def sync_fallbacks(self) -> bool:
+        """Write the 503 routes (router.fallback_config) of every deployed
+        app's routes, for Traefik's file provider; True when changed."""
+        if not (self.settings.traefik == "managed" or self.settings.https):
+            return False  # no file provider of gitd's to read it
+        app_routes = {a.name: self.store.routes(a.name) for a in self.store.list_apps()
+                      if a.current_release}
+        config = router.fallback_config(
+            app_routes, self.settings.traefik_entrypoint,
+            router.HTTPS_ENTRYPOINT if self.settings.https else "")
+        path = self.settings.dynamic_dir / FALLBACK_FILE
+        with _fallback_writing:
+            try:
+                if path.read_text() == router.route_file_text(config):
+                    return False
+            except OSError:
+                pass
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            router.write_route_file(path, router.route_file_text(config))
+        return True
+
+    def sync_fallbacks_quietly(self) -> None:
+        try:
+            self.sync_fallbacks()
+        except Exception as exc:  # noqa: BLE001 - a deploy or destroy is done either way
+            progress_log.warning("cannot write the 503 routes", error=str(exc))
+
+    def serve_started(self, app: str, units: list, progress) -> None:
+        """After ps:start: the started web containers pass their check and
+        Traefik routes them (through a bridge, as a deploy does) before the
+        command returns."""
+        scheduler = self.deployer.scheduler
+        if getattr(scheduler, "kind", "") != "docker":
+            return  # a swarm routes its tasks as they come up (follow_tasks)
+        release = self.store.require_current_release(app)
+        seq = self.store.get_app(app).live_seq
+        targets = (self.component_targets(release, seq) if release.components
+                   else [self.target(release, seq)])
+        for target in targets:
+            mine = [u for u in units if route_key_of(u.labels) == target.route_key]
+            for unit in mine:
+                if unit.labels.get(LABEL_PROCESS) == "web":
+                    scheduler.wait_ready(unit, target.check, progress)
+            confirm_routes(scheduler, self.settings, target, mine, progress)
+
+    def target(self, release: Release, seq: int | None = None) -> Target:
+        """`seq`: the deploy's (default: a new one)."""
         app = self.store.get_app(release.app)
         settings = app.settings
         config = dict(release.config)
@@ -242,7 +295,8 @@ class Pipeline:
         paths = self.store.routes(release.app)
         hosts = list(dict.fromkeys(r.host for r in paths))
         return Target(
-            app=release.app, version=release.version, seq=self.store.take_seq(release.app),
+            app=release.app, version=release.version,
+            seq=self.store.take_seq(release.app) if seq is None else seq,
             image=release.image_id, config=config, port=port, formation=formation,
             commands=commands, hosts=hosts,
             tls=tlsconfig.tls_plan(self.settings, release.app, hosts),
@@ -340,10 +394,10 @@ class Pipeline:
             return []
         return [c["image"] for c in release.components.values() if c.get("image")]
 
-    def component_targets(self, release: Release) -> list[Target]:
-        """One Target per service of `release`, all with one seq."""
+    def component_targets(self, release: Release, seq: int | None = None) -> list[Target]:
+        """One Target per service of `release`, all with one seq (default: a new one)."""
         app = self.store.get_app(release.app)
-        seq = self.store.take_seq(release.app)
+        seq = self.store.take_seq(release.app) if seq is None else seq
         app_routes = self.store.routes(release.app)
         services = release.components
         urls = {components.env_name(name): f"http://{name}:{c['port']}" for name, c in services.items()}

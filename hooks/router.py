@@ -328,3 +328,28 @@ def confirm_routed(api_url: str, app: str, seq: int, server_urls: set[str], time
     raise DeployError(
         f"Traefik did not route {route_name(app, seq)} to {sorted(server_urls)} within "
         f"{timeout:g}s (it reports {status or 'nothing'})")
+
+
+FALLBACK_SERVICE = "gitd-fallback"
+
+
+def fallback_config(app_routes: dict[str, list], entrypoint: str = "web",
+                    tls_entrypoint: str = "") -> dict:
+    """File-provider routers answering 503 for every route of every app,
+    below each of its deploys' routers: an app with no healthy web
+    container (unhealthy, stopped, scaled to 0) says so, where Traefik's
+    docker provider, having dropped its router, would answer 404 (or a
+    stopped one 502). A service with no servers is Traefik's 503."""
+    routers = {}
+    for app, app_route_list in sorted(app_routes.items()):
+        for index, (path, _, hosts) in enumerate(path_groups(as_routes(app_route_list))):
+            name = f"{FALLBACK_SERVICE}-{app}" + (f"-p{index}" if index else "")
+            config = {"rule": path_rule(list(hosts), path), "entryPoints": [entrypoint],
+                      "priority": priority(0, path) - 1, "service": FALLBACK_SERVICE}
+            routers[name] = config
+            if tls_entrypoint:
+                routers[f"{name}-tls"] = {**config, "entryPoints": [tls_entrypoint], "tls": {}}
+    if not routers:
+        return {}
+    return {"http": {"routers": routers,
+                     "services": {FALLBACK_SERVICE: {"loadBalancer": {"servers": []}}}}}

@@ -6,6 +6,7 @@ import time
 
 from gitd import certs, validate
 from gitd.commands import command, confirm_force, parser
+from hooks import health
 
 
 @command("apps:create", "apps:create NAME", "Create an app (and its git repository)")
@@ -54,8 +55,9 @@ def app_info(ctx, name: str) -> dict:
     app = ctx.store.get_app(name)
     current = ctx.store.current_release(name)
     domains = ctx.store.domains(name)
+    rows = ctx.gitd.scheduler.dynos(name)
     containers = [{"name": row["container"], "process": row["type"], "release": row["release"],
-                   "state": row["state"]} for row in ctx.gitd.scheduler.dynos(name)]
+                   "state": row["state"], "health": row["health"]} for row in rows]
     return {
         "name": name,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(app.created_at)),
@@ -68,6 +70,8 @@ def app_info(ctx, name: str) -> dict:
         "certificate_warnings": certs.warnings(ctx.settings, name, domains),
         "scale": app.scale or {"web": 1},
         "containers": containers,
+        "state": health.app_state(rows, app.live_seq, bool(app.settings.get("stopped"))),
+        "health_restarts": app.settings.get("health_restarts"),
         "git_url": git_url(ctx.settings, name),
         "granted_to": ctx.store.grants_of(name),
         "deploying": name in ctx.gitd.locks.busy(),
@@ -104,6 +108,11 @@ def info(ctx, argv):
         ctx.out(f"buildpack:  {data['buildpack']}")
         ctx.out(f"image:      {data['image']}")
     ctx.out(f"urls:       {' '.join(data['urls']) or '-'}")
+    ctx.out(f"state:      {data['state']}")
+    restarts = data["health_restarts"]
+    if restarts:
+        ctx.out(f"restarted:  {restarts['count']} time(s) for failing health checks "
+                f"(last {restarts['container']} at {restarts['at']})")
     for warning in data["certificate_warnings"]:
         ctx.out(f" !     {warning}")
     ctx.out(f"deploying:  {'yes' if data['deploying'] else 'no'}")

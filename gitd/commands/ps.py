@@ -11,6 +11,7 @@ from gitd import validate
 from gitd.commands import app_parser, command, duration, parse_app, print_rows
 from gitd.errors import GitdError, UsageError
 from hooks import components, dynos
+from hooks.events import Progress
 from hooks.engine import LABEL_ROLE, LABEL_SEQ
 
 MAX_SCALE = 20
@@ -215,8 +216,9 @@ def stop(ctx, argv):
 
 
 @command("ps:start", "ps:start APP", "Start an app's stopped containers again", help="""
-Starts the stopped containers of the live release; when there are none (they
-were removed), deploys the current release afresh.""")
+Starts the stopped containers of the live release and returns once they pass
+their health check and Traefik routes them; when there are none (they were
+removed), deploys the current release afresh.""")
 def start(ctx, argv):
     p = app_parser("ps:start")
     args = parse_app(ctx, p, argv)
@@ -229,3 +231,5 @@ def start(ctx, argv):
         started = ctx.gitd.scheduler.start_units(units)
         ctx.store.update_app_settings(args.app, stopped=None)
         ctx.out(f"-----> Started {args.app}: {started} container(s)")
+        progress = Progress(ctx.progress_sink(), args.app)
+        ctx.gitd.pipeline.serve_started(args.app, units, progress)

@@ -1,0 +1,144 @@
+"""Health over an app's life (issue #29): probe intervals, what a failing
+check says, the 503 routes, the state in words, the restart backoff."""
+
+from __future__ import annotations
+
+from hooks import checks, health, router
+from hooks.health import MAX_BACKOFF, HealthWatcher
+
+PROC_NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000 10001        0 1 1
+   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000 10001        0 2 1
+   2: 0B00007F:98DF 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1
+  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:1F40 00000000000000000000000000000000:0000 0A 0
+   1: garbage:ZZZZ 0 0A
+"""
+
+
+def test_listening_ports_are_read_from_proc_net_tcp_and_tcp6():
+    # 0BB8 = 3000 (v4, LISTEN), 1F90 = 8080 established (not listening), 1F40 = 8000 (v6);
+    # Docker's DNS server on 127.0.0.11 is not the app
+    assert checks.parse_listening(PROC_NET_TCP) == {3000, 8000}
+    assert checks.parse_listening("") == set()
+
+
+def test_a_wrong_port_is_told_in_words_and_the_right_one_is_not():
+    said = checks.wrong_port({3000}, 5000)
+    assert said.startswith("nothing listens on PORT=5000; the app listens on 3000")
+    assert "config:set PORT=3000" in said
+    assert checks.wrong_port({5000, 3000}, 5000) is None
+    assert checks.wrong_port(None, 5000) is None  # could not look: say nothing
+    assert checks.wrong_port(set(), 5000) is None  # still booting
+    assert "nor on any other port" in checks.wrong_port(set(), 5000, booting=True)
+
+
+def test_an_answer_is_told_apart_from_no_answer():
+    assert checks.answered("GET / -> HTTP/1.1 500 Internal Server Error")
+    assert not checks.answered("GET / -> nc: can't connect to remote host (127.0.0.1): Connection refused")
+    assert not checks.answered("GET / -> no answer on port 5000")
+
+
+def test_the_live_interval_is_held_within_bounds():
+    assert checks.live_interval(30) == 30.0
+    assert checks.live_interval("0") == checks.FAST_INTERVAL
+    assert checks.live_interval(1e12) == checks.MAX_INTERVAL
+    for odd in ("nan", "word", None):
+        assert checks.live_interval(odd) == 30.0
+    spec = checks.docker_healthcheck(checks.HealthCheck(), 5000, 30.0)
+    assert spec["interval"] == 30 * checks.SECOND
+
+
+def test_the_503_routes_sit_just_below_every_deploy_of_their_path():
+    routes = [router.HostRoute("shop.test"), router.HostRoute("x.test", "/api")]
+    config = router.fallback_config({"shop": routes, "idle": []}, "web", "websecure")
+    routers = config["http"]["routers"]
+    assert set(routers) == {"gitd-fallback-shop", "gitd-fallback-shop-tls",
+                            "gitd-fallback-shop-p1", "gitd-fallback-shop-p1-tls"}
+    root, api = routers["gitd-fallback-shop"], routers["gitd-fallback-shop-p1"]
+    assert root["rule"] == "Host(`shop.test`)" and root["priority"] == router.priority(1, "/") - 2
+    assert router.priority(1, "/api") > api["priority"] > router.priority(10**6, "/")
+    assert routers["gitd-fallback-shop-tls"]["tls"] == {}
+    assert config["http"]["services"] == {"gitd-fallback": {"loadBalancer": {"servers": []}}}
+    assert router.fallback_config({"idle": []}) == {}
+
+
+def _row(state="running", health_status="healthy", seq=4, kind="web", role="service"):
+    return {"name": f"{kind}.1", "type": kind, "role": role, "seq": seq, "state": state,
+            "health": health_status}
+
+
+def test_the_app_state_says_whether_it_serves():
+    assert health.app_state([], None, False) == "not deployed"
+    assert health.app_state([_row()], 4, True).startswith("stopped")
+    assert health.app_state([_row()], 4, False) == "running"
+    assert health.app_state([_row(health_status=None)], 4, False) == "running"
+    assert health.app_state([_row(health_status="starting")], 4, False) == "starting"
+    assert health.app_state([_row(health_status="unhealthy")], 4, False).startswith(
+        "unhealthy: no healthy web process (web.1)")
+    # an old deploy's healthy container draining does not make the live one serve
+    assert health.app_state([_row(seq=3), _row(health_status="unhealthy")], 4, False).startswith(
+        "unhealthy")
+    assert health.app_state([_row(kind="worker")], 4, False).startswith("web scaled to 0")
+
+
+class _Container:
+    def __init__(self, name, status_of):
+        self.name, self.status, self.labels = name, "running", {"gitd.app": "shop"}
+        self.status_of = status_of
+
+    @property
+    def attrs(self):
+        return {"State": {"Health": {"Status": self.status_of()}}}
+
+
+class _Engine:
+    def __init__(self, containers):
+        self.list = containers
+
+    def containers(self, app=None, **labels):
+        return self.list
+
+
+def test_a_container_that_stays_unhealthy_is_restarted_with_a_doubling_capped_backoff():
+    now = [0.0]
+    state = {"health": "unhealthy"}
+    restarted, recorded = [], []
+    watcher = HealthWatcher(_Engine([_Container("c1", lambda: state["health"])]), 60,
+                            restarted.append, lambda app, name, n: recorded.append(n),
+                            clock=lambda: now[0])
+    times = []
+    for second in range(0, 4000, 5):
+        now[0] = float(second)
+        if watcher.tick():
+            times.append(second)
+    # unhealthy 60 s, then waits of 120, 240, 480, then 900 (the cap)
+    assert times[:5] == [60, 180, 420, 900, 1800], times
+    assert all(b - a <= MAX_BACKOFF for a, b in zip(times, times[1:]))
+    assert recorded == list(range(1, len(times) + 1))
+    # healthy for long enough: a new failure starts over at the short wait
+    state["health"] = "healthy"
+    for second in range(4000, 4000 + int(MAX_BACKOFF) + 10, 5):
+        now[0] = float(second)
+        assert watcher.tick() == []
+    state["health"] = "unhealthy"
+    start = now[0] + 5
+    while not watcher.tick():
+        now[0] += 5
+    assert now[0] - start <= 65
+
+
+def test_a_failed_restart_is_tried_again_and_not_recorded():
+    now = [0.0]
+    recorded = []
+
+    def refuse(container):
+        raise RuntimeError("busy")
+
+    watcher = HealthWatcher(_Engine([_Container("c1", lambda: "unhealthy")]), 10, refuse,
+                            lambda *a: recorded.append(a), clock=lambda: now[0])
+    for second in range(0, 100, 5):
+        now[0] = float(second)
+        assert watcher.tick() == []
+    assert recorded == []
