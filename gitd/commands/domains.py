@@ -17,13 +17,31 @@ from gitd.store import HostRoute
 
 
 def refuse_wildcard(text: str) -> None:
-    if "*" in text.partition("/")[0]:
-        raise UsageError(
-            f"wildcard domains are not routed ({text[:80]!r}): add each host by name "
-            "(domains:add APP a.example.com b.example.com). One certificate for all of them "
-            "is a wildcard certificate, which ACME issues only over the DNS-01 challenge "
-            "(acme_challenge = \"dns\": the hosts under gitd's domain share one), or your "
-            "own: certs:add")
+    """A host with `*` labels gets why wildcards are refused; anything else
+    odd (rule characters beside a `*`) is only an invalid domain."""
+    host = text.partition("/")[0]
+    if "*" not in host or not _is_wildcard_pattern(host):
+        return
+    raise UsageError(
+        f"invalid domain {text[:80]!r}: wildcard domains are not routed: add each host by name "
+        "(domains:add APP a.example.com b.example.com). One certificate for all of them "
+        "is a wildcard certificate, which ACME issues only over the DNS-01 challenge "
+        "(acme_challenge = \"dns\": the hosts under gitd's domain share one), or your "
+        "own: certs:add")
+
+
+def _is_wildcard_pattern(host: str) -> bool:
+    """`host` with each `*` label made a plain one is a valid hostname."""
+    if set(host) <= {"*", "."}:  # "*": every host
+        return True
+    labels = ["x" if label == "*" else label for label in host.split(".")]
+    if any("*" in label for label in labels):
+        return False
+    try:
+        validate.hostname(".".join(labels))
+    except GitdError:
+        return False
+    return True
 
 
 def parse_hosts(hosts: list[str]) -> list[str]:
