@@ -404,7 +404,7 @@ class Static:
                              "with a build script")
         else:
             plan.notes.append("serves the repository's files, without dotfiles and symlinks")
-        command = f"httpd -f -v -p {PORT} -h /site"
+        command = f"httpd -f -v -p {PORT} -h /site -c /dev/null"  # no config of the image's
         plan.cmd, plan.web = _shell(command), command
         return plan
 

@@ -203,7 +203,7 @@ def test_buildpacks_set_forces_a_stack_and_show_prints_its_dockerfile(
 
     ssh_ok(gitd, "buildpacks:set", app, "static")
     assert "static (set with buildpacks:set)" in ssh_ok(gitd, "buildpacks:show", app)
-    assert "exec httpd -f -v -p ${PORT:-5000} -h /site" in ssh_ok(gitd, "buildpacks:show", app,
+    assert "exec httpd -f -v -p ${PORT:-5000} -h /site -c /dev/null" in ssh_ok(gitd, "buildpacks:show", app,
                                                                 "--dockerfile")
     commit(repo, {}, "serve the static site")
     log = pushed(gitd, repo, app)
@@ -303,7 +303,11 @@ def test_a_static_site_serves_its_files_only_with_a_static_server(stacks_gitd, n
     repo = make_repo(tmp_path / app, {
         "index.html": "<p>the site</p>\n", "style.css": "p { margin: 0 }\n",
         ".env": "SECRET=hunter2\n", "notes/draft.txt": "a draft\n",
-        "cgi-bin/run": "#!/bin/sh\necho 'Content-type: text/plain'\necho\necho ran as cgi\n"})
+        "cgi-bin/run": "#!/bin/sh\necho 'Content-type: text/plain'\necho\necho ran as cgi\n",
+        # busybox httpd obeys an httpd.conf in any served directory: an
+        # interpreter for *.sh, a deny-all at the root
+        "httpd.conf": "D:*\n", "sub/httpd.conf": "*.sh:/bin/sh\n",
+        "sub/x.sh": "echo 'Content-type: text/plain'\necho\necho ran as script\n"})
     (repo / "cgi-bin" / "run").chmod(0o755)
     (repo / "link.txt").symlink_to(".env")
     commit(repo, {}, "an executable and a symlink")
@@ -319,6 +323,10 @@ def test_a_static_site_serves_its_files_only_with_a_static_server(stacks_gitd, n
         assert status == 404 and "hunter2" not in body and "Directory listing" not in body, (path, body)
     status, _, body = raw_get(gitd, app, "/cgi-bin/run")
     assert "ran as cgi" not in body, (status, body)
+    status, _, body = raw_get(gitd, app, "/sub/x.sh")  # a file, not a script that ran
+    assert status == 200 and body.startswith("echo"), (status, body)
+    for path in ("/httpd.conf", "/sub/httpd.conf"):
+        assert raw_get(gitd, app, path)[0] == 404, path
 
 
 DJANGO_SETTINGS = (

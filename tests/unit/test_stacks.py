@@ -193,7 +193,7 @@ def test_go_rust_ruby_static_plans():
         plan("ruby", {"Gemfile": ""})
     assert plan("ruby", {"Gemfile": "", "config.ru": ""}).cmd[2].startswith("exec bundle exec rackup")
     p = plan("static", {"index.html": ""})
-    assert p.cmd[2] == "exec httpd -f -v -p ${PORT:-5000} -h /site"
+    assert p.cmd[2] == "exec httpd -f -v -p ${PORT:-5000} -h /site -c /dev/null"
 
 
 @pytest.mark.parametrize("name", [s.name for s in STACKS])
@@ -358,6 +358,7 @@ def test_static_sites_are_served_without_dotfiles_symlinks_or_executables():
     for files in ({"index.html": ""}, {"package.json": json.dumps({"scripts": {"build": "b"}})}):
         text = render(plan("static", files), {"static": "bb:local"})
         assert "http.server" not in text and "FROM bb:local\n" in text
-        clean = text.index('find /site -mindepth 1 \\( -name ".*" -o -type l \\) -prune')
+        clean = text.index('find /site -mindepth 1 \\( -name ".*" -o -type l -o -name httpd.conf \\) '
+                           '-prune')
         assert clean < text.index("FROM bb:local") < text.index("COPY --from=build /site /site")
         assert "chmod 0644" in text
