@@ -139,6 +139,8 @@ def healthcheck(spec: dict) -> dict | None:
     check = spec.get("healthcheck")
     if not check:
         return None
+    if check["test"] == ["NONE"]:  # the image's own check switched off
+        return {"Test": ["NONE"]}
     return {"Test": check["test"], "Interval": check["interval"], "Timeout": check["timeout"],
             "Retries": check["retries"], "StartPeriod": check["start_period"]}
 

@@ -106,6 +106,9 @@ def owner_task_spec(base: dict, run_as: RunAs, mounts: list[dict], probe: str,
         "entrypoint": [checks.PROBE_PATH, "sh", "-c", OWNER_SCRIPT, "gitd-volumes"],
         "command": targets,
         "user": "0:0",
+        # it runs as root beside the app's volumes: the image's own HEALTHCHECK
+        # (its code) must not run in it
+        "healthcheck": {"test": ["NONE"]},
         "environment": {"GITD_USER": run_as.user, "GITD_GROUP": run_as.group,
                         "GITD_CHOWN": "1" if chown else "0"},
         "labels": labels,

@@ -43,7 +43,7 @@ class Postgres(Kind):
         return ["pg_isready", "-U", USER, "-d", db_name(svc), "-h", "127.0.0.1"]
 
     def version_argv(self, svc):
-        return ["psql", "-U", USER, "-d", "postgres", "-qAt", "-c", "SHOW server_version"]
+        return ["psql", *LOCAL, "-d", "postgres", "-qAt", "-c", "SHOW server_version"]
 
     def parse_version(self, output):
         match = re.match(r"\s*([0-9]+(?:\.[0-9]+)*)", output)  # `15.18 (Debian 15.18-0+deb12u1)`

@@ -342,6 +342,7 @@ def test_postgres_backup_and_restore_log_in_with_the_password_gitd_holds():
     pg, service = kind("postgres"), svc()
     assert pg.exec_env(service) == {"PGPASSWORD": "pw"}
     assert pg.dump_argv(service)[:5] == ["pg_dump", "-h", "127.0.0.1", "-U", "postgres"]
+    assert pg.version_argv(service)[:5] == ["psql", "-h", "127.0.0.1", "-U", "postgres"]
     engine = RecordingEngine()
     pg.restore(engine, "container", service, iter([b"PGDMP..."]), emit=lambda line: None)
     programs = [argv[0] for argv, _ in engine.calls]

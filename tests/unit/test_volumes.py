@@ -55,6 +55,7 @@ def test_the_volume_task_runs_busybox_as_root_with_the_volumes_at_the_apps_paths
     assert spec["mounts"] == [checks.probe_mount("/bin/busybox"),
                               {"type": "volume", "source": VOLUME["source"], "target": "/data"}]
     assert spec["labels"]["traefik.enable"] == "false"
+    assert spec["healthcheck"] == {"test": ["NONE"]}  # the image's own check would run as root
     assert bind not in spec["mounts"]
     told = volumes.owner_task_spec(base, RunAs("0"), [VOLUME], "/bin/busybox", chown=False)
     assert told["command"] == [] and len(told["mounts"]) == 1
@@ -80,10 +81,12 @@ def test_app_containers_mount_volumes_without_copy_up_and_binds_as_they_are():
 def test_a_swarm_task_keeps_the_entrypoint_and_user_of_its_spec():
     spec = {"labels": {"gitd.app": "shop"}, "entrypoint": ["/.gitd/busybox", "sh"],
             "command": ["/data"], "user": "0:0", "mounts": [VOLUME]}
-    container = swarm.job_spec(dict(spec, name="gitd-x.shop.volumes.1.s5"),
+    container = swarm.job_spec(dict(spec, name="gitd-x.shop.volumes.1.s5",
+                                    healthcheck={"test": ["NONE"]}),
                                "reg/shop@sha256:1")["task_template"]["ContainerSpec"]
     assert (container["Command"], container["Args"], container["User"]) == (
         ["/.gitd/busybox", "sh"], ["/data"], "0:0")
+    assert container["Healthcheck"] == {"Test": ["NONE"]}
 
 
 @pytest.mark.parametrize("lines, owner, changed, error", [
