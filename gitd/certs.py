@@ -306,18 +306,29 @@ def read_set_aside(settings: Settings, app: str) -> dict[str, list]:
     return _valid(_read_set_aside(settings, app))
 
 
+def returning_set_aside(settings: Settings, app: str, hosts: set[str]) -> dict[str, list]:
+    """The set-aside certificates for names outside `hosts` (a new custom
+    certificate covers fewer): the valid ones, for put_back_acme. Nothing
+    is changed: release_set_aside takes them out of the app's file."""
+    return _valid(_split_set_aside(settings, app, hosts)[1])
+
+
 def release_set_aside(settings: Settings, app: str, hosts: set[str]) -> dict[str, list]:
-    """Take the set-aside certificates for names outside `hosts` (a new
-    custom certificate covers fewer) out of the app's file: the valid ones,
-    for put_back_acme."""
+    """Take the set-aside certificates for names outside `hosts` out of the
+    app's file; the valid ones, as returning_set_aside."""
+    kept, released = _split_set_aside(settings, app, hosts)
+    if released:
+        write_private(set_aside_path(settings, app), json.dumps(kept).encode())
+    return _valid(released)
+
+
+def _split_set_aside(settings: Settings, app: str, hosts: set[str]) -> tuple[dict, dict]:
     kept, released = {}, {}
     for resolver, entries in _read_set_aside(settings, app).items():
         for entry in entries if isinstance(entries, list) else []:
             side = kept if entry_names(entry) <= hosts else released
             side.setdefault(resolver, []).append(entry)
-    if released:
-        write_private(set_aside_path(settings, app), json.dumps(kept).encode())
-    return _valid(released)
+    return kept, released
 
 
 def _valid(set_aside: dict) -> dict[str, list]:

@@ -132,7 +132,9 @@ def let_custom_win(ctx, app: str, hosts: set[str]) -> None:
             ctx.out(f" !     Traefik also holds an ACME certificate for {names} and may serve "
                     f"it: stop Traefik, remove it from {ctx.settings.acme_storage}, start Traefik")
         return
-    returning = tls.release_set_aside(ctx.settings, app, hosts)
+    # taken out of the set-aside file only while Traefik is stopped: a
+    # restart that fails leaves every certificate in one of the two files
+    returning = tls.returning_set_aside(ctx.settings, app, hosts)
     if not shadowed and not returning:
         return
     if shadowed:
@@ -142,8 +144,9 @@ def let_custom_win(ctx, app: str, hosts: set[str]) -> None:
         ctx.out("-----> Restarting Traefik to serve its ACME certificates for the hosts the "
                 "custom one no longer covers (new connections are refused for a moment)")
 
-    def while_stopped():
-        tls.put_back_acme(ctx.settings, returning)
+    def while_stopped():  # into acme.json first: a failure between leaves them in both files
+        tls.put_back_acme(ctx.settings, tls.returning_set_aside(ctx.settings, app, hosts))
+        tls.release_set_aside(ctx.settings, app, hosts)
         tls.set_aside_acme(ctx.settings, app, hosts)
 
     child.restart(while_stopped)

@@ -55,6 +55,12 @@ def follow(ctx, app: str, units: list, tail: int, wanted) -> None:
 
 
 def _still_readable(ctx, app: str) -> None:
+    """As the store says now: the session's key may have been removed, or
+    have stopped being an admin, since the stream began."""
+    key = ctx.store.key_by_fingerprint(ctx.key.fingerprint)
+    if key is None:
+        raise GitdError(f"stopped following {app}: this key was removed")
+    ctx.key = key
     try:
         ctx.app(app)
     except GitdError as exc:

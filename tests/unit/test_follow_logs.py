@@ -144,3 +144,33 @@ def test_lines_of_a_start_and_an_exit():
     assert dynos.stamp_seconds("2026-01-01T00:00:03.000000001Z") == 1767225603.000000001
     assert dynos.stamp_seconds("0001-01-01T00:00:00Z") is None
     assert dynos.stamp_seconds("junk") is None
+
+
+def test_a_follower_stops_when_its_key_loses_its_powers(tmp_path):
+    """logs -f checks access as the store says now, not as the session began:
+    an admin demoted (its key removed and added again without --admin) or a
+    removed key stop following an app they were not granted."""
+    import pytest
+
+    from gitd import commands
+    from gitd.commands.logs import _still_readable
+    from gitd.config import Settings
+    from gitd.errors import GitdError
+    from gitd.store import Store
+    from tests.unit.test_commands import Bridge, FakeGitd
+
+    store = Store(tmp_path / "gitd.db")
+    store.add_key("root", "SHA256:root", "ssh-ed25519 AAAA root", True)
+    store.add_key("ops", "SHA256:ops", "ssh-ed25519 AAAA ops", True)
+    store.create_app("shop")
+    fake = FakeGitd(store, Settings(data_dir=tmp_path, instance="t1"))
+    ctx = commands.Context(fake, store.get_key("ops"), Bridge(b""))
+    _still_readable(ctx, "shop")  # an admin may
+    store.remove_key("ops")
+    with pytest.raises(GitdError, match="stopped following shop: this key was removed"):
+        _still_readable(ctx, "shop")
+    store.add_key("ops", "SHA256:ops", "ssh-ed25519 AAAA ops", False)  # back as a deployer
+    with pytest.raises(GitdError, match="stopped following shop"):
+        _still_readable(ctx, "shop")
+    store.grant("shop", "ops")
+    _still_readable(ctx, "shop")
