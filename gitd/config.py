@@ -38,8 +38,8 @@ class Settings:
     # behind their Docker HEALTHCHECK (works in images without a shell)
     probe_binary: str = ""
     deploy_timeout: float = 60.0
-    # seconds between Docker's health probes of a live web container when
-    # deploys go through a bridge (a managed Traefik); else 0.5
+    # seconds between HTTP checks of a live web container (hooks.checks:
+    # Docker's probes between them only connect to its port)
     health_interval: float = 30.0
     # seconds a live web container may stay unhealthy before gitd restarts
     # it (then twice as long each time, up to 15 min); 0 = never

@@ -19,12 +19,11 @@ from gitd.services.base import container_name as service_container
 from gitd.services.base import relay_name
 from gitd.store import Store
 from hooks import engine as engine_mod
-from hooks import checks, router
+from hooks import router
 from hooks.health import HealthWatcher
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline, service_paths
 from hooks.retire import Retirements
-from hooks.scheduler import parse_bridge_name, route_key_of
 from hooks.swarm import TASK_ROLE
 
 log = structlog.get_logger("gitd.service")
@@ -413,19 +412,11 @@ class Gitd:
         Traefik then routes to it: removing it as a leftover would send its
         requests to a dying container. Wait (bounded) until Docker has judged
         it, then decide from that snapshot."""
-        began = time.monotonic()
-        bridged = {parse_bridge_name(p.name) for p in self.settings.dynamic_dir.glob("bridge-*.yml")}
+        deadline = time.monotonic() + HEALTH_SETTLE_SECONDS
         while True:
             snapshot = [c for c in _own_containers(engine)
                         if c.labels.get(engine_mod.LABEL_SERVICE) is None]
-            starting = [c for c in snapshot if _health_starting(c)]
-            settle = HEALTH_SETTLE_SECONDS
-            if any((route_key_of(c.labels), int(c.labels.get(engine_mod.LABEL_SEQ, "0") or 0))
-                   in bridged for c in starting):
-                # a bridge routes it until Docker's first probe, which comes
-                # one health_interval after its start
-                settle = max(settle, checks.live_interval(self.settings.health_interval) + 5)
-            if not starting or time.monotonic() - began > settle:
+            if not any(_health_starting(c) for c in snapshot) or time.monotonic() > deadline:
                 return snapshot
             time.sleep(0.25)
 

@@ -23,14 +23,16 @@ from gitd.errors import DeployError, GitdError, UsageError
 PROBE_PATH = "/.gitd/busybox"
 PROBE_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/usr/local/bin/busybox")
 SECOND = 1_000_000_000
-# Docker's probe interval. Fast: without a bridge, Docker's own first probe
-# (one interval after the start) is what lets Traefik route a new container.
-# Slow (health_interval): with a bridge gitd probes the deploy itself, and afterwards a web
-# container is probed only this often (each probe is a request the app pays
-# for, and shows in its log); Traefik's docker provider takes a deploy over
-# from its bridge at Docker's first probe, one interval after the start.
+# Docker's probe interval: its first probe (one interval after the start) is
+# what lets Traefik's docker provider route a new container, so it stays
+# short. A live container is asked over HTTP only every `health_interval`
+# (probe_script): the probes in between only connect to its port, which
+# costs the app no request and no line of its log.
 FAST_INTERVAL = 0.5
 MAX_INTERVAL = 3600.0
+# what the probe remembers between runs, in the container's own tmpfs: how
+# many runs since the last HTTP check passed (0 or nothing: none passed yet)
+PROBE_STATE = "/dev/shm/.gitd-probe"
 
 
 def live_interval(setting) -> float:
@@ -40,6 +42,11 @@ def live_interval(setting) -> float:
     except (TypeError, ValueError):
         return 30.0
     return min(max(value, FAST_INTERVAL), MAX_INTERVAL) if value == value else 30.0
+
+
+def http_every(health_interval) -> int:
+    """How many of Docker's probes make one HTTP check (the others connect)."""
+    return max(1, round(live_interval(health_interval) / FAST_INTERVAL))
 
 
 @dataclass(frozen=True)
@@ -130,24 +137,37 @@ def find_probe(configured: str = "") -> str | None:
     return None
 
 
-def probe_script(check: HealthCheck, port: int) -> str:
-    """A busybox sh script: one HTTP/1.0 request, healthy when status < 500."""
+def probe_script(check: HealthCheck, port: int, every: int = 1) -> str:
+    """A busybox sh script: healthy when an HTTP/1.0 request gets a status
+    below 500. Once one passed, the next `every - 1` runs only connect to the
+    port (an app that stopped listening still fails at once), then HTTP
+    again; a failed HTTP check is repeated at every run until it passes.
+    Without a writable tmpfs every run is an HTTP check."""
     p = PROBE_PATH
     timeout = max(1, int(round(check.timeout)))
     request = f"GET {check.path} HTTP/1.0\\r\\nHost: localhost\\r\\nUser-Agent: gitd-healthcheck\\r\\n\\r\\n"
+    connect_only = (
+        f"n=$({p} cat {PROBE_STATE} 2>/dev/null); "
+        'case "$n" in ""|*[!0-9]*) n=0;; esac; '
+        f'if [ "$n" -gt 0 ] && [ "$n" -lt {every} ] '
+        f"&& {p} nc -w {timeout} 127.0.0.1 {port} </dev/null >/dev/null 2>&1 "
+        f'&& echo $((n + 1)) > {PROBE_STATE}; then echo "port {port} accepts connections"; exit 0; fi; '
+    ) if every > 1 else ""
     return (
-        f"r=$(printf '{request}' | {p} nc -w {timeout} 127.0.0.1 {port} 2>&1 | {p} head -n 1 | {p} tr -d '\\r'); "
+        connect_only
+        + f"r=$(printf '{request}' | {p} nc -w {timeout} 127.0.0.1 {port} 2>&1 | {p} head -n 1 | {p} tr -d '\\r'); "
         f'echo "GET {check.path} -> ${{r:-no answer on port {port}}}"; '
-        f'case "$r" in "HTTP/"*" "[1-4][0-9][0-9]*) exit 0;; esac; exit 1'
+        f'case "$r" in "HTTP/"*" "[1-4][0-9][0-9]*) echo 1 > {PROBE_STATE} 2>/dev/null; exit 0;; esac; '
+        f"echo 0 > {PROBE_STATE} 2>/dev/null; exit 1"
     )
 
 
-def docker_healthcheck(check: HealthCheck, port: int, interval: float = FAST_INTERVAL) -> dict:
+def docker_healthcheck(check: HealthCheck, port: int, every: int = 1) -> dict:
     return {
-        "test": ["CMD", PROBE_PATH, "sh", "-c", probe_script(check, port)],
+        "test": ["CMD", PROBE_PATH, "sh", "-c", probe_script(check, port, every)],
         # Docker 20.10 has no start_interval: the first probe runs one interval
-        # after start (see FAST_INTERVAL, SLOW_INTERVAL)
-        "interval": int(interval * SECOND),
+        # after start, so a short interval is what makes a deploy quick
+        "interval": int(FAST_INTERVAL * SECOND),
         "timeout": int((check.timeout + 1) * SECOND),
         "retries": check.attempts,
         # failures while booting do not count: the deploy's own wait bounds it

@@ -148,13 +148,12 @@ def describe_argv(argv: list[str]) -> str:
     return shlex.join(argv)
 
 
-def container_specs(target: Target, settings: Settings, probe: str | None,
-                    check_interval: float = checks.FAST_INTERVAL) -> list[dict]:
+def container_specs(target: Target, settings: Settings, probe: str | None) -> list[dict]:
     """The docker create() arguments for every service container of `target`."""
     specs = []
     for process, count in sorted(target.formation.items()):
         for index in range(1, count + 1):
-            specs.append(_service_spec(target, settings, probe, process, index, check_interval))
+            specs.append(_service_spec(target, settings, probe, process, index))
     return specs
 
 
@@ -163,7 +162,7 @@ def is_web(spec: dict) -> bool:
 
 
 def _service_spec(target: Target, settings: Settings, probe: str | None,
-                  process: str, index: int, check_interval: float) -> dict:
+                  process: str, index: int) -> dict:
     labels = base_labels(settings.instance, target, process, "service")
     spec = {
         "image": target.image,
@@ -190,8 +189,8 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
             if not probe:
                 raise DeployError("no static busybox for health checks (install busybox-static, "
                                   "or set probe_binary); see `gitd doctor`")
-            spec["healthcheck"] = checks.docker_healthcheck(target.check, target.port,
-                                                            check_interval)
+            spec["healthcheck"] = checks.docker_healthcheck(
+                target.check, target.port, checks.http_every(settings.health_interval))
             spec["mounts"] = [checks.probe_mount(probe)]
     else:
         labels["traefik.enable"] = "false"
@@ -259,8 +258,7 @@ class Deployer:
             for current in targets:
                 if current.release_command:
                     self._run_release_task(current, progress)
-            specs = [container_specs(t, self.settings, self.probe, self._check_interval())
-                     for t in targets]
+            specs = [container_specs(t, self.settings, self.probe) for t in targets]
             progress.stage("start")
             for i, current in enumerate(targets):
                 started[i] = self.scheduler.start([s for s in specs[i] if is_web(s)], progress)
@@ -336,13 +334,6 @@ class Deployer:
         spec = volumes.owner_task_spec(volume_task_base(target, self.settings), run_as,
                                        volumes.volume_mounts(target.mounts), self.probe, chown)
         return volumes.run_owner_task(self.scheduler, spec)
-
-    def _check_interval(self) -> float:
-        """Docker's probe interval for new web containers: slow when the
-        scheduler bridges a deploy (gitd probes it itself), else fast."""
-        if not getattr(self.scheduler, "bridged", False):
-            return checks.FAST_INTERVAL
-        return checks.live_interval(self.settings.health_interval)
 
     def _run_release_task(self, target: Target, progress) -> None:
         progress.stage("release-task")

@@ -182,10 +182,7 @@ class DockerScheduler:
         routers = sorted(config.get("routers") or {})
         servers = {s["url"] for v in (config.get("services") or {}).values()
                    for s in v["loadBalancer"]["servers"]}
-        # the docker provider routes the containers at Docker's first probe,
-        # one health_interval after their start
-        began = time.monotonic()
-        deadline = began + BRIDGE_WAIT + checks.live_interval(self.settings.health_interval)
+        deadline = time.monotonic() + BRIDGE_WAIT
         while path.exists() and time.monotonic() < deadline:
             status = router.routed_servers(self.settings.api_url, route_key, seq, routers,
                                            provider="docker")
@@ -193,8 +190,7 @@ class DockerScheduler:
                 break
             if not self._web_running(route_key, seq):
                 break
-            # a hand-over waits for Docker's first probe: look often only at first
-            time.sleep(0.25 if time.monotonic() - began < 3 else 1.0)
+            time.sleep(0.25)
         else:
             if path.exists():
                 log.warning("Traefik's docker provider did not take the deploy over; "

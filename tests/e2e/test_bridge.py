@@ -43,12 +43,12 @@ def test_a_deploy_goes_live_through_a_bridge_that_then_goes(own_gitd, tmp_path):
     gitd.start()
     app = unique_app("br")
     repo = deployed(gitd, app, tmp_path, web_app("v1"))
-    wait_no_bridges(gitd, 90)  # Docker's first probe: health_interval (30 s) after the start
+    wait_no_bridges(gitd, 30)
     commit(repo, web_app("v2"), "v2")
     pushed = gitd.push(repo, app)
     assert pushed.returncode == 0, pushed.stderr
     assert gitd.get(gitd.host(app)) == (200, "v2\n")  # live when the push returns
-    wait_no_bridges(gitd, 90)  # Docker's first probe: health_interval (30 s) after the start
+    wait_no_bridges(gitd, 30)
     assert docker_routed(gitd, f"{app}-s2")  # the labels carry it on
     assert gitd.get(gitd.host(app)) == (200, "v2\n")
 
@@ -66,7 +66,7 @@ def test_a_deploy_goes_live_through_a_bridge_that_then_goes(own_gitd, tmp_path):
     assert gitd.get(gitd.host(app))[0] != 200
     gitd.stop()
     gitd.start()
-    wait_no_bridges(gitd, 90)  # Docker's first probe: health_interval (30 s) after the start
+    wait_no_bridges(gitd, 30)
     deadline = time.monotonic() + 10
     while gitd.get(gitd.host(app))[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.1)

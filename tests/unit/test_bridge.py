@@ -37,7 +37,7 @@ class _Engine:
 
 
 def _bridge(tmp_path, monkeypatch, running: bool, routed: dict):
-    settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1, health_interval=0.5)
+    settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
     settings.dynamic_dir.mkdir(parents=True)
     monkeypatch.setattr(router, "has_file_provider", lambda api: True)
     monkeypatch.setattr(router, "routed_servers", lambda *a, **k: routed)

@@ -46,8 +46,69 @@ def test_the_live_interval_is_held_within_bounds():
     assert checks.live_interval(1e12) == checks.MAX_INTERVAL
     for odd in ("nan", "word", None):
         assert checks.live_interval(odd) == 30.0
-    spec = checks.docker_healthcheck(checks.HealthCheck(), 5000, 30.0)
-    assert spec["interval"] == 30 * checks.SECOND
+    assert checks.http_every(30) == 60 and checks.http_every(0) == 1
+    spec = checks.docker_healthcheck(checks.HealthCheck(), 5000, checks.http_every(30))
+    assert spec["interval"] == checks.SECOND // 2  # Docker's first probe routes a container
+    assert '[ "$n" -lt 60 ]' in spec["test"][-1]
+
+
+def _run_probe(script: str, tmp_path, answer: bytes | None):
+    """The probe under a real busybox sh, against a loopback server that
+    answers `answer` (None: nothing listens). Returns (status, output,
+    requests the server saw)."""
+    import socket
+    import subprocess
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    requests = []
+    if answer is not None:
+        server.listen(16)
+
+        def serve():
+            server.settimeout(10)
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with conn:
+                    data = conn.recv(4096)
+                    if data:
+                        requests.append(data)
+                        conn.sendall(answer)
+        threading.Thread(target=serve, daemon=True).start()
+    local = (script.replace(checks.PROBE_PATH, "/bin/busybox")
+             .replace(checks.PROBE_STATE, str(tmp_path / "state"))
+             .replace(" 5000", f" {port}").replace("port 5000", f"port {port}"))
+    try:
+        done = subprocess.run(["/bin/busybox", "sh", "-c", local], capture_output=True,
+                              text=True, timeout=20)
+    finally:
+        server.close()
+    return done.returncode, done.stdout.strip(), len(requests)
+
+
+def test_a_live_probe_asks_over_http_only_every_nth_run(tmp_path):
+    script = checks.probe_script(checks.HealthCheck(timeout=1), 5000, every=3)
+    ok = b"HTTP/1.0 200 OK\r\n\r\nok"
+    assert _run_probe(script, tmp_path, ok)[::2] == (0, 1)  # nothing passed yet: HTTP
+    for _ in range(2):  # then connects only
+        status, output, requests = _run_probe(script, tmp_path, ok)
+        assert (status, requests) == (0, 0) and "accepts connections" in output
+    assert _run_probe(script, tmp_path, ok)[::2] == (0, 1)  # the third: HTTP again
+    # an app that answers 500 fails at its next HTTP check, and every run
+    # after it asks again until one passes
+    (tmp_path / "state").write_text("3")
+    sick = b"HTTP/1.0 500 Sick\r\n\r\n"
+    for _ in range(2):
+        status, output, requests = _run_probe(script, tmp_path, sick)
+        assert (status, requests) == (1, 1) and "500 Sick" in output
+    # a port that stops listening fails at once, whatever the count
+    (tmp_path / "state").write_text("1")
+    assert _run_probe(script, tmp_path, None)[0] == 1
 
 
 def test_the_503_routes_sit_just_below_every_deploy_of_their_path():

@@ -61,7 +61,7 @@ def test_router_names_rise_with_each_deploy():
 def test_probe_script_accepts_below_500_only():
     script = checks.probe_script(HealthCheck(path="/health", timeout=2), 8080)
     assert "GET /health HTTP/1.0" in script and "127.0.0.1 8080" in script
-    assert '"HTTP/"*" "[1-4][0-9][0-9]*) exit 0' in script
+    assert '"HTTP/"*" "[1-4][0-9][0-9]*) echo 1 > /dev/shm/.gitd-probe 2>/dev/null; exit 0' in script
 
 
 def test_checks_layer_app_json_under_settings():
