@@ -39,6 +39,13 @@ def connect() -> docker.DockerClient:
         raise GitdError(f"cannot reach the Docker engine: {exc}")
 
 
+def exit_code(value) -> int | None:
+    """An exit status as Docker reports it (an int, or a string in an
+    event's attributes), or None for anything else."""
+    text = str(value) if value is not None else ""
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
 class Engine:
     def __init__(self, client: docker.DockerClient, instance: str, network_pool: str = ""):
         self.client = client
@@ -94,7 +101,7 @@ class Engine:
         except docker.errors.DockerException:
             return None
         last = statuses[-1] if statuses else None
-        return int(last) if last is not None and str(last).lstrip("-").isdigit() else None
+        return exit_code(last)
 
     def create(self, spec: dict):
         """Create (not start) a container from a spec. `networks` (a list) joins

@@ -43,7 +43,7 @@ from gitd.config import Settings
 from gitd.errors import DeployError
 from hooks import checks, dynos, router
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
-                          LABEL_SEQ, Attached, Engine)
+                          LABEL_SEQ, Attached, Engine, exit_code)
 
 
 def unit_label(unit) -> str:
@@ -344,12 +344,12 @@ class ExitWatch:
                 time.sleep(1.0)
 
     def _record(self, event: dict) -> None:
-        status = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode", "")
-        if not str(status).lstrip("-").isdigit():
+        status = exit_code(((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode"))
+        if status is None:
             return
         with self._lock:
             self._statuses.pop(event.get("id", ""), None)  # newest last
-            self._statuses[event.get("id", "")] = int(status)
+            self._statuses[event.get("id", "")] = status
             while len(self._statuses) > self.KEEP:
                 self._statuses.pop(next(iter(self._statuses)))
 
@@ -463,7 +463,7 @@ class AppLogs:
                      if r.name == run.name and r.seq > run.seq]
         if run.thread is not None:
             run.thread.join(timeout=2)  # its last lines first
-        status = int(status) if str(status or "").lstrip("-").isdigit() else None
+        status = exit_code(status)
         self.emit(dynos.exited_line(run.name, run.release, status, max(newer, default=None)))
 
     def _begin(self, run: _Run, previous: _Run | None, tail: int | None = None) -> None:
