@@ -235,26 +235,6 @@ def _loose_info(store, sha: bytes) -> tuple[int, int] | None:
     return object_class(name).type_num, int(size)
 
 
-class AllObjects(list):
-    """Every stored object, once: what a clone of every branch and tag gets
-    (unreferenced objects, such as a refused push's, come along)."""
-
-    def __init__(self, store):
-        seen: set[bytes] = set()
-        for pack in _stored_packs(store):
-            for binsha, _offset, _crc in pack.index.iterentries():
-                seen.add(hexlify(binsha))
-        seen.update(getattr(store, "_iter_loose_objects", lambda: ())())
-        super().__init__((sha, None) for sha in seen)
-
-
-def wants_everything(store, refs: dict, wants: list, finder, shallow) -> bool:
-    """A plain clone: every ref wanted, nothing in common, no depth."""
-    if finder is None or shallow or finder.get_remote_has() or not wants:
-        return False
-    return set(refs.values()) <= set(wants)
-
-
 def _whole_pack(container, shas: list):
     """The one stored pack that holds exactly `shas`, if there is one."""
     stored = _stored_packs(container)

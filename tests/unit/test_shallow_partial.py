@@ -10,10 +10,10 @@ from pathlib import Path
 
 from dulwich.object_filters import parse_filter_spec
 from dulwich.object_store import MemoryObjectStore
-from dulwich.objects import Blob, Commit, Tree
+from dulwich.objects import Blob, Commit, Tag, Tree
 from dulwich.repo import Repo
 
-from gitd import packs, partial, shallow
+from gitd import packs, partial, reachable, shallow
 
 
 def blob(store, data: bytes) -> bytes:
@@ -196,3 +196,52 @@ def test_blob_limit_sizes_large_blobs_without_inflating_them(tmp_path):
     assert sizes == {whole: (3, BIG), delta: (3, BIG + 1), loose: (3, BIG - 1), small: (3, 4)}
     assert kept == [(small, None)]
     assert peak < 1 << 20, peak
+
+
+class CountingStore(MemoryObjectStore):
+    def __init__(self):
+        super().__init__()
+        self.read: list[bytes] = []
+
+    def __getitem__(self, sha):
+        self.read.append(sha)
+        return super().__getitem__(sha)
+
+
+def test_only_what_the_refs_reach_may_be_wanted_by_id():
+    """A commit force-pushed away (with a secret file) stays stored; it,
+    its tree and its blob are refused by id, the history's are not."""
+    store = MemoryObjectStore()
+    c = linear(store, 4)
+    secret_blob = blob(store, b"API_KEY=hunter2")
+    gone = commit(store, tree(store, {b"secret": (0o100644, secret_blob)}), [c[3]], 9)
+    gone_tree = store[gone].tree
+    old_readme = store[store[c[0]].tree][b"README"][1]
+    tips = [c[3]]  # the branch was forced back to c[3]
+    assert reachable.unreachable(store, tips, [gone, gone_tree, secret_blob]) == \
+        {gone, gone_tree, secret_blob}
+    assert reachable.unreachable(store, tips, [c[0], old_readme]) == set()
+    assert reachable.unreachable(store, tips, [b"1" * 40]) == {b"1" * 40}  # not held at all
+    # an annotated tag reaches what it points at
+    tag = Tag()
+    tag.object, tag.name, tag.message = (Commit, gone), b"t", b"m"
+    tag.tagger, tag.tag_time, tag.tag_timezone = b"t <t@t>", 1_700_000_000, 0
+    store.add_object(tag)
+    assert reachable.unreachable(store, [c[3], tag.id], [secret_blob]) == set()
+    # a shallow repository's boundary has no parents here: below it is not reached
+    assert reachable.unreachable(store, tips, [c[0]], frozenset({c[2]})) == {c[0]}
+    assert reachable.unreachable(store, tips, [c[2]], frozenset({c[2]})) == set()
+
+
+def test_a_checkout_blob_wanted_by_id_reads_the_tip_tree_only():
+    store = CountingStore()
+    c = linear(store, 50)
+    readme = store[store[c[49]].tree][b"README"][1]
+    store.read.clear()
+    assert reachable.unreachable(store, [c[49]], [readme]) == set()
+    assert c[49] in store.read and not set(store.read) & set(c[:49])  # no parent read
+    # a wanted commit is walked to through commits alone
+    store.read.clear()
+    assert reachable.unreachable(store, [c[49]], [c[40]]) == set()
+    read = list(store.read)
+    assert all(isinstance(store[sha], Commit) for sha in read)
