@@ -244,6 +244,9 @@ def test_wants_by_id_are_served_only_when_a_ref_reaches_them_like_git(gitd, sour
     pair.same("push", "--force", "{url}", "work", cwd="dev")
 
     pair.same("clone", "-q", "-b", "work", "{url}", "late", protocol=0)
+    for side in SIDES:  # a clone gets what the refs reach, not every stored object
+        held = subprocess.run(["git", "cat-file", "-e", secret], cwd=pair.client(side, "late"))
+        assert held.returncode != 0, side
     results = pair.same("fetch", "origin", secret, cwd="late", protocol=0, ok=False)
     assert all(f"not our ref {secret}" in r.stderr for r in results.values()), results
     pair.same_client_state("late")
