@@ -26,7 +26,7 @@ from dulwich.repo import Repo
 from dulwich.server import (Backend, ReceivePackHandler, UploadPackHandler, _ProtocolGraphWalker,
                             _split_proto_line)
 
-from gitd import missing, packs, partial, shallow
+from gitd import missing, packs, partial, reachable, shallow
 from gitd.bridge import ChannelClosed
 from gitd.errors import GitdError
 
@@ -74,11 +74,12 @@ class _OneRepoBackend(Backend):
 
 
 class _CloneAwareRepo:
-    """The repository as upload-pack sees it: a plain clone (every ref
-    wanted, nothing in common, no depth) gets every stored object without a
-    walk of the whole history, so the stored pack goes out as it is. Objects
-    no ref reaches (a refused push's, a deleted branch's) come along, as
-    with git's dumb protocol; the clone's `git fsck` calls them dangling."""
+    """The repository as upload-pack sees it: a filter is applied here, as
+    git means it (gitd.partial). A clone gets what its wants reach, never
+    every stored object: objects no ref reaches (a force-pushed-away
+    commit, a refused push's pack) stay on the server. A repository whose
+    objects are all reached still goes out as its stored pack file
+    (gitd.packs.write_pack_reusing)."""
 
     def __init__(self, repo: Repo):
         self._repo = repo
@@ -88,25 +89,13 @@ class _CloneAwareRepo:
 
     def find_missing_objects(self, determine_wants, graph_walker, progress, *,
                              get_tagged=None, depth=None):
-        asked = {}
-
-        def wants_of(refs, depth=None):
-            wants = determine_wants(refs, depth)
-            asked.update(refs=refs, wants=wants, depth=depth)
-            return wants
-
-        finder = self._repo.find_missing_objects(wants_of, graph_walker, progress,
+        finder = self._repo.find_missing_objects(determine_wants, graph_walker, progress,
                                                  get_tagged=get_tagged, depth=depth)
         handler = getattr(graph_walker, "handler", None)
         spec = getattr(handler, "filter_spec", None)
         if spec is not None and finder is not None:
             handler.filter_spec = None  # filtered here, as git means it (gitd.partial)
             return partial.filtered(self._repo.object_store, list(finder), spec)
-        shallow = asked.get("depth") or getattr(graph_walker, "shallow", None) \
-            or getattr(graph_walker, "unshallow", None)
-        if packs.wants_everything(self._repo.object_store, asked.get("refs") or {},
-                                  asked.get("wants") or [], finder, shallow):
-            return packs.AllObjects(self._repo.object_store)
         return finder
 
 
@@ -114,11 +103,13 @@ class _GitdGraphWalker(_ProtocolGraphWalker):
     """upload-pack's side of the negotiation, as git's own server speaks it
     where dulwich's differs:
 
-    - wants may name any object the repository holds, not only what a ref
-      points at (git's uploadpack.allowAnySHA1InWant): a partial clone
-      fetches the blobs its checkout needs by id. A clone already gets
-      every stored object, so this reveals nothing more. Objects named by
-      id are sent whole: a filter applies to what refs reach.
+    - wants may name an object a ref reaches, not only what a ref points
+      at (git's uploadpack.allowReachableSHA1InWant): a partial clone
+      fetches the blobs its checkout needs by id. The store also holds
+      objects no ref reaches (a force-pushed-away commit, a refused push's
+      pack): a want of one is refused as git refuses it, "not our ref"
+      (gitd.reachable). Objects named by id are sent whole: a filter
+      applies to what refs reach.
     - a shallow client's `shallow` lines may come without `deepen` (a plain
       fetch into a shallow clone), and `shallow`, `deepen` and `filter` in
       any order; `deepen-relative` (`git fetch --deepen`) is served.
@@ -142,14 +133,12 @@ class _GitdGraphWalker(_ProtocolGraphWalker):
         self.set_ack_type(ack_type(caps))
         advertised = set(heads.values())
         allowed = (COMMAND_WANT, COMMAND_SHALLOW, COMMAND_DEEPEN, COMMAND_FILTER, None)
-        wants, by_id, deepen = [], False, None
+        wants, by_id, deepen = [], [], None
         command, value = _split_proto_line(line, allowed)
         while command is not None:
             if command == COMMAND_WANT:
                 if value not in advertised:
-                    if value not in self.store:
-                        raise GitProtocolError(f"upload-pack: not our ref {value.decode()}")
-                    by_id = True
+                    by_id.append(value)
                 wants.append(value)
             elif command == COMMAND_SHALLOW:
                 if len(self.client_shallow) >= shallow.MAX_CLIENT_SHALLOW:
@@ -161,6 +150,7 @@ class _GitdGraphWalker(_ProtocolGraphWalker):
                 self.handler.set_filter(value)
             command, value = self.read_proto_line(allowed)
         if by_id:
+            self._refuse_unreachable(heads.values(), by_id)
             self.handler.filter_spec = None
         self.set_wants(wants)
         if deepen is not None:
@@ -168,6 +158,14 @@ class _GitdGraphWalker(_ProtocolGraphWalker):
         else:
             self.shallow.update(self.client_shallow)
         return wants
+
+    def _refuse_unreachable(self, tips, by_id: list) -> None:
+        """As git's upload-pack: an ERR line the client shows, "not our ref"."""
+        refused = reachable.unreachable(self.store, tips, by_id, self.ours)
+        if refused:
+            message = f"upload-pack: not our ref {min(refused).decode()}"
+            self.proto.write_pkt_line(b"ERR " + message.encode())
+            raise GitdError(message)
 
     def _advertise(self, heads) -> None:
         """The refs, then this repository's boundary (a clone of it is made

@@ -30,7 +30,7 @@ from dulwich.file import GitFile
 from dulwich.object_store import PACK_MODE, DiskObjectStore, _bound_read_callables
 from dulwich.errors import ObjectFormatException
 from dulwich.object_format import DEFAULT_OBJECT_FORMAT
-from dulwich.objects import Blob, ShaFile, Tree, parse_tree, sha_to_hex
+from dulwich.objects import Blob, ShaFile, Tree, object_class, parse_tree, sha_to_hex
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch
 from dulwich.pack import (Pack, PackData, PackIndexer, PackStreamCopier, UnpackedObject,
                           apply_delta, extend_pack, write_pack_index)
@@ -41,6 +41,7 @@ FLUSH_BYTES = 1 << 20
 INFLATED_KEEP_BYTES = 128 << 20  # inflated objects kept between the two passes of a receive
 STREAMED_BLOB_BYTES = 8 << 20  # a received blob larger than this is never held whole
 INFLATE_STEP = 1 << 20  # inflated at most at once while receiving
+DELTA_CHAIN_LIMIT = 10_000  # bases followed to find a delta's type
 
 
 class _PackEntries:
@@ -149,24 +150,89 @@ def _stored_packs(container) -> list:
     return list(getattr(container, "packs", []))
 
 
-class AllObjects(list):
-    """Every stored object, once: what a clone of every branch and tag gets
-    (unreferenced objects, such as a refused push's, come along)."""
+def object_info(store, sha: bytes) -> tuple[int, int]:
+    """(type, inflated size) of a stored object without inflating it: from
+    its pack entry's header (a delta's size from the delta's own header,
+    its first bytes inflated; its type from its base's entry) or from a
+    loose object's header. A whole blob may be gigabytes."""
+    for pack in _stored_packs(store):
+        try:
+            offset = pack.index.object_offset(sha)
+        except KeyError:
+            continue
+        with open(pack.data.path, "rb") as f:
+            return _entry_info(store, f, offset)
+    loose = _loose_info(store, sha)
+    if loose is not None:
+        return loose
+    kind, data = store.get_raw(sha)  # a store of another kind (in memory)
+    return kind, len(data)
 
-    def __init__(self, store):
-        seen: set[bytes] = set()
-        for pack in _stored_packs(store):
-            for binsha, _offset, _crc in pack.index.iterentries():
-                seen.add(hexlify(binsha))
-        seen.update(getattr(store, "_iter_loose_objects", lambda: ())())
-        super().__init__((sha, None) for sha in seen)
+
+def _entry_info(store, f, offset: int) -> tuple[int, int]:
+    size = None  # a delta's: its result's
+    for _ in range(DELTA_CHAIN_LIMIT):
+        head = os.pread(f.fileno(), 64, offset)
+        kind, entry_size, body = _parse_header(head)
+        if kind not in (OFS_DELTA, REF_DELTA):
+            return kind, entry_size if size is None else size
+        if kind == OFS_DELTA:
+            distance, body = _parse_ofs(head, body)
+        else:
+            body += 20
+        if size is None:
+            size = _delta_target_size(f, offset + body)
+        if kind == REF_DELTA:
+            return object_info(store, hexlify(head[body - 20:body]))[0], size
+        offset -= distance
+    raise ValueError(f"delta chain longer than {DELTA_CHAIN_LIMIT} entries")
 
 
-def wants_everything(store, refs: dict, wants: list, finder, shallow) -> bool:
-    """A plain clone: every ref wanted, nothing in common, no depth."""
-    if finder is None or shallow or finder.get_remote_has() or not wants:
-        return False
-    return set(refs.values()) <= set(wants)
+def _delta_target_size(f, at: int) -> int:
+    """A delta starts with two sizes (its base's, then its result's), each
+    a little-endian base-128 number: only those bytes are inflated."""
+    inflate = zlib.decompressobj()
+    out = b""
+    while not inflate.eof and len(out) < 20:
+        chunk = inflate.unconsumed_tail or os.pread(f.fileno(), 4096, at)
+        if not inflate.unconsumed_tail:
+            if not chunk:
+                break
+            at += len(chunk)
+        out += inflate.decompress(chunk, 20 - len(out))
+    sizes, i = [], 0
+    for _ in range(2):
+        value, shift = 0, 0
+        while True:
+            byte = out[i]
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not byte & 0x80:
+                break
+        sizes.append(value)
+    return sizes[1]
+
+
+def _loose_info(store, sha: bytes) -> tuple[int, int] | None:
+    """A loose object's header (`blob 1234\\0`), the first bytes inflated."""
+    path_of = getattr(store, "_get_shafile_path", None)
+    if path_of is None:
+        return None
+    try:
+        f = open(path_of(sha), "rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        inflate = zlib.decompressobj()
+        out = b""
+        while b"\0" not in out and len(out) < 64 and not inflate.eof:
+            chunk = inflate.unconsumed_tail or f.read(4096)
+            if not chunk:
+                break
+            out += inflate.decompress(chunk, 64 - len(out))
+    name, _, size = out.split(b"\0", 1)[0].partition(b" ")
+    return object_class(name).type_num, int(size)
 
 
 def _whole_pack(container, shas: list):

@@ -23,6 +23,8 @@ from dulwich.object_filters import (BlobLimitFilter, BlobNoneFilter, CombineFilt
                                     TreeDepthFilter)
 from dulwich.objects import S_ISGITLINK, Blob, Commit, Tag, Tree
 
+from gitd import packs
+
 SUPPORTED = (BlobNoneFilter, BlobLimitFilter, TreeDepthFilter, CombineFilter)
 
 
@@ -45,7 +47,8 @@ def filtered(store, object_ids: list, spec: FilterSpec) -> list:
     limit = min(tree_limits) if tree_limits else None
     blob_limits = [p.limit for p in parts if isinstance(p, BlobLimitFilter)]
     no_blobs = any(isinstance(p, BlobNoneFilter) for p in parts)
-    kinds = {sha: (hint[0] if hint else None) or store[sha].type_num for sha, hint in object_ids}
+    kinds = {sha: (hint[0] if hint else None) or packs.object_info(store, sha)[0]
+             for sha, hint in object_ids}
     depth = _depths(store, [sha for sha, kind in kinds.items() if kind == Commit.type_num],
                     limit) if limit is not None else None
     kept = []
@@ -54,8 +57,8 @@ def filtered(store, object_ids: list, spec: FilterSpec) -> list:
         if kind not in (Commit.type_num, Tag.type_num):
             if depth is not None and sha not in depth:
                 continue
-            if kind == Blob.type_num and (no_blobs or (
-                    blob_limits and len(store.get_raw(sha)[1]) >= min(blob_limits))):
+            if kind == Blob.type_num and (no_blobs or (  # sized without inflating it
+                    blob_limits and packs.object_info(store, sha)[1] >= min(blob_limits))):
                 continue
         kept.append((sha, hint))
     return kept

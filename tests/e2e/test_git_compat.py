@@ -6,7 +6,7 @@ the same state, and the results are compared: exit status, refs, shallow
 boundaries, whether the checkout is complete, `git fsck`.
 
 git's server is configured as gitd chose to behave (uploadpack.allowFilter
-and allowAnySHA1InWant for partial clones, receive.shallowUpdate for
+and allowReachableSHA1InWant for partial clones, receive.shallowUpdate for
 pushes from shallow clones); push options stay at git's default (refused).
 Branches other than main are pushed where no deploy is wanted."""
 
@@ -27,7 +27,8 @@ from tests.e2e.harness import commit, git, make_repo, unique_app
 pytestmark = pytest.mark.e2e
 
 SIDES = ("gitd", "git")
-GIT_SERVER_CONFIG = {"uploadpack.allowFilter": "true", "uploadpack.allowAnySHA1InWant": "true",
+GIT_SERVER_CONFIG = {"uploadpack.allowFilter": "true",
+                     "uploadpack.allowReachableSHA1InWant": "true",
                      "receive.shallowUpdate": "true"}
 
 
@@ -219,6 +220,45 @@ def test_partial_clone_checks_out_completely_like_git(gitd, source, tmp_path, sp
         pair.same("checkout", "-q", "v1~5", cwd=name)  # more blobs fetched on demand
         pair.same_client_state(name)
         pair.same("log", "-p", "--format=%H", "-3", cwd=name)  # old versions, fetched
+
+
+def test_wants_by_id_are_served_only_when_a_ref_reaches_them_like_git(gitd, source, tmp_path):
+    """A commit holding a secret is force-pushed away; its objects stay
+    stored. Fetched by id over protocol v0 (gitd answers in v0): refused by
+    both servers, "not our ref"; a blob of the history, reached from the
+    branch, is served by both to a partial clone. (git 2.39's own server
+    is laxer: its v0 check looks at commits only and serves the secret
+    blob by id, and its protocol v2 serves any object by id; gitd refuses
+    every object no ref reaches.)"""
+    pair = Pair(gitd, tmp_path / "pair")
+    pair.copy_client(source, "dev")
+    pair.same("push", "{url}", "work", cwd="dev")
+    commit(source, {"secret.env": "API_KEY=hunter2\n"}, "oops")
+    secret = git(source, "rev-parse", "work").strip()
+    secret_blob = git(source, "rev-parse", "work:secret.env").strip()
+    for side in SIDES:
+        git(pair.client(side, "dev"), "pull", "-q", "--ff-only", str(source), "work")
+    pair.same("push", "{url}", "work", cwd="dev")
+    for side in SIDES:
+        git(pair.client(side, "dev"), "reset", "-q", "--hard", "work~1")
+    pair.same("push", "--force", "{url}", "work", cwd="dev")
+
+    pair.same("clone", "-q", "-b", "work", "{url}", "late", protocol=0)
+    for side in SIDES:  # a clone gets what the refs reach, not every stored object
+        held = subprocess.run(["git", "cat-file", "-e", secret], cwd=pair.client(side, "late"))
+        assert held.returncode != 0, side
+    results = pair.same("fetch", "origin", secret, cwd="late", protocol=0, ok=False)
+    assert all(f"not our ref {secret}" in r.stderr for r in results.values()), results
+    pair.same_client_state("late")
+
+    old_blob = git(source, "rev-parse", "work~4:docs/note0.md").strip()
+    pair.same("clone", "-q", "--filter=blob:none", "--no-checkout", "-b", "work", "{url}",
+              "partial", protocol=0)
+    shown = pair.same("cat-file", "-p", old_blob, cwd="partial", protocol=0)
+    assert all(r.stdout == git(source, "cat-file", "-p", old_blob) for r in shown.values())
+    refused = pair.run("cat-file", "-p", secret_blob, cwd="partial", protocol=0)["gitd"]
+    assert refused.returncode != 0 and f"not our ref {secret_blob}" in refused.stderr
+    assert "hunter2" not in refused.stdout
 
 
 def test_tags_atomic_force_delete_and_push_options_match_git(gitd, source, tmp_path):

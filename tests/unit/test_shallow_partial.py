@@ -1,11 +1,19 @@
 """gitd.shallow and gitd.partial: shallow boundaries and object filters with
 git's meaning, on histories made in memory."""
 
+import hashlib
+import struct
+import subprocess
+import tracemalloc
+import zlib
+from pathlib import Path
+
 from dulwich.object_filters import parse_filter_spec
 from dulwich.object_store import MemoryObjectStore
-from dulwich.objects import Blob, Commit, Tree
+from dulwich.objects import Blob, Commit, Tag, Tree
+from dulwich.repo import Repo
 
-from gitd import partial, shallow
+from gitd import packs, partial, reachable, shallow
 
 
 def blob(store, data: bytes) -> bytes:
@@ -122,3 +130,118 @@ def test_combined_filters_omit_what_any_omits_and_sparse_is_refused():
     assert partial.unsupported(spec) is None
     sparse = parse_filter_spec(b"sparse:oid=" + blob(store, b"src/\n"), object_store=store)
     assert partial.unsupported(sparse).startswith("sparse:oid")
+
+
+BIG = 64 << 20
+
+
+def _zero_blob_sha(size: int, tail: bytes = b"") -> bytes:
+    digest = hashlib.sha1(b"blob %d\0" % (size + len(tail)))
+    zeros = bytes(1 << 20)
+    for _ in range(size >> 20):
+        digest.update(zeros)
+    digest.update(tail)
+    return digest.hexdigest().encode()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _big_pack(path: Path) -> tuple[bytes, bytes]:
+    """A pack of a 64 MiB zero blob (whole) and the same plus one byte (an
+    OFS delta against it); indexed by git. (whole sha, delta sha)"""
+    deflate = zlib.compressobj(1)
+    zeros = bytes(1 << 20)
+    whole = packs._header(3, BIG) + b"".join(deflate.compress(zeros) for _ in range(BIG >> 20))
+    whole += deflate.flush()
+    # copy the base 64 KiB at a time (offset in 4 bytes, no size bytes: 64 KiB), insert "x"
+    copies = b"".join(b"\x8f" + at.to_bytes(4, "little") for at in range(0, BIG, 1 << 16))
+    delta = _varint(BIG) + _varint(BIG + 1) + copies + b"\x01x"
+    entry = packs._header(packs.OFS_DELTA, len(delta)) + packs._ofs(len(whole)) + zlib.compress(delta)
+    body = b"PACK" + struct.pack(">LL", 2, 2) + whole + entry
+    pack = path / "objects" / "pack" / "pack-big.pack"
+    pack.write_bytes(body + hashlib.sha1(body).digest())
+    subprocess.run(["git", "index-pack", str(pack)], check=True, capture_output=True)
+    return _zero_blob_sha(BIG), _zero_blob_sha(BIG, b"x")
+
+
+def test_blob_limit_sizes_large_blobs_without_inflating_them(tmp_path):
+    """A deployer's 64 MiB (or 4 GiB) zero blob is a few KB stored: a
+    `blob:limit` clone must not make the daemon hold it inflated."""
+    repo = Repo.init_bare(str(tmp_path / "r.git"), mkdir=True)
+    whole, delta = _big_pack(tmp_path / "r.git")
+    big_file = tmp_path / "zeros"
+    with open(big_file, "wb") as f:
+        f.truncate(BIG - 1)
+    loose = subprocess.run(["git", "hash-object", "-w", str(big_file)], cwd=tmp_path / "r.git",
+                           check=True, capture_output=True).stdout.strip()
+    small = blob(repo.object_store, b"tiny")
+    store = Repo(str(tmp_path / "r.git")).object_store
+    assert store.contains_loose(loose) and not store.contains_loose(whole)
+
+    tracemalloc.start()
+    try:
+        sizes = {sha: packs.object_info(store, sha) for sha in (whole, delta, loose, small)}
+        kept = partial.filtered(store, [(whole, None), (delta, None), (loose, None),
+                                        (small, None)], parse_filter_spec("blob:limit=1k"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sizes == {whole: (3, BIG), delta: (3, BIG + 1), loose: (3, BIG - 1), small: (3, 4)}
+    assert kept == [(small, None)]
+    assert peak < 1 << 20, peak
+
+
+class CountingStore(MemoryObjectStore):
+    def __init__(self):
+        super().__init__()
+        self.read: list[bytes] = []
+
+    def __getitem__(self, sha):
+        self.read.append(sha)
+        return super().__getitem__(sha)
+
+
+def test_only_what_the_refs_reach_may_be_wanted_by_id():
+    """A commit force-pushed away (with a secret file) stays stored; it,
+    its tree and its blob are refused by id, the history's are not."""
+    store = MemoryObjectStore()
+    c = linear(store, 4)
+    secret_blob = blob(store, b"API_KEY=hunter2")
+    gone = commit(store, tree(store, {b"secret": (0o100644, secret_blob)}), [c[3]], 9)
+    gone_tree = store[gone].tree
+    old_readme = store[store[c[0]].tree][b"README"][1]
+    tips = [c[3]]  # the branch was forced back to c[3]
+    assert reachable.unreachable(store, tips, [gone, gone_tree, secret_blob]) == \
+        {gone, gone_tree, secret_blob}
+    assert reachable.unreachable(store, tips, [c[0], old_readme]) == set()
+    assert reachable.unreachable(store, tips, [b"1" * 40]) == {b"1" * 40}  # not held at all
+    # an annotated tag reaches what it points at
+    tag = Tag()
+    tag.object, tag.name, tag.message = (Commit, gone), b"t", b"m"
+    tag.tagger, tag.tag_time, tag.tag_timezone = b"t <t@t>", 1_700_000_000, 0
+    store.add_object(tag)
+    assert reachable.unreachable(store, [c[3], tag.id], [secret_blob]) == set()
+    # a shallow repository's boundary has no parents here: below it is not reached
+    assert reachable.unreachable(store, tips, [c[0]], frozenset({c[2]})) == {c[0]}
+    assert reachable.unreachable(store, tips, [c[2]], frozenset({c[2]})) == set()
+
+
+def test_a_checkout_blob_wanted_by_id_reads_the_tip_tree_only():
+    store = CountingStore()
+    c = linear(store, 50)
+    readme = store[store[c[49]].tree][b"README"][1]
+    store.read.clear()
+    assert reachable.unreachable(store, [c[49]], [readme]) == set()
+    assert c[49] in store.read and not set(store.read) & set(c[:49])  # no parent read
+    # a wanted commit is walked to through commits alone
+    store.read.clear()
+    assert reachable.unreachable(store, [c[49]], [c[40]]) == set()
+    read = list(store.read)
+    assert all(isinstance(store[sha], Commit) for sha in read)
