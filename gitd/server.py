@@ -23,7 +23,7 @@ from collections import Counter
 import asyncssh
 import structlog
 
-from gitd import commands, gitserve, repos, validate
+from gitd import commands, gitserve, repos, sshwindow, validate
 from gitd.bridge import ChannelClosed, ThreadBridge
 from gitd.errors import GitdError, PermissionDenied, UsageError
 from gitd.service import Gitd
@@ -32,6 +32,8 @@ log = structlog.get_logger("gitd.ssh")
 
 GIT_VERBS = ("git-receive-pack", "git-upload-pack")
 REFUSED_GRACE = 5.0  # seconds a refused connection has to read why
+
+sshwindow.credit_only_delivered_data()  # a push is held to the window, not queued whole
 
 
 class Limits:
