@@ -324,7 +324,7 @@ def test_a_network_of_the_service_name_is_refused_and_left_as_it_was(paas, swarm
     bridge = swarm.networks.create(name, driver="bridge", labels={
         "gitd.instance": paas.instance, "gitd.service": db})
     try:
-        fails(paas, "services:create", "postgres", db,
+        fails(paas, "services:create", "postgres", db, "--version", PG_VERSION,
               match=f"network {name} already exists and no service owns it")
         assert db not in [s["name"] for s in json.loads(
             ok(paas, "services:list", "--json").stdout)]
