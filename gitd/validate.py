@@ -275,3 +275,32 @@ def node_name(name: str) -> str:
         raise UsageError(f"invalid node name {_show(name)}: a node's hostname or id (letters, "
                          "digits, '.', '_', '-'; at most 64 characters)")
     return name
+
+
+# where in a repository a build runs, and which flake attribute it builds
+
+# a flake attribute name (`packages.<system>.<NAME>`): no dots, no quoting
+ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]{0,99}$")
+ROOT_WORDS = ("", ".", "/")
+
+
+def build_dir(value: str) -> str:
+    """`backend`, `/backend/`, `./services/api` -> a clean relative path; `.` or `/` -> ""."""
+    if value.strip() in ROOT_WORDS:
+        return ""
+    parts = [p for p in value.strip().strip("/").split("/") if p not in ("", ".")]
+    for part in parts:
+        if part in ("..", ".git") or "\0" in part or "\\" in part:
+            raise UsageError(f"invalid build directory {value!r}: use a path inside the "
+                             "repository, such as backend or services/api")
+    path = "/".join(parts)
+    if len(path) > 255:
+        raise UsageError("the build directory path is longer than 255 characters")
+    return path
+
+
+def attr_name(value: str, flag: str) -> str:
+    if not ATTR_NAME.fullmatch(value or ""):
+        raise UsageError(f"invalid {flag} {value!r}: a flake attribute name under "
+                         "packages.<system> (letters, digits, _, ' and -)")
+    return value

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from gitd import validate
-from gitd.commands.buildpacks import attr_name, build_dir
+from gitd.validate import attr_name, build_dir
 from gitd.errors import UsageError
 from hooks import checks
 

@@ -37,6 +37,11 @@ def app_network(instance: str, app: str) -> str:
     return f"gitd-{instance}-app-{app}"
 
 
+def service_network(instance: str, service: str) -> str:
+    """A service's (Postgres, Redis) network: the apps linked to it join it."""
+    return f"gitd-{instance}-svc-{service}"
+
+
 def networks(settings: Settings, app: str) -> list[str]:
     nets = [app_network(settings.instance, app)]
     if settings.docker_network:

@@ -18,10 +18,9 @@ from buildpacks import BuildRequest
 from gitd import tlsconfig, validate
 from gitd.config import Settings
 from gitd.errors import BuildError, DeployError, GitdError, NotFound
-from gitd.services.base import network_name
 from gitd.store import HostRoute, Release, Store
 from hooks import checkout, checks, components, procfile, resources, router
-from hooks.deploy import Deployer, Target, process_argv
+from hooks.deploy import Deployer, Target, process_argv, service_network
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE, Engine
 from hooks.events import Progress
 from hooks.retire import Retirements
@@ -319,7 +318,7 @@ class Pipeline:
 
     def service_networks(self, app: str) -> list[str]:
         """The networks of the services linked to `app`: only they reach them."""
-        return [network_name(self.settings.instance, service)
+        return [service_network(self.settings.instance, service)
                 for service in self.store.links_of_app(app)]
 
     # app.json services (issue #13)

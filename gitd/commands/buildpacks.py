@@ -10,45 +10,20 @@ the next push.
 from __future__ import annotations
 
 import argparse
-import re
 import tempfile
 from pathlib import Path
 
 import buildpacks
 from gitd import gitserve
+from gitd.validate import attr_name, build_dir
 from gitd.commands import app_parser, command
 from gitd.errors import BuildError, GitdError, UsageError
 from buildpacks.stacks import StackBuildpack, render, stage_label
 from hooks import checkout, procfile
 
 SET_REASON = "set with buildpacks:set"
-# A flake attribute name (`packages.<system>.<NAME>`): no dots, no quoting.
-ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]{0,99}$")
 OPTION_FLAGS = {"image_attr": "--attr", "package_attr": "--package"}
 UNSET_KEYS = ("buildpack", "dir", "attr", "package")
-ROOT_WORDS = ("", ".", "/")
-
-
-def build_dir(value: str) -> str:
-    """`backend`, `/backend/`, `./services/api` -> a clean relative path; `.` or `/` -> ""."""
-    if value.strip() in ROOT_WORDS:
-        return ""
-    parts = [p for p in value.strip().strip("/").split("/") if p not in ("", ".")]
-    for part in parts:
-        if part in ("..", ".git") or "\0" in part or "\\" in part:
-            raise UsageError(f"invalid build directory {value!r}: use a path inside the "
-                             "repository, such as backend or services/api")
-    path = "/".join(parts)
-    if len(path) > 255:
-        raise UsageError("the build directory path is longer than 255 characters")
-    return path
-
-
-def attr_name(value: str, flag: str) -> str:
-    if not ATTR_NAME.fullmatch(value or ""):
-        raise UsageError(f"invalid {flag} {value!r}: a flake attribute name under "
-                         "packages.<system> (letters, digits, _, ' and -)")
-    return value
 
 
 def _settings(app) -> dict:
@@ -126,7 +101,7 @@ def _detect(ctx, repo, commit: bytes, data: dict) -> None:
     """Fill in data's selected, reason, stack (what a stack plan found) and
     dockerfile (the one the build will use), from the pushed files; for an
     app.json declaring `services`, each service's in data["services"]."""
-    from hooks import components  # it reads build_dir and attr_name above
+    from hooks import components
 
     tree = checkout.subtree(repo, commit, data["build_dir"])  # the directory must exist
     declared = components.parse(checkout.read_file(repo, tree, "app.json"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from hooks.deploy import service_network
+
 LABEL_KIND = "gitd.service.kind"
 
 
@@ -24,7 +26,7 @@ def container_name(instance: str, service: str) -> str:
 
 
 def network_name(instance: str, service: str) -> str:
-    return f"gitd-{instance}-svc-{service}"
+    return service_network(instance, service)
 
 
 def volume_name(instance: str, service: str, generation: int = 1) -> str:
