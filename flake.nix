@@ -38,9 +38,9 @@
         # every template in the source is installed (issue #20: the stacks'
         # templates/stacks/ was left out of the package and every stack build failed)
         postInstall = ''
-          for template in $(cd buildpacks && find templates -name '*.j2'); do
-            if [ ! -f "$out/${pkgs.python3.sitePackages}/buildpacks/$template" ]; then
-              echo "not installed: buildpacks/$template (pyproject.toml package-data)" >&2
+          for template in $(find buildpacks/templates gitd/templates -name '*.j2'); do
+            if [ ! -f "$out/${pkgs.python3.sitePackages}/$template" ]; then
+              echo "not installed: $template (pyproject.toml package-data)" >&2
               exit 1
             fi
           done
@@ -76,7 +76,7 @@
           cfg = config.services.gitd;
           apiPort = 8089;
           settingValue = v: if builtins.isBool v then (if v then "true" else "false") else toString v;
-          # gitd reads GITD_<SETTING> from its environment (see gitd/config.py)
+          # gitd reads GITD_<SETTING> from its environment (see gitd/core/config.py)
           environment = lib.mapAttrs' (name: value: lib.nameValuePair "GITD_${lib.toUpper name}" (settingValue value)) ({
             data_dir = cfg.dataDir;
             ssh_port = cfg.sshPort;
@@ -97,7 +97,7 @@
           challenge = cfg.extraSettings.acme_challenge or "http";
           whenHttps = set: if https then set else { };
 
-          # buildpacks/templates/traefik.yml.j2 in external mode. JSON is YAML.
+          # gitd/templates/traefik.yml.j2 in external mode. JSON is YAML.
           # The constraint takes any gitd instance's containers: one per host.
           traefikConfig = pkgs.writeText "gitd-traefik.yml" (builtins.toJSON ({
             entryPoints = {

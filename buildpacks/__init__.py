@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from gitd.errors import BuildError
+from gitd.core.errors import BuildError
 
 
 @dataclass

@@ -13,8 +13,8 @@ import docker.errors
 import requests
 
 from buildpacks import BuildRequest, BuildResult, dockerfile_refs
-from gitd.errors import BuildError
-from hooks import resources, router
+from gitd.core import resources, validate
+from gitd.core.errors import BuildError
 
 # Docker resolves `docker.io/gitd/x` and `index.docker.io/gitd/x` to the
 # local `gitd/x` too.
@@ -197,7 +197,7 @@ def check_remote_sources(text: str) -> None:
 
 
 def _routing_labels_of(image) -> list[str]:
-    return router.routing_labels((image.attrs.get("Config") or {}).get("Labels"))
+    return validate.routing_labels((image.attrs.get("Config") or {}).get("Labels"))
 
 
 def check_references(request: BuildRequest, text: str) -> None:

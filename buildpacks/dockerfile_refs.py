@@ -16,7 +16,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from gitd.errors import BuildError
+from gitd.core.errors import BuildError
 
 DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.*?)\s*$")
 # what an image reference (before substitution) may contain

@@ -41,7 +41,7 @@ import docker.errors
 import requests
 
 from buildpacks import BuildRequest, BuildResult, nix_sandbox
-from gitd.errors import BuildError
+from gitd.core.errors import BuildError
 
 NIX_FLAGS = nix_sandbox.TRUSTED_FLAGS  # an admin's build, as it always ran
 IMAGE_ATTRS = ("docker", "dockerImage", "image")

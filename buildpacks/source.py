@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gitd.errors import BuildError
+from gitd.core.errors import BuildError
 
 MAX_MANIFEST_BYTES = 1024 * 1024  # a package.json or pyproject.toml beyond this is refused
 

@@ -28,8 +28,8 @@ import jinja2
 
 from buildpacks import BuildRequest, BuildResult
 from buildpacks.source import SourceView
-from gitd.config import BASE_IMAGE_DEFAULTS
-from gitd.errors import BuildError
+from gitd.core.config import BASE_IMAGE_DEFAULTS
+from gitd.core.errors import BuildError
 
 TEMPLATES = Path(__file__).parent / "templates" / "stacks"
 GENERATED_DIR = ".gitd-build"  # files gitd writes into the build root (pyproject -> requirements)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 
-from gitd.errors import GitdError
+from gitd.core.errors import GitdError
 
 
 class ChannelClosed(Exception):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from gitd.errors import GitdError
+from gitd.core.errors import GitdError
 
 
 def beside_gitd() -> list[Path]:

@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncssh
 import structlog
 
-from gitd import config, log as gitd_log
-from gitd.errors import GitdError
+from gitd.core import config, log as gitd_log
+from gitd.core.errors import GitdError
 
 log = structlog.get_logger("gitd")
 
@@ -92,7 +92,7 @@ def _setting_flags(flags: dict) -> dict:
 
 def cmd_init(settings: config.Settings, args) -> int:
     from gitd.keys import register
-    from gitd.store import Store
+    from gitd.core.store import Store
 
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def cmd_init(settings: config.Settings, args) -> int:
 
 def cmd_keys(settings: config.Settings, args) -> int:
     from gitd.keys import register
-    from gitd.store import Store
+    from gitd.core.store import Store
 
     store = Store(settings.db_path)
     if args.action == "list":
@@ -145,7 +145,7 @@ def cmd_doctor(settings: config.Settings, args) -> int:
 
 
 def _nix_needed(settings: config.Settings) -> bool:
-    from gitd.store import Store
+    from gitd.core.store import Store
 
     if not settings.db_path.exists():
         return False

@@ -10,8 +10,8 @@ import signal
 import structlog
 
 from gitd import serving
-from gitd.config import Settings
-from gitd.errors import GitdError
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError
 from gitd.server import SSHService
 from gitd.service import Gitd
 
@@ -32,7 +32,7 @@ CERT_SYNC_INTERVAL = 2.0
 async def _sync_certs(gitd: Gitd) -> None:
     """Keep the file provider's config (custom certificates, redirects of
     hosts that have a certificate) in step with the store and acme.json."""
-    from gitd.tlsconfig import sync_dynamic
+    from hooks.tls import sync_dynamic
 
     while True:
         try:
@@ -48,7 +48,7 @@ def _start_children(settings: Settings, store=None) -> list:
     on the swarm scheduler without a registry of the user's, the registry."""
     children = []
     if settings.traefik == "managed":
-        from gitd.tlsconfig import custom_hosts_by_app
+        from hooks.tls import custom_hosts_by_app
         from gitd.traefik import ManagedTraefik
 
         children.append(ManagedTraefik(
@@ -89,7 +89,7 @@ async def serve(settings: Settings) -> int:
     await asyncio.to_thread(_check_network_pool, gitd)
     notes = await asyncio.to_thread(gitd.reconcile)
     if settings.https:
-        from gitd.tlsconfig import sync_dynamic
+        from hooks.tls import sync_dynamic
         from gitd.traefik import prepare_tls_dirs
 
         prepare_tls_dirs(settings)

@@ -15,7 +15,7 @@ from typing import Callable, TextIO
 
 from gitd import serving
 from gitd.child import beside_gitd
-from gitd.config import BASE_IMAGE_DEFAULTS, Settings, replace
+from gitd.core.config import BASE_IMAGE_DEFAULTS, Settings, replace
 from gitd.traefik import docker_endpoint, find_binary as find_traefik, ping
 
 GiB = 1024**3
@@ -200,8 +200,8 @@ def check_certificates(report: Report, settings: Settings) -> None:
         return
     if not settings.db_path.exists():
         return
-    from gitd.certs import EXPIRY_WARNING_DAYS, warnings
-    from gitd.store import Store
+    from gitd.core.certs import EXPIRY_WARNING_DAYS, warnings
+    from gitd.core.store import Store
 
     store = Store(settings.db_path)
     found = []
@@ -384,7 +384,7 @@ def check_registry(report: Report, settings: Settings) -> None:
     """Swarm nodes pull each release's image from the registry."""
     if settings.scheduler != "swarm":
         return
-    from gitd import registry
+    from hooks import registry
 
     host = registry.registry_host(settings)
     if settings.registry:

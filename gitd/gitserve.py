@@ -28,7 +28,7 @@ from dulwich.server import (Backend, ReceivePackHandler, UploadPackHandler, _Pro
 
 from gitd import missing, packs, partial, reachable, shallow
 from gitd.bridge import ChannelClosed
-from gitd.errors import GitdError
+from gitd.core.errors import GitdError
 
 # upload-pack writes its pack by copying stored entries (gitd.packs); the
 # handler looks the writer up in its module when it sends a pack

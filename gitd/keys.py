@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncssh
 
-from gitd import validate
-from gitd.errors import UsageError
-from gitd.store import Key, Store
+from gitd.core import validate
+from gitd.core.errors import UsageError
+from gitd.core.store import Key, Store
 
 MAX_KEY_LINE = 16 * 1024  # an RSA 16384-bit key is about 2,800 characters
 

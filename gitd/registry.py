@@ -1,155 +1,16 @@
-"""The image registry swarm nodes pull releases from: Debian's docker-registry
-(the Distribution registry) run by gitd on loopback, or one it is pointed at
-(setting `registry`). gitd pushes through the Docker engine, so the engine's
-rules hold: plain HTTP only to 127.0.0.0/8 or its insecure-registries."""
+"""gitd's own image registry for the swarm: Debian's docker-registry (the
+Distribution registry) run as gitd's child on loopback. Pushing and removing
+images is hooks/registry.py's."""
 
 from __future__ import annotations
 
-import re
 import shutil
-import urllib.error
-import urllib.request
-
-import structlog
 
 from gitd.child import ManagedChild
-from gitd.config import Settings
-from gitd.errors import GitdError
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError
 from gitd.traefik import render
-from gitd.validate import app_name
-
-log = structlog.get_logger("gitd.registry")
-
-TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-# what a HEAD of a manifest may answer with; the digest is of what it returns
-MANIFEST_TYPES = ", ".join((
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-))
-LOOPBACK = re.compile(r"^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost)(:\d+)?$")
-
-
-def registry_host(settings: Settings) -> str:
-    return settings.registry or f"127.0.0.1:{settings.registry_port}"
-
-
-def repository(host: str, app: str) -> str:
-    return f"{host}/gitd/{app_name(app)}"
-
-
-def _base_urls(host: str) -> list[str]:
-    """Loopback registries speak HTTP; another host is tried over HTTPS first."""
-    return [f"http://{host}"] if LOOPBACK.match(host) else [f"https://{host}", f"http://{host}"]
-
-
-def _status(url: str, timeout: float, method: str = "GET", headers: dict | None = None):
-    """(status, headers) of a request; None when nothing answers."""
-    req = urllib.request.Request(url, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.headers
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers
-    except (OSError, ValueError):
-        return None
-
-
-def ping(host: str, timeout: float = 2.0) -> bool:
-    """Does a registry answer at `host`? 401 counts: it is there, with auth."""
-    return any((_status(f"{base}/v2/", timeout) or (0,))[0] in (200, 401)
-               for base in _base_urls(host))
-
-
-def push_image(engine, registry: str, image: str, app: str, tag: str) -> str:
-    """Push a local image (reference or id) as REGISTRY/gitd/APP:TAG through the
-    Docker engine (`engine`: an Engine or a docker client) and return the
-    pushed reference by digest, REGISTRY/gitd/APP@sha256:..., which swarm
-    services pin. The extra local tag is removed again; the image is kept."""
-    import docker.errors
-
-    client = getattr(engine, "client", engine)
-    if not TAG.fullmatch(tag or ""):
-        raise GitdError(f"invalid image tag {tag!r}")
-    repo = repository(registry, app)
-    try:
-        local = client.images.get(image)
-        local.tag(repo, tag)
-    except docker.errors.ImageNotFound:
-        raise GitdError(f"image {image!r} not found")
-    except docker.errors.APIError as exc:
-        raise GitdError(f"tagging {image} as {repo}:{tag} failed: {exc.explanation or exc}")
-    try:
-        digest = _push(client, repo, tag)
-    finally:
-        _untag(client, local.id, f"{repo}:{tag}")
-    log.info("image pushed", app=app, tag=tag, ref=f"{repo}@{digest}")
-    return f"{repo}@{digest}"
-
-
-def _push(client, repo: str, tag: str) -> str:
-    import docker.errors
-
-    digest = ""
-    try:
-        for line in client.images.push(repo, tag=tag, stream=True, decode=True):
-            if "error" in line:
-                raise GitdError(_push_error(repo, line.get("error") or str(line)))
-            digest = (line.get("aux") or {}).get("Digest") or digest
-    except docker.errors.APIError as exc:
-        raise GitdError(_push_error(repo, str(exc.explanation or exc)))
-    if not digest:
-        raise GitdError(f"pushing {repo}:{tag} gave no digest")
-    return digest
-
-
-def _push_error(repo: str, message: str) -> str:
-    text = f"pushing {repo} failed: {message.strip()}"
-    if "https" in message.lower() or "http:" in message.lower():
-        text += (" (the Docker engine pushes over HTTPS except to 127.0.0.0/8: give the "
-                 "registry TLS, or list it in the engine's insecure-registries)")
-    elif "connection refused" in message.lower():
-        text += " (is the registry running? see `gitd doctor`)"
-    return text
-
-
-def _untag(client, image_id: str, ref: str) -> None:
-    """Drop `ref` but never the image: removing an image's only tag would
-    delete it, so then the tag stays."""
-    import docker.errors
-
-    try:
-        if len(client.images.get(image_id).tags) > 1:
-            client.images.remove(ref, noprune=True)
-    except docker.errors.APIError as exc:
-        log.warning("could not remove the registry tag", ref=ref, error=str(exc))
-
-
-def remove_image(settings: Settings, app: str, tag: str, timeout: float = 10.0) -> bool:
-    """Delete APP:TAG's manifest from the registry (its blobs go at the
-    registry's garbage collection). Best effort: False when it did not."""
-    try:
-        name = f"gitd/{app_name(app)}"
-    except GitdError:
-        return False
-    if not TAG.fullmatch(tag or ""):
-        return False
-    for base in _base_urls(registry_host(settings)):
-        head = _status(f"{base}/v2/{name}/manifests/{tag}", timeout, "HEAD",
-                       {"Accept": MANIFEST_TYPES})
-        if head is None:
-            continue
-        digest = head[1].get("Docker-Content-Digest") if head[0] == 200 else None
-        if not digest:
-            return False
-        deleted = _status(f"{base}/v2/{name}/manifests/{digest}", timeout, "DELETE")
-        ok = deleted is not None and deleted[0] == 202
-        if not ok:
-            log.warning("could not delete an image from the registry", app=app, tag=tag,
-                        status=deleted and deleted[0])
-        return ok
-    return False
+from hooks.registry import http_status
 
 
 class ManagedRegistry(ManagedChild):
@@ -185,7 +46,7 @@ class ManagedRegistry(ManagedChild):
         return [binary, "serve", str(self.config_path)]
 
     def ready(self, timeout: float) -> bool:
-        answer = _status(self.ready_url, timeout)
+        answer = http_status(self.ready_url, timeout)
         return answer is not None and answer[0] == 200
 
 

@@ -10,7 +10,7 @@ import structlog
 from dulwich.gc import garbage_collect
 from dulwich.repo import Repo
 
-from gitd.errors import GitdError
+from gitd.core.errors import GitdError
 
 log = structlog.get_logger("gitd.repos")
 

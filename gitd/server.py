@@ -23,9 +23,11 @@ from collections import Counter
 import asyncssh
 import structlog
 
-from gitd import commands, gitserve, repos, sshwindow, validate
+from gitd import commands, gitserve, repos, sshwindow
+
+from gitd.core import validate
 from gitd.bridge import ChannelClosed, ThreadBridge
-from gitd.errors import GitdError, PermissionDenied, UsageError
+from gitd.core.errors import GitdError, PermissionDenied, UsageError
 from gitd.service import Gitd
 
 log = structlog.get_logger("gitd.ssh")

@@ -12,12 +12,15 @@ import time
 import docker.errors
 import structlog
 
-from gitd import certs, gitserve, repos, tlsconfig
-from gitd.config import Settings
-from gitd.errors import GitdError, NotFound, PermissionDenied
+from gitd import gitserve, repos
+from hooks import tls
+
+from gitd.core import certs
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError, NotFound, PermissionDenied
 from gitd.services.base import container_name as service_container
 from gitd.services.base import relay_name
-from gitd.store import Store
+from gitd.core.store import Store
 from hooks import engine as engine_mod
 from hooks import router
 from hooks.health import HealthWatcher
@@ -37,7 +40,7 @@ class Gitd:
     def __init__(self, settings: Settings, store: Store | None = None):
         self.store = store or Store(settings.db_path)
         if not settings.instance:
-            from gitd.config import replace
+            from gitd.core.config import replace
             settings = replace(settings, instance=self.store.instance)
         self.settings = settings
         self.locks = AppLocks()
@@ -163,7 +166,7 @@ class Gitd:
             self.store.delete_app(name)
             if certs.remove_custom(self.settings, name):
                 out("removed its custom certificate")
-            tlsconfig.sync_dynamic(self.settings, self.store)
+            tls.sync_dynamic(self.settings, self.store)
             self.pipeline.sync_fallbacks_quietly()
 
     def _remove_from_registry(self, app: str) -> None:
@@ -361,7 +364,7 @@ class Gitd:
         hosts = list(dict.fromkeys(r.host for r in paths))
         app_name = route_key.split("_", 1)[0]
         expected = router.labels(route_key, seq, paths, int(port), self.settings.traefik_entrypoint,
-                                 tlsconfig.tls_plan(self.settings, app_name, hosts))
+                                 tls.tls_plan(self.settings, app_name, hosts))
         return expected != {k: v for k, v in labels.items() if k.startswith("traefik.")}
 
     def refresh_routes(self) -> list[str]:

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from gitd.config import Settings, replace
+from gitd.core.config import Settings, replace
 
 FILE = "serving.json"
 RECORDED = ("ssh_host", "ssh_port", "http_host", "http_port", "https_port", "traefik",

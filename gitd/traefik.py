@@ -10,13 +10,13 @@ from pathlib import Path
 
 import jinja2
 
-from gitd.certs import set_aside_acme
+from gitd.core.certs import set_aside_acme
 from gitd.child import ManagedChild, beside_gitd, find_executable
-from gitd.config import Settings
-from gitd.errors import GitdError
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError
 
 _templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("buildpacks", "templates"),
+    loader=jinja2.PackageLoader("gitd", "templates"),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
 )
@@ -26,7 +26,7 @@ def render(template: str, **values) -> str:
     try:
         return _templates.get_template(template).render(**values)
     except jinja2.TemplateNotFound as exc:
-        raise GitdError(f"gitd's template {exc.name} is missing from its buildpacks/templates/ "
+        raise GitdError(f"gitd's template {exc.name} is missing from its gitd/templates/ "
                         "(an incomplete installation of gitd: reinstall it)")
 
 

@@ -8,8 +8,8 @@ import socket
 from pathlib import Path
 
 from gitd.child import find_executable
-from gitd.config import Settings, replace
-from gitd.errors import GitdError
+from gitd.core.config import Settings, replace
+from gitd.core.errors import GitdError
 from gitd.traefik import (find_binary as find_traefik, prepare_tls_dirs, render,
                           render_static_config, static_config_path)
 
@@ -59,7 +59,7 @@ def install_units(settings: Settings, dest: Path, gitd_bin: str | None = None,
         # instance id, which lives in the state db
         if not settings.db_path.exists():
             raise GitdError(f"{settings.data_dir} is not initialised; run gitd init first")
-        from gitd.store import Store
+        from gitd.core.store import Store
 
         settings = replace(settings, instance=Store(settings.db_path).instance)
     gitd_bin = gitd_bin or find_executable("gitd")

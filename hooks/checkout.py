@@ -10,7 +10,7 @@ from pathlib import Path
 from dulwich.objects import Commit, Tree
 from dulwich.repo import Repo
 
-from gitd.errors import BuildError
+from gitd.core.errors import BuildError
 
 UNSAFE_NAMES = {b"", b".", b"..", b".git"}
 MAX_DEPTH = 200  # directories deep; removing the tree (shutil.rmtree) recurses

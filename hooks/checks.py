@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gitd import validate
-from gitd.errors import DeployError, GitdError, UsageError
+from gitd.core import validate
+from gitd.core.errors import DeployError, GitdError, UsageError
 
 # busybox picks its applet from argv[0]: keep the name "busybox"
 PROBE_PATH = "/.gitd/busybox"

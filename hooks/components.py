@@ -22,9 +22,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from gitd import validate
-from gitd.validate import attr_name, build_dir
-from gitd.errors import UsageError
+from gitd.core import validate
+from gitd.core.validate import attr_name, build_dir
+from gitd.core.errors import UsageError
 from hooks import checks
 
 MAX_COMPONENTS = 16

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from gitd.config import Settings
-from gitd.errors import DeployError, GitdError
+from gitd.core.config import Settings
+from gitd.core.errors import DeployError, GitdError
 from hooks import checks, router, volumes
 from hooks.checks import HealthCheck
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,

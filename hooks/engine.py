@@ -16,7 +16,7 @@ from docker.types import IPAMConfig, IPAMPool, Mount
 from docker.utils.socket import STDERR, frames_iter
 
 from buildpacks.stacks import STAGE_LABEL, stage_label
-from gitd.errors import GitdError
+from gitd.core.errors import GitdError
 from hooks import netpool
 
 LABEL_INSTANCE = "gitd.instance"

@@ -6,7 +6,7 @@ import threading
 from collections import defaultdict
 from contextlib import contextmanager
 
-from gitd.errors import GitdError
+from gitd.core.errors import GitdError
 
 
 class AppLocks:

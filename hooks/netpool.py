@@ -21,8 +21,8 @@ import ipaddress
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from gitd.config import POOL_SUBNET_PREFIX as SUBNET_PREFIX
-from gitd.errors import GitdError
+from gitd.core.config import POOL_SUBNET_PREFIX as SUBNET_PREFIX
+from gitd.core.errors import GitdError
 
 ROUTES = Path("/proc/net/route")
 

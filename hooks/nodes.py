@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import docker
 import requests
 
-from gitd.errors import GitdError
+from gitd.core.errors import GitdError
 from hooks.engine import LABEL_INSTANCE
 
 AVAILABILITIES = ("active", "pause", "drain")

@@ -15,11 +15,13 @@ import structlog
 
 import buildpacks
 from buildpacks import BuildRequest
-from gitd import tlsconfig, validate
-from gitd.config import Settings
-from gitd.errors import BuildError, DeployError, GitdError, NotFound
-from gitd.store import HostRoute, Release, Store
-from hooks import checkout, checks, components, procfile, resources, router
+from hooks import tls
+from gitd.core import validate
+from gitd.core.config import Settings
+from gitd.core.errors import BuildError, DeployError, GitdError, NotFound
+from gitd.core.store import HostRoute, Release, Store
+from hooks import checkout, checks, components, procfile, router
+from gitd.core import resources
 from hooks.deploy import Deployer, Target, process_argv, service_network
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE, Engine
 from hooks.events import Progress
@@ -298,7 +300,7 @@ class Pipeline:
             seq=self.store.take_seq(release.app) if seq is None else seq,
             image=release.image_id, config=config, port=port, formation=formation,
             commands=commands, hosts=hosts,
-            tls=tlsconfig.tls_plan(self.settings, release.app, hosts),
+            tls=tls.tls_plan(self.settings, release.app, hosts),
             check=checks.resolve(settings, release.app_json, self.settings.deploy_timeout),
             release_command=process_argv(release.procfile.get("release"), release.buildpack),
             drain=self.drain_of(settings), stop_timeout=self.stop_timeout_of(settings),
@@ -428,7 +430,7 @@ class Pipeline:
             targets.append(Target(
                 app=release.app, version=release.version, seq=seq, image=service["image_id"],
                 config=config, port=int(service["port"]), formation=formation, commands=commands,
-                hosts=hosts, tls=tlsconfig.tls_plan(self.settings, release.app, hosts), check=check,
+                hosts=hosts, tls=tls.tls_plan(self.settings, release.app, hosts), check=check,
                 release_command=process_argv(release_command, service.get("buildpack")),
                 drain=self.drain_of(app.settings), stop_timeout=self.stop_timeout_of(app.settings),
                 limits=resources.container_args(resources.effective(self.settings, app.settings)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gitd.errors import BuildError
+from gitd.core.errors import BuildError
 
 LINE = re.compile(r"^([A-Za-z0-9_-]+)\s*:\s*(.+)$")
 

@@ -24,12 +24,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from gitd.errors import DeployError, GitdError
-from gitd.store import HostRoute
+from gitd.core import validate
+from gitd.core.errors import DeployError, GitdError
+from gitd.core.store import HostRoute
 
 # Every label Traefik's docker provider reads starts with this (it matches
 # keys case-insensitively, so the check does too).
-TRAEFIK_PREFIX = "traefik."
 
 RESOLVER = "gitd"  # the certificatesResolvers name in traefik.yml.j2
 HTTPS_ENTRYPOINT = "websecure"
@@ -258,17 +258,12 @@ def redirect_config(app: str, hosts: list[str], https_port: int,
     }
 
 
-def routing_labels(labels: dict[str, str] | None) -> list[str]:
-    """The labels among `labels` that Traefik would read."""
-    return sorted(k for k in (labels or {}) if k.strip().lower().startswith(TRAEFIK_PREFIX))
-
-
 def refuse_routing_labels(image_labels: dict[str, str] | None, what: str) -> None:
     """Routing belongs to gitd alone. A container inherits every label of its
     image and gitd's own labels can only override keys, not remove them, so
     an image carrying `traefik.*` labels could route any host (or take port
     80 with a TCP router). Such an image is refused before anything runs."""
-    found = routing_labels(image_labels)
+    found = validate.routing_labels(image_labels)
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         raise GitdError(

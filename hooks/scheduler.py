@@ -39,8 +39,8 @@ from pathlib import Path
 import docker.errors
 import structlog
 
-from gitd.config import Settings
-from gitd.errors import DeployError
+from gitd.core.config import Settings
+from gitd.core.errors import DeployError
 from hooks import checks, dynos, router
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
                           LABEL_SEQ, Attached, Engine, exit_code)

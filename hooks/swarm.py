@@ -40,9 +40,9 @@ import docker.errors
 import structlog
 from docker.types.daemon import CancellableStream
 
-from gitd import registry
-from gitd.config import Settings
-from gitd.errors import DeployError, GitdError
+from hooks import registry
+from gitd.core.config import Settings
+from gitd.core.errors import DeployError, GitdError
 from hooks import checks, dynos, router
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
                           LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, LABEL_SERVICE, Attached,
@@ -262,7 +262,7 @@ def has_volume(spec: dict) -> bool:
 
 
 def data_service_spec(spec: dict, image: str, name: str, node: str, alias: str | None) -> dict:
-    """A service's container spec (gitd.services.lifecycle.service_spec) as a
+    """A service's container spec (gitd.services.specs.service_spec) as a
     swarm service (create_service arguments): one replica pinned to `node`,
     where its volume is, restarted whatever ends it, reached by `alias` on
     its network (no alias while an upgrade loads it), and never two tasks on

@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from gitd.errors import DeployError
+from gitd.core.errors import DeployError
 from hooks import checks
 
 USER_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")

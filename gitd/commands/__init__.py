@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from gitd import validate
-from gitd.errors import GitdError, PermissionDenied, UsageError
+from gitd.core.errors import UsageError
+from gitd.verbs import Session, iso_time  # noqa: F401 - commands import iso_time from here
 
 
 @dataclass
@@ -77,28 +76,21 @@ def parse_app(ctx: "Context", p: argparse.ArgumentParser, argv: list[str]):
 
 
 @dataclass
-class Context:
-    """What a command sees: the daemon's services, the caller, the channel."""
-    gitd: object  # gitd.service.Gitd
-    key: object  # gitd.store.Key
+class Context(Session):
+    """A verb's session over SSH: what the caller types and reads on its channel."""
     bridge: object  # gitd.bridge.ThreadBridge
     has_pty: bool = False
     command: str = ""
     extra: dict = field(default_factory=dict)
-
-    @property
-    def store(self):
-        return self.gitd.store
-
-    @property
-    def settings(self):
-        return self.gitd.settings
 
     def out(self, text: str = "") -> None:
         self.bridge.out(text + "\n")
 
     def err(self, text: str) -> None:
         self.bridge.err(text + "\n")
+
+    def progress(self, line: str) -> None:
+        self.out(line)
 
     def json(self, data) -> None:
         self.out(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -112,23 +104,8 @@ class Context:
         except UnicodeDecodeError:
             raise UsageError("input is not UTF-8 text") from None
 
-    def require_admin(self) -> None:
-        if not self.key.is_admin:
-            raise PermissionDenied()
-
-    def app(self, name: str):
-        """Validate, check access and load an app."""
-        validate.app_name(name)
-        if not self.key.is_admin and not self.store.granted(name, self.key.name):
-            raise PermissionDenied()
-        return self.store.get_app(name)
-
     def progress_sink(self):
-        return lambda line: self.out(line)
-
-    def lock(self, app: str):
-        """The app's deploy lock; says so when it has to wait."""
-        return self.gitd.app_lock(app, notify=self.out)
+        return self.progress
 
 
 def _load_modules() -> None:
@@ -228,10 +205,6 @@ def one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
     return value
 
 
-def iso_time(ts: float | None) -> str | None:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
-
-
 def duration(seconds: float) -> str:
     """3s, 4m 12s, 2h 5m, 3d 4h."""
     s = int(max(0, seconds))
@@ -250,8 +223,3 @@ def print_rows(ctx: Context, rows: list[list[str]]) -> None:
     for row in rows:
         cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [str(row[-1])]
         ctx.out("  ".join(cells).rstrip())
-
-
-def confirm_force(args, app: str) -> None:
-    if not args.force:
-        raise GitdError(f"this destroys {app} and everything it holds; add --force to confirm")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import buildpacks
 from gitd import gitserve
-from gitd.validate import attr_name, build_dir
+from gitd.core.validate import attr_name, build_dir
 from gitd.commands import app_parser, command
-from gitd.errors import BuildError, GitdError, UsageError
+from gitd.core.errors import BuildError, GitdError, UsageError
 from buildpacks.stacks import StackBuildpack, render, stage_label
 from hooks import checkout, procfile
 

@@ -7,18 +7,18 @@ issuer and expiry, and the last ACME error in words.
 
 from __future__ import annotations
 
-from gitd import certs as tls
-from gitd import tlsconfig
+from gitd.core import certs
+from hooks import tls
 from gitd.commands import app_parser, command, parse_app, print_rows
-from gitd.errors import GitdError, UsageError
+from gitd.core.errors import GitdError, UsageError
 
 
 def certs_changed(ctx, app: str, before: frozenset[str]) -> None:
     """Custom certificates change which hosts ACME serves: a redeploy puts
     the routes right. Without ACME the file provider alone is enough."""
-    tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+    tls.sync_dynamic(ctx.settings, ctx.store)
     hosts = ctx.store.domains(app)
-    plan = tlsconfig.tls_plan(ctx.settings, app, hosts)
+    plan = tls.tls_plan(ctx.settings, app, hosts)
     if not ctx.settings.acme or plan.custom_hosts == before:
         return
     if ctx.store.current_release(app) is None:
@@ -27,7 +27,7 @@ def certs_changed(ctx, app: str, before: frozenset[str]) -> None:
 
 
 def _custom_hosts(ctx, app: str) -> frozenset[str]:
-    plan = tlsconfig.tls_plan(ctx.settings, app, ctx.store.domains(app))
+    plan = tls.tls_plan(ctx.settings, app, ctx.store.domains(app))
     return plan.custom_hosts if plan else frozenset()
 
 
@@ -39,7 +39,7 @@ its issuer and expiry, whether a TLS handshake with Traefik gets it
 def show(ctx, argv):
     p = app_parser("certs", json_flag=True)
     args = parse_app(ctx, p, argv)
-    rows = tls.domain_status(ctx.settings, args.app, ctx.store.domains(args.app))
+    rows = certs.domain_status(ctx.settings, args.app, ctx.store.domains(args.app))
     served = handshakes(ctx, rows)
     if args.json:
         ctx.json(rows)
@@ -57,8 +57,8 @@ def show(ctx, argv):
         if row["served"] is False:
             other = served[row["domain"]]
             ctx.out(f" !     {row['domain']}: Traefik serves another certificate "
-                    f"(issuer {tls.describe_name(other.issuer)}, for "
-                    f"{', '.join(tls.cert_info(other).names) or 'no names'})")
+                    f"(issuer {certs.describe_name(other.issuer)}, for "
+                    f"{', '.join(certs.cert_info(other).names) or 'no names'})")
         if row["acme_error"]:
             ctx.out(f" !     {row['domain']}: {row['acme_error']}")
     with_cert = [row for row in rows if row["sha256"]]
@@ -74,12 +74,12 @@ def handshakes(ctx, rows: list[dict]) -> dict:
     the other domains are not asked). {domain: the certificate served}."""
     served, answering = {}, ctx.settings.https
     for row in rows:
-        cert = tlsconfig.served_certificate(ctx.settings, row["domain"]) \
+        cert = tls.served_certificate(ctx.settings, row["domain"]) \
             if answering and row["sha256"] else None
         answering = answering and (cert is not None or not row["sha256"])
         if cert is not None:
             served[row["domain"]] = cert
-        row["served"] = (tls.cert_info(cert).sha256 == row["sha256"]) if cert else None
+        row["served"] = (certs.cert_info(cert).sha256 == row["sha256"]) if cert else None
     return served
 
 
@@ -95,22 +95,22 @@ restarted, so every app goes unanswered for a moment.""")
 def add(ctx, argv):
     p = app_parser("certs:add")
     args = parse_app(ctx, p, argv)
-    tls.require_https(ctx.settings)
+    certs.require_https(ctx.settings)
     app = args.app
     try:
         text = ctx.read_stdin()
     except UnicodeDecodeError:
         raise UsageError("the bundle is not PEM text (convert DER or PKCS#12 to PEM first)")
-    bundle = tls.check_bundle(text, ctx.store.domains(app))
+    bundle = certs.check_bundle(text, ctx.store.domains(app))
     with ctx.lock(app):
         before = _custom_hosts(ctx, app)
-        saved = tls.read_custom(ctx.settings, app)
-        tls.install_custom(ctx.settings, app, bundle)
+        saved = certs.read_custom(ctx.settings, app)
+        certs.install_custom(ctx.settings, app, bundle)
         try:
             certs_changed(ctx, app, before)
         except GitdError as exc:
-            tls.restore_custom(ctx.settings, app, saved)
-            tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+            certs.restore_custom(ctx.settings, app, saved)
+            tls.sync_dynamic(ctx.settings, ctx.store)
             raise GitdError(f"{exc}\nthe certificates of {app} were left as they were") from exc
         covered = [h for h in ctx.store.domains(app) if bundle.info.covers(h)]
         ctx.out(f"-----> Installed a certificate for {', '.join(covered)} "
@@ -123,9 +123,9 @@ def let_custom_win(ctx, app: str, hosts: set[str]) -> None:
     """Traefik may serve its ACME certificate for these hosts instead of the
     custom one (gitd.certs): a managed Traefik restarts without them, and
     with those set aside for hosts the custom one no longer covers."""
-    shadowed = tls.acme_entries_for(ctx.settings, hosts)
+    shadowed = certs.acme_entries_for(ctx.settings, hosts)
     names = ", ".join(sorted(hosts & {n for es in shadowed.values() for e in es
-                                      for n in tls.entry_names(e)}))
+                                      for n in certs.entry_names(e)}))
     child = ctx.gitd.traefik_child
     if child is None:
         if shadowed:
@@ -134,7 +134,7 @@ def let_custom_win(ctx, app: str, hosts: set[str]) -> None:
         return
     # taken out of the set-aside file only while Traefik is stopped: a
     # restart that fails leaves every certificate in one of the two files
-    returning = tls.returning_set_aside(ctx.settings, app, hosts)
+    returning = certs.returning_set_aside(ctx.settings, app, hosts)
     if not shadowed and not returning:
         return
     if shadowed:
@@ -145,9 +145,9 @@ def let_custom_win(ctx, app: str, hosts: set[str]) -> None:
                 "custom one no longer covers (new connections are refused for a moment)")
 
     def while_stopped():  # into acme.json first: a failure between leaves them in both files
-        tls.put_back_acme(ctx.settings, tls.returning_set_aside(ctx.settings, app, hosts))
-        tls.release_set_aside(ctx.settings, app, hosts)
-        tls.set_aside_acme(ctx.settings, app, hosts)
+        certs.put_back_acme(ctx.settings, certs.returning_set_aside(ctx.settings, app, hosts))
+        certs.release_set_aside(ctx.settings, app, hosts)
+        certs.set_aside_acme(ctx.settings, app, hosts)
 
     child.restart(while_stopped)
 
@@ -155,7 +155,7 @@ def let_custom_win(ctx, app: str, hosts: set[str]) -> None:
 def report_served(ctx, app: str, hosts: list[str], chain_pem: bytes) -> None:
     """Say "serves it" only for what a client's handshake gets."""
     for host in hosts:
-        if tlsconfig.wait_served(ctx.settings, host, chain_pem):
+        if tls.wait_served(ctx.settings, host, chain_pem):
             ctx.out(f"       Traefik serves it for {host}")
         else:
             ctx.out(f" !     Traefik does not serve it for {host} yet; see `certs {app}`")
@@ -170,19 +170,19 @@ def remove(ctx, argv):
     args = parse_app(ctx, p, argv)
     app = args.app
     with ctx.lock(app):
-        saved = tls.read_custom(ctx.settings, app)
+        saved = certs.read_custom(ctx.settings, app)
         if saved is None:
             raise GitdError(f"{app} has no custom certificate")
         before = _custom_hosts(ctx, app)
-        set_aside = tls.read_set_aside(ctx.settings, app)
-        tls.remove_custom(ctx.settings, app)
-        tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+        set_aside = certs.read_set_aside(ctx.settings, app)
+        certs.remove_custom(ctx.settings, app)
+        tls.sync_dynamic(ctx.settings, ctx.store)
         put_back_acme(ctx, set_aside)
         try:
             certs_changed(ctx, app, before)
         except GitdError as exc:
-            tls.restore_custom(ctx.settings, app, saved)
-            tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+            certs.restore_custom(ctx.settings, app, saved)
+            tls.sync_dynamic(ctx.settings, ctx.store)
             let_custom_win(ctx, app, before)
             raise GitdError(f"{exc}\nthe certificates of {app} were left as they were") from exc
     ctx.out(f"-----> Removed the custom certificate of {app}")
@@ -197,4 +197,4 @@ def put_back_acme(ctx, set_aside: dict) -> None:
         return
     ctx.out("-----> Restarting Traefik to serve its ACME certificate again "
             "(new connections are refused for a moment)")
-    child.restart(lambda: tls.put_back_acme(ctx.settings, set_aside))
+    child.restart(lambda: certs.put_back_acme(ctx.settings, set_aside))

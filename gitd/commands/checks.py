@@ -3,9 +3,9 @@ decides a new container is ready, and how long the old ones drain."""
 
 from __future__ import annotations
 
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import app_parser, command, parse_app
-from gitd.errors import UsageError
+from gitd.core.errors import UsageError
 from hooks import checks
 
 DEPLOY_KEYS = {"drain": float, "stop_timeout": int}

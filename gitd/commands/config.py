@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import shlex
 
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import app_parser, command, parse_app
-from gitd.errors import GitdError, NotFound, UsageError
+from gitd.core.errors import GitdError, NotFound, UsageError
 
 STDIN_VALUE = "@-"
 RESERVED_PREFIX = "GITD_"

@@ -10,10 +10,12 @@ at once. If that fails the change is undone.
 
 from __future__ import annotations
 
-from gitd import tlsconfig, validate
+from hooks import tls
+
+from gitd.core import validate
 from gitd.commands import app_parser, command, parse_app
-from gitd.errors import GitdError, UsageError
-from gitd.store import HostRoute
+from gitd.core.errors import GitdError, UsageError
+from gitd.core.store import HostRoute
 
 
 def refuse_wildcard(text: str) -> None:
@@ -99,7 +101,7 @@ def change_routes(ctx, app: str, add: list[HostRoute] = (), remove: list[HostRou
                 raise
             raise GitdError(f"{exc}\ndomains of {app} left as they were") from exc
         finally:
-            tlsconfig.sync_dynamic(ctx.settings, store)
+            tls.sync_dynamic(ctx.settings, store)
 
 
 @command("domains", "domains APP [--json]", "List an app's domains", admin=False, help="""

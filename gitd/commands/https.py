@@ -6,8 +6,8 @@ issued by ACME), so nobody is sent to a certificate that does not exist yet.
 
 from __future__ import annotations
 
-from gitd import certs as tls
-from gitd import tlsconfig
+from gitd.core import certs
+from hooks import tls
 from gitd.commands import app_parser, command, one_of, parse_app
 
 
@@ -21,12 +21,12 @@ def redirect(ctx, argv):
     p.add_argument("state", nargs="?")
     args = parse_app(ctx, p, argv)
     if args.state is None:
-        state = "on" if tlsconfig.redirect_enabled(ctx.store.get_app(args.app).settings) else "off"
+        state = "on" if tls.redirect_enabled(ctx.store.get_app(args.app).settings) else "off"
         ctx.out(f"{args.app}: https redirect {state}")
         return
     state = one_of(args.state, ("on", "off"), "the redirect")
-    tls.require_https(ctx.settings)
+    certs.require_https(ctx.settings)
     ctx.store.update_app_settings(args.app, https_redirect=state)
-    tlsconfig.sync_dynamic(ctx.settings, ctx.store)
+    tls.sync_dynamic(ctx.settings, ctx.store)
     ctx.out(f"-----> {args.app}: HTTP {'redirects' if state == 'on' else 'no longer redirects'} "
             "to HTTPS")

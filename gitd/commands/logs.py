@@ -8,10 +8,10 @@ import queue
 import threading
 import time
 
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import app_parser, command
 from gitd.commands.ps import live_services
-from gitd.errors import GitdError, UsageError
+from gitd.core.errors import GitdError, UsageError
 from hooks import components
 from hooks.engine import LABEL_COMPONENT, LABEL_PROCESS, LABEL_ROLE
 

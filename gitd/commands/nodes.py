@@ -7,9 +7,9 @@ plain functions of plain data, unit-tested without an engine.
 
 from __future__ import annotations
 
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import command, parser, print_rows
-from gitd.errors import GitdError, NotFound
+from gitd.core.errors import GitdError, NotFound
 from hooks import nodes as swarm_nodes
 
 NOT_SWARM = ('nodes: gitd runs with scheduler = "docker"; set scheduler = "swarm" '

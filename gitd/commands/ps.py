@@ -7,9 +7,9 @@ the others are not, and `release` runs once per release before the swap.
 
 from __future__ import annotations
 
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import app_parser, command, duration, parse_app, print_rows
-from gitd.errors import GitdError, UsageError
+from gitd.core.errors import GitdError, UsageError
 from hooks import components, dynos
 from hooks.events import Progress
 from hooks.engine import LABEL_ROLE, LABEL_SEQ

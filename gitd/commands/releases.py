@@ -8,10 +8,10 @@ rebuild.
 
 from __future__ import annotations
 
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import app_parser, command, iso_time, parse_app, print_rows
 from gitd.commands.config import replace_config
-from gitd.errors import GitdError, NotFound
+from gitd.core.errors import GitdError, NotFound
 
 
 def summary(release, current: int | None) -> dict:

@@ -9,8 +9,8 @@ the current release so it applies at once; if that fails the change is undone.
 from __future__ import annotations
 
 from gitd.commands import app_parser, command, parse_app
-from gitd.errors import GitdError, UsageError
-from hooks import resources
+from gitd.core.errors import GitdError, UsageError
+from gitd.core import resources
 
 
 def _show_data(ctx, app: str) -> dict:

@@ -16,10 +16,11 @@ import threading
 
 import asyncssh
 
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import command
-from gitd.errors import GitdError, UsageError
-from hooks import components, resources, router
+from gitd.core.errors import GitdError, UsageError
+from hooks import components, router
+from gitd.core import resources
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
                           LABEL_RELEASE, LABEL_ROLE)
 from hooks.deploy import app_network, networks

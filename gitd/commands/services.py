@@ -16,12 +16,12 @@ import secrets
 import time
 
 from gitd import services as kinds
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import command, iso_time, parser, print_rows
 from gitd.commands.config import apply_config
 from gitd.commands.nodes import find_node, manager_client
 from gitd.commands.run import OneOff
-from gitd.errors import GitdError, NotFound, UsageError
+from gitd.core.errors import GitdError, NotFound, UsageError
 from gitd.services import cron
 from gitd.services.base import container_name, network_name, version_matches
 from hooks import nodes as swarm_nodes

@@ -13,9 +13,9 @@ directory must exist on every node that may run the app.
 
 from __future__ import annotations
 
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import app_parser, command, parse_app, print_rows
-from gitd.errors import GitdError, NotFound, PermissionDenied
+from gitd.core.errors import GitdError, NotFound, PermissionDenied
 from hooks.engine import LABEL_APP
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gitd.errors import UsageError
+from gitd.core.errors import UsageError
 from gitd.services.base import Kind
 from gitd.services.postgres import Postgres
 from gitd.services.redis import Redis

@@ -8,7 +8,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from gitd.errors import GitdError
+from gitd.core.errors import GitdError
 from gitd.services.base import Kind
 
 USER = "postgres"

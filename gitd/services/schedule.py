@@ -14,7 +14,7 @@ import time
 
 import structlog
 
-from gitd.errors import GitdError
+from gitd.core.errors import GitdError
 from gitd.services import cron
 
 log = structlog.get_logger("gitd.backups")

@@ -331,8 +331,8 @@ class Gitd:
 def start_external_traefik(gitd: Gitd) -> subprocess.Popen:
     """Traefik in a process of its own, as systemd's traefik.service runs it,
     with the static config gitd renders for external mode."""
-    from gitd.config import Settings
-    from gitd.store import Store
+    from gitd.core.config import Settings
+    from gitd.core.store import Store
     from gitd.traefik import ping, render_static_config
 
     settings = Settings(http_host="127.0.0.1", http_port=gitd.http_port,

@@ -12,10 +12,10 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from gitd.config import Settings
-from gitd.errors import GitdError
-from gitd.registry import MANIFEST_TYPES, ManagedRegistry, ping, push_image, registry_host, \
-    remove_image
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError
+from gitd.registry import ManagedRegistry
+from hooks.registry import MANIFEST_TYPES, ping, push_image, registry_host, remove_image
 from tests.e2e.harness import free_port, unique_app
 
 

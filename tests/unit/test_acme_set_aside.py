@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gitd import certs
+from gitd.core import certs
 from gitd.child import ManagedChild
-from gitd.config import Settings
+from gitd.core.config import Settings
 from tests.unit.test_commands import FakeGitd, call, store  # noqa: F401 - a fixture
 
 
@@ -234,7 +234,7 @@ class RecordingChild:
 
 
 def test_certs_add_and_remove_set_aside_and_put_back_through_a_restart(store, tmp_path, monkeypatch):
-    monkeypatch.setattr("gitd.tlsconfig.wait_served", lambda settings, host, chain: True)
+    monkeypatch.setattr("hooks.tls.wait_served", lambda settings, host, chain: True)
     store.add_domains("hello", ["www.example.com"])
     settings = settings_with(tmp_path, [entry("hello.example.com"), entry("www.example.com")])
     gitd = FakeGitd(store, settings)
@@ -256,7 +256,7 @@ def test_certs_add_and_remove_set_aside_and_put_back_through_a_restart(store, tm
 
 
 def test_with_an_external_traefik_certs_add_says_what_to_do(store, tmp_path, monkeypatch):
-    monkeypatch.setattr("gitd.tlsconfig.wait_served", lambda settings, host, chain: True)
+    monkeypatch.setattr("hooks.tls.wait_served", lambda settings, host, chain: True)
     settings = settings_with(tmp_path, [entry("hello.example.com")])
     before = settings.acme_storage.read_text()
     gitd = FakeGitd(store, settings)
@@ -269,7 +269,7 @@ def test_with_an_external_traefik_certs_add_says_what_to_do(store, tmp_path, mon
 
 def test_a_custom_certificate_covering_fewer_hosts_gives_their_acme_ones_back(store, tmp_path,
                                                                                monkeypatch):
-    monkeypatch.setattr("gitd.tlsconfig.wait_served", lambda settings, host, chain: True)
+    monkeypatch.setattr("hooks.tls.wait_served", lambda settings, host, chain: True)
     store.add_domains("hello", ["www.example.com"])
     settings = settings_with(tmp_path, [entry("hello.example.com"), entry("www.example.com")])
     gitd = FakeGitd(store, settings)

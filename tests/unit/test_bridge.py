@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from gitd.config import Settings
+from gitd.core.config import Settings
 from hooks import router, scheduler
 from hooks.scheduler import DockerScheduler, bridge_file_name, parse_bridge_name, route_key_of
 

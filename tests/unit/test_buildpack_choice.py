@@ -8,7 +8,7 @@ from dulwich.repo import MemoryRepo
 
 import buildpacks
 from gitd.commands.buildpacks import attr_name, build_dir, deploy_ref
-from gitd.errors import BuildError, UsageError
+from gitd.core.errors import BuildError, UsageError
 
 
 def test_flake_comes_before_dockerfile_and_a_setting_before_both(tmp_path):
@@ -109,8 +109,8 @@ def _show(tmp_path, files: dict[str, str], *args: str) -> tuple[int, str, str]:
     from types import SimpleNamespace
 
     from gitd import commands, gitserve
-    from gitd.config import Settings
-    from gitd.store import Store
+    from gitd.core.config import Settings
+    from gitd.core.store import Store
 
     settings = Settings(data_dir=tmp_path / "data", instance="t1234567")
     settings.data_dir.mkdir(parents=True)

@@ -6,10 +6,12 @@ import json
 
 import pytest
 
-from gitd import certs, tlsconfig
-from gitd.config import Settings, load_settings
-from gitd.errors import GitdError, UsageError
-from gitd.store import Store
+from hooks import tls
+
+from gitd.core import certs
+from gitd.core.config import Settings, load_settings
+from gitd.core.errors import GitdError, UsageError
+from gitd.core.store import Store
 from gitd.traefik import render_static_config, traefik_environment
 from hooks import router
 from tests.e2e.tls_helpers import MiniCA, other_key_pem
@@ -105,8 +107,8 @@ def test_dns_challenge_covers_the_apps_domain_with_one_wildcard():
     assert domains == ["*.apps.example.com", "www.shop.test", "a.b.apps.example.com"]
     settings = Settings(https_port=443, acme_email="o@e.com", acme_challenge="dns",
                         acme_dns_provider="cloudflare", domain="apps.example.com")
-    assert tlsconfig.tls_plan(settings, "web", []).wildcard_domain == "apps.example.com"
-    assert tlsconfig.tls_plan(Settings(https_port=443, acme_email="o@e.com"), "web", []).wildcard_domain == ""
+    assert tls.tls_plan(settings, "web", []).wildcard_domain == "apps.example.com"
+    assert tls.tls_plan(Settings(https_port=443, acme_email="o@e.com"), "web", []).wildcard_domain == ""
 
 
 def test_redirect_config():
@@ -150,12 +152,12 @@ def test_status_redirects_and_dynamic_config(tmp_path, ca):
     assert rows["a.test"]["issuer"] == "gitd test CA" and rows["a.test"]["days_left"] > 28
     assert certs.warnings(settings, "web", ["c.test"]) == [f"c.test: {rows['c.test']['acme_error']}"]
 
-    plan = tlsconfig.tls_plan(settings, "web", store.domains("web"))
+    plan = tls.tls_plan(settings, "web", store.domains("web"))
     assert plan == router.TLSPlan(resolver="gitd", custom_hosts=frozenset({"b.test"}))
 
-    assert tlsconfig.sync_dynamic(settings, store)
-    assert not tlsconfig.sync_dynamic(settings, store)  # unchanged: not rewritten
-    path = settings.dynamic_dir / tlsconfig.DYNAMIC_FILE
+    assert tls.sync_dynamic(settings, store)
+    assert not tls.sync_dynamic(settings, store)  # unchanged: not rewritten
+    path = settings.dynamic_dir / tls.DYNAMIC_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     config = json.loads(path.read_text())
     # only hosts that have a certificate are redirected
@@ -163,7 +165,7 @@ def test_status_redirects_and_dynamic_config(tmp_path, ca):
     assert "BEGIN CERTIFICATE" in config["tls"]["certificates"][0]["certFile"]
 
     store.update_app_settings("web", https_redirect="off")
-    assert tlsconfig.sync_dynamic(settings, store)
+    assert tls.sync_dynamic(settings, store)
     assert "http" not in json.loads(path.read_text())
 
 

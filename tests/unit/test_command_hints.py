@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gitd.commands import domains, run
-from gitd.config import Settings
-from gitd.errors import UsageError
+from gitd.core.config import Settings
+from gitd.core.errors import UsageError
 from hooks.deploy import app_network
 from tests.unit.test_commands import FakeGitd, call, fake, store  # noqa: F401 - fixtures
 

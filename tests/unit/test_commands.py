@@ -9,10 +9,10 @@ import pytest
 from gitd import commands
 from gitd.commands import config as config_cmd
 from gitd.commands import domains, logs, ps, releases, run
-from gitd.config import Settings
-from gitd.errors import DeployError, GitdError, NotFound, PermissionDenied, UsageError
+from gitd.core.config import Settings
+from gitd.core.errors import DeployError, GitdError, NotFound, PermissionDenied, UsageError
 from gitd.keys import parse_public_key
-from gitd.store import Store
+from gitd.core.store import Store
 from hooks import dynos
 from hooks.locks import AppLocks
 from hooks.scheduler import DockerScheduler
@@ -209,7 +209,7 @@ def test_a_failed_domain_redeploy_undoes_the_change(fake):
 
 
 def test_path_routes_from_the_command_line(fake):
-    from gitd.store import HostRoute
+    from gitd.core.store import HostRoute
     fake.store.create_app("other")
     fake.store.add_domains("other", ["shop.example.com"])
     call(fake, "domains:add", "hello", "shop.example.com/api/", "--strip-prefix")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gitd.errors import UsageError
+from gitd.core.errors import UsageError
 from hooks import components
 from hooks.components import Component, ComponentRoute
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from gitd.config import load_settings
-from gitd.errors import GitdError
+from gitd.core.config import load_settings
+from gitd.core.errors import GitdError
 
 
 def test_layers_defaults_file_env_flags(tmp_path):

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from gitd.config import Settings
+from gitd.core.config import Settings
 from gitd.doctor import Report, check_data_dir, check_nix, check_ports, check_probe, \
     elf_interpreter, run_doctor
 
@@ -173,9 +173,9 @@ def test_port_in_use_is_a_warning():
 def test_certificates_expiring_soon_and_acme_errors_are_warned(tmp_path):
     import json
 
-    from gitd import certs
+    from gitd.core import certs
     from gitd.doctor import check_certificates
-    from gitd.store import Store
+    from gitd.core.store import Store
     from tests.e2e.tls_helpers import MiniCA
 
     settings = Settings(data_dir=tmp_path, https_port=443, acme_email="ops@example.com")

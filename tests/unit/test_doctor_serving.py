@@ -10,7 +10,7 @@ import threading
 import docker.errors
 
 from gitd import serving
-from gitd.config import Settings
+from gitd.core.config import Settings
 from gitd.doctor import Report, check_images, check_ports
 
 

@@ -33,7 +33,7 @@ def test_a_client_that_hung_up_does_not_stop_the_work():
 def test_json_lines_off_a_tty(capsys):
     import io
 
-    from gitd.log import configure
+    from gitd.core.log import configure
 
     stream = io.StringIO()
     configure("auto", stream=stream)

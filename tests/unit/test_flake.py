@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gitd.config import Settings
+from gitd.core.config import Settings
 from gitd.traefik import render_static_config
 from tests.conftest import require
 
@@ -162,6 +162,7 @@ def test_package_refuses_to_build_without_a_template(flake, tmp_path):
     then on one missing templates/stacks/ (issue #20)."""
     site = tmp_path / "out/lib/python3.12/site-packages"
     shutil.copytree(REPO / "buildpacks/templates", site / "buildpacks/templates")
+    shutil.copytree(REPO / "gitd/templates", site / "gitd/templates")
 
     def post_install():
         return subprocess.run(["bash", "-euc", flake["package"]["postInstall"]], cwd=REPO,

@@ -154,9 +154,9 @@ def test_a_follower_stops_when_its_key_loses_its_powers(tmp_path):
 
     from gitd import commands
     from gitd.commands.logs import _still_readable
-    from gitd.config import Settings
-    from gitd.errors import GitdError
-    from gitd.store import Store
+    from gitd.core.config import Settings
+    from gitd.core.errors import GitdError
+    from gitd.core.store import Store
     from tests.unit.test_commands import Bridge, FakeGitd
 
     store = Store(tmp_path / "gitd.db")

@@ -16,14 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitd import commands, validate
+from gitd import commands
+
+from gitd.core import validate
 from gitd.commands import config as config_cmd
 from gitd.commands import ps as ps_cmd
-from gitd.config import Settings
-from gitd.errors import GitdError
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError
 from gitd.keys import parse_public_key
 from gitd.service import Gitd
-from gitd.store import Store
+from gitd.core.store import Store
 from hooks import checks, procfile
 from hooks import engine as engine_mod
 

@@ -8,8 +8,8 @@ import pytest
 from dulwich.repo import Repo
 
 from gitd import gitserve, repos
-from gitd.errors import GitdError
-from gitd.store import Store
+from gitd.core.errors import GitdError
+from gitd.core.store import Store
 from tests.e2e.harness import GIT_ENV
 
 

@@ -4,12 +4,12 @@ import socket
 
 import pytest
 
-from gitd import validate
-from gitd.config import Settings, load_settings
-from gitd.errors import GitdError, UsageError
+from gitd.core import validate
+from gitd.core.config import Settings, load_settings
+from gitd.core.errors import GitdError, UsageError
 from gitd.gitserve import DeployingReceivePackHandler
 from gitd.server import Limits, ack_at_once
-from gitd.store import Key
+from gitd.core.store import Key
 from hooks import checks
 
 

@@ -9,10 +9,11 @@ from dulwich.objects import Blob, Tree
 from dulwich.repo import MemoryRepo
 
 from buildpacks import dockerfile_refs
-from gitd import validate
-from gitd.config import Settings, load_settings
-from gitd.errors import BuildError, GitdError, UsageError
-from hooks import checkout, resources, router
+from gitd.core import validate
+from gitd.core.config import Settings, load_settings
+from gitd.core.errors import BuildError, GitdError, UsageError
+from hooks import checkout, router
+from gitd.core import resources
 from hooks.checks import HealthCheck
 from hooks.deploy import Target, app_network, container_specs, release_task_spec
 from hooks.events import Progress

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gitd import child, doctor, traefik
-from gitd.config import Settings
+from gitd.core.config import Settings
 from gitd.units import install_units
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from ipaddress import IPv4Network as Net
 import docker.errors
 import pytest
 
-from gitd.config import load_settings
-from gitd.errors import GitdError
+from gitd.core.config import load_settings
+from gitd.core.errors import GitdError
 from hooks import netpool
 from hooks.engine import Engine
 

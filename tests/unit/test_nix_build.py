@@ -16,7 +16,7 @@ import pytest
 
 from buildpacks import BuildRequest
 from buildpacks.nix import NixBuildpack, remove_gc_root
-from gitd.errors import BuildError
+from gitd.core.errors import BuildError
 from tests.nix import fixtures
 
 pytestmark = pytest.mark.nix

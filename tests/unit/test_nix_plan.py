@@ -29,7 +29,7 @@ from buildpacks.nix import (
     write_docker_archive,
     write_layer,
 )
-from gitd.errors import BuildError
+from gitd.core.errors import BuildError
 from tests.nix import fixtures
 
 S = "/nix/store/"

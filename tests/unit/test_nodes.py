@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import nodes as nodes_cmd
-from gitd.errors import GitdError, NotFound, UsageError
+from gitd.core.errors import GitdError, NotFound, UsageError
 from hooks import nodes as swarm_nodes
 from tests.unit.test_commands import call, fake, store  # noqa: F401 (fixtures)
 
@@ -198,7 +198,7 @@ def test_set_availability_refuses_an_unknown_availability():
 # what a new node needs
 
 def test_node_needs_names_the_registry_and_warns_of_loopback():
-    from gitd.config import Settings
+    from gitd.core.config import Settings
 
     own = "\n".join(nodes_cmd.node_needs(Settings(registry_port=5123), "127.0.0.1:2377"))
     assert "/bin/busybox" in own and "docker.io" in own and "7946/tcp+udp" in own

@@ -73,7 +73,7 @@ def loaded_files() -> set[str]:
 
 def test_the_code_loads_templates_from_the_package_directories():
     files = loaded_files()
-    assert "buildpacks/templates/traefik.yml.j2" in files
+    assert "gitd/templates/traefik.yml.j2" in files
     assert "buildpacks/templates/stacks/python.Dockerfile.j2" in files
     assert all(f.split("/")[0] in PACKAGES for f in files), files
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from gitd.config import Settings
-from gitd.errors import BuildError, UsageError
+from gitd.core.config import Settings
+from gitd.core.errors import BuildError, UsageError
 from hooks import checks, procfile, router
 from hooks.checks import HealthCheck
 from hooks.deploy import Target, container_specs

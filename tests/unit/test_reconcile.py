@@ -3,9 +3,9 @@ finished, one whose containers were not is undone (store + a recording engine)."
 
 import time
 
-from gitd.config import Settings
+from gitd.core.config import Settings
 from gitd.service import Gitd
-from gitd.store import Store
+from gitd.core.store import Store
 
 
 class Container:
@@ -104,7 +104,7 @@ def test_an_interrupted_deploy_of_app_json_services_is_finished_only_when_every_
 
 
 def test_routes_of_app_json_services_drift_when_https_changes(tmp_path):
-    from gitd.store import HostRoute
+    from gitd.core.store import HostRoute
     from hooks import router
 
     web = Container("hello", 1, 1)

@@ -2,11 +2,11 @@ import io
 
 import pytest
 
-from gitd.config import Settings
+from gitd.core.config import Settings
 from gitd.doctor import Report, check_registry
-from gitd.errors import GitdError
-from gitd.registry import ManagedRegistry, ping, push_image, registry_host, remove_image, \
-    render_config
+from gitd.core.errors import GitdError
+from gitd.registry import ManagedRegistry, render_config
+from hooks.registry import ping, push_image, registry_host, remove_image
 from tests.e2e.harness import free_port
 
 

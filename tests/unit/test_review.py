@@ -6,10 +6,10 @@ import contextlib
 import pytest
 
 from gitd import gitserve
-from gitd.config import Settings
-from gitd.errors import GitdError, NotFound, PermissionDenied
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError, NotFound, PermissionDenied
 from gitd.service import Gitd
-from gitd.store import Store
+from gitd.core.store import Store
 
 ZERO = b"0" * 40
 
@@ -189,7 +189,7 @@ def test_a_dockerfile_label_gitd_or_traefik_reads_is_refused_before_the_build(do
     `RUN httpd -f` served another app's host for the whole build (up to
     build_timeout), before the deploy-time check of the image could refuse it."""
     from buildpacks.dockerfile import check_labels
-    from gitd.errors import BuildError
+    from gitd.core.errors import BuildError
 
     with pytest.raises(BuildError, match="LABEL .*Traefik labels"):
         check_labels(dockerfile)
@@ -208,7 +208,7 @@ def test_a_base_image_whose_labels_traefik_reads_is_refused(config):
     from types import SimpleNamespace
 
     from buildpacks.dockerfile import check_references
-    from gitd.errors import BuildError
+    from gitd.core.errors import BuildError
 
     image = SimpleNamespace(id="sha256:" + "a" * 64, tags=["base/x:latest"], attrs={"Config": config})
     request = SimpleNamespace(app="evil", image_owners=lambda image_id: [],
@@ -235,7 +235,7 @@ def test_a_tab_after_the_instruction_still_names_the_images_read(dockerfile):
 
 def test_a_tab_after_label_is_still_a_label():
     from buildpacks.dockerfile import check_labels
-    from gitd.errors import BuildError
+    from gitd.core.errors import BuildError
 
     for text in ("FROM x\nLABEL\ttraefik.enable=true\n", "FROM x\nONBUILD\tLABEL\ttraefik.enable=true\n"):
         with pytest.raises(BuildError, match="Traefik labels"):
@@ -294,7 +294,7 @@ def test_add_of_a_url_is_refused_before_the_build(dockerfile):
     a deployer's build read services on the host's loopback (and a cloud's
     metadata address), whatever the build network."""
     from buildpacks.dockerfile import check_remote_sources
-    from gitd.errors import BuildError
+    from gitd.core.errors import BuildError
 
     with pytest.raises(BuildError, match="download it from the host"):
         check_remote_sources(dockerfile)
@@ -318,7 +318,7 @@ def test_a_base_image_from_the_hosts_or_a_private_registry_is_refused(ref):
     import docker.errors
 
     from buildpacks.dockerfile import check_references
-    from gitd.errors import BuildError
+    from gitd.core.errors import BuildError
 
     def missing(name):
         raise docker.errors.ImageNotFound(name)

@@ -5,10 +5,10 @@ import sqlite3
 
 import pytest
 
-from gitd import validate
+from gitd.core import validate
 from gitd.commands import domains
-from gitd.errors import GitdError, NotFound, UsageError
-from gitd.store import HostRoute, Store
+from gitd.core.errors import GitdError, NotFound, UsageError
+from gitd.core.store import HostRoute, Store
 from hooks import router
 
 

@@ -7,8 +7,8 @@ import docker.errors
 import pytest
 
 from gitd import commands
-from gitd.config import Settings
-from gitd.store import Store
+from gitd.core.config import Settings
+from gitd.core.store import Store
 from hooks.engine import Engine
 from tests.unit.test_commands import Bridge, FakeGitd
 

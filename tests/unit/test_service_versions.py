@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from gitd.config import Settings
-from gitd.errors import GitdError
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError
 from gitd.services import kind
 from gitd.services.base import version_matches
 from gitd.services.lifecycle import Services

@@ -8,14 +8,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from gitd import validate
-from gitd.config import Settings, load_settings
-from gitd.errors import GitdError, UsageError
+from gitd.core import validate
+from gitd.core.config import Settings, load_settings
+from gitd.core.errors import GitdError, UsageError
 from gitd.services import KINDS, cron, kind
 from gitd.services.base import container_name, network_name, volume_name
-from gitd.services.lifecycle import Services, backup_path, service_spec
+from gitd.services.lifecycle import Services, backup_path
+from gitd.services.specs import service_spec
 from gitd.services.schedule import due
-from gitd.store import Store
+from gitd.core.store import Store
 from hooks.deploy import attach_storage
 
 

@@ -11,8 +11,8 @@ import pytest
 import buildpacks
 from buildpacks.source import MAX_MANIFEST_BYTES, SourceView
 from buildpacks.stacks import STACKS, StackBuildpack, _write_build_files, render, stack
-from gitd.config import BASE_IMAGE_DEFAULTS, load_settings
-from gitd.errors import BuildError, GitdError
+from gitd.core.config import BASE_IMAGE_DEFAULTS, load_settings
+from gitd.core.errors import BuildError, GitdError
 
 
 def detected(files: dict, dirs=(), links=()) -> tuple[str, str] | None:

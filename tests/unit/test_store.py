@@ -1,7 +1,7 @@
 import pytest
 
-from gitd.errors import GitdError, NotFound
-from gitd.store import Store
+from gitd.core.errors import GitdError, NotFound
+from gitd.core.store import Store
 
 
 @pytest.fixture

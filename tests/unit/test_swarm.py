@@ -2,12 +2,12 @@
 
 import pytest
 
-from gitd.errors import GitdError
-from gitd.store import HostRoute
+from gitd.core.errors import GitdError
+from gitd.core.store import HostRoute
 from hooks import dynos, router, swarm
 from hooks.checks import HealthCheck
 from hooks.deploy import Target, container_specs
-from gitd.config import Settings
+from gitd.core.config import Settings
 
 
 def settings_for():

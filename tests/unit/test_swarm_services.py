@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from gitd.config import Settings
+from gitd.core.config import Settings
 from gitd.commands.services import NODE_WITHOUT_SWARM, placement_node
-from gitd.errors import GitdError, NotFound, UsageError
+from gitd.core.errors import GitdError, NotFound, UsageError
 from gitd.services import kind
 from gitd.services.base import (container_name, generation, network_name, relay_name,
                                 swarm_service_name, volume_name)
-from gitd.services.lifecycle import relay_spec, service_spec
-from gitd.store import Store
+from gitd.services.specs import relay_spec, service_spec
+from gitd.core.store import Store
 from hooks import nodes as swarm_nodes
 from hooks import swarm
 from hooks.checks import PROBE_PATH

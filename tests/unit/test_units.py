@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gitd.config import Settings
-from gitd.errors import GitdError
-from gitd.store import Store
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError
+from gitd.core.store import Store
 from gitd.units import install_units, notify, render_units
 from tests.conftest import require
 

@@ -1,7 +1,7 @@
 import pytest
 
-from gitd import validate
-from gitd.errors import UsageError
+from gitd.core import validate
+from gitd.core.errors import UsageError
 
 
 @pytest.mark.parametrize("name", ["hello", "a", "my-app-2", "x" * 30])

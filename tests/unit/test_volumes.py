@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from gitd.config import Settings
-from gitd.errors import DeployError
+from gitd.core.config import Settings
+from gitd.core.errors import DeployError
 from hooks import checks, swarm, volumes
 from hooks.checks import HealthCheck
 from hooks.deploy import Deployer, Target, container_specs, release_task_spec

@@ -1,6 +1,6 @@
 """Certificates: custom bundles (checked, stored 0600), what Traefik's ACME
 client holds (acme.json), its last errors (Traefik's log), and each domain's
-status in words. What Traefik is told is in gitd.tlsconfig.
+status in words. What Traefik is told is in hooks.tls.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from gitd.config import Settings
-from gitd.errors import GitdError, UsageError
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError, UsageError
 
 EXPIRY_WARNING_DAYS = 14
 LOG_TAIL_BYTES = 4 * 1024 * 1024

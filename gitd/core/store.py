@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from gitd.errors import GitdError, NotFound
+from gitd.core.errors import GitdError, NotFound
 
 SCHEMA_VERSION = 1
 

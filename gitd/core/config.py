@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from gitd.errors import GitdError
+from gitd.core.errors import GitdError
 
 DEFAULT_DATA_DIR = "/var/lib/gitd"
 
@@ -320,7 +320,7 @@ def _validate(settings: Settings) -> Settings:
         if not 0 < value < float("inf"):
             raise GitdError(f"setting {name}: {value!r} must be a positive number")
     settings.network_pool = _network_pool(settings.network_pool.strip())
-    from hooks import resources
+    from gitd.core import resources
     for key in resources.KEYS:
         value = str(getattr(settings, f"default_{key}"))
         if value not in ("", "0"):

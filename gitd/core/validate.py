@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gitd.errors import UsageError
+from gitd.core.errors import UsageError
 
 APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -304,3 +304,11 @@ def attr_name(value: str, flag: str) -> str:
         raise UsageError(f"invalid {flag} {value!r}: a flake attribute name under "
                          "packages.<system> (letters, digits, _, ' and -)")
     return value
+
+
+TRAEFIK_PREFIX = "traefik."
+
+
+def routing_labels(labels: dict[str, str] | None) -> list[str]:
+    """The labels among `labels` that Traefik would read."""
+    return sorted(k for k in (labels or {}) if k.strip().lower().startswith(TRAEFIK_PREFIX))

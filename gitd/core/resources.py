@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 
-from gitd.errors import UsageError
+from gitd.core.errors import UsageError
 
 KEYS = ("memory", "cpus", "pids")
 UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}

@@ -18,8 +18,8 @@ import time
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from gitd.certs import acme_certs, certified_hosts, custom_cert, read_custom, write_private
-from gitd.config import Settings
+from gitd.core.certs import acme_certs, certified_hosts, custom_cert, read_custom, write_private
+from gitd.core.config import Settings
 from hooks import router
 
 DYNAMIC_FILE = "gitd.yml"

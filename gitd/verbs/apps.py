@@ -1,0 +1,102 @@
+"""Apps: create, list, show, destroy, and who may reach them."""
+
+from __future__ import annotations
+
+from gitd.core import certs, validate
+from gitd.core.errors import GitdError
+from gitd.verbs import Session, iso_time
+from hooks import health
+
+
+def known_host(settings) -> str:
+    """The name clients reach this server by, when gitd knows one."""
+    return "" if settings.domain in ("", "localhost") else settings.domain
+
+
+def git_url(settings, app: str) -> str:
+    return f"ssh://git@{known_host(settings) or 'HOST'}:{settings.ssh_port}/{app}"
+
+
+def create(s: Session, name: str) -> dict:
+    s.require_admin()
+    validate.app_name(name)
+    s.gitd.create_app(name)
+    return {"name": name, "git_url": git_url(s.settings, name),
+            "host_known": bool(known_host(s.settings))}
+
+
+def list_apps(s: Session) -> list[dict]:
+    """The apps the caller may see."""
+    apps = s.store.list_apps()
+    if not s.key.is_admin:
+        granted = set(s.store.grants_of_key(s.key.name))
+        apps = [a for a in apps if a.name in granted]
+    return [{"name": a.name, "release": a.current_release} for a in apps]
+
+
+def info(s: Session, name: str) -> dict:
+    app = s.app(name)
+    current = s.store.current_release(name)
+    domains = s.store.domains(name)
+    rows = s.gitd.scheduler.dynos(name)
+    containers = [{"name": row["container"], "process": row["type"], "release": row["release"],
+                   "state": row["state"], "health": row["health"]} for row in rows]
+    return {
+        "name": name,
+        "created_at": iso_time(app.created_at),
+        "release": current.version if current else None,
+        "commit": current.commit if current else None,
+        "image": current.image if current else None,
+        "buildpack": current.buildpack if current else None,
+        "domains": domains,
+        "urls": [s.settings.host_url(h) for h in domains],
+        "certificate_warnings": certs.warnings(s.settings, name, domains),
+        "scale": app.scale or {"web": 1},
+        "containers": containers,
+        "state": health.app_state(rows, app.live_seq, bool(app.settings.get("stopped"))),
+        "health_restarts": app.settings.get("health_restarts"),
+        "git_url": git_url(s.settings, name),
+        "granted_to": s.store.grants_of(name),
+        "deploying": name in s.gitd.locks.busy(),
+        "services": linked_services(s, name),
+    }
+
+
+def linked_services(s: Session, app: str) -> dict:
+    """service -> its config var and last backup result."""
+    linked = {}
+    for service, env_var in s.store.links_of_app(app).items():
+        svc = s.store.get_service(service)
+        linked[service] = {"kind": svc.kind, "env_var": env_var,
+                           "last_backup_ok": svc.last_backup_ok,
+                           "last_backup_message": svc.last_backup_message}
+    return linked
+
+
+def destroy(s: Session, name: str, *, force: bool) -> dict:
+    """Everything the app holds goes; the services linked to it stay (their
+    data is not the app's to destroy): returned with who still links them."""
+    s.require_admin()
+    s.app(name)
+    if not force:
+        raise GitdError(f"this destroys {name} and everything it holds; add --force to confirm")
+    linked = s.store.links_of_app(name)
+    s.gitd.destroy_app(name, s.progress)
+    return {"name": name, "services_left": {
+        service: sorted(s.store.links_of_service(service)) for service in sorted(linked)}}
+
+
+def grant(s: Session, app: str, key_name: str) -> dict:
+    s.require_admin()
+    s.app(app)
+    key = s.store.get_key(key_name)
+    s.store.grant(app, key.name)
+    return {"app": app, "key": key.name, "key_is_admin": key.is_admin}
+
+
+def revoke(s: Session, app: str, key_name: str) -> dict:
+    s.require_admin()
+    s.app(app)
+    s.store.get_key(key_name)
+    s.store.revoke(app, key_name)
+    return {"app": app, "key": key_name}
