@@ -12,7 +12,8 @@ import docker
 import docker.errors
 import requests
 
-from buildpacks import BuildRequest, BuildResult, dockerfile_refs
+from buildpacks import dockerfile_refs
+from buildpacks.base import BuildRequest, BuildResult
 from gitd.core import resources, validate
 from gitd.core.errors import BuildError
 

@@ -40,7 +40,8 @@ from typing import BinaryIO, Callable, Iterable, Mapping
 import docker.errors
 import requests
 
-from buildpacks import BuildRequest, BuildResult, nix_sandbox
+from buildpacks import nix_sandbox
+from buildpacks.base import BuildRequest, BuildResult
 from gitd.core.errors import BuildError
 
 NIX_FLAGS = nix_sandbox.TRUSTED_FLAGS  # an admin's build, as it always ran

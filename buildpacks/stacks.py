@@ -26,7 +26,7 @@ from pathlib import Path
 
 import jinja2
 
-from buildpacks import BuildRequest, BuildResult
+from buildpacks.base import BuildRequest, BuildResult
 from buildpacks.source import SourceView
 from gitd.core.config import BASE_IMAGE_DEFAULTS
 from gitd.core.errors import BuildError
