@@ -4,17 +4,28 @@ the SSH face of gitd.verbs.apps."""
 from __future__ import annotations
 
 from gitd.commands import command, parser
+from gitd.core.errors import UsageError
 from gitd.verbs import apps
 
 
-@command("apps:create", "apps:create NAME", "Create an app (and its git repository)")
+@command("apps:create", "apps:create NAME [--repo URL [--branch BRANCH]]",
+         "Create an app (and its git repository)", help="""
+--repo: the app follows a repository elsewhere: git:sync NAME deploys its
+branch (default main), and so does a push webhook (git:webhook NAME).""")
 def create(ctx, argv):
     p = parser("apps:create")
     p.add_argument("name")
+    p.add_argument("--repo")
+    p.add_argument("--branch")
     args = p.parse_args(argv)
-    created = apps.create(ctx, args.name)
+    if args.branch and not args.repo:
+        raise UsageError("--branch goes with --repo")
+    created = apps.create(ctx, args.name, repo_url=args.repo, branch=args.branch or "main")
     ctx.out(f"-----> Created {created['name']}")
     ctx.out(f"       git remote add paas {created['git_url']}")
+    if created["follows"]:
+        ctx.out(f"       follows {created['follows']['url']} {created['follows']['branch']}: "
+                f"git:sync {created['name']} deploys it")
     ctx.out("       git push paas main")
     if not created["host_known"]:
         ctx.out("       (HOST: this server's name or address; with `domain` set in gitd.toml "
@@ -62,6 +73,8 @@ def info(ctx, argv):
         ctx.out(f" !     {warning}")
     ctx.out(f"deploying:  {'yes' if data['deploying'] else 'no'}")
     ctx.out(f"git:        {data['git_url']}")
+    if data["follows"]:
+        ctx.out(f"follows:    {data['follows']['url']} {data['follows']['branch']}")
     ctx.out(f"granted to: {' '.join(data['granted_to']) or '-'} (and admin keys)")
     for service, link in data["services"].items():
         backup = {True: "last backup ok", False: "LAST BACKUP FAILED", None: "no backup yet"}

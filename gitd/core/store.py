@@ -158,6 +158,7 @@ class Store:
             if "components" not in self.db["releases"].columns_dict:
                 self.db["releases"].add_column("components", str)
             self._migrate_nodes(db)
+            self._migrate_webhooks(db)
 
     def _migrate_services(self, db) -> None:
         """Services, links and mounts (issue 12): added to an existing gitd.db too."""
@@ -183,6 +184,16 @@ class Store:
         for table in ("services", "apps"):
             if "node" not in db[table].columns_dict:
                 db[table].add_column("node", str)
+
+    def _migrate_webhooks(self, db) -> None:
+        """Forge webhooks (issue #23): each app's secret, and the deliveries
+        already acted on (a forge redelivers)."""
+        tables = db.table_names()
+        if "webhooks" not in tables:
+            db["webhooks"].create({"app": str, "secret": str, "created_at": float}, pk="app")
+        if "webhook_deliveries" not in tables:
+            db["webhook_deliveries"].create({"app": str, "delivery": str, "received_at": float},
+                                            pk=("app", "delivery"))
 
     def _migrate_routes(self) -> None:
         """Path routes (issue #13): `routes` replaces `domains`, a bare host
@@ -279,7 +290,8 @@ class Store:
 
     def delete_app(self, name: str) -> None:
         with self._tx() as db:
-            for table in ("config", "routes", "grants", "releases", "mounts"):
+            for table in ("config", "routes", "grants", "releases", "mounts", "webhooks",
+                          "webhook_deliveries"):
                 db[table].delete_where("app = ?", [name])
             db["apps"].delete_where("name = ?", [name])
             db["service_links"].delete_where("app = ?", [name])
@@ -306,6 +318,32 @@ class Store:
                     settings[key] = value
             db["apps"].update(app, {"settings": json.dumps(settings, sort_keys=True)})
         return settings
+
+    # forge webhooks
+
+    def webhook_secret(self, app: str) -> str | None:
+        with self._lock:
+            row = self.db.execute("SELECT secret FROM webhooks WHERE app = ?", [app]).fetchone()
+        return row[0] if row else None
+
+    def set_webhook_secret(self, app: str, secret: str) -> None:
+        with self._tx() as db:
+            db["webhooks"].upsert({"app": app, "secret": secret, "created_at": now()}, pk="app")
+
+    DELIVERIES_KEPT = 500
+
+    def first_delivery(self, app: str, delivery: str) -> bool:
+        """Record a forge's delivery id; False when it was seen before. The
+        newest DELIVERIES_KEPT of an app are remembered."""
+        with self._tx() as db:
+            if db["webhook_deliveries"].count_where("app = ? AND delivery = ?", [app, delivery]):
+                return False
+            db["webhook_deliveries"].insert({"app": app, "delivery": delivery,
+                                             "received_at": now()})
+            db.execute("DELETE FROM webhook_deliveries WHERE app = ? AND delivery NOT IN "
+                       "(SELECT delivery FROM webhook_deliveries WHERE app = ? "
+                       "ORDER BY received_at DESC LIMIT ?)", [app, app, self.DELIVERIES_KEPT])
+        return True
 
     def set_app_node(self, app: str, node: str | None) -> None:
         with self._tx() as db:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gitd.core import certs, validate
 from gitd.core.errors import GitdError
-from gitd.verbs import Session, iso_time
-from hooks import health
+from gitd.verbs import Session, git, iso_time
+from hooks import health, remote
 
 
 def known_host(settings) -> str:
@@ -17,12 +17,20 @@ def git_url(settings, app: str) -> str:
     return f"ssh://git@{known_host(settings) or 'HOST'}:{settings.ssh_port}/{app}"
 
 
-def create(s: Session, name: str) -> dict:
+def create(s: Session, name: str, repo_url: str | None = None, branch: str = "main") -> dict:
+    """A new app; with `repo_url` it follows that repository's `branch`
+    (git:sync deploys it). Checked before anything is made."""
     s.require_admin()
     validate.app_name(name)
+    if repo_url is not None:
+        remote.url_kind(repo_url)
+        remote.check_ref(branch)
     s.gitd.create_app(name)
+    follows = None
+    if repo_url is not None:
+        follows = git.follow(s, name, repo_url, branch)
     return {"name": name, "git_url": git_url(s.settings, name),
-            "host_known": bool(known_host(s.settings))}
+            "host_known": bool(known_host(s.settings)), "follows": follows}
 
 
 def list_apps(s: Session) -> list[dict]:
@@ -59,7 +67,16 @@ def info(s: Session, name: str) -> dict:
         "granted_to": s.store.grants_of(name),
         "deploying": name in s.gitd.locks.busy(),
         "services": linked_services(s, name),
+        "follows": follows_of(app),
     }
+
+
+def follows_of(app) -> dict | None:
+    """The repository the app follows, with no credential shown."""
+    source = git.source_of(app)
+    if not source.get("url"):
+        return None
+    return {"url": remote.display(source["url"]), "branch": source.get("branch", "main")}
 
 
 def linked_services(s: Session, app: str) -> dict:
@@ -82,6 +99,7 @@ def destroy(s: Session, name: str, *, force: bool) -> dict:
         raise GitdError(f"this destroys {name} and everything it holds; add --force to confirm")
     linked = s.store.links_of_app(name)
     s.gitd.destroy_app(name, s.progress)
+    git.forget(s.settings, name)
     return {"name": name, "services_left": {
         service: sorted(s.store.links_of_service(service)) for service in sorted(linked)}}
 

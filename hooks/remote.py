@@ -1,0 +1,115 @@
+"""Code fetched from a repository elsewhere (an app that follows a forge):
+git's own client, into the app's repository under gitd, under a private ref.
+
+Only https and ssh reach other hosts; a local path (file) only when an admin
+set it. No submodules, no tags, no prompt for a password, a time bound, and
+the app's repository size bound checked afterwards."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from gitd.core.errors import GitdError, UsageError
+
+SYNC_REF = "refs/gitd/sync"
+# user@host:path (scp-like ssh), as git reads it
+SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9._-]{1,64})@(?P<host>[A-Za-z0-9.-]{1,253}):(?P<path>[^\s]{1,1024})$")
+REF = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
+SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+def url_kind(url: str) -> str:
+    """"https", "ssh" or "file" for a repository URL gitd may fetch from;
+    UsageError for anything else (http, git://, ext::, options)."""
+    if not url or len(url) > 2048 or url.startswith("-") or any(c in url for c in "\x00\n\r \t"):
+        raise UsageError("a repository URL is https://..., ssh://..., user@host:path or an "
+                         "absolute path")
+    if url.startswith("/"):
+        if "::" in url or ".." in Path(url).parts:
+            raise UsageError(f"refusing the path {url[:100]!r}")
+        return "file"
+    if SCP_LIKE.match(url):
+        return "ssh"
+    parts = urlsplit(url)
+    if parts.scheme in ("https", "ssh") and parts.hostname:
+        if parts.password:
+            raise UsageError("put no password in a repository URL: use an ssh URL with the "
+                             "app's deploy key (git:deploy-key)")
+        return parts.scheme
+    if parts.scheme == "file" and not parts.netloc and parts.path.startswith("/") \
+            and ".." not in Path(parts.path).parts:
+        return "file"
+    raise UsageError(f"gitd fetches over https or ssh (or a local path, for admins), not "
+                     f"{(parts.scheme or url)[:40]!r}")
+
+
+def check_ref(ref: str) -> str:
+    """A branch, tag or commit name as a forge gives it; never an option,
+    never `..` or a refspec."""
+    if not REF.match(ref) or ref.startswith(("-", "/")) or ".." in ref or ref.endswith((".lock", "/")) \
+            or "//" in ref:
+        raise UsageError(f"invalid ref {ref[:100]!r}")
+    return ref
+
+
+def fetch(repo_dir: Path, url: str, ref: str, key_file: Path | None, timeout: float) -> str:
+    """Fetch `ref` of `url` into the repository at `repo_dir` as SYNC_REF and
+    return its commit."""
+    kind = url_kind(url)
+    check_ref(ref)
+    argv = ["git", "-c", "protocol.allow=never", "-c", f"protocol.{kind}.allow=always",
+            "-c", "core.hooksPath=/dev/null", "-c", "credential.helper=",
+            "--git-dir", str(repo_dir), "fetch", "--quiet", "--no-tags",
+            "--no-recurse-submodules", "--no-write-fetch-head", "--", url,
+            f"+{ref}:{SYNC_REF}"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(repo_dir),
+           "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
+           "GIT_CONFIG_NOSYSTEM": "1", "GIT_SSH_COMMAND": ssh_command(key_file, repo_dir),
+           "LANG": "C"}
+    try:
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise GitdError("git is not installed on this server (apt-get install git): gitd needs "
+                        "it to fetch from a repository") from None
+    except subprocess.TimeoutExpired:
+        raise GitdError(f"fetching {ref} from {display(url)} took longer than {timeout:.0f}s") \
+            from None
+    if result.returncode != 0:
+        raise GitdError(f"could not fetch {ref} from {display(url)}: {last_line(result.stderr)}")
+    commit = subprocess.run(["git", "--git-dir", str(repo_dir), "rev-parse", "--verify", "--quiet",
+                             f"{SYNC_REF}^{{commit}}"], env=env, capture_output=True, text=True,
+                            timeout=30)
+    if commit.returncode != 0:
+        raise GitdError(f"{ref} of {display(url)} is not a commit")
+    return commit.stdout.strip()
+
+
+def ssh_command(key_file: Path | None, home: Path) -> str:
+    """ssh with the app's deploy key alone, no agent, no prompt. Host keys
+    are accepted on first use and remembered beside the repository."""
+    known = home / "gitd_known_hosts"
+    parts = ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+             "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={known}",
+             "-o", "ConnectTimeout=20", "-F", "/dev/null"]
+    if key_file is not None:
+        parts += ["-i", str(key_file)]
+    return " ".join(parts)
+
+
+def display(url: str) -> str:
+    """The URL without anything that could be a credential."""
+    parts = urlsplit(url)
+    if parts.scheme and parts.hostname:
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return f"{parts.scheme}://{host}{parts.path}"[:200]
+    return url[:200]
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else "git failed")[:300]
