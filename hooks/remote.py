@@ -102,10 +102,12 @@ def ssh_command(key_file: Path | None, home: Path) -> str:
 
 
 def display(url: str) -> str:
-    """The URL without anything that could be a credential."""
+    """The URL without anything that could be a credential (an https user
+    may be a token; an ssh user is a login name)."""
     parts = urlsplit(url)
     if parts.scheme and parts.hostname:
-        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        user = f"{parts.username}@" if parts.scheme == "ssh" and parts.username else ""
+        host = user + parts.hostname + (f":{parts.port}" if parts.port else "")
         return f"{parts.scheme}://{host}{parts.path}"[:200]
     return url[:200]
 

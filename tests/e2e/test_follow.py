@@ -75,3 +75,29 @@ def test_deployers_sync_only_what_an_admin_set(gitd, tmp_path):
         bad = gitd.ssh("git:sync", app, url)
         assert bad.returncode != 0, url
     assert gitd.ssh("apps:info", app).stdout.count("follows:") == 0
+
+
+def test_git_sync_over_ssh_with_the_apps_deploy_key(gitd, tmp_path):
+    """The upstream is another app on this same gitd, reached over its SSH
+    port: the follower's deploy key is a deployer key granted on it."""
+    upstream_app, app = unique_app("upstream"), unique_app("follow")
+    assert gitd.ssh("apps:create", upstream_app).returncode == 0
+    source = make_repo(tmp_path / "src", web_app("over ssh"))
+    assert gitd.push(source, upstream_app).returncode == 0
+    assert gitd.ssh("apps:create", app).returncode == 0
+    shown = gitd.ssh("git:deploy-key", app)
+    assert shown.returncode == 0 and shown.stdout.startswith("ssh-ed25519 ")
+    url = f"ssh://git@127.0.0.1:{gitd.ssh_port}/{upstream_app}"
+    before = gitd.ssh("git:sync", app, url)
+    assert before.returncode != 0 and "could not fetch main" in before.stderr  # not granted yet
+
+    key_name = f"deploy-{app}"
+    assert gitd.ssh("keys:add", key_name, input=shown.stdout).returncode == 0
+    assert gitd.ssh("apps:grant", upstream_app, key_name).returncode == 0
+    synced = gitd.ssh("git:sync", app, url)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert gitd.get(gitd.host(app)) == (200, "over ssh\n")
+    assert f"follows:    {url} main" in gitd.ssh("apps:info", app).stdout
+    destroyed = gitd.ssh("apps:destroy", app, "--force")
+    assert destroyed.returncode == 0
+    assert not (gitd.data_dir / "deploy-keys" / app).exists()
