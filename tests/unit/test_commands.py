@@ -278,21 +278,6 @@ def test_dyno_names_come_from_container_names():
 
 # releases
 
-def test_rollback_target(store):
-    v1 = deployed(store)
-    with pytest.raises(NotFound, match="no earlier release"):
-        releases.rollback_target(store, "hello", None)
-    store.new_release("hello", status="failed")
-    v3 = deployed(store)
-    assert releases.rollback_target(store, "hello", None).version == v1.version
-    with pytest.raises(GitdError, match="current release already"):
-        releases.rollback_target(store, "hello", v3.version)
-    with pytest.raises(GitdError, match="v2 failed"):
-        releases.rollback_target(store, "hello", 2)
-    with pytest.raises(NotFound, match="no release v9"):
-        releases.rollback_target(store, "hello", 9)
-
-
 def test_rollback_takes_the_old_config(fake):
     deployed(fake.store, config={"A": "old"})
     deployed(fake.store, config={"A": "new"})
