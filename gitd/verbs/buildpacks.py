@@ -185,6 +185,10 @@ def set_settings(s: Session, app: str, buildpack: str | None = None, *,
         raise UsageError("nothing to set: name a buildpack, --dir, --attr or --package")
     if attr is not None and package is not None:
         raise UsageError("--attr and --package exclude each other: name one")
+    for what, value in (("buildpack", buildpack), ("--dir", build_dir), ("--attr", attr),
+                        ("--package", package)):
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"{what} must be text, not {type(value).__name__}")
     changes: dict = {}
     if buildpack is not None:
         if buildpack not in buildpacks.names():
@@ -211,7 +215,7 @@ def unset(s: Session, app: str, names: list[str] = ()) -> dict:
     s.require_admin()
     found = s.app(app)
     for name in names:
-        if name not in UNSET_KEYS:
+        if not isinstance(name, str) or name not in UNSET_KEYS:
             raise UsageError(f"cannot unset {name!r}; choose from: {', '.join(UNSET_KEYS)}")
     if not names:
         return clear(s, app)

@@ -19,6 +19,8 @@ RESERVED_KEYS = ("DYNO",)
 
 
 def check_key(key: str) -> str:
+    if not isinstance(key, str):
+        raise UsageError(f"invalid config key {key!r}: a config key is text")
     validate.config_key(key)
     if key.startswith(RESERVED_PREFIX) or key in RESERVED_KEYS:
         raise UsageError(f"{key} is set by gitd itself and cannot be changed")

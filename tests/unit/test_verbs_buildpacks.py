@@ -67,6 +67,8 @@ def test_a_deployer_reads_granted_apps_only_and_sets_nothing(fake):
     ({"buildpack": "nix", "attr": "a.b"}, "invalid --attr"),
     ({"buildpack": "nix", "attr": "x", "package": "y"}, "exclude each other"),
     ({"package": "-rf"}, "invalid --package"),
+    ({"build_dir": 5}, "--dir must be text"),
+    ({"buildpack": "nix", "attr": ["x"]}, "--attr must be text"),
 ])
 def test_bad_settings_change_nothing(fake, kwargs, error):
     buildpacks.set_settings(session(fake), "hello", "dockerfile", build_dir="web")

@@ -46,6 +46,7 @@ def test_config_verbs_refuse_a_deployer_even_on_a_granted_app(fake):
     ({"A": "x\0y"}, "NUL"),
     ({"PORT": "99999"}, "PORT must be"),
     ({"A": 5}, "not text"),
+    ({5: "x"}, "a config key is text"),
     ({}, "at least one"),
 ])
 def test_bad_values_change_nothing(fake, values, message):
