@@ -1,29 +1,17 @@
-"""config, config:get, config:set, config:unset: the app's environment.
-
-Config is given to the containers as their environment when they start; it
-is never baked into an image. A change makes a new release (kind "config")
-from the current release's image and deploys it; a failed deploy puts the
-old values back so what is stored matches what runs.
-"""
+"""config, config:get, config:set, config:unset: the SSH face of
+gitd.verbs.config (the app's environment)."""
 
 from __future__ import annotations
 
 import shlex
 
 from gitd.core import validate
-from gitd.commands import app_parser, command, parse_app
-from gitd.core.errors import GitdError, NotFound, UsageError
+from gitd.commands import app_parser, command
+from gitd.core.errors import UsageError
+from gitd.verbs import config
+from gitd.verbs.config import replace_config  # noqa: F401 - tests' deployed() imports it here
 
 STDIN_VALUE = "@-"
-RESERVED_PREFIX = "GITD_"
-RESERVED_KEYS = ("DYNO",)
-
-
-def check_key(key: str) -> str:
-    validate.config_key(key)
-    if key.startswith(RESERVED_PREFIX) or key in RESERVED_KEYS:
-        raise UsageError(f"{key} is set by gitd itself and cannot be changed")
-    return key
 
 
 def parse_pairs(pairs: list[str], read_stdin) -> dict[str, str]:
@@ -33,17 +21,13 @@ def parse_pairs(pairs: list[str], read_stdin) -> dict[str, str]:
     from_stdin = False
     for pair in pairs:
         key, value = validate.config_pair(pair)
-        check_key(key)
+        config.check_key(key)
         if value == STDIN_VALUE:
             if from_stdin:
                 raise UsageError(f"only one value can come from stdin ({key}={STDIN_VALUE})")
             from_stdin = True
             value = _strip_newline(read_stdin())
-        if "\0" in value:
-            raise UsageError(f"the value of {key} holds a NUL byte")
-        if key == "PORT":  # gitd routes to it: it must be a port
-            validate.port(value)
-        values[key] = value
+        values[key] = config.check_value(key, value)
     return values
 
 
@@ -54,43 +38,21 @@ def _strip_newline(text: str) -> str:
     return text
 
 
-def replace_config(store, app: str, old: dict, new: dict) -> None:
-    """Make the stored config `new` (it was `old`)."""
-    store.set_config(app, new, unset=[k for k in old if k not in new])
-
-
 def apply_config(ctx, app: str, change, description: str, restart: bool = True) -> None:
-    """Change the stored config under the app's lock and, unless told not
-    to, release it. `change(old) -> new` may raise to refuse."""
-    with ctx.lock(app):
-        old = ctx.store.get_config(app)
-        new = change(dict(old))
-        if new == old:
-            ctx.out(f"-----> {app}: config unchanged")
-            return
-        replace_config(ctx.store, app, old, new)
-        current = ctx.store.current_release(app)
-        if current is None:
-            ctx.out(f"-----> {description} on {app}: stored; the first push uses it")
-        elif not restart:
-            ctx.out(f"-----> {description} on {app}: stored; the next deploy or "
-                    f"`ps:restart {app}` uses it (v{current.version} keeps running as it is)")
-        else:
-            _release(ctx, current, old, new, description)
+    """gitd.verbs.config.apply_config, saying what happened (services:link
+    and services:unlink call it)."""
+    say_applied(ctx, config.apply_config(ctx, app, change, description, restart=restart))
 
 
-def _release(ctx, current, old: dict, new: dict, description: str) -> None:
-    """Deploy `new` as a config release; on failure store `old` again."""
-    app = current.app
-    try:
-        ctx.gitd.pipeline.release(app, current, new, kind="config", description=description,
-                                  by=ctx.key.name, sink=ctx.progress_sink())
-    except Exception as exc:  # any failure puts the old state back
-        replace_config(ctx.store, app, new, old)
-        if not isinstance(exc, GitdError):
-            raise
-        raise GitdError(f"{exc}\nconfig of {app} left as it was; "
-                        f"v{current.version} keeps serving") from exc
+def say_applied(ctx, done: dict) -> None:
+    app, description = done["app"], done["description"]
+    if done["outcome"] == "unchanged":
+        ctx.out(f"-----> {app}: config unchanged")
+    elif done["outcome"] == "stored":
+        ctx.out(f"-----> {description} on {app}: stored; the first push uses it")
+    elif done["outcome"] == "pending":
+        ctx.out(f"-----> {description} on {app}: stored; the next deploy or "
+                f"`ps:restart {app}` uses it (v{done['running']} keeps running as it is)")
 
 
 def _parser(name: str, json_flag: bool = False, restart_flag: bool = False):
@@ -106,41 +68,33 @@ see them. --shell prints KEY='value' lines that a shell can read back.""")
 def show(ctx, argv):
     p = _parser("config", json_flag=True)
     p.add_argument("--shell", action="store_true")
-    args = parse_app(ctx, p, argv)
-    config = ctx.store.get_config(args.app)
+    args = p.parse_args(argv)
+    values = config.show(ctx, args.app)
     if args.json:
-        ctx.json(config)
+        ctx.json(values)
         return
     if args.shell:
-        for key, value in config.items():
+        for key, value in values.items():
             ctx.out(f"{key}={shlex.quote(value)}")
         return
     ctx.out(f"=== {args.app} config vars")
-    width = max((len(k) for k in config), default=0) + 1
-    for key, value in config.items():
+    width = max((len(k) for k in values), default=0) + 1
+    for key, value in values.items():
         ctx.out(f"{(key + ':').ljust(width)}  " + value.replace("\n", "\n" + " " * (width + 2)))
-    if not config:
+    if not values:
         ctx.out(f"none (config:set {args.app} KEY=VALUE)")
-    _note_pending(ctx, args.app, config)
-
-
-def _note_pending(ctx, app: str, config: dict) -> None:
-    current = ctx.store.current_release(app)
-    if current and current.config != config:
-        ctx.err(f" !     v{current.version} runs with other values (set with --no-restart); "
-                f"`ps:restart {app}` applies these")
+    running = config.pending(ctx, args.app, values)
+    if running is not None:
+        ctx.err(f" !     v{running} runs with other values (set with --no-restart); "
+                f"`ps:restart {args.app}` applies these")
 
 
 @command("config:get", "config:get APP KEY", "Print one config value")
 def get(ctx, argv):
     p = _parser("config:get")
     p.add_argument("key")
-    args = parse_app(ctx, p, argv)
-    validate.config_key(args.key)
-    config = ctx.store.get_config(args.app)
-    if args.key not in config:
-        raise NotFound(f"{args.key} is not set on {args.app}")
-    ctx.out(config[args.key])
+    args = p.parse_args(argv)
+    ctx.out(config.get(ctx, args.app, args.key))
 
 
 @command("config:set", "config:set APP KEY=VALUE [KEY=VALUE ...] [--no-restart]",
@@ -157,10 +111,10 @@ KEY=@- reads the value from stdin (one trailing newline dropped):
 def set_(ctx, argv):
     p = _parser("config:set", restart_flag=True)
     p.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
-    args = parse_app(ctx, p, argv)
+    args = p.parse_args(argv)
+    ctx.app(args.app)  # access first: stdin is read only for a caller who may set
     values = parse_pairs(args.pairs, ctx.read_stdin)
-    apply_config(ctx, args.app, lambda old: {**old, **values},
-                 f"Set {', '.join(values)}", restart=not args.no_restart)
+    say_applied(ctx, config.set_vars(ctx, args.app, values, restart=not args.no_restart))
 
 
 @command("config:unset", "config:unset APP KEY [KEY ...] [--no-restart]",
@@ -170,13 +124,5 @@ Naming a key that is not set is an error and changes nothing.""")
 def unset(ctx, argv):
     p = _parser("config:unset", restart_flag=True)
     p.add_argument("keys", nargs="+", metavar="KEY")
-    args = parse_app(ctx, p, argv)
-    keys = [check_key(k) for k in args.keys]
-
-    def change(old: dict) -> dict:
-        missing = [k for k in keys if k not in old]
-        if missing:
-            raise NotFound(f"not set on {args.app}: {', '.join(missing)}; nothing changed")
-        return {k: v for k, v in old.items() if k not in keys}
-
-    apply_config(ctx, args.app, change, f"Unset {', '.join(keys)}", restart=not args.no_restart)
+    args = p.parse_args(argv)
+    say_applied(ctx, config.unset(ctx, args.app, args.keys, restart=not args.no_restart))

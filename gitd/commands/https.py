@@ -1,14 +1,10 @@
-"""https:redirect: whether plain HTTP to an app is sent to HTTPS.
-
-On by default: a host is redirected once it has a certificate (custom, or
-issued by ACME), so nobody is sent to a certificate that does not exist yet.
-"""
+"""https:redirect: the SSH face of gitd.verbs.https (whether plain HTTP to
+an app is sent to HTTPS)."""
 
 from __future__ import annotations
 
-from gitd.core import certs
-from hooks import tls
-from gitd.commands import app_parser, command, one_of, parse_app
+from gitd.commands import app_parser, command
+from gitd.verbs import https
 
 
 @command("https:redirect", "https:redirect APP on|off", "Redirect HTTP to HTTPS (default on)",
@@ -19,14 +15,10 @@ X-Forwarded-Proto. No redeploy: the change applies within seconds.""")
 def redirect(ctx, argv):
     p = app_parser("https:redirect")
     p.add_argument("state", nargs="?")
-    args = parse_app(ctx, p, argv)
+    args = p.parse_args(argv)
+    done = https.redirect(ctx, args.app, args.state)
     if args.state is None:
-        state = "on" if tls.redirect_enabled(ctx.store.get_app(args.app).settings) else "off"
-        ctx.out(f"{args.app}: https redirect {state}")
+        ctx.out(f"{args.app}: https redirect {done['redirect']}")
         return
-    state = one_of(args.state, ("on", "off"), "the redirect")
-    certs.require_https(ctx.settings)
-    ctx.store.update_app_settings(args.app, https_redirect=state)
-    tls.sync_dynamic(ctx.settings, ctx.store)
-    ctx.out(f"-----> {args.app}: HTTP {'redirects' if state == 'on' else 'no longer redirects'} "
-            "to HTTPS")
+    ctx.out(f"-----> {args.app}: HTTP "
+            f"{'redirects' if done['redirect'] == 'on' else 'no longer redirects'} to HTTPS")

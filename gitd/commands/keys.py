@@ -1,36 +1,22 @@
-"""keys, keys:add, keys:remove: who may connect.
-
-An admin key may do everything. Any other key (a deployer) may push to, and
-read (apps:info, releases, ps, logs, domains), only the apps it was granted
-with apps:grant; not their config, not `run`.
-"""
+"""keys, keys:add, keys:remove: the SSH face of gitd.verbs.keys (who may
+connect)."""
 
 from __future__ import annotations
 
-from gitd.commands import command, iso_time, parser, print_rows
-from gitd.keys import register
-
-
-def key_info(store, key) -> dict:
-    return {
-        "name": key.name,
-        "role": "admin" if key.is_admin else "deployer",
-        "fingerprint": key.fingerprint,
-        "apps": "all" if key.is_admin else store.grants_of_key(key.name),
-        "created_at": iso_time(key.created_at),
-    }
+from gitd.commands import command, parser, print_rows
+from gitd.verbs import keys
 
 
 @command("keys", "keys [--json]", "List SSH keys and what they may reach")
 def list_keys(ctx, argv):
     args = parser("keys", json_flag=True).parse_args(argv)
-    keys = [key_info(ctx.store, k) for k in ctx.store.list_keys()]
+    rows = keys.list_keys(ctx)
     if args.json:
-        ctx.json(keys)
+        ctx.json(rows)
         return
     print_rows(ctx, [[k["name"], k["role"], k["fingerprint"],
                       k["apps"] if k["apps"] == "all" else " ".join(k["apps"]) or "-"]
-                     for k in keys])
+                     for k in rows])
 
 
 @command("keys:add", "keys:add NAME [--admin] < KEY.pub", "Add an SSH key (public key on stdin)",
@@ -43,9 +29,8 @@ def add(ctx, argv):
     p.add_argument("name")
     p.add_argument("--admin", action="store_true")
     args = p.parse_args(argv)
-    key = register(ctx.store, args.name, ctx.read_stdin(64 * 1024), args.admin)
-    role = "admin" if key.is_admin else "deployer"
-    ctx.out(f"-----> Added {role} key {key.name} ({key.fingerprint})")
+    key = keys.add(ctx, args.name, ctx.read_stdin(keys.MAX_PUBLIC_KEY), admin=args.admin)
+    ctx.out(f"-----> Added {key['role']} key {key['name']} ({key['fingerprint']})")
 
 
 @command("keys:remove", "keys:remove NAME", "Remove an SSH key and its grants", help="""
@@ -55,5 +40,5 @@ def remove(ctx, argv):
     p = parser("keys:remove")
     p.add_argument("name")
     args = p.parse_args(argv)
-    ctx.store.remove_key(args.name, keep_an_admin=True)
+    keys.remove(ctx, args.name)
     ctx.out(f"-----> Removed key {args.name}")

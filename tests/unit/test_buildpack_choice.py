@@ -7,7 +7,8 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import MemoryRepo
 
 import buildpacks
-from gitd.commands.buildpacks import attr_name, build_dir, deploy_ref
+from gitd.core.validate import attr_name, build_dir
+from gitd.verbs.buildpacks import deploy_ref
 from gitd.core.errors import BuildError, UsageError
 
 

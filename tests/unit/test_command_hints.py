@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gitd.commands import domains, run
+from gitd.commands import run
+from gitd.verbs import domains
 from gitd.core.config import Settings
 from gitd.core.errors import UsageError
 from hooks.deploy import app_network

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from gitd.core import validate
-from gitd.commands import domains
+from gitd.verbs import domains
 from gitd.core.errors import GitdError, NotFound, UsageError
 from gitd.core.store import HostRoute, Store
 from hooks import router
