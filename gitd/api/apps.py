@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from gitd.api.routing import (APP_NAME, APP_PARAM, BOOLEAN, INTEGER, STRING, TIME, Routes, call,
-                          json_body, nullable)
-from gitd.core.errors import UsageError
+from gitd.api.routing import (APP_NAME, APP_PARAM, BOOLEAN, INTEGER, NOT_YET, STRING, TIME, Routes,
+                          call, json_body, nullable)
 from gitd.verbs import apps
 
 routes = Routes()
@@ -46,8 +45,8 @@ CREATE_BODY = {
     "type": "object", "required": ["name"], "additionalProperties": False,
     "properties": {
         "name": APP_NAME,
-        "repo_url": {**STRING, "description": "not supported yet: answered 400"},
-        "branch": {**STRING, "description": "not supported yet: answered 400"},
+        "repo_url": NOT_YET,
+        "branch": NOT_YET,
     },
 }
 
@@ -72,10 +71,6 @@ async def list_apps(request):
              responses={201: CREATED})
 async def create_app(request):
     body = await json_body(request, CREATE_BODY)
-    unsupported = sorted({"repo_url", "branch"} & body.keys())
-    if unsupported:
-        raise UsageError(f"{' and '.join(unsupported)}: not supported yet (create the app, "
-                         "then git push to it)")
     return await call(request, apps.create, body["name"], status=201)
 
 

@@ -122,7 +122,9 @@ JSON_TYPES = {"object": dict, "string": str, "boolean": bool, "array": list}
 def check(value, schema: dict, where: str) -> None:
     """Check `value` against the small JSON Schema subset routes declare
     (object, string, boolean, integer, array; required, properties,
-    additionalProperties, pattern, min/maxLength, minimum/maximum)."""
+    additionalProperties, pattern, min/maxLength, minimum/maximum; NOT_YET)."""
+    if schema.get("not") == {}:
+        raise UsageError(f"{where}: not supported yet")
     kind = schema.get("type")
     if kind == "integer":
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -172,6 +174,8 @@ def nullable(schema: dict) -> dict:
 
 
 STRING = {"type": "string"}
+# a field a later version takes: refused (400) for now, and never generated
+NOT_YET = {"not": {}, "description": "not supported yet: answered 400"}
 INTEGER = {"type": "integer"}
 BOOLEAN = {"type": "boolean"}
 TIME = {"type": ["string", "null"], "format": "date-time"}

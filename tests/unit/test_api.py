@@ -150,7 +150,7 @@ def test_a_spray_of_addresses_cannot_grow_the_table(monkeypatch):
 
 BODY = {"type": "object", "required": ["name"], "additionalProperties": False,
         "properties": {"name": routing.APP_NAME, "n": {"type": "integer", "minimum": 1, "maximum": 3},
-                       "flag": {"type": "boolean"}}}
+                       "flag": {"type": "boolean"}, "repo_url": routing.NOT_YET}}
 
 
 @pytest.mark.parametrize("body", [None, [], "x", 1, {}, {"name": 1}, {"name": "a-"},
@@ -161,6 +161,11 @@ BODY = {"type": "object", "required": ["name"], "additionalProperties": False,
 def test_bodies_not_matching_the_schema_are_usage_errors(body):
     with pytest.raises(UsageError):
         routing.check(body, BODY, "body")
+
+
+def test_a_field_not_supported_yet_says_so():
+    with pytest.raises(UsageError, match="body.repo_url: not supported yet"):
+        routing.check({"name": "ok", "repo_url": "https://example.com/x.git"}, BODY, "body")
 
 
 @pytest.mark.parametrize("name", ["a", "a-b", "a1-b2-c3", "a" * 30])
