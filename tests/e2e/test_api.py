@@ -25,9 +25,14 @@ class Api:
     """A client of one gitd's API that checks every answer against the
     OpenAPI document gitd serves."""
 
-    def __init__(self, server):
-        self.base = f"http://127.0.0.1:{server.gitd_api_port}"
+    def __init__(self, server, through_traefik: bool = False):
+        """Straight to the API's port, or through gitd's Traefik at api_host."""
+        port = server.http_port if through_traefik else server.gitd_api_port
+        self.base = f"http://127.0.0.1:{port}"
+        self.host = {"Host": "gitd.localhost"} if through_traefik else {}
         self.doc = None
+        if through_traefik:
+            wait_routed(server)
         self.doc = self.request("GET", "/api/v1/openapi.json")[1]
 
     def request(self, method: str, path: str, token: str | None = None, body=None,
@@ -35,7 +40,7 @@ class Api:
                 headers: dict | None = None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers=dict(headers or {}))
+                                     headers={**self.host, **(headers or {})})
         if data is not None:
             req.add_header("Content-Type", content_type)
         if token:
@@ -66,6 +71,16 @@ class Api:
                 jsonschema.validate(answer, {**schema, "components": self.doc["components"]})
                 return
         assert status in (404, 405), f"{method} {path} is not in the document"
+
+
+def wait_routed(server, timeout: float = 20.0) -> None:
+    """Until Traefik has read the API's route file (it watches the directory)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.get("gitd.localhost", "/health") == (200, '{"status": "ok"}'):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"Traefik does not route gitd.localhost: {server.get('gitd.localhost', '/health')}")
 
 
 @pytest.fixture(scope="module")
@@ -218,14 +233,30 @@ def test_hostile_token_options_are_refused_and_nothing_is_made(gitd, api):
     assert gitd.ssh("tokens", "--json").stdout == before
 
 
+def test_the_api_is_routed_at_its_host_through_traefik(gitd, api):
+    routed = Api(gitd, through_traefik=True)
+    assert routed.doc == api.doc
+    assert routed.request("GET", "/api/v1/apps", api.admin)[:2] == api.request(
+        "GET", "/api/v1/apps", api.admin)[:2]
+    result = gitd.ssh("apps:create", "gitd")
+    assert result.returncode != 0 and "gitd's own" in result.stderr
+    assert api.request("POST", "/api/v1/apps", api.admin, {"name": "gitd"})[0] == 400
+    result = gitd.ssh("domains:add", api.mine, "gitd.localhost")
+    assert result.returncode != 0 and "gitd's own" in result.stderr
+
+
 def test_a_flood_of_bad_tokens_is_braked_and_ssh_is_not(own_gitd):
     own_gitd.start()
-    api = Api(own_gitd)
+    api, routed = Api(own_gitd), Api(own_gitd, through_traefik=True)
     good = new_token(own_gitd)
-    statuses = [api.request("GET", "/api/v1/apps", f"gitd_{i:012x}_guess")[0] for i in range(12)]
+    # through Traefik, each with another X-Forwarded-For: Traefik drops
+    # what a client claims, so all count against the one address
+    statuses = [routed.request("GET", "/api/v1/apps", f"gitd_{i:012x}_guess",
+                               headers={"X-Forwarded-For": f"10.9.8.{i}"})[0] for i in range(12)]
     assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
-    status, _, headers = api.request("GET", "/api/v1/apps", good)
-    assert status == 429 and int(headers["Retry-After"]) >= 1
+    for client in (api, routed):
+        status, _, headers = client.request("GET", "/api/v1/apps", good)
+        assert status == 429 and int(headers["Retry-After"]) >= 1
     started = time.monotonic()
     assert own_gitd.ssh("apps:list").returncode == 0
     assert time.monotonic() - started < 10

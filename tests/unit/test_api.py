@@ -203,3 +203,49 @@ def test_the_document_is_valid_openapi():
     from openapi_spec_validator import validate as validate_spec
 
     validate_spec(openapi.document(all_routes()))
+
+
+# api_host: the API through a managed Traefik, a host no app takes
+
+def test_the_api_host_is_no_apps():
+    from gitd.core.config import Settings
+
+    settings = Settings(domain="apps.example.com")
+    assert settings.api_hostname == "gitd.apps.example.com"
+    with pytest.raises(UsageError, match="gitd's own"):
+        validate.own_host("gitd.apps.example.com", "gitd", settings.domain, settings.api_hostname)
+    with pytest.raises(UsageError, match="gitd's own"):
+        validate.own_host("gitd.apps.example.com", "web", settings.domain, settings.api_hostname)
+    custom = Settings(domain="apps.example.com", api_host="API.example.com.")
+    assert custom.api_hostname == "api.example.com"
+    validate.own_host("gitd.apps.example.com", "gitd", custom.domain, custom.api_hostname)
+
+
+def test_creating_the_app_named_like_the_api_host_is_refused(store, tmp_path):
+    from gitd.core.config import Settings
+    from gitd.verbs import apps
+
+    class Gitd(FakeGitd):
+        settings = Settings(data_dir=tmp_path, domain="example.com")
+
+        def create_app(self, name):
+            raise AssertionError("refused before anything is made")
+
+    with pytest.raises(UsageError, match="gitd's own"):
+        apps.create(Session(Gitd(store), store.get_key("admin")), "gitd")
+
+
+def test_the_api_route_is_plain_http_or_https_only():
+    from gitd.api import exposure
+    from gitd.core.config import Settings
+
+    plain = exposure.route_config(Settings(domain="example.com"), 8123)["http"]
+    assert plain["routers"] == {"gitd-api": {"rule": "Host(`gitd.example.com`)",
+                                             "entryPoints": ["web"], "service": "gitd-api"}}
+    assert plain["services"]["gitd-api"]["loadBalancer"]["servers"] == [{"url": "http://127.0.0.1:8123"}]
+    tls = exposure.route_config(Settings(domain="example.com", https_port=443,
+                                         acme_email="a@example.com"), 8123)["http"]
+    assert tls["routers"]["gitd-api"]["middlewares"] == ["gitd-api-https"]
+    assert tls["routers"]["gitd-api-tls"]["tls"] == {"certResolver": "gitd",
+                                                     "domains": [{"main": "gitd.example.com"}]}
+    assert tls["middlewares"]["gitd-api-https"]["redirectScheme"]["scheme"] == "https"
