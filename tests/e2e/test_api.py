@@ -173,7 +173,8 @@ def test_bad_requests_get_a_fitting_status_and_change_nothing(gitd, api, method,
 
 def test_no_token_or_a_wrong_one_is_401_with_a_challenge(api):
     for token, header in ((None, {}), (None, {"Authorization": "Basic YWRtaW46eA=="}),
-                          ("gitd_000000000000_nope", {})):
+                          ("gitd_000000000000_nope", {}),
+                          ("gitd_000000000000_\xff\xfe", {}), ("x" * 4000, {})):
         status, _, headers = api.request("GET", "/api/v1/apps", token, headers=header)
         assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
 

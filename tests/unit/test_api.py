@@ -50,7 +50,8 @@ def test_wrong_secret_unknown_id_and_garbage_are_refused(store):
     for presented in (token[:-1] + ("A" if token[-1] != "A" else "B"), f"gitd_{token_id}_",
                       "gitd_000000000000_" + "x" * 43, token + "x", "", "gitd_", "Bearer",
                       token.replace("gitd_", "gitd-"), f"gitd_{token_id.upper()}_x",
-                      "gitd_" + "a" * 12 + "_" + "x" * 10_000, "\x00" * 50):
+                      "gitd_" + "a" * 12 + "_" + "x" * 10_000, "\x00" * 50,
+                      f"gitd_{token_id}_\udcff", f"gitd_{token_id}_é", token + "\n"):
         assert tokens.authenticate(store, presented) is None, presented
 
 
