@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from gitd.api.routing import (APP_NAME, APP_PARAM, BOOLEAN, INTEGER, NOT_YET, STRING, TIME, Routes,
-                          call, json_body, nullable)
+                          call, json_body, nullable, path_param)
 from gitd.verbs import apps
 
 routes = Routes()
@@ -85,3 +85,29 @@ async def show_app(request):
                        "keep running", responses={200: DESTROYED})
 async def destroy_app(request):
     return await call(request, apps.destroy, request.match_info["name"], force=True)
+
+
+KEY_PARAM = path_param("key", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]*$",
+                               "minLength": 1, "maxLength": 64}, "an SSH key's name (`keys`)")
+
+GRANTED = {"type": "object", "required": ["app", "key", "key_is_admin"],
+           "additionalProperties": False,
+           "properties": {"app": STRING, "key": STRING, "key_is_admin": BOOLEAN}}
+
+REVOKED = {"type": "object", "required": ["app", "key"], "additionalProperties": False,
+           "properties": {"app": STRING, "key": STRING}}
+
+
+@routes.put("/api/v1/apps/{name}/grants/{key}", tags=["apps"], parameters=[APP_PARAM, KEY_PARAM],
+            summary="Let a deployer key push to and read the app (admin; apps:grant)",
+            responses={200: GRANTED})
+async def grant_app(request):
+    return await call(request, apps.grant, request.match_info["name"], request.match_info["key"])
+
+
+@routes.delete("/api/v1/apps/{name}/grants/{key}", tags=["apps"],
+               parameters=[APP_PARAM, KEY_PARAM],
+               summary="Take a key's access to the app away (admin; apps:revoke)",
+               responses={200: REVOKED})
+async def revoke_app(request):
+    return await call(request, apps.revoke, request.match_info["name"], request.match_info["key"])

@@ -147,6 +147,23 @@ def test_a_deployer_reaches_only_its_granted_apps(gitd, api):
     assert api.mine in apps and api.theirs in apps
 
 
+def test_grants_over_http_are_apps_grant_and_apps_revoke(gitd, api):
+    app, who = api.theirs, api.deployer_name
+    grants = f"/api/v1/apps/{app}/grants/{who}"
+    assert api.request("PUT", grants, api.deployer)[0] == 403
+    assert api.request("GET", f"/api/v1/apps/{app}", api.deployer)[0] == 403
+    assert api.request("PUT", grants, api.admin)[:2] == (
+        200, {"app": app, "key": who, "key_is_admin": False})
+    assert who in json.loads(gitd.ssh("apps:info", app, "--json").stdout)["granted_to"]
+    assert api.request("GET", f"/api/v1/apps/{app}", api.deployer)[0] == 200
+    assert api.request("DELETE", grants, api.deployer)[0] == 403
+    assert api.request("DELETE", grants, api.admin)[:2] == (200, {"app": app, "key": who})
+    assert api.request("GET", f"/api/v1/apps/{app}", api.deployer)[0] == 403
+    assert api.request("DELETE", grants, api.admin)[0] == 404
+    assert api.request("PUT", f"/api/v1/apps/{app}/grants/nobody-here", api.admin)[0] == 404
+    assert api.request("PUT", f"/api/v1/apps/{app}/grants/..%2Fx", api.admin)[0] in (400, 404)
+
+
 @pytest.mark.parametrize("method,path,kw,status", [
     ("GET", "/api/v1/apps/Bad_Name", {}, 400),
     ("GET", "/api/v1/apps/" + "a" * 300, {}, 400),
