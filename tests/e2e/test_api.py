@@ -284,12 +284,15 @@ SCHEMATHESIS = [sys.executable, "-c", "from schemathesis.cli import schemathesis
 
 
 def fuzz(server, token: str, examples: int = 25) -> subprocess.CompletedProcess:
+    """Schemathesis against the live API (in the test's own directory: it
+    keeps a cache where it runs)."""
     url = f"http://127.0.0.1:{server.gitd_api_port}/api/v1/openapi.json"
     return subprocess.run(
         [*SCHEMATHESIS, "run", url, "-H", f"Authorization: Bearer {token}", "--checks", "all",
          "--max-examples", str(examples), "--seed", "23", "--request-timeout", "60",
          "--no-color"],
-        capture_output=True, text=True, timeout=900, env=dict(os.environ, NO_COLOR="1"))
+        capture_output=True, text=True, timeout=900, env=dict(os.environ, NO_COLOR="1"),
+        cwd=server.root)
 
 
 def test_schemathesis_finds_no_server_error_or_schema_mismatch(own_gitd, tmp_path):
