@@ -174,6 +174,8 @@ def test_grants_over_http_are_apps_grant_and_apps_revoke(gitd, api):
     ("PUT", "/api/v1/apps", {}, 405),
     ("POST", "/api/v1/apps", {"raw": b"{not json"}, 400),
     ("POST", "/api/v1/apps", {"raw": b"\xff\xfe"}, 400),
+    ("POST", "/api/v1/apps", {"raw": b"[" * 100_000}, 400),
+    ("POST", "/api/v1/apps", {"raw": b'{"name": NaN}'}, 400),
     ("POST", "/api/v1/apps", {"body": []}, 400),
     ("POST", "/api/v1/apps", {"body": {"name": "a--b"}}, 400),
     ("POST", "/api/v1/apps", {"body": {"name": "ok", "extra": 1}}, 400),

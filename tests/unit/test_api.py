@@ -164,6 +164,13 @@ def test_bodies_not_matching_the_schema_are_usage_errors(body):
         routing.check(body, BODY, "body")
 
 
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"name": "ok", "n": NaN}', b'{"n": Infinity}',
+                                 b"\xff", b'{"name": "ok"} x', b"{"])
+def test_hostile_json_is_a_usage_error(raw):
+    with pytest.raises(UsageError, match="not valid JSON"):
+        routing.parse_json(raw, BODY)
+
+
 def test_a_field_not_supported_yet_says_so():
     with pytest.raises(UsageError, match="body.repo_url: not supported yet"):
         routing.check({"name": "ok", "repo_url": "https://example.com/x.git"}, BODY, "body")
