@@ -147,9 +147,10 @@ class ApiServer:
         site = web.TCPSite(self.runner, host, port)
         try:
             await site.start()
-        except OSError:
+        except OSError as exc:
             await self.runner.cleanup()
-            raise
+            raise GitdError(f"cannot serve the HTTP API on {host}:{port} (setting api_port; "
+                            f"0 turns the API off): {exc.strerror or exc}") from None
         port = self.runner.addresses[0][1]
         settings = self.app["gitd"].settings
         # behind Traefik every client is 127.0.0.1: the brake then counts

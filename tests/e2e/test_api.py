@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -315,3 +317,19 @@ def test_schemathesis_finds_no_server_error_or_schema_mismatch(own_gitd, tmp_pat
     result = fuzz(own_gitd, new_token(own_gitd))
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert '"status": 500' not in own_gitd.log_text()
+
+
+def test_a_taken_api_port_stops_the_start_with_a_clear_message(own_gitd):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", own_gitd.gitd_api_port))
+        taken.listen()
+        with pytest.raises(RuntimeError, match="gitd serve exited"):
+            own_gitd.start()
+    assert own_gitd.proc.returncode != 0
+    log = own_gitd.log_text()
+    assert "setting api_port" in log and "Traceback" not in log
+    pid_file = own_gitd.data_dir / "traefik" / "traefik.pid"
+    if pid_file.exists():  # its Traefik went with it
+        pid = int(pid_file.read_text().split()[0])
+        assert not Path(f"/proc/{pid}").exists() or b"traefik" not in Path(
+            f"/proc/{pid}/cmdline").read_bytes()
