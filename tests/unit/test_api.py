@@ -257,3 +257,30 @@ def test_the_api_route_is_plain_http_or_https_only():
     assert tls["routers"]["gitd-api-tls"]["tls"] == {"certResolver": "gitd",
                                                      "domains": [{"main": "gitd.example.com"}]}
     assert tls["middlewares"]["gitd-api-https"]["redirectScheme"]["scheme"] == "https"
+
+
+def test_a_busy_deploy_lock_is_a_conflict():
+    from gitd.api import status_of
+    from hooks.locks import AppLocks
+
+    locks = AppLocks()
+    with locks.hold("hello", 1.0):
+        with pytest.raises(Conflict) as caught:
+            with locks.hold("hello", 0.01):
+                pass
+    assert status_of(caught.value) == 409
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http"])
+def test_api_port_must_be_a_port(tmp_path, port):
+    from gitd.core.config import load_settings
+
+    with pytest.raises(GitdError, match="api_port"):
+        load_settings(tmp_path, environ={"GITD_API_PORT": port})
+
+
+def test_api_port_0_turns_the_api_off_and_8088_is_the_default(tmp_path):
+    from gitd.core.config import load_settings
+
+    assert load_settings(tmp_path, environ={}).api_port == 8088
+    assert load_settings(tmp_path, flags={"api_port": 0}, environ={}).api_port == 0
