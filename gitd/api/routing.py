@@ -133,7 +133,8 @@ JSON_TYPES = {"object": dict, "string": str, "boolean": bool, "array": list, "in
 def check(value, schema: dict, where: str) -> None:
     """Check `value` against the small JSON Schema subset routes declare
     (object, string, boolean, integer, array; required, properties,
-    additionalProperties, pattern, min/maxLength, minimum/maximum; NOT_YET)."""
+    additionalProperties, pattern, min/maxLength, minimum/maximum, enum;
+    NOT_YET)."""
     if schema.get("not") == {}:
         raise UsageError(f"{where}: not supported yet")
     kind = schema.get("type")
@@ -141,6 +142,8 @@ def check(value, schema: dict, where: str) -> None:
         kind in ("integer", "number") and isinstance(value, bool))
     if not ok:
         raise UsageError(f"{where}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise UsageError(f"{where}: must be one of {', '.join(map(str, schema['enum']))}")
     if kind == "object":
         _check_object(value, schema, where)
     elif kind == "string":

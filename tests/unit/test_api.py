@@ -151,14 +151,15 @@ def test_a_spray_of_addresses_cannot_grow_the_table(monkeypatch):
 
 BODY = {"type": "object", "required": ["name"], "additionalProperties": False,
         "properties": {"name": routing.APP_NAME, "n": {"type": "integer", "minimum": 1, "maximum": 3},
-                       "flag": {"type": "boolean"}, "repo_url": routing.NOT_YET}}
+                       "flag": {"type": "boolean"}, "repo_url": routing.NOT_YET,
+                       "kind": {"type": "string", "enum": ["a", "b"]}}}
 
 
 @pytest.mark.parametrize("body", [None, [], "x", 1, {}, {"name": 1}, {"name": "a-"},
                                   {"name": "a--b"}, {"name": "A"}, {"name": "a" * 31},
                                   {"name": "ok", "extra": 1}, {"name": "ok", "n": True},
                                   {"name": "ok", "n": 4}, {"name": "ok", "flag": 1},
-                                  {"name": "ok", "n": 1.5}])
+                                  {"name": "ok", "n": 1.5}, {"name": "ok", "kind": "c"}])
 def test_bodies_not_matching_the_schema_are_usage_errors(body):
     with pytest.raises(UsageError):
         routing.check(body, BODY, "body")
