@@ -36,6 +36,28 @@ def key_name(name: str) -> str:
     return name
 
 
+def token_name(name: str) -> str:
+    if not KEY_NAME.fullmatch(name or ""):
+        raise UsageError(f"invalid token name {_show(name)}: letters, digits, '.', '_', '@', "
+                         "'-', at most 64 characters, a letter or digit first")
+    return name
+
+
+EXPIRY = re.compile(r"([0-9]{1,5})([hd])")
+EXPIRY_UNITS = {"h": 3600, "d": 86400}
+MAX_EXPIRY_DAYS = 3650
+
+
+def expiry(text: str) -> int:
+    """`12h`, `30d` -> seconds; at least 1 hour, at most MAX_EXPIRY_DAYS days."""
+    match = EXPIRY.fullmatch(text or "")
+    seconds_ = int(match[1]) * EXPIRY_UNITS[match[2]] if match else 0
+    if not 3600 <= seconds_ <= MAX_EXPIRY_DAYS * 86400:
+        raise UsageError(f"invalid expiry {_show(text)}: a number of hours or days, like 12h "
+                         f"or 30d, from 1h to {MAX_EXPIRY_DAYS}d")
+    return seconds_
+
+
 def config_key(key: str) -> str:
     if not CONFIG_KEY.fullmatch(key or ""):
         raise UsageError(
@@ -108,9 +130,13 @@ def host_and_path(text: str) -> tuple[str, str]:
         raise UsageError(f"invalid domain {_show(text)}: {exc}") from None
 
 
-def own_host(host: str, app: str, domain: str) -> str:
+def own_host(host: str, app: str, domain: str, api_host: str = "") -> str:
     """`<name>.<gitd domain>` is the default host of the app `name`, existing
-    or future: no other app may take it."""
+    or future: no other app may take it; `api_host` (gitd's own API) no app
+    at all."""
+    if api_host and host == api_host:
+        raise UsageError(f"{host} is gitd's own (its HTTP API, setting api_host); "
+                         "use another host")
     suffix = "." + domain.lower().rstrip(".")
     if host.endswith(suffix):
         name = host[: -len(suffix)]

@@ -25,6 +25,9 @@ def create(s: Session, name: str, repo_url: str | None = None, branch: str = "ma
     if repo_url is not None:
         remote.url_kind(repo_url)
         remote.check_ref(branch)
+    # its default host <name>.<domain> must not be the API's
+    validate.own_host(f"{name}.{s.settings.domain}", name, s.settings.domain,
+                      s.settings.api_hostname)
     s.gitd.create_app(name)
     follows = None
     if repo_url is not None:

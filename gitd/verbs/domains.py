@@ -93,7 +93,7 @@ def add(s: Session, app: str, routes: list[str], *, strip_prefix: bool = False) 
     s.app(app)
     parsed = parse_routes(routes, strip_prefix)
     for route in parsed:
-        validate.own_host(route.host, app, s.settings.domain)
+        validate.own_host(route.host, app, s.settings.domain, s.settings.api_hostname)
     return change_routes(s, app, add=parsed)
 
 
