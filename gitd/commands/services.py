@@ -19,7 +19,7 @@ from gitd import services as kinds
 from gitd.core import validate
 from gitd.commands import command, iso_time, parser, print_rows
 from gitd.commands.config import apply_config
-from gitd.commands.nodes import find_node, manager_client
+from gitd.verbs.nodes import find_node, manager_client
 from gitd.commands.run import OneOff
 from gitd.core.errors import GitdError, NotFound, UsageError
 from gitd.services import cron
