@@ -335,8 +335,10 @@ def test_run_arguments():
 
 
 def test_oneoff_spec(store, tmp_path):
+    from gitd.verbs import run as run_verbs
+
     release = deployed(store, config={"A": "1", "PORT": "8000"})
-    spec = run.oneoff_spec(Settings(data_dir=tmp_path, instance="i1"), release, ["env"], True, "ab12cd")
+    spec = run_verbs.oneoff_spec(Settings(data_dir=tmp_path, instance="i1"), release, ["env"], True, "ab12cd")
     assert spec["name"] == "gitd-i1.hello.run.ab12cd"
     assert spec["labels"]["gitd.role"] == "oneoff" and spec["labels"]["gitd.app"] == "hello"
     assert spec["environment"]["A"] == "1" and spec["environment"]["PORT"] == "8000"
@@ -345,18 +347,20 @@ def test_oneoff_spec(store, tmp_path):
 
 
 def test_oneoff_spec_of_a_service(store, tmp_path):
+    from gitd.verbs import run as run_verbs
+
     release = deployed(store, config={"A": "1"})
     release.components = {"backend": {"image_id": "sha256:b", "port": 8080},
                           "frontend": {"image_id": "sha256:f", "port": 3000}}
     settings = Settings(data_dir=tmp_path, instance="i1")
-    spec = run.oneoff_spec(settings, release, ["env"], False, "ab12cd", service="backend")
+    spec = run_verbs.oneoff_spec(settings, release, ["env"], False, "ab12cd", service="backend")
     assert spec["image"] == "sha256:b" and spec["labels"]["gitd.component"] == "backend"
     assert spec["environment"]["PORT"] == "8080"
     assert spec["environment"]["FRONTEND_URL"] == "http://frontend:3000"
     with pytest.raises(UsageError, match="name one with --service"):
-        run.oneoff_spec(settings, release, ["env"], False, "ab12cd")
+        run_verbs.oneoff_spec(settings, release, ["env"], False, "ab12cd")
     with pytest.raises(UsageError, match="no service 'db'"):
-        run.oneoff_spec(settings, release, ["env"], False, "ab12cd", service="db")
+        run_verbs.oneoff_spec(settings, release, ["env"], False, "ab12cd", service="db")
 
 
 def test_scale_names_services(store):
