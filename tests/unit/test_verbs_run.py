@@ -43,8 +43,8 @@ class Engine:
 
 
 class Gitd(FakeGitd):
-    def __init__(self, store, settings):
-        super().__init__(store, settings)
+    def __init__(self, db, settings):
+        super().__init__(db, settings)
         self.scheduler, self._engine = Scheduler(), Engine()
         self.pipeline.service_networks = lambda app: []
 

@@ -12,8 +12,8 @@ from tests.unit.test_commands import FakeGitd, fake, store  # noqa: F401 - fixtu
 class Services:
     """gitd.services.lifecycle as the verbs see it: records what it was asked."""
 
-    def __init__(self, store):
-        self.store, self.calls = store, []
+    def __init__(self, db):
+        self.store, self.calls = db, []
 
     def create(self, kind, name, version, progress, node=None):
         self.calls.append(("create", kind, name, version))

@@ -24,8 +24,8 @@ class Engine:
 class Gitd(FakeGitd):
     """FakeGitd with an engine that records volumes and a pipeline that takes mounts."""
 
-    def __init__(self, store, settings):
-        super().__init__(store, settings)
+    def __init__(self, db, settings):
+        super().__init__(db, settings)
         self._engine = Engine()
         self.released = []
         self.pipeline.release = self._release
