@@ -1,7 +1,8 @@
 """run: a one-off command in a new container made from the current release's
 image, with its config; removed afterwards. The exit status passes through.
-The scheduler makes it (hooks.scheduler: a container here; a one-off task
-on the swarm) and this module bridges it to the SSH channel.
+gitd.verbs.run decides what runs and makes the task (hooks.scheduler: a
+container here; a one-off task on the swarm); this module bridges it to the
+SSH channel.
 
 With `ssh -t` the container gets a pty and the SSH channel is bridged to it
 both ways (window size included); without, stdin is forwarded and stdout
@@ -11,21 +12,15 @@ and stderr stay apart.
 from __future__ import annotations
 
 import re
-import secrets
 import threading
 
 import asyncssh
 
-from gitd.core import validate
 from gitd.commands import command
-from gitd.core.errors import GitdError, UsageError
-from hooks import components, router
-from gitd.core import resources
-from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
-                          LABEL_RELEASE, LABEL_ROLE)
-from hooks.deploy import app_network, networks
-from hooks.deploy import attach_storage
-from hooks.pipeline import DEFAULT_PORT
+from gitd.core import validate
+from gitd.core.errors import UsageError
+from gitd.verbs import run as verbs
+from hooks import components
 from hooks.scheduler import ContainerOneOff
 
 USAGE = "run APP [--service SERVICE] [--] COMMAND [ARGS...]"
@@ -76,46 +71,6 @@ def refuse_split_script(argv: list[str]) -> None:
             f"quote the script once more: ssh paas run APP -- {shell} {flags[0]} \"'{words}'\"")
 
 
-def service_of(release, service: str) -> dict:
-    """The app.json service `service` of `release` ({} for a plain app and "")."""
-    if not service and release.components:
-        raise UsageError(f"{release.app} runs several services: name one with --service "
-                         f"({', '.join(sorted(release.components))})")
-    if service and service not in release.components:
-        known = ", ".join(sorted(release.components)) or "none: app.json declares no services"
-        raise UsageError(f"v{release.version} has no service {service!r} (services: {known})")
-    return release.components.get(service, {}) if service else {}
-
-
-def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str,
-                limits: dict | None = None, service: str = "",
-                service_networks: list[str] = ()) -> dict:
-    """The docker create() arguments for a one-off container."""
-    chosen = service_of(release, service)
-    urls = {components.env_name(n): f"http://{n}:{s['port']}" for n, s in release.components.items()}
-    env = {"PORT": str(chosen.get("port") or release.port or DEFAULT_PORT), **urls, **release.config,
-           "GITD_APP": release.app, "GITD_RELEASE": f"v{release.version}", "DYNO": f"run.{token}"}
-    if chosen:
-        env["PORT"] = str(chosen["port"])
-    spec = {
-        "image": chosen.get("image_id") or release.image_id,
-        "name": f"gitd-{settings.instance}.{release.app}.run.{token}",
-        "command": argv,
-        "environment": env,
-        "labels": {LABEL_INSTANCE: settings.instance, LABEL_APP: release.app,
-                   LABEL_RELEASE: str(release.version), LABEL_PROCESS: "run",
-                   LABEL_ROLE: "oneoff", "traefik.enable": "false"},
-        "init": True,
-        "tty": tty,
-        "stdin_open": True,
-        "networks": networks(settings, release.app),
-        **(limits or {}),
-    }
-    if chosen:
-        spec["labels"][LABEL_COMPONENT] = service
-    return attach_storage(spec, list(service_networks), release.mounts)
-
-
 class Session:
     """A one-off task (hooks.scheduler: a container, or a task on the swarm)
     bridged to the SSH channel: output out, stdin and window size in, and a
@@ -142,12 +97,7 @@ class Session:
             attached.close()
 
     def _start(self) -> None:
-        size = self.ctx.bridge.terminal_size() if self.tty else (0, 0)
-        try:
-            self.task.start(*size)
-        except GitdError as exc:
-            missing = "not found" in exc.message or "no such file" in exc.message
-            raise GitdError(exc.message, exit_status=127 if missing else 126) from exc
+        verbs.start(self.task, *(self.ctx.bridge.terminal_size() if self.tty else (0, 0)))
 
     def _stdin(self, stop: threading.Event) -> None:
         """Client -> task until EOF; then watch for a hang-up, which stops
@@ -205,22 +155,6 @@ An app whose app.json declares services needs --service NAME (before --):
 the container gets that service's image and PORT.""")
 def run(ctx, argv):
     app, command_argv, service = parse_run(argv)
-    ctx.app(app)
-    release = ctx.store.require_current_release(app)
-    engine = ctx.gitd.engine
-    image_id = service_of(release, service).get("image_id") or release.image_id
-    router.refuse_routing_labels(
-        (engine.image_attrs(image_id).get("Config") or {}).get("Labels"),
-        f"the image of v{release.version}" + (f" (service {service})" if service else ""))
-    token = secrets.token_hex(3)
-    limits = resources.container_args(
-        resources.effective(ctx.settings, ctx.store.get_app(app).settings))
-    spec = oneoff_spec(ctx.settings, release, command_argv, ctx.has_pty, token, limits, service,
-                       service_networks=ctx.gitd.pipeline.service_networks(app))
-    scheduler = ctx.gitd.scheduler
-    scheduler.prepare(app_network(ctx.settings.instance, app), app)
-    task = scheduler.oneoff(spec, abandoned=ctx.bridge.closed)
-    try:
+    with verbs.oneoff(ctx, app, command_argv, service=service, tty=ctx.has_pty,
+                      abandoned=ctx.bridge.closed) as task:
         return Session(ctx, task, ctx.has_pty).run()
-    finally:
-        task.remove()

@@ -12,36 +12,17 @@ node holding its volume (--node, or this manager's), on an overlay network
 
 from __future__ import annotations
 
-import secrets
-import time
+from contextlib import closing
 
-from gitd import services as kinds
-from gitd.core import validate
-from gitd.commands import command, iso_time, parser, print_rows
+from gitd.commands import command, parser, print_rows
 from gitd.commands.config import apply_config
-from gitd.commands.nodes import find_node, manager_client
 from gitd.commands.run import OneOff
 from gitd.core.errors import GitdError, NotFound, UsageError
-from gitd.services import cron
-from gitd.services.base import container_name, network_name, version_matches
-from hooks import nodes as swarm_nodes
-from hooks.engine import LABEL_INSTANCE, LABEL_ROLE, LABEL_SERVICE
+from gitd.services.base import version_matches
+from gitd.verbs import services as verbs
+from gitd.verbs.services import MAX_KEEP
 
 CHUNK = 256 * 1024
-MAX_KEEP = 365
-MAX_LOG_LINES = 10_000
-
-
-def _service(ctx, name: str):
-    validate.service_name(name)
-    return ctx.store.get_service(name)
-
-
-def _lock(ctx, name: str):
-    """One backup, restore or change of a service at a time. The wait is
-    reported on stderr: stdout may be carrying a dump."""
-    return ctx.gitd.locks.hold(f"service:{name}", ctx.settings.lock_wait,
-                               on_wait=lambda: ctx.err(f"-----> Waiting for work on {name} to finish"))
 
 
 @command("services:create", "services:create postgres|redis NAME [--version V] [--node NODE]",
@@ -58,81 +39,32 @@ def create(ctx, argv):
     p.add_argument("--version")
     p.add_argument("--node")
     args = p.parse_args(argv)
-    kind = kinds.kind(args.kind)
-    validate.service_name(args.name)
-    if args.version is not None:
-        validate.service_version(args.version)
-    if args.node is not None:
-        validate.node_name(args.node)
-        if ctx.settings.scheduler != "swarm":
-            raise GitdError(NODE_WITHOUT_SWARM)
-    if ctx.store.service_exists(args.name):
-        raise GitdError(f"a service named {args.name!r} already exists")
-    node = service_node(ctx, args.node) if ctx.settings.scheduler == "swarm" else None
-    with _lock(ctx, args.name):
-        svc = ctx.gitd.services.create(kind.name, args.name, args.version, ctx.out,
-                                       node=node and node["name"])
-    ctx.out(f"-----> Created {kind.name} service {svc.name} ({svc.image})"
-            + (f" on node {svc.node}" if svc.node else ""))
-    _say_version(ctx, svc)
-    if node and args.node is None:
+    made = verbs.create(ctx, args.kind, args.name, args.version, args.node)
+    ctx.out(f"-----> Created {made['kind']} service {made['name']} ({made['image']})"
+            + (f" on node {made['node']}" if made["node"] else ""))
+    _say_version(ctx, made)
+    if made["node_defaulted"]:
         ctx.out("       pinned to this manager's node (services:create ... --node NODE "
                 "picks another)")
-    ctx.out(f"       link it: services:link {svc.name} APP "
-            f"(the app gets {kind.env_prefix}_URL)")
+    ctx.out(f"       link it: services:link {made['name']} APP "
+            f"(the app gets {made['env_var']})")
 
 
-def _say_version(ctx, svc) -> None:
+def _say_version(ctx, made: dict) -> None:
     """The version the new server says it is; a warning when it is not the one asked."""
-    try:
-        reported = ctx.gitd.services.server_version(svc, ctx.gitd.services.running(svc))
-    except GitdError:  # on another node of the swarm: not asked
-        return
+    reported = made["server_version"]
     if reported is None:
         return
-    ctx.out(f"       it runs {svc.kind} {reported}")
-    if not version_matches(svc.version, reported):
-        ctx.err(f" !     asked for {svc.kind} {svc.version}, but the image {svc.image} "
+    ctx.out(f"       it runs {made['kind']} {reported}")
+    if not version_matches(made["version"], reported):
+        ctx.err(f" !     asked for {made['kind']} {made['version']}, but the image {made['image']} "
                 f"runs {reported}")
-
-
-NODE_WITHOUT_SWARM = ('--node places a service on a swarm node, and gitd runs with scheduler = '
-                      '"docker" (one host): leave --node out')
-
-
-def placement_node(nodes: list[dict], requested: str | None, manager_id: str) -> dict:
-    """The node a new service stays on: `requested` (a hostname or id), else
-    this manager's. It is pinned by hostname, so that must name one node, and
-    the node must take tasks now."""
-    if requested is None:
-        mine = [n for n in nodes if n["id"] == manager_id]
-        if not mine:
-            raise GitdError("this manager is not among the swarm's nodes: name one with --node")
-        node = mine[0]
-    else:
-        node = find_node(nodes, requested)
-    if sum(n["name"] == node["name"] for n in nodes) > 1:
-        raise GitdError(f"more than one node is named {node['name']}, and a service is pinned "
-                        "to its node by hostname: give the nodes distinct hostnames")
-    if node["status"] != "ready" or node["availability"] != "active":
-        raise GitdError(f"node {node['name']} is {node['status']}/{node['availability']}: a "
-                        "service can start only on a ready, active node (nodes lists them)")
-    return node
-
-
-def service_node(ctx, requested: str | None) -> dict:
-    client = manager_client(ctx)
-    manager_id = swarm_nodes.swarm_info(client).get("NodeID") or ""
-    return placement_node(swarm_nodes.list_nodes(client), requested, manager_id)
 
 
 @command("services:list", "services:list [--json]", "List services")
 def list_services(ctx, argv):
     args = parser("services:list", json_flag=True).parse_args(argv)
-    rows = [{"name": s.name, "kind": s.kind, "version": s.version,
-             "linked": sorted(ctx.store.links_of_service(s.name)),
-             "last_backup_ok": s.last_backup_ok, "node": s.node}
-            for s in ctx.store.list_services()]
+    rows = verbs.list_services(ctx)
     if args.json:
         ctx.json(rows)
         return
@@ -144,33 +76,6 @@ def list_services(ctx, argv):
     table += [[r["name"], r["kind"], r["version"], ",".join(r["linked"]) or "-"]
               + ([r["node"] or "-"] if swarm else []) for r in rows]
     print_rows(ctx, table)
-
-
-def service_info(ctx, svc) -> dict:
-    gitd = ctx.gitd
-    kind = kinds.kind(svc.kind)
-    status = gitd.services.status(svc)
-    state, container, port, size = status["state"], status["container"], status["exposed"], None
-    reported = None
-    if container is not None and state == "running":  # on another node: no size
-        code, out = gitd.engine.exec(container, ["du", "-sk", kind.data_path])
-        if code == 0 and out.split()[:1] and out.split()[0].isdigit():
-            size = int(out.split()[0]) * 1024
-        reported = gitd.services.server_version(svc, container)
-    return {
-        "name": svc.name, "kind": svc.kind, "version": svc.version, "image": svc.image,
-        "server_version": reported,
-        "created_at": iso_time(svc.created_at), "state": state, "health": status["health"],
-        "size_bytes": size, "volume": svc.volume,
-        "node": status["node"], "pinned_node": svc.node,
-        "network": network_name(ctx.settings.instance, svc.name),
-        "host": container_name(ctx.settings.instance, svc.name), "port": kind.port,
-        "exposed": f"127.0.0.1:{port}" if port else None,
-        "linked": ctx.store.links_of_service(svc.name),
-        "backup_schedule": svc.schedule, "backup_keep": svc.keep if svc.schedule else None,
-        "last_backup": {"at": iso_time(svc.last_backup_at), "ok": svc.last_backup_ok,
-                        "message": svc.last_backup_message} if svc.last_backup_at else None,
-    }
 
 
 def _size(n: int | None) -> str:
@@ -189,7 +94,7 @@ def info(ctx, argv):
     p = parser("services:info", json_flag=True)
     p.add_argument("name")
     args = p.parse_args(argv)
-    data = service_info(ctx, _service(ctx, args.name))
+    data = verbs.info(ctx, args.name)
     if args.json:
         ctx.json(data)
         return
@@ -234,15 +139,6 @@ def _node_line(ctx, data: dict) -> str:
     return line + ": it runs only there, with its volume"
 
 
-def _link_env_var(ctx, svc, app: str) -> str:
-    kind = kinds.kind(svc.kind)
-    taken = set(ctx.store.get_config(app)) | set(ctx.store.links_of_app(app).values())
-    var = kind.env_var(svc.name, taken)
-    if var in taken:
-        raise GitdError(f"{app} already has {var} set: unset it first")
-    return var
-
-
 @command("services:link", "services:link NAME APP",
          "Give an app the service's URL (DATABASE_URL / REDIS_URL) and access", help="""
 Puts the URL in the app's config (a new release, deployed like config:set)
@@ -253,7 +149,7 @@ def link(ctx, argv):
     p.add_argument("name")
     p.add_argument("app")
     args = p.parse_args(argv)
-    svc = _service(ctx, args.name)
+    svc = verbs.service(ctx, args.name)
     ctx.app(args.app)
     if args.app in ctx.store.links_of_service(svc.name):
         raise GitdError(f"{svc.name} is already linked to {args.app}")
@@ -261,7 +157,7 @@ def link(ctx, argv):
     chosen = {}
 
     def change(old: dict) -> dict:
-        var = _link_env_var(ctx, svc, args.app)
+        var = verbs.link_env_var(ctx, svc, args.app)
         chosen["var"] = var
         ctx.store.add_link(svc.name, args.app, var)
         return {**old, var: url}
@@ -282,7 +178,7 @@ def unlink(ctx, argv):
     p.add_argument("name")
     p.add_argument("app")
     args = p.parse_args(argv)
-    svc = _service(ctx, args.name)
+    svc = verbs.service(ctx, args.name)
     ctx.app(args.app)
     links = ctx.store.links_of_service(svc.name)
     if args.app not in links:
@@ -315,21 +211,11 @@ def expose(ctx, argv):
     p.add_argument("port", nargs="?")
     p.add_argument("--off", action="store_true")
     args = p.parse_args(argv)
-    svc = _service(ctx, args.name)
     if args.off and args.port:
         raise UsageError("give a PORT or --off, not both")
-    port = None if args.off else (validate.host_port(args.port) if args.port else 0)
-    with _lock(ctx, svc.name):
-        ctx.store.update_service(svc.name, exposed_port=port)
-        try:
-            ctx.gitd.services.recreate(ctx.store.get_service(svc.name), ctx.out)
-        except BaseException:
-            ctx.store.update_service(svc.name, exposed_port=svc.exposed_port)
-            ctx.gitd.services.recreate(svc, ctx.out)
-            raise
-    data = service_info(ctx, ctx.store.get_service(svc.name))
-    ctx.out(f"-----> {svc.name} " + (f"listens on {data['exposed']}" if data["exposed"]
-                                      else "is reachable by linked apps only"))
+    done = verbs.expose(ctx, args.name, None if args.off else (args.port or 0))
+    ctx.out(f"-----> {done['name']} " + (f"listens on {done['exposed']}" if done["exposed"]
+                                         else "is reachable by linked apps only"))
 
 
 @command("services:logs", "services:logs NAME [-n LINES] [-f]", "Show a service's log")
@@ -339,17 +225,12 @@ def logs(ctx, argv):
     p.add_argument("-n", "--num", type=int, default=100, dest="lines")
     p.add_argument("-f", "--follow", action="store_true")
     args = p.parse_args(argv)
-    if not 0 <= args.lines <= MAX_LOG_LINES:
-        raise UsageError(f"-n must be from 0 to {MAX_LOG_LINES}")
-    stream = ctx.gitd.services.logs(_service(ctx, args.name), args.lines, args.follow)
-    try:
+    stream = verbs.logs(ctx, args.name, args.lines, args.follow)
+    with closing(stream):
         for chunk in stream:
             if ctx.bridge.closed():
                 return
             ctx.bridge.write(chunk)
-    finally:
-        if hasattr(stream, "close"):
-            stream.close()
 
 
 @command("services:connect", "services:connect NAME",
@@ -360,23 +241,8 @@ def connect(ctx, argv):
     p = parser("services:connect")
     p.add_argument("name")
     args = p.parse_args(argv)
-    svc = _service(ctx, args.name)
-    kind = kinds.kind(svc.kind)
-    host = container_name(ctx.settings.instance, svc.name)
-    token = secrets.token_hex(3)
-    spec = {
-        "image": svc.image, "name": f"{host}-connect-{token}",
-        "command": kind.client_argv(svc, host), "environment": kind.client_env(svc),
-        "labels": {LABEL_INSTANCE: ctx.settings.instance, LABEL_SERVICE: svc.name,
-                   LABEL_ROLE: "oneoff", "traefik.enable": "false"},
-        "networks": [network_name(ctx.settings.instance, svc.name)],
-        "init": True, "tty": ctx.has_pty, "stdin_open": True,
-    }
-    container = ctx.gitd.engine.create(spec)
-    try:
+    with verbs.connect(ctx, args.name, ctx.has_pty) as container:
         return OneOff(ctx, container, ctx.has_pty).run()
-    finally:
-        ctx.gitd.engine.remove(container)
 
 
 @command("services:destroy", "services:destroy NAME --force",
@@ -386,13 +252,8 @@ def destroy(ctx, argv):
     p.add_argument("name")
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
-    svc = _service(ctx, args.name)
-    if not args.force:
-        raise GitdError(f"this destroys {svc.name} and its data (a final backup is kept); "
-                        "add --force to confirm")
-    with _lock(ctx, svc.name):
-        ctx.gitd.services.destroy(svc, ctx.out)
-    ctx.out(f"-----> Destroyed {svc.name}")
+    done = verbs.destroy(ctx, args.name, force=args.force)
+    ctx.out(f"-----> Destroyed {done['name']}")
 
 
 @command("services:backup", "services:backup NAME > FILE",
@@ -403,9 +264,8 @@ def backup(ctx, argv):
     p = parser("services:backup")
     p.add_argument("name")
     args = p.parse_args(argv)
-    svc = _service(ctx, args.name)
-    with _lock(ctx, svc.name):
-        ctx.gitd.services.backup_stream(svc, ctx.bridge.write)
+    # stdout carries the dump: anything else goes to stderr
+    verbs.backup(ctx, args.name, lambda data: ctx.bridge.write(data), notify=ctx.err)
 
 
 @command("services:restore", "services:restore NAME < FILE",
@@ -417,11 +277,10 @@ def restore(ctx, argv):
     p = parser("services:restore")
     p.add_argument("name")
     args = p.parse_args(argv)
-    svc = _service(ctx, args.name)
     chunks = iter(lambda: ctx.bridge.recv(CHUNK), b"")
-    with _lock(ctx, svc.name):
-        ctx.gitd.services.restore(svc, chunks, lambda line: ctx.err(f"       {line}"))
-    ctx.err(f"-----> Restored {svc.name}")
+    done = verbs.restore(ctx, args.name, chunks, progress=lambda line: ctx.err(f"       {line}"),
+                         notify=ctx.err)
+    ctx.err(f"-----> Restored {done['name']}")
 
 
 @command("services:backup-schedule", 'services:backup-schedule NAME "CRON" [--keep N] | --off',
@@ -438,21 +297,13 @@ def backup_schedule(ctx, argv):
     p.add_argument("--keep", type=int, default=7)
     p.add_argument("--off", action="store_true")
     args = p.parse_args(argv)
-    svc = _service(ctx, args.name)
-    if args.off:
-        ctx.store.update_service(svc.name, schedule=None)
-        ctx.out(f"-----> {svc.name}: no scheduled backups (dumps kept)")
+    done = verbs.backup_schedule(ctx, args.name, None if args.off else " ".join(args.cron),
+                                 args.keep)
+    if done["schedule"] is None:
+        ctx.out(f"-----> {done['name']}: no scheduled backups (dumps kept)")
         return
-    if not args.cron:
-        raise UsageError('name a schedule, e.g. "0 3 * * *", or --off')
-    if not 1 <= args.keep <= MAX_KEEP:
-        raise UsageError(f"--keep must be from 1 to {MAX_KEEP}")
-    schedule = cron.parse(" ".join(args.cron))
-    ctx.store.update_service(svc.name, schedule=schedule.text, keep=args.keep,
-                             schedule_since=time.time())
-    nxt = schedule.next_after(time.time())
-    ctx.out(f"-----> {svc.name}: backups at \"{schedule.text}\" (UTC), keeping {args.keep}; "
-            f"next {iso_time(nxt)}")
+    ctx.out(f"-----> {done['name']}: backups at \"{done['schedule']}\" (UTC), keeping "
+            f"{done['keep']}; next {done['next']}")
 
 
 @command("services:upgrade", "services:upgrade NAME --version V",
@@ -467,8 +318,6 @@ def upgrade(ctx, argv):
     p.add_argument("name")
     p.add_argument("--version", required=True)
     args = p.parse_args(argv)
-    svc = _service(ctx, args.name)
-    validate.service_version(args.version)
-    with _lock(ctx, svc.name):
-        reported = ctx.gitd.services.upgrade(svc, args.version, ctx.out)
-    ctx.out(f"-----> {svc.name} runs {svc.kind} {reported} (the server's own word)")
+    done = verbs.upgrade(ctx, args.name, args.version)
+    ctx.out(f"-----> {done['name']} runs {done['kind']} {done['server_version']} "
+            "(the server's own word)")

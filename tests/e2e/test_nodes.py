@@ -17,7 +17,7 @@ import uuid
 import docker
 import pytest
 
-from gitd.commands.nodes import NOT_SWARM
+from gitd.verbs.nodes import NOT_SWARM
 from tests.conftest import require
 from tests.e2e.harness import gitd_command, make_key
 

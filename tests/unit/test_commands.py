@@ -227,17 +227,22 @@ def test_path_routes_from_the_command_line(fake):
 # ps
 
 def test_scale_is_checked_against_the_procfile(store):
+    from gitd.verbs import ps as ps_verbs
+
+    def parse_scale(pairs, release):
+        return ps_verbs.check_scale(ps.scale_pairs(pairs), release)
+
     release = deployed(store, procfile={"web": "w", "worker": "k", "release": "migrate"})
-    assert ps.parse_scale(["web=2", "worker=0"], release) == {"web": 2, "worker": 0}
-    assert ps.formation({}, release) == {"web": 1, "worker": 0}
+    assert parse_scale(["web=2", "worker=0"], release) == {"web": 2, "worker": 0}
+    assert ps_verbs.formation({}, release) == {"web": 1, "worker": 0}
     for pairs, message in ((["clock=1"], "no process type 'clock'"), (["release=1"], "once per release"),
                            (["web=21"], "0 to 20"), (["web=-1"], "0 to 20"), (["web"], "TYPE=COUNT"),
                            (["Web=1"], "invalid process type")):
         with pytest.raises(UsageError, match=message):
-            ps.parse_scale(pairs, release)
-    assert ps.parse_scale(["web=3"], None) == {"web": 3}
+            parse_scale(pairs, release)
+    assert parse_scale(["web=3"], None) == {"web": 3}
     with pytest.raises(UsageError, match="not deployed"):
-        ps.parse_scale(["worker=1"], None)
+        parse_scale(["worker=1"], None)
 
 
 def test_scale_redeploys_and_a_failure_keeps_the_old_scale(fake):
@@ -264,7 +269,7 @@ def test_restart_applies_config_stored_with_no_restart(fake):
 def test_dyno_names_come_from_container_names():
     class C:
         name = "gitd-t1234567.hello.web.2.s14"
-    assert ps.dyno(C) == "web.2"
+    assert dynos.dyno(C) == "web.2"
     assert ps.formation_text({"web": 2, "worker": 1}) == "web=2 worker=1"
 
 
@@ -307,8 +312,10 @@ def test_run_arguments():
 
 
 def test_oneoff_spec(store, tmp_path):
+    from gitd.verbs import run as run_verbs
+
     release = deployed(store, config={"A": "1", "PORT": "8000"})
-    spec = run.oneoff_spec(Settings(data_dir=tmp_path, instance="i1"), release, ["env"], True, "ab12cd")
+    spec = run_verbs.oneoff_spec(Settings(data_dir=tmp_path, instance="i1"), release, ["env"], True, "ab12cd")
     assert spec["name"] == "gitd-i1.hello.run.ab12cd"
     assert spec["labels"]["gitd.role"] == "oneoff" and spec["labels"]["gitd.app"] == "hello"
     assert spec["environment"]["A"] == "1" and spec["environment"]["PORT"] == "8000"
@@ -317,32 +324,36 @@ def test_oneoff_spec(store, tmp_path):
 
 
 def test_oneoff_spec_of_a_service(store, tmp_path):
+    from gitd.verbs import run as run_verbs
+
     release = deployed(store, config={"A": "1"})
     release.components = {"backend": {"image_id": "sha256:b", "port": 8080},
                           "frontend": {"image_id": "sha256:f", "port": 3000}}
     settings = Settings(data_dir=tmp_path, instance="i1")
-    spec = run.oneoff_spec(settings, release, ["env"], False, "ab12cd", service="backend")
+    spec = run_verbs.oneoff_spec(settings, release, ["env"], False, "ab12cd", service="backend")
     assert spec["image"] == "sha256:b" and spec["labels"]["gitd.component"] == "backend"
     assert spec["environment"]["PORT"] == "8080"
     assert spec["environment"]["FRONTEND_URL"] == "http://frontend:3000"
     with pytest.raises(UsageError, match="name one with --service"):
-        run.oneoff_spec(settings, release, ["env"], False, "ab12cd")
+        run_verbs.oneoff_spec(settings, release, ["env"], False, "ab12cd")
     with pytest.raises(UsageError, match="no service 'db'"):
-        run.oneoff_spec(settings, release, ["env"], False, "ab12cd", service="db")
+        run_verbs.oneoff_spec(settings, release, ["env"], False, "ab12cd", service="db")
 
 
 def test_scale_names_services(store):
+    from gitd.verbs import ps as ps_verbs
+
     release = deployed(store)
     release.components = {"backend": {"procfile": {"web": "w", "worker": "k", "release": "m"}},
                           "frontend": {"procfile": {}}}
-    assert ps.process_types(release) == ["backend.web", "backend.worker", "frontend.web"]
-    assert ps.formation({"backend.web": 2}, release) == {
+    assert ps_verbs.process_types(release) == ["backend.web", "backend.worker", "frontend.web"]
+    assert ps_verbs.formation({"backend.web": 2}, release) == {
         "backend.web": 2, "backend.worker": 0, "frontend.web": 1}
-    assert ps.parse_scale(["backend.web=2", "backend.worker=1"], release) == {
+    assert ps_verbs.check_scale(ps.scale_pairs(["backend.web=2", "backend.worker=1"]), release) == {
         "backend.web": 2, "backend.worker": 1}
     for bad in ("web=2", "backend.release=1", "db.web=1", "Back.web=1", "backend.web=-1", "..web=1"):
         with pytest.raises(UsageError):
-            ps.parse_scale([bad], release)
+            ps_verbs.check_scale(ps.scale_pairs([bad]), release)
 
 
 # logs

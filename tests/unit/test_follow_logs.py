@@ -153,7 +153,7 @@ def test_a_follower_stops_when_its_key_loses_its_powers(tmp_path):
     import pytest
 
     from gitd import commands
-    from gitd.commands.logs import _still_readable
+    from gitd.verbs.logs import still_readable as _still_readable
     from gitd.core.config import Settings
     from gitd.core.errors import GitdError
     from gitd.core.store import Store

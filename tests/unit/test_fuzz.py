@@ -21,6 +21,7 @@ from gitd import commands
 from gitd.core import validate
 from gitd.commands import config as config_cmd
 from gitd.commands import ps as ps_cmd
+from gitd.verbs import ps as ps_verbs
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
 from gitd.keys import parse_public_key
@@ -192,7 +193,7 @@ def test_app_json_parser_and_resolved_check(text, app_settings):
 @given(st.lists(st.one_of(st.sampled_from(PAIRS), token), min_size=1, max_size=4))
 def test_key_value_parsers(pairs):
     for parse in (lambda: config_cmd.parse_pairs(pairs, lambda: "from stdin\n"),
-                  lambda: ps_cmd.parse_scale(pairs, None),
+                  lambda: ps_verbs.check_scale(ps_cmd.scale_pairs(pairs), None),
                   lambda: checks.parse_values(dict(p.partition("=")[::2] for p in pairs)),
                   lambda: [validate.config_pair(p) for p in pairs]):
         try:

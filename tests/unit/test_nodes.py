@@ -8,6 +8,7 @@ import pytest
 
 from gitd.core import validate
 from gitd.commands import nodes as nodes_cmd
+from gitd.verbs import nodes as nodes_verbs
 from gitd.core.errors import GitdError, NotFound, UsageError
 from hooks import nodes as swarm_nodes
 from tests.unit.test_commands import call, fake, store  # noqa: F401 (fixtures)
@@ -116,7 +117,7 @@ def listed():
                   node_attrs(MANAGER_ID, "vm", role="manager", leader=True,
                              labels={"zone": "a", "disk": "ssd"}))
     counts = {MANAGER_ID: {"gitd": 2, "all": 5}}
-    return nodes_cmd.with_tasks(nodes, counts)
+    return nodes_verbs.with_tasks(nodes, counts)
 
 
 def test_table_shows_name_role_state_labels_and_running_tasks():
@@ -140,42 +141,42 @@ def test_json_has_the_same_and_the_id_and_address():
 
 def test_a_node_is_found_by_hostname_or_id():
     nodes = plain(node_attrs(MANAGER_ID, "vm", role="manager"), node_attrs(WORKER_ID, "w1"))
-    assert nodes_cmd.find_node(nodes, "w1")["id"] == WORKER_ID
-    assert nodes_cmd.find_node(nodes, MANAGER_ID)["name"] == "vm"
+    assert nodes_verbs.find_node(nodes, "w1")["id"] == WORKER_ID
+    assert nodes_verbs.find_node(nodes, MANAGER_ID)["name"] == "vm"
 
 
 def test_unknown_node_lists_the_known_ones():
     nodes = plain(node_attrs(MANAGER_ID, "vm", role="manager"), node_attrs(WORKER_ID, "w1"))
     with pytest.raises(NotFound, match=f"no node nosuch in this swarm; its nodes: vm "
                                        f"\\({MANAGER_ID}\\), w1 \\({WORKER_ID}\\)"):
-        nodes_cmd.find_node(nodes, "nosuch")
+        nodes_verbs.find_node(nodes, "nosuch")
 
 
 def test_a_long_list_of_known_nodes_is_cut():
     nodes = plain(*[node_attrs(f"id{i:023d}", f"n{i}") for i in range(30)])
     with pytest.raises(NotFound, match="and 10 more$"):
-        nodes_cmd.find_node(nodes, "nosuch")
+        nodes_verbs.find_node(nodes, "nosuch")
 
 
 def test_a_hostname_two_nodes_share_is_refused_naming_their_ids():
     nodes = plain(node_attrs(MANAGER_ID, "twin", role="manager"), node_attrs(WORKER_ID, "twin"))
     with pytest.raises(GitdError, match=f"2 nodes are named twin: name one by its id "
                                         f"\\({MANAGER_ID}, {WORKER_ID}\\)"):
-        nodes_cmd.find_node(nodes, "twin")
-    assert nodes_cmd.find_node(nodes, WORKER_ID)["role"] == "worker"
+        nodes_verbs.find_node(nodes, "twin")
+    assert nodes_verbs.find_node(nodes, WORKER_ID)["role"] == "worker"
 
 
 def test_find_node_validates_first():
     with pytest.raises(UsageError, match="invalid node name"):
-        nodes_cmd.find_node([], "x;rm")
+        nodes_verbs.find_node([], "x;rm")
 
 
 # when a drain is refused
 
 def test_draining_the_only_active_node_is_refused():
     nodes = plain(node_attrs(MANAGER_ID, "vm", role="manager"))
-    assert "only ready, active node" in nodes_cmd.drain_refusal(nodes, nodes[0])
-    assert "--force" in nodes_cmd.drain_refusal(nodes, nodes[0])
+    assert "only ready, active node" in nodes_verbs.drain_refusal(nodes, nodes[0])
+    assert "--force" in nodes_verbs.drain_refusal(nodes, nodes[0])
 
 
 @pytest.mark.parametrize("other,refused", [
@@ -187,7 +188,7 @@ def test_draining_the_only_active_node_is_refused():
 def test_a_drain_needs_another_ready_active_node(other, refused):
     nodes = plain(node_attrs(MANAGER_ID, "vm", role="manager"),
                   node_attrs(WORKER_ID, "w1", **other))
-    assert (nodes_cmd.drain_refusal(nodes, nodes[0]) is not None) == refused
+    assert (nodes_verbs.drain_refusal(nodes, nodes[0]) is not None) == refused
 
 
 def test_set_availability_refuses_an_unknown_availability():
@@ -200,11 +201,11 @@ def test_set_availability_refuses_an_unknown_availability():
 def test_node_needs_names_the_registry_and_warns_of_loopback():
     from gitd.core.config import Settings
 
-    own = "\n".join(nodes_cmd.node_needs(Settings(registry_port=5123), "127.0.0.1:2377"))
+    own = "\n".join(nodes_verbs.node_needs(Settings(registry_port=5123), "127.0.0.1:2377"))
     assert "/bin/busybox" in own and "docker.io" in own and "7946/tcp+udp" in own
     assert "registry 127.0.0.1:5123" in own and "only this machine pulls from it" in own
     assert "advertises 127.0.0.1:2377: only this machine reaches it" in own
-    theirs = "\n".join(nodes_cmd.node_needs(Settings(registry="registry.example.com:443"),
+    theirs = "\n".join(nodes_verbs.node_needs(Settings(registry="registry.example.com:443"),
                                              "10.0.0.5:2377"))
     assert "registry registry.example.com:443" in theirs
     assert "only this machine" not in theirs
@@ -217,9 +218,9 @@ def test_node_needs_names_the_registry_and_warns_of_loopback():
 def test_with_the_docker_scheduler_every_nodes_command_says_so(fake, argv):  # noqa: F811
     with pytest.raises(GitdError) as exc:
         call(fake, *argv)
-    assert exc.value.message == nodes_cmd.NOT_SWARM
+    assert exc.value.message == nodes_verbs.NOT_SWARM
     assert 'scheduler = "docker"; set scheduler = "swarm" (gitd serve --scheduler swarm)' \
-        in nodes_cmd.NOT_SWARM
+        in nodes_verbs.NOT_SWARM
 
 
 @pytest.mark.parametrize("argv", [["nodes"], ["nodes:join-command"], ["nodes:drain", "vm"],

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from gitd.core.config import Settings
-from gitd.commands.services import NODE_WITHOUT_SWARM, placement_node
+from gitd.verbs.services import NODE_WITHOUT_SWARM, placement_node
 from gitd.core.errors import GitdError, NotFound, UsageError
 from gitd.services import kind
 from gitd.services.base import (container_name, generation, network_name, relay_name,
