@@ -38,29 +38,14 @@ import structlog
 from gitd.core.config import Settings
 from gitd.core.errors import DeployError, GitdError
 from hooks import checks, registry
-from hooks.engine import (
-    LABEL_APP,
-    LABEL_COMPONENT,
-    LABEL_INSTANCE,
-    LABEL_PROCESS,
-    LABEL_RELEASE,
-    LABEL_ROLE,
-    Engine,
-    _explain,
-)
+from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE,
+                          LABEL_ROLE, Engine, _explain)
 from hooks.scheduler import unit_label
 from hooks.swarm.oneoff import OneOffs
 from hooks.swarm.routes import RouteFollower
 from hooks.swarm.services import DataServices
-from hooks.swarm.specs import (
-    TASK_ROLE,
-    SwarmUnit,
-    group_by_process,
-    has_volume,
-    job_spec,
-    pinned_to,
-    service_spec,
-)
+from hooks.swarm.specs import (TASK_ROLE, SwarmUnit, group_by_process, has_volume, job_spec,
+                               pinned_to, service_spec)
 from hooks.swarm.tasks import ENDED_STATES, FAILED_STATES, TaskViews, _FollowedLog
 
 log = structlog.get_logger("gitd.swarm")
