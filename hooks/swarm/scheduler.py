@@ -65,8 +65,12 @@ class SwarmScheduler(TaskViews, DataServices, RouteFollower, OneOffs):
     calls here, the rest from its parts (tasks, services, routes, oneoff)."""
 
     kind = "swarm"
-
     route_provider = "file"
+    has_nodes = True
+    needs_registry = True
+    heals_itself = True  # the swarm replaces a task failing its HEALTHCHECK
+    routes_follow_tasks = True
+    release_wait = 60.0  # a swarm lets go of removed tasks' endpoints and mounts a moment later
 
     def __init__(self, engine: Engine, settings: Settings, app_node=None):
         self.engine = engine
@@ -247,6 +251,32 @@ class SwarmScheduler(TaskViews, DataServices, RouteFollower, OneOffs):
             self._remove_service(unit)
         for unit in units:
             self._wait_gone(unit, timeout + 15)
+
+    def remove_app(self, app: str, out) -> None:
+        units = self.units(app)
+        self.remove(units)
+        out(f"removed {len(units)} swarm service(s)")
+
+    def reconcile(self, live: dict[str, int | None], data_leftovers) -> list[str]:
+        """The swarm keeps the services running while gitd is down. What a
+        stop cut short: the live deploy's services stay (`live`: app -> its
+        live seq); those of any other deploy go (an old one not yet retired,
+        or a new one never made live), their route files with them; so do
+        `data_leftovers()`, services' units that are no service's live one."""
+        notes = []
+        leftovers = [u for u in self.units(**{LABEL_ROLE: "service"})
+                     if live.get(u.labels.get(LABEL_APP)) != u.seq]
+        self.remove(leftovers, timeout=self.settings.stop_timeout)
+        for unit in leftovers:
+            notes.append(f"removed swarm service {unit.name} (not the live deploy)")
+        stale = data_leftovers()
+        self.remove(stale, timeout=30)
+        for unit in stale:
+            notes.append(f"removed swarm service {unit.name} (no service's live one)")
+        for name in self.remove_orphan_tasks():
+            notes.append(f"removed container {name} (its swarm task's service is gone)")
+        self.sync_routes()
+        return notes
 
     def _remove_service(self, unit: SwarmUnit) -> None:
         try:
