@@ -170,7 +170,7 @@ class Gitd:
     def _remove_from_registry(self, app: str) -> None:
         """Best effort: the registry's manifests of the app's releases (their
         blobs go at the registry's next garbage collection)."""
-        from gitd import registry
+        from hooks import registry
         for release in self.store.releases(app):
             tags = [f"v{release.version}"] + [f"v{release.version}-{c}"
                                               for c in (release.components or {})]
