@@ -12,6 +12,7 @@ import structlog
 from gitd import serving
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
+from gitd.scheduling import scheduler_class
 from gitd.server import SSHService
 from gitd.service import Gitd
 
@@ -54,7 +55,7 @@ def _start_children(settings: Settings, store=None) -> list:
 
         children.append(ManagedTraefik(
             settings, lambda: custom_hosts_by_app(settings, store) if store else {}))
-    if settings.scheduler == "swarm" and not settings.registry:
+    if scheduler_class(settings).needs_registry and not settings.registry:
         from gitd.registry import ManagedRegistry
 
         children.append(ManagedRegistry(settings))
@@ -100,8 +101,8 @@ async def serve(settings: Settings) -> int:
 
     backups = BackupScheduler(gitd)
     backups.start()
-    if settings.scheduler == "swarm":
-        # Traefik's servers follow the tasks the swarm runs (moved, replaced)
+    if gitd.scheduler_class.routes_follow_tasks:
+        # Traefik's servers follow the tasks the scheduler runs (moved, replaced)
         gitd.scheduler.follow_tasks()
     health = gitd.watch_health()
     children = await asyncio.to_thread(_start_children, settings, gitd.store)

@@ -16,6 +16,7 @@ from typing import Callable, TextIO
 from gitd import serving
 from gitd.child import beside_gitd
 from gitd.core.config import BASE_IMAGE_DEFAULTS, Settings, replace
+from gitd.scheduling import scheduler_class
 from gitd.traefik import docker_endpoint, find_binary as find_traefik, ping
 
 GiB = 1024**3
@@ -60,7 +61,7 @@ def run_doctor(settings: Settings, out: TextIO = sys.stdout,
         root = Path(info["DockerRootDir"])
         if os.access(root, os.R_OK | os.X_OK):
             check_disk(report, "disk (docker)", root)
-    if settings.scheduler == "swarm" and client is not None:
+    if scheduler_class(settings).has_nodes and client is not None:
         check_swarm(report, client, info)
     check_traefik(report, settings)
     check_registry(report, settings)
@@ -382,7 +383,7 @@ def check_traefik(report: Report, settings: Settings) -> None:
 
 def check_registry(report: Report, settings: Settings) -> None:
     """Swarm nodes pull each release's image from the registry."""
-    if settings.scheduler != "swarm":
+    if not scheduler_class(settings).needs_registry:
         return
     from hooks import registry
 
@@ -504,7 +505,7 @@ def check_ports(report: Report, settings: Settings, gitd_pid: int | None = None)
                   ("traefik api port", "127.0.0.1", settings.traefik_api_port)]
         if settings.https:
             ports.append(("https port", settings.http_host, settings.https_port))
-    if settings.scheduler == "swarm" and not settings.registry:
+    if scheduler_class(settings).needs_registry and not settings.registry:
         ports.append(("registry port", "127.0.0.1", settings.registry_port))
     for check, host, port in ports:
         if port == 0:

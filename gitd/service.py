@@ -12,7 +12,7 @@ import time
 import docker.errors
 import structlog
 
-from gitd import gitserve, repos
+from gitd import gitserve, repos, scheduling
 from hooks import tls
 
 from gitd.core import certs
@@ -66,12 +66,13 @@ class Gitd:
         """What runs the apps' containers (hooks.scheduler): this host's
         Docker, or the swarm this engine manages."""
         # not cached while Docker is unreachable: self.engine raises
-        engine = self.engine
-        if self.settings.scheduler == "swarm":
-            from hooks.swarm import SwarmScheduler
-            return SwarmScheduler(engine, self.settings, app_node=self.store.app_node)
-        from hooks.scheduler import DockerScheduler
-        return DockerScheduler(engine, self.settings)
+        return scheduling.build_scheduler(self.engine, self.settings, self.store)
+
+    @functools.cached_property
+    def scheduler_class(self) -> type:
+        """The scheduler's kind and capabilities (has_nodes, ...), known
+        without reaching the engine."""
+        return scheduling.scheduler_class(self.settings)
 
     @functools.cached_property
     def pipeline(self) -> Pipeline:
@@ -87,7 +88,7 @@ class Gitd:
         """Restart live web containers that stay unhealthy (hooks.health);
         a swarm restarts its unhealthy tasks itself."""
         after = self.settings.unhealthy_restart
-        if self.settings.scheduler == "swarm" or not 0 < after <= 86400:
+        if self.scheduler_class.heals_itself or not 0 < after <= 86400:
             return None
         watcher = HealthWatcher(self.engine, after, self._restart_unhealthy, self._record_restart)
         watcher.start(every=min(5.0, max(0.5, after / 4)))
@@ -132,10 +133,8 @@ class Gitd:
         with self.app_lock(name, notify=out):
             self.retirements.cancel(name)
             engine = self.engine
-            if self.settings.scheduler == "swarm":
-                units = self.scheduler.units(name)
-                self.scheduler.remove(units)
-                out(f"removed {len(units)} swarm service(s)")
+            self.scheduler.remove_app(name, out)
+            if self.scheduler.needs_registry:
                 self._remove_from_registry(name)
             containers = engine.containers(name)
             for container in containers:
@@ -152,8 +151,7 @@ class Gitd:
                 if self._remove_app_image(name, image_id):
                     removed += 1
             out(f"removed {removed} image(s)")
-            # a swarm lets go of removed tasks' endpoints and mounts a moment later
-            wait = 60.0 if self.settings.scheduler == "swarm" else 0.0
+            wait = self.scheduler.release_wait
             for network in engine.networks(**{engine_mod.LABEL_APP: name}):
                 engine.remove_network(network.name, wait=wait)
             volumes = engine.volumes(**{engine_mod.LABEL_APP: name})
@@ -172,7 +170,7 @@ class Gitd:
     def _remove_from_registry(self, app: str) -> None:
         """Best effort: the registry's manifests of the app's releases (their
         blobs go at the registry's next garbage collection)."""
-        from gitd import registry
+        from hooks import registry
         for release in self.store.releases(app):
             tags = [f"v{release.version}"] + [f"v{release.version}-{c}"
                                               for c in (release.components or {})]
@@ -281,10 +279,8 @@ class Gitd:
         except GitdError as exc:
             log.warning("reconcile skipped containers", error=str(exc))
             engine = None
-        if engine and self.settings.scheduler == "swarm":
-            self._reconcile_swarm(notes)
-        elif engine:  # bridges a stop left go as the docker provider takes over
-            self.scheduler.resume_handovers()
+        if engine:
+            notes += self._reconcile_scheduler()
         # one snapshot for every decision: a container that turns healthy
         # between two looks would be judged twice, differently
         snapshot = self._reconcile_services(engine, _own_containers(engine), notes) if engine else []
@@ -311,24 +307,12 @@ class Gitd:
             log.info("reconcile", note=note)
         return notes
 
-    def _reconcile_swarm(self, notes: list) -> None:
-        """The swarm keeps the services running while gitd is down. What a
-        stop cut short: the live deploy's services stay; those of any other
-        deploy go (an old one not yet retired, or a new one never made live:
-        the store's live seq says which), their route files with them."""
+    def _reconcile_scheduler(self) -> list[str]:
+        """What the scheduler keeps running while gitd is down, put right
+        (the store's live seq says which deploy is live)."""
         live = {a.name: a.live_seq for a in self.store.list_apps()}
-        leftovers = [u for u in self.scheduler.units(**{engine_mod.LABEL_ROLE: "service"})
-                     if live.get(u.labels.get(engine_mod.LABEL_APP)) != u.seq]
-        self.scheduler.remove(leftovers, timeout=self.settings.stop_timeout)
-        for unit in leftovers:
-            notes.append(f"removed swarm service {unit.name} (not the live deploy)")
-        stale = self.services.runtime.leftovers(self.store.list_services())
-        self.scheduler.remove(stale, timeout=30)
-        for unit in stale:
-            notes.append(f"removed swarm service {unit.name} (no service's live one)")
-        for name in self.scheduler.remove_orphan_tasks():
-            notes.append(f"removed container {name} (its swarm task's service is gone)")
-        self.scheduler.sync_routes()
+        return self.scheduler.reconcile(
+            live, lambda: self.services.runtime.leftovers(self.store.list_services()))
 
     # routes that no longer match the settings
 

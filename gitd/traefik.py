@@ -14,6 +14,7 @@ from gitd.core.certs import set_aside_acme
 from gitd.child import ManagedChild, beside_gitd, find_executable
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
+from gitd.scheduling import scheduler_class
 
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("gitd", "templates"),
@@ -51,7 +52,7 @@ def render_static_config(settings: Settings, mode: str = "managed") -> str:
         acme_challenge=settings.acme_challenge,
         acme_dns_provider=settings.acme_dns_provider,
         dynamic_dir=settings.dynamic_dir,
-        swarm=settings.scheduler == "swarm",
+        swarm=scheduler_class(settings).routes_follow_tasks,
         # managed mode: gitd writes Traefik's output to this file itself
         log_file=settings.traefik_log if mode == "external" and settings.https else "",
     )
@@ -69,7 +70,7 @@ def traefik_environment(settings: Settings, base: dict | None = None) -> dict:
 def prepare_tls_dirs(settings: Settings) -> None:
     """The data dir's TLS part, private to gitd and Traefik (0700 / 0600)."""
     # route files live in the dynamic dir: a swarm's, a managed Traefik's bridges
-    if settings.scheduler == "swarm" or settings.traefik != "external":
+    if scheduler_class(settings).routes_follow_tasks or settings.traefik != "external":
         for path in (settings.tls_dir, settings.dynamic_dir):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o700)

@@ -270,8 +270,8 @@ class Pipeline:
         Traefik routes them (through a bridge, as a deploy does) before the
         command returns."""
         scheduler = self.deployer.scheduler
-        if getattr(scheduler, "kind", "") != "docker":
-            return  # a swarm routes its tasks as they come up (follow_tasks)
+        if scheduler.routes_follow_tasks:
+            return  # its routes follow its tasks as they come up (follow_tasks)
         release = self.store.require_current_release(app)
         seq = self.store.get_app(app).live_seq
         targets = (self.component_targets(release, seq) if release.components

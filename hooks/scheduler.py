@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,11 @@ class DockerScheduler:
     containers until the docker provider has taken them over."""
 
     kind = "docker"
+    has_nodes = False
+    needs_registry = False
+    heals_itself = False  # hooks.health restarts an unhealthy web container
+    routes_follow_tasks = False
+    release_wait = 0.0
 
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
@@ -164,6 +170,29 @@ class DockerScheduler:
         routes its containers (or they are gone)."""
         for path in sorted(self.bridges_dir.glob(f"{BRIDGE_PREFIX}*.yml")):
             self._hand_over_later(path)
+
+    def reconcile(self, live: dict[str, int | None], data_leftovers) -> list[str]:
+        """The containers a stop left are gitd.service's to judge (one host,
+        one snapshot); here, the bridges it left go as the docker provider
+        takes over."""
+        self.resume_handovers()
+        return []
+
+    def follow_tasks(self) -> None:
+        """Nothing to follow: the docker provider reads each container's labels."""
+
+    def remove_app(self, app: str, out) -> None:
+        """Nothing beyond the app's containers (gitd.service removes those)."""
+
+    @property
+    def node_name(self) -> str:
+        return socket.gethostname()
+
+    def take_out_of_routes(self, node_id: str, wait: float) -> int:
+        return 0  # one host: no node to drain
+
+    def back_in_routes(self, node_id: str) -> None:
+        pass
 
     def _hand_over_later(self, path: Path) -> None:
         threading.Thread(target=self._hand_over, args=(path,), daemon=True,

@@ -71,7 +71,7 @@ def list_services(ctx, argv):
     if not rows:
         ctx.out("no services yet: services:create postgres NAME")
         return
-    swarm = ctx.settings.scheduler == "swarm"
+    swarm = ctx.gitd.scheduler_class.has_nodes
     table = [["NAME", "KIND", "VERSION", "LINKED"] + (["NODE"] if swarm else [])]
     table += [[r["name"], r["kind"], r["version"], ",".join(r["linked"]) or "-"]
               + ([r["node"] or "-"] if swarm else []) for r in rows]
@@ -104,7 +104,7 @@ def info(ctx, argv):
     ctx.out(f"state:      {data['state']}" + (f" ({data['health']})" if data["health"] else ""))
     ctx.out(f"size:       {_size(data['size_bytes'])} (volume {data['volume']})")
     ctx.out(f"host:       {data['host']}:{data['port']} (network {data['network']})")
-    if ctx.settings.scheduler == "swarm":
+    if ctx.gitd.scheduler_class.has_nodes:
         ctx.out(f"node:       {_node_line(ctx, data)}")
     ctx.out(f"exposed:    {data['exposed'] or 'no'}")
     links = ", ".join(f"{a} ({v})" for a, v in data["linked"].items())

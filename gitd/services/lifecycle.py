@@ -50,11 +50,9 @@ class Services:
     def runtime(self):
         """Where services run (gitd/services/runtime.py): containers on this
         host, or swarm services pinned to their volume's node."""
-        from gitd.services.runtime import ContainerRuntime, SwarmRuntime
+        from gitd.scheduling import build_runtime
 
-        if self.settings.scheduler == "swarm":
-            return SwarmRuntime(self.engine, self.settings, self.gitd.scheduler)
-        return ContainerRuntime(self.engine, self.settings)
+        return build_runtime(self.engine, self.settings, self.gitd.scheduler)
 
     def kind(self, svc) -> Kind:
         return kind_of(svc.kind)

@@ -23,7 +23,7 @@ DRAIN_SECONDS = 3.0
 
 def manager_client(s: Session):
     """The Docker client, once sure gitd schedules on a swarm this engine manages."""
-    if s.settings.scheduler != "swarm":
+    if not s.gitd.scheduler_class.has_nodes:
         raise GitdError(NOT_SWARM)
     client = s.gitd.engine.client
     swarm = swarm_nodes.swarm_info(client)

@@ -89,11 +89,11 @@ def create(s: Session, kind: str, name: str, version: str | None = None,
         validate.service_version(version)
     if node is not None:
         validate.node_name(node)
-        if s.settings.scheduler != "swarm":
+        if not s.gitd.scheduler_class.has_nodes:
             raise GitdError(NODE_WITHOUT_SWARM)
     if s.store.service_exists(name):
         raise GitdError(f"a service named {name!r} already exists")
-    placed = service_node(s, node) if s.settings.scheduler == "swarm" else None
+    placed = service_node(s, node) if s.gitd.scheduler_class.has_nodes else None
     with lock(s, name):
         svc = s.gitd.services.create(kind.name, name, version, s.progress,
                                      node=placed and placed["name"])

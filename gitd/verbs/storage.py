@@ -43,7 +43,7 @@ def make_volume(s: Session, app: str, volume: str) -> None:
     """Create the volume on this node. On a swarm a volume lives on one node:
     the app's tasks are pinned to the node holding its volumes (recorded on
     the app the first time; there the swarm makes a volume new to it)."""
-    if s.settings.scheduler != "swarm":
+    if not s.gitd.scheduler_class.has_nodes:
         s.gitd.engine.ensure_volume(volume, {LABEL_APP: app})
         return
     here = s.gitd.scheduler.node_name
@@ -116,7 +116,7 @@ def list_mounts(s: Session, app: str) -> list[dict]:
     """The app's mounts; on a swarm each with the node holding it."""
     s.app(app)
     rows = _rows(s, app, s.store.get_mounts(app))
-    node = s.store.app_node(app) if s.settings.scheduler == "swarm" else None
+    node = s.store.app_node(app) if s.gitd.scheduler_class.has_nodes else None
     if node:  # a swarm: where the volumes are (host paths: on every node)
         rows = [dict(r, node=node if r["type"] == "volume" else "*") for r in rows]
     return rows
