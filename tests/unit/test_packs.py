@@ -4,7 +4,6 @@ pack stream is read as dulwich reads it, and a broken one is refused."""
 import hashlib
 import io
 import os
-import subprocess
 import zlib
 
 import pytest
@@ -13,14 +12,7 @@ from dulwich.pack import PackStreamCopier
 from dulwich.repo import Repo
 
 from gitd import packs
-
-GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-
-
-def git(path, *args, **kw):
-    return subprocess.run(["git", *args], cwd=path, env=GIT_ENV, check=True, capture_output=True, **kw)
+from tests.fakes import run_git as git
 
 
 @pytest.mark.parametrize("distance", [1, 127, 128, 16511, 16512, 2 ** 21, 2 ** 35 + 7])
