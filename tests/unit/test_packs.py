@@ -27,9 +27,10 @@ def test_entry_headers_round_trip(kind, size):
     assert packs._parse_header(memoryview(encoded)) == (kind, size, len(encoded))
 
 
-@pytest.fixture
-def repo(tmp_path):
-    path = tmp_path / "r"
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """30 commits packed with OFS deltas; made once (about 60 git runs): the tests only read it."""
+    path = tmp_path_factory.mktemp("packs") / "r"
     path.mkdir()
     git(path, "init", "-q", "-b", "main")
     body = "".join(f"line {n}\n" for n in range(300))
@@ -81,7 +82,7 @@ def stream_records(copier_class, data: bytes, chunk: int = 65536):
     return recorded, len(copier)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pack_stream(repo):
     return git(repo, "pack-objects", "--all", "--stdout", "-q", "--delta-base-offset").stdout
 
