@@ -21,7 +21,6 @@ from gitd import commands
 from gitd.core.config import Settings
 from gitd.core.errors import DeployError
 from gitd.core.store import Store
-from gitd.service import Gitd
 from hooks.locks import AppLocks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,6 +150,8 @@ class Engine:
 def daemon_mid_deploy(tmp_path, containers):
     """A Gitd over `containers` as a crash left it: hello's v1 live (deploy
     seq 1), v2 still deploying (seq 2)."""
+    from gitd.service import Gitd  # the whole daemon: imported only by the tests that use it
+
     store = Store(tmp_path / "gitd.db")
     store.create_app("hello")
     v1 = store.new_release("hello", status="succeeded", procfile={})
