@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 from gitd.core import certs
 from gitd.child import ManagedChild
 from gitd.core.config import Settings
-from tests.unit.test_commands import FakeGitd, call, store  # noqa: F401 - a fixture
+from tests.fakes import FakeGitd, call
 
 
 def pem(names: list[str], days: float = 60) -> bytes:

@@ -8,6 +8,7 @@ import time
 from gitd.core.config import Settings
 from hooks import router, scheduler
 from hooks.scheduler import DockerScheduler, bridge_file_name, parse_bridge_name, route_key_of
+from tests.fakes import Container, Engine
 
 
 def test_a_bridge_file_name_round_trips_even_with_dashes_and_a_component():
@@ -25,24 +26,14 @@ def test_the_route_key_of_a_container_names_its_component():
     assert route_key_of({"gitd.app": "shop", "gitd.component": "api"}) == "shop_api"
 
 
-class _Engine:
-    def __init__(self, running: bool):
-        self.running = running
-
-    def containers(self, app=None, **labels):
-        class C:
-            status = "running"
-            labels = {"gitd.app": "shop", "gitd.seq": "3", "gitd.process": "web"}
-        return [C()] if self.running else []
-
-
 def _bridge(tmp_path, monkeypatch, running: bool, routed: dict):
     settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
     settings.dynamic_dir.mkdir(parents=True)
     monkeypatch.setattr(router, "has_file_provider", lambda api: True)
     monkeypatch.setattr(router, "routed_servers", lambda *a, **k: routed)
     monkeypatch.setattr(scheduler, "BRIDGE_WAIT", 2.0)
-    docker = DockerScheduler(_Engine(running), settings)
+    docker = web = Container("gitd-x.shop.web.1.s3", {"gitd.app": "shop", "gitd.seq": "3", "gitd.process": "web"})
+    docker = DockerScheduler(Engine([web] if running else []), settings)
     routes = router.as_routes(["shop.test"])
     docker.publish_routes("shop", 3, routes, {"http://127.0.0.1:4000"}, None)
     return settings.dynamic_dir / bridge_file_name("shop", 3)

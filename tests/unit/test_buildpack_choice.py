@@ -89,20 +89,6 @@ def test_deploy_ref_prefers_the_live_branch_then_main():
 
 # buildpacks:show on the pushed code, through the command itself
 
-class _Bridge:
-    def __init__(self):
-        self.stdout, self.stderr = [], []
-
-    def out(self, text):
-        self.stdout.append(text)
-
-    def err(self, text):
-        self.stderr.append(text)
-
-    def closed(self):
-        return False
-
-
 def _show(tmp_path, files: dict[str, str], *args: str) -> tuple[int, str, str]:
     """Push `files` to an app's repository and run buildpacks:show on it."""
     import json as _json
@@ -112,6 +98,7 @@ def _show(tmp_path, files: dict[str, str], *args: str) -> tuple[int, str, str]:
     from gitd import commands, gitserve
     from gitd.core.config import Settings
     from gitd.core.store import Store
+    from tests.fakes import Bridge
 
     settings = Settings(data_dir=tmp_path / "data", instance="t1234567")
     settings.data_dir.mkdir(parents=True)
@@ -129,7 +116,7 @@ def _show(tmp_path, files: dict[str, str], *args: str) -> tuple[int, str, str]:
                  ["push", "-q", bare.path, "main"]):
         subprocess.run(["git", *argv], cwd=work, env=env, check=True, capture_output=True)
     ctx = commands.Context(SimpleNamespace(store=store, settings=settings),
-                           store.get_key("admin"), _Bridge())
+                           store.get_key("admin"), Bridge())
     status = commands.dispatch(ctx, ["buildpacks:show", "mono", *args])
     return status, "".join(ctx.bridge.stdout), "".join(ctx.bridge.stderr)
 

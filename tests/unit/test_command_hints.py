@@ -11,7 +11,7 @@ from gitd.verbs import domains
 from gitd.core.config import Settings
 from gitd.core.errors import UsageError
 from hooks.deploy import app_network
-from tests.unit.test_commands import FakeGitd, call, fake, store  # noqa: F401 - fixtures
+from tests.fakes import FakeGitd, call
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -1,7 +1,6 @@
 """The admin commands without services: parsing, validation, access, and the
 store side of config/domains/scale changes (with a pipeline that records)."""
 
-import io
 import json
 
 import pytest
@@ -10,82 +9,16 @@ from gitd import commands
 from gitd.commands import config as config_cmd
 from gitd.commands import domains, logs, ps, releases, run
 from gitd.core.config import Settings
-from gitd.core.errors import DeployError, GitdError, NotFound, PermissionDenied, UsageError
+from gitd.core.errors import GitdError, NotFound, PermissionDenied, UsageError
 from gitd.keys import parse_public_key
-from gitd.core.store import Store
 from hooks import dynos
-from hooks.locks import AppLocks
 from hooks.scheduler import DockerScheduler
+# call is used here; the rest is re-exported for test modules that still import them from
+# here (to go once none does): the fakes live in tests/fakes.py, the fixtures (fake, store)
+# reach every unit test through tests/unit/conftest.py
+from tests.fakes import Bridge, FakeGitd, call, fake, store  # noqa: F401
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHs6zJ0m4ZTqz1x8cGQkGkQm2nH8ZLm4q9Qy7J8XfLrA test"
-
-
-class Bridge:
-    def __init__(self, stdin: bytes = b""):
-        self.stdout, self.stderr, self._in = [], [], io.BytesIO(stdin)
-
-    def out(self, text):
-        self.stdout.append(text)
-
-    def err(self, text):
-        self.stderr.append(text)
-
-    def read_all(self, limit):
-        return self._in.read(limit + 1)
-
-    def closed(self):
-        return False
-
-
-class Pipeline:
-    """Records what a command asked for; fails when told to."""
-
-    def __init__(self):
-        self.calls, self.fail = [], False
-
-    def release(self, app, base, config, kind, description, by, sink):
-        self.calls.append(("release", app, base.version, dict(config), kind, description))
-        if self.fail:
-            raise DeployError("the new container did not become healthy")
-
-    def redeploy(self, app, sink, reason):
-        self.calls.append(("redeploy", app, reason))
-        if self.fail:
-            raise DeployError("the new container did not become healthy")
-
-
-class FakeGitd:
-    def __init__(self, store, settings):
-        self.store, self.settings = store, settings
-        self.locks, self.pipeline = AppLocks(), Pipeline()
-
-    def app_lock(self, app, notify=None):
-        return self.locks.hold(app, 1.0)
-
-    @property
-    def engine(self):
-        raise AssertionError("unit tests do not reach Docker")
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "gitd.db")
-    s.add_key("admin", "SHA256:admin", "ssh-ed25519 AAAA admin", True)
-    s.add_key("dev", "SHA256:dev", "ssh-ed25519 AAAA dev", False)
-    s.create_app("hello")
-    s.add_domains("hello", ["hello.example.com"])
-    return s
-
-
-@pytest.fixture
-def fake(store, tmp_path):
-    return FakeGitd(store, Settings(data_dir=tmp_path, instance="t1234567", http_port=8080))
-
-
-def call(fake, *argv, key="admin", stdin=b""):
-    ctx = commands.Context(fake, fake.store.get_key(key), Bridge(stdin))
-    status = commands.dispatch(ctx, list(argv))
-    return status, "".join(ctx.bridge.stdout), "".join(ctx.bridge.stderr)
 
 
 def deployed(store, app="hello", procfile=None, config=None):

@@ -1,11 +1,7 @@
 """What ps and logs show of an app's units, whatever runs them (hooks.dynos)."""
 
 from hooks import dynos
-
-
-class Container:
-    def __init__(self, name, labels, status, attrs):
-        self.name, self.labels, self.status, self.attrs = name, labels, status, attrs
+from tests.fakes import Container
 
 
 def test_a_container_row():

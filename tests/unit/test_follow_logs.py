@@ -157,7 +157,7 @@ def test_a_follower_stops_when_its_key_loses_its_powers(tmp_path):
     from gitd.core.config import Settings
     from gitd.core.errors import GitdError
     from gitd.core.store import Store
-    from tests.unit.test_commands import Bridge, FakeGitd
+    from tests.fakes import Bridge, FakeGitd
 
     store = Store(tmp_path / "gitd.db")
     store.add_key("root", "SHA256:root", "ssh-ed25519 AAAA root", True)

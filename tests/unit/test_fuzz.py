@@ -9,7 +9,6 @@ Deterministic: derandomized, no example database. About 2,800 inputs a run, in a
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
@@ -29,6 +28,7 @@ from gitd.service import Gitd
 from gitd.core.store import Store
 from hooks import checks, procfile
 from hooks import engine as engine_mod
+from tests.fakes import Bridge
 
 FUZZ = settings(derandomize=True, database=None, deadline=None,
                 suppress_health_check=list(HealthCheck))
@@ -55,30 +55,6 @@ WORDS = ["web", "worker", "release", "nix", "dockerfile", "buildpack", "dir", "a
 token = st.one_of(st.sampled_from(NUMBERS + PAIRS + APPS + FLAGS + WORDS),
                   st.text(max_size=20),
                   st.builds(lambda a, b: f"{a}={b}", st.text(max_size=8), st.text(max_size=8)))
-
-
-class Bridge:
-    """The channel: output kept, stdin given, never closed."""
-
-    def __init__(self, stdin: bytes = b""):
-        self.output, self._in = [], io.BytesIO(stdin)
-
-    def out(self, text):
-        self.output.append(text)
-
-    err = out
-
-    def read_all(self, limit=1024 * 1024):
-        return self._in.read(limit + 1)
-
-    def recv(self, size, timeout=None):
-        return self._in.read(size)
-
-    def closed(self):
-        return False
-
-    def terminal_size(self):
-        return 0, 0
 
 
 @pytest.fixture(scope="module")

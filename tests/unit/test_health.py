@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hooks import checks, health, router
 from hooks.health import MAX_BACKOFF, HealthWatcher
+from tests.fakes import Engine
 
 PROC_NET_TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -154,19 +155,11 @@ class _Container:
         return {"State": {"Health": {"Status": self.status_of()}}}
 
 
-class _Engine:
-    def __init__(self, containers):
-        self.list = containers
-
-    def containers(self, app=None, **labels):
-        return self.list
-
-
 def test_a_container_that_stays_unhealthy_is_restarted_with_a_doubling_capped_backoff():
     now = [0.0]
     state = {"health": "unhealthy"}
     restarted, recorded = [], []
-    watcher = HealthWatcher(_Engine([_Container("c1", lambda: state["health"])]), 60,
+    watcher = HealthWatcher(Engine([_Container("c1", lambda: state["health"])]), 60,
                             restarted.append, lambda app, name, n: recorded.append(n),
                             clock=lambda: now[0])
     times = []
@@ -197,7 +190,7 @@ def test_a_failed_restart_is_tried_again_and_not_recorded():
     def refuse(container):
         raise RuntimeError("busy")
 
-    watcher = HealthWatcher(_Engine([_Container("c1", lambda: "unhealthy")]), 10, refuse,
+    watcher = HealthWatcher(Engine([_Container("c1", lambda: "unhealthy")]), 10, refuse,
                             lambda *a: recorded.append(a), clock=lambda: now[0])
     for second in range(0, 100, 5):
         now[0] = float(second)

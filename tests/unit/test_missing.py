@@ -1,25 +1,14 @@
 """gitd.missing: the commits a fetch sends are exactly `git rev-list wants
 --not haves`, found without walking the haves' whole history."""
 
-import os
-import subprocess
-
 import pytest
 from dulwich.repo import Repo
 
 from gitd.missing import BoundedMissingObjectFinder, missing_commits
-
-GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-
+from tests.fakes import run_git
 
 def git(path, *args, when: int | None = None) -> str:
-    env = dict(GIT_ENV)
-    if when is not None:
-        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{when} +0000"
-    return subprocess.run(["git", *args], cwd=path, env=env, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return run_git(path, *args, when=when, text=True).stdout.strip()
 
 
 def commit(path, name: str, when: int) -> str:
@@ -29,11 +18,12 @@ def commit(path, name: str, when: int) -> str:
     return git(path, "rev-parse", "HEAD")
 
 
-@pytest.fixture
-def history(tmp_path):
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
     """main: 60 commits; a topic branch off commit 20 merged at 45; a
-    rewritten branch off 30; `skewed` has commits dated before their parents."""
-    path = tmp_path / "r"
+    rewritten branch off 30; `skewed` has commits dated before their parents.
+    Made once (about 250 git runs): the tests only read it."""
+    path = tmp_path_factory.mktemp("history") / "r"
     path.mkdir()
     git(path, "init", "-q", "-b", "main")
     when = 1_700_000_000

@@ -11,23 +11,7 @@ from gitd.commands import nodes as nodes_cmd
 from gitd.verbs import nodes as nodes_verbs
 from gitd.core.errors import GitdError, NotFound, UsageError
 from hooks import nodes as swarm_nodes
-from tests.unit.test_commands import call, fake, store  # noqa: F401 (fixtures)
-
-MANAGER_ID = "ab8bihpm0v1r2a7c1juyyybbm"
-WORKER_ID = "2vbmx6r5pmpk091lvcnlke8sx"
-
-
-def node_attrs(node_id, hostname, role="worker", state="ready", availability="active",
-               labels=None, leader=False):
-    """A node as `docker node inspect` answers (the fields gitd reads, and some it does not)."""
-    attrs = {"ID": node_id, "Version": {"Index": 10},
-             "Spec": {"Role": role, "Availability": availability, "Labels": labels or {}},
-             "Description": {"Hostname": hostname, "Engine": {"EngineVersion": "20.10.24"}},
-             "Status": {"State": state, "Addr": "192.0.2.7"}}
-    if role == "manager":
-        attrs["ManagerStatus"] = {"Leader": leader, "Reachability": "reachable",
-                                  "Addr": "192.0.2.7:2377"}
-    return attrs
+from tests.fakes import MANAGER_ID, WORKER_ID, call, node_attrs
 
 
 def task(node_id, service_id, state="running", desired="running"):

@@ -4,7 +4,6 @@ pack stream is read as dulwich reads it, and a broken one is refused."""
 import hashlib
 import io
 import os
-import subprocess
 import zlib
 
 import pytest
@@ -13,14 +12,7 @@ from dulwich.pack import PackStreamCopier
 from dulwich.repo import Repo
 
 from gitd import packs
-
-GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-
-
-def git(path, *args, **kw):
-    return subprocess.run(["git", *args], cwd=path, env=GIT_ENV, check=True, capture_output=True, **kw)
+from tests.fakes import run_git as git
 
 
 @pytest.mark.parametrize("distance", [1, 127, 128, 16511, 16512, 2 ** 21, 2 ** 35 + 7])
@@ -35,9 +27,10 @@ def test_entry_headers_round_trip(kind, size):
     assert packs._parse_header(memoryview(encoded)) == (kind, size, len(encoded))
 
 
-@pytest.fixture
-def repo(tmp_path):
-    path = tmp_path / "r"
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """30 commits packed with OFS deltas; made once (about 60 git runs): the tests only read it."""
+    path = tmp_path_factory.mktemp("packs") / "r"
     path.mkdir()
     git(path, "init", "-q", "-b", "main")
     body = "".join(f"line {n}\n" for n in range(300))
@@ -89,7 +82,7 @@ def stream_records(copier_class, data: bytes, chunk: int = 65536):
     return recorded, len(copier)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pack_stream(repo):
     return git(repo, "pack-objects", "--all", "--stdout", "-q", "--delta-base-offset").stdout
 

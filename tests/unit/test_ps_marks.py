@@ -3,7 +3,7 @@
 from gitd.commands.ps import _note
 from hooks import dynos
 from hooks.scheduler import ExitWatch
-from tests.unit.test_dynos import Container
+from tests.fakes import Container
 
 LABELS = {"gitd.process": "worker", "gitd.role": "service", "gitd.release": "2", "gitd.seq": "5"}
 

@@ -3,53 +3,12 @@ finished, one whose containers were not is undone (store + a recording engine)."
 
 import time
 
-from gitd.core.config import Settings
-from gitd.service import Gitd
-from gitd.core.store import Store
-
-
-class Container:
-    def __init__(self, app, seq, release, process="web", health="healthy", status="running"):
-        self.name = f"gitd-t.{app}.{process}.1.s{seq}"
-        self.labels = {"gitd.app": app, "gitd.seq": str(seq), "gitd.release": str(release),
-                       "gitd.process": process, "gitd.role": "service", "gitd.instance": "t"}
-        self.status = status
-        self.attrs = {"State": {"Status": status, "Health": {"Status": health}}}
-
-    def start(self):
-        self.status = "running"
-
-
-class Engine:
-    def __init__(self, containers):
-        self.live, self.removed, self.images_removed = list(containers), [], []
-
-    def containers(self, app=None, **labels):
-        return [c for c in self.live if app in (None, c.labels["gitd.app"])]
-
-    def remove(self, container, timeout=0):
-        self.live.remove(container)
-        self.removed.append((container.name, timeout))
-
-    def remove_image(self, tag):
-        self.images_removed.append(tag)
-
-
-def daemon(tmp_path, containers):
-    store = Store(tmp_path / "gitd.db")
-    store.create_app("hello")
-    v1 = store.new_release("hello", status="succeeded", procfile={})
-    store.set_live("hello", v1.version, store.take_seq("hello"))  # seq 1
-    store.new_release("hello", status="deploying", procfile={})  # v2, interrupted
-    store.take_seq("hello")  # seq 2
-    gitd = Gitd(Settings(data_dir=tmp_path, instance="t", drain_seconds=0), store)
-    gitd._engine = Engine(containers)
-    return gitd
+from tests.fakes import app_container, daemon_mid_deploy
 
 
 def test_a_deploy_killed_with_healthy_containers_is_finished(tmp_path):
-    old, new = Container("hello", 1, 1), Container("hello", 2, 2)
-    gitd = daemon(tmp_path, [old, new])
+    old, new = app_container("hello", 1, 1), app_container("hello", 2, 2)
+    gitd = daemon_mid_deploy(tmp_path, [old, new])
     gitd.reconcile()
     assert gitd.wait_adoptions(10) and gitd.retirements.wait(10)  # old containers retire in the background
     app = gitd.store.get_app("hello")
@@ -65,8 +24,8 @@ def test_a_deploy_killed_before_its_containers_were_healthy_is_undone(tmp_path, 
 
     # a container still starting is waited for (bounded) before it is judged
     monkeypatch.setattr(gitd.service, "HEALTH_SETTLE_SECONDS", 0.3)
-    old, new = Container("hello", 1, 1), Container("hello", 2, 2, health="starting")
-    gitd = daemon(tmp_path, [old, new])
+    old, new = app_container("hello", 1, 1), app_container("hello", 2, 2, health="starting")
+    gitd = daemon_mid_deploy(tmp_path, [old, new])
     started = time.monotonic()
     gitd.reconcile()
     assert time.monotonic() - started >= 0.3
@@ -80,8 +39,8 @@ def test_a_deploy_killed_before_its_containers_were_healthy_is_undone(tmp_path, 
 
 
 def test_an_incomplete_formation_is_not_finished(tmp_path):
-    old, new = Container("hello", 1, 1), Container("hello", 2, 2)
-    gitd = daemon(tmp_path, [old, new])
+    old, new = app_container("hello", 1, 1), app_container("hello", 2, 2)
+    gitd = daemon_mid_deploy(tmp_path, [old, new])
     gitd.store.set_scale("hello", {"web": 2})
     gitd.reconcile()
     assert gitd.wait_adoptions(10) and gitd.retirements.wait(10)  # old containers retire in the background
@@ -90,12 +49,12 @@ def test_an_incomplete_formation_is_not_finished(tmp_path):
 
 
 def test_an_interrupted_deploy_of_app_json_services_is_finished_only_when_every_service_is_there(tmp_path):
-    old = Container("hello", 1, 1)
-    front, back = Container("hello", 2, 2), Container("hello", 2, 2)
+    old = app_container("hello", 1, 1)
+    front, back = app_container("hello", 2, 2), app_container("hello", 2, 2)
     for container, name in ((front, "frontend"), (back, "backend")):
         container.labels["gitd.component"] = name
         container.name = container.name.replace(".web.", f".{name}_web.")
-    gitd = daemon(tmp_path, [old, front])
+    gitd = daemon_mid_deploy(tmp_path, [old, front])
     gitd.store.update_release("hello", 2, components={"frontend": {"procfile": {}},
                                                       "backend": {"procfile": {}}})
     app = gitd.store.get_app("hello")
@@ -107,9 +66,9 @@ def test_routes_of_app_json_services_drift_when_https_changes(tmp_path):
     from gitd.core.store import HostRoute
     from hooks import router
 
-    web = Container("hello", 1, 1)
+    web = app_container("hello", 1, 1)
     web.labels["gitd.component"] = "backend"
-    gitd = daemon(tmp_path, [web])
+    gitd = daemon_mid_deploy(tmp_path, [web])
     gitd.store.add_domains("hello", ["hello.test"])
     gitd.store.update_release("hello", 1, components={"backend": {"routes": [["/api", True]]}})
     web.labels.update(router.labels("hello_backend", 1, [HostRoute("hello.test", "/api", True)], 8080))

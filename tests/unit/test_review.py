@@ -161,10 +161,10 @@ def test_reconcile_retires_with_drain_settings_stored_before_they_were_checked(t
     """A value stored before checks:set checked its range (the pipeline bounds
     it again) made the start-up retirement crash gitd's start (ValueError)
     or fail in its thread (an infinite drain), leaving old containers up."""
-    from tests.unit.test_reconcile import Container, daemon
+    from tests.fakes import app_container, daemon_mid_deploy
 
-    old, new = Container("hello", 1, 1), Container("hello", 2, 2)
-    gitd = daemon(tmp_path, [old, new])
+    old, new = app_container("hello", 1, 1), app_container("hello", 2, 2)
+    gitd = daemon_mid_deploy(tmp_path, [old, new])
     gitd.store.update_app_settings("hello", drain=drain, stop_timeout=stop_timeout)
     gitd.reconcile()
     assert gitd.wait_adoptions(10) and gitd.retirements.wait(10)

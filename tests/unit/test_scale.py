@@ -10,7 +10,7 @@ from gitd import commands
 from gitd.core.config import Settings
 from gitd.core.store import Store
 from hooks.engine import Engine
-from tests.unit.test_commands import Bridge, FakeGitd
+from tests.fakes import Bridge, FakeGitd
 
 
 @pytest.fixture

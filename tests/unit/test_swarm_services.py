@@ -19,8 +19,7 @@ from gitd.core.store import Store
 from hooks import nodes as swarm_nodes
 from hooks import swarm
 from hooks.checks import PROBE_PATH
-from tests.unit.test_commands import call, fake, store  # noqa: F401 (fixtures)
-from tests.unit.test_nodes import MANAGER_ID, WORKER_ID, node_attrs
+from tests.fakes import MANAGER_ID, WORKER_ID, call, node_attrs
 
 INSTANCE = "abcd1234"
 IMAGE = "127.0.0.1:5000/gitd/service-postgres@sha256:" + "c" * 64

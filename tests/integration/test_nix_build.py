@@ -1,6 +1,6 @@
 """The nix buildpack against the real nix and docker of this machine.
 
-Skipped without them, except under CI=true, where that is a failure.
+Without them each test fails (tests/conftest.py: require), never skips.
 Every image a test makes is removed by id afterwards.
 """
 
