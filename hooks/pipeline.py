@@ -167,6 +167,47 @@ class Pipeline:
             raise
         return release
 
+    def deploy_image(self, app: str, ref: str, by: str | None, sink, trigger: str = "image",
+                     deployment: int | None = None) -> Release:
+        """Pull a prebuilt image (`ref`, validated and allowed by the caller)
+        and release and deploy it as a push's build: the same refusals,
+        config, checks and rollback. The caller holds the app's lock."""
+        with self.deployments.record(app, trigger, sink, "building", deployment,
+                                     by=by, image=ref) as run:
+            return self._deploy_image(app, ref, by, run)
+
+    def _deploy_image(self, app: str, ref: str, by: str | None, run) -> Release:
+        progress = Progress(run, app, max_bytes=self.settings.max_log_bytes)
+        progress.step(f"Pulling {ref}")
+        was_here = self.engine.has_image(ref)
+        image_id = self.engine.pull(ref, self.settings.build_timeout, progress.line)
+        try:  # refused before any release exists: nothing changes
+            router.refuse_routing_labels(
+                (self.engine.image_attrs(image_id).get("Config") or {}).get("Labels"),
+                f"image {ref}")
+        except GitdError:
+            if not was_here:
+                self._remove_image_quietly(ref)
+            raise
+        release = self.store.new_release(
+            app, kind="image", status="deploying", image=image_tag(app, 0), image_id=image_id,
+            buildpack="image", pushed_by=by, description=f"Deploy image {ref}"[:200],
+            config=self.store.get_config(app), mounts=self.store.get_mounts(app),
+            port=self._image_port(image_id))
+        tag = image_tag(app, release.version)
+        progress = self._progress(run, app, release.version)
+        try:
+            self.engine.tag(image_id, image_repository(app), f"v{release.version}")
+            self.store.update_release(app, release.version, image=tag)
+            release = self.store.get_release(app, release.version)
+            run.move("deploying", release=release.version)
+            self._deploy(release, progress)
+            return release
+        except Exception as exc:
+            self._fail(release, progress, exc)
+            self._remove_image_quietly(tag)
+            raise
+
     def redeploy(self, app: str, sink, reason: str, trigger: str | None = None,
                  deployment: int | None = None) -> None:
         """Restart or re-scale the current release: new containers, same

@@ -312,3 +312,30 @@ TRAEFIK_PREFIX = "traefik."
 def routing_labels(labels: dict[str, str] | None) -> list[str]:
     """The labels among `labels` that Traefik would read."""
     return sorted(k for k in (labels or {}) if k.strip().lower().startswith(TRAEFIK_PREFIX))
+
+
+# Docker's reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest]
+_IMAGE_HOST = r"(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?/)"
+_IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+IMAGE_REFERENCE = re.compile(
+    rf"^(?P<name>{_IMAGE_HOST}?{_IMAGE_PATH})(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+
+
+def image_reference(ref: str) -> str:
+    """An image to pull, as `docker pull` takes it (no option, no space, no
+    bare id): `registry:5000/team/app:1.2` or `...@sha256:<64 hex>`; a
+    reference without tag or digest means `:latest`."""
+    if not isinstance(ref, str) or len(ref) > 255 or not IMAGE_REFERENCE.fullmatch(ref):
+        raise UsageError(f"invalid image reference {str(ref)[:80]!r}: "
+                         "use [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST]")
+    match = IMAGE_REFERENCE.fullmatch(ref)
+    first = match["name"].split("/", 1)[0]
+    if not ("." in first or ":" in first or first == "localhost") and first != first.lower():
+        # no registry host, so a repository path: lowercase only
+        raise UsageError(f"invalid image reference {ref[:80]!r}: repository names are lowercase")
+    if match["name"] == "sha256":  # Docker reads `sha256:<hex>` as an image id (any image's)
+        raise UsageError(f"invalid image reference {ref[:80]!r}: an image id; name a repository")
+    if not match["tag"] and not match["digest"]:
+        ref += ":latest"
+    return ref
