@@ -18,6 +18,8 @@ import time
 from collections import deque
 from typing import Callable, Iterator
 
+import structlog
+
 from gitd.core.errors import GitdError
 from gitd.core.store import DEPLOYMENT_ENDS, Deployment, Store
 
@@ -123,7 +125,7 @@ class Recording:
             self._tail.append(line)
             self._changed.notify_all()
             due = time.monotonic() - self._flushed_at >= FLUSH_SECONDS
-        if due:
+        if due and not self.done:
             self._write()
 
     def move(self, status: str, **fields) -> None:
@@ -143,7 +145,11 @@ class Recording:
         with self._changed:
             log, total = self._tail.text, self._tail.total
             self._flushed_at = time.monotonic()
-        self.store.update_deployment(self.id, log=log, log_bytes=total, **fields)
+        try:
+            self.store.update_deployment(self.id, log=log, log_bytes=total, **fields)
+        except Exception as exc:  # noqa: BLE001 - the record must not break the deploy
+            structlog.get_logger("gitd.deployments").warning(
+                "cannot record the deployment", app=self.app, deployment=self.id, error=str(exc))
 
     @property
     def text(self) -> str:
