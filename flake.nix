@@ -46,6 +46,7 @@
           done
         '';
         dependencies = with pkgs.python3Packages; [
+          aiohttp
           asyncssh
           cryptography
           (dulwichFor pkgs)

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--acme-email", help="get certificates from the ACME CA for this account")
     p.add_argument("--acme-ca-server", help="the ACME CA's directory URL (default Let's Encrypt)")
     p.add_argument("--domain")
+    p.add_argument("--api-port", type=int, help="serve the HTTP API on 127.0.0.1 here (0 = off)")
     p.add_argument("--traefik", choices=("managed", "external"))
     p.add_argument("--traefik-api-port", type=int)
     p.add_argument("--traefik-api-url")

@@ -27,6 +27,7 @@ def _notify(state: str) -> None:
 
 
 CERT_SYNC_INTERVAL = 2.0
+API_BIND = "127.0.0.1"  # the API is reached from elsewhere through Traefik only
 
 
 async def _sync_certs(gitd: Gitd) -> None:
@@ -110,14 +111,22 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ssh = SSHService(gitd)
+    api = None
+    if settings.api_port:
+        from gitd.api import ApiServer  # aiohttp is loaded only when the API is on
+
+        api = ApiServer(gitd)
     try:
         port = await ssh.start(settings.ssh_host, settings.ssh_port, settings.host_key_path)
+        api_port = await api.start(API_BIND, settings.api_port) if api else 0
     except OSError:
+        ssh.stop_accepting()
         _stop_children(children)
         raise
     serving.record(settings, port)
     log.info("listening", ssh_port=port, http_port=settings.http_port, domain=settings.domain,
-             traefik=settings.traefik, instance=settings.instance, reconciled=len(notes))
+             api_port=api_port, traefik=settings.traefik, instance=settings.instance,
+             reconciled=len(notes))
     _notify("READY=1")
     # after READY: pushes and commands are served meanwhile
     loop.run_in_executor(None, gitd.refresh_routes)
@@ -126,6 +135,7 @@ async def serve(settings: Settings) -> int:
     log.info("stopping: no new connections; letting work in flight finish",
              active=len(ssh.active), deploying=sorted(gitd.locks.busy()))
     ssh.stop_accepting()
+    api_stopped = loop.create_task(api.stop()) if api else None
     deadline = loop.time() + settings.shutdown_grace
     backups.stop()
     if health:
@@ -141,6 +151,8 @@ async def serve(settings: Settings) -> int:
             # their containers are found by label and retired at the next start
             log.warning("shutdown grace expired; handing retirements over to the next start",
                         apps=sorted(gitd.retirements.pending()))
+    if api_stopped:
+        await api_stopped
     await asyncio.to_thread(_stop_children, children)
     serving.forget(settings)
     if pending:

@@ -6,7 +6,7 @@ import threading
 from collections import defaultdict
 from contextlib import contextmanager
 
-from gitd.core.errors import GitdError
+from gitd.core.errors import Conflict
 
 
 class AppLocks:
@@ -27,7 +27,7 @@ class AppLocks:
             if on_wait:
                 on_wait()
             if not lock.acquire(timeout=wait):
-                raise GitdError(f"another deploy of {app} is still running; try again later")
+                raise Conflict(f"another deploy of {app} is still running; try again later")
         with self._guard:
             self._busy.add(app)
         try:

@@ -23,6 +23,10 @@ class Settings:
     http_host: str = "0.0.0.0"
     http_port: int = 80
     domain: str = "localhost"
+    # the HTTP API (issue #23): on 127.0.0.1:api_port (0 = off); with a
+    # managed Traefik also at api_host ("" = gitd.<domain>), a name no app takes
+    api_port: int = 8088
+    api_host: str = ""
     traefik: str = "managed"  # managed | external
     # Traefik's API: managed mode binds it here (127.0.0.1 only); external
     # mode reads it to confirm a switch ("" = do not confirm).
@@ -163,6 +167,10 @@ class Settings:
         port = "" if self.http_port == 80 else f":{self.http_port}"
         return f"http://{host}{port}"
 
+    @property
+    def api_hostname(self) -> str:
+        return (self.api_host or f"gitd.{self.domain}").lower().rstrip(".")
+
     def app_url(self, app: str) -> str:
         return self.host_url(f"{app}.{self.domain}")
 
@@ -287,7 +295,8 @@ def _validate(settings: Settings) -> Settings:
         raise GitdError(f"setting scheduler must be one of {', '.join(SCHEDULERS)}")
     if settings.registry and not REGISTRY_HOST.fullmatch(settings.registry):
         raise GitdError(f"setting registry: {settings.registry!r} is not host[:port]")
-    for name in ("ssh_port", "http_port", "traefik_api_port", "https_port", "registry_port"):
+    for name in ("ssh_port", "http_port", "traefik_api_port", "https_port", "registry_port",
+                 "api_port"):
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise GitdError(f"setting {name}: {port} is not a port")

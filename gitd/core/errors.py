@@ -34,3 +34,20 @@ class BuildError(GitdError):
 
 class DeployError(GitdError):
     """A deploy that failed: the old release keeps serving."""
+
+
+class Conflict(GitdError):
+    """A name already taken, or a change that must wait for another one
+    (the app's deploy lock): try again later."""
+
+
+class TooLarge(GitdError):
+    """Input beyond a limit."""
+
+
+class RateLimited(GitdError):
+    """Too many attempts: `retry_after` seconds until the next is heard."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

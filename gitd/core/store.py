@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from gitd.core.errors import GitdError, NotFound
+from gitd.core.errors import Conflict, GitdError, NotFound
 
 SCHEMA_VERSION = 1
 
@@ -50,6 +50,19 @@ class App:
     scale: dict = field(default_factory=dict)
     # on a swarm: the node holding the app's named volumes, its tasks' only place
     node: str | None = None
+
+
+@dataclass
+class Token:
+    """An API token: `id` is its public half, `secret_hash` the sha256 of
+    its secret half (the secret itself is never stored)."""
+    id: str
+    name: str
+    key_name: str
+    secret_hash: str
+    created_at: float
+    last_used_at: float | None
+    expires_at: float | None
 
 
 @dataclass(frozen=True, order=True)
@@ -181,6 +194,7 @@ class Store:
                 self.db["releases"].add_column("components", str)
             self._migrate_nodes(db)
             self._migrate_deployments(db)
+            self._migrate_tokens(db)
 
     def _migrate_services(self, db) -> None:
         """Services, links and mounts (issue 12): added to an existing gitd.db too."""
@@ -216,6 +230,15 @@ class Store:
                  "log_bytes": int, "created_at": float, "started_at": float,
                  "finished_at": float}, pk="id")
             db["deployments"].create_index(["app", "id"])
+
+    def _migrate_tokens(self, db) -> None:
+        """API tokens (issue #23), each tied to the key whose powers it carries."""
+        if "tokens" not in db.table_names():
+            db["tokens"].create(
+                {"id": str, "name": str, "key_name": str, "secret_hash": str,
+                 "created_at": float, "last_used_at": float, "expires_at": float}, pk="id")
+            db["tokens"].create_index(["name"], unique=True)
+            db["tokens"].create_index(["key_name"])
 
     def _migrate_routes(self) -> None:
         """Path routes (issue #13): `routes` replaces `domains`, a bare host
@@ -277,18 +300,59 @@ class Store:
             if keep_an_admin and rows[0]["is_admin"] and db["keys"].count_where("is_admin = 1") == 1:
                 raise GitdError(f"{name} is the last admin key: add another admin key first")
             db["grants"].delete_where("key_name = ?", [name])
+            db["tokens"].delete_where("key_name = ?", [name])
             db["keys"].delete(name)
 
     def admin_count(self) -> int:
         with self._lock:
             return self.db["keys"].count_where("is_admin = 1")
 
+    # API tokens
+
+    def add_token(self, token_id: str, name: str, key_name: str, secret_hash: str,
+                  expires_at: float | None) -> Token:
+        row = {"id": token_id, "name": name, "key_name": key_name, "secret_hash": secret_hash,
+               "created_at": now(), "last_used_at": None, "expires_at": expires_at}
+        with self._tx() as db:
+            if db["tokens"].count_where("name = ?", [name]):
+                raise Conflict(f"a token named {name!r} already exists")
+            if not db["keys"].count_where("name = ?", [key_name]):
+                raise NotFound(f"no key named {key_name!r}")
+            db["tokens"].insert(row)
+        return Token(**row)
+
+    def token_by_id(self, token_id: str) -> Token | None:
+        with self._lock:
+            rows = list(self.db["tokens"].rows_where("id = ?", [token_id]))
+        return Token(**rows[0]) if rows else None
+
+    def get_token(self, name: str) -> Token:
+        with self._lock:
+            rows = list(self.db["tokens"].rows_where("name = ?", [name]))
+        if not rows:
+            raise NotFound(f"no token named {name!r}")
+        return Token(**rows[0])
+
+    def list_tokens(self, key_name: str | None = None) -> list[Token]:
+        """Every token, or those of one key."""
+        where, args = ("key_name = ?", [key_name]) if key_name is not None else (None, None)
+        with self._lock:
+            return [Token(**r) for r in self.db["tokens"].rows_where(where, args, order_by="name")]
+
+    def delete_token(self, name: str) -> None:
+        with self._tx() as db:
+            db["tokens"].delete_where("name = ?", [name])
+
+    def token_used(self, token_id: str, when: float) -> None:
+        with self._tx() as db:
+            db["tokens"].update(token_id, {"last_used_at": when})
+
     # apps
 
     def create_app(self, name: str) -> App:
         with self._tx() as db:
             if db["apps"].count_where("name = ?", [name]):
-                raise GitdError(f"app {name!r} already exists")
+                raise Conflict(f"app {name!r} already exists")
             row = {"name": name, "created_at": now(), "current_release": None,
                    "live_seq": None, "next_seq": 1, "settings": "{}", "scale": "{}",
                    "node": None}

@@ -36,6 +36,28 @@ def key_name(name: str) -> str:
     return name
 
 
+def token_name(name: str) -> str:
+    if not KEY_NAME.fullmatch(name or ""):
+        raise UsageError(f"invalid token name {_show(name)}: letters, digits, '.', '_', '@', "
+                         "'-', at most 64 characters, a letter or digit first")
+    return name
+
+
+EXPIRY = re.compile(r"([0-9]{1,5})([hd])")
+EXPIRY_UNITS = {"h": 3600, "d": 86400}
+MAX_EXPIRY_DAYS = 3650
+
+
+def expiry(text: str) -> int:
+    """`12h`, `30d` -> seconds; at least 1 hour, at most MAX_EXPIRY_DAYS days."""
+    match = EXPIRY.fullmatch(text or "")
+    seconds_ = int(match[1]) * EXPIRY_UNITS[match[2]] if match else 0
+    if not 3600 <= seconds_ <= MAX_EXPIRY_DAYS * 86400:
+        raise UsageError(f"invalid expiry {_show(text)}: a number of hours or days, like 12h "
+                         f"or 30d, from 1h to {MAX_EXPIRY_DAYS}d")
+    return seconds_
+
+
 def config_key(key: str) -> str:
     if not CONFIG_KEY.fullmatch(key or ""):
         raise UsageError(

@@ -91,6 +91,8 @@ class Gitd:
     http_port: int
     api_port: int
     https_port: int = 0  # set before start() and pass --https-port to serve HTTPS
+    # gitd's own HTTP API (api_port; `api_port` above is Traefik's API)
+    gitd_api_port: int = field(default_factory=lambda: free_port())
     proc: subprocess.Popen | None = None
     log_lines: list = field(default_factory=list)
     instance: str = ""
@@ -107,6 +109,7 @@ class Gitd:
                          "--ssh-host", "127.0.0.1", "--ssh-port", str(self.ssh_port),
                          "--http-host", "127.0.0.1", "--http-port", str(self.http_port),
                          "--traefik-api-port", str(self.api_port), "--log-format", "json",
+                         "--api-port", str(self.gitd_api_port),
                          *extra_args),
             stdout=logfile, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         logfile.close()

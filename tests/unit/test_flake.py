@@ -44,7 +44,7 @@ let
     };
   };
   drv = DRV;
-  python3Packages = lib.genAttrs [ "asyncssh" "cryptography" "docker" "jinja2" "sqlite-utils" "structlog"
+  python3Packages = lib.genAttrs [ "aiohttp" "asyncssh" "cryptography" "docker" "jinja2" "sqlite-utils" "structlog"
     "setuptools" "urllib3" "typing-extensions" "pytest" ] drv // {
     buildPythonPackage = a: drv a.pname // { args = a; };
     buildPythonApplication = a: drv a.pname // { args = a; };

@@ -1,0 +1,156 @@
+"""The HTTP API: the second front-end over gitd.verbs, beside SSH's commands.
+
+It runs in the daemon's event loop (aiohttp) on 127.0.0.1:`api_port`.
+
+Conventions for a route module (gitd/api/apps.py is the example):
+
+- A module has `routes = Routes()` and is named once in ROUTE_MODULES below.
+- Each handler is declared with its OpenAPI operation next to it:
+  `@routes.get(path, summary=..., parameters=[...], responses={200: schema})`
+  (`body=schema` for a JSON request body). The document at
+  `GET /api/v1/openapi.json` is assembled from these declarations, and the
+  error answers (400, 401, 403, 404, 409, 429; 413 and 415 with a body) are
+  added to every operation behind a token.
+- Every route needs `Authorization: Bearer <token>` unless declared with
+  `auth=False`. The auth middleware sets `request["session"]`: a
+  gitd.verbs.Session for the token's key, so a verb sees the same caller
+  and applies the same access rules as over SSH.
+- A handler parses (path parameters, `await json_body(request, schema)`),
+  then calls ONE verb through `call(request, verb, *args)`, which runs it on
+  the verb thread pool (verbs block: docker, sqlite) and answers its data as
+  JSON. No logic in handlers: what is not a verb yet becomes one.
+- Errors are raised, never answered by hand: a GitdError becomes
+  `{"error": message}` with the status of its class (UsageError 400,
+  Unauthorized 401, PermissionDenied 403, NotFound 404, Conflict 409 (a
+  name taken, the app's deploy lock busy), TooLarge 413, UnsupportedMedia
+  415, RateLimited 429, any other GitdError 400). Anything else is a bug:
+  logged with its traceback, answered 500 with a generic message.
+- Bodies are JSON objects of at most MAX_BODY bytes. Tokens are never
+  logged and never put in a URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+
+import structlog
+from aiohttp import web
+
+from gitd.api import auth, openapi
+from gitd.api.routing import Route, UnsupportedMedia, json_response
+from gitd.core.errors import (Conflict, GitdError, NotFound, PermissionDenied, RateLimited,
+                              TooLarge, UsageError)
+
+log = structlog.get_logger("gitd.api")
+
+# one line per module of routes
+ROUTE_MODULES = (
+    "gitd.api.meta",
+    "gitd.api.apps",
+)
+
+MAX_BODY = 1024 * 1024
+SHUTDOWN_TIMEOUT = 10.0
+
+# the most specific class first
+STATUSES = (
+    (auth.Unauthorized, 401),
+    (RateLimited, 429),
+    (PermissionDenied, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (TooLarge, 413),
+    (UnsupportedMedia, 415),
+    (UsageError, 400),
+    (GitdError, 400),
+)
+
+
+def status_of(exc: GitdError) -> int:
+    return next(status for cls, status in STATUSES if isinstance(exc, cls))
+
+
+def error_response(exc: GitdError) -> web.Response:
+    headers = {}
+    if isinstance(exc, auth.Unauthorized):
+        headers["WWW-Authenticate"] = exc.challenge
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    return json_response({"error": exc.message}, status=status_of(exc), headers=headers)
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own answers (no such route, method not allowed) as JSON."""
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return json_response({"error": exc.reason.lower()}, status=exc.status, headers=headers)
+
+
+@web.middleware
+async def errors(request: web.Request, handler):
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+    except GitdError as exc:
+        response = error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _http_error(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - the one boundary: a bug, logged, never shown
+        log.exception("api request failed", method=request.method, path=request.path)
+        response = json_response({"error": "internal error (the server's log says more)"},
+                                 status=500)
+    log.info("api request", method=request.method, path=request.path, status=response.status,
+             key=request.get("key_name"), ms=round((time.monotonic() - started) * 1000, 1))
+    return response
+
+
+def all_routes() -> list[Route]:
+    routes: list[Route] = []
+    for name in ROUTE_MODULES:
+        routes.extend(importlib.import_module(name).routes.routes)
+    return routes
+
+
+def build_app(gitd) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors, auth.authenticate])
+    app["gitd"] = gitd
+    app["max_body"] = MAX_BODY
+    app["failed_attempts"] = auth.FailedAttempts()
+    app["public"] = set()
+    routes = all_routes()
+    for route in routes:
+        app.router.add_route(route.method, route.path, route.handler)
+        if not route.auth:
+            app["public"].add(route.handler)
+    app["openapi"] = openapi.document(routes)
+    return app
+
+
+class ApiServer:
+    """The API's listener, started and stopped by the daemon."""
+
+    def __init__(self, gitd):
+        self.app = build_app(gitd)
+        self.runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port)
+        try:
+            await site.start()
+        except OSError:
+            await self.runner.cleanup()
+            raise
+        return self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """No new requests; those in flight get SHUTDOWN_TIMEOUT to finish."""
+        if self.runner is not None:
+            await self.runner.cleanup()

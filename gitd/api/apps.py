@@ -1,0 +1,92 @@
+"""/api/v1/apps: the HTTP face of gitd.verbs.apps (the JSON of
+`apps:list --json` and `apps:info --json`)."""
+
+from __future__ import annotations
+
+from gitd.api.routing import (APP_NAME, APP_PARAM, BOOLEAN, INTEGER, STRING, TIME, Routes, call,
+                          json_body, nullable)
+from gitd.core.errors import UsageError
+from gitd.verbs import apps
+
+routes = Routes()
+
+STRINGS = {"type": "array", "items": STRING}
+
+APP_SUMMARY = {"type": "object", "required": ["name", "release"], "additionalProperties": False,
+               "properties": {"name": STRING, "release": nullable(INTEGER)}}
+
+CONTAINER = {"type": "object", "properties": {
+    "name": STRING, "process": STRING, "release": {"type": ["integer", "string", "null"]},
+    "state": STRING, "health": {"type": ["string", "null"]}}}
+
+LINKED_SERVICE = {"type": "object", "properties": {
+    "kind": STRING, "env_var": STRING, "last_backup_ok": nullable(BOOLEAN),
+    "last_backup_message": STRING}}
+
+APP_INFO = {
+    "type": "object",
+    "required": ["name", "created_at", "release", "commit", "image", "buildpack", "domains",
+                 "urls", "certificate_warnings", "scale", "containers", "state",
+                 "health_restarts", "git_url", "granted_to", "deploying", "services"],
+    "additionalProperties": False,
+    "properties": {
+        "name": STRING, "created_at": TIME, "release": nullable(INTEGER),
+        "commit": nullable(STRING), "image": nullable(STRING), "buildpack": nullable(STRING),
+        "domains": STRINGS, "urls": STRINGS, "certificate_warnings": STRINGS,
+        "scale": {"type": "object", "additionalProperties": INTEGER},
+        "containers": {"type": "array", "items": CONTAINER},
+        "state": STRING,
+        "health_restarts": {"type": ["object", "null"]},
+        "git_url": STRING, "granted_to": STRINGS, "deploying": BOOLEAN,
+        "services": {"type": "object", "additionalProperties": LINKED_SERVICE},
+    },
+}
+
+CREATE_BODY = {
+    "type": "object", "required": ["name"], "additionalProperties": False,
+    "properties": {
+        "name": APP_NAME,
+        "repo_url": {**STRING, "description": "not supported yet: answered 400"},
+        "branch": {**STRING, "description": "not supported yet: answered 400"},
+    },
+}
+
+CREATED = {"type": "object", "required": ["name", "git_url", "host_known"],
+           "additionalProperties": False,
+           "properties": {"name": STRING, "git_url": STRING, "host_known": BOOLEAN}}
+
+DESTROYED = {"type": "object", "required": ["name", "services_left"], "additionalProperties": False,
+             "properties": {"name": STRING, "services_left": {
+                 "type": "object", "additionalProperties": STRINGS,
+                 "description": "each service that was linked to the app (it keeps running) "
+                                "-> the apps still linked to it"}}}
+
+
+@routes.get("/api/v1/apps", summary="The apps the token's key may see", tags=["apps"],
+            responses={200: {"type": "array", "items": APP_SUMMARY}})
+async def list_apps(request):
+    return await call(request, apps.list_apps)
+
+
+@routes.post("/api/v1/apps", summary="Create an app (admin)", tags=["apps"], body=CREATE_BODY,
+             responses={201: CREATED})
+async def create_app(request):
+    body = await json_body(request, CREATE_BODY)
+    unsupported = sorted({"repo_url", "branch"} & body.keys())
+    if unsupported:
+        raise UsageError(f"{' and '.join(unsupported)}: not supported yet (create the app, "
+                         "then git push to it)")
+    return await call(request, apps.create, body["name"], status=201)
+
+
+@routes.get("/api/v1/apps/{name}", summary="Show an app: release, URLs, containers",
+            tags=["apps"], parameters=[APP_PARAM], responses={200: APP_INFO})
+async def show_app(request):
+    return await call(request, apps.info, request.match_info["name"])
+
+
+@routes.delete("/api/v1/apps/{name}", tags=["apps"], parameters=[APP_PARAM],
+               summary="Destroy an app and everything it holds (admin); linked services "
+                       "keep running", responses={200: DESTROYED})
+async def destroy_app(request):
+    return await call(request, apps.destroy, request.match_info["name"], force=True)

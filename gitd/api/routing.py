@@ -1,0 +1,189 @@
+"""What every route module uses: `Routes` to declare a route with its
+OpenAPI operation, `call` to run a verb, `json_body` to read a request, and
+the schema fragments the operations share."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from gitd.core.errors import TooLarge, UsageError
+from gitd.verbs import Session
+
+# verbs block (docker, sqlite, git): they run here, never on the event loop;
+# the pool bounds how many run at once (more wait their turn)
+VERB_THREADS = 16
+_pool = ThreadPoolExecutor(max_workers=VERB_THREADS, thread_name_prefix="gitd-api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    operation: dict
+    auth: bool = True
+
+
+@dataclass
+class Routes:
+    """One route module's routes, in the order declared."""
+    routes: list[Route] = field(default_factory=list)
+
+    def route(self, method: str, path: str, *, summary: str, responses: dict,
+              parameters: list | None = None, body: dict | None = None, auth: bool = True,
+              tags: list[str] | None = None):
+        """Declare a route and its OpenAPI operation: `responses` maps a
+        status to a response schema (None: no body), `body` is the JSON
+        request body's schema. The error answers are added for every route."""
+        def register(handler: Handler) -> Handler:
+            operation = {"operationId": handler.__name__, "summary": summary,
+                         "responses": responses, "parameters": parameters or [],
+                         "body": body, "tags": tags or []}
+            self.routes.append(Route(method, path, handler, operation, auth))
+            return handler
+        return register
+
+    def get(self, path: str, **kw):
+        return self.route("GET", path, **kw)
+
+    def post(self, path: str, **kw):
+        return self.route("POST", path, **kw)
+
+    def put(self, path: str, **kw):
+        return self.route("PUT", path, **kw)
+
+    def patch(self, path: str, **kw):
+        return self.route("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw):
+        return self.route("DELETE", path, **kw)
+
+
+def session(request: web.Request) -> Session:
+    """The caller's session, set by the auth middleware."""
+    return request["session"]
+
+
+async def run_blocking(func: Callable, *args, **kwargs):
+    """`func(*args, **kwargs)` on the verb pool, awaited."""
+    return await asyncio.get_running_loop().run_in_executor(_pool, lambda: func(*args, **kwargs))
+
+
+async def run_verb(request: web.Request, verb: Callable, *args, **kwargs):
+    """`verb(session, *args, **kwargs)` on the verb pool; its data."""
+    return await run_blocking(verb, session(request), *args, **kwargs)
+
+
+async def call(request: web.Request, verb: Callable, *args, status: int = 200, **kwargs) -> web.Response:
+    """Run a verb for the caller and answer its data as JSON."""
+    return json_response(await run_verb(request, verb, *args, **kwargs), status=status)
+
+
+def json_response(data, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(text=json.dumps(data, sort_keys=True, default=str), status=status,
+                        content_type="application/json", headers=headers)
+
+
+async def json_body(request: web.Request, schema: dict) -> dict:
+    """The request's JSON object, checked against `schema` (the route's
+    declared body): 415 for another content type, 400 for anything else
+    that is not what the schema says, 413 past the body limit."""
+    if request.content_type != "application/json":
+        raise UnsupportedMedia()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise TooLarge(f"request body is larger than {request.app['max_body']} bytes") from None
+    try:
+        data = json.loads(raw) if raw else None
+    except (UnicodeDecodeError, ValueError):
+        raise UsageError("request body is not valid JSON") from None
+    check(data, schema, "body")
+    return data
+
+
+class UnsupportedMedia(UsageError):
+    def __init__(self):
+        super().__init__("send the request body as JSON (Content-Type: application/json)")
+
+
+JSON_TYPES = {"object": dict, "string": str, "boolean": bool, "array": list}
+
+
+def check(value, schema: dict, where: str) -> None:
+    """Check `value` against the small JSON Schema subset routes declare
+    (object, string, boolean, integer, array; required, properties,
+    additionalProperties, pattern, min/maxLength, minimum/maximum)."""
+    kind = schema.get("type")
+    if kind == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = kind is None or isinstance(value, JSON_TYPES[kind]) and not (
+            kind != "boolean" and isinstance(value, bool))
+    if not ok:
+        raise UsageError(f"{where}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind}")
+    if kind == "object":
+        _check_object(value, schema, where)
+    elif kind == "string":
+        _check_string(value, schema, where)
+    elif kind == "integer" and not schema.get("minimum", value) <= value <= schema.get("maximum", value):
+        raise UsageError(f"{where}: out of range")
+    elif kind == "array" and "items" in schema:
+        for i, item in enumerate(value):
+            check(item, schema["items"], f"{where}[{i}]")
+
+
+def _check_object(value: dict, schema: dict, where: str) -> None:
+    properties = schema.get("properties", {})
+    for name in schema.get("required", []):
+        if name not in value:
+            raise UsageError(f"{where}: {name!r} is required")
+    for name, item in value.items():
+        if name in properties:
+            check(item, properties[name], f"{where}.{name}")
+        elif schema.get("additionalProperties", True) is False:
+            raise UsageError(f"{where}: unknown field {name[:40]!r}")
+
+
+def _check_string(value: str, schema: dict, where: str) -> None:
+    if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
+        raise UsageError(f"{where}: length out of range")
+    if "pattern" in schema and not re.search(schema["pattern"], value):
+        raise UsageError(f"{where}: does not match {schema['pattern']}")
+
+
+# schema fragments the route modules share
+
+ERROR = {"type": "object", "required": ["error"], "additionalProperties": False,
+         "properties": {"error": {"type": "string"}}}
+
+
+def nullable(schema: dict) -> dict:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+STRING = {"type": "string"}
+INTEGER = {"type": "integer"}
+BOOLEAN = {"type": "boolean"}
+TIME = {"type": ["string", "null"], "format": "date-time"}
+
+# validate.app_name, as a pattern: a letter, then letters and digits with
+# single dashes between them, 30 characters at most
+APP_NAME = {"type": "string", "pattern": "^[a-z](-?[a-z0-9])*$", "minLength": 1, "maxLength": 30}
+
+
+def path_param(name: str, schema: dict, description: str = "") -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema,
+            "description": description}
+
+
+APP_PARAM = path_param("name", APP_NAME, "the app's name")

@@ -1,0 +1,106 @@
+"""API tokens: made, listed and revoked over SSH; presented over HTTP.
+
+A token is `gitd_<id>_<secret>`: the id (public) finds its row, the secret
+(32 random bytes) is checked against the sha256 stored there, in constant
+time. A fast hash is enough: a 256-bit random secret cannot be guessed, so
+a slow password hash (bcrypt, argon2) would only cost CPU on every request
+and hand a flood of bad tokens a cheap way to burn it.
+
+A token carries the powers of the key that made it, as they are at each
+request: the key's grants decide, and a removed key's tokens go with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+from gitd.core import validate
+from gitd.core.errors import NotFound
+from gitd.verbs import Session, iso_time
+
+PREFIX = "gitd_"
+ID_CHARS = 12
+# last_used_at is written at most this often per token: not a write per request
+USED_RESOLUTION = 60.0
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _split(token: str) -> tuple[str, str] | None:
+    """`gitd_<id>_<secret>` -> (id, secret); None when it is not that shape."""
+    if not token.startswith(PREFIX):
+        return None
+    rest = token[len(PREFIX):]
+    token_id, sep, secret = rest[:ID_CHARS], rest[ID_CHARS:ID_CHARS + 1], rest[ID_CHARS + 1:]
+    if sep != "_" or not secret or len(secret) > 100 or not all(c in "0123456789abcdef"
+                                                                for c in token_id):
+        return None
+    return token_id, secret
+
+
+def create(s: Session, name: str | None = None, expires: str | None = None) -> dict:
+    """A new token for the calling key; the only time its secret is shown."""
+    name = validate.token_name(name) if name is not None else _default_name(s.key.name)
+    lifetime = validate.expiry(expires) if expires is not None else None
+    expires_at = time.time() + lifetime if lifetime else None
+    token_id, secret = secrets.token_hex(ID_CHARS // 2), secrets.token_urlsafe(32)
+    row = s.store.add_token(token_id, name, s.key.name, _hash(secret), expires_at)
+    return {**_shown(row), "token": f"{PREFIX}{token_id}_{secret}"}
+
+
+def _default_name(key_name: str) -> str:
+    return f"{key_name[:50]}-{secrets.token_hex(3)}"
+
+
+def list_tokens(s: Session) -> list[dict]:
+    """Every token for an admin; a deployer's own key's tokens otherwise."""
+    rows = s.store.list_tokens(None if s.key.is_admin else s.key.name)
+    return [_shown(row) for row in rows]
+
+
+def revoke(s: Session, name: str) -> dict:
+    validate.token_name(name)
+    try:
+        token = s.store.get_token(name)
+    except NotFound:
+        token = None
+    # another key's token is "not found" to a deployer: names are not probed
+    if token is None or not (s.key.is_admin or token.key_name == s.key.name):
+        raise NotFound(f"no token named {name!r} (`tokens` lists yours)")
+    s.store.delete_token(name)
+    return {"name": name, "key": token.key_name}
+
+
+def _shown(token) -> dict:
+    return {"name": token.name, "key": token.key_name,
+            "created_at": iso_time(token.created_at),
+            "last_used_at": iso_time(token.last_used_at),
+            "expires_at": iso_time(token.expires_at),
+            "expired": bool(token.expires_at and token.expires_at <= time.time())}
+
+
+def authenticate(store, presented: str):
+    """The key a presented token acts as, or None: unknown shape, unknown
+    id, wrong secret, expired, or its key removed."""
+    parts = _split(presented)
+    if parts is None:
+        return None
+    token_id, secret = parts
+    token = store.token_by_id(token_id)
+    if token is None or not hmac.compare_digest(_hash(secret), token.secret_hash):
+        return None
+    now = time.time()
+    if token.expires_at is not None and token.expires_at <= now:
+        return None
+    try:
+        key = store.get_key(token.key_name)
+    except NotFound:
+        return None
+    if token.last_used_at is None or now - token.last_used_at >= USED_RESOLUTION:
+        store.token_used(token.id, now)
+    return key

@@ -1,0 +1,200 @@
+"""API tokens (verbs, store, validation), the failed-attempt brake, the body
+checker and the assembled OpenAPI document: no server, no Docker."""
+
+import hashlib
+import time
+
+import pytest
+
+from gitd.api import STATUSES, all_routes, auth, openapi, routing
+from gitd.core import validate
+from gitd.core.errors import Conflict, GitdError, NotFound, UsageError
+from gitd.core.store import Store
+from gitd.verbs import Session, tokens
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "gitd.db")
+    s.add_key("admin", "SHA256:admin", "ssh-ed25519 AAAA admin", True)
+    s.add_key("dev", "SHA256:dev", "ssh-ed25519 AAAA dev", False)
+    s.add_key("eve", "SHA256:eve", "ssh-ed25519 AAAA eve", False)
+    return s
+
+
+class FakeGitd:
+    def __init__(self, store):
+        self.store = store
+
+
+def session(store, key: str) -> Session:
+    return Session(FakeGitd(store), store.get_key(key))
+
+
+# tokens
+
+def test_a_token_acts_as_its_key_and_only_its_hash_is_stored(store):
+    made = tokens.create(session(store, "dev"), "ci")
+    assert made["name"] == "ci" and made["key"] == "dev" and made["expires_at"] is None
+    assert tokens.authenticate(store, made["token"]).name == "dev"
+    secret = made["token"].split("_", 2)[2]  # the secret may hold "_" too
+    row = store.get_token("ci")
+    assert row.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+    dump = "\n".join(store.db.iterdump())
+    assert secret not in dump and made["token"] not in dump
+
+
+def test_wrong_secret_unknown_id_and_garbage_are_refused(store):
+    token = tokens.create(session(store, "admin"), "t")["token"]
+    token_id = token.split("_")[1]
+    for presented in (token[:-1] + ("A" if token[-1] != "A" else "B"), f"gitd_{token_id}_",
+                      "gitd_000000000000_" + "x" * 43, token + "x", "", "gitd_", "Bearer",
+                      token.replace("gitd_", "gitd-"), f"gitd_{token_id.upper()}_x",
+                      "gitd_" + "a" * 12 + "_" + "x" * 10_000, "\x00" * 50):
+        assert tokens.authenticate(store, presented) is None, presented
+
+
+def test_revoked_expired_and_removed_key_tokens_stop_working(store):
+    revoked = tokens.create(session(store, "dev"), "a")["token"]
+    expiring = tokens.create(session(store, "dev"), "b", "1h")["token"]
+    of_eve = tokens.create(session(store, "eve"), "c")["token"]
+    tokens.revoke(session(store, "dev"), "a")
+    assert tokens.authenticate(store, revoked) is None
+    store.db["tokens"].update(store.get_token("b").id, {"expires_at": time.time() - 1})
+    assert tokens.authenticate(store, expiring) is None
+    assert tokens.list_tokens(session(store, "dev"))[0]["expired"] is True
+    store.remove_key("eve")
+    assert tokens.authenticate(store, of_eve) is None
+    assert store.list_tokens("eve") == []
+
+
+def test_a_deployer_sees_and_revokes_only_its_own_tokens(store):
+    tokens.create(session(store, "dev"), "mine")
+    tokens.create(session(store, "eve"), "theirs")
+    assert [t["name"] for t in tokens.list_tokens(session(store, "dev"))] == ["mine"]
+    assert [t["name"] for t in tokens.list_tokens(session(store, "admin"))] == ["mine", "theirs"]
+    with pytest.raises(NotFound):
+        tokens.revoke(session(store, "dev"), "theirs")
+    assert store.get_token("theirs")
+    tokens.revoke(session(store, "admin"), "theirs")
+    with pytest.raises(NotFound):
+        store.get_token("theirs")
+
+
+def test_listing_never_shows_a_secret(store):
+    made = tokens.create(session(store, "dev"), "ci", "30d")
+    listed = tokens.list_tokens(session(store, "dev"))
+    assert set(listed[0]) == {"name", "key", "created_at", "last_used_at", "expires_at", "expired"}
+    assert made["token"] not in repr(listed)
+
+
+def test_token_names_are_unique_and_validated(store):
+    tokens.create(session(store, "dev"), "ci")
+    with pytest.raises(Conflict):
+        tokens.create(session(store, "admin"), "ci")
+    for bad in ("", "-x", "a b", "x" * 65, "../x", "a\nb", "é"):
+        with pytest.raises(UsageError):
+            tokens.create(session(store, "dev"), bad)
+    assert [t.name for t in store.list_tokens()] == ["ci"]
+    default = tokens.create(session(store, "dev"))["name"]
+    assert default.startswith("dev-")
+
+
+@pytest.mark.parametrize("text,seconds", [("1h", 3600), ("12h", 43200), ("30d", 30 * 86400),
+                                          ("3650d", 3650 * 86400)])
+def test_expiry(text, seconds):
+    assert validate.expiry(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0d", "0h", "-1d", "99999999d", "3651d", "garbage", "30", "d",
+                                  "1.5d", "30D", " 30d", "30d ", "1e3d", "٣d", "inf", ""])
+def test_hostile_expiry_is_refused(store, text):
+    with pytest.raises(UsageError):
+        validate.expiry(text)
+    with pytest.raises(UsageError):
+        tokens.create(session(store, "dev"), "x", text)
+    assert store.list_tokens() == []
+
+
+def test_last_used_is_recorded_at_most_once_a_minute(store):
+    token = tokens.create(session(store, "dev"), "ci")["token"]
+    tokens.authenticate(store, token)
+    first = store.get_token("ci").last_used_at
+    assert first is not None
+    tokens.authenticate(store, token)
+    assert store.get_token("ci").last_used_at == first
+
+
+# the brake on failed attempts
+
+def test_failed_attempts_are_braked_per_address_and_forgotten():
+    attempts = auth.FailedAttempts(allowed=3, window=0.3)
+    for _ in range(3):
+        assert attempts.retry_after("10.0.0.1") == 0
+        attempts.failed("10.0.0.1")
+    assert attempts.retry_after("10.0.0.1") >= 1
+    assert attempts.retry_after("10.0.0.2") == 0
+    time.sleep(0.35)
+    assert attempts.retry_after("10.0.0.1") == 0
+
+
+def test_a_spray_of_addresses_cannot_grow_the_table(monkeypatch):
+    monkeypatch.setattr(auth, "MAX_TRACKED", 50)
+    attempts = auth.FailedAttempts(allowed=3, window=60)
+    for i in range(500):
+        attempts.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(attempts.by_client) <= 50
+
+
+# bodies
+
+BODY = {"type": "object", "required": ["name"], "additionalProperties": False,
+        "properties": {"name": routing.APP_NAME, "n": {"type": "integer", "minimum": 1, "maximum": 3},
+                       "flag": {"type": "boolean"}}}
+
+
+@pytest.mark.parametrize("body", [None, [], "x", 1, {}, {"name": 1}, {"name": "a-"},
+                                  {"name": "a--b"}, {"name": "A"}, {"name": "a" * 31},
+                                  {"name": "ok", "extra": 1}, {"name": "ok", "n": True},
+                                  {"name": "ok", "n": 4}, {"name": "ok", "flag": 1},
+                                  {"name": "ok", "n": 1.5}])
+def test_bodies_not_matching_the_schema_are_usage_errors(body):
+    with pytest.raises(UsageError):
+        routing.check(body, BODY, "body")
+
+
+@pytest.mark.parametrize("name", ["a", "a-b", "a1-b2-c3", "a" * 30])
+def test_the_app_name_pattern_is_validate_app_name(name):
+    routing.check({"name": name}, BODY, "body")
+    validate.app_name(name)
+
+
+def test_every_gitd_error_has_a_status():
+    from gitd.api import status_of
+    assert status_of(GitdError("x")) == 400
+    assert status_of(NotFound("x")) == 404
+    assert status_of(Conflict("x")) == 409
+    assert len({cls for cls, _ in STATUSES}) == len(STATUSES)
+
+
+# the OpenAPI document
+
+def test_the_document_names_every_route_with_an_operation_id_once():
+    routes = all_routes()
+    doc = openapi.document(routes)
+    assert doc["openapi"].startswith("3.1")
+    ids = [op["operationId"] for path in doc["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)) == len(routes)
+    for route in routes:
+        operation = doc["paths"][route.path][route.method.lower()]
+        if route.auth:
+            assert {"401", "403", "404", "429"} <= set(operation["responses"])
+            assert operation["security"] == [{"bearer": []}]
+        for name in [p[1:-1] for p in route.path.split("/") if p.startswith("{")]:
+            assert name in [p["name"] for p in operation.get("parameters", [])]
+
+
+def test_the_document_is_valid_openapi():
+    from openapi_spec_validator import validate as validate_spec
+
+    validate_spec(openapi.document(all_routes()))
