@@ -244,6 +244,12 @@ class Deployments:
         except GitdError:
             pass  # the app went meanwhile
 
+    def waiting(self, app: str) -> int:
+        """How many of the app's deployments are pending (queued)."""
+        with self._guard:
+            return sum(1 for run in self._running.values()
+                       if run.app == app and run.status == "pending")
+
     def running(self, deployment: int) -> Recording | None:
         with self._guard:
             return self._running.get(deployment)

@@ -5,7 +5,8 @@ or of a prebuilt image.
 A deploy created here runs in the background under the app's lock: a
 second one queues behind the running one (bounded by `lock_wait`, as a
 push does), pending meanwhile, so none is lost; it fails with "another
-deploy ... still running" if the wait runs out.
+deploy ... still running" if the wait runs out. At most MAX_WAITING wait
+per app (each on a thread); past that a create is refused (409).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dulwich.objects import Commit, Tag
 
 from gitd import gitserve, reachable
 from gitd.core import validate
-from gitd.core.errors import GitdError, NotFound, UsageError
+from gitd.core.errors import Conflict, GitdError, NotFound, UsageError
 from gitd.core.store import Deployment
 from gitd.verbs import Session, iso_time
 from hooks.registry import registry_host
@@ -29,6 +30,7 @@ log = structlog.get_logger("gitd.deployments")
 REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![/.])$")
 SHA = re.compile(r"^[0-9a-f]{40}$")
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0")
+MAX_WAITING = 4  # pending deployments of one app: each waits on a thread of its own
 
 
 def to_dict(row: Deployment, with_log: bool = True) -> dict:
@@ -149,6 +151,9 @@ def create(s: Session, app: str, ref: str | None = None, image: str | None = Non
     s.app(app)
     if image is not None and ref is not None:
         raise UsageError("give a ref or an image, not both")
+    if s.gitd.deployments.waiting(app) >= MAX_WAITING:
+        raise Conflict(f"{MAX_WAITING} deployments of {app} are already waiting; "
+                       "try again once they ran")
     by = s.key.name
     if image is not None:
         s.require_admin()

@@ -10,7 +10,7 @@ from dulwich.repo import Repo
 
 from gitd.core import validate
 from gitd.core.config import Settings
-from gitd.core.errors import DeployError, GitdError, NotFound, PermissionDenied, UsageError
+from gitd.core.errors import Conflict, DeployError, GitdError, NotFound, PermissionDenied, UsageError
 from gitd.core.store import Store
 from gitd.verbs import Session
 from gitd.verbs import deployments as verbs
@@ -326,3 +326,14 @@ def test_deployments_of_an_app_the_caller_cannot_reach_are_not_found(store, tmp_
     with pytest.raises(PermissionDenied):  # an image deploy is an admin's
         verbs.create(dev, "hello", image="127.0.0.1:5001/x:1")
     assert [d["id"] for d in verbs.list_for_app(dev, "hello")] == [mine.id]
+
+
+def test_a_flood_of_created_deployments_is_refused_past_the_queue(store, tmp_path, monkeypatch):
+    daemon = FakeDaemon(store, Settings(data_dir=tmp_path))
+    daemon.deployments = Deployments(store, 1024)
+    for _ in range(verbs.MAX_WAITING):
+        daemon.deployments.create("hello", "api")
+    dev = Session(daemon, store.get_key("dev"))
+    with pytest.raises(Conflict, match="already waiting"):
+        verbs.create(dev, "hello", ref="main")
+    assert len(store.deployments("hello")) == verbs.MAX_WAITING
