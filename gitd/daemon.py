@@ -119,7 +119,7 @@ async def serve(settings: Settings) -> int:
     try:
         port = await ssh.start(settings.ssh_host, settings.ssh_port, settings.host_key_path)
         api_port = await api.start(API_BIND, settings.api_port) if api else 0
-    except OSError:
+    except (OSError, GitdError):
         ssh.stop_accepting()
         _stop_children(children)
         raise

@@ -38,7 +38,7 @@ import time
 import structlog
 from aiohttp import web
 
-from gitd.api import auth, openapi
+from gitd.api import auth, exposure, openapi
 from gitd.api.routing import Route, UnsupportedMedia, json_response
 from gitd.core.errors import (Conflict, GitdError, NotFound, PermissionDenied, RateLimited,
                               TooLarge, UsageError)
@@ -123,6 +123,7 @@ def build_app(gitd) -> web.Application:
     app["max_body"] = MAX_BODY
     app["failed_attempts"] = auth.FailedAttempts()
     app["public"] = set()
+    app["behind_traefik"] = False
     routes = all_routes()
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
@@ -140,18 +141,26 @@ class ApiServer:
         self.runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> int:
+        """Listen on host:port; with a managed Traefik, also at api_host."""
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                     shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port)
         try:
             await site.start()
-        except OSError:
+        except OSError as exc:
             await self.runner.cleanup()
-            raise
-        return self.runner.addresses[0][1]
+            raise GitdError(f"cannot serve the HTTP API on {host}:{port} (setting api_port; "
+                            f"0 turns the API off): {exc.strerror or exc}") from None
+        port = self.runner.addresses[0][1]
+        settings = self.app["gitd"].settings
+        # behind Traefik every client is 127.0.0.1: the brake then counts
+        # the address Traefik saw (the last of X-Forwarded-For)
+        self.app["behind_traefik"] = await asyncio.to_thread(exposure.publish, settings, port)
+        return port
 
     async def stop(self) -> None:
         """No new requests; those in flight get SHUTDOWN_TIMEOUT to finish."""
         if self.runner is not None:
+            await asyncio.to_thread(exposure.withdraw, self.app["gitd"].settings)
             await self.runner.cleanup()

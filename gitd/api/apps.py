@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from gitd.api.routing import (APP_NAME, APP_PARAM, BOOLEAN, INTEGER, STRING, TIME, Routes, call,
-                          json_body, nullable)
-from gitd.core.errors import UsageError
+from gitd.api.routing import (APP_NAME, APP_PARAM, BOOLEAN, INTEGER, NOT_YET, STRING, TIME, Routes,
+                          call, json_body, nullable, path_param)
 from gitd.verbs import apps
 
 routes = Routes()
@@ -46,8 +45,8 @@ CREATE_BODY = {
     "type": "object", "required": ["name"], "additionalProperties": False,
     "properties": {
         "name": APP_NAME,
-        "repo_url": {**STRING, "description": "not supported yet: answered 400"},
-        "branch": {**STRING, "description": "not supported yet: answered 400"},
+        "repo_url": NOT_YET,
+        "branch": NOT_YET,
     },
 }
 
@@ -72,10 +71,6 @@ async def list_apps(request):
              responses={201: CREATED})
 async def create_app(request):
     body = await json_body(request, CREATE_BODY)
-    unsupported = sorted({"repo_url", "branch"} & body.keys())
-    if unsupported:
-        raise UsageError(f"{' and '.join(unsupported)}: not supported yet (create the app, "
-                         "then git push to it)")
     return await call(request, apps.create, body["name"], status=201)
 
 
@@ -90,3 +85,29 @@ async def show_app(request):
                        "keep running", responses={200: DESTROYED})
 async def destroy_app(request):
     return await call(request, apps.destroy, request.match_info["name"], force=True)
+
+
+KEY_PARAM = path_param("key", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]*$",
+                               "minLength": 1, "maxLength": 64}, "an SSH key's name (`keys`)")
+
+GRANTED = {"type": "object", "required": ["app", "key", "key_is_admin"],
+           "additionalProperties": False,
+           "properties": {"app": STRING, "key": STRING, "key_is_admin": BOOLEAN}}
+
+REVOKED = {"type": "object", "required": ["app", "key"], "additionalProperties": False,
+           "properties": {"app": STRING, "key": STRING}}
+
+
+@routes.put("/api/v1/apps/{name}/grants/{key}", tags=["apps"], parameters=[APP_PARAM, KEY_PARAM],
+            summary="Let a deployer key push to and read the app (admin; apps:grant)",
+            responses={200: GRANTED})
+async def grant_app(request):
+    return await call(request, apps.grant, request.match_info["name"], request.match_info["key"])
+
+
+@routes.delete("/api/v1/apps/{name}/grants/{key}", tags=["apps"],
+               parameters=[APP_PARAM, KEY_PARAM],
+               summary="Take a key's access to the app away (admin; apps:revoke)",
+               responses={200: REVOKED})
+async def revoke_app(request):
+    return await call(request, apps.revoke, request.match_info["name"], request.match_info["key"])

@@ -69,13 +69,26 @@ def bearer(request: web.Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+def client_address(request: web.Request) -> str:
+    """Who asks: the peer, or behind gitd's Traefik (a loopback peer) the
+    address Traefik appended to X-Forwarded-For (it drops what clients sent)."""
+    peer = request.remote or "unknown"
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if request.app["behind_traefik"] and peer in LOOPBACK and forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()[:64] or peer
+    return peer
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler):
     """Sets request["session"]: a Session for the token's key."""
     match = request.match_info
     if match.http_exception is not None or match.handler in request.app["public"]:
         return await handler(request)  # no such route (404, 405), or a public one
-    client = request.remote or "unknown"
+    client = client_address(request)
     attempts: FailedAttempts = request.app["failed_attempts"]
     wait = attempts.retry_after(client)
     if wait:

@@ -103,12 +103,22 @@ async def json_body(request: web.Request, schema: dict) -> dict:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge(f"request body is larger than {request.app['max_body']} bytes") from None
+    return parse_json(raw, schema)
+
+
+def parse_json(raw: bytes, schema: dict):
+    """JSON as RFC 8259 has it (no NaN or Infinity), within Python's nesting
+    limit, matching `schema`; anything else is a UsageError."""
     try:
-        data = json.loads(raw) if raw else None
-    except (UnicodeDecodeError, ValueError):
+        data = json.loads(raw, parse_constant=_no_constant) if raw else None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise UsageError("request body is not valid JSON") from None
     check(data, schema, "body")
     return data
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 class UnsupportedMedia(UsageError):
@@ -116,21 +126,24 @@ class UnsupportedMedia(UsageError):
         super().__init__("send the request body as JSON (Content-Type: application/json)")
 
 
-JSON_TYPES = {"object": dict, "string": str, "boolean": bool, "array": list}
+JSON_TYPES = {"object": dict, "string": str, "boolean": bool, "array": list, "integer": int,
+              "number": (int, float)}
 
 
 def check(value, schema: dict, where: str) -> None:
     """Check `value` against the small JSON Schema subset routes declare
     (object, string, boolean, integer, array; required, properties,
-    additionalProperties, pattern, min/maxLength, minimum/maximum)."""
+    additionalProperties, pattern, min/maxLength, minimum/maximum, enum;
+    NOT_YET)."""
+    if schema.get("not") == {}:
+        raise UsageError(f"{where}: not supported yet")
     kind = schema.get("type")
-    if kind == "integer":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = kind is None or isinstance(value, JSON_TYPES[kind]) and not (
-            kind != "boolean" and isinstance(value, bool))
+    ok = kind is None or isinstance(value, JSON_TYPES[kind]) and not (
+        kind in ("integer", "number") and isinstance(value, bool))
     if not ok:
         raise UsageError(f"{where}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise UsageError(f"{where}: must be one of {', '.join(map(str, schema['enum']))}")
     if kind == "object":
         _check_object(value, schema, where)
     elif kind == "string":
@@ -172,6 +185,8 @@ def nullable(schema: dict) -> dict:
 
 
 STRING = {"type": "string"}
+# a field a later version takes: refused (400) for now, and never generated
+NOT_YET = {"not": {}, "description": "not supported yet: answered 400"}
 INTEGER = {"type": "integer"}
 BOOLEAN = {"type": "boolean"}
 TIME = {"type": ["string", "null"], "format": "date-time"}

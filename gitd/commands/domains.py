@@ -138,7 +138,7 @@ def add(ctx, argv):
     args = parse_app(ctx, p, argv)
     routes = parse_routes(args.hosts, args.strip_prefix)
     for route in routes:
-        validate.own_host(route.host, args.app, ctx.settings.domain)
+        validate.own_host(route.host, args.app, ctx.settings.domain, ctx.settings.api_hostname)
     change_routes(ctx, args.app, add=routes)
 
 

@@ -130,9 +130,13 @@ def host_and_path(text: str) -> tuple[str, str]:
         raise UsageError(f"invalid domain {_show(text)}: {exc}") from None
 
 
-def own_host(host: str, app: str, domain: str) -> str:
+def own_host(host: str, app: str, domain: str, api_host: str = "") -> str:
     """`<name>.<gitd domain>` is the default host of the app `name`, existing
-    or future: no other app may take it."""
+    or future: no other app may take it; `api_host` (gitd's own API) no app
+    at all."""
+    if api_host and host == api_host:
+        raise UsageError(f"{host} is gitd's own (its HTTP API, setting api_host); "
+                         "use another host")
     suffix = "." + domain.lower().rstrip(".")
     if host.endswith(suffix):
         name = host[: -len(suffix)]

@@ -20,6 +20,9 @@ def git_url(settings, app: str) -> str:
 def create(s: Session, name: str) -> dict:
     s.require_admin()
     validate.app_name(name)
+    # its default host <name>.<domain> must not be the API's
+    validate.own_host(f"{name}.{s.settings.domain}", name, s.settings.domain,
+                      s.settings.api_hostname)
     s.gitd.create_app(name)
     return {"name": name, "git_url": git_url(s.settings, name),
             "host_known": bool(known_host(s.settings))}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 
@@ -31,16 +32,15 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# what secrets.token_hex and token_urlsafe make: anything else (a header's
+# undecodable bytes too) is no token of ours
+SHAPE = re.compile(rf"{PREFIX}([0-9a-f]{{{ID_CHARS}}})_([A-Za-z0-9_-]{{1,100}})")
+
+
 def _split(token: str) -> tuple[str, str] | None:
     """`gitd_<id>_<secret>` -> (id, secret); None when it is not that shape."""
-    if not token.startswith(PREFIX):
-        return None
-    rest = token[len(PREFIX):]
-    token_id, sep, secret = rest[:ID_CHARS], rest[ID_CHARS:ID_CHARS + 1], rest[ID_CHARS + 1:]
-    if sep != "_" or not secret or len(secret) > 100 or not all(c in "0123456789abcdef"
-                                                                for c in token_id):
-        return None
-    return token_id, secret
+    match = SHAPE.fullmatch(token)
+    return (match[1], match[2]) if match else None
 
 
 def create(s: Session, name: str | None = None, expires: str | None = None) -> dict:

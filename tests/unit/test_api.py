@@ -50,7 +50,8 @@ def test_wrong_secret_unknown_id_and_garbage_are_refused(store):
     for presented in (token[:-1] + ("A" if token[-1] != "A" else "B"), f"gitd_{token_id}_",
                       "gitd_000000000000_" + "x" * 43, token + "x", "", "gitd_", "Bearer",
                       token.replace("gitd_", "gitd-"), f"gitd_{token_id.upper()}_x",
-                      "gitd_" + "a" * 12 + "_" + "x" * 10_000, "\x00" * 50):
+                      "gitd_" + "a" * 12 + "_" + "x" * 10_000, "\x00" * 50,
+                      f"gitd_{token_id}_\udcff", f"gitd_{token_id}_é", token + "\n"):
         assert tokens.authenticate(store, presented) is None, presented
 
 
@@ -150,17 +151,30 @@ def test_a_spray_of_addresses_cannot_grow_the_table(monkeypatch):
 
 BODY = {"type": "object", "required": ["name"], "additionalProperties": False,
         "properties": {"name": routing.APP_NAME, "n": {"type": "integer", "minimum": 1, "maximum": 3},
-                       "flag": {"type": "boolean"}}}
+                       "flag": {"type": "boolean"}, "repo_url": routing.NOT_YET,
+                       "kind": {"type": "string", "enum": ["a", "b"]}}}
 
 
 @pytest.mark.parametrize("body", [None, [], "x", 1, {}, {"name": 1}, {"name": "a-"},
                                   {"name": "a--b"}, {"name": "A"}, {"name": "a" * 31},
                                   {"name": "ok", "extra": 1}, {"name": "ok", "n": True},
                                   {"name": "ok", "n": 4}, {"name": "ok", "flag": 1},
-                                  {"name": "ok", "n": 1.5}])
+                                  {"name": "ok", "n": 1.5}, {"name": "ok", "kind": "c"}])
 def test_bodies_not_matching_the_schema_are_usage_errors(body):
     with pytest.raises(UsageError):
         routing.check(body, BODY, "body")
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"name": "ok", "n": NaN}', b'{"n": Infinity}',
+                                 b"\xff", b'{"name": "ok"} x', b"{"])
+def test_hostile_json_is_a_usage_error(raw):
+    with pytest.raises(UsageError, match="not valid JSON"):
+        routing.parse_json(raw, BODY)
+
+
+def test_a_field_not_supported_yet_says_so():
+    with pytest.raises(UsageError, match="body.repo_url: not supported yet"):
+        routing.check({"name": "ok", "repo_url": "https://example.com/x.git"}, BODY, "body")
 
 
 @pytest.mark.parametrize("name", ["a", "a-b", "a1-b2-c3", "a" * 30])
@@ -198,3 +212,76 @@ def test_the_document_is_valid_openapi():
     from openapi_spec_validator import validate as validate_spec
 
     validate_spec(openapi.document(all_routes()))
+
+
+# api_host: the API through a managed Traefik, a host no app takes
+
+def test_the_api_host_is_no_apps():
+    from gitd.core.config import Settings
+
+    settings = Settings(domain="apps.example.com")
+    assert settings.api_hostname == "gitd.apps.example.com"
+    with pytest.raises(UsageError, match="gitd's own"):
+        validate.own_host("gitd.apps.example.com", "gitd", settings.domain, settings.api_hostname)
+    with pytest.raises(UsageError, match="gitd's own"):
+        validate.own_host("gitd.apps.example.com", "web", settings.domain, settings.api_hostname)
+    custom = Settings(domain="apps.example.com", api_host="API.example.com.")
+    assert custom.api_hostname == "api.example.com"
+    validate.own_host("gitd.apps.example.com", "gitd", custom.domain, custom.api_hostname)
+
+
+def test_creating_the_app_named_like_the_api_host_is_refused(store, tmp_path):
+    from gitd.core.config import Settings
+    from gitd.verbs import apps
+
+    class Gitd(FakeGitd):
+        settings = Settings(data_dir=tmp_path, domain="example.com")
+
+        def create_app(self, name):
+            raise AssertionError("refused before anything is made")
+
+    with pytest.raises(UsageError, match="gitd's own"):
+        apps.create(Session(Gitd(store), store.get_key("admin")), "gitd")
+
+
+def test_the_api_route_is_plain_http_or_https_only():
+    from gitd.api import exposure
+    from gitd.core.config import Settings
+
+    plain = exposure.route_config(Settings(domain="example.com"), 8123)["http"]
+    assert plain["routers"] == {"gitd-api": {"rule": "Host(`gitd.example.com`)",
+                                             "entryPoints": ["web"], "service": "gitd-api"}}
+    assert plain["services"]["gitd-api"]["loadBalancer"]["servers"] == [{"url": "http://127.0.0.1:8123"}]
+    tls = exposure.route_config(Settings(domain="example.com", https_port=443,
+                                         acme_email="a@example.com"), 8123)["http"]
+    assert tls["routers"]["gitd-api"]["middlewares"] == ["gitd-api-https"]
+    assert tls["routers"]["gitd-api-tls"]["tls"] == {"certResolver": "gitd",
+                                                     "domains": [{"main": "gitd.example.com"}]}
+    assert tls["middlewares"]["gitd-api-https"]["redirectScheme"]["scheme"] == "https"
+
+
+def test_a_busy_deploy_lock_is_a_conflict():
+    from gitd.api import status_of
+    from hooks.locks import AppLocks
+
+    locks = AppLocks()
+    with locks.hold("hello", 1.0):
+        with pytest.raises(Conflict) as caught:
+            with locks.hold("hello", 0.01):
+                pass
+    assert status_of(caught.value) == 409
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http"])
+def test_api_port_must_be_a_port(tmp_path, port):
+    from gitd.core.config import load_settings
+
+    with pytest.raises(GitdError, match="api_port"):
+        load_settings(tmp_path, environ={"GITD_API_PORT": port})
+
+
+def test_api_port_0_turns_the_api_off_and_8088_is_the_default(tmp_path):
+    from gitd.core.config import load_settings
+
+    assert load_settings(tmp_path, environ={}).api_port == 8088
+    assert load_settings(tmp_path, flags={"api_port": 0}, environ={}).api_port == 0

@@ -1,0 +1,47 @@
+"""The API at `api_host` through a managed Traefik: a route file for its
+file provider, written when the API starts and removed when it stops."""
+
+from __future__ import annotations
+
+from hooks import router
+
+ROUTE_FILE = "gitd-api.yml"
+ROUTER = "gitd-api"
+REDIRECT = "gitd-api-https"
+
+
+def route_config(settings, port: int) -> dict:
+    """Host(`api_host`) to 127.0.0.1:`port`; with HTTPS on, over HTTPS with
+    its own certificate (ACME when on), plain HTTP redirected to it."""
+    rule = f"Host(`{settings.api_hostname}`)"
+    plain = {"rule": rule, "entryPoints": [settings.traefik_entrypoint], "service": ROUTER}
+    routers = {ROUTER: plain}
+    middlewares = {}
+    if settings.https:
+        tls = {"certResolver": router.RESOLVER, "domains": [{"main": settings.api_hostname}]} \
+            if settings.acme else {}
+        routers[f"{ROUTER}-tls"] = {"rule": rule, "entryPoints": [router.HTTPS_ENTRYPOINT],
+                                    "service": ROUTER, "tls": tls}
+        # a token never crosses the network in clear: plain HTTP only redirects
+        plain["middlewares"] = [REDIRECT]
+        middlewares[REDIRECT] = {"redirectScheme": {
+            "scheme": "https", "permanent": True, "port": str(settings.https_port)}}
+    http = {"routers": routers,
+            "services": {ROUTER: {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{port}"}]}}}}
+    if middlewares:
+        http["middlewares"] = middlewares
+    return {"http": http}
+
+
+def publish(settings, port: int) -> bool:
+    """Write the route when gitd's Traefik reads its files (managed mode)."""
+    if settings.traefik != "managed":
+        return False
+    path = settings.dynamic_dir / ROUTE_FILE
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    router.write_route_file(path, router.route_file_text(route_config(settings, port)))
+    return True
+
+
+def withdraw(settings) -> None:
+    (settings.dynamic_dir / ROUTE_FILE).unlink(missing_ok=True)

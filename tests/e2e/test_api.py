@@ -1,0 +1,335 @@
+"""The HTTP API over real HTTP against a real gitd, with tokens made over
+real ssh: access, errors, token life, the brake on guessing, and
+Schemathesis fuzzing the served OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from tests.e2e.harness import make_key, unique_app
+
+pytestmark = pytest.mark.e2e
+
+
+class Api:
+    """A client of one gitd's API that checks every answer against the
+    OpenAPI document gitd serves."""
+
+    def __init__(self, server, through_traefik: bool = False):
+        """Straight to the API's port, or through gitd's Traefik at api_host."""
+        port = server.http_port if through_traefik else server.gitd_api_port
+        self.base = f"http://127.0.0.1:{port}"
+        self.host = {"Host": "gitd.localhost"} if through_traefik else {}
+        self.doc = None
+        if through_traefik:
+            wait_routed(server)
+        self.doc = self.request("GET", "/api/v1/openapi.json")[1]
+
+    def request(self, method: str, path: str, token: str | None = None, body=None,
+                raw: bytes | None = None, content_type: str = "application/json",
+                headers: dict | None = None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={**self.host, **(headers or {})})
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                status, got_headers, text = resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, got_headers, text = exc.code, exc.headers, exc.read()
+        assert got_headers["Content-Type"].startswith("application/json"), text[:300]
+        answer = json.loads(text)
+        assert status != 500, answer
+        if status >= 400:
+            assert set(answer) == {"error"} and "Traceback" not in answer["error"], answer
+        if self.doc is not None:
+            self.conforms(method, path, status, answer)
+        return status, answer, got_headers
+
+    def conforms(self, method: str, path: str, status: int, answer) -> None:
+        """The answer matches the document's schema for that operation and status."""
+        path = path.split("?")[0]
+        for template, operations in self.doc["paths"].items():
+            pattern = "^" + re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template)) + "$"
+            if re.match(pattern, path) and method.lower() in operations:
+                responses = operations[method.lower()]["responses"]
+                assert str(status) in responses, f"{method} {path}: {status} is not documented"
+                schema = responses[str(status)]["content"]["application/json"]["schema"]
+                jsonschema.validate(answer, {**schema, "components": self.doc["components"]})
+                return
+        assert status in (404, 405), f"{method} {path} is not in the document"
+
+
+def wait_routed(server, timeout: float = 20.0) -> None:
+    """Until Traefik has read the API's route file (it watches the directory)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.get("gitd.localhost", "/health") == (200, '{"status": "ok"}'):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"Traefik does not route gitd.localhost: {server.get('gitd.localhost', '/health')}")
+
+
+@pytest.fixture(scope="module")
+def api(gitd, tmp_path_factory):
+    """The shared gitd's API, an admin token, a deployer token, an app
+    granted to the deployer and one that is not."""
+    root = tmp_path_factory.mktemp("api")
+    deployer_key = make_key(root, "deployer")
+    name = f"dep-{unique_app('k')[2:]}"
+    assert gitd.ssh("keys:add", name, input=(root / "deployer.pub").read_text()).returncode == 0
+    mine, theirs = unique_app("mine"), unique_app("theirs")
+    for app in (mine, theirs):
+        assert gitd.ssh("apps:create", app).returncode == 0
+    assert gitd.ssh("apps:grant", mine, name).returncode == 0
+    client = Api(gitd)
+    client.admin = new_token(gitd)
+    client.deployer = new_token(gitd, key=deployer_key)
+    client.deployer_key, client.deployer_name = deployer_key, name
+    client.mine, client.theirs = mine, theirs
+    return client
+
+
+def new_token(server, *args: str, key=None) -> str:
+    result = server.ssh("tokens:create", *args, key=key)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_health_needs_no_token(api):
+    assert api.request("GET", "/health")[:2] == (200, {"status": "ok"})
+
+
+def test_the_api_lists_and_shows_the_same_json_as_ssh(gitd, api):
+    status, listed, _ = api.request("GET", "/api/v1/apps", api.admin)
+    assert status == 200
+    assert listed == json.loads(gitd.ssh("apps:list", "--json").stdout)
+    status, shown, _ = api.request("GET", f"/api/v1/apps/{api.mine}", api.admin)
+    assert status == 200
+    assert shown == json.loads(gitd.ssh("apps:info", api.mine, "--json").stdout)
+
+
+def test_an_admin_creates_and_destroys_an_app(gitd, api):
+    app = unique_app("made")
+    status, created, _ = api.request("POST", "/api/v1/apps", api.admin, {"name": app})
+    assert status == 201 and created["name"] == app
+    assert gitd.ssh("apps:info", app).returncode == 0
+    assert api.request("POST", "/api/v1/apps", api.admin, {"name": app})[0] == 409
+    assert api.request("DELETE", f"/api/v1/apps/{app}", api.admin)[:2] == (
+        200, {"name": app, "services_left": {}})
+    assert api.request("GET", f"/api/v1/apps/{app}", api.admin)[0] == 404
+    assert app not in gitd.ssh("apps:list").stdout
+
+
+def test_a_deployer_reaches_only_its_granted_apps(gitd, api):
+    status, listed, _ = api.request("GET", "/api/v1/apps", api.deployer)
+    assert status == 200 and [a["name"] for a in listed] == [api.mine]
+    assert listed == json.loads(gitd.ssh("apps:list", "--json", key=api.deployer_key).stdout)
+    assert api.request("GET", f"/api/v1/apps/{api.mine}", api.deployer)[0] == 200
+    assert api.request("GET", f"/api/v1/apps/{api.theirs}", api.deployer)[0] == 403
+    assert api.request("DELETE", f"/api/v1/apps/{api.theirs}", api.deployer)[0] == 403
+    assert api.request("DELETE", f"/api/v1/apps/{api.mine}", api.deployer)[0] == 403
+    assert api.request("POST", "/api/v1/apps", api.deployer, {"name": unique_app()})[0] == 403
+    apps = gitd.ssh("apps:list").stdout
+    assert api.mine in apps and api.theirs in apps
+
+
+def test_grants_over_http_are_apps_grant_and_apps_revoke(gitd, api):
+    app, who = api.theirs, api.deployer_name
+    grants = f"/api/v1/apps/{app}/grants/{who}"
+    assert api.request("PUT", grants, api.deployer)[0] == 403
+    assert api.request("GET", f"/api/v1/apps/{app}", api.deployer)[0] == 403
+    assert api.request("PUT", grants, api.admin)[:2] == (
+        200, {"app": app, "key": who, "key_is_admin": False})
+    assert who in json.loads(gitd.ssh("apps:info", app, "--json").stdout)["granted_to"]
+    assert api.request("GET", f"/api/v1/apps/{app}", api.deployer)[0] == 200
+    assert api.request("DELETE", grants, api.deployer)[0] == 403
+    assert api.request("DELETE", grants, api.admin)[:2] == (200, {"app": app, "key": who})
+    assert api.request("GET", f"/api/v1/apps/{app}", api.deployer)[0] == 403
+    assert api.request("DELETE", grants, api.admin)[0] == 404
+    assert api.request("PUT", f"/api/v1/apps/{app}/grants/nobody-here", api.admin)[0] == 404
+    assert api.request("PUT", f"/api/v1/apps/{app}/grants/..%2Fx", api.admin)[0] in (400, 404)
+
+
+@pytest.mark.parametrize("method,path,kw,status", [
+    ("GET", "/api/v1/apps/Bad_Name", {}, 400),
+    ("GET", "/api/v1/apps/" + "a" * 300, {}, 400),
+    ("GET", "/api/v1/apps/..%2F..%2Fetc", {}, 400),
+    ("GET", "/api/v1/apps/a%00b", {}, 400),
+    ("GET", "/api/v1/apps/nope-nope", {}, 404),
+    ("GET", "/api/v1/nothing", {}, 404),
+    ("PUT", "/api/v1/apps", {}, 405),
+    ("POST", "/api/v1/apps", {"raw": b"{not json"}, 400),
+    ("POST", "/api/v1/apps", {"raw": b"\xff\xfe"}, 400),
+    ("POST", "/api/v1/apps", {"raw": b"[" * 100_000}, 400),
+    ("POST", "/api/v1/apps", {"raw": b'{"name": NaN}'}, 400),
+    ("POST", "/api/v1/apps", {"body": []}, 400),
+    ("POST", "/api/v1/apps", {"body": {"name": "a--b"}}, 400),
+    ("POST", "/api/v1/apps", {"body": {"name": "ok", "extra": 1}}, 400),
+    ("POST", "/api/v1/apps", {"body": {"name": "ok", "repo_url": "https://x/y.git"}}, 400),
+    ("POST", "/api/v1/apps", {"raw": b'{"name": "ok"}', "content_type": "text/plain"}, 415),
+    ("POST", "/api/v1/apps", {"raw": b'{"name": "' + b"a" * (2 * 1024 * 1024) + b'"}'}, 413),
+])
+def test_bad_requests_get_a_fitting_status_and_change_nothing(gitd, api, method, path, kw, status):
+    before = gitd.ssh("apps:list", "--json").stdout
+    code, answer, _ = api.request(method, path, api.admin, **kw)
+    assert code == status, answer
+    assert gitd.ssh("apps:list", "--json").stdout == before
+
+
+def test_no_token_or_a_wrong_one_is_401_with_a_challenge(api):
+    for token, header in ((None, {}), (None, {"Authorization": "Basic YWRtaW46eA=="}),
+                          ("gitd_000000000000_nope", {}),
+                          ("gitd_000000000000_\xff\xfe", {}), ("x" * 4000, {})):
+        status, _, headers = api.request("GET", "/api/v1/apps", token, headers=header)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_revoked_expired_and_removed_key_tokens_are_refused(gitd, api, tmp_path):
+    name = f"rev-{unique_app()}"
+    revoked = new_token(gitd, "--name", name)
+    assert api.request("GET", "/api/v1/apps", revoked)[0] == 200
+    assert gitd.ssh("tokens:revoke", name).returncode == 0
+    assert api.request("GET", "/api/v1/apps", revoked)[0] == 401
+
+    name = f"exp-{unique_app()}"
+    expiring = new_token(gitd, "--name", name, "--expires", "1h")
+    assert api.request("GET", "/api/v1/apps", expiring)[0] == 200
+    with gitd.db() as conn:
+        conn.execute("UPDATE tokens SET expires_at = ? WHERE name = ?", [time.time() - 1, name])
+    assert api.request("GET", "/api/v1/apps", expiring)[0] == 401
+
+    key = make_key(tmp_path, "leaving")
+    key_name = f"leaving-{unique_app()[2:]}"
+    assert gitd.ssh("keys:add", key_name, "--admin", input=(tmp_path / "leaving.pub").read_text()).returncode == 0
+    of_key = new_token(gitd, key=key)
+    assert api.request("GET", "/api/v1/apps", of_key)[0] == 200
+    assert gitd.ssh("keys:remove", key_name).returncode == 0
+    assert api.request("GET", "/api/v1/apps", of_key)[0] == 401
+
+
+def test_tokens_are_listed_without_their_secret_and_never_logged(gitd, api):
+    listed = gitd.ssh("tokens", "--json")
+    assert listed.returncode == 0
+    rows = json.loads(listed.stdout)
+    assert rows and all(set(r) == {"name", "key", "created_at", "last_used_at", "expires_at",
+                                   "expired"} for r in rows)
+    for token in (api.admin, api.deployer):
+        secret = token.split("_", 2)[2]
+        assert secret not in listed.stdout
+        assert secret not in gitd.log_text()
+    mine = json.loads(gitd.ssh("tokens", "--json", key=api.deployer_key).stdout)
+    assert {r["key"] for r in mine} == {api.deployer_name}
+    assert any(r["last_used_at"] for r in mine)
+
+
+def test_a_deployer_cannot_revoke_another_keys_token(gitd, api):
+    admin_tokens = [t["name"] for t in json.loads(gitd.ssh("tokens", "--json").stdout)
+                    if t["key"] == "admin"]
+    result = gitd.ssh("tokens:revoke", admin_tokens[0], key=api.deployer_key)
+    assert result.returncode != 0 and "no token named" in result.stderr
+    assert api.request("GET", "/api/v1/apps", api.admin)[0] == 200
+
+
+def test_hostile_token_options_are_refused_and_nothing_is_made(gitd, api):
+    before = gitd.ssh("tokens", "--json").stdout
+    for args in (("--expires", "0d"), ("--expires", "-1d"), ("--expires", "99999999d"),
+                 ("--expires", "soon"), ("--name", "../../x"), ("--name", "x" * 65)):
+        result = gitd.ssh("tokens:create", *args)
+        assert result.returncode != 0 and result.stderr.strip(), args
+    assert gitd.ssh("tokens", "--json").stdout == before
+
+
+def test_the_api_is_routed_at_its_host_through_traefik(gitd, api):
+    routed = Api(gitd, through_traefik=True)
+    assert routed.doc == api.doc
+    assert routed.request("GET", "/api/v1/apps", api.admin)[:2] == api.request(
+        "GET", "/api/v1/apps", api.admin)[:2]
+    result = gitd.ssh("apps:create", "gitd")
+    assert result.returncode != 0 and "gitd's own" in result.stderr
+    assert api.request("POST", "/api/v1/apps", api.admin, {"name": "gitd"})[0] == 400
+    result = gitd.ssh("domains:add", api.mine, "gitd.localhost")
+    assert result.returncode != 0 and "gitd's own" in result.stderr
+
+
+def test_a_flood_of_bad_tokens_is_braked_and_ssh_is_not(own_gitd):
+    own_gitd.start()
+    api, routed = Api(own_gitd), Api(own_gitd, through_traefik=True)
+    good = new_token(own_gitd)
+    # through Traefik, each with another X-Forwarded-For: Traefik drops
+    # what a client claims, so all count against the one address
+    statuses = [routed.request("GET", "/api/v1/apps", f"gitd_{i:012x}_guess",
+                               headers={"X-Forwarded-For": f"10.9.8.{i}"})[0] for i in range(12)]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+    for client in (api, routed):
+        status, _, headers = client.request("GET", "/api/v1/apps", good)
+        assert status == 429 and int(headers["Retry-After"]) >= 1
+    started = time.monotonic()
+    assert own_gitd.ssh("apps:list").returncode == 0
+    assert time.monotonic() - started < 10
+
+
+SCHEMATHESIS = [sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()"]
+
+
+def fuzz(server, token: str, examples: int = 25) -> subprocess.CompletedProcess:
+    """Schemathesis against the live API (in the test's own directory: it
+    keeps a cache where it runs)."""
+    url = f"http://127.0.0.1:{server.gitd_api_port}/api/v1/openapi.json"
+    return subprocess.run(
+        [*SCHEMATHESIS, "run", url, "-H", f"Authorization: Bearer {token}", "--checks", "all",
+         "--max-examples", str(examples), "--seed", "23", "--request-timeout", "60",
+         "--no-color"],
+        capture_output=True, text=True, timeout=900, env=dict(os.environ, NO_COLOR="1"),
+        cwd=server.root)
+
+
+def test_schemathesis_finds_no_server_error_or_schema_mismatch(own_gitd, tmp_path):
+    own_gitd.start()
+    deployer_key = make_key(tmp_path, "fuzzer")
+    assert own_gitd.ssh("keys:add", "fuzzer", input=(tmp_path / "fuzzer.pub").read_text()).returncode == 0
+    for app in ("granted", "other"):
+        assert own_gitd.ssh("apps:create", app).returncode == 0
+    assert own_gitd.ssh("apps:grant", "granted", "fuzzer").returncode == 0
+    other_before = own_gitd.ssh("apps:info", "other", "--json").stdout
+
+    result = fuzz(own_gitd, new_token(own_gitd, key=deployer_key))
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert own_gitd.ssh("apps:info", "other", "--json").stdout == other_before
+    apps = [a["name"] for a in json.loads(own_gitd.ssh("apps:list", "--json").stdout)]
+    assert apps == ["granted", "other"]
+
+    result = fuzz(own_gitd, new_token(own_gitd))
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert '"status": 500' not in own_gitd.log_text()
+
+
+def test_a_taken_api_port_stops_the_start_with_a_clear_message(own_gitd):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", own_gitd.gitd_api_port))
+        taken.listen()
+        with pytest.raises(RuntimeError, match="gitd serve exited"):
+            own_gitd.start()
+    assert own_gitd.proc.returncode != 0
+    log = own_gitd.log_text()
+    assert "setting api_port" in log and "Traceback" not in log
+    pid_file = own_gitd.data_dir / "traefik" / "traefik.pid"
+    if pid_file.exists():  # its Traefik went with it
+        pid = int(pid_file.read_text().split()[0])
+        assert not Path(f"/proc/{pid}").exists() or b"traefik" not in Path(
+            f"/proc/{pid}/cmdline").read_bytes()
