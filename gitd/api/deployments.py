@@ -11,12 +11,13 @@ from aiohttp import web
 
 from gitd.api.routing import (APP_PARAM, INTEGER, STRING, TIME, Routes, call, json_body, nullable,
                               path_param, run_blocking, run_verb)
+from gitd.core import validate
 from gitd.core.errors import UsageError
 from gitd.verbs import deployments
 
 routes = Routes()
 
-ID_PARAM = path_param("id", {"type": "integer", "minimum": 1, "maximum": 10**18},
+ID_PARAM = path_param("id", {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
                       "the deployment's id")
 STATUS = {"type": "string", "enum": ["pending", "building", "deploying", "succeeded", "failed",
                                      "cancelled"]}
@@ -33,12 +34,14 @@ DEPLOYMENT = {"type": "object", "required": sorted(FIELDS) + ["log"], "additiona
 LOG = {"type": "object", "required": ["id", "status", "log"], "additionalProperties": False,
        "properties": {"id": INTEGER, "status": STATUS, "log": STRING}}
 CREATE_BODY = {
-    "type": "object", "additionalProperties": False,
+    "type": "object", "additionalProperties": False, "maxProperties": 1,
+    "description": "a ref or an image, not both",
     "properties": {
-        "ref": {**STRING, "minLength": 1, "maxLength": 200,
+        "ref": {**STRING, "minLength": 1, "maxLength": 200, "pattern": deployments.REF_PATTERN,
                 "description": "a branch, tag or full commit id of the app's repository "
                                "(default: main, else master)"},
-        "image": {**STRING, "minLength": 1, "maxLength": 255,
+        "image": {**STRING, "minLength": 1, "maxLength": validate.IMAGE_MAX,
+                  "pattern": validate.IMAGE_PATTERN,
                   "description": "a prebuilt image to pull and deploy (admin)"},
     },
 }

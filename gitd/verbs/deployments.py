@@ -20,14 +20,16 @@ from dulwich.objects import Commit, Tag
 
 from gitd import gitserve, reachable
 from gitd.core import validate
-from gitd.core.errors import Conflict, GitdError, NotFound, UsageError
+from gitd.core.errors import Conflict, GitdError, NotFound, PermissionDenied, UsageError
 from gitd.core.store import Deployment
 from gitd.verbs import Session, iso_time
 from hooks.registry import registry_host
 
 log = structlog.get_logger("gitd.deployments")
 
-REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![/.])$")
+# also the API's schema pattern: (?!.*\n) since `$` matches before a final newline
+REF_PATTERN = r"^(?!.*\n)(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![/.])$"
+REF = re.compile(REF_PATTERN)
 SHA = re.compile(r"^[0-9a-f]{40}$")
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0")
 MAX_WAITING = 4  # pending deployments of one app: each waits on a thread of its own
@@ -86,7 +88,7 @@ def resolve_ref(repo, ref: str | None) -> tuple[str, str]:
         for branch in gitserve.DEPLOY_BRANCHES:
             if branch in refs:
                 return branch[len(b"refs/heads/"):].decode(), _peeled_commit(repo, refs[branch])
-        raise GitdError("the repository has no main or master branch yet: push first, or name a ref")
+        raise NotFound("the repository has no main or master branch yet: push first, or name a ref")
     if not isinstance(ref, str) or not REF.fullmatch(ref):
         raise UsageError(f"invalid ref {str(ref)[:80]!r}: a branch, a tag or a full commit id")
     for name in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
@@ -104,7 +106,7 @@ def _peeled_commit(repo, sha: bytes) -> str:
     while isinstance(obj, Tag):
         obj = repo.object_store[obj.object[1]]
     if not isinstance(obj, Commit):
-        raise GitdError(f"{sha.decode()} is not a commit")
+        raise NotFound(f"{sha.decode()} is not a commit")
     return obj.id.decode()
 
 
@@ -116,13 +118,13 @@ def check_image(s: Session, ref: str) -> str:
     local = ref if not ("." in first or ":" in first or first == "localhost") else \
         (rest if first in ("docker.io", "index.docker.io", "registry-1.docker.io") else None)
     if local is not None and (local.startswith("gitd/") or local.startswith("library/gitd/")):
-        raise UsageError(f"image {ref}: gitd/ names are the apps' own images; "
+        raise PermissionDenied(f"image {ref}: gitd/ names are the apps' own images; "
                          "push the image to a registry under another name")
     host, _, port = first.rpartition(":") if ":" in first else (first, "", "")
     own_host, _, own_port = registry_host(s.settings).rpartition(":")
     if slash and ((first == registry_host(s.settings))
                   or (host in LOOPBACK and own_host in LOOPBACK and port == own_port)):
-        raise UsageError(f"image {ref}: gitd's own registry holds the apps' images; "
+        raise PermissionDenied(f"image {ref}: gitd's own registry holds the apps' images; "
                          "deploy an image from another registry")
     return ref
 

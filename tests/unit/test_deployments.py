@@ -305,7 +305,7 @@ class FakeDaemon:
 def test_gitd_own_images_and_registry_are_refused(store, tmp_path, ref):
     s = Session(FakeDaemon(store, Settings(data_dir=tmp_path, registry_port=5000)),
                 store.get_key("admin"))
-    with pytest.raises(UsageError):
+    with pytest.raises(PermissionDenied):
         verbs.check_image(s, ref)
     assert verbs.check_image(s, "127.0.0.1:5001/team/x:1") == "127.0.0.1:5001/team/x:1"
 
