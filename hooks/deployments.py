@@ -16,7 +16,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import structlog
 

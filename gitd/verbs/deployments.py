@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import structlog
 from dulwich.objects import Commit, Tag
@@ -161,8 +161,10 @@ def create(s: Session, app: str, ref: str | None = None, image: str | None = Non
         s.require_admin()
         image = check_image(s, image)
         row = s.gitd.deployments.create(app, trigger or "image", by=by, image=image)
-        work = lambda: s.gitd.pipeline.deploy_image(  # noqa: E731
-            app, image, by, None, trigger=row.trigger, deployment=row.id)
+
+        def work():
+            s.gitd.pipeline.deploy_image(app, image, by, None, trigger=row.trigger,
+                                         deployment=row.id)
     else:
         with s.gitd.using_repo(app):
             ref, commit = resolve_ref(gitserve.open_repo(s.settings.repos_dir, app), ref)
@@ -183,7 +185,7 @@ def _run(s: Session, app: str, deployment_id: int, work) -> None:
         with s.gitd.app_lock(app, notify=lambda line: _note(s, deployment_id, line)):
             _still_there(s, app)
             work()
-    except BaseException as exc:  # noqa: BLE001 - a background thread: recorded, logged
+    except BaseException as exc:  # a background thread: recorded, and logged if a bug
         _end_if_pending(s, deployment_id, exc)
         if not isinstance(exc, GitdError):
             log.exception("deployment failed", app=app, deployment=deployment_id)

@@ -10,7 +10,14 @@ from dulwich.repo import Repo
 
 from gitd.core import validate
 from gitd.core.config import Settings
-from gitd.core.errors import Conflict, DeployError, GitdError, NotFound, PermissionDenied, UsageError
+from gitd.core.errors import (
+    Conflict,
+    DeployError,
+    GitdError,
+    NotFound,
+    PermissionDenied,
+    UsageError,
+)
 from gitd.core.store import Store
 from gitd.verbs import Session
 from gitd.verbs import deployments as verbs
