@@ -23,6 +23,7 @@ from gitd.services.base import relay_name
 from gitd.core.store import Store
 from hooks import engine as engine_mod
 from hooks import router
+from hooks.deployments import Deployments
 from hooks.health import HealthWatcher
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline, service_paths
@@ -43,6 +44,7 @@ class Gitd:
             from gitd.core.config import replace
             settings = replace(settings, instance=self.store.instance)
         self.settings = settings
+        self.deployments = Deployments(self.store, settings.max_log_bytes)
         self.locks = AppLocks()
         self.retirements = Retirements()  # old containers draining after a deploy
         self._adoptions: list[threading.Thread] = []  # deploys finished at start, not yet retiring
@@ -77,7 +79,8 @@ class Gitd:
     @functools.cached_property
     def pipeline(self) -> Pipeline:
         return Pipeline(self.settings, self.store, self.engine, self.retirements,
-                        try_lock=lambda app: self.locks.hold(app, 0), scheduler=self.scheduler)
+                        try_lock=lambda app: self.locks.hold(app, 0), scheduler=self.scheduler,
+                        deployments=self.deployments)
 
     @functools.cached_property
     def services(self):
@@ -288,6 +291,9 @@ class Gitd:
             snapshot = self._settle_health(engine, notes)
         adopted = self._finish_interrupted_deploys(snapshot, notes) if engine else set()
         routed_leftovers = self._remove_leftovers(engine, snapshot, notes) if engine else []
+        for deployment in self.store.end_unfinished_deployments(
+                "interrupted: gitd stopped during this deployment", adopted):
+            notes.append(f"{deployment.app} deployment {deployment.id}: ended (interrupted)")
         for release in self.store.interrupted_releases():
             if (release.app, release.version) in adopted:
                 continue

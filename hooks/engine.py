@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import docker.errors
+import docker.utils
+import requests
 from docker.types import IPAMConfig, IPAMPool, Mount
 from docker.utils.socket import STDERR, frames_iter
 
@@ -400,6 +402,31 @@ class Engine:
         except docker.errors.DockerException as exc:
             raise GitdError(f"image {ref} is not here and cannot be pulled ({_explain(exc)}); "
                             "name a local image in the service_images setting")
+
+    def pull(self, ref: str, timeout: float, emit) -> str:
+        """Pull `ref` (validated, with a tag or digest) within `timeout`
+        seconds, its steps to `emit`; returns the image's id."""
+        repository, tag = docker.utils.parse_repository_tag(ref)
+        deadline = time.monotonic() + timeout
+        shown = set()
+        try:
+            stream = self.client.api.pull(repository, tag=tag, stream=True, decode=True)
+            for event in stream:
+                if event.get("error"):
+                    raise GitdError(f"cannot pull {ref}: {event['error']}")
+                if time.monotonic() > deadline:
+                    stream.close()
+                    raise GitdError(f"pulling {ref} took longer than {timeout:.0f} s")
+                status = event.get("status", "")
+                line = f"{event['id']}: {status}" if event.get("id") else status
+                if status and not event.get("progressDetail") and line not in shown:
+                    shown.add(line)
+                    emit(line)
+            return self.client.images.get(ref).id
+        except docker.errors.DockerException as exc:
+            raise GitdError(f"cannot pull {ref}: {_explain(exc)}")
+        except requests.exceptions.RequestException as exc:
+            raise GitdError(f"cannot pull {ref}: {exc}")
 
     def tag(self, image_id: str, repository: str, tag: str) -> None:
         self.client.images.get(image_id).tag(repository, tag)

@@ -22,6 +22,7 @@ from gitd.core.errors import BuildError, DeployError, GitdError, NotFound
 from gitd.core.store import HostRoute, Release, Store
 from hooks import checkout, checks, components, procfile, router
 from gitd.core import resources
+from hooks.deployments import Deployments, trigger_of_kind, trigger_of_reason
 from hooks.deploy import Deployer, Target, process_argv, service_network
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE, Engine
 from hooks.events import Progress
@@ -45,10 +46,13 @@ def image_tag(app: str, version: int) -> str:
 
 class Pipeline:
     def __init__(self, settings: Settings, store: Store, engine: Engine,
-                 retirements: Retirements | None = None, try_lock=None, scheduler=None):
+                 retirements: Retirements | None = None, try_lock=None, scheduler=None,
+                 deployments: Deployments | None = None):
         self.settings = settings
         self.store = store
         self.engine = engine
+        # every entry point below records a deployment around its work
+        self.deployments = deployments or Deployments(store, settings.max_log_bytes)
         self.deployer = Deployer(engine, settings, retirements, scheduler)
         # (app) -> context manager taking the app's lock at once or raising
         # GitdError: a prune after a background retirement takes it
@@ -56,9 +60,16 @@ class Pipeline:
 
     # entry points
 
-    def push(self, app: str, repo, commit: bytes, pushed_by: str | None, sink) -> Release:
+    def push(self, app: str, repo, commit: bytes, pushed_by: str | None, sink,
+             trigger: str = "push", deployment: int | None = None) -> Release:
         """Build and deploy a pushed commit. The caller holds the app's lock."""
+        with self.deployments.record(app, trigger, sink, "building", deployment,
+                                     by=pushed_by, commit=commit.decode()) as run:
+            return self._push(app, repo, commit, pushed_by, run)
+
+    def _push(self, app: str, repo, commit: bytes, pushed_by: str | None, run) -> Release:
         sha = commit.decode()
+        sink = run
         release = self.store.new_release(
             app, kind="push", commit=sha, pushed_by=pushed_by,
             config=self.store.get_config(app), mounts=self.store.get_mounts(app),
@@ -101,6 +112,7 @@ class Pipeline:
                     image_id=result.image_id, buildpack=buildpack, procfile=processes, port=port,
                     app_json=app_json)
             release = self.store.get_release(app, release.version)
+            run.move("deploying", release=release.version, image=release.image)
             self._deploy(release, progress)
             return release
         except Exception as exc:  # any failure: no release left `building`, no stray image
@@ -112,9 +124,16 @@ class Pipeline:
             raise
 
     def release(self, app: str, base: Release, config: dict, kind: str, description: str,
-                by: str | None, sink, mounts: list[dict] | None = None) -> Release:
+                by: str | None, sink, mounts: list[dict] | None = None,
+                trigger: str | None = None, deployment: int | None = None) -> Release:
         """A new release from `base`'s image with `config` (and `mounts`,
-        else `base`'s): no rebuild."""
+        else `base`'s): no rebuild. The trigger defaults to the kind's."""
+        with self.deployments.record(app, trigger or trigger_of_kind(kind), sink, "deploying",
+                                     deployment, by=by, commit=base.commit) as run:
+            return self._release(app, base, config, kind, description, by, run, mounts)
+
+    def _release(self, app, base, config, kind, description, by, run, mounts) -> Release:
+        sink = run
         self._image_exists(base)
         release = self.store.new_release(
             app, kind=kind, status="deploying", commit=base.commit,
@@ -137,6 +156,7 @@ class Pipeline:
                 self._remove_image_quietly(each)
             raise
         release = self.store.get_release(app, release.version)
+        run.set(release=release.version, image=release.image)
         progress.step(f"Releasing v{release.version}: {description}")
         try:
             self._deploy(release, progress, announce=False)
@@ -147,9 +167,59 @@ class Pipeline:
             raise
         return release
 
-    def redeploy(self, app: str, sink, reason: str) -> None:
-        """Restart or re-scale the current release: new containers, same release."""
+    def deploy_image(self, app: str, ref: str, by: str | None, sink, trigger: str = "image",
+                     deployment: int | None = None) -> Release:
+        """Pull a prebuilt image (`ref`, validated and allowed by the caller)
+        and release and deploy it as a push's build: the same refusals,
+        config, checks and rollback. The caller holds the app's lock."""
+        with self.deployments.record(app, trigger, sink, "building", deployment,
+                                     by=by, image=ref) as run:
+            return self._deploy_image(app, ref, by, run)
+
+    def _deploy_image(self, app: str, ref: str, by: str | None, run) -> Release:
+        progress = Progress(run, app, max_bytes=self.settings.max_log_bytes)
+        progress.step(f"Pulling {ref}")
+        was_here = self.engine.has_image(ref)
+        image_id = self.engine.pull(ref, self.settings.build_timeout, progress.line)
+        try:  # refused before any release exists: nothing changes
+            router.refuse_routing_labels(
+                (self.engine.image_attrs(image_id).get("Config") or {}).get("Labels"),
+                f"image {ref}")
+        except GitdError:
+            if not was_here:
+                self._remove_image_quietly(ref)
+            raise
+        release = self.store.new_release(
+            app, kind="image", status="deploying", image=image_tag(app, 0), image_id=image_id,
+            buildpack="image", pushed_by=by, description=f"Deploy image {ref}"[:200],
+            config=self.store.get_config(app), mounts=self.store.get_mounts(app),
+            port=self._image_port(image_id))
+        tag = image_tag(app, release.version)
+        progress = self._progress(run, app, release.version)
+        try:
+            self.engine.tag(image_id, image_repository(app), f"v{release.version}")
+            self.store.update_release(app, release.version, image=tag)
+            release = self.store.get_release(app, release.version)
+            run.move("deploying", release=release.version)
+            self._deploy(release, progress)
+            return release
+        except Exception as exc:
+            self._fail(release, progress, exc)
+            self._remove_image_quietly(tag)
+            raise
+
+    def redeploy(self, app: str, sink, reason: str, trigger: str | None = None,
+                 deployment: int | None = None) -> None:
+        """Restart or re-scale the current release: new containers, same
+        release. The trigger defaults to the reason's (trigger_of_reason)."""
         release = self.store.require_current_release(app)
+        with self.deployments.record(app, trigger or trigger_of_reason(reason), sink, "deploying",
+                                     deployment, commit=release.commit, release=release.version,
+                                     image=release.image) as run:
+            self._redeploy(release, run, reason)
+
+    def _redeploy(self, release: Release, sink, reason: str) -> None:
+        app = release.app
         progress = self._progress(sink, app, release.version)
         progress.step(f"{reason} v{release.version}")
         # the Procfile's `release` command runs once per release, not per restart

@@ -49,6 +49,7 @@ log = structlog.get_logger("gitd.api")
 ROUTE_MODULES = (
     "gitd.api.meta",
     "gitd.api.apps",
+    "gitd.api.deployments",
 )
 
 MAX_BODY = 1024 * 1024

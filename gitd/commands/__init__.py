@@ -30,7 +30,7 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 NAMESPACE_ORDER = ["apps", "config", "domains", "ps", "releases", "logs", "run", "checks",
                    "buildpacks", "resources", "services", "storage", "keys", "certs", "https",
-                   "nodes", "git", "tokens"]
+                   "nodes", "git", "tokens", "deployments"]
 
 
 def command(name: str, usage: str, summary: str, admin: bool = True, help: str = "",
@@ -112,7 +112,7 @@ def _load_modules() -> None:
     from gitd.commands import apps  # noqa: F401
     for module in ("config", "domains", "ps", "releases", "logs", "run", "checks",
                    "buildpacks", "resources", "services", "storage", "keys", "certs", "https",
-                   "nodes", "git", "tokens"):
+                   "nodes", "git", "tokens", "deployments"):
         try:
             __import__(f"gitd.commands.{module}")
         except ModuleNotFoundError as exc:

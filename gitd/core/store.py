@@ -22,6 +22,7 @@ from gitd.core.errors import Conflict, GitdError, NotFound
 SCHEMA_VERSION = 1
 
 ACTIVE_STATUSES = ("building", "deploying")
+DEPLOYMENT_ENDS = ("succeeded", "failed", "cancelled")
 JSON_FIELDS = ("config", "procfile", "mounts", "components")
 
 
@@ -101,6 +102,27 @@ class Release:
 
 
 @dataclass
+class Deployment:
+    """One deploy, whatever started it (`trigger`): pending -> building ->
+    deploying -> succeeded | failed | cancelled."""
+    id: int
+    app: str
+    status: str
+    trigger: str
+    by: str | None
+    ref: str | None
+    commit: str | None
+    image: str | None
+    release: int | None
+    error: str | None
+    log: str
+    log_bytes: int  # every byte ever written to the log; `log` keeps the tail
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass
 class Service:
     name: str
     kind: str
@@ -172,6 +194,7 @@ class Store:
                 self.db["releases"].add_column("components", str)
             self._migrate_nodes(db)
             self._migrate_webhooks(db)
+            self._migrate_deployments(db)
             self._migrate_tokens(db)
 
     def _migrate_services(self, db) -> None:
@@ -208,6 +231,16 @@ class Store:
         if "webhook_deliveries" not in tables:
             db["webhook_deliveries"].create({"app": str, "delivery": str, "received_at": float},
                                             pk=("app", "delivery"))
+    def _migrate_deployments(self, db) -> None:
+        """Deployments (issue #23): every deploy, whatever started it."""
+        if "deployments" not in db.table_names():
+            db["deployments"].create(
+                {"id": int, "app": str, "status": str, "trigger": str, "by": str, "ref": str,
+                 "commit": str, "image": str, "release": int, "error": str, "log": str,
+                 "log_bytes": int, "created_at": float, "started_at": float,
+                 "finished_at": float}, pk="id")
+            db["deployments"].create_index(["app", "id"])
+
     def _migrate_tokens(self, db) -> None:
         """API tokens (issue #23), each tied to the key whose powers it carries."""
         if "tokens" not in db.table_names():
@@ -354,7 +387,7 @@ class Store:
     def delete_app(self, name: str) -> None:
         with self._tx() as db:
             for table in ("config", "routes", "grants", "releases", "mounts", "webhooks",
-                          "webhook_deliveries"):
+                          "webhook_deliveries", "deployments"):
                 db[table].delete_where("app = ?", [name])
             db["apps"].delete_where("name = ?", [name])
             db["service_links"].delete_where("app = ?", [name])
@@ -658,6 +691,72 @@ class Store:
             if mounts:
                 db["mounts"].insert_all([{"app": app, **m} for m in mounts])
 
+    # deployments (issue #23)
+
+    def new_deployment(self, app: str, trigger: str, **fields) -> Deployment:
+        row = {"app": app, "status": "pending", "trigger": trigger, "by": None, "ref": None,
+               "commit": None, "image": None, "release": None, "error": None, "log": "",
+               "log_bytes": 0, "created_at": now(), "started_at": None, "finished_at": None,
+               **fields}
+        with self._tx() as db:
+            row["id"] = db["deployments"].insert(row).last_pk
+        return _deployment(row)
+
+    def update_deployment(self, deployment_id: int, **fields) -> None:
+        if fields.get("status") in DEPLOYMENT_ENDS:
+            fields.setdefault("finished_at", now())
+        if fields.get("status") in ACTIVE_STATUSES:
+            fields.setdefault("started_at", now())
+        with self._tx() as db:
+            if fields.get("started_at") and db["deployments"].get(deployment_id)["started_at"]:
+                del fields["started_at"]  # the first move out of pending is the start
+            db["deployments"].update(deployment_id, fields)
+
+    def get_deployment(self, deployment_id: int) -> Deployment:
+        with self._lock:
+            rows = list(self.db["deployments"].rows_where("id = ?", [deployment_id]))
+        if not rows:
+            raise NotFound(f"no deployment {deployment_id}")
+        return _deployment(rows[0])
+
+    def deployments(self, app: str, limit: int = 100) -> list[Deployment]:
+        """The app's deployments, newest first."""
+        with self._lock:
+            return [_deployment(r) for r in self.db["deployments"].rows_where(
+                "app = ?", [app], order_by="id desc", limit=limit)]
+
+    def trim_deployments(self, app: str, newest: int, log_tail: int) -> None:
+        """Keep the app's `newest` deployment rows (and any not ended); cut
+        the logs of all but the newest tenth to their last `log_tail` characters."""
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM deployments WHERE app = ? ORDER BY id DESC", [app]).fetchall()]
+            if len(ids) > newest:
+                db.execute("DELETE FROM deployments WHERE app = ? AND id <= ? AND status IN (?, ?, ?)",
+                           [app, ids[newest], *DEPLOYMENT_ENDS])
+            short = ids[max(1, newest // 10):newest]
+            if short:
+                db.execute("UPDATE deployments SET log = '(log trimmed)\n' || substr(log, -?) "
+                           "WHERE app = ? AND id <= ? AND length(log) > ?",
+                           [log_tail, app, short[0], log_tail])
+
+    def end_unfinished_deployments(self, note: str, finished: set = frozenset()) -> list[Deployment]:
+        """At start: a deployment still pending never began (cancelled); one
+        building or deploying was cut short by gitd's stop (failed), unless
+        gitd finished its (app, release) at start (succeeded)."""
+        with self._tx() as db:
+            rows = [_deployment(r) for r in db["deployments"].rows_where(
+                "status IN (?, ?, ?)", ["pending", *ACTIVE_STATUSES])]
+            for row in rows:
+                if (row.app, row.release) in finished:
+                    change = {"status": "succeeded",
+                              "log": row.log + "-----> finished by gitd after a restart\n"}
+                else:
+                    change = {"status": "cancelled" if row.status == "pending" else "failed",
+                              "error": note, "log": row.log + f" !     {note}\n"}
+                db["deployments"].update(row.id, {**change, "finished_at": now()})
+        return rows
+
     def interrupted_releases(self) -> list[Release]:
         with self._lock:
             return [_release(r) for r in self.db["releases"].rows_where(
@@ -690,6 +789,10 @@ def _release(row) -> Release:
         created_at=row["created_at"], finished_at=row["finished_at"], log=row["log"] or "",
         app_json=row["app_json"], mounts=json.loads(row.get("mounts") or "[]"),
         components=json.loads(row.get("components") or "{}"))
+
+
+def _deployment(row) -> Deployment:
+    return Deployment(**{name: row[name] for name in Deployment.__dataclass_fields__})
 
 
 def _service(row) -> Service:

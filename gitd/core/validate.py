@@ -338,3 +338,30 @@ TRAEFIK_PREFIX = "traefik."
 def routing_labels(labels: dict[str, str] | None) -> list[str]:
     """The labels among `labels` that Traefik would read."""
     return sorted(k for k in (labels or {}) if k.strip().lower().startswith(TRAEFIK_PREFIX))
+
+
+# Docker's reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest];
+# a first component is a registry host only with a dot, a port or as localhost
+# (so `Upper/x` is an invalid path, not a host), and `sha256:...` is an image id
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_PORT = r"(?::[0-9]{1,5})"
+_IMAGE_HOST = rf"(?:(?:localhost{_PORT}?|{_LABEL}(?:\.{_LABEL})+{_PORT}?|{_LABEL}{_PORT})/)"
+_IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+# also the API's schema pattern: (?!.*\n) since `$` matches before a final newline
+IMAGE_PATTERN = (rf"^(?!.*\n)(?!sha256(?:[:@]|$))(?:{_IMAGE_HOST}?{_IMAGE_PATH})"
+                 r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+IMAGE_REFERENCE = re.compile(IMAGE_PATTERN)
+IMAGE_MAX = 255
+
+
+def image_reference(ref: str) -> str:
+    """An image to pull, as `docker pull` takes it (no option, no space, no
+    image id): `registry:5000/team/app:1.2` or `...@sha256:<64 hex>`; a
+    reference without tag or digest means `:latest`."""
+    if not isinstance(ref, str) or len(ref) > IMAGE_MAX or not IMAGE_REFERENCE.fullmatch(ref):
+        raise UsageError(f"invalid image reference {str(ref)[:80]!r}: "
+                         "use [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST]")
+    last = ref.rsplit("/", 1)[-1]
+    if ":" not in last and "@" not in last:
+        ref += ":latest"
+    return ref

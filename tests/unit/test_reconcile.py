@@ -76,3 +76,22 @@ def test_routes_of_app_json_services_drift_when_https_changes(tmp_path):
     assert not gitd.routes_drifted(app)
     gitd.store.add_domains("hello", ["www.test"])  # the service's routes now cover a second host
     assert gitd.routes_drifted(app)
+
+
+def test_deployments_cut_short_end_at_start_as_their_release_did(tmp_path, monkeypatch):
+    import gitd.service
+
+    monkeypatch.setattr(gitd.service, "HEALTH_SETTLE_SECONDS", 0.3)
+    for health, expected in (("healthy", "succeeded"), ("starting", "failed")):
+        root = tmp_path / health
+        root.mkdir()
+        daemon_ = daemon(root, [Container("hello", 1, 1), Container("hello", 2, 2, health=health)])
+        store = daemon_.store
+        deploying = store.new_deployment("hello", "push", release=2)
+        store.update_deployment(deploying.id, status="deploying")
+        queued = store.new_deployment("hello", "api")
+        daemon_.reconcile()
+        assert daemon_.wait_adoptions(10) and daemon_.retirements.wait(10)
+        assert store.get_deployment(deploying.id).status == expected
+        assert store.get_deployment(queued.id).status == "cancelled"
+        assert "interrupted" in store.get_deployment(queued.id).error
