@@ -8,14 +8,21 @@ code asked for and answer as the engine, the daemon or the channel would.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import importlib
 import io
+import json
 import pkgutil
 import subprocess
 from pathlib import Path, PurePath
 
 import jinja2
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from gitd import commands
 from gitd.core.config import Settings
@@ -80,6 +87,11 @@ class FakeGitd:
 
     def app_lock(self, app, notify=None):
         return self.locks.hold(app, 1.0)
+
+    @property
+    def scheduler_class(self):
+        from gitd import scheduling
+        return scheduling.scheduler_class(self.settings)
 
     @property
     def engine(self):
@@ -244,3 +256,45 @@ def loaded_files() -> set[str]:
             if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".py":
                 files.add(file.relative_to(REPO).as_posix())
     return files
+
+
+# certificates: self-signed leaves and Traefik's acme.json entries
+
+def pem(names: list[str], days: float = 60) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=90)).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def entry(main: str, sans=(), days: float = 60) -> dict:
+    domain = {"main": main, **({"sans": list(sans)} if sans else {})}
+    return {"domain": domain, "certificate": base64.b64encode(pem([main, *sans], days)).decode(),
+            "key": "a2V5", "Store": "default"}
+
+
+def settings_with(tmp_path, certificates: list[dict]) -> Settings:
+    settings = Settings(data_dir=tmp_path, https_port=8443)
+    settings.tls_dir.mkdir(parents=True)
+    settings.acme_storage.write_text(json.dumps(
+        {"gitd": {"Account": {"Email": "ops@x.test"}, "Certificates": certificates}}))
+    return settings
+
+
+def leaf(names):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))

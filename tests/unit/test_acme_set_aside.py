@@ -3,8 +3,6 @@ hosts leave acme.json (issue #20 item 4): they are set aside while Traefik
 is stopped and put back by certs:remove. And the managed child restarts
 with a step in between, its watcher not starting a second one."""
 
-import base64
-import datetime as dt
 import json
 import socket
 import ssl
@@ -13,40 +11,11 @@ import threading
 import time
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gitd.core import certs
 from gitd.child import ManagedChild
 from gitd.core.config import Settings
-from tests.fakes import FakeGitd, call
-
-
-def pem(names: list[str], days: float = 60) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=90)).not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def entry(main: str, sans=(), days: float = 60) -> dict:
-    domain = {"main": main, **({"sans": list(sans)} if sans else {})}
-    return {"domain": domain, "certificate": base64.b64encode(pem([main, *sans], days)).decode(),
-            "key": "a2V5", "Store": "default"}
-
-
-def settings_with(tmp_path, certificates: list[dict]) -> Settings:
-    settings = Settings(data_dir=tmp_path, https_port=8443)
-    settings.tls_dir.mkdir(parents=True)
-    settings.acme_storage.write_text(json.dumps(
-        {"gitd": {"Account": {"Email": "ops@x.test"}, "Certificates": certificates}}))
-    return settings
+from tests.fakes import FakeGitd, call, entry, leaf, settings_with
 
 
 def held(settings) -> list[str]:
@@ -174,20 +143,6 @@ class TLSServer:
                     pass
             except (OSError, ssl.SSLError):
                 pass
-
-
-def leaf(names):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
 
 
 def certs_rows(store, settings) -> dict:

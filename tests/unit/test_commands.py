@@ -7,7 +7,7 @@ import pytest
 
 from gitd import commands
 from gitd.commands import config as config_cmd
-from gitd.commands import domains, logs, ps, releases, run
+from gitd.commands import ps, run
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError, NotFound, PermissionDenied, UsageError
 from gitd.keys import parse_public_key

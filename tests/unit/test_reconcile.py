@@ -85,7 +85,8 @@ def test_deployments_cut_short_end_at_start_as_their_release_did(tmp_path, monke
     for health, expected in (("healthy", "succeeded"), ("starting", "failed")):
         root = tmp_path / health
         root.mkdir()
-        daemon_ = daemon(root, [Container("hello", 1, 1), Container("hello", 2, 2, health=health)])
+        daemon_ = daemon_mid_deploy(root, [app_container("hello", 1, 1),
+                                           app_container("hello", 2, 2, health=health)])
         store = daemon_.store
         deploying = store.new_deployment("hello", "push", release=2)
         store.update_deployment(deploying.id, status="deploying")

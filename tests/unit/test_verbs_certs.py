@@ -7,7 +7,7 @@ from gitd.core import certs as certificates
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError, PermissionDenied
 from gitd.verbs import Session, certs
-from tests.unit.test_acme_set_aside import entry, leaf, settings_with
+from tests.fakes import entry, leaf, settings_with
 from tests.unit.test_commands import FakeGitd, store  # noqa: F401 - a fixture
 
 
