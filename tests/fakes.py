@@ -28,6 +28,7 @@ from gitd import commands
 from gitd.core.config import Settings
 from gitd.core.errors import DeployError
 from gitd.core.store import Store
+from gitd.verbs.config import replace_config
 from hooks.locks import AppLocks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,3 +299,17 @@ def leaf(names):
     return (cert.public_bytes(serialization.Encoding.PEM),
             key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()))
+
+
+# apps and keys
+
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHs6zJ0m4ZTqz1x8cGQkGkQm2nH8ZLm4q9Qy7J8XfLrA test"
+
+
+def deployed(store, app="hello", procfile=None, config=None):
+    """A release recorded as live, as a push would leave it."""
+    release = store.new_release(app, status="succeeded", image_id="sha256:abc",
+                                procfile=procfile or {}, config=config or {}, commit="c0ffee" * 6)
+    store.set_live(app, release.version, 1)
+    replace_config(store, app, store.get_config(app), release.config)
+    return release

@@ -13,22 +13,7 @@ from gitd.core.errors import GitdError, NotFound, PermissionDenied, UsageError
 from gitd.keys import parse_public_key
 from hooks import dynos
 from hooks.scheduler import DockerScheduler
-# call is used here; the rest is re-exported for test modules that still import them from
-# here (to go once none does): the fakes live in tests/fakes.py, the fixtures (fake, store)
-# reach every unit test through tests/unit/conftest.py
-from tests.fakes import Bridge, FakeGitd, call, fake, store  # noqa: F401
-
-PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHs6zJ0m4ZTqz1x8cGQkGkQm2nH8ZLm4q9Qy7J8XfLrA test"
-
-
-def deployed(store, app="hello", procfile=None, config=None):
-    """A release recorded as live, as a push would leave it."""
-    release = store.new_release(app, status="succeeded", image_id="sha256:abc",
-                                procfile=procfile or {}, config=config or {}, commit="c0ffee" * 6)
-    store.set_live(app, release.version, 1)
-    config_cmd.replace_config(store, app, store.get_config(app), release.config)
-    return release
-
+from tests.fakes import PUBKEY, call, deployed
 
 # config
 

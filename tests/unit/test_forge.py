@@ -14,7 +14,7 @@ from gitd import webhooks
 from gitd.core.errors import GitdError, PermissionDenied, UsageError
 from gitd.verbs import Session, apps, git
 from hooks import remote
-from tests.unit.test_commands import FakeGitd, call, store  # noqa: F401 - a fixture
+from tests.fakes import FakeGitd, call
 from gitd.core.config import Settings
 
 SECRET = "s3cret-of-hello"

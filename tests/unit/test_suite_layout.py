@@ -13,9 +13,6 @@ from gitd.core.errors import GitdError
 from hooks import engine
 from tests.conftest import TESTS, pytest_collection_modifyitems
 
-# re-exports kept for branches written before tests/fakes.py: remove with them
-STILL_REEXPORTING = {"tests.unit.test_commands"}
-
 
 def test_a_unit_test_reaches_no_docker_engine():
     with pytest.raises(docker.errors.DockerException):
@@ -48,9 +45,8 @@ def imported_test_modules(source: Path) -> set[str]:
 def test_unit_and_integration_test_modules_do_not_import_other_test_modules():
     # tests/e2e still shares helpers between its test modules: not yet moved
     sources = [*TESTS.glob("unit/test_*.py"), *TESTS.glob("integration/test_*.py")]
-    offenders = {source.relative_to(TESTS).as_posix(): found - STILL_REEXPORTING
-                 for source in sources
-                 if (found := imported_test_modules(source)) - STILL_REEXPORTING}
+    offenders = {source.relative_to(TESTS).as_posix(): found
+                 for source in sources if (found := imported_test_modules(source))}
     assert offenders == {}, "shared fakes and helpers belong in tests/fakes.py"
 
 

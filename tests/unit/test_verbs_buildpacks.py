@@ -6,7 +6,6 @@ import pytest
 from gitd import gitserve
 from gitd.core.errors import PermissionDenied, UsageError
 from gitd.verbs import Session, buildpacks
-from tests.unit.test_commands import fake, store  # noqa: F401 - fixtures
 
 
 def session(fake, key="admin"):

@@ -8,7 +8,7 @@ from gitd.core.config import Settings
 from gitd.core.errors import GitdError, PermissionDenied
 from gitd.verbs import Session, certs
 from tests.fakes import entry, leaf, settings_with
-from tests.unit.test_commands import FakeGitd, store  # noqa: F401 - a fixture
+from tests.fakes import FakeGitd
 
 
 @pytest.fixture

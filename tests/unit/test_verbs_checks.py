@@ -5,7 +5,6 @@ import pytest
 
 from gitd.core.errors import PermissionDenied, UsageError
 from gitd.verbs import Session, checks
-from tests.unit.test_commands import fake, store  # noqa: F401 - fixtures
 
 
 def session(fake, key="admin"):

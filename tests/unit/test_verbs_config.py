@@ -6,7 +6,7 @@ import pytest
 from gitd.core.errors import GitdError, NotFound, PermissionDenied, UsageError
 from gitd.verbs import Session
 from gitd.verbs import config
-from tests.unit.test_commands import deployed, fake, store  # noqa: F401 - fixtures
+from tests.fakes import deployed
 
 
 def session(fake, key="admin", lines=None):

@@ -6,7 +6,7 @@ import pytest
 from gitd.core.errors import GitdError, NotFound, PermissionDenied, UsageError
 from gitd.keys import parse_public_key
 from gitd.verbs import Session, keys
-from tests.unit.test_commands import PUBKEY, fake, store  # noqa: F401 - fixtures
+from tests.fakes import PUBKEY
 
 
 def session(fake, key="admin"):

@@ -11,7 +11,7 @@ from gitd.core.errors import GitdError, PermissionDenied, UsageError
 from gitd.verbs import Session
 from gitd.verbs import logs as logs_verbs
 from gitd.verbs import ps as ps_verbs
-from tests.unit.test_commands import FakeGitd, deployed, fake, store  # noqa: F401 - fixtures
+from tests.fakes import deployed
 
 SERVICE = {"gitd.role": "service", "gitd.process": "web"}
 

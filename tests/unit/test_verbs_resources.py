@@ -5,7 +5,7 @@ import pytest
 
 from gitd.core.errors import GitdError, PermissionDenied, UsageError
 from gitd.verbs import Session, resources
-from tests.unit.test_commands import deployed, fake, store  # noqa: F401 - fixtures
+from tests.fakes import deployed
 
 
 def session(fake, key="admin"):

@@ -7,7 +7,7 @@ import pytest
 from gitd.core.errors import GitdError, NotFound, PermissionDenied, UsageError
 from gitd.verbs import Session
 from gitd.verbs import run as run_verbs
-from tests.unit.test_commands import FakeGitd, deployed, fake, store  # noqa: F401 - fixtures
+from tests.fakes import FakeGitd, deployed
 
 
 class Task:

@@ -6,7 +6,6 @@ import pytest
 from gitd.core.errors import GitdError, PermissionDenied, UsageError
 from gitd.verbs import Session
 from gitd.verbs import services as services_verbs
-from tests.unit.test_commands import FakeGitd, fake, store  # noqa: F401 - fixtures
 
 
 class Services:

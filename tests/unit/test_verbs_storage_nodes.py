@@ -10,7 +10,7 @@ from gitd.verbs import Session
 from gitd.verbs import nodes as nodes_verbs
 from gitd.verbs import storage as storage_verbs
 from hooks import nodes as swarm_nodes
-from tests.unit.test_commands import FakeGitd, deployed, fake, store  # noqa: F401 - fixtures
+from tests.fakes import FakeGitd, deployed
 
 
 class Engine:
