@@ -50,6 +50,7 @@ ROUTE_MODULES = (
     "gitd.api.meta",
     "gitd.api.apps",
     "gitd.api.deployments",
+    "gitd.api.webhooks",
 )
 
 MAX_BODY = 1024 * 1024

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from gitd.api.routing import (APP_NAME, APP_PARAM, BOOLEAN, INTEGER, NOT_YET, STRING, TIME, Routes,
-                          call, json_body, nullable, path_param)
+from gitd.api.deployments import DEPLOYMENT
+from gitd.api.routing import (APP_NAME, APP_PARAM, BOOLEAN, INTEGER, STRING, TIME, Routes, call,
+                              json_body, nullable, path_param)
 from gitd.verbs import apps
 
 routes = Routes()
@@ -22,11 +23,15 @@ LINKED_SERVICE = {"type": "object", "properties": {
     "kind": STRING, "env_var": STRING, "last_backup_ok": nullable(BOOLEAN),
     "last_backup_message": STRING}}
 
+FOLLOWS = {"type": ["object", "null"], "required": ["url", "branch"], "additionalProperties": False,
+           "properties": {"url": STRING, "branch": STRING},
+           "description": "the repository the app follows (git:sync), without credentials"}
+
 APP_INFO = {
     "type": "object",
     "required": ["name", "created_at", "release", "commit", "image", "buildpack", "domains",
                  "urls", "certificate_warnings", "scale", "containers", "state",
-                 "health_restarts", "git_url", "granted_to", "deploying", "services"],
+                 "health_restarts", "git_url", "granted_to", "deploying", "services", "follows"],
     "additionalProperties": False,
     "properties": {
         "name": STRING, "created_at": TIME, "release": nullable(INTEGER),
@@ -38,6 +43,7 @@ APP_INFO = {
         "health_restarts": {"type": ["object", "null"]},
         "git_url": STRING, "granted_to": STRINGS, "deploying": BOOLEAN,
         "services": {"type": "object", "additionalProperties": LINKED_SERVICE},
+        "follows": FOLLOWS,
     },
 }
 
@@ -45,14 +51,21 @@ CREATE_BODY = {
     "type": "object", "required": ["name"], "additionalProperties": False,
     "properties": {
         "name": APP_NAME,
-        "repo_url": NOT_YET,
-        "branch": NOT_YET,
+        "repo_url": {**STRING, "minLength": 1, "maxLength": 2048,
+                     "description": "a repository to follow (https, ssh; a local path for "
+                                    "admins): its branch is fetched and deployed at once"},
+        "branch": {**STRING, "minLength": 1, "maxLength": 200, "pattern": "^[A-Za-z0-9._/-]+$",
+                   "description": "the branch to follow (default main); only with repo_url"},
     },
 }
 
-CREATED = {"type": "object", "required": ["name", "git_url", "host_known"],
+CREATED = {"type": "object", "required": ["name", "git_url", "host_known", "follows", "deployment"],
            "additionalProperties": False,
-           "properties": {"name": STRING, "git_url": STRING, "host_known": BOOLEAN}}
+           "properties": {"name": STRING, "git_url": STRING, "host_known": BOOLEAN,
+                          "follows": FOLLOWS,
+                          "deployment": {**DEPLOYMENT, "type": ["object", "null"],
+                                         "description": "with a repo_url: the deployment of its "
+                                                        "branch, pending"}}}
 
 DESTROYED = {"type": "object", "required": ["name", "services_left"], "additionalProperties": False,
              "properties": {"name": STRING, "services_left": {
@@ -71,7 +84,8 @@ async def list_apps(request):
              responses={201: CREATED})
 async def create_app(request):
     body = await json_body(request, CREATE_BODY)
-    return await call(request, apps.create, body["name"], status=201)
+    return await call(request, apps.create, body["name"], repo_url=body.get("repo_url"),
+                      branch=body.get("branch"), deploy_now=True, status=201)
 
 
 @routes.get("/api/v1/apps/{name}", summary="Show an app: release, URLs, containers",

@@ -20,7 +20,7 @@ def create(ctx, argv):
     args = p.parse_args(argv)
     if args.branch and not args.repo:
         raise UsageError("--branch goes with --repo")
-    created = apps.create(ctx, args.name, repo_url=args.repo, branch=args.branch or "main")
+    created = apps.create(ctx, args.name, repo_url=args.repo, branch=args.branch)
     ctx.out(f"-----> Created {created['name']}")
     ctx.out(f"       git remote add paas {created['git_url']}")
     if created["follows"]:

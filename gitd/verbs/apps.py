@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gitd.core import certs, validate
-from gitd.core.errors import GitdError
-from gitd.verbs import Session, git, iso_time
+from gitd.core.errors import GitdError, UsageError
+from gitd.verbs import Session, deployments, git, iso_time
 from hooks import health, remote
 
 
@@ -17,11 +17,16 @@ def git_url(settings, app: str) -> str:
     return f"ssh://git@{known_host(settings) or 'HOST'}:{settings.ssh_port}/{app}"
 
 
-def create(s: Session, name: str, repo_url: str | None = None, branch: str = "main") -> dict:
+def create(s: Session, name: str, repo_url: str | None = None, branch: str | None = None,
+           deploy_now: bool = False) -> dict:
     """A new app; with `repo_url` it follows that repository's `branch`
-    (git:sync deploys it). Checked before anything is made."""
+    (git:sync deploys it; `deploy_now`: a deployment of it starts at once).
+    Checked before anything is made."""
     s.require_admin()
     validate.app_name(name)
+    if branch is not None and repo_url is None:
+        raise UsageError("a branch goes with a repository URL")
+    branch = branch or "main"
     if repo_url is not None:
         remote.url_kind(repo_url)
         remote.check_ref(branch)
@@ -29,11 +34,14 @@ def create(s: Session, name: str, repo_url: str | None = None, branch: str = "ma
     validate.own_host(f"{name}.{s.settings.domain}", name, s.settings.domain,
                       s.settings.api_hostname)
     s.gitd.create_app(name)
-    follows = None
+    follows = deployment = None
     if repo_url is not None:
         follows = git.follow(s, name, repo_url, branch)
+        if deploy_now:
+            deployment = deployments.to_dict(git.sync_in_background(s, name))
     return {"name": name, "git_url": git_url(s.settings, name),
-            "host_known": bool(known_host(s.settings)), "follows": follows}
+            "host_known": bool(known_host(s.settings)), "follows": follows,
+            "deployment": deployment}
 
 
 def list_apps(s: Session) -> list[dict]:

@@ -43,7 +43,7 @@ def follow(s: Session, app: str, url: str, branch: str = DEFAULT_BRANCH) -> dict
     remote.url_kind(url)
     remote.check_ref(branch)
     s.store.update_app_settings(app, source={"url": url, "branch": branch})
-    return {"app": app, "url": remote.display(url), "branch": branch}
+    return {"url": remote.display(url), "branch": branch}
 
 
 def sync(s: Session, app: str, url: str | None = None, ref: str | None = None) -> dict:
@@ -70,7 +70,25 @@ def sync(s: Session, app: str, url: str | None = None, ref: str | None = None) -
     return result
 
 
-def fetch_and_deploy(gitd, app: str, url: str, ref: str, by: str | None, progress) -> dict:
+def fetch_and_deploy(gitd, app: str, url: str, ref: str, by: str | None, progress,
+                     trigger: str = "push") -> dict:
+    """Fetch, then deploy under the app's lock: one deployment row (`trigger`)
+    from the fetch to the end, whatever happens."""
+    row = gitd.deployments.create(app, trigger, by=by, ref=ref)
+    run = gitd.deployments.running(row.id)
+    run.downstream = progress
+    try:
+        commit = fetch(gitd, app, url, ref, run)
+        with gitd.app_lock(app, notify=run):
+            return deploy_fetched(gitd, app, commit, by, progress, trigger, row.id)
+    except BaseException as exc:
+        if gitd.deployments.running(row.id) is not None:  # it ended before the pipeline took it
+            gitd.deployments.fail(row.id, exc)
+        raise
+
+
+def fetch(gitd, app: str, url: str, ref: str, progress) -> str:
+    """`ref` of `url` into the app's repository (SYNC_REF): its commit."""
     settings = gitd.settings
     path = gitserve.repo_path(settings.repos_dir, app)
     with gitd.using_repo(app):
@@ -78,19 +96,57 @@ def fetch_and_deploy(gitd, app: str, url: str, ref: str, by: str | None, progres
         commit = remote.fetch(path, url, ref, existing_key(settings, app), FETCH_TIMEOUT)
         if repos.size(path) > settings.max_repo_bytes:
             raise GitdError(f"{app}'s repository is larger than max_repo_bytes after the fetch")
-        with gitd.app_lock(app, notify=progress):
-            current = gitd.store.current_release(app)
-            if current is not None and current.commit == commit:
-                progress(f"-----> {app} already runs {commit[:12]}: nothing to deploy")
-                return {"app": app, "commit": commit, "release": current.version, "deployed": False}
-            repo = gitserve.open_repo(settings.repos_dir, app)
-            try:
-                release = gitd.pipeline.push(app, repo, commit.encode(), by, progress)
-                repo.refs[b"refs/heads/" + deploy_branch(repo)] = commit.encode()
-            finally:
-                repo.close()
+    return commit
+
+
+def deploy_fetched(gitd, app: str, commit: str, by: str | None, progress, trigger: str,
+                   deployment: int) -> dict:
+    """Deploy a fetched commit as a push of it; the deploy branch moves only
+    when it succeeds. The caller holds the app's lock."""
+    current = gitd.store.current_release(app)
+    if current is not None and current.commit == commit:
+        nothing = f"{app} already runs {commit[:12]}: nothing to deploy"
+        gitd.deployments.cancel(deployment, nothing)
+        if progress is not None:
+            progress(f"-----> {nothing}")
+        return {"app": app, "commit": commit, "release": current.version, "deployed": False,
+                "deployment": deployment}
+    with gitd.using_repo(app):
+        repo = gitserve.open_repo(gitd.settings.repos_dir, app)
+        try:
+            release = gitd.pipeline.push(app, repo, commit.encode(), by, progress,
+                                         trigger=trigger, deployment=deployment)
+            repo.refs[b"refs/heads/" + deploy_branch(repo)] = commit.encode()
+        finally:
+            repo.close()
     gitd.collect_repo_later(app)
-    return {"app": app, "commit": commit, "release": release.version, "deployed": True}
+    return {"app": app, "commit": commit, "release": release.version, "deployed": True,
+            "deployment": deployment}
+
+
+def sync_in_background(s: Session, app: str) -> dict:
+    """A deployment of the followed branch, fetched and deployed on a thread
+    of its own: its pending row (POST /api/v1/apps with a repo_url)."""
+    source = source_of(s.app(app))
+    if not source.get("url"):
+        raise UsageError(f"{app} follows no repository")
+    branch = source.get("branch", DEFAULT_BRANCH)
+    row = s.gitd.deployments.create(app, "api", by=s.key.name, ref=branch)
+
+    def work():
+        run = s.gitd.deployments.running(row.id)
+        try:
+            commit = fetch(s.gitd, app, source["url"], branch, run)
+            with s.gitd.app_lock(app, notify=run):
+                deploy_fetched(s.gitd, app, commit, f"sync by {s.key.name}", None, "api", row.id)
+        except BaseException as exc:
+            if s.gitd.deployments.running(row.id) is not None:
+                s.gitd.deployments.fail(row.id, exc)
+            if not isinstance(exc, GitdError):
+                log.exception("sync failed", app=app, deployment=row.id)
+
+    threading.Thread(target=work, daemon=True, name=f"gitd-sync-{app}-{row.id}").start()
+    return row
 
 
 def deploy_branch(repo) -> bytes:
@@ -234,7 +290,7 @@ class Followers:
         try:
             source = source_of(self.gitd.store.get_app(app))
             fetch_and_deploy(self.gitd, app, source["url"], source.get("branch", DEFAULT_BRANCH),
-                             "webhook", lambda line: log.info("sync", app=app, line=line))
+                             "webhook", None, trigger="webhook")
         except (GitdError, KeyError) as exc:
             log.warning("webhook sync failed", app=app, error=getattr(exc, "message", str(exc)))
         except Exception:
