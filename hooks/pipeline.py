@@ -273,7 +273,7 @@ class Pipeline:
             router.refuse_routing_labels(
                 (self.engine.image_attrs(image_id).get("Config") or {}).get("Labels"),
                 f"the image of v{release.version}" + (f" (service {name})" if name else ""))
-        targets = self.component_targets(release) if release.components else [self.target(release)]
+        targets = self.targets(release)
         target = targets[0]
         if not release_task:
             for each in targets:
@@ -344,14 +344,17 @@ class Pipeline:
             return  # its routes follow its tasks as they come up (follow_tasks)
         release = self.store.require_current_release(app)
         seq = self.store.get_app(app).live_seq
-        targets = (self.component_targets(release, seq) if release.components
-                   else [self.target(release, seq)])
-        for target in targets:
+        for target in self.targets(release, seq):
             mine = [u for u in units if route_key_of(u.labels) == target.route_key]
             for unit in mine:
                 if unit.labels.get(LABEL_PROCESS) == "web":
                     scheduler.wait_ready(unit, target.check, progress)
             confirm_routes(scheduler, self.settings, target, mine, progress)
+
+    def targets(self, release: Release, seq: int | None = None) -> list[Target]:
+        """What a deploy of `release` runs and routes: one Target, or one per
+        app.json service; `seq`: the deploy's (default: a new one)."""
+        return self.component_targets(release, seq) if release.components else [self.target(release, seq)]
 
     def target(self, release: Release, seq: int | None = None) -> Target:
         """`seq`: the deploy's (default: a new one)."""

@@ -1,8 +1,10 @@
 """Deploy recovery at start: after a crash or restart, the current release's
 containers serve, leftovers of interrupted deploys go, and the state tells
 the truth. Beside the pipeline, whose rules it shares: which containers make
-a complete release (`pipeline.release_formations`) and where a release is
-routed (`pipeline.route_port`, `pipeline.service_paths`).
+a complete release (`pipeline.release_formations`) and what a release's
+routes are (`Pipeline.targets`, rendered by `deploy.route_labels`: what
+its deploy made, read from what the release recorded, never parsed back
+out of labels).
 
 A deploy killed once its new containers were healthy is finished rather
 than undone: Traefik already routes to them (a healthy container with the
@@ -26,10 +28,11 @@ import structlog
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
 from gitd.core.store import Store
-from hooks import router, tls
+from hooks import router
+from hooks.deploy import route_labels
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
                           LABEL_SEQ, LABEL_SERVICE)
-from hooks.pipeline import release_formations, route_port, service_paths
+from hooks.pipeline import release_formations
 from hooks.scheduler import route_key_of
 from hooks.swarm import TASK_ROLE
 
@@ -231,34 +234,28 @@ class Recovery:
 
     def _routed_in_traefik(self, name: str, seq: int, web: list) -> bool:
         """Every route of the adopted deploy (one per app.json service) sends
-        its hosts to its web containers."""
+        its hosts to its web containers, on the port its release recorded."""
         api = self.settings.api_url
         if not api:
             time.sleep(3)  # as a deploy does without an API to ask
             return True
-        app_routes = self.store.routes(name)
-        by_route: dict[str, list] = {}
-        for container in web:
-            by_route.setdefault(route_key_of(container.labels), []).append(container)
-        for route_key, containers in by_route.items():
-            labels = containers[0].labels
-            component = labels.get(LABEL_COMPONENT)
-            try:
-                release = self.store.get_release(name, int(labels.get(LABEL_RELEASE, "")))
-                port = route_port(release, component)
-                paths = (service_paths(app_routes, release.components[component]) if component
-                         else app_routes)
-            except (GitdError, KeyError, TypeError, ValueError):
-                continue  # not a service of this release: nothing routed to it
-            if not paths:
-                continue  # not routed at all (no hosts)
-            engine = self._engine()
-            urls = {f"http://127.0.0.1:{host_port}" for host_port in
-                    (engine.host_port(c, port) for c in containers) if host_port}
+        try:
+            release = self.store.get_release(name, int(web[0].labels.get(LABEL_RELEASE, "")))
+            targets = self._pipeline().targets(release, seq)
+        except (GitdError, IndexError, KeyError, TypeError, ValueError):
+            return True  # no web container, or no release to route: nothing routed
+        engine = self._engine()
+        for target in targets:
+            if not target.hosts:
+                continue  # not routed at all
+            ports = (engine.host_port(c, target.port) for c in web
+                     if route_key_of(c.labels) == target.route_key)
+            urls = {f"http://127.0.0.1:{port}" for port in ports if port}
             if not urls:
                 continue
             try:
-                router.confirm_routed(api, route_key, seq, urls, timeout=self.settings.deploy_timeout)
+                router.confirm_routed(api, target.route_key, seq, urls,
+                                      timeout=self.settings.deploy_timeout)
             except GitdError:
                 return False
         return True
@@ -274,28 +271,18 @@ class Recovery:
                if c.labels.get(LABEL_PROCESS) == "web"
                and c.labels.get(LABEL_ROLE) == "service"
                and c.labels.get(LABEL_SEQ) == str(app.live_seq)]
-        if not web:
-            return False
         release = self.store.get_release(app.name, app.current_release)
-        app_routes = self.store.routes(app.name)
-        if not release.components:
-            return self._labels_drifted(app.name, web[0].labels, app.live_seq, app_routes,
-                                        route_port(release))
-        for container in web:  # one web container of each app.json service
-            component = container.labels.get(LABEL_COMPONENT)
-            if component in release.components and self._labels_drifted(
-                    f"{app.name}_{component}", container.labels, app.live_seq,
-                    service_paths(app_routes, release.components[component]),
-                    route_port(release, component)):
+        try:
+            targets = self._pipeline().targets(release, app.live_seq) if web else []
+        except (GitdError, KeyError, TypeError, ValueError) as exc:
+            log.warning("cannot tell whether its routes drifted", app=app.name, error=str(exc))
+            return False  # a redeploy would fail as well
+        for target in targets:  # one web container of each route is enough
+            labels = next((c.labels for c in web if route_key_of(c.labels) == target.route_key), None)
+            if labels is not None and route_labels(self.settings, target) != {
+                    k: v for k, v in labels.items() if k.startswith("traefik.")}:
                 return True
         return False
-
-    def _labels_drifted(self, route_key: str, labels: dict, seq: int, paths: list, port: int) -> bool:
-        hosts = list(dict.fromkeys(r.host for r in paths))
-        app_name = route_key.split("_", 1)[0]
-        expected = router.labels(route_key, seq, paths, port, self.settings.traefik_entrypoint,
-                                 tls.tls_plan(self.settings, app_name, hosts))
-        return expected != {k: v for k, v in labels.items() if k.startswith("traefik.")}
 
     def refresh_routes(self) -> list[str]:
         """Redeploy (zero downtime) the apps whose routes drifted, so turning

@@ -72,7 +72,7 @@ def test_routes_of_app_json_services_drift_when_https_changes(tmp_path):
     gitd = daemon_mid_deploy(tmp_path, [web])
     gitd.store.add_domains("hello", ["hello.test"])
     gitd.store.update_release("hello", 1, components={"backend": {"routes": [["/api", True]],
-                                                                  "port": 8080}})
+                                                                  "port": 8080, "image_id": "sha256:b"}})
     web.labels.update(router.labels("hello_backend", 1, [HostRoute("hello.test", "/api", True)], 8080))
     app = gitd.store.get_app("hello")
     assert not gitd.recovery.routes_drifted(app)
@@ -123,8 +123,8 @@ def test_an_adopted_deploy_is_confirmed_routed_on_the_ports_its_release_recorded
         data_dir=tmp_path, instance="t", drain_seconds=0, traefik_api_url="http://127.0.0.1:1")
     gitd.store.add_domains("hello", ["hello.test"])
     gitd.store.update_release("hello", 2, components={
-        "frontend": {"routes": [["/", False]], "port": 3000},
-        "backend": {"routes": [["/api", True]], "port": 8080}})
+        "frontend": {"routes": [["/", False]], "port": 3000, "image_id": "sha256:f"},
+        "backend": {"routes": [["/api", True]], "port": 8080, "image_id": "sha256:b"}})
     gitd._engine.host_port = lambda container, port: {3000: 41000, 8080: 42000}[port]
     confirmed = []
     monkeypatch.setattr(router, "confirm_routed", lambda api, key, seq, urls, timeout: confirmed.append(
