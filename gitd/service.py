@@ -22,20 +22,14 @@ from gitd.services.base import container_name as service_container
 from gitd.services.base import relay_name
 from gitd.core.store import Store
 from hooks import engine as engine_mod
-from hooks import router
 from hooks.deployments import Deployments
 from hooks.health import HealthWatcher
 from hooks.locks import AppLocks
-from hooks.pipeline import Pipeline, service_paths
+from hooks.pipeline import Pipeline
+from hooks.recovery import Recovery
 from hooks.retire import Retirements
-from hooks.swarm import TASK_ROLE
 
 log = structlog.get_logger("gitd.service")
-
-# at start, how long reconcile waits for Docker to judge a container whose
-# health check is still starting (it may be routed the moment it passes)
-HEALTH_SETTLE_SECONDS = 15.0
-
 
 class Gitd:
     def __init__(self, settings: Settings, store: Store | None = None):
@@ -47,7 +41,6 @@ class Gitd:
         self.deployments = Deployments(self.store, settings.max_log_bytes)
         self.locks = AppLocks()
         self.retirements = Retirements()  # old containers draining after a deploy
-        self._adoptions: list[threading.Thread] = []  # deploys finished at start, not yet retiring
         self._engine = None
         self._engine_guard = threading.Lock()
         self._repo_guard = threading.Condition()  # git sessions vs repository gc
@@ -266,323 +259,23 @@ class Gitd:
             self.pipeline.push(app, repo, commit, pushed_by, sink)
         return deploy
 
-    # start-up
+    # start-up (hooks.recovery)
+
+    @functools.cached_property
+    def recovery(self) -> Recovery:
+        instance = self.settings.instance
+        return Recovery(
+            self.settings, self.store, engine=lambda: self.engine, scheduler=lambda: self.scheduler,
+            pipeline=lambda: self.pipeline, app_lock=self.app_lock,
+            data_leftovers=lambda: self.services.runtime.leftovers(self.store.list_services()),
+            service_containers=lambda service: (service_container(instance, service),
+                                                relay_name(instance, service)))
 
     def reconcile(self) -> list[str]:
-        """After a crash or restart: the current release's containers serve,
-        leftovers of interrupted deploys go, and the state tells the truth.
-
-        A deploy killed once its new containers were healthy is finished
-        rather than undone: Traefik already routes to them (a healthy
-        container with the highest priority takes the traffic), so removing
-        them would drop requests, while the old ones no longer get any."""
-        notes = []
-        try:
-            engine = self.engine
-        except GitdError as exc:
-            log.warning("reconcile skipped containers", error=str(exc))
-            engine = None
-        if engine:
-            notes += self._reconcile_scheduler()
-        # one snapshot for every decision: a container that turns healthy
-        # between two looks would be judged twice, differently
-        snapshot = self._reconcile_services(engine, _own_containers(engine), notes) if engine else []
-        if engine and any(_health_starting(c) for c in snapshot):
-            snapshot = self._settle_health(engine, notes)
-        adopted = self._finish_interrupted_deploys(snapshot, notes) if engine else set()
-        routed_leftovers = self._remove_leftovers(engine, snapshot, notes) if engine else []
-        for deployment in self.store.end_unfinished_deployments(
-                "interrupted: gitd stopped during this deployment", adopted):
-            notes.append(f"{deployment.app} deployment {deployment.id}: ended (interrupted)")
-        for release in self.store.interrupted_releases():
-            if (release.app, release.version) in adopted:
-                continue
-            self.store.update_release(release.app, release.version, status="failed",
-                                      log=release.log + " !     interrupted: gitd stopped during this deploy\n")
-            notes.append(f"{release.app} v{release.version}: marked failed (interrupted)")
-            if engine:
-                try:
-                    engine.remove_image(f"gitd/{release.app}:v{release.version}")
-                except GitdError:
-                    pass
-        shutil.rmtree(self.settings.work_dir, ignore_errors=True)  # builds cut short
-        if engine:  # the pipeline needs Docker; the next deploy writes them otherwise
-            self.pipeline.sync_fallbacks_quietly()  # apps destroyed or routed while stopped
-        self._retire_later(routed_leftovers, notes, snapshot, {app for app, _ in adopted})
-        for note in notes:
-            log.info("reconcile", note=note)
-        return notes
-
-    def _reconcile_scheduler(self) -> list[str]:
-        """What the scheduler keeps running while gitd is down, put right
-        (the store's live seq says which deploy is live)."""
-        live = {a.name: a.live_seq for a in self.store.list_apps()}
-        return self.scheduler.reconcile(
-            live, lambda: self.services.runtime.leftovers(self.store.list_services()))
-
-    # routes that no longer match the settings
-
-    def routes_drifted(self, app) -> bool:
-        """The live web containers' Traefik labels differ from what a deploy
-        would make now (HTTPS turned on or off, custom certificates)."""
-        if not app.current_release or app.live_seq is None:
-            return False
-        web = [c for c in self.scheduler.units(app.name)
-               if c.labels.get(engine_mod.LABEL_PROCESS) == "web"
-               and c.labels.get(engine_mod.LABEL_ROLE) == "service"
-               and c.labels.get(engine_mod.LABEL_SEQ) == str(app.live_seq)]
-        if not web:
-            return False
-        release = self.store.get_release(app.name, app.current_release)
-        if not release.components:
-            return self._labels_drifted(app.name, web[0].labels, app.live_seq,
-                                        self.store.routes(app.name))
-        app_routes = self.store.routes(app.name)
-        for container in web:  # one web container of each app.json service
-            component = container.labels.get(engine_mod.LABEL_COMPONENT)
-            if component in release.components and self._labels_drifted(
-                    f"{app.name}_{component}", container.labels, app.live_seq,
-                    service_paths(app_routes, release.components[component])):
-                return True
-        return False
-
-    def _labels_drifted(self, route_key: str, labels: dict, seq: int, paths: list) -> bool:
-        name = router.route_name(route_key, seq)
-        port = labels.get(f"traefik.http.services.{name}.loadbalancer.server.port")
-        if port is None or not port.isdigit():
-            return False
-        hosts = list(dict.fromkeys(r.host for r in paths))
-        app_name = route_key.split("_", 1)[0]
-        expected = router.labels(route_key, seq, paths, int(port), self.settings.traefik_entrypoint,
-                                 tls.tls_plan(self.settings, app_name, hosts))
-        return expected != {k: v for k, v in labels.items() if k.startswith("traefik.")}
-
-    def refresh_routes(self) -> list[str]:
-        """Redeploy (zero downtime) the apps whose routes drifted, so turning
-        HTTPS on applies to the apps already running. Returns their names."""
-        refreshed = []
-        try:
-            apps = [a for a in self.store.list_apps() if self.routes_drifted(a)]
-        except GitdError as exc:
-            log.warning("route refresh skipped", error=str(exc))
-            return refreshed
-        for app in apps:
-            app_log = log.bind(app=app.name)
-            try:
-                with self.app_lock(app.name):
-                    if self.routes_drifted(self.store.get_app(app.name)):
-                        self.pipeline.redeploy(app.name, lambda line: app_log.info(line.rstrip()),
-                                               "Routes changed (HTTPS settings): redeploying")
-                        refreshed.append(app.name)
-            except GitdError as exc:
-                app_log.warning("route refresh failed; the old routes keep serving", error=str(exc))
-        log.info("routes checked", redeployed=refreshed)
-        return refreshed
-
-    def _remove_leftovers(self, engine, snapshot: list, notes: list) -> list:
-        """Remove at once what is not the live deploy and not routed (not
-        healthy yet: before it can become healthy and take traffic); start
-        live containers that are down. Returns the routed leftovers."""
-        known = {a.name: a for a in self.store.list_apps()}
-        routed = []
-        for container in snapshot:
-            app = known.get(container.labels.get(engine_mod.LABEL_APP))
-            seq = container.labels.get(engine_mod.LABEL_SEQ)
-            if app is not None and (_routed(container) or _retired_by_a_live_release(container, app)):
-                if str(app.live_seq) != seq:
-                    routed.append(container)  # may carry traffic: drained before it stops
-                    continue
-            if app is None or str(app.live_seq) != seq:
-                notes.append(f"removed leftover container {container.name}")
-                engine.remove(container)
-            elif container.status in ("exited", "created") and not app.settings.get("stopped"):
-                container.start()
-                notes.append(f"started {container.name}")
-        return routed
-
-    def _settle_health(self, engine, notes: list) -> list:
-        """A web container still starting may turn healthy at any moment, and
-        Traefik then routes to it: removing it as a leftover would send its
-        requests to a dying container. Wait (bounded) until Docker has judged
-        it, then decide from that snapshot."""
-        deadline = time.monotonic() + HEALTH_SETTLE_SECONDS
-        while True:
-            snapshot = [c for c in _own_containers(engine)
-                        if c.labels.get(engine_mod.LABEL_SERVICE) is None]
-            if not any(_health_starting(c) for c in snapshot) or time.monotonic() > deadline:
-                return snapshot
-            time.sleep(0.25)
-
-    def _reconcile_services(self, engine, snapshot: list, notes: list) -> list:
-        """Database and cache containers: start those stopped, remove those no
-        service owns (a connect client or an upgrade cut short). Returns the
-        rest of the snapshot: the apps' containers."""
-        services = {s.name for s in self.store.list_services()}
-        apps_containers = []
-        for container in snapshot:
-            service = container.labels.get(engine_mod.LABEL_SERVICE)
-            if service is None:
-                apps_containers.append(container)
-            elif service not in services or container.name not in (
-                    service_container(self.settings.instance, service),
-                    relay_name(self.settings.instance, service)):
-                engine.remove(container)
-                notes.append(f"removed leftover container {container.name}")
-            elif container.status in ("exited", "created"):
-                container.start()
-                notes.append(f"started {container.name}")
-        return apps_containers
-
-    def _retire_later(self, containers: list, notes: list, snapshot: list, adopted: set) -> None:
-        """Old containers that may still carry traffic, found at start: drained
-        and retired in the background, as a deploy would have. For a deploy
-        finished here, only once Traefik is seen routing to it (a deploy
-        confirms that before it retires anything): stopping the old ones
-        before would send their requests to a dying container."""
-        by_app: dict[str, list] = {}
-        for container in containers:
-            by_app.setdefault(container.labels.get(engine_mod.LABEL_APP), []).append(container)
-        for name, group in by_app.items():
-            app = self.store.get_app(name)
-            drain = self.pipeline.drain_of(app.settings)
-            stop_timeout = self.pipeline.stop_timeout_of(app.settings)
-            if name in adopted:
-                web = [c for c in snapshot if c.labels.get(engine_mod.LABEL_APP) == name
-                       and c.labels.get(engine_mod.LABEL_SEQ) == str(app.live_seq)
-                       and c.labels.get(engine_mod.LABEL_PROCESS) == "web"]
-                thread = threading.Thread(target=self._retire_once_routed, daemon=True,
-                                          name=f"adopted-{name}",
-                                          args=(name, app.live_seq, web, group, drain, stop_timeout))
-                self._adoptions.append(thread)
-                thread.start()
-            else:
-                self.pipeline.deployer.retire_later(name, group, drain, stop_timeout)
-            notes.append(f"retiring {len(group)} old container(s) of {name} in the background")
+        return self.recovery.reconcile()
 
     def wait_adoptions(self, timeout: float) -> bool:
-        """Wait (bounded) until the deploys finished at start have handed their
-        old containers to the retirements. True when all did in time."""
-        deadline = time.monotonic() + timeout
-        for thread in list(self._adoptions):
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._adoptions)
+        return self.recovery.wait_adoptions(timeout)
 
-    def _retire_once_routed(self, name: str, seq: int, web: list, old: list, drain: float,
-                            stop_timeout: int) -> None:
-        if not self._routed_in_traefik(name, seq, web):
-            log.warning("Traefik does not route the deploy finished at start; the old containers "
-                        "keep running until the next deploy", app=name, seq=seq)
-            return
-        with self.app_lock(name):
-            if self.store.get_app(name).live_seq != seq:
-                return  # a newer deploy retires them with its own old containers
-            self.pipeline.deployer.retire_later(name, old, drain, stop_timeout)
-
-    def _routed_in_traefik(self, name: str, seq: int, web: list) -> bool:
-        api = self.settings.api_url
-        if not api:
-            time.sleep(3)  # as a deploy does without an API to ask
-            return True
-        port_label = f"traefik.http.services.{router.route_name(name, seq)}.loadbalancer.server.port"
-        urls = set()
-        for container in web:
-            port = container.labels.get(port_label, "")
-            host_port = self.engine.host_port(container, int(port)) if port.isdigit() else None
-            if host_port:
-                urls.add(f"http://127.0.0.1:{host_port}")
-        if not urls:
-            return True  # not routed at all (no hosts)
-        try:
-            router.confirm_routed(api, name, seq, urls, timeout=self.settings.deploy_timeout)
-            return True
-        except GitdError:
-            return False
-
-    def _finish_interrupted_deploys(self, snapshot: list, notes: list) -> set:
-        """Make live the newest complete, healthy set of containers of an
-        app that is not its live one. Returns the (app, version) adopted."""
-        adopted = set()
-        groups: dict = {}
-        for container in snapshot:
-            labels = container.labels
-            if labels.get(engine_mod.LABEL_ROLE) != "service":
-                continue
-            key = (labels.get(engine_mod.LABEL_APP), labels.get(engine_mod.LABEL_SEQ),
-                   labels.get(engine_mod.LABEL_RELEASE))
-            groups.setdefault(key, []).append(container)
-        for (app_name, seq, version), containers in sorted(
-                groups.items(), key=lambda item: -int(item[0][1] or 0)):
-            try:
-                app = self.store.get_app(app_name)
-                seq_n, version_n = int(seq), int(version)
-            except (GitdError, TypeError, ValueError):
-                continue
-            if app.name in {a for a, _ in adopted} or app.live_seq is None or seq_n <= app.live_seq:
-                continue
-            if not self._complete_and_healthy(app, version_n, containers):
-                continue
-            release = self.store.get_release(app.name, version_n)
-            self.store.set_live(app.name, version_n, seq_n)
-            if release.status in ("building", "deploying"):
-                self.store.update_release(app.name, version_n, status="succeeded",
-                                          log=release.log + "-----> finished by gitd after a restart\n")
-            adopted.add((app.name, version_n))
-            notes.append(f"{app.name} v{version_n}: interrupted deploy was healthy; finished it")
-        return adopted
-
-    def _complete_and_healthy(self, app, version: int, containers: list) -> bool:
-        """Every container the formation asks for is there and running, and
-        the web ones are healthy."""
-        try:
-            release = self.store.get_release(app.name, version)
-        except GitdError:
-            return False
-        if release.status not in ("building", "deploying", "succeeded"):
-            return False
-        if release.components:  # app.json services: SERVICE.TYPE, as ps:scale names them
-            types = [f"{name}.{t}" for name, service in release.components.items()
-                     for t in ["web"] + [t for t in service.get("procfile") or {}
-                                         if t not in ("web", "release")]]
-        else:
-            types = ["web"] + [t for t in release.procfile if t not in ("web", "release")]
-        wanted = {t: int(app.scale.get(t, 1 if t.rpartition(".")[2] == "web" else 0)) for t in types}
-        have: dict = {}
-        for container in containers:
-            state = container.attrs.get("State") or {}
-            process = container.labels.get(engine_mod.LABEL_PROCESS)
-            healthy = (state.get("Health") or {}).get("Status") == "healthy"
-            if state.get("Status") != "running" or (process == "web" and not healthy):
-                return False
-            component = container.labels.get(engine_mod.LABEL_COMPONENT)
-            key = f"{component}.{process}" if component else process
-            have[key] = have.get(key, 0) + 1
-        return have == {t: n for t, n in wanted.items() if n > 0}
-
-
-def _own_containers(engine) -> list:
-    """This instance's containers that gitd runs itself: a swarm task's
-    container is the swarm's to start, replace and remove."""
-    return [c for c in engine.containers() if c.labels.get(engine_mod.LABEL_ROLE) != TASK_ROLE]
-
-
-def _health_starting(container) -> bool:
-    state = container.attrs.get("State") or {}
-    return (state.get("Status") == "running"
-            and container.labels.get(engine_mod.LABEL_ROLE) == "service"
-            and (state.get("Health") or {}).get("Status") == "starting")
-
-
-def _routed(container) -> bool:
-    """Traefik routes a running web service container once it is healthy."""
-    state = container.attrs.get("State") or {}
-    return (container.status == "running"
-            and container.labels.get(engine_mod.LABEL_PROCESS) == "web"
-            and container.labels.get(engine_mod.LABEL_ROLE) == "service"
-            and (state.get("Health") or {}).get("Status") == "healthy")
-
-def _retired_by_a_live_release(container, app) -> bool:
-    """An older release's running service container: it may still carry
-    traffic, so it drains before it stops."""
-    seq = container.labels.get(engine_mod.LABEL_SEQ, "")
-    return (container.labels.get(engine_mod.LABEL_ROLE) == "service" and container.status == "running"
-            and seq.isdigit() and app.live_seq is not None and int(seq) < int(app.live_seq))
+    def refresh_routes(self) -> list[str]:
+        return self.recovery.refresh_routes()

@@ -91,6 +91,13 @@ class Target:
         return f"{self.component}_{process}" if self.component else process
 
 
+def route_labels(settings: Settings, target: Target) -> dict[str, str]:
+    """The Traefik labels of the target's web containers: its routes, as
+    Traefik's docker provider reads them."""
+    return router.labels(target.route_key, target.seq, target.routes, target.port,
+                         settings.traefik_entrypoint, target.tls)
+
+
 def attach_storage(spec: dict, networks: list[str], mounts: list[dict]) -> dict:
     """Add the app's service networks and storage mounts to a container spec
     (appended: other features put their own networks and mounts there too)."""
@@ -188,8 +195,7 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
         spec["network_aliases"] = [target.component]
     if process == "web":
         spec["ports"] = {f"{target.port}/tcp": ("127.0.0.1", None)}
-        labels.update(router.labels(target.route_key, target.seq, target.routes, target.port,
-                                    settings.traefik_entrypoint, target.tls))
+        labels.update(route_labels(settings, target))
         if not target.check.disabled:
             if not probe:
                 raise DeployError("no static busybox for health checks (install busybox-static, "

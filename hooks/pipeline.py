@@ -273,14 +273,14 @@ class Pipeline:
             router.refuse_routing_labels(
                 (self.engine.image_attrs(image_id).get("Config") or {}).get("Labels"),
                 f"the image of v{release.version}" + (f" (service {name})" if name else ""))
-        targets = self.component_targets(release) if release.components else [self.target(release)]
+        targets = self.targets(release)
         target = targets[0]
         if not release_task:
             for each in targets:
                 each.release_command = None
-        formation = ", ".join(
+        shown = ", ".join(
             (f"{t.component}: " if t.component else "") + _formation_text(t.formation) for t in targets)
-        progress.step(f"Deploying v{release.version} ({formation})")
+        progress.step(f"Deploying v{release.version} ({shown})")
         progress.stage("deploy")
         progress.bind(seq=target.seq)
 
@@ -344,32 +344,32 @@ class Pipeline:
             return  # its routes follow its tasks as they come up (follow_tasks)
         release = self.store.require_current_release(app)
         seq = self.store.get_app(app).live_seq
-        targets = (self.component_targets(release, seq) if release.components
-                   else [self.target(release, seq)])
-        for target in targets:
+        for target in self.targets(release, seq):
             mine = [u for u in units if route_key_of(u.labels) == target.route_key]
             for unit in mine:
                 if unit.labels.get(LABEL_PROCESS) == "web":
                     scheduler.wait_ready(unit, target.check, progress)
             confirm_routes(scheduler, self.settings, target, mine, progress)
 
+    def targets(self, release: Release, seq: int | None = None) -> list[Target]:
+        """What a deploy of `release` runs and routes: one Target, or one per
+        app.json service; `seq`: the deploy's (default: a new one)."""
+        return self.component_targets(release, seq) if release.components else [self.target(release, seq)]
+
     def target(self, release: Release, seq: int | None = None) -> Target:
         """`seq`: the deploy's (default: a new one)."""
         app = self.store.get_app(release.app)
         settings = app.settings
         config = dict(release.config)
-        port = _port_from(config.get("PORT"), release.port or DEFAULT_PORT)
+        port = route_port(release)
         commands = self.commands(release)
-        formation = {"web": 1}
-        formation.update({k: int(v) for k, v in app.scale.items() if k in commands})
-        formation = {k: v for k, v in formation.items() if v > 0}
         paths = self.store.routes(release.app)
         hosts = list(dict.fromkeys(r.host for r in paths))
         return Target(
             app=release.app, version=release.version,
             seq=self.store.take_seq(release.app) if seq is None else seq,
-            image=release.image_id, config=config, port=port, formation=formation,
-            commands=commands, hosts=hosts,
+            image=release.image_id, config=config, port=port,
+            formation=formation(commands, app.scale), commands=commands, hosts=hosts,
             tls=tls.tls_plan(self.settings, release.app, hosts),
             check=checks.resolve(settings, release.app_json, self.settings.deploy_timeout),
             release_command=process_argv(release.procfile.get("release"), release.buildpack),
@@ -480,10 +480,6 @@ class Pipeline:
                         if service.get("buildpack") != "nix" else None}
             commands.update({k: process_argv(v, service.get("buildpack"))
                              for k, v in service.get("procfile", {}).items() if k not in ("web", "release")})
-            formation = {"web": 1}
-            formation.update({k.split(".", 1)[1]: int(v) for k, v in app.scale.items()
-                              if k.startswith(name + ".") and k.split(".", 1)[1] in commands})
-            formation = {k: v for k, v in formation.items() if v > 0}
             paths = service_paths(app_routes, service)
             for route in paths:
                 # app.json comes from a deployer: a service route may not
@@ -499,7 +495,8 @@ class Pipeline:
             release_command = service.get("procfile", {}).get("release")
             targets.append(Target(
                 app=release.app, version=release.version, seq=seq, image=service["image_id"],
-                config=config, port=int(service["port"]), formation=formation, commands=commands,
+                config=config, port=route_port(release, name),
+                formation=formation(commands, app.scale, name), commands=commands,
                 hosts=hosts, tls=tls.tls_plan(self.settings, release.app, hosts), check=check,
                 release_command=process_argv(release_command, service.get("buildpack")),
                 drain=self.drain_of(app.settings), stop_timeout=self.stop_timeout_of(app.settings),
@@ -640,6 +637,39 @@ def service_paths(app_routes: list[HostRoute], service: dict) -> list[HostRoute]
     """An app.json service's routes on each of the app's routes."""
     return [HostRoute(r.host, components.join_paths(r.path, path), strip)
             for r in app_routes for path, strip in service.get("routes", [])]
+
+
+def process_types(procfile: dict) -> list[str]:
+    """The process types a release runs: web (always: the image's own
+    command when the Procfile has none) and the Procfile's others."""
+    return ["web"] + [t for t in procfile if t not in ("web", "release")]
+
+
+def formation(process_types, scale: dict, component: str | None = None) -> dict[str, int]:
+    """Process type -> how many containers a deploy runs: web 1 unless
+    scaled, the others as ps:scale set them (SERVICE.TYPE for an app.json
+    service), those at 0 left out. The deploy and recovery at start both
+    judge a release's containers by it."""
+    prefix = f"{component}." if component else ""
+    wanted = {"web": 1}
+    wanted.update({t: int(scale[prefix + t]) for t in process_types if prefix + t in scale})
+    return {t: n for t, n in wanted.items() if n > 0}
+
+
+def release_formations(release: Release, scale: dict) -> dict[str | None, dict[str, int]]:
+    """Component (None for an app without app.json services) -> its formation."""
+    if release.components:
+        return {name: formation(process_types(service.get("procfile") or {}), scale, name)
+                for name, service in release.components.items()}
+    return {None: formation(process_types(release.procfile), scale)}
+
+
+def route_port(release: Release, component: str | None = None) -> int:
+    """The port a release's web containers (of `component`) listen on and
+    are routed to, as its deploy labelled them."""
+    if component:
+        return int(release.components[component]["port"])
+    return _port_from(release.config.get("PORT"), release.port or DEFAULT_PORT)
 
 
 def _port_from(value: str | None, default: int) -> int:

@@ -177,8 +177,18 @@ def labels(app: str, seq: int, hosts, port: int, entrypoint: str = "web",
     result = {"traefik.enable": "true"}
     for route in planned:
         result.update(route_labels(route, seq, name))
-    result[f"traefik.http.services.{name}.loadbalancer.server.port"] = str(port)
+    result[port_label(app, seq)] = str(port)
     return result
+
+
+def port_label(route_key: str, seq: int) -> str:
+    return f"traefik.http.services.{route_name(route_key, seq)}.loadbalancer.server.port"
+
+
+def labelled_port(labels: dict, route_key: str, seq: int) -> int | None:
+    """The port `labels` (made by `labels`) route to; None when not routed."""
+    port = labels.get(port_label(route_key, seq), "")
+    return int(port) if port.isascii() and port.isdigit() and 0 < int(port) < 65536 else None
 
 
 def route_config(route: Route, seq: int, service: str) -> tuple[dict, dict]:

@@ -214,12 +214,12 @@ class RouteFollower:
             if unit.labels.get(LABEL_PROCESS) != "web":
                 continue
             path = self.routes_dir / route_file_name(unit.route_key, unit.seq)
-            port = unit.labels.get(
-                f"traefik.http.services.{router.route_name(unit.route_key, unit.seq)}"
-                ".loadbalancer.server.port", "")
+            port = router.labelled_port(unit.labels, unit.route_key, unit.seq)
             try:
                 config = json.loads(path.read_text())
-                servers = (self.endpoints(unit, int(port), leaving, (tasks or {}).get(unit.id))
+                if port is None:
+                    raise ValueError("not routed")
+                servers = (self.endpoints(unit, port, leaving, (tasks or {}).get(unit.id))
                            if unit.replicas else set())
             except (OSError, ValueError, DeployError):
                 continue  # not routed, or no task up right now: keep what is there

@@ -3,6 +3,7 @@ finished, one whose containers were not is undone (store + a recording engine)."
 
 import time
 
+from hooks.recovery import complete_and_healthy
 from tests.fakes import app_container, daemon_mid_deploy
 
 
@@ -20,10 +21,10 @@ def test_a_deploy_killed_with_healthy_containers_is_finished(tmp_path):
 
 
 def test_a_deploy_killed_before_its_containers_were_healthy_is_undone(tmp_path, monkeypatch):
-    import gitd.service
+    import hooks.recovery
 
     # a container still starting is waited for (bounded) before it is judged
-    monkeypatch.setattr(gitd.service, "HEALTH_SETTLE_SECONDS", 0.3)
+    monkeypatch.setattr(hooks.recovery, "HEALTH_SETTLE_SECONDS", 0.3)
     old, new = app_container("hello", 1, 1), app_container("hello", 2, 2, health="starting")
     gitd = daemon_mid_deploy(tmp_path, [old, new])
     started = time.monotonic()
@@ -57,9 +58,9 @@ def test_an_interrupted_deploy_of_app_json_services_is_finished_only_when_every_
     gitd = daemon_mid_deploy(tmp_path, [old, front])
     gitd.store.update_release("hello", 2, components={"frontend": {"procfile": {}},
                                                       "backend": {"procfile": {}}})
-    app = gitd.store.get_app("hello")
-    assert not gitd._complete_and_healthy(app, 2, [front])
-    assert gitd._complete_and_healthy(app, 2, [front, back])
+    app, release = gitd.store.get_app("hello"), gitd.store.get_release("hello", 2)
+    assert not complete_and_healthy(release, app.scale, [front])
+    assert complete_and_healthy(release, app.scale, [front, back])
 
 
 def test_routes_of_app_json_services_drift_when_https_changes(tmp_path):
@@ -70,18 +71,19 @@ def test_routes_of_app_json_services_drift_when_https_changes(tmp_path):
     web.labels["gitd.component"] = "backend"
     gitd = daemon_mid_deploy(tmp_path, [web])
     gitd.store.add_domains("hello", ["hello.test"])
-    gitd.store.update_release("hello", 1, components={"backend": {"routes": [["/api", True]]}})
+    gitd.store.update_release("hello", 1, components={"backend": {"routes": [["/api", True]],
+                                                                  "port": 8080, "image_id": "sha256:b"}})
     web.labels.update(router.labels("hello_backend", 1, [HostRoute("hello.test", "/api", True)], 8080))
     app = gitd.store.get_app("hello")
-    assert not gitd.routes_drifted(app)
+    assert not gitd.recovery.routes_drifted(app)
     gitd.store.add_domains("hello", ["www.test"])  # the service's routes now cover a second host
-    assert gitd.routes_drifted(app)
+    assert gitd.recovery.routes_drifted(app)
 
 
 def test_deployments_cut_short_end_at_start_as_their_release_did(tmp_path, monkeypatch):
-    import gitd.service
+    import hooks.recovery
 
-    monkeypatch.setattr(gitd.service, "HEALTH_SETTLE_SECONDS", 0.3)
+    monkeypatch.setattr(hooks.recovery, "HEALTH_SETTLE_SECONDS", 0.3)
     for health, expected in (("healthy", "succeeded"), ("starting", "failed")):
         root = tmp_path / health
         root.mkdir()
@@ -96,3 +98,37 @@ def test_deployments_cut_short_end_at_start_as_their_release_did(tmp_path, monke
         assert store.get_deployment(deploying.id).status == expected
         assert store.get_deployment(queued.id).status == "cancelled"
         assert "interrupted" in store.get_deployment(queued.id).error
+
+
+def test_the_deploy_and_recovery_share_one_formation_rule():
+    from hooks.pipeline import formation, process_types
+
+    types = process_types({"web": "serve", "worker": "work", "release": "migrate"})
+    assert types == ["web", "worker"]
+    assert formation(types, {}) == {"web": 1}
+    assert formation(types, {"web": 0, "worker": 2, "clock": 1}) == {"worker": 2}
+    assert formation(types, {"api.worker": 3, "worker": 1}, "api") == {"web": 1, "worker": 3}
+
+
+def test_an_adopted_deploy_is_confirmed_routed_on_the_ports_its_release_recorded(tmp_path,
+                                                                                monkeypatch):
+    """Each app.json service's route, on the port the release recorded (no
+    label is read back for it), before the old containers retire."""
+    from hooks import router
+
+    front, back = app_container("hello", 2, 2), app_container("hello", 2, 2)
+    front.labels["gitd.component"], back.labels["gitd.component"] = "frontend", "backend"
+    gitd = daemon_mid_deploy(tmp_path, [front, back])
+    gitd.settings = gitd.recovery.settings = type(gitd.settings)(
+        data_dir=tmp_path, instance="t", drain_seconds=0, traefik_api_url="http://127.0.0.1:1")
+    gitd.store.add_domains("hello", ["hello.test"])
+    gitd.store.update_release("hello", 2, components={
+        "frontend": {"routes": [["/", False]], "port": 3000, "image_id": "sha256:f"},
+        "backend": {"routes": [["/api", True]], "port": 8080, "image_id": "sha256:b"}})
+    gitd._engine.host_port = lambda container, port: {3000: 41000, 8080: 42000}[port]
+    confirmed = []
+    monkeypatch.setattr(router, "confirm_routed", lambda api, key, seq, urls, timeout: confirmed.append(
+        (key, seq, urls)))
+    assert gitd.recovery._routed_in_traefik("hello", 2, [front, back])
+    assert sorted(confirmed) == [("hello_backend", 2, {"http://127.0.0.1:42000"}),
+                                 ("hello_frontend", 2, {"http://127.0.0.1:41000"})]

@@ -130,3 +130,16 @@ def test_an_old_domains_table_becomes_routes_at_slash(tmp_path):
     assert store.domains("x") == ["c.test"]
     assert "domains" not in store.db.table_names()
     assert Store(path).domains("web") == ["a.test", "b.test"]  # migrating twice is harmless
+
+
+def test_the_port_of_a_deploys_labels_is_read_back_in_one_place():
+    from gitd.core.store import HostRoute
+    from hooks import router
+
+    made = router.labels("hello_api", 3, [HostRoute("hello.test", "/", False)], 8080)
+    assert router.labelled_port(made, "hello_api", 3) == 8080
+    assert router.labelled_port(made, "hello_api", 2) is None  # another deploy's route
+    assert router.labelled_port(router.labels("hello", 3, [], 8080), "hello", 3) is None  # not routed
+    key = router.port_label("hello", 3)
+    for hostile in ("", "-1", "0", "65536", "99999999999999999999", "80 ", "８０"):
+        assert router.labelled_port({key: hostile}, "hello", 3) is None
