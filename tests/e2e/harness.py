@@ -146,13 +146,18 @@ class Gitd:
     # clients
 
     def ssh_config(self, key: Path) -> Path:
+        """Written whole by a rename when it changes: parallel clients (a
+        push in a thread) read it while another call writes it."""
         path = self.root / f"ssh_config_{key.name}"
-        path.write_text(
-            "Host paas\n  HostName 127.0.0.1\n"
-            f"  Port {self.ssh_port}\n  User git\n  IdentityFile {key}\n"
-            "  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
-            "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n"
-            "  PreferredAuthentications publickey\n")
+        text = ("Host paas\n  HostName 127.0.0.1\n"
+                f"  Port {self.ssh_port}\n  User git\n  IdentityFile {key}\n"
+                "  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
+                "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n"
+                "  PreferredAuthentications publickey\n")
+        if not path.exists() or path.read_text() != text:
+            temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
+            temporary.write_text(text)
+            os.replace(temporary, path)
         return path
 
     def ssh(self, *args: str, key: Path | None = None, input: str | bytes | None = None,
