@@ -46,6 +46,12 @@ def logs(s: Session, app: str, lines: int = 100, follow: bool = False,
     return (line for line in s.gitd.scheduler.log_lines(units, lines))
 
 
+def recent(s: Session, app: str, lines: int = 100, process: str | None = None,
+           service: str | None = None) -> dict:
+    """The last `lines` lines of the app's live containers, as data."""
+    return {"app": app, "lines": list(logs(s, app, lines, False, process, service))}
+
+
 def _put(out: queue.Queue, item, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
