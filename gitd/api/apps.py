@@ -22,6 +22,9 @@ LINKED_SERVICE = {"type": "object", "properties": {
     "kind": STRING, "env_var": STRING, "last_backup_ok": nullable(BOOLEAN),
     "last_backup_message": STRING}}
 
+FOLLOWS = {"type": ["object", "null"], "description": "the repository the app follows",
+           "properties": {"url": STRING, "branch": STRING}}
+
 APP_INFO = {
     "type": "object",
     "required": ["name", "created_at", "release", "commit", "image", "buildpack", "domains",
@@ -38,6 +41,7 @@ APP_INFO = {
         "health_restarts": {"type": ["object", "null"]},
         "git_url": STRING, "granted_to": STRINGS, "deploying": BOOLEAN,
         "services": {"type": "object", "additionalProperties": LINKED_SERVICE},
+        "follows": FOLLOWS,
     },
 }
 
@@ -52,7 +56,8 @@ CREATE_BODY = {
 
 CREATED = {"type": "object", "required": ["name", "git_url", "host_known"],
            "additionalProperties": False,
-           "properties": {"name": STRING, "git_url": STRING, "host_known": BOOLEAN}}
+           "properties": {"name": STRING, "git_url": STRING, "host_known": BOOLEAN,
+                          "follows": FOLLOWS}}
 
 DESTROYED = {"type": "object", "required": ["name", "services_left"], "additionalProperties": False,
              "properties": {"name": STRING, "services_left": {

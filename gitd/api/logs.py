@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gitd.api.routing import (APP_PARAM, STRING, Routes, call, query, query_param, run_blocking,
                               run_verb)
-from gitd.core.errors import GitdError, UsageError
+from gitd.core.errors import GitdError
 from gitd.verbs import logs
 
 routes = Routes()
@@ -20,7 +20,7 @@ TYPE_PARAM = query_param("type", {"type": "string", "pattern": "^[a-z][a-z0-9_-]
 SERVICE_PARAM = query_param("service", {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,29}$"},
                             "only this app.json service")
 FOLLOW_PARAM = query_param("follow", {"type": "boolean"},
-                           "stream new lines (needs Accept: text/event-stream)")
+                           "with Accept: text/event-stream, stream new lines as they come")
 LOGS = {"type": "object", "required": ["app", "lines"], "additionalProperties": False,
         "properties": {"app": STRING, "lines": {"type": "array", "items": STRING}}}
 KEEPALIVE_TICKS = 30  # an SSE comment after this many quiet ticks (logs.POLL each)
@@ -37,11 +37,10 @@ async def app_logs(request):
     lines = query(request, LINES_PARAM)
     lines = 100 if lines is None else lines
     process, service = query(request, TYPE_PARAM), query(request, SERVICE_PARAM)
-    if not query(request, FOLLOW_PARAM):
+    # as a deployment's log: without Accept: text/event-stream, the lines so far
+    if not (query(request, FOLLOW_PARAM)
+            and "text/event-stream" in request.headers.get("Accept", "")):
         return await call(request, logs.recent, app, lines, process, service)
-    if "text/event-stream" not in request.headers.get("Accept", ""):
-        raise UsageError("follow=true streams server-sent events: send "
-                         "Accept: text/event-stream")
     stream = await run_verb(request, logs.logs, app, lines, True, process, service)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})

@@ -164,6 +164,8 @@ def check(value, schema: dict, where: str) -> None:
         if value is None and "null" in kind:
             return
         kind = next((k for k in kind if k != "null"), None)
+    if kind == "integer" and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 17.0 is an integer to JSON Schema
     ok = kind is None or isinstance(value, JSON_TYPES[kind]) and not (
         kind in ("integer", "number") and isinstance(value, bool))
     if not ok:

@@ -298,8 +298,9 @@ def test_type_lists_property_names_and_sizes_are_checked():
                 {f"K{i}": "v" for i in range(101)}):
         with pytest.raises(UsageError):
             routing.check(bad, config_routes.PATCH_BODY, "body")
-    routing.check({"web": 2, "api.worker": 0}, ps_routes.SCALE_BODY, "body")
-    for bad in ({"web": 21}, {"web": -1}, {"release": 1}, {"Web": 1}, {"web": "2"}, {}):
+    routing.check({"web": 2, "api.worker": 0, "worker": 3.0}, ps_routes.SCALE_BODY, "body")
+    for bad in ({"web": 21}, {"web": -1}, {"release": 1}, {"Web": 1}, {"web": "2"}, {},
+                {"web": 1.5}, {"web": float("inf")}):
         with pytest.raises(UsageError):
             routing.check(bad, ps_routes.SCALE_BODY, "body")
     routing.check({"domains": ["a.example.com", "b.example.com/api"]}, domain_routes.ADD_BODY,
