@@ -293,7 +293,10 @@ def fuzz(server, token: str, examples: int = 25) -> subprocess.CompletedProcess:
     keeps a cache where it runs)."""
     url = f"http://127.0.0.1:{server.gitd_api_port}/api/v1/openapi.json"
     return subprocess.run(
+        # all checks but one: its stateful phase reads the 404 of a deploy of a
+        # ref the new app's (empty) repository lacks as "the app just made is gone"
         [*SCHEMATHESIS, "run", url, "-H", f"Authorization: Bearer {token}", "--checks", "all",
+         "--exclude-checks", "ensure_resource_availability",
          "--max-examples", str(examples), "--seed", "23", "--request-timeout", "60",
          "--no-color"],
         capture_output=True, text=True, timeout=900, env=dict(os.environ, NO_COLOR="1"),
