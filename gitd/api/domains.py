@@ -13,9 +13,10 @@ ROUTE = {"type": "object", "required": ["host", "path", "strip_prefix", "url"],
          "properties": {"host": STRING, "path": STRING, "strip_prefix": BOOLEAN, "url": STRING}}
 ROUTES = {"type": "array", "items": ROUTE}
 # HOST or HOST/PATH (validate.host_and_path says the rest)
+LABEL = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 DOMAIN = {"type": "string", "minLength": 4, "maxLength": 300,
-          "pattern": "^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
-                     "\\.[a-z]{2,}(/[A-Za-z0-9._~-]+)*$"}
+          "pattern": f"^(?=[^/]{{4,253}}(/|$))(?=[^/]*(/.{{1,99}})?$){LABEL}(\\.{LABEL})*"
+                     "\\.[a-z]{2,63}(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*$"}
 DOMAINS = {"type": "array", "items": DOMAIN, "minItems": 1, "maxItems": 50}
 ADD_BODY = {"type": "object", "required": ["domains"], "additionalProperties": False,
             "properties": {"domains": DOMAINS, "strip_prefix": {

@@ -263,7 +263,7 @@ def test_the_api_is_routed_at_its_host_through_traefik(gitd, api):
         "GET", "/api/v1/apps", api.admin)[:2]
     result = gitd.ssh("apps:create", "gitd")
     assert result.returncode != 0 and "gitd's own" in result.stderr
-    assert api.request("POST", "/api/v1/apps", api.admin, {"name": "gitd"})[0] == 400
+    assert api.request("POST", "/api/v1/apps", api.admin, {"name": "gitd"})[0] == 409
     result = gitd.ssh("domains:add", api.mine, "gitd.localhost")
     assert result.returncode != 0 and "gitd's own" in result.stderr
 

@@ -338,3 +338,21 @@ def test_the_brake_allows_what_api_auth_failures_says(tmp_path):
     assert load_settings(tmp_path, environ={}).api_auth_failures == 10
     with pytest.raises(GitdError, match="api_auth_failures"):
         load_settings(tmp_path, environ={"GITD_API_AUTH_FAILURES": "0"})
+
+
+def test_a_name_that_is_someone_elses_is_a_conflict_over_http_and_bad_usage_over_ssh():
+    from gitd.api import status_of
+    from gitd.core.errors import Taken
+    with pytest.raises(Taken) as refused:
+        validate.own_host("other.example.com", "hello", "example.com")
+    assert status_of(refused.value) == 409 and refused.value.exit_status == 2
+    with pytest.raises(Taken):
+        validate.own_host("gitd.example.com", "gitd", "example.com", "gitd.example.com")
+
+
+@pytest.mark.parametrize("domain", ["0." + "a" * 70, "a.b", "x.ab/" + "a" * 120, "x.ab/..",
+                                    "x.ab//y", "a" * 250 + ".example.com", "1.2.3.4"])
+def test_the_domain_pattern_refuses_what_validate_refuses(domain):
+    from gitd.api import domains as domain_routes
+    with pytest.raises(UsageError):
+        routing.check({"domains": [domain]}, domain_routes.ADD_BODY, "body")
