@@ -10,8 +10,8 @@ from gitd.verbs import config
 routes = Routes()
 
 CONFIG = {"type": "object", "additionalProperties": STRING}
-# config.check_key as a pattern: gitd's own keys (GITD_*, DYNO) cannot be changed
-KEY = {"type": "string", "pattern": "^(?!GITD_)(?!DYNO$)[A-Za-z_][A-Za-z0-9_]{0,127}$"}
+# validate.config_key; gitd's own keys (GITD_*, DYNO) are refused with 409
+KEY = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"}
 VALUE = {"type": ["string", "null"], "pattern": "^[^\\x00]*$",
          "description": "the new value (no NUL byte; PORT a port), or null to unset it"}
 PATCH_BODY = {

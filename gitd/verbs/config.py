@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from gitd.core import validate
-from gitd.core.errors import GitdError, NotFound, UsageError
+from gitd.core.errors import GitdError, NotFound, Taken, UsageError
 from gitd.verbs import Session
 
 RESERVED_PREFIX = "GITD_"
@@ -23,7 +23,7 @@ def check_key(key: str) -> str:
         raise UsageError(f"invalid config key {key!r}: a config key is text")
     validate.config_key(key)
     if key.startswith(RESERVED_PREFIX) or key in RESERVED_KEYS:
-        raise UsageError(f"{key} is set by gitd itself and cannot be changed")
+        raise Taken(f"{key} is set by gitd itself and cannot be changed")
     return key
 
 

@@ -294,7 +294,7 @@ def test_type_lists_property_names_and_sizes_are_checked():
     from gitd.api import config as config_routes, domains as domain_routes, ps as ps_routes
     routing.check({"A": "1", "B": None}, config_routes.PATCH_BODY, "body")
     routing.check({"PORT": "5000"}, config_routes.PATCH_BODY, "body")
-    for bad in ({}, {"GITD_X": "1"}, {"DYNO": "1"}, {"A": 1}, {"PORT": "70000"},
+    for bad in ({}, {"1A": "1"}, {"A-B": "1"}, {"A": 1}, {"PORT": "70000"},
                 {f"K{i}": "v" for i in range(101)}):
         with pytest.raises(UsageError):
             routing.check(bad, config_routes.PATCH_BODY, "body")
