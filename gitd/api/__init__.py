@@ -50,6 +50,16 @@ ROUTE_MODULES = (
     "gitd.api.meta",
     "gitd.api.apps",
     "gitd.api.deployments",
+    "gitd.api.config",
+    "gitd.api.domains",
+    "gitd.api.ps",
+    "gitd.api.releases",
+    "gitd.api.logs",
+    "gitd.api.services",
+    "gitd.api.certs",
+    "gitd.api.resources",
+    "gitd.api.checks",
+    "gitd.api.storage",
     "gitd.api.webhooks",
 )
 
@@ -122,7 +132,7 @@ def build_app(gitd) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors, auth.authenticate])
     app["gitd"] = gitd
     app["max_body"] = MAX_BODY
-    app["failed_attempts"] = auth.FailedAttempts()
+    app["failed_attempts"] = auth.FailedAttempts(gitd.settings.api_auth_failures)
     app["public"] = set()
     app["behind_traefik"] = False
     routes = all_routes()

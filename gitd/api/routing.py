@@ -106,6 +106,28 @@ async def json_body(request: web.Request, schema: dict) -> dict:
     return parse_json(raw, schema)
 
 
+def query(request: web.Request, parameter: dict):
+    """A query parameter declared with `query_param`, checked against its
+    schema (integers and booleans from their text); None when absent."""
+    raw = request.query.get(parameter["name"])
+    if raw is None:
+        return None
+    schema = parameter["schema"]
+    where = f"query parameter {parameter['name']}"
+    if schema.get("type") == "integer":
+        if not re.fullmatch(r"-?[0-9]{1,18}", raw):
+            raise UsageError(f"{where}: expected a whole number")
+        value = int(raw)
+    elif schema.get("type") == "boolean":
+        if raw not in ("true", "false", "1", "0"):
+            raise UsageError(f"{where}: expected true or false")
+        value = raw in ("true", "1")
+    else:
+        value = raw
+    check(value, schema, where)
+    return value
+
+
 def parse_json(raw: bytes, schema: dict):
     """JSON as RFC 8259 has it (no NaN or Infinity), within Python's nesting
     limit, matching `schema`; anything else is a UsageError."""
@@ -138,6 +160,12 @@ def check(value, schema: dict, where: str) -> None:
     if schema.get("not") == {}:
         raise UsageError(f"{where}: not supported yet")
     kind = schema.get("type")
+    if isinstance(kind, list):  # ["string", "null"]
+        if value is None and "null" in kind:
+            return
+        kind = next((k for k in kind if k != "null"), None)
+    if kind == "integer" and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 17.0 is an integer to JSON Schema
     ok = kind is None or isinstance(value, JSON_TYPES[kind]) and not (
         kind in ("integer", "number") and isinstance(value, bool))
     if not ok:
@@ -150,6 +178,9 @@ def check(value, schema: dict, where: str) -> None:
         _check_string(value, schema, where)
     elif kind == "integer" and not schema.get("minimum", value) <= value <= schema.get("maximum", value):
         raise UsageError(f"{where}: out of range")
+    elif kind == "array" and not schema.get("minItems", 0) <= len(value) <= schema.get(
+            "maxItems", len(value)):
+        raise UsageError(f"{where}: too few or too many items")
     elif kind == "array" and "items" in schema:
         for i, item in enumerate(value):
             check(item, schema["items"], f"{where}[{i}]")
@@ -157,12 +188,18 @@ def check(value, schema: dict, where: str) -> None:
 
 def _check_object(value: dict, schema: dict, where: str) -> None:
     properties = schema.get("properties", {})
+    if not schema.get("minProperties", 0) <= len(value) <= schema.get("maxProperties", len(value)):
+        raise UsageError(f"{where}: too few or too many fields")
     for name in schema.get("required", []):
         if name not in value:
             raise UsageError(f"{where}: {name!r} is required")
     for name, item in value.items():
+        if "propertyNames" in schema:
+            check(name, schema["propertyNames"], f"{where}: field name {name[:40]!r}")
         if name in properties:
             check(item, properties[name], f"{where}.{name}")
+        elif isinstance(schema.get("additionalProperties"), dict):
+            check(item, schema["additionalProperties"], f"{where}.{name[:40]}")
         elif schema.get("additionalProperties", True) is False:
             raise UsageError(f"{where}: unknown field {name[:40]!r}")
 
@@ -202,3 +239,9 @@ def path_param(name: str, schema: dict, description: str = "") -> dict:
 
 
 APP_PARAM = path_param("name", APP_NAME, "the app's name")
+
+
+def query_param(name: str, schema: dict, description: str = "") -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+

@@ -27,6 +27,9 @@ class Settings:
     # managed Traefik also at api_host ("" = gitd.<domain>), a name no app takes
     api_port: int = 8088
     api_host: str = ""
+    # failed token checks allowed per client address per minute; past them
+    # the API answers 429 to that address for the rest of the minute
+    api_auth_failures: int = 10
     traefik: str = "managed"  # managed | external
     # Traefik's API: managed mode binds it here (127.0.0.1 only); external
     # mode reads it to confirm a switch ("" = do not confirm).
@@ -312,7 +315,8 @@ def _validate(settings: Settings) -> Settings:
         if any(c.isspace() or c in "\"'`" for c in value):
             raise GitdError(f"setting {name}: {value!r} must not contain spaces or quotes")
     for name in ("max_sessions", "max_sessions_per_key", "max_connections_per_key",
-                 "max_unauthenticated", "max_repo_bytes", "release_history"):
+                 "max_unauthenticated", "max_repo_bytes", "release_history",
+                 "api_auth_failures"):
         if getattr(settings, name) < 1:
             raise GitdError(f"setting {name}: must be at least 1")
     for name in ("login_timeout", "idle_timeout"):

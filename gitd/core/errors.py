@@ -41,6 +41,11 @@ class Conflict(GitdError):
     (the app's deploy lock): try again later."""
 
 
+class Taken(UsageError, Conflict):
+    """A name that is someone else's (another app's default host, gitd's own
+    API host): bad arguments to SSH (exit status 2), a conflict (409) to HTTP."""
+
+
 class TooLarge(GitdError):
     """Input beyond a limit."""
 

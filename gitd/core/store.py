@@ -496,7 +496,7 @@ class Store:
             for route in routes:
                 owner = list(db["routes"].rows_where("host = ? AND path = ?", [route.host, route.path]))
                 if owner and owner[0]["app"] != app:
-                    raise GitdError(f"domain {route} is already used by app {owner[0]['app']!r}")
+                    raise Conflict(f"domain {route} is already used by app {owner[0]['app']!r}")
             db["routes"].upsert_all(
                 [{"host": r.host, "path": r.path, "app": app, "strip_prefix": int(r.strip_prefix)}
                  for r in routes], pk=("host", "path"))
@@ -588,7 +588,7 @@ class Store:
     def require_current_release(self, app: str) -> Release:
         release = self.current_release(app)
         if release is None:
-            raise GitdError(f"{app} has no release yet: push to deploy it first")
+            raise NotFound(f"{app} has no release yet: push to deploy it first")
         return release
 
     def apps_of_image(self, image_id: str) -> set[str]:

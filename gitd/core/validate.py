@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gitd.core.errors import UsageError
+from gitd.core.errors import Taken, UsageError
 
 APP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -135,13 +135,13 @@ def own_host(host: str, app: str, domain: str, api_host: str = "") -> str:
     or future: no other app may take it; `api_host` (gitd's own API) no app
     at all."""
     if api_host and host == api_host:
-        raise UsageError(f"{host} is gitd's own (its HTTP API, setting api_host); "
+        raise Taken(f"{host} is gitd's own (its HTTP API, setting api_host); "
                          "use another host")
     suffix = "." + domain.lower().rstrip(".")
     if host.endswith(suffix):
         name = host[: -len(suffix)]
         if "." not in name and name != app:
-            raise UsageError(f"{host} is reserved for the app {name!r} (every app gets "
+            raise Taken(f"{host} is reserved for the app {name!r} (every app gets "
                              f"<app>{suffix}); use another host")
     return host
 

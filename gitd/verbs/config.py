@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from gitd.core import validate
-from gitd.core.errors import GitdError, NotFound, UsageError
+from gitd.core.errors import GitdError, NotFound, Taken, UsageError
 from gitd.verbs import Session
 
 RESERVED_PREFIX = "GITD_"
@@ -23,7 +23,7 @@ def check_key(key: str) -> str:
         raise UsageError(f"invalid config key {key!r}: a config key is text")
     validate.config_key(key)
     if key.startswith(RESERVED_PREFIX) or key in RESERVED_KEYS:
-        raise UsageError(f"{key} is set by gitd itself and cannot be changed")
+        raise Taken(f"{key} is set by gitd itself and cannot be changed")
     return key
 
 
@@ -90,6 +90,28 @@ def unset(s: Session, app: str, keys: list[str], *, restart: bool = True) -> dic
         return {k: v for k, v in old.items() if k not in keys}
 
     return apply_config(s, app, change, f"Unset {', '.join(keys)}", restart=restart)
+
+
+def patch(s: Session, app: str, changes: dict[str, str | None], *, restart: bool = True) -> dict:
+    """Set and unset in one change (a JSON merge patch: a value sets its key,
+    None unsets it); one release for all of it. Unsetting a key that is not
+    set is refused, and then nothing changes."""
+    s.require_admin()
+    s.app(app)
+    if not isinstance(changes, dict) or not changes:
+        raise UsageError("name at least one KEY")
+    values = {check_key(k): check_value(k, v) for k, v in changes.items() if v is not None}
+    keys = [check_key(k) for k, v in changes.items() if v is None]
+
+    def change(old: dict) -> dict:
+        missing = [k for k in keys if k not in old]
+        if missing:
+            raise NotFound(f"not set on {app}: {', '.join(missing)}; nothing changed")
+        return {**{k: v for k, v in old.items() if k not in keys}, **values}
+
+    description = "; ".join(part for part in (values and f"Set {', '.join(values)}",
+                                              keys and f"Unset {', '.join(keys)}") if part)
+    return apply_config(s, app, change, description, restart=restart)
 
 
 def apply_config(s: Session, app: str, change: Callable[[dict], dict], description: str,

@@ -10,7 +10,7 @@ import time
 from typing import Iterator
 
 from gitd.core import validate
-from gitd.core.errors import GitdError, UsageError
+from gitd.core.errors import GitdError, NotFound, UsageError
 from gitd.verbs import Session
 from gitd.verbs.ps import live_services
 from hooks import components
@@ -40,10 +40,16 @@ def logs(s: Session, app: str, lines: int = 100, follow: bool = False,
     if not units:
         what = " ".join(w for w in (service, process) if w)
         what = f"{what} containers" if what else "containers"
-        raise GitdError(f"{app} has no {what} (deploy it, or check `ps:scale {app}`)")
+        raise NotFound(f"{app} has no {what} (deploy it, or check `ps:scale {app}`)")
     if follow:
         return _follow(s, app, units, lines, wanted)
     return (line for line in s.gitd.scheduler.log_lines(units, lines))
+
+
+def recent(s: Session, app: str, lines: int = 100, process: str | None = None,
+           service: str | None = None) -> dict:
+    """The last `lines` lines of the app's live containers, as data."""
+    return {"app": app, "lines": list(logs(s, app, lines, False, process, service))}
 
 
 def _put(out: queue.Queue, item, stop: threading.Event) -> None:

@@ -8,7 +8,7 @@ the others are not, and `release` runs once per release before the swap.
 from __future__ import annotations
 
 from gitd.core import validate
-from gitd.core.errors import GitdError, UsageError
+from gitd.core.errors import GitdError, NotFound, UsageError
 from gitd.verbs import Session
 from hooks import components, dynos
 from hooks.events import Progress
@@ -60,7 +60,7 @@ def check_scale(changes: dict, release) -> dict[str, int]:
             raise UsageError("`release` runs once per release; it cannot be scaled")
         if name not in known:
             where = f"the Procfile of v{release.version}" if release else "an app not deployed yet"
-            raise UsageError(f"no process type {name!r} in {where} (known: {', '.join(known)})")
+            raise NotFound(f"no process type {name!r} in {where} (known: {', '.join(known)})")
         checked[name] = validate.whole_number(count, f"the count for {name}", 0, MAX_SCALE)
     return checked
 

@@ -9,7 +9,7 @@ rebuild.
 from __future__ import annotations
 
 from gitd.core import validate
-from gitd.core.errors import GitdError, NotFound, UsageError
+from gitd.core.errors import Conflict, NotFound, UsageError
 from gitd.verbs import Session, iso_time
 from gitd.verbs.config import replace_config
 
@@ -61,7 +61,7 @@ def rollback_target(store, app: str, version: int | None):
     before the current release."""
     current = store.get_app(app).current_release
     if current is None:
-        raise GitdError(f"{app} has no release yet: nothing to roll back")
+        raise NotFound(f"{app} has no release yet: nothing to roll back")
     if version is None:
         older = [r for r in store.releases(app) if r.version < current and r.status == "succeeded"]
         if not older:
@@ -69,9 +69,9 @@ def rollback_target(store, app: str, version: int | None):
         return older[0]
     release = store.get_release(app, version)
     if version == current:
-        raise GitdError(f"v{version} is the current release already")
+        raise Conflict(f"v{version} is the current release already")
     if release.status not in ("succeeded", "pruned"):
-        raise GitdError(f"v{version} {release.status}: only a release that succeeded can come back")
+        raise Conflict(f"v{version} {release.status}: only a release that succeeded can come back")
     return release
 
 

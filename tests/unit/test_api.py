@@ -5,6 +5,7 @@ import hashlib
 import time
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from gitd.api import STATUSES, all_routes, auth, openapi, routing
 from gitd.core import validate
@@ -285,3 +286,73 @@ def test_api_port_0_turns_the_api_off_and_8088_is_the_default(tmp_path):
 
     assert load_settings(tmp_path, environ={}).api_port == 8088
     assert load_settings(tmp_path, flags={"api_port": 0}, environ={}).api_port == 0
+
+
+# the schema subset the new routes use
+
+def test_type_lists_property_names_and_sizes_are_checked():
+    from gitd.api import config as config_routes, domains as domain_routes, ps as ps_routes
+    routing.check({"A": "1", "B": None}, config_routes.PATCH_BODY, "body")
+    routing.check({"PORT": "5000"}, config_routes.PATCH_BODY, "body")
+    for bad in ({}, {"1A": "1"}, {"A-B": "1"}, {"A": 1}, {"PORT": "70000"},
+                {f"K{i}": "v" for i in range(101)}):
+        with pytest.raises(UsageError):
+            routing.check(bad, config_routes.PATCH_BODY, "body")
+    routing.check({"web": 2, "api.worker": 0, "worker": 3.0}, ps_routes.SCALE_BODY, "body")
+    for bad in ({"web": 21}, {"web": -1}, {"release": 1}, {"Web": 1}, {"web": "2"}, {},
+                {"web": 1.5}, {"web": float("inf")}):
+        with pytest.raises(UsageError):
+            routing.check(bad, ps_routes.SCALE_BODY, "body")
+    routing.check({"domains": ["a.example.com", "b.example.com/api"]}, domain_routes.ADD_BODY,
+                  "body")
+    for bad in ({"domains": []}, {"domains": ["x" * 400]}, {"domains": ["a.b.c"] * 51},
+                {"domains": ["a.example.com`"]}, {"domains": "a.example.com"}):
+        with pytest.raises(UsageError):
+            routing.check(bad, domain_routes.ADD_BODY, "body")
+
+
+@pytest.mark.parametrize("raw,value", [(None, None), ("5", 5), ("0", 0)])
+def test_query_integers(raw, value):
+    from gitd.api import releases as release_routes
+    request = make_mocked_request("GET", "/x" if raw is None else f"/x?count={raw}")
+    assert routing.query(request, release_routes.COUNT_PARAM) == value
+
+
+@pytest.mark.parametrize("raw", ["-1", "x", "1e3", "10001", "9" * 40, ""])
+def test_hostile_query_integers_are_usage_errors(raw):
+    from gitd.api import releases as release_routes
+    with pytest.raises(UsageError):
+        routing.query(make_mocked_request("GET", f"/x?count={raw}"), release_routes.COUNT_PARAM)
+
+
+def test_the_brake_allows_what_api_auth_failures_says(tmp_path):
+    from gitd.core.config import load_settings
+    settings = load_settings(tmp_path, environ={"GITD_API_AUTH_FAILURES": "200"})
+    assert settings.api_auth_failures == 200
+    from gitd.api import build_app
+
+    class Gitd:
+        pass
+    Gitd.settings = settings
+    assert build_app(Gitd())["failed_attempts"].allowed == 200
+    assert load_settings(tmp_path, environ={}).api_auth_failures == 10
+    with pytest.raises(GitdError, match="api_auth_failures"):
+        load_settings(tmp_path, environ={"GITD_API_AUTH_FAILURES": "0"})
+
+
+def test_a_name_that_is_someone_elses_is_a_conflict_over_http_and_bad_usage_over_ssh():
+    from gitd.api import status_of
+    from gitd.core.errors import Taken
+    with pytest.raises(Taken) as refused:
+        validate.own_host("other.example.com", "hello", "example.com")
+    assert status_of(refused.value) == 409 and refused.value.exit_status == 2
+    with pytest.raises(Taken):
+        validate.own_host("gitd.example.com", "gitd", "example.com", "gitd.example.com")
+
+
+@pytest.mark.parametrize("domain", ["0." + "a" * 70, "a.b", "x.ab/" + "a" * 120, "x.ab/..",
+                                    "x.ab//y", "a" * 250 + ".example.com", "1.2.3.4"])
+def test_the_domain_pattern_refuses_what_validate_refuses(domain):
+    from gitd.api import domains as domain_routes
+    with pytest.raises(UsageError):
+        routing.check({"domains": [domain]}, domain_routes.ADD_BODY, "body")

@@ -153,13 +153,15 @@ def test_scale_is_checked_against_the_procfile(store):
     release = deployed(store, procfile={"web": "w", "worker": "k", "release": "migrate"})
     assert parse_scale(["web=2", "worker=0"], release) == {"web": 2, "worker": 0}
     assert ps_verbs.formation({}, release) == {"web": 1, "worker": 0}
-    for pairs, message in ((["clock=1"], "no process type 'clock'"), (["release=1"], "once per release"),
+    with pytest.raises(NotFound, match="no process type 'clock'"):
+        parse_scale(["clock=1"], release)
+    for pairs, message in ((["release=1"], "once per release"),
                            (["web=21"], "0 to 20"), (["web=-1"], "0 to 20"), (["web"], "TYPE=COUNT"),
                            (["Web=1"], "invalid process type")):
         with pytest.raises(UsageError, match=message):
             parse_scale(pairs, release)
     assert parse_scale(["web=3"], None) == {"web": 3}
-    with pytest.raises(UsageError, match="not deployed"):
+    with pytest.raises(NotFound, match="not deployed"):
         parse_scale(["worker=1"], None)
 
 
@@ -270,7 +272,7 @@ def test_scale_names_services(store):
     assert ps_verbs.check_scale(ps.scale_pairs(["backend.web=2", "backend.worker=1"]), release) == {
         "backend.web": 2, "backend.worker": 1}
     for bad in ("web=2", "backend.release=1", "db.web=1", "Back.web=1", "backend.web=-1", "..web=1"):
-        with pytest.raises(UsageError):
+        with pytest.raises((UsageError, NotFound)):
             ps_verbs.check_scale(ps.scale_pairs([bad]), release)
 
 

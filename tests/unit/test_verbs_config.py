@@ -67,3 +67,33 @@ def test_unset_of_a_missing_key_and_a_failed_release_change_nothing(fake):
     assert fake.store.get_config("hello") == {"A": "1"}
     with pytest.raises(UsageError, match="invalid app name"):
         config.show(s, "../hello")
+
+
+def test_patch_sets_and_unsets_in_one_release(fake):
+    deployed(fake.store, config={"A": "1", "B": "2"})
+    s = session(fake)
+    calls = len(fake.pipeline.calls)
+    done = config.patch(s, "hello", {"A": "9", "B": None, "C": "3"})
+    assert done["outcome"] == "released" and done["description"] == "Set A, C; Unset B"
+    assert len(fake.pipeline.calls) == calls + 1 and fake.pipeline.calls[-1][3] == {"A": "9",
+                                                                                    "C": "3"}
+    assert fake.store.get_config("hello") == {"A": "9", "C": "3"}
+
+
+@pytest.mark.parametrize("changes,error", [
+    ({"A": "2", "NOPE": None}, NotFound), ({"A": "2", "GITD_X": None}, UsageError),
+    ({"A": "2", "PORT": "0"}, UsageError), ({"A": 2}, UsageError), ({}, UsageError),
+    ({"A": "2", "B": ["x"]}, UsageError), ([("A", "2")], UsageError)])
+def test_a_bad_patch_changes_nothing(fake, changes, error):
+    deployed(fake.store, config={"A": "1"})
+    calls = len(fake.pipeline.calls)
+    with pytest.raises(error):
+        config.patch(session(fake), "hello", changes)
+    assert fake.store.get_config("hello") == {"A": "1"} and len(fake.pipeline.calls) == calls
+
+
+def test_patch_is_for_admins_only(fake):
+    fake.store.grant("hello", "dev")
+    with pytest.raises(PermissionDenied):
+        config.patch(session(fake, "dev"), "hello", {"A": "1"})
+    assert fake.store.get_config("hello") == {}

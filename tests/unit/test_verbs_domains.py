@@ -3,7 +3,7 @@ input refused with nothing changed."""
 
 import pytest
 
-from gitd.core.errors import GitdError, PermissionDenied, UsageError
+from gitd.core.errors import Conflict, GitdError, PermissionDenied, UsageError
 from gitd.verbs import Session, domains
 from tests.fakes import deployed
 
@@ -64,3 +64,11 @@ def test_bad_routes_change_nothing(fake, routes, error):
         domains.add(session(fake), "hello", routes)
     assert fake.store.domains("hello") == ["hello.example.com"]
     assert fake.store.domains("other") == ["taken.example.com"]
+
+
+def test_a_route_another_app_has_is_a_conflict(fake):
+    fake.store.create_app("other")
+    fake.store.add_domains("other", ["taken.example.com"])
+    with pytest.raises(Conflict, match="already used by app 'other'"):
+        domains.add(session(fake), "hello", ["taken.example.com"])
+    assert fake.store.domains("hello") == ["hello.example.com"]

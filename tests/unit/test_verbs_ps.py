@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gitd.core.errors import GitdError, PermissionDenied, UsageError
+from gitd.core.errors import GitdError, NotFound, PermissionDenied, UsageError
 from gitd.verbs import Session
 from gitd.verbs import logs as logs_verbs
 from gitd.verbs import ps as ps_verbs
@@ -96,13 +96,20 @@ def test_changing_processes_needs_an_admin_even_on_a_granted_app(gitd):
 @pytest.mark.parametrize("changes,message", [
     ({"web": 21}, "0 to 20"), ({"web": -1}, "0 to 20"), ({"web": True}, "0 to 20"),
     ({"web": "1e3"}, "0 to 20"), ({"web": 1.5}, "0 to 20"), ({"release": 1}, "once per release"),
-    ({"clock": 1}, "no process type"), ({"../x": 1}, "invalid"), ({3: 1}, "invalid process type"),
+    ({"../x": 1}, "invalid"), ({3: 1}, "invalid process type"),
     ({}, "at least one"),
 ])
 def test_bad_scale_is_refused_with_nothing_changed(gitd, changes, message):
     deployed(gitd.store, procfile={"worker": "k"})
     with pytest.raises(UsageError, match=message):
         ps_verbs.scale(session(gitd), "hello", changes)
+    assert gitd.store.get_app("hello").scale == {} and gitd.pipeline.calls == []
+
+
+def test_a_process_type_the_release_lacks_is_not_found_and_changes_nothing(gitd):
+    deployed(gitd.store, procfile={"worker": "k"})
+    with pytest.raises(NotFound, match="no process type 'clock'"):
+        ps_verbs.scale(session(gitd), "hello", {"clock": 1})
     assert gitd.store.get_app("hello").scale == {} and gitd.pipeline.calls == []
 
 
