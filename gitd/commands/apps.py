@@ -3,7 +3,7 @@ the SSH face of gitd.verbs.apps."""
 
 from __future__ import annotations
 
-from gitd.commands import command, parser
+from gitd.commands.base import command, parser
 from gitd.core.errors import UsageError
 from gitd.verbs import apps
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from gitd.commands import app_parser, command
+from gitd.commands.base import app_parser, command
 from gitd.core.errors import UsageError
 from gitd.verbs import buildpacks
 

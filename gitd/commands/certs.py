@@ -4,7 +4,7 @@ app's HTTPS certificates)."""
 from __future__ import annotations
 
 from gitd.core import certs as certificates
-from gitd.commands import app_parser, command, print_rows
+from gitd.commands.base import app_parser, command, print_rows
 from gitd.core.errors import UsageError
 from gitd.verbs import certs
 

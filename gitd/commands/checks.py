@@ -4,7 +4,7 @@ long the old ones drain)."""
 
 from __future__ import annotations
 
-from gitd.commands import app_parser, command
+from gitd.commands.base import app_parser, command
 from gitd.core.errors import UsageError
 from gitd.verbs import checks
 from hooks.checks import HealthCheck

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 
 from gitd.core import validate
-from gitd.commands import app_parser, command
+from gitd.commands.base import app_parser, command
 from gitd.core.errors import UsageError
 from gitd.verbs import config
 from gitd.verbs.config import replace_config  # noqa: F401 - tests' deployed() imports it here

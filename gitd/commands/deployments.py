@@ -3,7 +3,7 @@ gitd.verbs.deployments."""
 
 from __future__ import annotations
 
-from gitd.commands import app_parser, command, parser, print_rows
+from gitd.commands.base import app_parser, command, parser, print_rows
 from gitd.verbs import deployments
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from gitd.commands import app_parser, command
+from gitd.commands.base import app_parser, command
 from gitd.verbs import domains
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import closing
 
-from gitd.commands import app_parser, command
+from gitd.commands.base import app_parser, command
 from gitd.verbs import logs as verbs
 from gitd.verbs.logs import MAX_LINES
 

@@ -3,7 +3,7 @@ gitd.verbs.nodes (the swarm's machines)."""
 
 from __future__ import annotations
 
-from gitd.commands import command, parser, print_rows
+from gitd.commands.base import command, parser, print_rows
 from gitd.verbs import nodes as verbs
 
 

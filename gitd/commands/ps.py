@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gitd.commands import app_parser, command, duration, print_rows
+from gitd.commands.base import app_parser, command, duration, print_rows
 from gitd.core.errors import UsageError
 from gitd.verbs import ps as verbs
 from gitd.verbs.ps import MAX_SCALE, formation_text

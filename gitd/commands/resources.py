@@ -3,7 +3,7 @@ gitd.verbs.resources (per-app container limits)."""
 
 from __future__ import annotations
 
-from gitd.commands import app_parser, command
+from gitd.commands.base import app_parser, command
 from gitd.core import resources as limits
 from gitd.verbs import resources
 

@@ -16,7 +16,7 @@ import threading
 
 import asyncssh
 
-from gitd.commands import command
+from gitd.commands.base import command
 from gitd.core import validate
 from gitd.core.errors import UsageError
 from gitd.verbs import run as verbs

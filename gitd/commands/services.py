@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from contextlib import closing
 
-from gitd.commands import command, parser, print_rows
+from gitd.commands.base import command, parser, print_rows
 from gitd.commands.config import apply_config
 from gitd.commands.run import OneOff
 from gitd.core.errors import GitdError, NotFound, UsageError

@@ -13,7 +13,7 @@ directory must exist on every node that may run the app.
 
 from __future__ import annotations
 
-from gitd.commands import app_parser, command, print_rows
+from gitd.commands.base import app_parser, command, print_rows
 from gitd.verbs import storage as verbs
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gitd.commands import command, parser, print_rows
+from gitd.commands.base import command, parser, print_rows
 from gitd.verbs import tokens
 
 
