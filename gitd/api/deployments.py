@@ -50,7 +50,8 @@ KEEPALIVE_TICKS = 15  # an SSE comment after this many quiet ticks (a second eac
 
 def deployment_id(request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
+    # ASCII only: str.isdigit() also takes "²", which int() then refuses (a 500)
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) < 1:
         raise UsageError("path parameter id: expected a deployment's number")
     return int(raw)
 

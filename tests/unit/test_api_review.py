@@ -1,0 +1,55 @@
+"""Found attacking the HTTP API (review of issue #23's surface): each test
+failed before its fix. The API runs in-process (aiohttp's test server) over
+a real store; nothing reaches Docker."""
+
+import asyncio
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gitd.api import build_app
+from gitd.core.store import Store
+from gitd.verbs import Session, tokens
+
+
+class FakeGitd:
+    def __init__(self, store):
+        self.store = store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "gitd.db")
+    s.add_key("admin", "SHA256:admin", "ssh-ed25519 AAAA admin", True)
+    s.add_key("dev", "SHA256:dev", "ssh-ed25519 AAAA dev", False)
+    s.create_app("hello")
+    s.grant("hello", "dev")
+    return s
+
+
+def token(gitd, key: str) -> str:
+    return tokens.create(Session(gitd, gitd.store.get_key(key)))["token"]
+
+
+def requests(gitd, *asked: tuple[str, str, str]) -> list[tuple[int, dict]]:
+    """(method, path, token) each, in order: (status, JSON answer) each."""
+    async def run():
+        async with TestClient(TestServer(build_app(gitd))) as client:
+            answers = []
+            for method, path, presented in asked:
+                response = await client.request(
+                    method, path, headers={"Authorization": f"Bearer {presented}"})
+                answers.append((response.status, await response.json()))
+            return answers
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("raw", ["²", "%C2%B2", "١", "1²", "𝟙"])
+def test_a_deployment_id_of_unicode_digits_is_a_400_not_a_500(store, raw):
+    gitd = FakeGitd(store)
+    dev = token(gitd, "dev")
+    answers = requests(gitd, ("GET", f"/api/v1/deployments/{raw}", dev),
+                       ("GET", f"/api/v1/deployments/{raw}/log", dev))
+    for status, answer in answers:
+        assert status == 400, answer
+        assert "deployment's number" in answer["error"]
