@@ -36,8 +36,10 @@ def url_kind(url: str) -> str:
         return "ssh"
     parts = urlsplit(url)
     if parts.scheme in ("https", "ssh") and parts.hostname:
-        if parts.password:
-            raise UsageError("put no password in a repository URL: use an ssh URL with the "
+        # an https user is a token as often as a name (GitHub's, GitLab's
+        # oauth2:...), and the URL is in git's argv: any local user's `ps`
+        if parts.password or (parts.scheme == "https" and "@" in parts.netloc):
+            raise UsageError("put no credential in a repository URL: use an ssh URL with the "
                              "app's deploy key (git:deploy-key)")
         return parts.scheme
     if parts.scheme == "file" and not parts.netloc and parts.path.startswith("/") \
@@ -50,7 +52,7 @@ def url_kind(url: str) -> str:
 def check_ref(ref: str) -> str:
     """A branch, tag or commit name as a forge gives it; never an option,
     never `..` or a refspec."""
-    if not REF.match(ref) or ref.startswith(("-", "/")) or ".." in ref or ref.endswith((".lock", "/")) \
+    if not REF.fullmatch(ref) or ref.startswith(("-", "/")) or ".." in ref or ref.endswith((".lock", "/")) \
             or "//" in ref:
         raise UsageError(f"invalid ref {ref[:100]!r}")
     return ref

@@ -8,8 +8,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gitd.api import build_app
+from gitd.core.errors import UsageError
 from gitd.core.store import Store
 from gitd.verbs import Session, tokens
+from hooks import remote
 
 
 class FakeGitd:
@@ -53,3 +55,23 @@ def test_a_deployment_id_of_unicode_digits_is_a_400_not_a_500(store, raw):
     for status, answer in answers:
         assert status == 400, answer
         assert "deployment's number" in answer["error"]
+
+
+# following a repository: what reaches git's argv
+
+@pytest.mark.parametrize("url", ["https://ghp_SECRET@github.com/me/x.git",
+                                 "https://oauth2:@gitlab.com/me/x.git",
+                                 "https://x-access-token@github.com/me/x.git"])
+def test_an_https_url_with_a_user_is_refused_it_would_be_in_gits_argv(url):
+    with pytest.raises(UsageError, match="no credential"):
+        remote.url_kind(url)
+
+
+def test_an_ssh_login_name_is_still_fine():
+    assert remote.url_kind("ssh://git@github.com/me/x.git") == "ssh"
+
+
+@pytest.mark.parametrize("ref", ["main\n", "v1.0\n"])
+def test_a_ref_with_a_final_newline_is_refused(ref):
+    with pytest.raises(UsageError):
+        remote.check_ref(ref)
