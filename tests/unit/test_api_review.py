@@ -3,15 +3,17 @@ failed before its fix. The API runs in-process (aiohttp's test server) over
 a real store; nothing reaches Docker."""
 
 import asyncio
+import time
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gitd.api import build_app
+from gitd.api import build_app, routing
 from gitd.core.errors import UsageError
 from gitd.core.store import Store
 from gitd.verbs import Session, tokens
 from hooks import remote
+from hooks.deployments import Deployments
 
 
 class FakeGitd:
@@ -75,3 +77,52 @@ def test_an_ssh_login_name_is_still_fine():
 def test_a_ref_with_a_final_newline_is_refused(ref):
     with pytest.raises(UsageError):
         remote.check_ref(ref)
+
+
+# live logs (server-sent events) and the verb threads
+
+class DeployingGitd(FakeGitd):
+    """hello's deployment 1 pending: its log is followed live, forever."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.deployments = Deployments(store, 10_000)
+        self.pending = self.deployments.create("hello", "api", by="dev")
+
+
+def test_live_log_followers_are_capped_and_never_starve_the_other_requests(store):
+    """Each follower used to hold a thread of the verbs' pool (16) while it
+    waited for lines: a few dozen of them made every request (the token
+    check too) wait seconds in the queue behind them."""
+    gitd = DeployingGitd(store)
+    dev, admin = token(gitd, "dev"), token(gitd, "admin")
+    live = {"Authorization": f"Bearer {dev}", "Accept": "text/event-stream"}
+
+    async def run():
+        async with TestClient(TestServer(build_app(gitd))) as client:
+            followers = [await client.get(f"/api/v1/deployments/{gitd.pending.id}/log",
+                                          headers=live) for _ in range(40)]
+            started = time.monotonic()
+            listed = await client.get("/api/v1/apps", headers={"Authorization": f"Bearer {admin}"})
+            took = time.monotonic() - started
+            statuses = sorted(f.status for f in followers)
+            refused = next(f for f in followers if f.status == 429)
+            answer = (await refused.json(), refused.headers.get("Retry-After"))
+            for follower in followers:
+                follower.close()
+            again = 429
+            for _ in range(30):  # a follower whose client left gives its slot back
+                retry = await client.get(f"/api/v1/deployments/{gitd.pending.id}/log",
+                                         headers=live)
+                again = retry.status
+                retry.close()
+                if again == 200:
+                    break
+                await asyncio.sleep(0.2)
+            assert again == 200
+            return listed.status, took, statuses, answer
+
+    status, took, statuses, (refusal, retry_after) = asyncio.run(run())
+    assert status == 200 and took < 1.0, took
+    assert statuses == [200] * routing.FOLLOWERS_PER_KEY + [429] * (40 - routing.FOLLOWERS_PER_KEY)
+    assert "live logs" in refusal["error"] and int(retry_after) >= 1
