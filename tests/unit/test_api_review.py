@@ -3,17 +3,23 @@ failed before its fix. The API runs in-process (aiohttp's test server) over
 a real store; nothing reaches Docker."""
 
 import asyncio
+import contextlib
 import time
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from dulwich.objects import Blob, Commit, Tree
+from dulwich.repo import Repo
 
+from gitd import gitserve
 from gitd.api import build_app, routing
+from gitd.core.config import Settings
 from gitd.core.errors import UsageError
 from gitd.core.store import Store
-from gitd.verbs import Session, tokens
+from gitd.verbs import Session, deployments, tokens
 from hooks import remote
 from hooks.deployments import Deployments
+from hooks.locks import AppLocks
 
 
 class FakeGitd:
@@ -126,3 +132,71 @@ def test_live_log_followers_are_capped_and_never_starve_the_other_requests(store
     assert status == 200 and took < 1.0, took
     assert statuses == [200] * routing.FOLLOWERS_PER_KEY + [429] * (40 - routing.FOLLOWERS_PER_KEY)
     assert "live logs" in refusal["error"] and int(retry_after) >= 1
+
+
+# a deploy of a ref: whose code it is decides how it builds
+
+class RefDeployGitd(FakeGitd):
+    """hello's repository with main at one commit, a pipeline that records
+    how it was asked to build."""
+
+    def __init__(self, store, tmp_path):
+        super().__init__(store)
+        self.settings = Settings(data_dir=tmp_path, instance="t")
+        self.settings.repos_dir.mkdir(parents=True, exist_ok=True)
+        repo = Repo.init_bare(str(gitserve.repo_path(self.settings.repos_dir, "hello")), mkdir=True)
+        blob = Blob.from_string(b"FROM scratch\n")
+        tree = Tree()
+        tree.add(b"Dockerfile", 0o100644, blob.id)
+        commit = Commit()
+        commit.tree, commit.message = tree.id, b"deployer's code"
+        commit.author = commit.committer = b"t <t@example.com>"
+        commit.commit_time = commit.author_time = commit.commit_timezone = commit.author_timezone = 0
+        for obj in (blob, tree, commit):
+            repo.object_store.add_object(obj)
+        repo.refs[b"refs/heads/main"] = commit.id
+        self.commit = commit.id.decode()
+        self.deployments = Deployments(store, 10_000)
+        self.locks = AppLocks()
+        self.built = []
+        self.pipeline = self
+
+    @contextlib.contextmanager
+    def using_repo(self, app):
+        yield
+
+    def app_lock(self, app, notify=None):
+        return self.locks.hold(app, 1.0)
+
+    def push(self, app, repo, commit, by, sink, trigger, deployment, trusted=None):
+        self.built.append((by, trusted))
+        self.deployments.cancel(deployment, "recorded")
+
+
+def deploy_main(gitd, key: str):
+    row = deployments.create(Session(gitd, gitd.store.get_key(key)), "hello")
+    for _ in range(100):
+        if gitd.built:
+            return gitd.built.pop()
+        time.sleep(0.02)
+    raise AssertionError(f"deployment {row['id']} never built")
+
+
+def test_an_admins_deploy_of_a_deployers_commit_builds_as_a_deployers_push(store, tmp_path):
+    """The app's main may hold what a deployer pushed: an admin's token asking
+    for a deploy used to build it as an admin's push (Nix unsandboxed, an
+    image script run on the host), a way from deployer to root."""
+    gitd = RefDeployGitd(store, tmp_path)
+    store.new_release("hello", kind="push", commit=gitd.commit, pushed_by="dev", status="succeeded")
+    assert deploy_main(gitd, "admin") == ("admin", False)
+    assert deploy_main(gitd, "dev") == ("dev", False)
+
+
+def test_an_admins_deploy_of_a_commit_an_admin_pushed_still_builds_as_an_admins(store, tmp_path):
+    gitd = RefDeployGitd(store, tmp_path)
+    store.new_release("hello", kind="push", commit=gitd.commit, pushed_by="admin", status="failed")
+    assert deploy_main(gitd, "admin") == ("admin", True)
+    assert deploy_main(gitd, "dev") == ("dev", False)
+    store.add_key("old", "SHA256:old", "ssh-ed25519 AAAA old", True)
+    store.remove_key("admin")  # the admin who pushed it is gone: nobody vouches now
+    assert deploy_main(gitd, "old") == ("old", False)
