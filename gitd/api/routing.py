@@ -189,11 +189,11 @@ def check(value, schema: dict, where: str) -> None:
     NOT_YET)."""
     if schema.get("not") == {}:
         raise UsageError(f"{where}: not supported yet")
-    kind = schema.get("type")
-    ok = kind is None or isinstance(value, JSON_TYPES[kind]) and not (
-        kind in ("integer", "number") and isinstance(value, bool))
-    if not ok:
-        raise UsageError(f"{where}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind}")
+    kinds = schema.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else kinds  # nullable(): ["string", "null"]
+    kind = next((k for k in kinds or () if _is(value, k)), None)
+    if kinds and kind is None:
+        raise UsageError(f"{where}: expected {' or '.join(_a(k) for k in kinds)}")
     if "enum" in schema and value not in schema["enum"]:
         raise UsageError(f"{where}: must be one of {', '.join(map(str, schema['enum']))}")
     if kind == "object":
@@ -205,6 +205,17 @@ def check(value, schema: dict, where: str) -> None:
     elif kind == "array" and "items" in schema:
         for i, item in enumerate(value):
             check(item, schema["items"], f"{where}[{i}]")
+
+
+def _is(value, kind: str) -> bool:
+    if kind == "null":
+        return value is None
+    return isinstance(value, JSON_TYPES[kind]) and not (
+        kind in ("integer", "number") and isinstance(value, bool))
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 def _check_object(value: dict, schema: dict, where: str) -> None:

@@ -200,3 +200,20 @@ def test_an_admins_deploy_of_a_commit_an_admin_pushed_still_builds_as_an_admins(
     store.add_key("old", "SHA256:old", "ssh-ed25519 AAAA old", True)
     store.remove_key("admin")  # the admin who pushed it is gone: nobody vouches now
     assert deploy_main(gitd, "old") == ("old", False)
+
+
+# bodies: a nullable field (a list of types) is checked, not a 500
+
+NULLABLE = {"type": "object", "properties": {"value": routing.nullable(routing.STRING),
+                                              "n": routing.nullable({**routing.INTEGER, "maximum": 3})}}
+
+
+@pytest.mark.parametrize("body", [{"value": None}, {"value": "x"}, {"n": None}, {"n": 3}])
+def test_a_nullable_field_takes_null_or_its_type(body):
+    routing.check(body, NULLABLE, "body")
+
+
+@pytest.mark.parametrize("body", [{"value": 1}, {"value": []}, {"n": True}, {"n": 4}, {"n": "1"}])
+def test_a_nullable_field_refuses_anything_else_as_a_usage_error(body):
+    with pytest.raises(UsageError):
+        routing.check(body, NULLABLE, "body")
