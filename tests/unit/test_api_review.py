@@ -217,3 +217,20 @@ def test_a_nullable_field_takes_null_or_its_type(body):
 def test_a_nullable_field_refuses_anything_else_as_a_usage_error(body):
     with pytest.raises(UsageError):
         routing.check(body, NULLABLE, "body")
+
+
+def test_a_live_log_stops_once_its_key_loses_the_app(store, monkeypatch):
+    """A follower kept streaming a deployment's log after its grant was
+    revoked or its key removed (`logs -f` stops within seconds)."""
+    monkeypatch.setattr(deployments, "ACCESS_CHECK", 0.0)
+    gitd = DeployingGitd(store)
+    dev = Session(gitd, store.get_key("dev"))
+    lines = deployments.follow(dev, gitd.pending.id)
+    assert next(lines) == ""  # pending: nothing yet, it goes on
+    store.revoke("hello", "dev")
+    assert next(lines, None) is None
+    store.grant("hello", "dev")
+    lines = deployments.follow(dev, gitd.pending.id)
+    assert next(lines) == ""
+    store.remove_key("dev")
+    assert next(lines, None) is None
