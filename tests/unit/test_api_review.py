@@ -3,6 +3,8 @@ failed before its fix. The API runs in-process (aiohttp's test server) over
 a real store; nothing reaches Docker."""
 
 import asyncio
+import os
+import subprocess
 import contextlib
 import time
 
@@ -14,7 +16,7 @@ from dulwich.repo import Repo
 from gitd import gitserve
 from gitd.api import build_app, routing
 from gitd.core.config import Settings
-from gitd.core.errors import UsageError
+from gitd.core.errors import GitdError, UsageError
 from gitd.core.store import Store
 from gitd.verbs import Session, deployments, tokens
 from hooks import remote
@@ -234,3 +236,20 @@ def test_a_live_log_stops_once_its_key_loses_the_app(store, monkeypatch):
     assert next(lines) == ""
     store.remove_key("dev")
     assert next(lines, None) is None
+
+
+def test_a_huge_upstream_stops_at_max_repo_bytes_not_at_a_full_disk(tmp_path):
+    """The repository's size was checked only after the fetch: an upstream of
+    any size was written to disk first."""
+    upstream = tmp_path / "upstream"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(upstream)], check=True)
+    (upstream / "big").write_bytes(os.urandom(3 * 1024 * 1024))  # random: no compression
+    subprocess.run(["git", "-C", str(upstream), "add", "big"], check=True)
+    subprocess.run(["git", "-C", str(upstream), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-qm", "big"], check=True)
+    mine = tmp_path / "hello.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(mine)], check=True)
+    with pytest.raises(GitdError, match="larger than max_repo_bytes"):
+        remote.fetch(mine, str(upstream), "main", None, 60, max_file_bytes=1024 * 1024)
+    assert sum(f.stat().st_size for f in mine.rglob("*") if f.is_file()) < 1024 * 1024 + 100_000
+    assert len(remote.fetch(mine, str(upstream), "main", None, 60, max_file_bytes=8 * 1024 * 1024)) == 40
