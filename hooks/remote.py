@@ -70,6 +70,8 @@ def fetch(repo_dir: Path, url: str, ref: str, key_file: Path | None, timeout: fl
     argv = [*file_size_limit(max_file_bytes), "git", "-c", "protocol.allow=never",
             "-c", f"protocol.{kind}.allow=always", "-c", "core.hooksPath=/dev/null",
             "-c", "credential.helper=",
+            # one pack, never loose objects: each file is bounded, so is the whole
+            "-c", "fetch.unpackLimit=1",
             "--git-dir", str(repo_dir), "fetch", "--quiet", "--no-tags",
             "--no-recurse-submodules", "--no-write-fetch-head", "--", url,
             f"+{ref}:{SYNC_REF}"]
@@ -89,7 +91,7 @@ def fetch(repo_dir: Path, url: str, ref: str, key_file: Path | None, timeout: fl
     # a child (unpack-objects, index-pack) killed by the limit: git names only it
     if max_file_bytes is not None and (result.returncode == -signal.SIGXFSZ or any(
             sign in result.stderr for sign in ("File too large", "unpack-objects failed",
-                                               "index-pack failed"))):
+                                               "index-pack failed", "invalid index-pack"))):
         raise GitdError(f"fetching {ref} from {display(url)} stopped: it is larger than "
                         f"max_repo_bytes ({max_file_bytes} bytes), or its pack is broken")
     if result.returncode != 0:

@@ -253,3 +253,19 @@ def test_a_huge_upstream_stops_at_max_repo_bytes_not_at_a_full_disk(tmp_path):
         remote.fetch(mine, str(upstream), "main", None, 60, max_file_bytes=1024 * 1024)
     assert sum(f.stat().st_size for f in mine.rglob("*") if f.is_file()) < 1024 * 1024 + 100_000
     assert len(remote.fetch(mine, str(upstream), "main", None, 60, max_file_bytes=8 * 1024 * 1024)) == 40
+
+
+def test_a_fetch_of_many_small_objects_is_one_bounded_pack(tmp_path):
+    """Loose objects (fewer than git's unpackLimit) are each a file under the
+    limit, and together past it."""
+    upstream = tmp_path / "upstream"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(upstream)], check=True)
+    for i in range(20):
+        (upstream / f"f{i}").write_bytes(os.urandom(200 * 1024))
+    subprocess.run(["git", "-C", str(upstream), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(upstream), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-qm", "many"], check=True)
+    mine = tmp_path / "hello.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(mine)], check=True)
+    with pytest.raises(GitdError, match="larger than max_repo_bytes"):
+        remote.fetch(mine, str(upstream), "main", None, 60, max_file_bytes=1024 * 1024)
