@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 
 from aiohttp import web
 
+from gitd.api import auth
 from gitd.api.routing import (APP_PARAM, INTEGER, STRING, TIME, Routes, call, json_body, nullable,
                               path_param, follow_blocking, run_verb)
 from gitd.core import validate
@@ -94,11 +96,15 @@ async def deployment_log(request):
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
-        quiet = 0
+        quiet, checked = 0, time.monotonic()
         async with contextlib.aclosing(follow_blocking(lines)) as chunks:
             async for chunk in chunks:
                 if request.transport is None or request.transport.is_closing():
                     return response  # the client left: its follower and slot go now
+                if time.monotonic() - checked >= deployments.ACCESS_CHECK:
+                    checked = time.monotonic()
+                    if not await auth.still_authenticated(request):
+                        return response  # the token was revoked or expired meanwhile
                 if chunk:
                     quiet = 0
                     await response.write("".join(f"data: {line}\n\n"

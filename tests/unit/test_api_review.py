@@ -269,3 +269,20 @@ def test_a_fetch_of_many_small_objects_is_one_bounded_pack(tmp_path):
     subprocess.run(["git", "init", "-q", "--bare", str(mine)], check=True)
     with pytest.raises(GitdError, match="larger than max_repo_bytes"):
         remote.fetch(mine, str(upstream), "main", None, 60, max_file_bytes=1024 * 1024)
+
+
+def test_a_live_log_ends_once_its_token_is_revoked(store, monkeypatch):
+    monkeypatch.setattr(deployments, "ACCESS_CHECK", 0.0)
+    gitd = DeployingGitd(store)
+    made = tokens.create(Session(gitd, store.get_key("dev")), "live")
+
+    async def run():
+        async with TestClient(TestServer(build_app(gitd))) as client:
+            follower = await client.get(
+                f"/api/v1/deployments/{gitd.pending.id}/log",
+                headers={"Authorization": f"Bearer {made['token']}", "Accept": "text/event-stream"})
+            assert follower.status == 200
+            tokens.revoke(Session(gitd, store.get_key("dev")), "live")
+            return await asyncio.wait_for(follower.read(), 10)  # it ends: all was read
+
+    assert b"event: end" not in asyncio.run(run())
