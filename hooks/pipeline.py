@@ -61,13 +61,17 @@ class Pipeline:
     # entry points
 
     def push(self, app: str, repo, commit: bytes, pushed_by: str | None, sink,
-             trigger: str = "push", deployment: int | None = None) -> Release:
-        """Build and deploy a pushed commit. The caller holds the app's lock."""
+             trigger: str = "push", deployment: int | None = None,
+             trusted: bool | None = None) -> Release:
+        """Build and deploy a pushed commit. The caller holds the app's lock.
+        Built as an admin's (`trusted`) when said, else when the pusher is one."""
         with self.deployments.record(app, trigger, sink, "building", deployment,
                                      by=pushed_by, commit=commit.decode()) as run:
-            return self._push(app, repo, commit, pushed_by, run)
+            return self._push(app, repo, commit, pushed_by, run,
+                              self._is_admin(pushed_by) if trusted is None else trusted)
 
-    def _push(self, app: str, repo, commit: bytes, pushed_by: str | None, run) -> Release:
+    def _push(self, app: str, repo, commit: bytes, pushed_by: str | None, run,
+              trusted: bool) -> Release:
         sha = commit.decode()
         sink = run
         release = self.store.new_release(
@@ -93,11 +97,11 @@ class Pipeline:
                     built_services = self._build_components(
                         app, release.version, repo, commit, app_settings.get("build_dir", ""),
                         declared, source, Path(tmp), app_settings, progress,
-                        trusted=self._is_admin(pushed_by))
+                        trusted=trusted)
                 else:
                     result, buildpack = self._build(app, release.version, source, Path(tmp),
                                                     app_settings, processes, progress,
-                                                    trusted=self._is_admin(pushed_by))
+                                                    trusted=trusted)
                     built_image = result.image_id
             if declared:
                 first = built_services[declared[0].name]

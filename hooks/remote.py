@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,8 +37,10 @@ def url_kind(url: str) -> str:
         return "ssh"
     parts = urlsplit(url)
     if parts.scheme in ("https", "ssh") and parts.hostname:
-        if parts.password:
-            raise UsageError("put no password in a repository URL: use an ssh URL with the "
+        # an https user is a token as often as a name (GitHub's, GitLab's
+        # oauth2:...), and the URL is in git's argv: any local user's `ps`
+        if parts.password or (parts.scheme == "https" and "@" in parts.netloc):
+            raise UsageError("put no credential in a repository URL: use an ssh URL with the "
                              "app's deploy key (git:deploy-key)")
         return parts.scheme
     if parts.scheme == "file" and not parts.netloc and parts.path.startswith("/") \
@@ -50,19 +53,25 @@ def url_kind(url: str) -> str:
 def check_ref(ref: str) -> str:
     """A branch, tag or commit name as a forge gives it; never an option,
     never `..` or a refspec."""
-    if not REF.match(ref) or ref.startswith(("-", "/")) or ".." in ref or ref.endswith((".lock", "/")) \
+    if not REF.fullmatch(ref) or ref.startswith(("-", "/")) or ".." in ref or ref.endswith((".lock", "/")) \
             or "//" in ref:
         raise UsageError(f"invalid ref {ref[:100]!r}")
     return ref
 
 
-def fetch(repo_dir: Path, url: str, ref: str, key_file: Path | None, timeout: float) -> str:
+def fetch(repo_dir: Path, url: str, ref: str, key_file: Path | None, timeout: float,
+          max_file_bytes: int | None = None) -> str:
     """Fetch `ref` of `url` into the repository at `repo_dir` as SYNC_REF and
-    return its commit."""
+    return its commit. No file git writes may grow past `max_file_bytes`:
+    the repository's size is checked after the fetch, and a huge upstream
+    would fill the disk before that."""
     kind = url_kind(url)
     check_ref(ref)
-    argv = ["git", "-c", "protocol.allow=never", "-c", f"protocol.{kind}.allow=always",
-            "-c", "core.hooksPath=/dev/null", "-c", "credential.helper=",
+    argv = [*file_size_limit(max_file_bytes), "git", "-c", "protocol.allow=never",
+            "-c", f"protocol.{kind}.allow=always", "-c", "core.hooksPath=/dev/null",
+            "-c", "credential.helper=",
+            # one pack, never loose objects: each file is bounded, so is the whole
+            "-c", "fetch.unpackLimit=1",
             "--git-dir", str(repo_dir), "fetch", "--quiet", "--no-tags",
             "--no-recurse-submodules", "--no-write-fetch-head", "--", url,
             f"+{ref}:{SYNC_REF}"]
@@ -79,6 +88,12 @@ def fetch(repo_dir: Path, url: str, ref: str, key_file: Path | None, timeout: fl
     except subprocess.TimeoutExpired:
         raise GitdError(f"fetching {ref} from {display(url)} took longer than {timeout:.0f}s") \
             from None
+    # a child (unpack-objects, index-pack) killed by the limit: git names only it
+    if max_file_bytes is not None and (result.returncode == -signal.SIGXFSZ or any(
+            sign in result.stderr for sign in ("File too large", "unpack-objects failed",
+                                               "index-pack failed", "invalid index-pack"))):
+        raise GitdError(f"fetching {ref} from {display(url)} stopped: it is larger than "
+                        f"max_repo_bytes ({max_file_bytes} bytes), or its pack is broken")
     if result.returncode != 0:
         raise GitdError(f"could not fetch {ref} from {display(url)}: {last_line(result.stderr)}")
     commit = subprocess.run(["git", "--git-dir", str(repo_dir), "rev-parse", "--verify", "--quiet",
@@ -87,6 +102,11 @@ def fetch(repo_dir: Path, url: str, ref: str, key_file: Path | None, timeout: fl
     if commit.returncode != 0:
         raise GitdError(f"{ref} of {display(url)} is not a commit")
     return commit.stdout.strip()
+
+
+def file_size_limit(max_bytes: int | None) -> list[str]:
+    """util-linux's prlimit before an argv (no preexec_fn: gitd has threads)."""
+    return [] if max_bytes is None else ["prlimit", f"--fsize={max_bytes}", "--"]
 
 
 def ssh_command(key_file: Path | None, home: Path) -> str:

@@ -38,7 +38,7 @@ import time
 import structlog
 from aiohttp import web
 
-from gitd.api import auth, exposure, openapi
+from gitd.api import auth, exposure, openapi, routing
 from gitd.api.routing import Route, UnsupportedMedia, json_response
 from gitd.core.errors import (Conflict, GitdError, NotFound, PermissionDenied, RateLimited,
                               TooLarge, UsageError)
@@ -133,6 +133,7 @@ def build_app(gitd) -> web.Application:
     app["gitd"] = gitd
     app["max_body"] = MAX_BODY
     app["failed_attempts"] = auth.FailedAttempts(gitd.settings.api_auth_failures)
+    app["live_streams"] = routing.LiveStreams()
     app["public"] = set()
     app["behind_traefik"] = False
     routes = all_routes()

@@ -105,3 +105,11 @@ async def authenticate(request: web.Request, handler):
     request["session"] = Session(gitd, key)
     request["key_name"] = key.name
     return await handler(request)
+
+
+async def still_authenticated(request: web.Request) -> bool:
+    """Whether the request's token still stands: a long request (a live log)
+    asks again, so a revoked or expired token ends it."""
+    key = await run_blocking(tokens.authenticate, request.app["gitd"].store,
+                             bearer(request) or "")
+    return key is not None and key.name == request["key_name"]

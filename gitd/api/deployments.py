@@ -5,12 +5,15 @@ server-sent events when asked for with `Accept: text/event-stream`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 
 from aiohttp import web
 
+from gitd.api import auth
 from gitd.api.routing import (APP_PARAM, INTEGER, STRING, TIME, Routes, call, json_body, nullable,
-                              path_param, run_blocking, run_verb)
+                              path_param, follow_blocking, run_verb)
 from gitd.core import validate
 from gitd.core.errors import UsageError
 from gitd.verbs import deployments
@@ -50,7 +53,8 @@ KEEPALIVE_TICKS = 15  # an SSE comment after this many quiet ticks (a second eac
 
 def deployment_id(request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
+    # ASCII only: str.isdigit() also takes "²", which int() then refuses (a 500)
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) < 1:
         raise UsageError("path parameter id: expected a deployment's number")
     return int(raw)
 
@@ -88,22 +92,27 @@ async def deployment_log(request):
     if "text/event-stream" not in request.headers.get("Accept", ""):
         return await call(request, deployments.log_so_far, wanted)
     lines = await run_verb(request, deployments.follow, wanted)  # access checked here
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    try:
-        quiet = 0
-        while (chunk := await run_blocking(next, lines, None)) is not None:
-            if chunk:
-                quiet = 0
-                await response.write("".join(f"data: {line}\n\n"
-                                             for line in chunk.splitlines()).encode())
-            elif (quiet := quiet + 1) >= KEEPALIVE_TICKS:
-                quiet = 0
-                await response.write(b": still running\n\n")
+    with request.app["live_streams"].slot(request["key_name"]):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        quiet, checked = 0, time.monotonic()
+        async with contextlib.aclosing(follow_blocking(lines)) as chunks:
+            async for chunk in chunks:
+                if request.transport is None or request.transport.is_closing():
+                    return response  # the client left: its follower and slot go now
+                if time.monotonic() - checked >= deployments.ACCESS_CHECK:
+                    checked = time.monotonic()
+                    if not await auth.still_authenticated(request):
+                        return response  # the token was revoked or expired meanwhile
+                if chunk:
+                    quiet = 0
+                    await response.write("".join(f"data: {line}\n\n"
+                                                 for line in chunk.splitlines()).encode())
+                elif (quiet := quiet + 1) >= KEEPALIVE_TICKS:
+                    quiet = 0
+                    await response.write(b": still running\n\n")
         ended = await run_verb(request, deployments.get, wanted)
         await response.write(("event: end\ndata: " + json.dumps(
             {"id": wanted, "status": ended["status"], "error": ended["error"]}) + "\n\n").encode())
-    finally:
-        await run_blocking(lines.close)  # a client that left stops the follower
     return response

@@ -5,21 +5,31 @@ the schema fragments the operations share."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from gitd.core.errors import TooLarge, UsageError
+from gitd.core.errors import RateLimited, TooLarge, UsageError
 from gitd.verbs import Session
 
 # verbs block (docker, sqlite, git): they run here, never on the event loop;
 # the pool bounds how many run at once (more wait their turn)
 VERB_THREADS = 16
 _pool = ThreadPoolExecutor(max_workers=VERB_THREADS, thread_name_prefix="gitd-api")
+
+# a live stream (server-sent events) waits for its next item on a thread of
+# its own pool: on the verbs' pool a few dozen would queue every request
+# (the token check too) behind their waits
+FOLLOWERS = 32
+FOLLOWERS_PER_KEY = 8
+_follow_pool = ThreadPoolExecutor(max_workers=FOLLOWERS, thread_name_prefix="gitd-api-follow")
+_END = object()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,6 +96,48 @@ async def run_verb(request: web.Request, verb: Callable, *args, **kwargs):
 async def call(request: web.Request, verb: Callable, *args, status: int = 200, **kwargs) -> web.Response:
     """Run a verb for the caller and answer its data as JSON."""
     return json_response(await run_verb(request, verb, *args, **kwargs), status=status)
+
+
+class LiveStreams:
+    """The live streams open now: at most FOLLOWERS, FOLLOWERS_PER_KEY of one
+    key; past that a new one is 429."""
+
+    def __init__(self):
+        self.by_key: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def slot(self, key_name: str):
+        if self.by_key.total() >= FOLLOWERS or self.by_key[key_name] >= FOLLOWERS_PER_KEY:
+            raise RateLimited(f"too many live logs open (at most {FOLLOWERS_PER_KEY} per key, "
+                              f"{FOLLOWERS} in all): close one, or read the log without "
+                              "Accept: text/event-stream", retry_after=5)
+        self.by_key[key_name] += 1
+        try:
+            yield
+        finally:
+            self.by_key[key_name] -= 1
+            if not self.by_key[key_name]:
+                del self.by_key[key_name]
+
+
+async def follow_blocking(iterator):
+    """The items of a blocking iterator, each awaited from the followers'
+    pool; closed when the stream ends or its client leaves."""
+    pending = None
+    try:
+        while (item := await asyncio.wrap_future(
+                pending := _follow_pool.submit(next, iterator, _END))) is not _END:
+            yield item
+    finally:
+        # a cancelled wait leaves next() running: close once it returned
+        # (closing a generator while it runs raises)
+        _follow_pool.submit(_close_after, pending, iterator)
+
+
+def _close_after(pending, iterator) -> None:
+    if pending is not None:
+        wait([pending])
+    iterator.close()
 
 
 def json_response(data, status: int = 200, headers: dict | None = None) -> web.Response:

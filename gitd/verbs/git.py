@@ -93,7 +93,8 @@ def fetch(gitd, app: str, url: str, ref: str, progress) -> str:
     path = gitserve.repo_path(settings.repos_dir, app)
     with gitd.using_repo(app):
         progress(f"-----> Fetching {ref} from {remote.display(url)}")
-        commit = remote.fetch(path, url, ref, existing_key(settings, app), FETCH_TIMEOUT)
+        commit = remote.fetch(path, url, ref, existing_key(settings, app), FETCH_TIMEOUT,
+                              settings.max_repo_bytes)
         if repos.size(path) > settings.max_repo_bytes:
             raise GitdError(f"{app}'s repository is larger than max_repo_bytes after the fetch")
     return commit
