@@ -27,6 +27,7 @@ from hooks.locks import AppLocks
 class FakeGitd:
     def __init__(self, store):
         self.store = store
+        self.settings = Settings()  # the API reads its own settings (api_auth_failures)
 
 
 @pytest.fixture
