@@ -7,6 +7,7 @@ from gitd.api.deployments import DEPLOYMENT
 from gitd.api.routing import (APP_NAME, APP_PARAM, BOOLEAN, INTEGER, STRING, TIME, Routes, call,
                               json_body, nullable, path_param)
 from gitd.verbs import apps
+from hooks import remote
 
 routes = Routes()
 
@@ -49,12 +50,15 @@ APP_INFO = {
 
 CREATE_BODY = {
     "type": "object", "required": ["name"], "additionalProperties": False,
+    "dependentRequired": {"branch": ["repo_url"]},
     "properties": {
         "name": APP_NAME,
-        "repo_url": {**STRING, "minLength": 1, "maxLength": 2048,
+        "repo_url": {**STRING, "minLength": 1, "maxLength": remote.URL_MAX,
+                     "pattern": remote.URL_PATTERN,
                      "description": "a repository to follow (https, ssh; a local path for "
                                     "admins): its branch is fetched and deployed at once"},
-        "branch": {**STRING, "minLength": 1, "maxLength": 200, "pattern": "^[A-Za-z0-9._/-]+$",
+        "branch": {**STRING, "minLength": 1, "maxLength": remote.REF_MAX,
+                   "pattern": remote.REF_PATTERN,
                    "description": "the branch to follow (default main); only with repo_url"},
     },
 }

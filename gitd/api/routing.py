@@ -207,7 +207,7 @@ JSON_TYPES = {"object": dict, "string": str, "boolean": bool, "array": list, "in
 def check(value, schema: dict, where: str) -> None:
     """Check `value` against the small JSON Schema subset routes declare
     (object, string, boolean, integer, array; required, properties,
-    additionalProperties, pattern, min/maxLength, minimum/maximum, enum;
+    additionalProperties, dependentRequired, pattern, min/maxLength, minimum/maximum, enum;
     NOT_YET)."""
     if schema.get("not") == {}:
         raise UsageError(f"{where}: not supported yet")
@@ -245,6 +245,9 @@ def _check_object(value: dict, schema: dict, where: str) -> None:
     for name in schema.get("required", []):
         if name not in value:
             raise UsageError(f"{where}: {name!r} is required")
+    for name, needed in schema.get("dependentRequired", {}).items():
+        if name in value and not all(other in value for other in needed):
+            raise UsageError(f"{where}: {name!r} goes with {', '.join(map(repr, needed))}")
     for name, item in value.items():
         if "propertyNames" in schema:
             check(name, schema["propertyNames"], f"{where}: field name {name[:40]!r}")

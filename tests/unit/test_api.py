@@ -356,3 +356,12 @@ def test_the_domain_pattern_refuses_what_validate_refuses(domain):
     from gitd.api import domains as domain_routes
     with pytest.raises(UsageError):
         routing.check({"domains": [domain]}, domain_routes.ADD_BODY, "body")
+
+
+def test_a_field_that_goes_with_another_is_refused_alone():
+    schema = {"type": "object", "dependentRequired": {"branch": ["repo_url"]},
+              "properties": {"branch": {"type": "string"}, "repo_url": {"type": "string"}}}
+    routing.check({"branch": "main", "repo_url": "/srv/x"}, schema, "body")
+    routing.check({}, schema, "body")
+    with pytest.raises(UsageError, match="'branch' goes with 'repo_url'"):
+        routing.check({"branch": "main"}, schema, "body")

@@ -5,6 +5,7 @@ the newest push winning, and who may do what. No network, no Docker."""
 import hashlib
 import hmac
 import json
+import re
 import stat
 import threading
 
@@ -115,7 +116,8 @@ def test_repository_urls_gitd_fetches(url, kind):
 
 @pytest.mark.parametrize("url", [
     "http://example.com/x.git", "git://example.com/x.git", "ext::sh -c reboot", "-uhttps://x",
-    "https://user:pw@example.com/x.git", "", "relative/path", "/srv/../etc", "https://",
+    "https://user:pw@example.com/x.git", "", "relative/path", "https://", "https://h:99999/x",
+    "https://[::1", "ssh://u:pw@h/x",
     "fd::3", "https://example.com/a b", "x" * 3000, "file://host/etc"])
 def test_other_urls_are_refused(url):
     with pytest.raises(UsageError):
@@ -123,10 +125,26 @@ def test_other_urls_are_refused(url):
 
 
 @pytest.mark.parametrize("ref", ["-oops", "a..b", "main:refs/heads/x", "x y", "", "/abs", "a//b",
-                                 "x.lock", "+main", "main^", "a" * 300])
+                                 "a/", "a.", ".hidden", "+main", "main^", "a" * 300, "main\n"])
 def test_hostile_refs_are_refused(ref):
     with pytest.raises(UsageError):
         remote.check_ref(ref)
+
+
+@pytest.mark.parametrize("url", [
+    "/srv/git/x.git", "/", "file:///srv/x", "https://github.com/me/x.git", "https://h:8443",
+    "ssh://git@github.com/me/x.git", "ssh://h:2222/x", "git@github.com:me/x.git", "/a/../b"])
+def test_what_the_api_schema_admits_is_fetched(url):
+    """The API's schema (URL_PATTERN) admits only URLs url_kind takes: a
+    schema-valid body is never refused for its URL."""
+    assert re.fullmatch(remote.URL_PATTERN, url)
+    assert remote.url_kind(url)
+
+
+def test_the_refused_urls_are_outside_the_api_schema_too():
+    for url in ("http://x/y", "git://x/y", "ext::sh -c id", "-u", "https://u:p@h/x",
+                "https://u@h/x", "https://h:0/x", "https://h:99999/x", "ssh://u:p@h/x", "x y"):
+        assert not re.fullmatch(remote.URL_PATTERN, url), url
 
 
 def test_a_url_is_shown_without_credentials():
