@@ -156,24 +156,29 @@ class Engine:
                 pass
             raise GitdError(f"cannot create network {name}: {_explain(exc)}")
 
-    def _create_in_pool(self, name: str, options: dict, attempts: int = 5):
+    def _create_in_pool(self, name: str, options: dict, attempts: int = 8):
         """One allocation at a time in this process; a subnet another process
-        took meanwhile is refused by Docker as overlapping, and the next free
-        one is tried."""
+        took meanwhile is refused by Docker as overlapping (the engine may not
+        list that network yet), and the next free one past it is tried."""
+        refused = []
         with self._allocating:
             for attempt in range(attempts):
-                subnet = self.free_subnet(name)
+                subnet = self.free_subnet(name, refused)
                 ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet))])
                 try:
                     return self.client.networks.create(name, ipam=ipam, **options)
                 except docker.errors.APIError as exc:
                     if "overlap" not in _explain(exc) or attempt == attempts - 1:
                         raise
+                    refused.append(subnet)
+                    time.sleep(0.05 * (attempt + 1))
 
-    def free_subnet(self, name: str):
+    def free_subnet(self, name: str, refused=()):
         """The next free subnet of the pool, judged by every network the
-        engine has and the host's routes (see hooks.netpool)."""
-        taken = netpool.engine_subnets(self.client.api.networks()) + netpool.host_routes()
+        engine has, the host's routes (see hooks.netpool) and the subnets the
+        engine just `refused`."""
+        taken = (netpool.engine_subnets(self.client.api.networks()) + netpool.host_routes()
+                 + list(refused))
         subnet = netpool.free_subnet(self.pool, taken)
         if subnet is None:
             raise netpool.exhausted(self.pool, name, sum(t.overlaps(self.pool) for t in taken))

@@ -164,6 +164,26 @@ def test_engine_picks_again_when_another_process_took_the_subnet(monkeypatch):
     assert networks.created[0]["IPAM"]["Config"][0]["Subnet"] == "10.200.0.128/25"
 
 
+def test_engine_skips_a_refused_subnet_the_engine_does_not_list_yet(monkeypatch):
+    """Another gitd on the same engine holds 10.200.0.0/25 in a network Docker
+    does not list yet: that subnet is refused each time, and picking the
+    lowest free one again would pick it again."""
+    engine, networks = _engine(monkeypatch)
+    unlisted = Net("10.200.0.0/25")
+
+    class Refusing(FakeNetworks):
+        def create(self, name, ipam=None, **options):
+            if Net(ipam["Config"][0]["Subnet"]).overlaps(unlisted):
+                raise docker.errors.APIError(
+                    "409", explanation="Pool overlaps with other one on this address space")
+            return super().create(name, ipam=ipam, **options)
+
+    engine.client.networks = refusing = Refusing()
+    engine.client.api = FakeApi(refusing)
+    engine.ensure_network("gitd-inst-app-a")
+    assert refusing.created[0]["IPAM"]["Config"][0]["Subnet"] == "10.200.0.128/25"
+
+
 def test_engine_names_the_setting_when_the_pool_is_exhausted(monkeypatch):
     full = [{"Name": f"n{i}", "IPAM": {"Config": [{"Subnet": str(s)}]}}
             for i, s in enumerate(Net("10.200.0.0/21").subnets(new_prefix=25))]
