@@ -334,7 +334,7 @@ def wrong_port(ports: set[int] | None, port: int, booting: bool = False) -> str 
 def _env_port(container) -> int | None:
     for item in (container.attrs.get("Config") or {}).get("Env") or []:
         name, _, value = item.partition("=")
-        if name == "PORT" and value.isdigit():
+        if name == "PORT" and value.isascii() and value.isdigit():  # "²".isdigit() too
             return int(value)
     return None
 

@@ -196,3 +196,14 @@ def test_a_failed_restart_is_tried_again_and_not_recorded():
         now[0] = float(second)
         assert watcher.tick() == []
     assert recorded == []
+
+
+def test_an_image_port_that_is_not_ascii_digits_is_no_port():
+    """`ENV PORT=²` in an image: str.isdigit() says yes and int() says no."""
+    class Container:
+        def __init__(self, env):
+            self.attrs = {"Config": {"Env": env}}
+
+    assert checks._env_port(Container(["PORT=5000"])) == 5000
+    for odd in ("PORT=²", "PORT=١٢", "PORT=", "PORT=-1", "PORT=5 0"):
+        assert checks._env_port(Container([odd])) is None
