@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import secrets
 import time
 
 import structlog
@@ -135,7 +136,7 @@ def build_app(gitd) -> web.Application:
     app["failed_attempts"] = auth.FailedAttempts(gitd.settings.api_auth_failures)
     app["live_streams"] = routing.LiveStreams()
     app["public"] = set()
-    app["behind_traefik"] = False
+    app["proxy_secret"] = None  # set when gitd's Traefik routes api_host here
     routes = all_routes()
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
@@ -167,8 +168,11 @@ class ApiServer:
         port = self.runner.addresses[0][1]
         settings = self.app["gitd"].settings
         # behind Traefik every client is 127.0.0.1: the brake then counts
-        # the address Traefik saw (the last of X-Forwarded-For)
-        self.app["behind_traefik"] = await asyncio.to_thread(exposure.publish, settings, port)
+        # the address Traefik saw (the last of X-Forwarded-For), on requests
+        # that carry the secret only Traefik was told
+        secret = secrets.token_hex(16)
+        if await asyncio.to_thread(exposure.publish, settings, port, secret):
+            self.app["proxy_secret"] = secret
         return port
 
     async def stop(self) -> None:

@@ -4,14 +4,16 @@ for a while (per address, in memory; SSH has its own limits, untouched)."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections import deque
 
 from aiohttp import web
 
 from gitd.core.errors import GitdError, RateLimited
-from gitd.verbs import Session, tokens
+from gitd.api import exposure
 from gitd.api.routing import run_blocking
+from gitd.verbs import Session, tokens
 
 FAILURES_ALLOWED = 10  # failed attempts per address within WINDOW
 WINDOW = 60.0
@@ -73,13 +75,20 @@ LOOPBACK = ("127.0.0.1", "::1")
 
 
 def client_address(request: web.Request) -> str:
-    """Who asks: the peer, or behind gitd's Traefik (a loopback peer) the
-    address Traefik appended to X-Forwarded-For (it drops what clients sent)."""
+    """Who asks: the peer, or for a request gitd's Traefik passed on (a
+    loopback peer with Traefik's secret header) the address Traefik appended
+    to X-Forwarded-For."""
     peer = request.remote or "unknown"
     forwarded = request.headers.get("X-Forwarded-For", "")
-    if request.app["behind_traefik"] and peer in LOOPBACK and forwarded:
+    if peer in LOOPBACK and forwarded and from_traefik(request):
         return forwarded.rsplit(",", 1)[-1].strip()[:64] or peer
     return peer
+
+
+def from_traefik(request: web.Request) -> bool:
+    secret = request.app["proxy_secret"]
+    given = request.headers.get(exposure.PROXY_HEADER, "")
+    return bool(secret) and hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode())
 
 
 @web.middleware

@@ -249,16 +249,43 @@ def test_the_api_route_is_plain_http_or_https_only():
     from gitd.api import exposure
     from gitd.core.config import Settings
 
-    plain = exposure.route_config(Settings(domain="example.com"), 8123)["http"]
+    plain = exposure.route_config(Settings(domain="example.com"), 8123, "s3")["http"]
     assert plain["routers"] == {"gitd-api": {"rule": "Host(`gitd.example.com`)",
-                                             "entryPoints": ["web"], "service": "gitd-api"}}
+                                             "entryPoints": ["web"], "service": "gitd-api",
+                                             "middlewares": ["gitd-api-proxied"]}}
+    assert plain["middlewares"]["gitd-api-proxied"] == {
+        "headers": {"customRequestHeaders": {"X-Gitd-Proxy": "s3"}}}
     assert plain["services"]["gitd-api"]["loadBalancer"]["servers"] == [{"url": "http://127.0.0.1:8123"}]
     tls = exposure.route_config(Settings(domain="example.com", https_port=443,
-                                         acme_email="a@example.com"), 8123)["http"]
+                                         acme_email="a@example.com"), 8123, "s3")["http"]
     assert tls["routers"]["gitd-api"]["middlewares"] == ["gitd-api-https"]
     assert tls["routers"]["gitd-api-tls"]["tls"] == {"certResolver": "gitd",
                                                      "domains": [{"main": "gitd.example.com"}]}
     assert tls["middlewares"]["gitd-api-https"]["redirectScheme"]["scheme"] == "https"
+    assert tls["routers"]["gitd-api-tls"]["middlewares"] == ["gitd-api-proxied"]
+
+
+def test_x_forwarded_for_counts_only_with_traefiks_secret():
+    """A local process sending X-Forwarded-For straight to the API's port
+    must not pick the address the brake counts."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from gitd.api import auth
+
+    app = {"proxy_secret": "s3cret"}
+
+    def address(headers, peer="127.0.0.1"):
+        request = make_mocked_request("GET", "/api/v1/apps", headers=headers, app=app)
+        request._transport_peername = (peer, 5555)
+        return auth.client_address(request)
+
+    assert address({"X-Forwarded-For": "203.0.113.9", "X-Gitd-Proxy": "s3cret"}) == "203.0.113.9"
+    assert address({"X-Forwarded-For": "203.0.113.9"}) == "127.0.0.1"
+    assert address({"X-Forwarded-For": "203.0.113.9", "X-Gitd-Proxy": "guess"}) == "127.0.0.1"
+    assert address({"X-Forwarded-For": "203.0.113.9", "X-Gitd-Proxy": "s3cret"},
+                   peer="198.51.100.7") == "198.51.100.7"
+    app["proxy_secret"] = None  # no Traefik route: nothing is trusted
+    assert address({"X-Forwarded-For": "203.0.113.9", "X-Gitd-Proxy": ""}) == "127.0.0.1"
 
 
 def test_a_busy_deploy_lock_is_a_conflict():
