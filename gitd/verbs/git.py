@@ -75,15 +75,22 @@ def fetch_and_deploy(gitd, app: str, url: str, ref: str, by: str | None, progres
     """Fetch, then deploy under the app's lock: one deployment row (`trigger`)
     from the fetch to the end, whatever happens."""
     row = gitd.deployments.create(app, trigger, by=by, ref=ref)
-    run = gitd.deployments.running(row.id)
+    return sync_recorded(gitd, app, url, ref, by, progress, trigger, row.id)
+
+
+def sync_recorded(gitd, app: str, url: str, ref: str, by: str | None, progress, trigger: str,
+                  deployment: int) -> dict:
+    """Fetch and deploy as the pending `deployment`, which ends failed if
+    anything goes wrong before the pipeline takes it."""
+    run = gitd.deployments.running(deployment)
     run.downstream = progress
     try:
         commit = fetch(gitd, app, url, ref, run)
         with gitd.app_lock(app, notify=run):
-            return deploy_fetched(gitd, app, commit, by, progress, trigger, row.id)
+            return deploy_fetched(gitd, app, commit, by, progress, trigger, deployment)
     except BaseException as exc:
-        if gitd.deployments.running(row.id) is not None:  # it ended before the pipeline took it
-            gitd.deployments.fail(row.id, exc)
+        if gitd.deployments.running(deployment) is not None:
+            gitd.deployments.fail(deployment, exc)
         raise
 
 
@@ -135,16 +142,13 @@ def sync_in_background(s: Session, app: str) -> dict:
     row = s.gitd.deployments.create(app, "api", by=s.key.name, ref=branch)
 
     def work():
-        run = s.gitd.deployments.running(row.id)
         try:
-            commit = fetch(s.gitd, app, source["url"], branch, run)
-            with s.gitd.app_lock(app, notify=run):
-                deploy_fetched(s.gitd, app, commit, f"sync by {s.key.name}", None, "api", row.id)
-        except BaseException as exc:
-            if s.gitd.deployments.running(row.id) is not None:
-                s.gitd.deployments.fail(row.id, exc)
-            if not isinstance(exc, GitdError):
-                log.exception("sync failed", app=app, deployment=row.id)
+            sync_recorded(s.gitd, app, source["url"], branch, f"sync by {s.key.name}", None,
+                          "api", row.id)
+        except GitdError:
+            pass  # recorded in the deployment
+        except Exception:
+            log.exception("sync failed", app=app, deployment=row.id)
 
     threading.Thread(target=work, daemon=True, name=f"gitd-sync-{app}-{row.id}").start()
     return row
