@@ -78,6 +78,15 @@ class Pipeline:
             raise DeployError("the new container did not become healthy")
 
 
+class StoreGitd:
+    """The daemon as the API and its verbs see it when they need no more
+    than the store and the settings (the API reads api_auth_failures)."""
+
+    def __init__(self, store, settings=None):
+        self.store = store
+        self.settings = settings or Settings()
+
+
 class FakeGitd:
     """The daemon as commands see it: a store, settings, app locks and a
     recording pipeline; no engine."""

@@ -12,6 +12,7 @@ from gitd.core import validate
 from gitd.core.errors import Conflict, GitdError, NotFound, UsageError
 from gitd.core.store import Store
 from gitd.verbs import Session, tokens
+from tests.fakes import StoreGitd
 
 
 @pytest.fixture
@@ -23,13 +24,8 @@ def store(tmp_path):
     return s
 
 
-class FakeGitd:
-    def __init__(self, store):
-        self.store = store
-
-
 def session(store, key: str) -> Session:
-    return Session(FakeGitd(store), store.get_key(key))
+    return Session(StoreGitd(store), store.get_key(key))
 
 
 # tokens
@@ -235,7 +231,7 @@ def test_creating_the_app_named_like_the_api_host_is_refused(store, tmp_path):
     from gitd.core.config import Settings
     from gitd.verbs import apps
 
-    class Gitd(FakeGitd):
+    class Gitd(StoreGitd):
         settings = Settings(data_dir=tmp_path, domain="example.com")
 
         def create_app(self, name):

@@ -22,12 +22,7 @@ from gitd.verbs import Session, deployments, tokens
 from hooks import remote
 from hooks.deployments import Deployments
 from hooks.locks import AppLocks
-
-
-class FakeGitd:
-    def __init__(self, store):
-        self.store = store
-        self.settings = Settings()  # the API reads its own settings (api_auth_failures)
+from tests.fakes import StoreGitd
 
 
 @pytest.fixture
@@ -59,7 +54,7 @@ def requests(gitd, *asked: tuple[str, str, str]) -> list[tuple[int, dict]]:
 
 @pytest.mark.parametrize("raw", ["²", "%C2%B2", "١", "1²", "𝟙"])
 def test_a_deployment_id_of_unicode_digits_is_a_400_not_a_500(store, raw):
-    gitd = FakeGitd(store)
+    gitd = StoreGitd(store)
     dev = token(gitd, "dev")
     answers = requests(gitd, ("GET", f"/api/v1/deployments/{raw}", dev),
                        ("GET", f"/api/v1/deployments/{raw}/log", dev))
@@ -90,7 +85,7 @@ def test_a_ref_with_a_final_newline_is_refused(ref):
 
 # live logs (server-sent events) and the verb threads
 
-class DeployingGitd(FakeGitd):
+class DeployingGitd(StoreGitd):
     """hello's deployment 1 pending: its log is followed live, forever."""
 
     def __init__(self, store):
@@ -139,7 +134,7 @@ def test_live_log_followers_are_capped_and_never_starve_the_other_requests(store
 
 # a deploy of a ref: whose code it is decides how it builds
 
-class RefDeployGitd(FakeGitd):
+class RefDeployGitd(StoreGitd):
     """hello's repository with main at one commit, a pipeline that records
     how it was asked to build."""
 
