@@ -713,6 +713,8 @@ class Store:
             db["deployments"].update(deployment_id, fields)
 
     def get_deployment(self, deployment_id: int) -> Deployment:
+        if not 0 < deployment_id < 2**63:  # sqlite's integers; beyond, none is there
+            raise NotFound(f"no deployment {deployment_id}")
         with self._lock:
             rows = list(self.db["deployments"].rows_where("id = ?", [deployment_id]))
         if not rows:

@@ -344,3 +344,11 @@ def test_a_flood_of_created_deployments_is_refused_past_the_queue(store, tmp_pat
     with pytest.raises(Conflict, match="already waiting"):
         verbs.create(dev, "hello", ref="main")
     assert len(store.deployments("hello")) == verbs.MAX_WAITING
+
+
+@pytest.mark.parametrize("deployment_id", [0, -1, 2**63, 10**30])
+def test_an_id_no_deployment_can_have_is_not_found(store, deployment_id):
+    """`deployments:info 99999999999999999999999` over SSH: past sqlite's
+    integers it was an internal error."""
+    with pytest.raises(NotFound):
+        store.get_deployment(deployment_id)
