@@ -26,7 +26,7 @@ from hooks.checks import HealthCheck
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
                           LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, Engine)
 from hooks.retire import Retirements
-from hooks.scheduler import DockerScheduler, confirm_routes, unit_label
+from hooks.scheduler import DockerScheduler, confirm_routes, confirm_unrouted, unit_label
 
 
 def app_network(instance: str, app: str) -> str:
@@ -292,12 +292,12 @@ class Deployer:
             timings["routed"] = time.monotonic() - t0
         except GitdError as exc:
             self._report_failure(everything(), progress)
-            self._remove(everything())
+            self._remove(everything(), progress)
             if current.component:
                 raise DeployError(f"service {current.component}: {exc}")
             raise DeployError(str(exc))
         except BaseException:
-            self._remove(everything())
+            self._remove(everything(), progress)
             raise
         progress.stage("live")
         on_live()
@@ -414,8 +414,9 @@ class Deployer:
         with ThreadPoolExecutor(max_workers=min(8, len(units))) as pool:
             list(pool.map(stop, units))
 
-    def _remove(self, units: list) -> None:
+    def _remove(self, units: list, progress) -> None:
         self.scheduler.remove(units)
+        confirm_unrouted(self.scheduler, self.settings, units, progress)
 
 
 def _drain_of(containers: list, drain: float) -> float:

@@ -315,6 +315,23 @@ def routed_servers(api_url: str, app: str, seq: int, routers: list[str] | None =
     return service.get("serverStatus") or {}
 
 
+def still_routed(api_url: str, app: str, seq: int, providers) -> bool:
+    """Whether Traefik still holds this deploy's service in any of `providers`."""
+    name = route_name(app, seq)
+    return any(_get_json(f"{api_url}/api/http/services/{name}@{provider}") for provider in providers)
+
+
+def confirm_unrouted(api_url: str, app: str, seq: int, providers, timeout: float) -> bool:
+    """Wait until Traefik holds this deploy's service in none of `providers`;
+    False if it still does at `timeout`."""
+    deadline = time.monotonic() + timeout
+    while still_routed(api_url, app, seq, providers):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def confirm_routed(api_url: str, app: str, seq: int, server_urls: set[str], timeout: float = 30.0,
                    routers: list[str] | None = None, provider: str | tuple = "docker") -> float:
     """Wait until Traefik enables every router of this deploy (default: the

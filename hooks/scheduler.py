@@ -59,6 +59,7 @@ log = structlog.get_logger("gitd.scheduler")
 BRIDGE_PREFIX = "bridge-"
 BRIDGE_NAME = re.compile(rf"^{BRIDGE_PREFIX}(?P<key>.+)-s(?P<seq>[0-9]+)\.yml$")
 BRIDGE_WAIT = 120.0  # seconds for Traefik's docker provider to take a deploy over
+UNROUTE_WAIT = 10.0  # seconds for Traefik to drop the routes of a failed deploy
 
 
 def bridge_file_name(route_key: str, seq: int) -> str:
@@ -627,6 +628,32 @@ class ContainerOneOff(OneOffInput):
 
     def remove(self) -> None:
         self.engine.remove(self.container)
+
+
+def confirm_unrouted(scheduler, settings: Settings, units: list, progress,
+                     timeout: float = UNROUTE_WAIT) -> None:
+    """After a failed deploy removed its units, wait until Traefik routes
+    none of them: while a sibling (another service of the release, another
+    process type) was still starting, Traefik's docker provider may have
+    taken a healthy web container in by its labels, at a higher priority
+    than the live release, and requests sent there now fail until Traefik
+    sees it gone. The push returns once the live release serves again."""
+    api = settings.api_url
+    if not api:
+        return
+    providers = scheduler.route_provider
+    providers = (providers,) if isinstance(providers, str) else providers
+    for route_key, seq in sorted({(route_key_of(u.labels), u.labels.get(LABEL_SEQ, ""))
+                                  for u in units if u.labels.get(LABEL_PROCESS) == "web"}):
+        if not seq.isdigit() or not router.still_routed(api, route_key, int(seq), providers):
+            continue
+        started = time.monotonic()
+        if router.confirm_unrouted(api, route_key, int(seq), providers, timeout):
+            progress.line(f"Traefik no longer routes {router.route_name(route_key, int(seq))} "
+                          f"({time.monotonic() - started:.1f}s)")
+        else:
+            progress.warn(f"Traefik still routes {router.route_name(route_key, int(seq))} "
+                          f"{timeout:g}s after its containers were removed")
 
 
 def confirm_routes(scheduler, settings: Settings, target, units: list, progress) -> None:

@@ -30,7 +30,9 @@ def frontend(tag: str) -> dict:
 
 
 def backend(tag: str, crash: bool = False) -> dict:
-    start = "exit 3" if crash else 'echo "backend $DYNO listening on $PORT"; exec httpd -f -p 8080 -h /www'
+    # crashing only after its sibling passed its checks: Traefik's docker
+    # provider may have taken the new frontend in by then
+    start = "sleep 2; exit 3" if crash else 'echo "backend $DYNO listening on $PORT"; exec httpd -f -p 8080 -h /www'
     return {"backend/Dockerfile": (
         f"FROM {BASE_IMAGE}:latest\n"
         f'RUN mkdir -p /www && echo "back:{tag}" > /www/health\n'

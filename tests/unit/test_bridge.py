@@ -66,3 +66,67 @@ def test_a_bridge_stays_while_the_docker_provider_has_not_taken_over(tmp_path, m
 def test_a_bridge_goes_with_its_containers(tmp_path, monkeypatch):
     path = _bridge(tmp_path, monkeypatch, running=False, routed={})
     assert _gone_within(path, 1)
+
+
+class _Progress:
+    def __init__(self):
+        self.lines, self.warnings = [], []
+
+    def line(self, text):
+        self.lines.append(text)
+
+    def warn(self, text):
+        self.warnings.append(text)
+
+
+def _failed_deploy_units():
+    return [Container("gitd-x.shop.frontend.web.1.s3", {"gitd.app": "shop", "gitd.component": "frontend",
+                                                        "gitd.seq": "3", "gitd.process": "web"}),
+            Container("gitd-x.shop.worker.1.s3", {"gitd.app": "shop", "gitd.seq": "3",
+                                                  "gitd.process": "worker"})]
+
+
+def test_a_failed_deploy_returns_only_once_traefik_dropped_the_web_containers_it_had_taken_in(
+        tmp_path, monkeypatch):
+    settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
+    monkeypatch.setattr(router, "has_file_provider", lambda api: True)
+    held = {"answers": 3}
+    asked = []
+
+    def get_json(url, timeout=2.0):
+        asked.append(url)
+        held["answers"] -= 1
+        return {"serverStatus": {"http://172.18.0.5:3000": "UP"}} if held["answers"] >= 0 else None
+
+    monkeypatch.setattr(router, "_get_json", get_json)
+    progress = _Progress()
+    scheduler.confirm_unrouted(DockerScheduler(Engine([]), settings), settings,
+                               _failed_deploy_units(), progress)
+    assert held["answers"] < 0  # asked until Traefik no longer held it
+    assert all("/api/http/services/shop_frontend-s3@" in url for url in asked)
+    assert progress.lines and "no longer routes shop_frontend-s3" in progress.lines[0]
+    assert progress.warnings == []
+
+
+def test_a_failed_deploy_traefik_never_routed_costs_one_look_per_provider(tmp_path, monkeypatch):
+    settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
+    monkeypatch.setattr(router, "has_file_provider", lambda api: True)
+    asked = []
+    monkeypatch.setattr(router, "_get_json", lambda url, timeout=2.0: asked.append(url))
+    progress = _Progress()
+    scheduler.confirm_unrouted(DockerScheduler(Engine([]), settings), settings,
+                               _failed_deploy_units(), progress)
+    assert sorted(u.rsplit("@", 1)[1] for u in asked) == ["docker", "file"]
+    assert progress.lines == [] and progress.warnings == []
+
+
+def test_a_route_traefik_keeps_is_warned_about_not_waited_on_forever(tmp_path, monkeypatch):
+    settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
+    monkeypatch.setattr(router, "has_file_provider", lambda api: True)
+    monkeypatch.setattr(router, "_get_json", lambda url, timeout=2.0: {"serverStatus": {}})
+    progress = _Progress()
+    started = time.monotonic()
+    scheduler.confirm_unrouted(DockerScheduler(Engine([]), settings), settings,
+                               _failed_deploy_units(), progress, timeout=0.3)
+    assert time.monotonic() - started < 2
+    assert progress.warnings and "still routes shop_frontend-s3" in progress.warnings[0]
