@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.e2e.harness import free_port, new_gitd
+from tests.e2e.api_client import Api, new_token
+from tests.e2e.harness import free_port, make_key, new_gitd, unique_app
 
 BASE_IMAGE = "gitd-test/busybox"
 
@@ -108,3 +109,23 @@ def web_app(version: str, base: str = f"{BASE_IMAGE}:latest", extra: str = "") -
             f"{extra}"
             'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n'),
     }
+
+
+@pytest.fixture(scope="module")
+def api(gitd, tmp_path_factory):
+    """The shared gitd's API, an admin token, a deployer token, an app
+    granted to the deployer and one that is not."""
+    root = tmp_path_factory.mktemp("api")
+    deployer_key = make_key(root, "deployer")
+    name = f"dep-{unique_app('k')[2:]}"
+    assert gitd.ssh("keys:add", name, input=(root / "deployer.pub").read_text()).returncode == 0
+    mine, theirs = unique_app("mine"), unique_app("theirs")
+    for app in (mine, theirs):
+        assert gitd.ssh("apps:create", app).returncode == 0
+    assert gitd.ssh("apps:grant", mine, name).returncode == 0
+    client = Api(gitd)
+    client.admin = new_token(gitd)
+    client.deployer = new_token(gitd, key=deployer_key)
+    client.deployer_key, client.deployer_name = deployer_key, name
+    client.mine, client.theirs = mine, theirs
+    return client

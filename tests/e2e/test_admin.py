@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import BASE_IMAGE
 from tests.e2e.harness import commit, make_key, make_repo, unique_app
+from tests.e2e.helpers import controlling_tty, create, create_and_push, fails, ok, push_ok  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -32,37 +33,8 @@ def env_app(tag: str, procfile: str | None = None) -> dict:
     return files
 
 
-def ok(gitd, *args, **kwargs):
-    result = gitd.ssh(*args, **kwargs)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result
 
 
-def fails(gitd, *args, match: str, key=None, status=None, **kwargs):
-    result = gitd.ssh(*args, key=key, **kwargs)
-    assert result.returncode != 0, (args, result.stdout)
-    assert match in result.stderr, (args, result.stderr)
-    assert result.stderr.startswith(" !     "), result.stderr
-    if status is not None:
-        assert result.returncode == status
-    return result
-
-
-def create(gitd, app):
-    ok(gitd, "apps:create", app)
-    ok(gitd, "checks:set", app, "drain=0.3")  # keep the tests quick
-
-
-def push_ok(gitd, repo, app, key=None):
-    pushed = gitd.push(repo, app, key=key)
-    assert pushed.returncode == 0, pushed.stderr
-    return pushed
-
-
-def create_and_push(gitd, tmp_path, app, files):
-    create(gitd, app)
-    repo = make_repo(tmp_path / app, files)
-    return repo, push_ok(gitd, repo, app)
 
 
 def live(gitd, client, app, process="web"):
@@ -305,7 +277,7 @@ def run_with_terminal(gitd, app, size: tuple, resized: tuple) -> str:
     config = gitd.ssh_config(gitd.admin_key)
     script = shlex.quote("sleep 0.8; stty size; sleep 1.6; stty size")
     proc = subprocess.Popen(["ssh", "-F", str(config), "-t", "paas", "run", app, "--", "sh", "-c", script],
-                            stdin=slave, stdout=slave, stderr=slave, preexec_fn=_controlling_tty)
+                            stdin=slave, stdout=slave, stderr=slave, preexec_fn=controlling_tty)
     os.close(slave)
     output, resized_at = b"", time.monotonic() + 1.6
     deadline = time.monotonic() + 30
@@ -330,12 +302,6 @@ def run_with_terminal(gitd, app, size: tuple, resized: tuple) -> str:
         proc.wait(10)
         os.close(master)
     return output.decode(errors="replace")
-
-
-def _controlling_tty():
-    """Make stdin (a pty) the client's terminal, so a resize reaches it as SIGWINCH."""
-    os.setsid()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def test_help_and_bad_input(gitd):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -15,101 +14,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import jsonschema
 import pytest
 
+from tests.e2e.api_client import Api, new_token
 from tests.e2e.conftest import BASE_IMAGE
 from tests.e2e.harness import make_key, make_repo, unique_app
 
 pytestmark = pytest.mark.e2e
 
 
-class Api:
-    """A client of one gitd's API that checks every answer against the
-    OpenAPI document gitd serves."""
 
-    def __init__(self, server, through_traefik: bool = False):
-        """Straight to the API's port, or through gitd's Traefik at api_host."""
-        port = server.http_port if through_traefik else server.gitd_api_port
-        self.base = f"http://127.0.0.1:{port}"
-        self.host = {"Host": "gitd.localhost"} if through_traefik else {}
-        self.doc = None
-        if through_traefik:
-            wait_routed(server)
-        self.doc = self.request("GET", "/api/v1/openapi.json")[1]
-
-    def request(self, method: str, path: str, token: str | None = None, body=None,
-                raw: bytes | None = None, content_type: str = "application/json",
-                headers: dict | None = None):
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={**self.host, **(headers or {})})
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                status, got_headers, text = resp.status, resp.headers, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, got_headers, text = exc.code, exc.headers, exc.read()
-        assert got_headers["Content-Type"].startswith("application/json"), text[:300]
-        answer = json.loads(text)
-        assert status != 500, answer
-        if status >= 400:
-            assert set(answer) == {"error"} and "Traceback" not in answer["error"], answer
-        if self.doc is not None:
-            self.conforms(method, path, status, answer)
-        return status, answer, got_headers
-
-    def conforms(self, method: str, path: str, status: int, answer) -> None:
-        """The answer matches the document's schema for that operation and status."""
-        path = path.split("?")[0]
-        for template, operations in self.doc["paths"].items():
-            pattern = "^" + re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template)) + "$"
-            if re.match(pattern, path) and method.lower() in operations:
-                responses = operations[method.lower()]["responses"]
-                assert str(status) in responses, f"{method} {path}: {status} is not documented"
-                schema = responses[str(status)]["content"]["application/json"]["schema"]
-                jsonschema.validate(answer, {**schema, "components": self.doc["components"]})
-                return
-        assert status in (404, 405), f"{method} {path} is not in the document"
-
-
-def wait_routed(server, timeout: float = 20.0) -> None:
-    """Until Traefik has read the API's route file (it watches the directory)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.get("gitd.localhost", "/health") == (200, '{"status": "ok"}'):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"Traefik does not route gitd.localhost: {server.get('gitd.localhost', '/health')}")
-
-
-@pytest.fixture(scope="module")
-def api(gitd, tmp_path_factory):
-    """The shared gitd's API, an admin token, a deployer token, an app
-    granted to the deployer and one that is not."""
-    root = tmp_path_factory.mktemp("api")
-    deployer_key = make_key(root, "deployer")
-    name = f"dep-{unique_app('k')[2:]}"
-    assert gitd.ssh("keys:add", name, input=(root / "deployer.pub").read_text()).returncode == 0
-    mine, theirs = unique_app("mine"), unique_app("theirs")
-    for app in (mine, theirs):
-        assert gitd.ssh("apps:create", app).returncode == 0
-    assert gitd.ssh("apps:grant", mine, name).returncode == 0
-    client = Api(gitd)
-    client.admin = new_token(gitd)
-    client.deployer = new_token(gitd, key=deployer_key)
-    client.deployer_key, client.deployer_name = deployer_key, name
-    client.mine, client.theirs = mine, theirs
-    return client
-
-
-def new_token(server, *args: str, key=None) -> str:
-    result = server.ssh("tokens:create", *args, key=key)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 def test_health_needs_no_token(api):

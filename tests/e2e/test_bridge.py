@@ -6,36 +6,17 @@ taken them over. Then the bridge goes; a stale one goes when gitd starts."""
 
 import json
 import time
-import urllib.request
 
 import pytest
 
 from tests.e2e.conftest import web_app
 from tests.e2e.harness import commit, unique_app
-from tests.e2e.test_swap import deployed
+from tests.e2e.helpers import deployed, docker_routed, wait_no_bridges
 
 pytestmark = pytest.mark.e2e
 
 
-def bridges(gitd) -> list[str]:
-    return sorted(p.name for p in (gitd.data_dir / "tls" / "dynamic").glob("bridge-*.yml"))
 
-
-def wait_no_bridges(gitd, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while bridges(gitd) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert bridges(gitd) == []
-
-
-def docker_routed(gitd, name: str) -> bool:
-    """The docker provider's router of this name is enabled."""
-    try:
-        with urllib.request.urlopen(
-                f"http://127.0.0.1:{gitd.api_port}/api/http/routers/{name}@docker", timeout=2) as r:
-            return json.loads(r.read()).get("status") == "enabled"
-    except OSError:
-        return False
 
 
 def test_a_deploy_goes_live_through_a_bridge_that_then_goes(own_gitd, tmp_path):

@@ -17,14 +17,9 @@ from gitd.registry import ManagedRegistry
 from hooks.registry import registry_host
 from tests.e2e.conftest import web_app
 from tests.e2e.harness import commit, free_port, git, make_key, make_repo, unique_app
+from tests.e2e.helpers import ok
 
 pytestmark = pytest.mark.e2e
-
-
-def ok(gitd, *args, **kw):
-    result = gitd.ssh(*args, **kw)
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 def rows(gitd, app):

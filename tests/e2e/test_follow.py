@@ -11,7 +11,6 @@ import pytest
 
 from tests.e2e.conftest import web_app
 from tests.e2e.harness import commit, git, make_key, make_repo, unique_app
-from tests.e2e.test_api import api  # noqa: F401 - a fixture (the API client and its tokens)
 
 pytestmark = pytest.mark.e2e
 

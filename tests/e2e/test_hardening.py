@@ -12,12 +12,7 @@ from contextlib import ExitStack
 
 from tests.e2e.conftest import web_app
 from tests.e2e.harness import commit, make_key, make_repo, unique_app
-
-
-def ok(gitd, *args, key=None, **kwargs):
-    result = gitd.ssh(*args, key=key, **kwargs)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result
+from tests.e2e.helpers import ok
 
 
 def refused(gitd, *args, match: str, key=None, **kwargs):

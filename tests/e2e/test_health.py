@@ -11,8 +11,7 @@ import pytest
 
 from tests.e2e.conftest import BASE_IMAGE, web_app
 from tests.e2e.harness import commit, make_repo, unique_app
-from tests.e2e.test_bridge import docker_routed, wait_no_bridges
-from tests.e2e.test_swap import deployed
+from tests.e2e.helpers import deployed, docker_routed, wait_no_bridges
 
 pytestmark = pytest.mark.e2e
 

@@ -17,58 +17,15 @@ import docker.errors
 import pytest
 
 from hooks.deploy import app_network
-
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, web_app
-from tests.e2e.harness import commit, git, gitd_command, make_key, make_repo, unique_app
+from tests.e2e.harness import commit, git, gitd_command, make_repo, unique_app
+from tests.e2e.helpers import create, deployer, fails, ok, refused_push, victim_and_attacker
 
 pytestmark = pytest.mark.e2e
 
 
-def ok(gitd, *args, **kwargs):
-    result = gitd.ssh(*args, **kwargs)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result
 
-
-def fails(gitd, *args, match: str, key=None, **kwargs):
-    result = gitd.ssh(*args, key=key, **kwargs)
-    assert result.returncode != 0, (args, result.stdout)
-    assert result.stderr.startswith(" !     ") and match in result.stderr, (args, result.stderr)
-    return result
-
-
-def refused_push(gitd, repo, app, key, match: str):
-    result = gitd.push(repo, app, key=key)
-    assert result.returncode != 0, result.stderr
-    assert match in result.stderr, result.stderr
-    return result
-
-
-def deployer(gitd, tmp_path, app) -> Path:
-    """A non-admin key granted `app` only."""
-    name = f"dev-{app}"
-    key = make_key(tmp_path, name)
-    ok(gitd, "keys:add", name, input=(tmp_path / f"{name}.pub").read_text())
-    ok(gitd, "apps:grant", app, name)
-    return key
-
-
-def create(gitd, app):
-    ok(gitd, "apps:create", app)
-    ok(gitd, "checks:set", app, "drain=0")
-
-
-def victim_and_attacker(gitd, tmp_path):
-    """A live victim app (admin's) and an attacker app with a deployer key."""
-    victim, evil = unique_app("victim"), unique_app("evil")
-    create(gitd, victim)
-    create(gitd, evil)
-    repo = make_repo(tmp_path / victim, web_app("victim-page"))
-    pushed = gitd.push(repo, victim)
-    assert pushed.returncode == 0, pushed.stderr
-    assert gitd.wait_for(gitd.host(victim), "victim-page")[0] == 200
-    return victim, evil, deployer(gitd, tmp_path, evil)
 
 
 def releases(gitd, app) -> list[dict]:

@@ -4,50 +4,22 @@ Traefik's own ACME client, validating HTTP-01 against gitd's HTTP port."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 import urllib.request
-from contextlib import contextmanager
 
 import pytest
 
 from hooks.router import REDIRECT_PRIORITY
-from tests.conftest import require
+from tests.e2e.acme_helpers import DOMAIN, ISSUE_TIMEOUT, gitd_with_pebble, http_status, pebble_certificate, wait_until
 from tests.e2e.conftest import web_app
-from tests.e2e.harness import commit, free_port, make_key, make_repo, new_gitd, unique_app
-from tests.e2e.pebble import Pebble
+from tests.e2e.harness import commit, free_port, make_key, make_repo, unique_app
 from tests.e2e.tls_helpers import HttpsLoad, MiniCA, https_get, other_key_pem
 
-DOMAIN = "paas.test"
-ISSUE_TIMEOUT = 120.0
 # a CGI that shows the scheme the app was told about
 CGI = ('RUN mkdir -p /www/cgi-bin && echo "#!/bin/sh" > /www/cgi-bin/proto && '
        'echo "echo Content-Type: text/plain; echo; echo proto=\\$HTTP_X_FORWARDED_PROTO" '
        '>> /www/cgi-bin/proto && chmod +x /www/cgi-bin/proto\n')
-
-
-@contextmanager
-def gitd_with_pebble(root, docker_client, *extra_args):
-    """A gitd serving HTTPS, its ACME CA a Pebble of its own."""
-    for tool in ("pebble", "pebble-challtestsrv", "openssl"):
-        require(shutil.which(tool) is not None, f"{tool} is not installed")
-    server = new_gitd(root / "gitd")
-    server.https_port = free_port()
-    pebble = Pebble(root / "pebble", http_port=server.http_port, tls_port=server.https_port)
-    pebble.start()
-    server.start_kwargs = dict(
-        extra_env={"GITD_ACME_CA_CERTIFICATES": str(pebble.listener_cert)},
-        extra_args=("--https-port", str(server.https_port), "--acme-email", "ops@gitd.test",
-                    "--acme-ca-server", pebble.directory_url, "--domain", DOMAIN, *extra_args))
-    try:
-        server.start(**server.start_kwargs)
-        server.pebble = pebble
-        yield server
-    finally:
-        server.stop()
-        server.cleanup(docker_client)
-        pebble.stop()
 
 
 @pytest.fixture(scope="module")
@@ -74,49 +46,11 @@ def app(pushed):
     return pushed[0]
 
 
-def pebble_certificate(gitd, host: str, timeout: float = ISSUE_TIMEOUT):
-    """The certificate served for `host` once it verifies against Pebble's root."""
-    root = gitd.pebble.root_pem()
-
-    def served():
-        status, _, body, cert = https_get(gitd.https_port, host, root)
-        return (status, body, cert) if status == 200 else None
-
-    return wait_until(served, timeout)
-
-
-def wait_until(probe, timeout: float, interval: float = 0.5):
-    """probe() until it returns something true (or raises no OSError); the last result."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except OSError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    return last
-
 
 def certs_json(gitd, app: str) -> dict:
     result = gitd.ssh("certs", app, "--json")
     assert result.returncode == 0, result.stderr
     return {row["domain"]: row for row in json.loads(result.stdout)}
-
-
-def http_status(gitd, host: str) -> tuple[int, str]:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", gitd.http_port, timeout=5)
-    try:
-        conn.request("GET", "/", headers={"Host": host})
-        resp = conn.getresponse()
-        return resp.status, resp.getheader("Location") or ""
-    finally:
-        conn.close()
 
 
 def test_acme_certificate_is_issued_and_http_redirects(https_gitd, app):

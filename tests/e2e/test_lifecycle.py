@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.conftest import web_app
 from tests.e2e.harness import Load, commit, gitd_command, make_repo, start_external_traefik, unique_app
-from tests.e2e.test_swap import slow_boot_app
+from tests.e2e.helpers import slow_boot_app
 
 pytestmark = pytest.mark.e2e
 

@@ -10,20 +10,10 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import BASE_IMAGE
 from tests.e2e.harness import commit, make_repo, unique_app
+from tests.e2e.helpers import app_files, ok
 
 pytestmark = pytest.mark.e2e
-
-PROCFILE = "worker: echo crashing $DYNO; sleep 3; exit 3\n"
-
-
-def app_files(tag: str) -> dict:
-    """A busybox httpd that says `TAG up DYNO` as it starts, and a worker that
-    exits with status 3 three seconds after each start."""
-    return {"Procfile": PROCFILE, "Dockerfile": (
-        f"FROM {BASE_IMAGE}:latest\nRUN mkdir -p /www && echo {tag} > /www/index.html\n"
-        f'CMD echo "{tag} up $DYNO"; exec httpd -f -p $PORT -h /www\n')}
 
 
 class Follower:
@@ -59,12 +49,6 @@ class Follower:
     def hang_up(self):
         self.proc.kill()
         self.proc.wait(10)
-
-
-def ok(gitd, *args):
-    result = gitd.ssh(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result
 
 
 def _threads(pid: int) -> int:

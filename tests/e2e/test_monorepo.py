@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE
 from tests.e2e.harness import Load, commit, make_repo, unique_app
-from tests.e2e.test_admin import create, ok
+from tests.e2e.helpers import create, ok
 from tests.nix import fixtures
 
 pytestmark = pytest.mark.e2e

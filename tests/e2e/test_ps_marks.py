@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.e2e.harness import make_repo, unique_app
-from tests.e2e.test_logs import app_files, ok
+from tests.e2e.helpers import app_files, ok
 
 pytestmark = pytest.mark.e2e
 

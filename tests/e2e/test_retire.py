@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.conftest import web_app
 from tests.e2e.harness import commit, unique_app
-from tests.e2e.test_swap import deployed, slow_boot_app
+from tests.e2e.helpers import deployed, slow_boot_app
 
 pytestmark = pytest.mark.e2e
 

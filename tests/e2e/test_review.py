@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.conftest import BASE_IMAGE
 from tests.e2e.harness import commit, make_repo
-from tests.e2e.test_hostile import ok, victim_and_attacker
+from tests.e2e.helpers import ok, victim_and_attacker
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +55,7 @@ def test_a_build_step_cannot_route_another_apps_host(gitd, docker_client, tmp_pa
 def test_dockerfile_spellings_docker_reads_do_not_hide_another_apps_image(gitd, tmp_path):
     r"""Docker reads `FROM<tab>image`, a BOM then FROM, and `FROM gi\` +
     `td/x` (joined with no space) as FROMs; the reference check did not."""
-    from tests.e2e.test_hostile import refused_push
+    from tests.e2e.helpers import refused_push
 
     victim, evil, key = victim_and_attacker(gitd, tmp_path)
     repo = make_repo(tmp_path / evil, {"Dockerfile": f"FROM {BASE_IMAGE}:latest\n"})
@@ -73,7 +73,7 @@ def test_a_push_waiting_for_the_lock_loses_its_right_with_the_grant(gitd, tmp_pa
     """The lock is taken once the pack is stored: a push that waited behind
     another deploy while its grant was revoked must not deploy."""
     from tests.e2e.harness import unique_app
-    from tests.e2e.test_hostile import create, deployer
+    from tests.e2e.helpers import create, deployer
 
     app = unique_app("revoked")
     create(gitd, app)
@@ -108,7 +108,7 @@ def test_add_of_a_url_cannot_read_the_hosts_loopback(gitd, tmp_path):
     """dockerd fetches an ADD URL from the host's network: the build read
     Traefik's API (every app's routes) on 127.0.0.1, or anything else there."""
     from tests.e2e.harness import unique_app
-    from tests.e2e.test_hostile import create, deployer, refused_push
+    from tests.e2e.helpers import create, deployer, refused_push
 
     app = unique_app("ssrf")
     create(gitd, app)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.e2e.conftest import BASE_IMAGE
 from tests.e2e.harness import unique_app
-from tests.e2e.test_admin import create_and_push, fails, ok
+from tests.e2e.helpers import create_and_push, fails, ok
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_services import PG_IMAGE, fails, ok
 from tests.e2e.harness import unique_app
+from tests.e2e.helpers import fails, ok
+from tests.e2e.services_helpers import PG_IMAGE
 
 pytestmark = pytest.mark.e2e
 

@@ -17,22 +17,26 @@ import pytest
 
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, web_app
-from tests.e2e.harness import Load, commit, gitd_command, make_key, make_repo, new_gitd, unique_app
+from tests.e2e.harness import Load, commit, gitd_command, make_key, new_gitd, unique_app
+from tests.e2e.helpers import fails, ok
+from tests.e2e.services_helpers import (  # noqa: F401
+    IMAGES_ENV,
+    PG_IMAGE,
+    PG_VERSION,
+    REDIS_IMAGE,
+    deploy,
+    info,
+    ok_bytes,
+    rows,
+    sql,
+    storage_app,
+    tag_versioned,
+)
 
 pytestmark = pytest.mark.e2e
 
-PG_IMAGE = "gitd-ci/postgres:latest"
-REDIS_IMAGE = "gitd-ci/redis:latest"
 # postgres by version (an upgrade needs {version}: tag_versioned makes
 # PG_VERSION's image), redis one image whatever version is asked
-PG_VERSION = "15"
-IMAGES_ENV = {"GITD_SERVICE_IMAGES": "postgres=gitd-test/postgres:{version},"
-                                     f"redis={REDIS_IMAGE}"}
-
-
-def tag_versioned(client) -> None:
-    """gitd-ci/postgres runs postgres 15: tagged as gitd-test/postgres:15."""
-    client.images.get(PG_IMAGE).tag("gitd-test/postgres", PG_VERSION)
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +59,6 @@ def paas(docker_client, base_image, tmp_path_factory):
     server.cleanup(docker_client)
 
 
-def ok(gitd, *args, **kwargs):
-    result = gitd.ssh(*args, **kwargs)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result
-
-
-def fails(gitd, *args, match: str, **kwargs):
-    result = gitd.ssh(*args, **kwargs)
-    assert result.returncode != 0, (args, result.stdout)
-    assert match in result.stderr, (args, result.stderr)
-    assert result.stderr.lstrip().startswith("!"), result.stderr
-    return result
-
-
 def client_app(version: str, base: str) -> dict:
     """An app with a database client (psql, redis-cli) from the service's
     image, and busybox httpd answering `version` on $PORT."""
@@ -80,26 +70,7 @@ def client_app(version: str, base: str) -> dict:
         'CMD ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p $PORT -h /www"]\n')}
 
 
-def deploy(gitd, tmp_path: Path, app: str, files: dict) -> Path:
-    ok(gitd, "apps:create", app)
-    ok(gitd, "checks:set", app, "drain=0.3")
-    repo = make_repo(tmp_path / app, files)
-    pushed = gitd.push(repo, app)
-    assert pushed.returncode == 0, pushed.stderr
-    return repo
 
-
-def sql(gitd, app: str, statement: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
-    """psql in a one-off container of `app`, through its DATABASE_URL."""
-    script = f'psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -qAtc {shlex.quote(statement)}'
-    result = gitd.ssh("run", app, "--", "sh", "-c", shlex.quote(script))
-    if expect_ok:
-        assert result.returncode == 0, (statement, result.stdout, result.stderr)
-    return result
-
-
-def rows(gitd, app: str) -> list[str]:
-    return sql(gitd, app, "SELECT note FROM notes ORDER BY id").stdout.split()
 
 
 def wait_healthy(gitd, name: str, timeout: float = 120) -> None:
@@ -107,10 +78,6 @@ def wait_healthy(gitd, name: str, timeout: float = 120) -> None:
     while time.monotonic() < deadline and info(gitd, name)["health"] != "healthy":
         time.sleep(1)
     assert info(gitd, name)["health"] == "healthy"
-
-
-def info(gitd, name: str) -> dict:
-    return json.loads(ok(gitd, "services:info", name, "--json").stdout)
 
 
 def test_postgres_data_survives_deploys_restarts_and_restores(paas, docker_client, tmp_path):
@@ -305,20 +272,6 @@ def interactive_session(gitd, args: list[str], line: str, expect: str = "hello")
         reader.join(10)
     return output.decode(errors="replace")
 
-
-def ok_bytes(gitd, *args) -> bytes:
-    result = subprocess.run(["ssh", "-F", str(gitd.ssh_config(gitd.admin_key)), "-T", "paas",
-                             *args], capture_output=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def storage_app(version: str) -> dict:
-    """busybox httpd serving /data (the mounted volume) and its version."""
-    return {"Dockerfile": (
-        f"FROM {BASE_IMAGE}:latest\nRUN mkdir -p /data\n"
-        f'CMD ["sh", "-c", "echo {version} > /tmp/v; exec httpd -f -p $PORT -h /data"]\n'),
-        "app.json": '{"healthchecks": {"path": "/"}}'}
 
 
 def test_a_file_on_a_mounted_volume_survives_deploys_and_a_rollback(paas, tmp_path):

@@ -9,16 +9,10 @@ import time
 import pytest
 
 from tests.e2e.conftest import BASE_IMAGE, web_app
-from tests.e2e.harness import Load, commit, make_repo, unique_app
+from tests.e2e.harness import Load, commit, unique_app
+from tests.e2e.helpers import deployed, slow_boot_app
 
 pytestmark = pytest.mark.e2e
-
-
-def slow_boot_app(version: str, boot_seconds: int) -> dict:
-    return web_app(version, extra="") | {"Dockerfile": (
-        f"FROM {BASE_IMAGE}:latest\n"
-        f"RUN mkdir -p /www && echo '{version}' > /www/index.html\n"
-        f'CMD ["sh", "-c", "echo booting {version}; sleep {boot_seconds}; exec httpd -f -p $PORT -h /www"]\n')}
 
 
 def slow_request_app(version: str) -> dict:
@@ -29,14 +23,6 @@ def slow_request_app(version: str) -> dict:
         "printf '#!/bin/sh\\nsleep 2\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n"
         f"slow {version}\\\\n\"\\n' > /www/cgi-bin/slow && chmod +x /www/cgi-bin/slow\n"
         'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]\n')}
-
-
-def deployed(gitd, app, tmp_path, files) -> object:
-    assert gitd.ssh("apps:create", app).returncode == 0
-    repo = make_repo(tmp_path / app, files)
-    pushed = gitd.push(repo, app)
-    assert pushed.returncode == 0, pushed.stderr
-    return repo
 
 
 def test_failed_health_check_keeps_the_old_release(gitd, docker_client, tmp_path):

@@ -186,8 +186,7 @@ def test_https_on_the_swarm(swarm, base_image, tmp_path, monkeypatch):
     """The routes gitd writes for a swarm carry the TLS routers: Traefik's
     ACME client gets a certificate (Pebble), HTTPS answers and plain HTTP
     redirects, with the app's tasks behind a file-provider route."""
-    from tests.e2e.test_https import (DOMAIN, gitd_with_pebble, http_status, pebble_certificate,
-                                      wait_until)
+    from tests.e2e.acme_helpers import DOMAIN, gitd_with_pebble, http_status, pebble_certificate, wait_until
     from tests.e2e.harness import free_port
 
     monkeypatch.setenv("GITD_REGISTRY_PORT", str(free_port()))
@@ -255,7 +254,7 @@ def _sizes_in_a_terminal(gitd, app, size: tuple, resized: tuple) -> list[str]:
     says its window size; the terminal resized, another line, and it says
     it again. Each step waits for the one before; a line typed early waits
     at gitd until the command runs and its pty has the client's size."""
-    from tests.e2e.test_admin import _controlling_tty
+    from tests.e2e.helpers import controlling_tty
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
@@ -263,7 +262,7 @@ def _sizes_in_a_terminal(gitd, app, size: tuple, resized: tuple) -> list[str]:
     script = shlex.quote("read a; stty size; read b; stty size")
     proc = subprocess.Popen(["ssh", "-F", str(config), "-t", "paas", "run", app, "--", "sh", "-c",
                              script], stdin=slave, stdout=slave, stderr=slave,
-                            preexec_fn=_controlling_tty)
+                            preexec_fn=controlling_tty)
     os.close(slave)
     output = b""
 

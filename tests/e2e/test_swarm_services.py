@@ -19,9 +19,9 @@ from docker.types import EndpointSpec
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, start_swarm_gitd
 from tests.e2e.harness import commit, new_gitd, unique_app
-from tests.e2e.test_services import (IMAGES_ENV, PG_IMAGE, PG_VERSION, REDIS_IMAGE, deploy,
-                                     fails, info, ok, ok_bytes, rows, sql, storage_app,
-                                     tag_versioned)
+from tests.e2e.helpers import fails, ok
+from tests.e2e.services_helpers import (IMAGES_ENV, PG_IMAGE, PG_VERSION, REDIS_IMAGE, deploy, info,
+                                         ok_bytes, rows, sql, storage_app, tag_versioned)
 
 pytestmark = pytest.mark.e2e
 

@@ -42,12 +42,12 @@ def imported_test_modules(source: Path) -> set[str]:
     return found
 
 
-def test_unit_and_integration_test_modules_do_not_import_other_test_modules():
-    # tests/e2e still shares helpers between its test modules: not yet moved
-    sources = [*TESTS.glob("unit/test_*.py"), *TESTS.glob("integration/test_*.py")]
+def test_no_test_module_imports_another_test_module():
+    sources = [*TESTS.glob("*/test_*.py"), *TESTS.glob("*/*helpers.py"), *TESTS.glob("*/conftest.py")]
     offenders = {source.relative_to(TESTS).as_posix(): found
                  for source in sources if (found := imported_test_modules(source))}
-    assert offenders == {}, "shared fakes and helpers belong in tests/fakes.py"
+    assert offenders == {}, ("shared fakes belong in tests/fakes.py, e2e helpers in "
+                             "tests/e2e/helpers.py (or api_client, services_helpers, acme_helpers)")
 
 
 def test_the_import_check_finds_both_spellings(tmp_path):

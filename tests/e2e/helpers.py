@@ -1,0 +1,128 @@
+"""Helpers shared by e2e test modules: SSH calls that must succeed or fail
+in words, app set-ups several modules use. Test modules import from here
+(and harness, conftest), never from each other."""
+
+import fcntl
+import json
+import os
+import termios
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.e2e.conftest import BASE_IMAGE, web_app
+from tests.e2e.harness import make_key, make_repo, unique_app
+
+
+def ok(gitd, *args, **kwargs):
+    result = gitd.ssh(*args, **kwargs)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result
+
+
+def fails(gitd, *args, match: str, key=None, status=None, **kwargs):
+    result = gitd.ssh(*args, key=key, **kwargs)
+    assert result.returncode != 0, (args, result.stdout)
+    assert match in result.stderr, (args, result.stderr)
+    assert result.stderr.lstrip().startswith("!"), result.stderr
+    if status is not None:
+        assert result.returncode == status
+    return result
+
+
+def create(gitd, app, drain: str = "0.3"):
+    ok(gitd, "apps:create", app)
+    ok(gitd, "checks:set", app, f"drain={drain}")  # keep the tests quick
+
+
+def push_ok(gitd, repo, app, key=None):
+    pushed = gitd.push(repo, app, key=key)
+    assert pushed.returncode == 0, pushed.stderr
+    return pushed
+
+
+def create_and_push(gitd, tmp_path, app, files):
+    create(gitd, app)
+    repo = make_repo(tmp_path / app, files)
+    return repo, push_ok(gitd, repo, app)
+
+
+def controlling_tty():
+    """Make stdin (a pty) the client's terminal, so a resize reaches it as SIGWINCH."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def slow_boot_app(version: str, boot_seconds: int) -> dict:
+    return web_app(version, extra="") | {"Dockerfile": (
+        f"FROM {BASE_IMAGE}:latest\n"
+        f"RUN mkdir -p /www && echo '{version}' > /www/index.html\n"
+        f'CMD ["sh", "-c", "echo booting {version}; sleep {boot_seconds}; exec httpd -f -p $PORT -h /www"]\n')}
+
+
+def deployed(gitd, app, tmp_path, files) -> object:
+    assert gitd.ssh("apps:create", app).returncode == 0
+    repo = make_repo(tmp_path / app, files)
+    pushed = gitd.push(repo, app)
+    assert pushed.returncode == 0, pushed.stderr
+    return repo
+
+
+def bridges(gitd) -> list[str]:
+    return sorted(p.name for p in (gitd.data_dir / "tls" / "dynamic").glob("bridge-*.yml"))
+
+
+def wait_no_bridges(gitd, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while bridges(gitd) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert bridges(gitd) == []
+
+
+def docker_routed(gitd, name: str) -> bool:
+    """The docker provider's router of this name is enabled."""
+    try:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{gitd.api_port}/api/http/routers/{name}@docker", timeout=2) as r:
+            return json.loads(r.read()).get("status") == "enabled"
+    except OSError:
+        return False
+
+
+PROCFILE = "worker: echo crashing $DYNO; sleep 3; exit 3\n"
+
+
+def app_files(tag: str) -> dict:
+    """A busybox httpd that says `TAG up DYNO` as it starts, and a worker that
+    exits with status 3 three seconds after each start."""
+    return {"Procfile": PROCFILE, "Dockerfile": (
+        f"FROM {BASE_IMAGE}:latest\nRUN mkdir -p /www && echo {tag} > /www/index.html\n"
+        f'CMD echo "{tag} up $DYNO"; exec httpd -f -p $PORT -h /www\n')}
+
+
+def refused_push(gitd, repo, app, key, match: str):
+    result = gitd.push(repo, app, key=key)
+    assert result.returncode != 0, result.stderr
+    assert match in result.stderr, result.stderr
+    return result
+
+
+def deployer(gitd, tmp_path, app) -> Path:
+    """A non-admin key granted `app` only."""
+    name = f"dev-{app}"
+    key = make_key(tmp_path, name)
+    ok(gitd, "keys:add", name, input=(tmp_path / f"{name}.pub").read_text())
+    ok(gitd, "apps:grant", app, name)
+    return key
+
+
+def victim_and_attacker(gitd, tmp_path):
+    """A live victim app (admin's) and an attacker app with a deployer key."""
+    victim, evil = unique_app("victim"), unique_app("evil")
+    create(gitd, victim)
+    create(gitd, evil)
+    repo = make_repo(tmp_path / victim, web_app("victim-page"))
+    pushed = gitd.push(repo, victim)
+    assert pushed.returncode == 0, pushed.stderr
+    assert gitd.wait_for(gitd.host(victim), "victim-page")[0] == 200
+    return victim, evil, deployer(gitd, tmp_path, evil)
