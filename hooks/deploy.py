@@ -1,7 +1,7 @@
 """The zero-downtime swap, as explicit states with one cleanup path.
 
-What to run is plain data (`Target`, `container_specs`) that unit tests can
-compare; running it goes through hooks.engine.
+What to run is plain data (`Target`, `container_specs`: hooks.specs) that
+unit tests can compare; running it goes through the scheduler.
 
     start -> healthy -> routed -> live -> drained -> retired
 
@@ -12,226 +12,22 @@ retiring the old containers goes on in the background (hooks.retire).
 
 from __future__ import annotations
 
-import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import structlog
 
 from gitd.core.config import Settings
 from gitd.core.errors import DeployError, GitdError
-from hooks import checks, router, volumes
-from hooks.checks import HealthCheck
-from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
-                          LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, Engine)
+from hooks import checks, volumes
+from hooks.engine import LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE, LABEL_SEQ, Engine
 from hooks.retire import Retirements
 from hooks.scheduler import DockerScheduler, confirm_routes, confirm_unrouted, unit_label
+from hooks.specs import (Target, app_network, container_specs, describe_argv, is_web,
+                         release_task_spec, volume_task_base)
 
-
-def app_network(instance: str, app: str) -> str:
-    """The app's own bridge network: its containers reach each other, never
-    another app's. Traefik reaches web containers over their ports published
-    on 127.0.0.1, so it needs no network of its own. A DNS name component:
-    a swarm names its networks that way."""
-    return f"gitd-{instance}-app-{app}"
-
-
-def service_network(instance: str, service: str) -> str:
-    """A service's (Postgres, Redis) network: the apps linked to it join it."""
-    return f"gitd-{instance}-svc-{service}"
-
-
-def networks(settings: Settings, app: str) -> list[str]:
-    nets = [app_network(settings.instance, app)]
-    if settings.docker_network:
-        nets.append(settings.docker_network)  # an admin's choice: shared by every app
-    return nets
 
 log = structlog.get_logger("gitd.deploy")
-
-
-@dataclass
-class Target:
-    """Everything a deploy needs, resolved before any container starts."""
-    app: str
-    version: int
-    seq: int
-    image: str
-    config: dict[str, str]
-    port: int
-    formation: dict[str, int]  # process type -> count
-    commands: dict[str, list[str] | None]  # process type -> argv (None = the image's own)
-    hosts: list[str]
-    check: HealthCheck
-    release_command: list[str] | None = None
-    drain: float = 3.0  # seconds between the switch and SIGTERM to the old
-    stop_timeout: int = 30  # seconds between SIGTERM and SIGKILL
-    tls: router.TLSPlan | None = None  # None: HTTP only
-    limits: dict = field(default_factory=dict)  # docker create() resource arguments
-    release_timeout: float = 600.0  # seconds the release command may run
-    networks: list[str] = field(default_factory=list)  # linked services' networks
-    mounts: list[dict] = field(default_factory=list)  # the release's storage
-    paths: list = field(default_factory=list)  # HostRoutes; empty: `hosts` at "/"
-    # an app.json service (issue #13): its name, a network alias on the app's
-    # network; "" for a plain app
-    component: str = ""
-
-    @property
-    def routes(self) -> list:
-        return self.paths or list(self.hosts)
-
-    @property
-    def route_key(self) -> str:
-        """What names this deploy's Traefik routers: `<app>`, or
-        `<app>_<service>` (no app name holds '_', so none can clash)."""
-        return f"{self.app}_{self.component}" if self.component else self.app
-
-    def process_name(self, process: str) -> str:
-        return f"{self.component}_{process}" if self.component else process
-
-
-def route_labels(settings: Settings, target: Target) -> dict[str, str]:
-    """The Traefik labels of the target's web containers: its routes, as
-    Traefik's docker provider reads them."""
-    return router.labels(target.route_key, target.seq, target.routes, target.port,
-                         settings.traefik_entrypoint, target.tls)
-
-
-def attach_storage(spec: dict, networks: list[str], mounts: list[dict]) -> dict:
-    """Add the app's service networks and storage mounts to a container spec
-    (appended: other features put their own networks and mounts there too)."""
-    if networks:
-        spec["networks"] = list(spec.get("networks", [])) + list(networks)
-    if mounts:
-        spec["mounts"] = list(spec.get("mounts", [])) + [_storage_mount(m) for m in mounts]
-    return spec
-
-
-def _storage_mount(mount: dict) -> dict:
-    """A volume is mounted with `nocopy`: the deploy's volume task seeded it
-    and gave its root to the image's user (hooks.volumes); Docker's copy-up
-    would give an empty volume back to the owner of the image's directory."""
-    spec = {"type": mount["type"], "source": mount["source"], "target": mount["target"]}
-    if mount["type"] == "volume":
-        spec["no_copy"] = True
-    return spec
-
-
-def container_name(instance: str, app: str, process: str, index: int, seq: int) -> str:
-    return f"gitd-{instance}.{app}.{process}.{index}.s{seq}"
-
-
-def base_labels(instance: str, target: Target, process: str, role: str) -> dict[str, str]:
-    labels = {
-        LABEL_INSTANCE: instance,
-        LABEL_APP: target.app,
-        LABEL_RELEASE: str(target.version),
-        LABEL_SEQ: str(target.seq),
-        LABEL_PROCESS: process,
-        LABEL_ROLE: role,
-    }
-    if target.component:
-        labels[LABEL_COMPONENT] = target.component
-    return labels
-
-
-def environment(target: Target, process: str, index: int) -> dict[str, str]:
-    env = dict(target.config)
-    env.update({"PORT": str(target.port), "GITD_APP": target.app,
-                "GITD_RELEASE": f"v{target.version}", "DYNO": f"{process}.{index}"})
-    return env
-
-
-def process_argv(command: str | None, buildpack: str | None) -> list[str] | None:
-    """A Procfile command as argv. Heroku runs them with a shell; a Nix
-    closure image has none, so there the line is split like a shell would."""
-    if not command:
-        return None
-    if buildpack == "nix":
-        return shlex.split(command)
-    return ["/bin/sh", "-c", command]
-
-
-def describe_argv(argv: list[str]) -> str:
-    """The command as the Procfile wrote it."""
-    if argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3:
-        return argv[2]
-    return shlex.join(argv)
-
-
-def container_specs(target: Target, settings: Settings, probe: str | None) -> list[dict]:
-    """The docker create() arguments for every service container of `target`."""
-    specs = []
-    for process, count in sorted(target.formation.items()):
-        for index in range(1, count + 1):
-            specs.append(_service_spec(target, settings, probe, process, index))
-    return specs
-
-
-def is_web(spec: dict) -> bool:
-    return spec["labels"].get(LABEL_PROCESS) == "web"
-
-
-def _service_spec(target: Target, settings: Settings, probe: str | None,
-                  process: str, index: int) -> dict:
-    labels = base_labels(settings.instance, target, process, "service")
-    spec = {
-        "image": target.image,
-        "name": container_name(settings.instance, target.app, target.process_name(process), index,
-                               target.seq),
-        "command": target.commands.get(process),
-        "environment": environment(target, process, index),
-        "labels": labels,
-        "restart_policy": {"Name": "unless-stopped"},
-        "init": True,
-        "log_config": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
-        "stop_signal": "SIGTERM",
-        "stop_timeout": target.stop_timeout,
-        "networks": networks(settings, target.app),
-        **target.limits,
-    }
-    if target.component:
-        spec["network_aliases"] = [target.component]
-    if process == "web":
-        spec["ports"] = {f"{target.port}/tcp": ("127.0.0.1", None)}
-        labels.update(route_labels(settings, target))
-        if not target.check.disabled:
-            if not probe:
-                raise DeployError("no static busybox for health checks (install busybox-static, "
-                                  "or set probe_binary); see `gitd doctor`")
-            spec["healthcheck"] = checks.docker_healthcheck(
-                target.check, target.port, checks.http_every(settings.health_interval))
-            spec["mounts"] = [checks.probe_mount(probe)]
-    else:
-        labels["traefik.enable"] = "false"
-    return attach_storage(spec, target.networks, target.mounts)
-
-
-
-def release_task_spec(target: Target, settings: Settings) -> dict:
-    labels = base_labels(settings.instance, target, "release", "release-task")
-    labels["traefik.enable"] = "false"
-    spec = {
-        "image": target.image,
-        "name": container_name(settings.instance, target.app, target.process_name("release"), 1,
-                               target.seq),
-        "command": target.release_command,
-        "environment": environment(target, "release", 1),
-        "labels": labels,
-        "init": True,
-        "networks": networks(settings, target.app),
-        **target.limits,
-    }
-    return attach_storage(spec, target.networks, target.mounts)
-
-
-def volume_task_base(target: Target, settings: Settings) -> dict:
-    """Image, name and labels of the task that readies the release's volumes."""
-    labels = base_labels(settings.instance, target, "volumes", "release-task")
-    return {"image": target.image, "labels": labels,
-            "name": container_name(settings.instance, target.app, target.process_name("volumes"),
-                                   1, target.seq)}
 
 
 class Deployer:

@@ -23,13 +23,13 @@ from gitd.core.store import HostRoute, Release, Store
 from hooks import checkout, checks, components, procfile, router
 from gitd.core import resources
 from hooks.deployments import Deployments, trigger_of_kind, trigger_of_reason
-from hooks.deploy import Deployer, Target, process_argv, service_network
+from hooks.deploy import Deployer
+from hooks.specs import DEFAULT_PORT, Target, process_argv, service_network
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE, Engine
 from hooks.events import Progress
 from hooks.retire import Retirements
 from hooks.scheduler import confirm_routes, route_key_of
 
-DEFAULT_PORT = 5000
 FALLBACK_FILE = "fallback.yml"  # in the file provider's dir: the 503 routes
 _fallback_writing = threading.Lock()  # one writer: the file goes through one temporary
 progress_log = structlog.get_logger("gitd.pipeline")

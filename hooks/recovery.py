@@ -2,7 +2,7 @@
 containers serve, leftovers of interrupted deploys go, and the state tells
 the truth. Beside the pipeline, whose rules it shares: which containers make
 a complete release (`pipeline.release_formations`) and what a release's
-routes are (`Pipeline.targets`, rendered by `deploy.route_labels`: what
+routes are (`Pipeline.targets`, rendered by `specs.route_labels`: what
 its deploy made, read from what the release recorded, never parsed back
 out of labels).
 
@@ -29,7 +29,7 @@ from gitd.core.config import Settings
 from gitd.core.errors import GitdError
 from gitd.core.store import Store
 from hooks import router
-from hooks.deploy import route_labels
+from hooks.specs import route_labels
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
                           LABEL_SEQ, LABEL_SERVICE)
 from hooks.pipeline import release_formations

@@ -10,23 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hooks.deploy import service_network
-
-LABEL_KIND = "gitd.service.kind"
-
-
-# Every name here is a DNS name component (lowercase letters, digits, '-';
-# at most 5 + 8 + 5 + 30 + 16 characters): a swarm refuses dots in service
-# and network names, and the host name must resolve on the service's network.
-
-
-def container_name(instance: str, service: str) -> str:
-    """Also the service's host name on its network (no dots: one DNS label)."""
-    return f"gitd-{instance}-svc-{service}"
-
-
-def network_name(instance: str, service: str) -> str:
-    return service_network(instance, service)
+# A service's container, host and network names are made in hooks.specs
+# with its containers' specs; its volume's and swarm service's here.
+from hooks.specs import LABEL_KIND, relay_name  # noqa: F401
+from hooks.specs import service_host as container_name
+from hooks.specs import service_network as network_name  # noqa: F401
 
 
 def volume_name(instance: str, service: str, generation: int = 1) -> str:
@@ -54,10 +42,6 @@ def swarm_service_name(instance: str, service: str, volume: str, staging: bool =
     return (container_name(instance, service) + ("" if gen == 1 else f"-g{gen}")
             + ("-upgrade" if staging else ""))
 
-
-def relay_name(instance: str, service: str) -> str:
-    """The container publishing a swarm service's port on 127.0.0.1 (services:expose)."""
-    return f"{container_name(instance, service)}-expose"
 
 
 @dataclass(frozen=True)

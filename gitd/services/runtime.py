@@ -25,7 +25,7 @@ from gitd.core.errors import GitdError
 from gitd.services import kind as kind_of
 from gitd.services.base import (container_name, network_name, relay_name,
                                 swarm_service_name)
-from gitd.services.specs import relay_spec, service_spec
+from hooks.specs import relay_spec, service_spec
 from hooks import checks
 from hooks.engine import LABEL_SERVICE
 from hooks.swarm import data_service_spec

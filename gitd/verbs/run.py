@@ -17,52 +17,9 @@ from gitd.core import resources
 from gitd.core.errors import GitdError, UsageError
 from gitd.verbs import Session
 from hooks import components, router
-from hooks.deploy import app_network, attach_storage, networks
-from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS,
-                          LABEL_RELEASE, LABEL_ROLE)
-from hooks.pipeline import DEFAULT_PORT
+from hooks.specs import app_network, oneoff_spec, service_of
 
 MAX_ARGS_BYTES = 128 * 1024
-
-
-def service_of(release, service: str) -> dict:
-    """The app.json service `service` of `release` ({} for a plain app and "")."""
-    if not service and release.components:
-        raise UsageError(f"{release.app} runs several services: name one with --service "
-                         f"({', '.join(sorted(release.components))})")
-    if service and service not in release.components:
-        known = ", ".join(sorted(release.components)) or "none: app.json declares no services"
-        raise UsageError(f"v{release.version} has no service {service!r} (services: {known})")
-    return release.components.get(service, {}) if service else {}
-
-
-def oneoff_spec(settings, release, argv: list[str], tty: bool, token: str,
-                limits: dict | None = None, service: str = "",
-                service_networks: list[str] = ()) -> dict:
-    """The docker create() arguments for a one-off container."""
-    chosen = service_of(release, service)
-    urls = {components.env_name(n): f"http://{n}:{s['port']}" for n, s in release.components.items()}
-    env = {"PORT": str(chosen.get("port") or release.port or DEFAULT_PORT), **urls, **release.config,
-           "GITD_APP": release.app, "GITD_RELEASE": f"v{release.version}", "DYNO": f"run.{token}"}
-    if chosen:
-        env["PORT"] = str(chosen["port"])
-    spec = {
-        "image": chosen.get("image_id") or release.image_id,
-        "name": f"gitd-{settings.instance}.{release.app}.run.{token}",
-        "command": argv,
-        "environment": env,
-        "labels": {LABEL_INSTANCE: settings.instance, LABEL_APP: release.app,
-                   LABEL_RELEASE: str(release.version), LABEL_PROCESS: "run",
-                   LABEL_ROLE: "oneoff", "traefik.enable": "false"},
-        "init": True,
-        "tty": tty,
-        "stdin_open": True,
-        "networks": networks(settings, release.app),
-        **(limits or {}),
-    }
-    if chosen:
-        spec["labels"][LABEL_COMPONENT] = service
-    return attach_storage(spec, list(service_networks), release.mounts)
 
 
 def check_command(argv: list[str]) -> list[str]:

@@ -25,7 +25,7 @@ from gitd.services.base import container_name, network_name
 from gitd.verbs import Session, iso_time
 from gitd.verbs.nodes import find_node, manager_client
 from hooks import nodes as swarm_nodes
-from hooks.engine import LABEL_INSTANCE, LABEL_ROLE, LABEL_SERVICE
+from hooks.specs import service_client_spec
 
 MAX_KEEP = 365
 MAX_LOG_LINES = 10_000
@@ -191,16 +191,7 @@ def connect(s: Session, name: str, tty: bool = False) -> Iterator[object]:
     """A one-off container running the service's client (psql, redis-cli) on
     its network, created and not started; removed on leaving the block."""
     svc = service(s, name)
-    kind = kinds.kind(svc.kind)
-    host = container_name(s.settings.instance, svc.name)
-    spec = {
-        "image": svc.image, "name": f"{host}-connect-{secrets.token_hex(3)}",
-        "command": kind.client_argv(svc, host), "environment": kind.client_env(svc),
-        "labels": {LABEL_INSTANCE: s.settings.instance, LABEL_SERVICE: svc.name,
-                   LABEL_ROLE: "oneoff", "traefik.enable": "false"},
-        "networks": [network_name(s.settings.instance, svc.name)],
-        "init": True, "tty": tty, "stdin_open": True,
-    }
+    spec = service_client_spec(s.settings, kinds.kind(svc.kind), svc, secrets.token_hex(3), tty)
     container = s.gitd.engine.create(spec)
     try:
         yield container

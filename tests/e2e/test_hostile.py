@@ -16,7 +16,7 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from hooks.deploy import app_network
+from hooks.specs import app_network
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, web_app
 from tests.e2e.harness import commit, git, gitd_command, make_repo, unique_app

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import docker.types
 import pytest
 
-from hooks.deploy import app_network
+from hooks.specs import app_network
 from tests.e2e.conftest import web_app
 from tests.e2e.harness import make_repo, unique_app
 

@@ -10,7 +10,7 @@ from gitd.commands import run
 from gitd.verbs import domains
 from gitd.core.config import Settings
 from gitd.core.errors import UsageError
-from hooks.deploy import app_network
+from hooks.specs import app_network
 from tests.fakes import FakeGitd, call
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -15,7 +15,7 @@ from gitd.core.errors import BuildError, GitdError, UsageError
 from hooks import checkout, router
 from gitd.core import resources
 from hooks.checks import HealthCheck
-from hooks.deploy import Target, app_network, container_specs, release_task_spec
+from hooks.specs import Target, app_network, container_specs, release_task_spec
 from hooks.events import Progress
 
 

@@ -6,7 +6,7 @@ from gitd.core.config import Settings
 from gitd.core.errors import BuildError, UsageError
 from hooks import checks, procfile, router
 from hooks.checks import HealthCheck
-from hooks.deploy import Target, container_specs
+from hooks.specs import Target, container_specs
 
 
 def target(**changes):
@@ -91,7 +91,7 @@ def test_procfile():
 
 
 def test_procfile_commands_use_a_shell_except_in_nix_closures():
-    from hooks.deploy import process_argv
+    from hooks.specs import process_argv
 
     assert process_argv("python w.py --x 'a b'", "dockerfile") == ["/bin/sh", "-c", "python w.py --x 'a b'"]
     assert process_argv("worker --x 'a b'", "nix") == ["worker", "--x", "a b"]

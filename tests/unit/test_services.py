@@ -14,10 +14,10 @@ from gitd.core.errors import GitdError, UsageError
 from gitd.services import KINDS, cron, kind
 from gitd.services.base import container_name, network_name, volume_name
 from gitd.services.lifecycle import Services, backup_path
-from gitd.services.specs import service_spec
+from hooks.specs import service_spec
 from gitd.services.schedule import due
 from gitd.core.store import Store
-from hooks.deploy import attach_storage
+from hooks.specs import attach_storage
 
 
 def utc(text: str) -> float:

@@ -6,7 +6,7 @@ from gitd.core.errors import GitdError
 from gitd.core.store import HostRoute
 from hooks import dynos, router, swarm
 from hooks.checks import HealthCheck
-from hooks.deploy import Target, container_specs
+from hooks.specs import Target, container_specs
 from gitd.core.config import Settings
 
 

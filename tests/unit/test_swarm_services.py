@@ -14,7 +14,7 @@ from gitd.core.errors import GitdError, NotFound, UsageError
 from gitd.services import kind
 from gitd.services.base import (container_name, generation, network_name, relay_name,
                                 swarm_service_name, volume_name)
-from gitd.services.specs import relay_spec, service_spec
+from hooks.specs import relay_spec, service_spec
 from gitd.core.store import Store
 from hooks import nodes as swarm_nodes
 from hooks import swarm

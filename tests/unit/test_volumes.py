@@ -11,7 +11,8 @@ from gitd.core.config import Settings
 from gitd.core.errors import DeployError
 from hooks import checks, swarm, volumes
 from hooks.checks import HealthCheck
-from hooks.deploy import Deployer, Target, container_specs, release_task_spec
+from hooks.deploy import Deployer
+from hooks.specs import Target, container_specs, release_task_spec
 from hooks.volumes import RunAs, image_user
 
 VOLUME = {"type": "volume", "source": "gitd-x.shop.data", "target": "/data"}
