@@ -28,7 +28,8 @@ from hooks.specs import DEFAULT_PORT, Target, process_argv, service_network
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE, Engine
 from hooks.events import Progress
 from hooks.retire import Retirements
-from hooks.scheduler import confirm_routes, route_key_of
+from hooks.scheduler import confirm_routes
+from hooks.specs import route_key_of
 
 FALLBACK_FILE = "fallback.yml"  # in the file provider's dir: the 503 routes
 _fallback_writing = threading.Lock()  # one writer: the file goes through one temporary

@@ -33,7 +33,7 @@ from hooks.specs import route_labels
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
                           LABEL_SEQ, LABEL_SERVICE)
 from hooks.pipeline import release_formations
-from hooks.scheduler import route_key_of
+from hooks.specs import route_key_of
 from hooks.swarm import TASK_ROLE
 
 log = structlog.get_logger("gitd.service")

@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gitd.core import validate
 from gitd.core.errors import DeployError, GitdError
@@ -45,6 +46,25 @@ PRIORITY_BAND = 1_000_000
 
 def route_name(app: str, seq: int) -> str:
     return f"{app}-s{seq}"
+
+
+class RouteProvider(Protocol):
+    """How Traefik learns where a deploy's routes go; each scheduler hands
+    out its own (`scheduler.routes`): hooks.bridges.LabelRoutes (the
+    containers' labels, bridged by a file route until the docker provider
+    takes them), hooks.swarm.routes.TaskFiles (file-provider files that
+    follow the swarm's tasks). They render with this module's `labels` and
+    `file_routes`, and a deploy confirms them with `confirm_routed`."""
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """Traefik's providers a deploy's routes are confirmed in."""
+
+    def publish(self, route_key: str, seq: int, routes: list, servers: set[str], tls) -> None:
+        """Route the deploy's hosts and paths to `servers`."""
+
+    def unpublish(self, route_key: str, seq: int) -> None:
+        """The deploy's routes go."""
 
 
 def host_rule(hosts: list[str]) -> str:

@@ -11,7 +11,10 @@ process type, its replicas spread over the nodes) for
 The deploy never asks which scheduler it has:
 
     start(specs) -> units        wait_ready(unit)      endpoints(unit, port)
-    publish_routes(...)          remove(units)         units(app, **labels)
+    routes.publish(...)          remove(units)         units(app, **labels)
+
+`routes` is the scheduler's route provider (hooks.router.RouteProvider):
+here hooks.bridges.LabelRoutes.
 
 nor do the app commands (ps, logs, run, ps:stop, ps:start):
 
@@ -29,13 +32,10 @@ A one-off task (`run`) is bridged to the SSH channel by gitd.commands.run:
 
 from __future__ import annotations
 
-import json
-import re
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import docker.errors
 import structlog
@@ -43,8 +43,10 @@ import structlog
 from gitd.core.config import Settings
 from gitd.core.errors import DeployError
 from hooks import checks, dynos, router
-from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
+from hooks.bridges import LabelRoutes
+from hooks.engine import (LABEL_APP, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
                           LABEL_SEQ, Attached, Engine, exit_code)
+from hooks.specs import web_deploys
 
 
 def unit_label(unit) -> str:
@@ -56,24 +58,7 @@ def unit_label(unit) -> str:
 
 log = structlog.get_logger("gitd.scheduler")
 
-BRIDGE_PREFIX = "bridge-"
-BRIDGE_NAME = re.compile(rf"^{BRIDGE_PREFIX}(?P<key>.+)-s(?P<seq>[0-9]+)\.yml$")
-BRIDGE_WAIT = 120.0  # seconds for Traefik's docker provider to take a deploy over
 UNROUTE_WAIT = 10.0  # seconds for Traefik to drop the routes of a failed deploy
-
-
-def bridge_file_name(route_key: str, seq: int) -> str:
-    return f"{BRIDGE_PREFIX}{router.route_name(route_key, seq)}.yml"
-
-
-def parse_bridge_name(name: str) -> tuple[str, int] | None:
-    match = BRIDGE_NAME.match(name)
-    return (match["key"], int(match["seq"])) if match else None
-
-
-def route_key_of(labels: dict) -> str:
-    app, component = labels.get(LABEL_APP, ""), labels.get(LABEL_COMPONENT)
-    return f"{app}_{component}" if component else app
 
 
 class DockerScheduler:
@@ -94,33 +79,16 @@ class DockerScheduler:
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
         self.settings = settings
-        self._bridged: tuple[float, bool] | None = None  # (when asked, answer)
+        self._routes = LabelRoutes(engine, settings)
         self._exits = ExitWatch(engine)
 
     @property
+    def routes(self) -> LabelRoutes:
+        return self._routes
+
+    @property
     def bridged(self) -> bool:
-        """Whether deploys bridge: it takes a managed Traefik (whose file
-        provider reads the dynamic dir: gitd wrote its config), running
-        that config, and its API (to tell when the docker provider has taken
-        over). Otherwise a deploy waits for Docker's own health check, and
-        the docker provider routes it."""
-        if self.settings.traefik != "managed" or not self.settings.api_url:
-            return False
-        now = time.monotonic()
-        if self._bridged is None or now - self._bridged[0] > 60 or not self._bridged[1]:
-            self._bridged = (now, router.has_file_provider(self.settings.api_url))
-        return self._bridged[1]
-
-    @property
-    def route_provider(self) -> str | tuple:
-        """Where a deploy's routes are confirmed: its bridge or, should the
-        docker provider have taken over already (and the bridge gone), its
-        labels."""
-        return ("file", "docker") if self.bridged else "docker"
-
-    @property
-    def bridges_dir(self) -> Path:
-        return self.settings.dynamic_dir
+        return self._routes.bridged
 
     def prepare(self, network: str, app: str) -> None:
         self.engine.ensure_network(network, labels={LABEL_APP: app})
@@ -153,30 +121,11 @@ class DockerScheduler:
             raise DeployError(f"{unit.name} has no published port {port}")
         return {f"http://127.0.0.1:{host_port}"}
 
-    def publish_routes(self, route_key: str, seq: int, routes: list, servers: set[str],
-                       tls) -> None:
-        """The containers' labels carry the routes; the bridge carries them
-        until Traefik's docker provider does."""
-        if not self.bridged:
-            return
-        config = router.file_routes(route_key, seq, routes, sorted(servers),
-                                    self.settings.traefik_entrypoint, tls)
-        self.bridges_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.bridges_dir / bridge_file_name(route_key, seq)
-        router.write_route_file(path, router.route_file_text(config))
-        self._hand_over_later(path)
-
-    def resume_handovers(self) -> None:
-        """Bridges a stopped gitd left: each goes once the docker provider
-        routes its containers (or they are gone)."""
-        for path in sorted(self.bridges_dir.glob(f"{BRIDGE_PREFIX}*.yml")):
-            self._hand_over_later(path)
-
     def reconcile(self, live: dict[str, int | None], data_leftovers) -> list[str]:
         """The containers a stop left are gitd.service's to judge (one host,
         one snapshot); here, the bridges it left go as the docker provider
         takes over."""
-        self.resume_handovers()
+        self._routes.resume_handovers()
         return []
 
     def follow_tasks(self) -> None:
@@ -195,52 +144,6 @@ class DockerScheduler:
     def back_in_routes(self, node_id: str) -> None:
         pass
 
-    def _hand_over_later(self, path: Path) -> None:
-        threading.Thread(target=self._hand_over, args=(path,), daemon=True,
-                         name=f"handover-{path.stem}").start()
-
-    def _hand_over(self, path: Path) -> None:
-        parsed = parse_bridge_name(path.name)
-        try:
-            config = json.loads(path.read_text())["http"]
-        except (OSError, ValueError, KeyError):
-            config = None
-        if parsed is None or config is None:
-            path.unlink(missing_ok=True)
-            return
-        route_key, seq = parsed
-        routers = sorted(config.get("routers") or {})
-        servers = {s["url"] for v in (config.get("services") or {}).values()
-                   for s in v["loadBalancer"]["servers"]}
-        deadline = time.monotonic() + BRIDGE_WAIT
-        while path.exists() and time.monotonic() < deadline:
-            status = router.routed_servers(self.settings.api_url, route_key, seq, routers,
-                                           provider="docker")
-            if servers and all(status.get(url) == "UP" for url in servers):
-                break
-            if not self._web_running(route_key, seq):
-                break
-            time.sleep(0.25)
-        else:
-            if path.exists():
-                log.warning("Traefik's docker provider did not take the deploy over; "
-                            "its bridge route goes", route=router.route_name(route_key, seq))
-        path.unlink(missing_ok=True)
-
-    def _web_running(self, route_key: str, seq: int) -> bool:
-        app = route_key.split("_", 1)[0]
-        return any(route_key_of(c.labels) == route_key and c.status == "running"
-                   for c in self.engine.containers(app, **{LABEL_SEQ: str(seq),
-                                                           LABEL_PROCESS: "web"}))
-
-    def _drop_bridges_of(self, removed: list) -> None:
-        """A deploy that failed after its bridge was up removes its
-        containers: the bridge goes with the last of them."""
-        for route_key, seq in {(route_key_of(u.labels), u.labels.get(LABEL_SEQ, ""))
-                               for u in removed if u.labels.get(LABEL_PROCESS) == "web"}:
-            if seq.isdigit() and not self._web_running(route_key, int(seq)):
-                (self.bridges_dir / bridge_file_name(route_key, int(seq))).unlink(missing_ok=True)
-
     def units(self, app: str | None = None, **labels) -> list:
         return self.engine.containers(app, **labels)
 
@@ -251,7 +154,9 @@ class DockerScheduler:
         for unit in units:
             self.engine.remove(unit, timeout=timeout)
         if self.bridged:
-            self._drop_bridges_of(units)
+            for route_key, seq in web_deploys(units):
+                if not self._routes.web_running(route_key, seq):
+                    self._routes.unpublish(route_key, seq)  # its bridge goes with the last of them
 
     def run_task(self, spec: dict, on_line, timeout: float) -> tuple[int | None, bool]:
         """Run a one-off container to its end, its output to `on_line`.
@@ -641,18 +546,16 @@ def confirm_unrouted(scheduler, settings: Settings, units: list, progress,
     api = settings.api_url
     if not api:
         return
-    providers = scheduler.route_provider
-    providers = (providers,) if isinstance(providers, str) else providers
-    for route_key, seq in sorted({(route_key_of(u.labels), u.labels.get(LABEL_SEQ, ""))
-                                  for u in units if u.labels.get(LABEL_PROCESS) == "web"}):
-        if not seq.isdigit() or not router.still_routed(api, route_key, int(seq), providers):
+    providers = scheduler.routes.providers
+    for route_key, seq in sorted(web_deploys(units)):
+        if not router.still_routed(api, route_key, seq, providers):
             continue
         started = time.monotonic()
-        if router.confirm_unrouted(api, route_key, int(seq), providers, timeout):
-            progress.line(f"Traefik no longer routes {router.route_name(route_key, int(seq))} "
+        if router.confirm_unrouted(api, route_key, seq, providers, timeout):
+            progress.line(f"Traefik no longer routes {router.route_name(route_key, seq)} "
                           f"({time.monotonic() - started:.1f}s)")
         else:
-            progress.warn(f"Traefik still routes {router.route_name(route_key, int(seq))} "
+            progress.warn(f"Traefik still routes {router.route_name(route_key, seq)} "
                           f"{timeout:g}s after its containers were removed")
 
 
@@ -665,7 +568,7 @@ def confirm_routes(scheduler, settings: Settings, target, units: list, progress)
     servers: set[str] = set()
     for unit in web:
         servers |= scheduler.endpoints(unit, target.port)
-    scheduler.publish_routes(target.route_key, target.seq, target.routes, servers, target.tls)
+    scheduler.routes.publish(target.route_key, target.seq, target.routes, servers, target.tls)
     api = settings.api_url
     if not api:
         progress.warn("no Traefik API configured: cannot confirm the switch; waiting 3s")
@@ -675,7 +578,7 @@ def confirm_routes(scheduler, settings: Settings, target, units: list, progress)
                             settings.traefik_entrypoint, target.tls)
     took = router.confirm_routed(api, target.route_key, target.seq, servers,
                                  routers=[r.router for r in planned],
-                                 provider=scheduler.route_provider)
+                                 provider=scheduler.routes.providers)
     over = " (HTTP and HTTPS)" if target.tls else ""
     shown = ", ".join(str(r) for r in target.routes)
     progress.line(f"Traefik routes {shown} to the new containers{over} ({took:.1f}s)")

@@ -13,7 +13,10 @@ imports neither, so any layer may name the Protocol without a cycle.
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from hooks.router import RouteProvider
 
 
 class Scheduler(Protocol):
@@ -34,8 +37,8 @@ class Scheduler(Protocol):
     release_wait: ClassVar[float]
 
     @property
-    def route_provider(self) -> str | tuple:
-        """Traefik's provider(s) a deploy's routes are confirmed in."""
+    def routes(self) -> RouteProvider:
+        """How Traefik learns its deploys' routes (hooks.router.RouteProvider)."""
 
     # deploy (hooks.deploy, hooks.pipeline, hooks.volumes)
 
@@ -46,9 +49,6 @@ class Scheduler(Protocol):
     def wait_ready(self, unit, check, progress) -> None: ...
 
     def endpoints(self, unit, port: int) -> set[str]: ...
-
-    def publish_routes(self, route_key: str, seq: int, routes: list, servers: set[str],
-                       tls) -> None: ...
 
     def units(self, app: str | None = None, **labels) -> list: ...
 

@@ -79,6 +79,18 @@ class Target:
         return f"{self.component}_{process}" if self.component else process
 
 
+def route_key_of(labels: dict) -> str:
+    """The route key (Target.route_key) of a unit, from its labels."""
+    app, component = labels.get(LABEL_APP, ""), labels.get(LABEL_COMPONENT)
+    return f"{app}_{component}" if component else app
+
+
+def web_deploys(units: list) -> set[tuple[str, int]]:
+    """The (route key, seq) of the deploys the web units among `units` belong to."""
+    return {(route_key_of(u.labels), int(u.labels[LABEL_SEQ])) for u in units
+            if u.labels.get(LABEL_PROCESS) == "web" and u.labels.get(LABEL_SEQ, "").isdigit()}
+
+
 def route_labels(settings: Settings, target: Target) -> dict[str, str]:
     """The Traefik labels of the target's web containers: its routes, as
     Traefik's docker provider reads them."""

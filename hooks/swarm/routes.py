@@ -46,6 +46,56 @@ def serving(found: list[tuple[str, str]], leaving: set[str]) -> set[str]:
     return staying or {url for _, url in found}
 
 
+class TaskFiles:
+    """The swarm's route provider (hooks.router.RouteProvider): one
+    file-provider file per deploy naming its tasks' addresses, rewritten as
+    the tasks move (RouteFollower)."""
+
+    providers = ("file",)
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.dir = settings.dynamic_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        self._guard = threading.Lock()
+
+    def publish(self, route_key: str, seq: int, routes: list, servers: set[str], tls) -> None:
+        config = router.file_routes(route_key, seq, routes, sorted(servers),
+                                    self.settings.traefik_entrypoint, tls,
+                                    retry_attempts=RETRY_ATTEMPTS)
+        self.write(route_key, seq, config)
+
+    def write(self, route_key: str, seq: int, config: dict, only_if_present: bool = False) -> bool:
+        """Write a deploy's file (only if it is there: `only_if_present`);
+        False when it already says that."""
+        path = self.dir / route_file_name(route_key, seq)
+        text = router.route_file_text(config)
+        with self._guard:
+            try:
+                if path.read_text() == text:
+                    return False
+            except OSError:
+                if only_if_present:  # removed meanwhile (its service retired): stays so
+                    return False
+            router.write_route_file(path, text)
+        return True
+
+    def unpublish(self, route_key: str, seq: int) -> None:
+        with self._guard:
+            (self.dir / route_file_name(route_key, seq)).unlink(missing_ok=True)
+
+    def files(self) -> set[str]:
+        return {p.name for p in self.dir.glob(f"{ROUTE_FILE_PREFIX}*.yml")}
+
+    def read(self, route_key: str, seq: int) -> dict:
+        return json.loads((self.dir / route_file_name(route_key, seq)).read_text())
+
+    def remove_file(self, name: str) -> None:
+        with self._guard:
+            (self.dir / name).unlink(missing_ok=True)
+
+
 class RouteFollower:
     """Part of SwarmScheduler (hooks.swarm.scheduler)."""
 
@@ -97,31 +147,6 @@ class RouteFollower:
         bindings = ((container.attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(
             f"{port}/tcp") if container else None
         return [int(b["HostPort"]) for b in bindings or [] if ":" not in (b.get("HostIp") or "")]
-
-    def publish_routes(self, route_key: str, seq: int, routes: list, servers: set[str],
-                       tls) -> None:
-        config = router.file_routes(route_key, seq, routes, sorted(servers),
-                                    self.settings.traefik_entrypoint, tls,
-                                    retry_attempts=RETRY_ATTEMPTS)
-        self._write_routes(route_key, seq, config)
-
-    def _write_routes(self, route_key: str, seq: int, config: dict,
-                      only_if_present: bool = False) -> bool:
-        path = self.routes_dir / route_file_name(route_key, seq)
-        text = router.route_file_text(config)
-        with self._routes_guard:
-            try:
-                if path.read_text() == text:
-                    return False
-            except OSError:
-                if only_if_present:  # removed meanwhile (its service retired): stays so
-                    return False
-            router.write_route_file(path, text)
-        return True
-
-    def unpublish_routes(self, unit: SwarmUnit) -> None:
-        with self._routes_guard:
-            (self.routes_dir / route_file_name(unit.route_key, unit.seq)).unlink(missing_ok=True)
 
     def leaving_nodes(self) -> set[str]:
         """Nodes whose tasks get no new requests: drained ones (the swarm is
@@ -187,7 +212,7 @@ class RouteFollower:
         rewritten or removed."""
         # files first: a deploy makes its service before its route file, so
         # every file listed here has its service in the listing below
-        files = {p.name for p in self.routes_dir.glob(f"{ROUTE_FILE_PREFIX}*.yml")}
+        files = self.routes.files()
         units = self.units(**{LABEL_ROLE: "service", LABEL_PROCESS: "web"})
         tasks = {unit.id: self.tasks(unit) for unit in units}
         everything = [t for group in tasks.values() for t in group]
@@ -197,8 +222,7 @@ class RouteFollower:
                            for t in everything}  # gone ones forgotten
         changed = self.refresh_routes(units, tasks)
         for orphan in files - {route_file_name(u.route_key, u.seq) for u in units}:
-            with self._routes_guard:
-                (self.routes_dir / orphan).unlink(missing_ok=True)
+            self.routes.remove_file(orphan)
             log.info("route file of a service that is gone removed", file=orphan)
             changed += 1
         return changed
@@ -213,10 +237,9 @@ class RouteFollower:
         for unit in units:
             if unit.labels.get(LABEL_PROCESS) != "web":
                 continue
-            path = self.routes_dir / route_file_name(unit.route_key, unit.seq)
             port = router.labelled_port(unit.labels, unit.route_key, unit.seq)
             try:
-                config = json.loads(path.read_text())
+                config = self.routes.read(unit.route_key, unit.seq)
                 if port is None:
                     raise ValueError("not routed")
                 servers = (self.endpoints(unit, port, leaving, (tasks or {}).get(unit.id))
@@ -225,7 +248,7 @@ class RouteFollower:
                 continue  # not routed, or no task up right now: keep what is there
             for service in config.get("http", {}).get("services", {}).values():
                 service["loadBalancer"]["servers"] = [{"url": u} for u in sorted(servers)]
-            if self._write_routes(unit.route_key, unit.seq, config, only_if_present=True):
+            if self.routes.write(unit.route_key, unit.seq, config, only_if_present=True):
                 log.info("routes follow the swarm", service=unit.name, servers=sorted(servers))
                 written += 1
         return written

@@ -42,7 +42,7 @@ from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROC
                           LABEL_ROLE, Engine, _explain)
 from hooks.scheduler import unit_label
 from hooks.swarm.oneoff import OneOffs
-from hooks.swarm.routes import RouteFollower
+from hooks.swarm.routes import RouteFollower, TaskFiles
 from hooks.swarm.services import DataServices
 from hooks.swarm.specs import (TASK_ROLE, SwarmUnit, group_by_process, has_volume, job_spec,
                                pinned_to, service_spec)
@@ -65,7 +65,6 @@ class SwarmScheduler(TaskViews, DataServices, RouteFollower, OneOffs):
     calls here, the rest from its parts (tasks, services, routes, oneoff)."""
 
     kind = "swarm"
-    route_provider = "file"
     has_nodes = True
     needs_registry = True
     heals_itself = True  # the swarm replaces a task failing its HEALTHCHECK
@@ -88,11 +87,12 @@ class SwarmScheduler(TaskViews, DataServices, RouteFollower, OneOffs):
         self._draining: set[str] = set()  # node ids a nodes:drain is taking out
         self._stopping: set[str] = set()  # task containers told to stop (events), not yet gone
         self._wake = threading.Event()
-        self._routes_guard = threading.Lock()
         self.boot = secrets.token_hex(6)  # this run of gitd, on its one-off tasks
-        self.routes_dir = settings.dynamic_dir
-        self.routes_dir.mkdir(parents=True, exist_ok=True)
-        self.routes_dir.chmod(0o700)
+        self._routes = TaskFiles(settings)
+
+    @property
+    def routes(self) -> TaskFiles:
+        return self._routes
 
     def image_for(self, spec: dict) -> str:
         labels = spec["labels"]
@@ -247,7 +247,7 @@ class SwarmScheduler(TaskViews, DataServices, RouteFollower, OneOffs):
         their containers on this node to be gone. The swarm stops a task with
         SIGTERM, then SIGKILL after the grace period set at create."""
         for unit in units:
-            self.unpublish_routes(unit)
+            self.routes.unpublish(unit.route_key, unit.seq)
             self._remove_service(unit)
         for unit in units:
             self._wait_gone(unit, timeout + 15)

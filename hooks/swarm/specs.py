@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from gitd.core.errors import GitdError
 from hooks import checks
 from hooks.engine import LABEL_PROCESS, LABEL_ROLE, LABEL_SEQ
-from hooks.scheduler import route_key_of
+from hooks.specs import route_key_of
 
 SERVICE_NAME_MAX = 63  # a DNS label: names resolve on the overlay networks
 

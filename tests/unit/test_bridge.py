@@ -6,8 +6,10 @@ import json
 import time
 
 from gitd.core.config import Settings
-from hooks import router, scheduler
-from hooks.scheduler import DockerScheduler, bridge_file_name, parse_bridge_name, route_key_of
+from hooks import bridges, router, scheduler
+from hooks.bridges import bridge_file_name, parse_bridge_name
+from hooks.scheduler import DockerScheduler
+from hooks.specs import route_key_of, web_deploys
 from tests.fakes import Container, Engine
 
 
@@ -26,16 +28,27 @@ def test_the_route_key_of_a_container_names_its_component():
     assert route_key_of({"gitd.app": "shop", "gitd.component": "api"}) == "shop_api"
 
 
+def test_the_deploys_of_web_units_only_and_of_a_number_seq():
+    units = [Container("a", {"gitd.app": "shop", "gitd.seq": "3", "gitd.process": "web"}),
+             Container("b", {"gitd.app": "shop", "gitd.seq": "3", "gitd.process": "web"}),
+             Container("c", {"gitd.app": "shop", "gitd.component": "api", "gitd.seq": "4",
+                             "gitd.process": "web"}),
+             Container("d", {"gitd.app": "shop", "gitd.seq": "5", "gitd.process": "worker"}),
+             Container("e", {"gitd.app": "shop", "gitd.seq": "x", "gitd.process": "web"})]
+    assert web_deploys(units) == {("shop", 3), ("shop_api", 4)}
+
+
+
 def _bridge(tmp_path, monkeypatch, running: bool, routed: dict):
     settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
     settings.dynamic_dir.mkdir(parents=True)
     monkeypatch.setattr(router, "has_file_provider", lambda api: True)
     monkeypatch.setattr(router, "routed_servers", lambda *a, **k: routed)
-    monkeypatch.setattr(scheduler, "BRIDGE_WAIT", 2.0)
+    monkeypatch.setattr(bridges, "BRIDGE_WAIT", 2.0)
     docker = web = Container("gitd-x.shop.web.1.s3", {"gitd.app": "shop", "gitd.seq": "3", "gitd.process": "web"})
     docker = DockerScheduler(Engine([web] if running else []), settings)
     routes = router.as_routes(["shop.test"])
-    docker.publish_routes("shop", 3, routes, {"http://127.0.0.1:4000"}, None)
+    docker.routes.publish("shop", 3, routes, {"http://127.0.0.1:4000"}, None)
     return settings.dynamic_dir / bridge_file_name("shop", 3)
 
 

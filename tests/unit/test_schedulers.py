@@ -10,9 +10,13 @@ from gitd import scheduling
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
 from gitd.services.runtime import ContainerRuntime, SwarmRuntime
+from hooks.bridges import LabelRoutes
+from hooks.router import RouteProvider
 from hooks.scheduler import DockerScheduler
 from hooks.schedulers import Scheduler
 from hooks.swarm import SwarmScheduler
+from hooks.swarm.routes import TaskFiles
+from tests.fakes import Engine
 
 REPO = Path(__file__).resolve().parents[2]
 IMPLEMENTATIONS = [DockerScheduler, SwarmScheduler]
@@ -96,3 +100,21 @@ def test_the_setting_is_read_in_the_factory_alone():
             readers.append(relative)
     assert readers == [], ("ask the scheduler instead, e.g. ctx.gitd.scheduler_class.has_nodes "
                            "for `ctx.settings.scheduler == \"swarm\"`")
+
+
+@pytest.mark.parametrize("provider", [LabelRoutes, TaskFiles], ids=lambda c: c.__name__)
+def test_each_route_provider_has_the_protocols_members(provider):
+    for name, member in vars(RouteProvider).items():
+        if name.startswith("_") or not (inspect.isfunction(member) or isinstance(member, property)):
+            continue
+        assert hasattr(provider, name), name
+        if inspect.isfunction(member):
+            assert parameters(getattr(provider, name)) == parameters(member), name
+
+
+def test_each_scheduler_hands_out_its_route_provider(tmp_path):
+    settings = Settings(data_dir=tmp_path, instance="x")
+    routes = DockerScheduler(Engine([]), settings).routes
+    assert isinstance(routes, LabelRoutes)
+    assert routes.providers == ("docker",)  # no managed Traefik's API: the labels alone
+    assert TaskFiles(settings).providers == ("file",)

@@ -1,0 +1,134 @@
+"""The docker scheduler's route provider (hooks.router.RouteProvider).
+
+A web container carries its routes as labels (hooks.specs), and Traefik's
+docker provider reads them, but routes a container only once Docker calls
+it healthy: one probe interval after its start at best. So, with a managed
+Traefik and its API, a deploy runs the probe itself, and a file route (a
+*bridge*) sends the deploy's hosts to the new containers until the docker
+provider has taken them over; then the bridge goes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import structlog
+
+from gitd.core.config import Settings
+from hooks import router
+from hooks.engine import LABEL_PROCESS, LABEL_SEQ, Engine
+from hooks.specs import route_key_of
+
+log = structlog.get_logger("gitd.scheduler")
+
+BRIDGE_PREFIX = "bridge-"
+BRIDGE_NAME = re.compile(rf"^{BRIDGE_PREFIX}(?P<key>.+)-s(?P<seq>[0-9]+)\.yml$")
+BRIDGE_WAIT = 120.0  # seconds for Traefik's docker provider to take a deploy over
+
+
+def bridge_file_name(route_key: str, seq: int) -> str:
+    return f"{BRIDGE_PREFIX}{router.route_name(route_key, seq)}.yml"
+
+
+def parse_bridge_name(name: str) -> tuple[str, int] | None:
+    match = BRIDGE_NAME.match(name)
+    return (match["key"], int(match["seq"])) if match else None
+
+
+class LabelRoutes:
+    """Routes as the containers' labels, bridged by a file route while
+    Traefik's docker provider has not taken a deploy over."""
+
+    def __init__(self, engine: Engine, settings: Settings):
+        self.engine = engine
+        self.settings = settings
+        self._bridged: tuple[float, bool] | None = None  # (when asked, answer)
+
+    @property
+    def bridged(self) -> bool:
+        """Whether deploys bridge: it takes a managed Traefik (whose file
+        provider reads the dynamic dir: gitd wrote its config), running
+        that config, and its API (to tell when the docker provider has taken
+        over). Otherwise a deploy waits for Docker's own health check, and
+        the docker provider routes it."""
+        if self.settings.traefik != "managed" or not self.settings.api_url:
+            return False
+        now = time.monotonic()
+        if self._bridged is None or now - self._bridged[0] > 60 or not self._bridged[1]:
+            self._bridged = (now, router.has_file_provider(self.settings.api_url))
+        return self._bridged[1]
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """Where a deploy's routes are confirmed: its bridge or, should the
+        docker provider have taken over already (and the bridge gone), its
+        labels."""
+        return ("file", "docker") if self.bridged else ("docker",)
+
+    @property
+    def bridges_dir(self) -> Path:
+        return self.settings.dynamic_dir
+
+    def publish(self, route_key: str, seq: int, routes: list, servers: set[str], tls) -> None:
+        """The containers' labels carry the routes; the bridge carries them
+        until Traefik's docker provider does."""
+        if not self.bridged:
+            return
+        config = router.file_routes(route_key, seq, routes, sorted(servers),
+                                    self.settings.traefik_entrypoint, tls)
+        self.bridges_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.bridges_dir / bridge_file_name(route_key, seq)
+        router.write_route_file(path, router.route_file_text(config))
+        self.hand_over_later(path)
+
+    def resume_handovers(self) -> None:
+        """Bridges a stopped gitd left: each goes once the docker provider
+        routes its containers (or they are gone)."""
+        for path in sorted(self.bridges_dir.glob(f"{BRIDGE_PREFIX}*.yml")):
+            self.hand_over_later(path)
+
+    def unpublish(self, route_key: str, seq: int) -> None:
+        """The labels go with the containers; the bridge, if any, now."""
+        (self.bridges_dir / bridge_file_name(route_key, seq)).unlink(missing_ok=True)
+
+    def hand_over_later(self, path: Path) -> None:
+        threading.Thread(target=self._hand_over, args=(path,), daemon=True,
+                         name=f"handover-{path.stem}").start()
+
+    def _hand_over(self, path: Path) -> None:
+        parsed = parse_bridge_name(path.name)
+        try:
+            config = json.loads(path.read_text())["http"]
+        except (OSError, ValueError, KeyError):
+            config = None
+        if parsed is None or config is None:
+            path.unlink(missing_ok=True)
+            return
+        route_key, seq = parsed
+        routers = sorted(config.get("routers") or {})
+        servers = {s["url"] for v in (config.get("services") or {}).values()
+                   for s in v["loadBalancer"]["servers"]}
+        deadline = time.monotonic() + BRIDGE_WAIT
+        while path.exists() and time.monotonic() < deadline:
+            status = router.routed_servers(self.settings.api_url, route_key, seq, routers,
+                                           provider="docker")
+            if servers and all(status.get(url) == "UP" for url in servers):
+                break
+            if not self.web_running(route_key, seq):
+                break
+            time.sleep(0.25)
+        else:
+            if path.exists():
+                log.warning("Traefik's docker provider did not take the deploy over; "
+                            "its bridge route goes", route=router.route_name(route_key, seq))
+        path.unlink(missing_ok=True)
+
+    def web_running(self, route_key: str, seq: int) -> bool:
+        app = route_key.split("_", 1)[0]
+        return any(route_key_of(c.labels) == route_key and c.status == "running"
+                   for c in self.engine.containers(app, **{LABEL_SEQ: str(seq),
+                                                           LABEL_PROCESS: "web"}))
