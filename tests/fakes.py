@@ -134,6 +134,19 @@ def call(fake, *argv, key="admin", stdin=b""):
 # --- containers and the engine ---------------------------------------------------------
 
 
+class Progress:
+    """A deploy's progress (hooks' `progress`), its lines and warnings kept."""
+
+    def __init__(self):
+        self.lines, self.warnings = [], []
+
+    def line(self, text):
+        self.lines.append(text)
+
+    def warn(self, text):
+        self.warnings.append(text)
+
+
 class Container:
     """A container as the docker SDK returns it: the fields gitd reads."""
 

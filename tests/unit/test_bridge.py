@@ -10,7 +10,7 @@ from hooks import bridges, router, scheduler
 from hooks.bridges import bridge_file_name, parse_bridge_name
 from hooks.scheduler import DockerScheduler
 from hooks.specs import route_key_of, web_deploys
-from tests.fakes import Container, Engine
+from tests.fakes import Container, Engine, Progress
 
 
 def test_a_bridge_file_name_round_trips_even_with_dashes_and_a_component():
@@ -81,17 +81,6 @@ def test_a_bridge_goes_with_its_containers(tmp_path, monkeypatch):
     assert _gone_within(path, 1)
 
 
-class _Progress:
-    def __init__(self):
-        self.lines, self.warnings = [], []
-
-    def line(self, text):
-        self.lines.append(text)
-
-    def warn(self, text):
-        self.warnings.append(text)
-
-
 def _failed_deploy_units():
     return [Container("gitd-x.shop.frontend.web.1.s3", {"gitd.app": "shop", "gitd.component": "frontend",
                                                         "gitd.seq": "3", "gitd.process": "web"}),
@@ -112,7 +101,7 @@ def test_a_failed_deploy_returns_only_once_traefik_dropped_the_web_containers_it
         return {"serverStatus": {"http://172.18.0.5:3000": "UP"}} if held["answers"] >= 0 else None
 
     monkeypatch.setattr(router, "_get_json", get_json)
-    progress = _Progress()
+    progress = Progress()
     scheduler.confirm_unrouted(DockerScheduler(Engine([]), settings), settings,
                                _failed_deploy_units(), progress)
     assert held["answers"] < 0  # asked until Traefik no longer held it
@@ -126,7 +115,7 @@ def test_a_failed_deploy_traefik_never_routed_costs_one_look_per_provider(tmp_pa
     monkeypatch.setattr(router, "has_file_provider", lambda api: True)
     asked = []
     monkeypatch.setattr(router, "_get_json", lambda url, timeout=2.0: asked.append(url))
-    progress = _Progress()
+    progress = Progress()
     scheduler.confirm_unrouted(DockerScheduler(Engine([]), settings), settings,
                                _failed_deploy_units(), progress)
     assert sorted(u.rsplit("@", 1)[1] for u in asked) == ["docker", "file"]
@@ -137,7 +126,7 @@ def test_a_route_traefik_keeps_is_warned_about_not_waited_on_forever(tmp_path, m
     settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
     monkeypatch.setattr(router, "has_file_provider", lambda api: True)
     monkeypatch.setattr(router, "_get_json", lambda url, timeout=2.0: {"serverStatus": {}})
-    progress = _Progress()
+    progress = Progress()
     started = time.monotonic()
     scheduler.confirm_unrouted(DockerScheduler(Engine([]), settings), settings,
                                _failed_deploy_units(), progress, timeout=0.3)

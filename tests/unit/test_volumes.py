@@ -14,6 +14,7 @@ from hooks.checks import HealthCheck
 from hooks.deploy import Deployer
 from hooks.specs import Target, container_specs, release_task_spec
 from hooks.volumes import RunAs, image_user
+from tests.fakes import Progress
 
 VOLUME = {"type": "volume", "source": "gitd-x.shop.data", "target": "/data"}
 
@@ -125,17 +126,6 @@ class FakeScheduler:
                 f"chowned 0:0 3 {path}" for path in spec["command"]]:
             on_line(line)
         return self.status, False
-
-
-class Progress:
-    def __init__(self):
-        self.lines, self.warnings = [], []
-
-    def line(self, text):
-        self.lines.append(text)
-
-    def warn(self, text):
-        self.warnings.append(text)
 
 
 def deployer(tmp_path, users, scheduler):
