@@ -66,3 +66,14 @@ def storage_app(version: str) -> dict:
         f"FROM {BASE_IMAGE}:latest\nRUN mkdir -p /data\n"
         f'CMD ["sh", "-c", "echo {version} > /tmp/v; exec httpd -f -p $PORT -h /data"]\n'),
         "app.json": '{"healthchecks": {"path": "/"}}'}
+
+
+def client_app(version: str, base: str) -> dict:
+    """An app with a database client (psql, redis-cli) from the service's
+    image, and busybox httpd answering `version` on $PORT."""
+    return {"Dockerfile": (
+        f"FROM {BASE_IMAGE}:latest AS bb\n"
+        f"FROM {base}\n"
+        "COPY --from=bb /bin/busybox /bin/busybox\n"
+        f"RUN mkdir -p /www && echo '{version}' > /www/index.html\n"
+        'CMD ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p $PORT -h /www"]\n')}

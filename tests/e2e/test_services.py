@@ -19,19 +19,9 @@ from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, web_app
 from tests.e2e.harness import Load, commit, gitd_command, make_key, new_gitd, unique_app
 from tests.e2e.helpers import fails, ok
-from tests.e2e.services_helpers import (  # noqa: F401
-    IMAGES_ENV,
-    PG_IMAGE,
-    PG_VERSION,
-    REDIS_IMAGE,
-    deploy,
-    info,
-    ok_bytes,
-    rows,
-    sql,
-    storage_app,
-    tag_versioned,
-)
+from tests.e2e.services_helpers import (IMAGES_ENV, PG_IMAGE, PG_VERSION, REDIS_IMAGE, client_app,
+                                         deploy, info, ok_bytes, rows, sql, storage_app,
+                                         tag_versioned)
 
 pytestmark = pytest.mark.e2e
 
@@ -57,18 +47,6 @@ def paas(docker_client, base_image, tmp_path_factory):
     yield server
     server.stop()
     server.cleanup(docker_client)
-
-
-def client_app(version: str, base: str) -> dict:
-    """An app with a database client (psql, redis-cli) from the service's
-    image, and busybox httpd answering `version` on $PORT."""
-    return {"Dockerfile": (
-        f"FROM {BASE_IMAGE}:latest AS bb\n"
-        f"FROM {base}\n"
-        "COPY --from=bb /bin/busybox /bin/busybox\n"
-        f"RUN mkdir -p /www && echo '{version}' > /www/index.html\n"
-        'CMD ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p $PORT -h /www"]\n')}
-
 
 
 
@@ -271,7 +249,6 @@ def interactive_session(gitd, args: list[str], line: str, expect: str = "hello")
         proc.kill()
         reader.join(10)
     return output.decode(errors="replace")
-
 
 
 def test_a_file_on_a_mounted_volume_survives_deploys_and_a_rollback(paas, tmp_path):
