@@ -9,11 +9,12 @@ import ssl
 import sys
 import threading
 import time
+from pathlib import Path
 
 from cryptography import x509
 
-from gitd.core import certs
 from gitd.child import ManagedChild
+from gitd.core import certs
 from gitd.core.config import Settings
 from tests.fakes import FakeGitd, call, entry, leaf, settings_with
 
@@ -263,6 +264,12 @@ def test_before_spawn_runs_for_a_new_child_not_for_an_adopted_one(tmp_path):
     child.start()
     try:
         assert child.spawned_after == [None]
+        # a loaded machine may not have exec'd the child yet: until then its
+        # command line is not the child's, and nothing would be adopted
+        cmdline = Path(f"/proc/{child._proc.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"conf" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
         adopting = Counting(tmp_path / "conf", tmp_path / "log", tmp_path / "pid")
         adopting.prepare = lambda: True  # same config: the running one is kept
         adopting.start()
