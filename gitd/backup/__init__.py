@@ -1,0 +1,298 @@
+"""`gitd backup` and `gitd restore`: the whole server in one archive, and
+back (issue #26).
+
+A backup holds the data dir as it is while gitd serves (the state database
+as sqlite's online backup, never its files mid-write; repositories, host
+key, certificates and ACME account, gitd.toml, deploy keys) under `data/`,
+and each service's dump, taken as services:backup takes it, under
+`services/<name>.dump`. What a start rebuilds is left out: builds in
+progress (work/), Traefik's log, the record of a running gitd, services'
+dated dumps (backups/).
+
+A restore writes a new data dir only (nothing of the engine is touched) and
+leaves a plan in it, restore/pending.json. The next `gitd serve` on that dir
+brings everything back once it serves (`finish`): each service started on
+a new volume with its dump loaded, then each app's live release, its image
+rebuilt from its stored commit when the engine lacks it, deployed with its
+config, domains and scale. It is done there, not by `gitd restore`, because
+a deploy needs what only a serving gitd runs (Traefik, the app locks); what
+it could not do is logged per app and kept in restore/report.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import structlog
+
+from gitd import __version__, gitserve, serving
+from gitd.backup import archive
+from gitd.core.config import Settings
+from gitd.core.errors import GitdError
+
+log = structlog.get_logger("gitd.backup")
+
+DATA = "data/"
+SERVICES = "services/"
+# what a start makes again (top-level names of the data dir)
+LEFT_OUT = {"gitd.db", "gitd.db-wal", "gitd.db-shm", "gitd.db-journal", "work", "backups",
+            "restore", serving.FILE, serving.FILE + ".partial"}
+LEFT_OUT_PATHS = {"traefik/traefik.log"}
+RESTORE_DIR = "restore"
+PENDING = "pending.json"
+REPORT = "report.json"
+
+
+# backup
+
+def backup(settings: Settings, dest: Path, say: Callable[[str], None]) -> dict:
+    """Write the archive to `dest` (atomically, 0600); returns its manifest."""
+    if not settings.db_path.is_file():
+        raise GitdError(f"{settings.data_dir} holds no gitd (no {settings.db_path.name})")
+    dest = Path(dest).absolute()
+    if not dest.parent.is_dir():
+        raise GitdError(f"{dest.parent} is not a directory")
+    if _inside(dest, settings.data_dir):
+        raise GitdError("write the backup outside the data dir")
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".gitd-backup-") as tmp:
+        os.chmod(tmp, 0o700)
+        db_copy = Path(tmp) / "gitd.db"
+        copy_database(settings.db_path, db_copy)
+        sources = [archive.Source(DATA + "gitd.db", db_copy)]
+        sources += data_sources(settings.data_dir)
+        services = dump_services(settings, Path(tmp), say)
+        sources += [archive.Source(SERVICES + f"{name}.dump", path) for name, path in services]
+        manifest = archive.write(dest, sources, {
+            "gitd_version": __version__, "created_at": time.time(),
+            "services": sorted(name for name, _ in services)})
+    size = dest.stat().st_size
+    say(f"wrote {dest} ({size} bytes: {len(manifest['files'])} entries, "
+        f"{len(services)} service dump(s))")
+    return manifest
+
+
+def copy_database(src: Path, dest: Path) -> None:
+    """A consistent copy while gitd writes to it: sqlite's backup API."""
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30)
+    target = sqlite3.connect(dest)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    os.chmod(dest, 0o600)
+
+
+def data_sources(data_dir: Path) -> list[archive.Source]:
+    """The data dir's directories and regular files, minus LEFT_OUT; links,
+    sockets and the like are not followed or kept (Nix's gc roots are links
+    a rebuild makes again)."""
+    sources = []
+    for root, dirs, files in os.walk(data_dir):
+        rel_root = Path(root).relative_to(data_dir)
+        if rel_root == Path("."):
+            dirs[:] = [d for d in dirs if d not in LEFT_OUT]
+            files = [f for f in files if f not in LEFT_OUT]
+        dirs[:] = sorted(d for d in dirs if not (Path(root) / d).is_symlink())
+        for d in dirs:
+            sources.append(archive.Source(DATA + (rel_root / d).as_posix(), Path(root) / d))
+        for f in sorted(files):
+            path = Path(root) / f
+            rel = (rel_root / f).as_posix()
+            if rel in LEFT_OUT_PATHS or path.is_symlink() or not path.is_file():
+                continue
+            sources.append(archive.Source(DATA + rel, path))
+    return sources
+
+
+def dump_services(settings: Settings, tmp: Path, say) -> list[tuple[str, Path]]:
+    """Each service's dump, as services:backup streams it, into `tmp`."""
+    from gitd.service import Gitd
+
+    gitd = Gitd(settings)
+    dumps = []
+    for svc in gitd.store.list_services():
+        path = tmp / f"{svc.name}.dump"
+        say(f"dumping service {svc.name} ({svc.kind})")
+        with open(path, "wb") as out:
+            try:
+                gitd.services.backup_stream(svc, out.write)
+            except GitdError as exc:
+                raise GitdError(f"service {svc.name} could not be dumped, so no backup was "
+                                f"written: {exc}") from None
+        dumps.append((svc.name, path))
+    return dumps
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.resolve().relative_to(directory.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+# restore
+
+def restore(settings: Settings, source: Path, say: Callable[[str], None]) -> dict:
+    """Verify the whole archive, then write it as a new data dir with a plan
+    for the next start. Refuses a data dir that holds anything."""
+    data_dir = settings.data_dir.absolute()
+    source = Path(source)
+    if not source.is_file():
+        raise GitdError(f"{source} is not a file")
+    refuse_used(data_dir)
+    parent = data_dir.parent
+    if not parent.is_dir():
+        raise GitdError(f"{parent} does not exist")
+    manifest = archive.verify(source, free_bytes=shutil.disk_usage(parent).free)
+    say(f"verified {source}: {len(manifest['files'])} entries, gitd "
+        f"{manifest.get('gitd_version', '?')}, written "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(manifest.get('created_at', 0)))}")
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{data_dir.name}.restoring-"))
+    try:
+        archive.extract(source, lambda name: _target(tmp, name))
+        plan = write_plan(tmp, manifest)
+        refuse_used(data_dir)  # made meanwhile: keep what is there
+        if data_dir.exists():
+            data_dir.rmdir()
+        tmp.rename(data_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.chmod(data_dir, 0o700)
+    say(f"restored {data_dir}: {len(plan['apps'])} app(s), {len(plan['services'])} service(s)")
+    say(f"next: gitd serve --data-dir {data_dir}; once it serves it starts the services with "
+        "their data and deploys each app's live release (rebuilt from its commit), and logs "
+        f"per app what it could not (also in {data_dir / RESTORE_DIR / REPORT})")
+    return plan
+
+
+def refuse_used(data_dir: Path) -> None:
+    if data_dir.is_symlink() or (data_dir.exists() and not data_dir.is_dir()):
+        raise GitdError(f"{data_dir} is not a directory")
+    if data_dir.exists() and any(data_dir.iterdir()):
+        what = "holds a gitd" if (data_dir / "gitd.db").exists() else "is not empty"
+        raise GitdError(f"{data_dir} {what}: restore into a new or empty directory; "
+                        "nothing was changed")
+
+
+def _target(tmp: Path, name: str) -> Path | None:
+    if name.startswith(DATA):
+        return tmp / name[len(DATA):]
+    if name.startswith(SERVICES) and "/" not in name[len(SERVICES):]:
+        return tmp / RESTORE_DIR / "services" / name[len(SERVICES):]
+    raise GitdError(f"refused: {name} is neither data nor a service dump")
+
+
+def write_plan(data_dir: Path, manifest: dict) -> dict:
+    """What the next start brings back: the services dumped and every app
+    with a live release (read from the restored database)."""
+    from gitd.core.store import Store
+
+    if not (data_dir / "gitd.db").is_file():
+        raise GitdError("refused: the archive holds no state database")
+    try:
+        store = Store(data_dir / "gitd.db")
+        apps = [a.name for a in store.list_apps() if a.current_release]
+        services = [s.name for s in store.list_services()]
+    except (sqlite3.Error, GitdError) as exc:
+        raise GitdError(f"refused: the archive's state database cannot be read ({exc})") from None
+    dumped = set(manifest.get("services") or [])
+    plan = {"apps": apps, "services": services,
+            "dumps": sorted(s for s in services if s in dumped)}
+    directory = data_dir / RESTORE_DIR
+    directory.mkdir(exist_ok=True, mode=0o700)
+    (directory / PENDING).write_text(json.dumps(plan, indent=1))
+    return plan
+
+
+# at the next start
+
+def pending(settings: Settings) -> dict | None:
+    path = settings.data_dir / RESTORE_DIR / PENDING
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def finish(gitd) -> dict[str, str]:
+    """Bring back what a restore left in the plan (run by `gitd serve` once
+    it serves). Returns, per app and service, what was done or why not."""
+    plan = pending(gitd.settings)
+    if plan is None:
+        return {}
+    directory = gitd.settings.data_dir / RESTORE_DIR
+    outcome: dict[str, str] = {}
+    for name in plan.get("services", []):
+        dump = directory / "services" / f"{name}.dump"
+        outcome[f"service {name}"] = _attempt(lambda: bring_back_service(gitd, name, dump))
+    for name in plan.get("apps", []):
+        outcome[f"app {name}"] = _attempt(lambda: bring_back_app(gitd, name))
+    for what, result in outcome.items():
+        (log.info if result.startswith("restored") else log.warning)("restore", item=what,
+                                                                     result=result)
+    (directory / REPORT).write_text(json.dumps(outcome, indent=1))
+    (directory / PENDING).unlink()
+    shutil.rmtree(directory / "services", ignore_errors=True)  # the dumps hold data: not kept
+    return outcome
+
+
+def _attempt(action) -> str:
+    try:
+        return action()
+    except GitdError as exc:
+        return f"not restored: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one app's failure does not stop the others
+        log.exception("restore failed")
+        return f"not restored: {type(exc).__name__}: {exc}"
+
+
+def bring_back_service(gitd, name: str, dump: Path) -> str:
+    svc = gitd.store.get_service(name)
+    emit = lambda line: log.info("restore", service=name, line=line)  # noqa: E731
+    with gitd.locks.hold(f"service:{name}", gitd.settings.lock_wait):
+        if gitd.services.runtime.exists(svc):
+            return "kept: it already runs on this engine (the dump was not loaded)"
+        gitd.services.runtime.make(svc, emit)
+        if not dump.is_file():
+            return "restored empty: the archive held no dump of it"
+        gitd.services.restore(svc, _chunks(dump), emit)
+    return "restored with its data"
+
+
+def _chunks(path: Path):
+    with open(path, "rb") as fh:
+        while chunk := fh.read(archive.CHUNK):
+            yield chunk
+
+
+def bring_back_app(gitd, name: str) -> str:
+    from dulwich.repo import Repo
+
+    app_log = log.bind(app=name)
+    sink = lambda line: app_log.info(line.rstrip())  # noqa: E731
+    with gitd.app_lock(name):
+        release = gitd.store.require_current_release(name)
+        how = "its image was still here"
+        if not release.image_id or not gitd.engine.has_image(release.image_id):
+            if release.components:
+                raise GitdError(f"v{release.version} is built from app.json services, which a "
+                                "restore does not rebuild yet: push again")
+            if not release.commit:
+                raise GitdError(f"v{release.version} was deployed from an image "
+                                f"({release.description}) that this engine lacks: deploy it again")
+            with gitd.using_repo(name):
+                repo = Repo(str(gitserve.repo_path(gitd.settings.repos_dir, name)))
+                gitd.pipeline.rebuild(release, repo, sink)
+            how = f"rebuilt from commit {release.commit[:8]}"
+        gitd.pipeline.redeploy(name, sink, "Restored from a backup: deploying", trigger="restart")
+    return f"restored at v{release.version} ({how})"
