@@ -12,11 +12,13 @@ the same again while it writes, since the file may change between two reads.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
@@ -50,7 +52,9 @@ def write(dest: Path, sources: Iterable[Source], meta: dict) -> dict:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as raw:
             files = {}
-            with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+            # no file name in gzip's header: nothing there goes unchecked
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw) as gz, \
+                    tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for source in sources:
                     check_name(source.name)
                     if source.name in files or source.name == MANIFEST:
@@ -143,18 +147,19 @@ def extract(path: Path, pick: Callable[[str], Path | None]) -> dict:
 
 def _read(path: Path, free_bytes: int | None, pick) -> dict:
     try:
-        with tarfile.open(path, mode="r|gz") as tar:
-            return _walk(tar, free_bytes, pick)
+        # gzip's own reader: it checks the CRC and length at the end, which
+        # tarfile's stream mode does not (a cut trailer would pass)
+        with gzip.open(path, "rb") as gz:
+            with tarfile.open(fileobj=gz, mode="r|") as tar:
+                manifest = _walk(tar, free_bytes, pick)
+            while gz.read(CHUNK):  # the rest (tar's padding) and the trailer
+                pass
+        return manifest
     except GitdError:
         raise
-    except (tarfile.TarError, EOFError, OSError, zlib_error(), ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
         raise GitdError(f"refused: {path} is not a whole gitd backup ({type(exc).__name__}: "
                         f"{exc or 'unexpected end'}); nothing was changed") from None
-
-
-def zlib_error():
-    import zlib
-    return zlib.error
 
 
 def _walk(tar: tarfile.TarFile, free_bytes: int | None, pick) -> dict:
