@@ -36,6 +36,7 @@ from gitd import __version__, gitserve, serving
 from gitd.backup import archive
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
+from hooks.pipeline import image_repository
 
 log = structlog.get_logger("gitd.backup")
 
@@ -276,8 +277,6 @@ def _chunks(path: Path):
 
 
 def bring_back_app(gitd, name: str) -> str:
-    from dulwich.repo import Repo
-
     app_log = log.bind(app=name)
     sink = lambda line: app_log.info(line.rstrip())  # noqa: E731
     with gitd.app_lock(name):
@@ -287,12 +286,41 @@ def bring_back_app(gitd, name: str) -> str:
             if release.components:
                 raise GitdError(f"v{release.version} is built from app.json services, which a "
                                 "restore does not rebuild yet: push again")
-            if not release.commit:
-                raise GitdError(f"v{release.version} was deployed from an image "
-                                f"({release.description}) that this engine lacks: deploy it again")
-            with gitd.using_repo(name):
-                repo = Repo(str(gitserve.repo_path(gitd.settings.repos_dir, name)))
-                gitd.pipeline.rebuild(release, repo, sink)
-            how = f"rebuilt from commit {release.commit[:8]}"
+            how = bring_back_image(gitd, release, sink)
         gitd.pipeline.redeploy(name, sink, "Restored from a backup: deploying", trigger="restart")
     return f"restored at v{release.version} ({how})"
+
+
+def bring_back_image(gitd, release, sink) -> str:
+    """The live release's image on this engine: rebuilt from its commit, or
+    pulled again when it was deployed from an image. Says which."""
+    from dulwich.errors import NotGitRepository
+    from dulwich.repo import Repo
+
+    if release.commit:
+        with gitd.using_repo(release.app):
+            try:
+                repo = Repo(str(gitserve.repo_path(gitd.settings.repos_dir, release.app)))
+            except NotGitRepository:
+                raise GitdError(f"its repository is not in the backup, so v{release.version} "
+                                "cannot be rebuilt: push again") from None
+            gitd.pipeline.rebuild(release, repo, sink)
+        return f"rebuilt from commit {release.commit[:8]}"
+    ref = image_ref(gitd.store, release)
+    if ref is None:
+        raise GitdError(f"v{release.version}'s image is not on this engine and gitd knows "
+                        "neither its commit nor where it was pulled from: deploy it again")
+    image_id = gitd.engine.pull(ref, gitd.settings.build_timeout, sink)
+    gitd.engine.tag(image_id, image_repository(release.app), f"v{release.version}")
+    gitd.store.update_release(release.app, release.version, image_id=image_id)
+    return f"pulled {ref} again"
+
+
+def image_ref(store, release) -> str | None:
+    """Where the image of `release` came from when it was deployed from an
+    image (apps:deploy-image and the like): the ref its deployment pulled, for
+    it or for the release whose image it reuses (config changes, rollbacks)."""
+    sharing = {r.version for r in store.releases(release.app) if r.image_id == release.image_id}
+    pulled = [d for d in store.deployments(release.app, limit=10_000)
+              if d.trigger == "image" and d.image and d.release in sharing]
+    return pulled[0].image if pulled else None

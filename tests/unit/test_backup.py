@@ -4,6 +4,7 @@ a flipped bit, a huge member, lies in the manifest)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -21,6 +22,7 @@ from gitd.backup import archive
 from gitd.core.config import load_settings
 from gitd.core.errors import GitdError
 from gitd.core.store import Store
+from tests.fakes import FakeGitd, deployed
 
 
 @pytest.fixture
@@ -326,3 +328,112 @@ def test_archive_write_reads_no_link(tmp_path):
         archive.write(tmp_path / "b.tar.gz", [archive.Source("data/link", tmp_path / "link")], {})
     assert not (tmp_path / "b.tar.gz").exists()
     assert os.path.exists(tmp_path / "real")
+
+
+# at the next start: the plan carried out, per app in words
+
+class Engine:
+    def __init__(self, images):
+        self.images, self.pulled = set(images), []
+
+    def has_image(self, ref):
+        return ref in self.images
+
+    def pull(self, ref, timeout, emit):
+        self.pulled.append(ref)
+        return "sha256:pulled"
+
+    def tag(self, image_id, repository, tag):
+        self.images.add(f"{repository}:{tag}")
+
+
+class Pipeline:
+    def __init__(self, fail_rebuild=False):
+        self.calls, self.fail_rebuild = [], fail_rebuild
+
+    def rebuild(self, release, repo, sink):
+        self.calls.append(("rebuild", release.app, release.version))
+        if self.fail_rebuild:
+            raise GitdError("the build failed: no Dockerfile")
+
+    def redeploy(self, app, sink, reason, trigger=None):
+        self.calls.append(("redeploy", app, trigger))
+
+
+class Restarting(FakeGitd):
+    """The daemon as `backup.finish` sees it at start."""
+
+    def __init__(self, store, settings, images, fail_rebuild=False):
+        super().__init__(store, settings)
+        self._engine, self.pipeline = Engine(images), Pipeline(fail_rebuild)
+
+    @property
+    def engine(self):
+        return self._engine
+
+    @contextlib.contextmanager
+    def using_repo(self, app):
+        yield
+
+
+def repo_of(fake, app):
+    from gitd import gitserve
+    fake.settings.repos_dir.mkdir(exist_ok=True)
+    gitserve.create_repo(fake.settings.repos_dir, app)
+
+
+def plan_for(fake, apps):
+    directory = fake.settings.data_dir / backup.RESTORE_DIR
+    directory.mkdir(parents=True)
+    (directory / backup.PENDING).write_text(json.dumps({"apps": apps, "services": []}))
+
+
+def test_finish_redeploys_each_app_and_says_what_it_could_not(store, tmp_path):
+    fake = Restarting(store, load_settings(data_dir=tmp_path), images={"sha256:abc"})
+    deployed(store, "hello")  # its image is still here
+    store.create_app("gone")
+    deployed(store, "gone").version
+    store.update_release("gone", 1, image_id="sha256:gone")  # not on this engine: rebuilt
+    repo_of(fake, "gone")
+    store.create_app("no-repo")
+    deployed(store, "no-repo")
+    store.update_release("no-repo", 1, image_id="sha256:gone")
+    store.create_app("pulled")
+    release = store.new_release("pulled", kind="image", status="succeeded",
+                                image_id="sha256:old", commit=None)
+    store.set_live("pulled", release.version, 1)
+    deployment = store.new_deployment("pulled", "image", image="registry.test/web:1")
+    store.update_deployment(deployment.id, release=release.version)
+    store.create_app("lost")
+    lost = store.new_release("lost", kind="image", status="succeeded", image_id="sha256:lost",
+                             commit=None)
+    store.set_live("lost", lost.version, 1)
+    plan_for(fake, ["hello", "gone", "pulled", "lost", "no-repo"])
+
+    outcome = backup.finish(fake)
+
+    assert outcome["app hello"] == "restored at v1 (its image was still here)"
+    assert outcome["app gone"] == "restored at v1 (rebuilt from commit c0ffeec0)"
+    assert outcome["app pulled"] == "restored at v1 (pulled registry.test/web:1 again)"
+    assert outcome["app lost"].startswith("not restored: v1's image is not on this engine")
+    assert outcome["app no-repo"] == ("not restored: its repository is not in the backup, so v1 "
+                                      "cannot be rebuilt: push again")
+    assert fake.engine.pulled == ["registry.test/web:1"]
+    assert store.get_release("pulled", 1).image_id == "sha256:pulled"
+    assert fake.pipeline.calls == [("redeploy", "hello", "restart"), ("rebuild", "gone", 1),
+                                   ("redeploy", "gone", "restart"), ("redeploy", "pulled", "restart")]
+    directory = tmp_path / backup.RESTORE_DIR
+    assert json.loads((directory / backup.REPORT).read_text()) == outcome
+    assert not (directory / backup.PENDING).exists()
+    assert backup.finish(fake) == {}  # done once
+
+
+def test_a_failed_rebuild_is_said_and_the_other_apps_still_come_back(store, tmp_path):
+    fake = Restarting(store, load_settings(data_dir=tmp_path), images=set(), fail_rebuild=True)
+    deployed(store, "hello")
+    repo_of(fake, "hello")
+    plan_for(fake, ["hello", "no-such-app"])
+    outcome = backup.finish(fake)
+    assert outcome["app hello"] == "not restored: the build failed: no Dockerfile"
+    assert outcome["app no-such-app"].startswith("not restored:")
+    assert ("redeploy", "hello", "restart") not in fake.pipeline.calls
