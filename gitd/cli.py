@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backup", help="write one archive of this gitd, while it serves")
     _add_data_dir(p)
     p.add_argument("--to", required=True, dest="archive", help="the archive to write (.tar.gz)")
+    p.add_argument("--volumes", action="store_true", help="with the apps' named volumes")
 
     p = sub.add_parser("restore", help="make a new data dir from a backup (the next serve "
                                        "brings the apps back)")
@@ -215,7 +216,7 @@ def cmd_serve(settings: config.Settings, args) -> int:
 def cmd_backup(settings: config.Settings, args) -> int:
     from gitd import backup
 
-    backup.backup(settings, Path(args.archive), print)
+    backup.backup(settings, Path(args.archive), print, volumes=args.volumes)
     return 0
 
 

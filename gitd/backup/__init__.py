@@ -21,8 +21,10 @@ it could not do is logged per app and kept in restore/report.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import tempfile
@@ -36,12 +38,15 @@ from gitd import __version__, gitserve, serving
 from gitd.backup import archive
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
+from hooks.engine import LABEL_APP, LABEL_INSTANCE
 from hooks.pipeline import image_repository
 
 log = structlog.get_logger("gitd.backup")
 
 DATA = "data/"
 SERVICES = "services/"
+VOLUMES = "volumes/"
+VOLUME_MOUNT = "/gitd-volume"  # where a helper container mounts a volume to copy it
 # what a start makes again (top-level names of the data dir)
 LEFT_OUT = {"gitd.db", "gitd.db-wal", "gitd.db-shm", "gitd.db-journal", "work", "backups",
             "restore", serving.FILE, serving.FILE + ".partial"}
@@ -53,13 +58,17 @@ REPORT = "report.json"
 
 # backup
 
-def backup(settings: Settings, dest: Path, say: Callable[[str], None]) -> dict:
-    """Write the archive to `dest` (atomically, 0600); returns its manifest."""
+def backup(settings: Settings, dest: Path, say: Callable[[str], None],
+           volumes: bool = False) -> dict:
+    """Write the archive to `dest` (atomically, 0600), with the apps' named
+    volumes when asked; returns its manifest."""
     if not settings.db_path.is_file():
         raise GitdError(f"{settings.data_dir} holds no gitd (no {settings.db_path.name})")
     dest = Path(dest).absolute()
     if not dest.parent.is_dir():
         raise GitdError(f"{dest.parent} is not a directory")
+    if dest.is_dir():
+        raise GitdError(f"{dest} is a directory: name the archive's file")
     if _inside(dest, settings.data_dir):
         raise GitdError("write the backup outside the data dir")
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".gitd-backup-") as tmp:
@@ -70,9 +79,12 @@ def backup(settings: Settings, dest: Path, say: Callable[[str], None]) -> dict:
         sources += data_sources(settings.data_dir)
         services = dump_services(settings, Path(tmp), say)
         sources += [archive.Source(SERVICES + f"{name}.dump", path) for name, path in services]
+        copied = copy_volumes(settings, Path(tmp), say) if volumes else []
+        sources += [archive.Source(VOLUMES + f"{name}.tar", path) for name, path in copied]
         manifest = archive.write(dest, sources, {
             "gitd_version": __version__, "created_at": time.time(),
-            "services": sorted(name for name, _ in services)})
+            "services": sorted(name for name, _ in services),
+            "volumes": sorted(name for name, _ in copied)})
     size = dest.stat().st_size
     say(f"wrote {dest} ({size} bytes: {len(manifest['files'])} entries, "
         f"{len(services)} service dump(s))")
@@ -130,6 +142,51 @@ def dump_services(settings: Settings, tmp: Path, say) -> list[tuple[str, Path]]:
                                 f"written: {exc}") from None
         dumps.append((svc.name, path))
     return dumps
+
+
+def copy_volumes(settings: Settings, tmp: Path, say) -> list[tuple[str, Path]]:
+    """Each live app's named volumes as tar files (the engine's own copy of
+    a directory), through a helper container of the app's image that is
+    created, never started."""
+    from gitd.service import Gitd
+
+    gitd = Gitd(settings)
+    if gitd.scheduler_class.has_nodes:
+        raise GitdError("--volumes: on a swarm, volumes live on their nodes and are not "
+                        "backed up yet; back up without --volumes")
+    copied = []
+    for app in gitd.store.list_apps():
+        release = gitd.store.current_release(app.name)
+        for mount in gitd.store.get_mounts(app.name):
+            if mount["type"] != "volume" or not gitd.engine.volume_exists(mount["source"]):
+                continue
+            if release is None:
+                raise GitdError(f"{app.name} has volume {mount['source']} but no release to "
+                                "copy it with")
+            path = tmp / f"{mount['source']}.tar"
+            say(f"copying volume {mount['source']} of {app.name}")
+            with helper(gitd, release.image_id, mount["source"], read_only=True) as container:
+                stream, _ = container.get_archive(VOLUME_MOUNT)
+                with open(path, "wb") as out:
+                    for chunk in stream:
+                        out.write(chunk)
+            copied.append((mount["source"], path))
+    return copied
+
+
+@contextlib.contextmanager
+def helper(gitd, image_id: str, volume: str, read_only: bool):
+    """A container (created, not started) with `volume` at VOLUME_MOUNT."""
+    spec = {"image": image_id, "name": f"gitd-{gitd.settings.instance}-volume-{secrets.token_hex(4)}",
+            "command": ["true"], "network_mode": "none",
+            "labels": {LABEL_INSTANCE: gitd.settings.instance, "traefik.enable": "false"},
+            "mounts": [{"type": "volume", "source": volume, "target": VOLUME_MOUNT,
+                        "read_only": read_only, "no_copy": True}]}
+    container = gitd.engine.create(spec)
+    try:
+        yield container
+    finally:
+        gitd.engine.remove(container)
 
 
 def _inside(path: Path, directory: Path) -> bool:
@@ -190,6 +247,8 @@ def _target(tmp: Path, name: str) -> Path | None:
         return tmp / name[len(DATA):]
     if name.startswith(SERVICES) and "/" not in name[len(SERVICES):]:
         return tmp / RESTORE_DIR / "services" / name[len(SERVICES):]
+    if name.startswith(VOLUMES) and "/" not in name[len(VOLUMES):]:
+        return tmp / RESTORE_DIR / "volumes" / name[len(VOLUMES):]
     raise GitdError(f"refused: {name} is neither data nor a service dump")
 
 
@@ -208,7 +267,8 @@ def write_plan(data_dir: Path, manifest: dict) -> dict:
         raise GitdError(f"refused: the archive's state database cannot be read ({exc})") from None
     dumped = set(manifest.get("services") or [])
     plan = {"apps": apps, "services": services,
-            "dumps": sorted(s for s in services if s in dumped)}
+            "dumps": sorted(s for s in services if s in dumped),
+            "volumes": sorted(manifest.get("volumes") or [])}
     directory = data_dir / RESTORE_DIR
     directory.mkdir(exist_ok=True, mode=0o700)
     (directory / PENDING).write_text(json.dumps(plan, indent=1))
@@ -243,7 +303,8 @@ def finish(gitd) -> dict[str, str]:
                                                                      result=result)
     (directory / REPORT).write_text(json.dumps(outcome, indent=1))
     (directory / PENDING).unlink()
-    shutil.rmtree(directory / "services", ignore_errors=True)  # the dumps hold data: not kept
+    for copies in ("services", "volumes"):  # they hold data: not kept once loaded
+        shutil.rmtree(directory / copies, ignore_errors=True)
     return outcome
 
 
@@ -287,6 +348,8 @@ def bring_back_app(gitd, name: str) -> str:
                 raise GitdError(f"v{release.version} is built from app.json services, which a "
                                 "restore does not rebuild yet: push again")
             how = bring_back_image(gitd, release, sink)
+        release = gitd.store.get_release(name, release.version)
+        how += bring_back_volumes(gitd, release)
         gitd.pipeline.redeploy(name, sink, "Restored from a backup: deploying", trigger="restart")
     return f"restored at v{release.version} ({how})"
 
@@ -324,3 +387,24 @@ def image_ref(store, release) -> str | None:
     pulled = [d for d in store.deployments(release.app, limit=10_000)
               if d.trigger == "image" and d.image and d.release in sharing]
     return pulled[0].image if pulled else None
+
+
+def bring_back_volumes(gitd, release) -> str:
+    """Fill the app's named volumes from the archive's copies (a volume that
+    already exists is kept as it is). Returns what to add to the outcome."""
+    directory = gitd.settings.data_dir / RESTORE_DIR / "volumes"
+    said = []
+    for mount in gitd.store.get_mounts(release.app):
+        copy = directory / f"{mount['source']}.tar"
+        if mount["type"] != "volume" or not copy.is_file():
+            continue
+        if gitd.engine.volume_exists(mount["source"]):
+            said.append(f"volume {mount['source']} kept as it was on this engine")
+            continue
+        gitd.engine.ensure_volume(mount["source"], {LABEL_APP: release.app})
+        with helper(gitd, release.image_id, mount["source"], read_only=False) as container:
+            with open(copy, "rb") as fh:
+                if not container.put_archive(os.path.dirname(VOLUME_MOUNT), fh):
+                    raise GitdError(f"volume {mount['source']} could not be filled")
+        said.append(f"volume {mount['source']} restored")
+    return "".join(f"; {line}" for line in said)

@@ -1,8 +1,8 @@
 """gitd backup and gitd restore end to end (issue #26): a gitd serving an app
-with config, a domain and a Postgres service holding a row is backed up
+with config, a domain, a volume and a Postgres service holding a row is backed up
 while it serves; everything it made on the engine goes; a restore into a
 new data dir and a start bring the app back answering with its config, and
-the row is back. A truncated archive is refused with the target untouched."""
+the row and the volume's file are back. A truncated archive is refused with the target untouched."""
 
 from __future__ import annotations
 
@@ -69,9 +69,11 @@ def test_backup_while_serving_then_restore_on_an_empty_engine(own_gitd, docker_c
     source.wait_for(host, GREETING, timeout=60)
     sql(source, app, "CREATE TABLE notes (id serial PRIMARY KEY, note text); "
                      "INSERT INTO notes (note) VALUES ('kept')")
+    ok(source, "storage:mount", app, "data:/data")
+    ok(source, "run", app, "--", "sh", "-c", "'echo volume-kept > /data/file'")
 
     archive = tmp_path / "gitd-backup.tar.gz"
-    made = gitd_cli("backup", "--data-dir", str(source.data_dir), "--to", str(archive))
+    made = gitd_cli("backup", "--data-dir", str(source.data_dir), "--to", str(archive), "--volumes")
     assert made.returncode == 0, made.stderr
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
     assert source.get(host) == (200, GREETING + "\n")  # served throughout, not stopped
@@ -105,12 +107,15 @@ def test_backup_while_serving_then_restore_on_an_empty_engine(own_gitd, docker_c
         assert restored.instance == source.instance
         restored.wait_for(host, GREETING, timeout=300)
         assert rows(restored, app) == ["kept"]
+        assert ok(restored, "run", app, "--", "cat", "/data/file").stdout.strip() == "volume-kept"
         report = wait_report(target / "restore" / "report.json")
         assert report[f"app {app}"].startswith("restored at v"), report
         assert "rebuilt from commit" in report[f"app {app}"], report
+        assert "volume" in report[f"app {app}"] and "restored" in report[f"app {app}"], report
         assert report[f"service {db}"] == "restored with its data", report
         assert not (target / "restore" / "pending.json").exists()
-        assert not (target / "restore" / "services").exists()  # the dumps are not kept
+        assert not (target / "restore" / "services").exists()  # the copies are not kept
+        assert not (target / "restore" / "volumes").exists()
     finally:
         restored.stop()
         restored.cleanup(docker_client)

@@ -114,7 +114,7 @@ def test_restore_makes_the_data_dir_and_a_plan_for_the_next_start(data_dir, tmp_
     target.parent.mkdir()
     lines = []
     plan = backup.restore(settings_for(target), dest, lines.append)
-    assert plan == {"apps": ["web"], "services": [], "dumps": []}
+    assert plan == {"apps": ["web"], "services": [], "dumps": [], "volumes": []}
     assert json.loads((target / "restore" / "pending.json").read_text()) == plan
     assert (target / "tls" / "acme.json").read_text() == '{"account": 1}'
     assert (target / "repos" / "web.git" / "refs" / "tags").is_dir()
