@@ -437,3 +437,23 @@ def test_a_failed_rebuild_is_said_and_the_other_apps_still_come_back(store, tmp_
     assert outcome["app hello"] == "not restored: the build failed: no Dockerfile"
     assert outcome["app no-such-app"].startswith("not restored:")
     assert ("redeploy", "hello", "restart") not in fake.pipeline.calls
+
+
+def test_volumes_on_a_swarm_are_refused_in_words_and_nothing_is_written(data_dir, tmp_path):
+    settings = load_settings(data_dir=data_dir, flags={"scheduler": "swarm"})
+    with pytest.raises(GitdError, match="on a swarm, volumes live on their nodes"):
+        backup.backup(settings, tmp_path / "b.tar.gz", print, volumes=True)
+    assert not (tmp_path / "b.tar.gz").exists() and not list(tmp_path.glob(".*"))
+
+
+def test_backup_to_a_directory_is_refused(data_dir, tmp_path):
+    (tmp_path / "somewhere").mkdir()
+    with pytest.raises(GitdError, match="is a directory"):
+        backup.backup(settings_for(data_dir), tmp_path / "somewhere", print)
+    assert list((tmp_path / "somewhere").iterdir()) == []
+
+
+def test_members_of_unknown_places_are_refused(tmp_path):
+    path = hostile(tmp_path / "h.tar.gz", good_members() + [(member("etc/cron.d/x"), b"evil")])
+    archive.verify(path)  # well formed: the names stay inside
+    assert_restore_refused(path, tmp_path)
