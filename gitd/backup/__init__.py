@@ -29,8 +29,9 @@ import shutil
 import sqlite3
 import tempfile
 import time
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import structlog
 
@@ -62,6 +63,8 @@ def backup(settings: Settings, dest: Path, say: Callable[[str], None],
            volumes: bool = False) -> dict:
     """Write the archive to `dest` (atomically, 0600), with the apps' named
     volumes when asked; returns its manifest."""
+    from gitd.service import Gitd  # the engine's client and services' runtime
+
     if not settings.db_path.is_file():
         raise GitdError(f"{settings.data_dir} holds no gitd (no {settings.db_path.name})")
     dest = Path(dest).absolute()
@@ -77,9 +80,10 @@ def backup(settings: Settings, dest: Path, say: Callable[[str], None],
         copy_database(settings.db_path, db_copy)
         sources = [archive.Source(DATA + "gitd.db", db_copy)]
         sources += data_sources(settings.data_dir)
-        services = dump_services(settings, Path(tmp), say)
+        gitd = Gitd(settings)
+        services = dump_services(gitd, Path(tmp), say)
         sources += [archive.Source(SERVICES + f"{name}.dump", path) for name, path in services]
-        copied = copy_volumes(settings, Path(tmp), say) if volumes else []
+        copied = copy_volumes(gitd, Path(tmp), say) if volumes else []
         sources += [archive.Source(VOLUMES + f"{name}.tar", path) for name, path in copied]
         manifest = archive.write(dest, sources, {
             "gitd_version": __version__, "created_at": time.time(),
@@ -93,7 +97,7 @@ def backup(settings: Settings, dest: Path, say: Callable[[str], None],
 
 def copy_database(src: Path, dest: Path) -> None:
     """A consistent copy while gitd writes to it: sqlite's backup API."""
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30)
+    source = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=30)
     target = sqlite3.connect(dest)
     try:
         source.backup(target)
@@ -125,11 +129,8 @@ def data_sources(data_dir: Path) -> list[archive.Source]:
     return sources
 
 
-def dump_services(settings: Settings, tmp: Path, say) -> list[tuple[str, Path]]:
+def dump_services(gitd, tmp: Path, say) -> list[tuple[str, Path]]:
     """Each service's dump, as services:backup streams it, into `tmp`."""
-    from gitd.service import Gitd
-
-    gitd = Gitd(settings)
     dumps = []
     for svc in gitd.store.list_services():
         path = tmp / f"{svc.name}.dump"
@@ -144,13 +145,10 @@ def dump_services(settings: Settings, tmp: Path, say) -> list[tuple[str, Path]]:
     return dumps
 
 
-def copy_volumes(settings: Settings, tmp: Path, say) -> list[tuple[str, Path]]:
+def copy_volumes(gitd, tmp: Path, say) -> list[tuple[str, Path]]:
     """Each live app's named volumes as tar files (the engine's own copy of
     a directory), through a helper container of the app's image that is
     created, never started."""
-    from gitd.service import Gitd
-
-    gitd = Gitd(settings)
     if gitd.scheduler_class.has_nodes:
         raise GitdError("--volumes: on a swarm, volumes live on their nodes and are not "
                         "backed up yet; back up without --volumes")
@@ -168,8 +166,7 @@ def copy_volumes(settings: Settings, tmp: Path, say) -> list[tuple[str, Path]]:
             with helper(gitd, release.image_id, mount["source"], read_only=True) as container:
                 stream, _ = container.get_archive(VOLUME_MOUNT)
                 with open(path, "wb") as out:
-                    for chunk in stream:
-                        out.write(chunk)
+                    out.writelines(stream)
             copied.append((mount["source"], path))
     return copied
 
@@ -295,9 +292,9 @@ def finish(gitd) -> dict[str, str]:
     outcome: dict[str, str] = {}
     for name in plan.get("services", []):
         dump = directory / "services" / f"{name}.dump"
-        outcome[f"service {name}"] = _attempt(lambda: bring_back_service(gitd, name, dump))
+        outcome[f"service {name}"] = _attempt(bring_back_service, gitd, name, dump)
     for name in plan.get("apps", []):
-        outcome[f"app {name}"] = _attempt(lambda: bring_back_app(gitd, name))
+        outcome[f"app {name}"] = _attempt(bring_back_app, gitd, name)
     for what, result in outcome.items():
         (log.info if result.startswith("restored") else log.warning)("restore", item=what,
                                                                      result=result)
@@ -308,19 +305,19 @@ def finish(gitd) -> dict[str, str]:
     return outcome
 
 
-def _attempt(action) -> str:
+def _attempt(action, *args) -> str:
     try:
-        return action()
+        return action(*args)
     except GitdError as exc:
         return f"not restored: {exc}"
-    except Exception as exc:  # noqa: BLE001 - one app's failure does not stop the others
+    except Exception as exc:
         log.exception("restore failed")
         return f"not restored: {type(exc).__name__}: {exc}"
 
 
 def bring_back_service(gitd, name: str, dump: Path) -> str:
     svc = gitd.store.get_service(name)
-    emit = lambda line: log.info("restore", service=name, line=line)  # noqa: E731
+    emit = lambda line: log.info("restore", service=name, line=line)
     with gitd.locks.hold(f"service:{name}", gitd.settings.lock_wait):
         if gitd.services.runtime.exists(svc):
             return "kept: it already runs on this engine (the dump was not loaded)"
@@ -339,7 +336,7 @@ def _chunks(path: Path):
 
 def bring_back_app(gitd, name: str) -> str:
     app_log = log.bind(app=name)
-    sink = lambda line: app_log.info(line.rstrip())  # noqa: E731
+    sink = lambda line: app_log.info(line.rstrip())
     with gitd.app_lock(name):
         release = gitd.store.require_current_release(name)
         how = "its image was still here"
@@ -402,9 +399,9 @@ def bring_back_volumes(gitd, release) -> str:
             said.append(f"volume {mount['source']} kept as it was on this engine")
             continue
         gitd.engine.ensure_volume(mount["source"], {LABEL_APP: release.app})
-        with helper(gitd, release.image_id, mount["source"], read_only=False) as container:
-            with open(copy, "rb") as fh:
-                if not container.put_archive(os.path.dirname(VOLUME_MOUNT), fh):
-                    raise GitdError(f"volume {mount['source']} could not be filled")
+        with helper(gitd, release.image_id, mount["source"], read_only=False) as container, \
+                open(copy, "rb") as fh:
+            if not container.put_archive(os.path.dirname(VOLUME_MOUNT), fh):
+                raise GitdError(f"volume {mount['source']} could not be filled")
         said.append(f"volume {mount['source']} restored")
     return "".join(f"; {line}" for line in said)

@@ -19,9 +19,9 @@ import os
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
 
 from gitd.core.errors import GitdError
 

@@ -35,7 +35,8 @@ def greeting_app() -> dict:
 
 
 def gitd_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(gitd_command(*args), capture_output=True, text=True, timeout=600)
+    return subprocess.run(gitd_command(*args), capture_output=True, text=True, timeout=600,
+                          check=False)
 
 
 def wait_report(path, timeout: float = 60.0) -> dict:

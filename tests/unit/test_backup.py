@@ -392,7 +392,7 @@ def test_finish_redeploys_each_app_and_says_what_it_could_not(store, tmp_path):
     fake = Restarting(store, load_settings(data_dir=tmp_path), images={"sha256:abc"})
     deployed(store, "hello")  # its image is still here
     store.create_app("gone")
-    deployed(store, "gone").version
+    deployed(store, "gone")
     store.update_release("gone", 1, image_id="sha256:gone")  # not on this engine: rebuilt
     repo_of(fake, "gone")
     store.create_app("no-repo")
