@@ -288,6 +288,11 @@ def finish(gitd) -> dict[str, str]:
     plan = pending(gitd.settings)
     if plan is None:
         return {}
+    try:
+        gitd.engine  # noqa: B018 - raises while Docker is unreachable
+    except GitdError as exc:
+        log.warning("restore waits for the next start: the engine is unreachable", error=str(exc))
+        return {}
     directory = gitd.settings.data_dir / RESTORE_DIR
     outcome: dict[str, str] = {}
     for name in plan.get("services", []):

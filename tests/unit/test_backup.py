@@ -457,3 +457,17 @@ def test_members_of_unknown_places_are_refused(tmp_path):
     path = hostile(tmp_path / "h.tar.gz", good_members() + [(member("etc/cron.d/x"), b"evil")])
     archive.verify(path)  # well formed: the names stay inside
     assert_restore_refused(path, tmp_path)
+
+
+def test_without_an_engine_the_plan_waits_for_the_next_start(store, tmp_path):
+    class Unreachable(Restarting):
+        @property
+        def engine(self):
+            raise GitdError("cannot reach Docker")
+
+    fake = Unreachable(store, load_settings(data_dir=tmp_path), images=set())
+    deployed(store, "hello")
+    plan_for(fake, ["hello"])
+    assert backup.finish(fake) == {}
+    assert (tmp_path / backup.RESTORE_DIR / backup.PENDING).exists()
+    assert not (tmp_path / backup.RESTORE_DIR / backup.REPORT).exists()
