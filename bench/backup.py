@@ -33,7 +33,8 @@ ROW_BYTES = 240  # on disk per generated row (bench/services.py measured it)
 
 def timed(argv: list[str], **kw) -> float:
     started = time.monotonic()
-    result = subprocess.run(argv, capture_output=True, check=False, **kw)
+    kw.setdefault("stdout", subprocess.PIPE)
+    result = subprocess.run(argv, stderr=subprocess.PIPE, check=False, **kw)
     if result.returncode != 0:
         raise SystemExit(f"{argv[:6]} failed: {result.stderr.decode()[-800:]}")
     return time.monotonic() - started
