@@ -268,7 +268,7 @@ def write_plan(data_dir: Path, manifest: dict) -> dict:
             "volumes": sorted(manifest.get("volumes") or [])}
     directory = data_dir / RESTORE_DIR
     directory.mkdir(exist_ok=True, mode=0o700)
-    (directory / PENDING).write_text(json.dumps(plan, indent=1))
+    _write_json(directory / PENDING, plan)
     return plan
 
 
@@ -294,20 +294,41 @@ def finish(gitd) -> dict[str, str]:
         log.warning("restore waits for the next start: the engine is unreachable", error=str(exc))
         return {}
     directory = gitd.settings.data_dir / RESTORE_DIR
-    outcome: dict[str, str] = {}
-    for name in plan.get("services", []):
+    report = directory / REPORT
+    outcome: dict[str, str] = json.loads(report.read_text()) if report.exists() else {}
+    # each item leaves the plan once done: a start after an interruption resumes
+    while plan.get("services"):
+        name = plan["services"][0]
         dump = directory / "services" / f"{name}.dump"
-        outcome[f"service {name}"] = _attempt(bring_back_service, gitd, name, dump)
-    for name in plan.get("apps", []):
-        outcome[f"app {name}"] = _attempt(bring_back_app, gitd, name)
-    for what, result in outcome.items():
-        (log.info if result.startswith("restored") else log.warning)("restore", item=what,
-                                                                     result=result)
-    (directory / REPORT).write_text(json.dumps(outcome, indent=1))
+        _record(outcome, f"service {name}", _attempt(bring_back_service, gitd, name, dump, plan))
+        plan["services"].pop(0)
+        _save(directory, plan, outcome)
+    while plan.get("apps"):
+        name = plan["apps"][0]
+        _record(outcome, f"app {name}", _attempt(bring_back_app, gitd, name))
+        plan["apps"].pop(0)
+        _save(directory, plan, outcome)
     (directory / PENDING).unlink()
     for copies in ("services", "volumes"):  # they hold data: not kept once loaded
         shutil.rmtree(directory / copies, ignore_errors=True)
     return outcome
+
+
+def _record(outcome: dict, what: str, result: str) -> None:
+    outcome[what] = result
+    (log.info if result.startswith("restored") else log.warning)("restore", item=what,
+                                                                 result=result)
+
+
+def _save(directory: Path, plan: dict, outcome: dict) -> None:
+    _write_json(directory / REPORT, outcome)
+    _write_json(directory / PENDING, plan)
+
+
+def _write_json(path: Path, value) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1))
+    partial.replace(path)
 
 
 def _attempt(action, *args) -> str:
@@ -320,13 +341,19 @@ def _attempt(action, *args) -> str:
         return f"not restored: {type(exc).__name__}: {exc}"
 
 
-def bring_back_service(gitd, name: str, dump: Path) -> str:
+def bring_back_service(gitd, name: str, dump: Path, plan: dict) -> str:
+    """Start the service on a new volume and load its dump. One already on
+    the engine is kept as it is, unless this restore made it (a start cut
+    short between the two)."""
     svc = gitd.store.get_service(name)
     emit = lambda line: log.info("restore", service=name, line=line)
     with gitd.locks.hold(f"service:{name}", gitd.settings.lock_wait):
-        if gitd.services.runtime.exists(svc):
+        if not gitd.services.runtime.exists(svc):
+            gitd.services.runtime.make(svc, emit)
+            plan.setdefault("made", []).append(name)
+            _write_json(gitd.settings.data_dir / RESTORE_DIR / PENDING, plan)
+        elif name not in plan.get("made", []):
             return "kept: it already runs on this engine (the dump was not loaded)"
-        gitd.services.runtime.make(svc, emit)
         if not dump.is_file():
             return "restored empty: the archive held no dump of it"
         gitd.services.restore(svc, _chunks(dump), emit)

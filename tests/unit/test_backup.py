@@ -471,3 +471,32 @@ def test_without_an_engine_the_plan_waits_for_the_next_start(store, tmp_path):
     assert backup.finish(fake) == {}
     assert (tmp_path / backup.RESTORE_DIR / backup.PENDING).exists()
     assert not (tmp_path / backup.RESTORE_DIR / backup.REPORT).exists()
+
+
+def test_a_start_cut_short_resumes_where_it_stopped(store, tmp_path):
+    class Killed(BaseException):
+        pass
+
+    class Dying(Pipeline):
+        def redeploy(self, app, sink, reason, trigger=None):
+            if app == "second":
+                raise Killed  # as gitd stopping mid-deploy
+            super().redeploy(app, sink, reason, trigger)
+
+    fake = Restarting(store, load_settings(data_dir=tmp_path), images={"sha256:abc"})
+    fake.pipeline = Dying()
+    deployed(store, "hello")
+    store.create_app("second")
+    deployed(store, "second")
+    plan_for(fake, ["hello", "second"])
+    with pytest.raises(Killed):
+        backup.finish(fake)
+    directory = tmp_path / backup.RESTORE_DIR
+    assert json.loads((directory / backup.PENDING).read_text())["apps"] == ["second"]
+    assert list(json.loads((directory / backup.REPORT).read_text())) == ["app hello"]
+
+    fake.pipeline = Pipeline()
+    outcome = backup.finish(fake)
+    assert set(outcome) == {"app hello", "app second"}
+    assert fake.pipeline.calls == [("redeploy", "second", "restart")]  # hello not again
+    assert not (directory / backup.PENDING).exists()
