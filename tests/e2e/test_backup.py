@@ -39,12 +39,13 @@ def gitd_cli(*args: str) -> subprocess.CompletedProcess:
                           check=False)
 
 
-def wait_report(path, timeout: float = 60.0) -> dict:
-    """restore/report.json: written once every app and service is back."""
+def wait_report(directory, timeout: float = 120.0) -> dict:
+    """restore/report.json once the plan is carried out (pending.json gone:
+    the report is written item by item)."""
     deadline = time.monotonic() + timeout
-    while not path.exists() and time.monotonic() < deadline:
+    while (directory / "pending.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    return json.loads(path.read_text())
+    return json.loads((directory / "report.json").read_text())
 
 
 def rows(server, app: str) -> list[str]:
@@ -109,7 +110,7 @@ def test_backup_while_serving_then_restore_on_an_empty_engine(own_gitd, docker_c
         restored.wait_for(host, GREETING, timeout=300)
         assert rows(restored, app) == ["kept"]
         assert ok(restored, "run", app, "--", "cat", "/data/file").stdout.strip() == "volume-kept"
-        report = wait_report(target / "restore" / "report.json")
+        report = wait_report(target / "restore")
         assert report[f"app {app}"].startswith("restored at v"), report
         assert "rebuilt from commit" in report[f"app {app}"], report
         assert "volume" in report[f"app {app}"] and "restored" in report[f"app {app}"], report
