@@ -1,4 +1,4 @@
-"""`gitd init | serve | doctor | keys | install-systemd`."""
+"""`gitd init | serve | doctor | keys | install-systemd | backup | restore`."""
 
 from __future__ import annotations
 
@@ -71,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.add_argument("--dest", default="/etc/systemd/system")
     p.add_argument("--user", default="root")
+
+    p = sub.add_parser("backup", help="write one archive of this gitd, while it serves")
+    _add_data_dir(p)
+    p.add_argument("--to", required=True, dest="archive", help="the archive to write (.tar.gz)")
+    p.add_argument("--volumes", action="store_true", help="with the apps' named volumes")
+
+    p = sub.add_parser("restore", help="make a new data dir from a backup (the next serve "
+                                       "brings the apps back)")
+    _add_data_dir(p)
+    p.add_argument("--from", required=True, dest="archive", help="the archive gitd backup wrote")
     return parser
 
 
@@ -203,10 +213,26 @@ def cmd_serve(settings: config.Settings, args) -> int:
     return asyncio.run(serve(settings))
 
 
+def cmd_backup(settings: config.Settings, args) -> int:
+    from gitd import backup
+
+    backup.backup(settings, Path(args.archive), print, volumes=args.volumes)
+    return 0
+
+
+def cmd_restore(settings: config.Settings, args) -> int:
+    from gitd import backup
+
+    backup.restore(settings, Path(args.archive), print)
+    return 0
+
+
 COMMANDS = {
     "init": cmd_init,
     "serve": cmd_serve,
     "doctor": cmd_doctor,
     "keys": cmd_keys,
     "install-systemd": cmd_install_systemd,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
 }

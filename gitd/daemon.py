@@ -9,7 +9,7 @@ import signal
 
 import structlog
 
-from gitd import serving
+from gitd import backup, serving
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
 from gitd.scheduling import scheduler_class
@@ -131,6 +131,8 @@ async def serve(settings: Settings) -> int:
     _notify("READY=1")
     # after READY: pushes and commands are served meanwhile
     loop.run_in_executor(None, gitd.refresh_routes)
+    if backup.pending(settings) is not None:  # a restored data dir: bring its apps back
+        loop.run_in_executor(None, backup.finish, gitd)
     await stop.wait()
     _notify("STOPPING=1")
     log.info("stopping: no new connections; letting work in flight finish",

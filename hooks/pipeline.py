@@ -230,6 +230,25 @@ class Pipeline:
         # the Procfile's `release` command runs once per release, not per restart
         self._deploy(release, progress, announce=False, record=False, release_task=False)
 
+    def rebuild(self, release: Release, repo, sink) -> Release:
+        """Build `release`'s commit again into its own tag and record the
+        new image (its image is gone: a restore onto another engine). The
+        caller holds the app's lock; the release stays as it was recorded."""
+        app = release.app
+        progress = self._progress(sink, app, release.version)
+        progress.step(f"Rebuilding v{release.version} from {release.commit[:8]}")
+        app_settings = self.store.get_app(app).settings
+        with tempfile.TemporaryDirectory(dir=self._work_dir(), prefix=f"{app}-") as tmp:
+            source = Path(tmp) / "src"
+            tree = checkout.subtree(repo, release.commit.encode(), app_settings.get("build_dir", ""))
+            checkout.export(repo, tree, source, checkout.Limits(
+                self.settings.max_export_files, self.settings.max_export_bytes))
+            result, _ = self._build(app, release.version, source, Path(tmp), app_settings,
+                                    release.procfile, progress,
+                                    trusted=self._is_admin(release.pushed_by))
+        self.store.update_release(app, release.version, image_id=result.image_id)
+        return self.store.get_release(app, release.version)
+
     # stages
 
     def _is_admin(self, key_name: str | None) -> bool:

@@ -1,0 +1,123 @@
+"""gitd backup and gitd restore end to end (issue #26): a gitd serving an app
+with config, a domain, a volume and a Postgres service holding a row is backed up
+while it serves; everything it made on the engine goes; a restore into a
+new data dir and a start bring the app back answering with its config, and
+the row and the volume's file are back. A truncated archive is refused with the target untouched."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import require
+from tests.e2e.conftest import BASE_IMAGE
+from tests.e2e.harness import Gitd, free_port, gitd_command, make_repo, unique_app
+from tests.e2e.test_services import IMAGES_ENV, PG_IMAGE, PG_VERSION, ok, sql, tag_versioned
+
+pytestmark = pytest.mark.e2e
+
+GREETING = "hello-from-before-the-disaster"
+
+
+def greeting_app() -> dict:
+    """psql from the Postgres image (for `sql`), and busybox httpd answering
+    the app's GREETING config var."""
+    return {"Dockerfile": (
+        f"FROM {BASE_IMAGE}:latest AS bb\n"
+        f"FROM {PG_IMAGE}\n"
+        "COPY --from=bb /bin/busybox /bin/busybox\n"
+        'CMD ["/bin/busybox", "sh", "-c", "mkdir -p /www && echo \\"$GREETING\\" > /www/index.html'
+        ' && exec /bin/busybox httpd -f -p $PORT -h /www"]\n')}
+
+
+def gitd_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(gitd_command(*args), capture_output=True, text=True, timeout=600,
+                          check=False)
+
+
+def wait_report(directory, timeout: float = 120.0) -> dict:
+    """restore/report.json once the plan is carried out (pending.json gone:
+    the report is written item by item)."""
+    deadline = time.monotonic() + timeout
+    while (directory / "pending.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return json.loads((directory / "report.json").read_text())
+
+
+def rows(server, app: str) -> list[str]:
+    return sql(server, app, "SELECT note FROM notes ORDER BY id").stdout.split()
+
+
+def test_backup_while_serving_then_restore_on_an_empty_engine(own_gitd, docker_client, tmp_path):
+    require(any(PG_IMAGE in (i.tags or []) for i in docker_client.images.list(name="gitd-ci/postgres")),
+            f"image {PG_IMAGE} is missing (bash .ci/images/build)")
+    tag_versioned(docker_client)
+    source = own_gitd
+    source.start(extra_env=IMAGES_ENV)
+    app, db = unique_app("bk"), unique_app("bkdb")
+    host = f"{app}.backup.test"
+    ok(source, "apps:create", app)
+    ok(source, "config:set", app, f"GREETING={GREETING}")
+    ok(source, "domains:add", app, host)
+    ok(source, "services:create", "postgres", db, "--version", PG_VERSION)
+    ok(source, "services:link", db, app)
+    repo = make_repo(tmp_path / "repo", greeting_app())
+    pushed = source.push(repo, app)
+    assert pushed.returncode == 0, pushed.stderr
+    source.wait_for(host, GREETING, timeout=60)
+    sql(source, app, "CREATE TABLE notes (id serial PRIMARY KEY, note text); "
+                     "INSERT INTO notes (note) VALUES ('kept')")
+    ok(source, "storage:mount", app, "data:/data")
+    ok(source, "run", app, "--", "sh", "-c", "'echo volume-kept > /data/file'")
+
+    archive = tmp_path / "gitd-backup.tar.gz"
+    made = gitd_cli("backup", "--data-dir", str(source.data_dir), "--to", str(archive), "--volumes")
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert source.get(host) == (200, GREETING + "\n")  # served throughout, not stopped
+
+    # a truncated archive is refused before anything is written
+    restored_root = tmp_path / "restored"
+    target = restored_root / "data"
+    restored_root.mkdir()
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size * 2 // 3])
+    refused = gitd_cli("restore", "--from", str(truncated), "--data-dir", str(target))
+    assert refused.returncode != 0 and "refused" in refused.stderr, refused.stderr
+    assert list(restored_root.iterdir()) == []
+
+    # the disaster: the server and everything it made on the engine are gone
+    source.stop()
+    source.cleanup(docker_client)  # this gitd's containers, volumes, networks, images: by its label
+    assert not source.containers(docker_client)
+
+    target.mkdir()  # an empty directory is taken
+    done = gitd_cli("restore", "--from", str(archive), "--data-dir", str(target))
+    assert done.returncode == 0, done.stderr
+    assert "1 app(s), 1 service(s)" in done.stdout, done.stdout
+    again = gitd_cli("restore", "--from", str(archive), "--data-dir", str(target))
+    assert again.returncode != 0 and "holds a gitd" in again.stderr, again.stderr
+
+    restored = Gitd(root=restored_root, data_dir=target, admin_key=source.admin_key,
+                    ssh_port=free_port(), http_port=free_port(), api_port=free_port())
+    try:
+        restored.start(extra_env=IMAGES_ENV)
+        assert restored.instance == source.instance
+        restored.wait_for(host, GREETING, timeout=300)
+        assert rows(restored, app) == ["kept"]
+        assert ok(restored, "run", app, "--", "cat", "/data/file").stdout.strip() == "volume-kept"
+        report = wait_report(target / "restore")
+        assert report[f"app {app}"].startswith("restored at v"), report
+        assert "rebuilt from commit" in report[f"app {app}"], report
+        assert "volume" in report[f"app {app}"] and "restored" in report[f"app {app}"], report
+        assert report[f"service {db}"] == "restored with its data", report
+        assert not (target / "restore" / "pending.json").exists()
+        assert not (target / "restore" / "services").exists()  # the copies are not kept
+        assert not (target / "restore" / "volumes").exists()
+    finally:
+        restored.stop()
+        restored.cleanup(docker_client)
