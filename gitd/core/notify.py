@@ -173,9 +173,10 @@ def check_target(target: Target, internal_ok: bool, resolver: Resolver | None = 
         raise UsageError(f"cannot resolve {target.host}")
     inside = [a for a in addresses if internal_address(a)]
     if inside and not internal_ok:
+        where = f"resolves to {inside[0]}" if inside[0] != target.host.strip("[]") else "is"
         raise PermissionDenied(
-            f"{target.host} is (or resolves to) {inside[0]}, a loopback, private or other "
-            "internal address: only an admin may send notifications there")
+            f"{target.host} {where}, a loopback, private or other internal address: only an "
+            "admin may send notifications there")
     return addresses[0]
 
 
