@@ -102,6 +102,10 @@ async def serve(settings: Settings) -> int:
 
     notify.install(gitd.notifier)
     gitd.notifier.start()
+    from hooks.certwatch import CertWatch
+
+    cert_watch = CertWatch(settings, gitd.store)
+    cert_watch.start()
     backups = BackupScheduler(gitd)
     backups.start()
     if gitd.scheduler_class.routes_follow_tasks:
@@ -143,6 +147,7 @@ async def serve(settings: Settings) -> int:
     deadline = loop.time() + settings.shutdown_grace
     backups.stop()
     gitd.notifier.stop()
+    cert_watch.stop()
     if health:
         health.stop()
     pending = set()

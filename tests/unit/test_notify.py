@@ -433,3 +433,34 @@ def test_a_failed_scheduled_backup_emits_backup_failed_to_its_linked_apps(fake):
     ((apps, event, data),) = heard.events
     assert (apps, event, data["service"], data["error"]) == (["hello"], "backup.failed", "db",
                                                              "disk full")
+
+
+def test_expiring_certificates_and_acme_errors_are_told_once_each(store, monkeypatch):
+    from gitd.core import certs
+    from gitd.core.config import Settings
+    from hooks.certwatch import CertWatch
+
+    def row(domain, days_left, acme_error=None, at=None):
+        return {"domain": domain, "source": "acme", "days_left": days_left,
+                "expires": "2027-01-01T00:00:00Z", "expired": days_left is not None and days_left <= 0,
+                "acme_error": acme_error, "acme_error_at": at}
+
+    status = {"hello.example.com": row("hello.example.com", 5.0),
+              "ok.example.com": row("ok.example.com", 60.0),
+              "new.example.com": row("new.example.com", None, "rate limited", "2026-12-06T10:00:00Z")}
+    store.add_domains("hello", ["ok.example.com", "new.example.com"])
+    monkeypatch.setattr(certs, "domain_status",
+                        lambda settings, app, hosts: [status[h] for h in hosts])
+    watch = CertWatch(Settings(https_port=8443), store)
+    with notify.installed(Recorder()) as heard:
+        watch.look()
+        status["hello.example.com"]["days_left"] = 4.9  # the same expiry, a look later
+        watch.look()
+    assert sorted((e, d["domain"]) for _, e, d in heard.events) == [
+        ("acme.error", "new.example.com"), ("certificate.expiring", "hello.example.com")]
+    assert all(app == "hello" for app, _, _ in heard.events)
+    with notify.installed(Recorder()) as heard:
+        status["new.example.com"]["acme_error_at"] = "2026-12-06T11:00:00Z"  # failed again
+        watch.look()
+    assert [(e, d["error"]) for _, e, d in heard.events] == [("acme.error", "rate limited")]
+    assert CertWatch(Settings(), store).look() == []
