@@ -8,6 +8,8 @@ import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -118,8 +120,24 @@ def test_a_push_and_a_failed_push_are_delivered_signed_with_a_retry(gitd, receiv
     assert sub["deliveries"][0]["status"] == 200
     assert any(d["error"] == "HTTP 500 (will retry)" for d in sub["deliveries"])
     assert f"notify:     {sub['id']} {url}" in ok(gitd, "apps:info", app).stdout
-    ok(gitd, "notify:remove", app, str(sub["id"]))
+    # over HTTP: the same list, then the removal
+    token = ok(gitd, "tokens:create").stdout.strip().splitlines()[-1]
+    path = f"/api/v1/apps/{app}/notifications"
+    assert api(gitd, "GET", path, token) == (200, json.loads(shown.stdout))
+    assert api(gitd, "DELETE", f"{path}/{sub['id']}", token) == (200, {"app": app, "removed": sub["id"]})
+    assert api(gitd, "DELETE", f"{path}/{sub['id']}", token)[0] == 404
+    assert json.loads(ok(gitd, "notify", app, "--json").stdout)["subscriptions"] == []
     ok(gitd, "apps:destroy", app, "--force")
+
+
+def api(gitd, method: str, path: str, token: str) -> tuple[int, dict]:
+    request = urllib.request.Request(f"http://127.0.0.1:{gitd.gitd_api_port}{path}", method=method,
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def test_a_deployer_aiming_at_loopback_is_refused_in_words(gitd, tmp_path, receiver):
