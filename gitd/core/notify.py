@@ -46,10 +46,12 @@ EVENTS = ("deploy.started", "deploy.succeeded", "deploy.failed", "rollback", "ba
 FORMATS = ("json", "slack")
 MAX_URL = 2048
 TIMEOUT = 5.0  # seconds for each of connect and response
+DEADLINE = 10.0  # seconds for a whole attempt: a target answering a byte at a time is cut off
 RETRY_FOR = 900.0  # a delivery is given up this long after its event
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 120.0
 MAX_QUEUE = 1000  # deliveries waiting; past that, new ones are dropped (and recorded so)
+MAX_WAITING_PER_URL = 100  # so that one failing URL cannot fill the queue for the others
 SIGNATURE_HEADER = "X-Gitd-Signature"
 USER_AGENT = "gitd-notify/1"
 MAX_TEXT = 2000  # the log tail and reasons carried in an event
@@ -250,19 +252,27 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
 
 def post(target: Target, address: str, payload: bytes, headers: dict,
-         timeout: float = TIMEOUT) -> int:
-    """POST once; the status (a redirect is a status, not followed)."""
+         timeout: float = TIMEOUT, deadline: float = DEADLINE) -> int:
+    """POST once; the status (a redirect is a status, not followed). The
+    body of the answer is not read."""
     if target.scheme == "https":
         conn = _PinnedHTTPS(target.host, target.port, address, timeout, ssl.create_default_context())
     else:
         conn = _PinnedHTTP(target.host, target.port, address, timeout)
+    cut = threading.Timer(deadline, _cut_off, [conn])
+    cut.start()
     try:
         conn.request("POST", target.path, body=payload, headers=headers)
-        response = conn.getresponse()
-        response.read(65536)
-        return response.status
+        return conn.getresponse().status
     finally:
+        cut.cancel()
         conn.close()
+
+
+def _cut_off(conn) -> None:
+    """Wakes a read blocked on the connection (close alone would not)."""
+    with contextlib.suppress(OSError, AttributeError):
+        conn.sock.shutdown(socket.SHUT_RDWR)
 
 
 # --- the queue and its worker
@@ -320,13 +330,15 @@ class Notifier:
             item = Delivery(now, next(self._seq), sub["id"], event,
                             body(event, app, data, sub["format"], delivery, now), delivery, now)
             with self._wake:
-                full = len(self._queue) >= self.max_queue
+                full = len(self._queue) >= self.max_queue or sum(
+                    1 for d in self._queue if d.subscription == sub["id"]) >= MAX_WAITING_PER_URL
                 if not full:
                     heapq.heappush(self._queue, item)
                     queued += 1
                     self._wake.notify()
             if full:
-                self._record(item, None, f"dropped: {self.max_queue} deliveries already waiting")
+                self._record(item, None, "dropped: too many deliveries waiting "
+                                         f"(at most {MAX_WAITING_PER_URL} a URL, {self.max_queue} in all)")
         return queued
 
     def waiting(self) -> int:

@@ -464,3 +464,45 @@ def test_expiring_certificates_and_acme_errors_are_told_once_each(store, monkeyp
         watch.look()
     assert [(e, d["error"]) for _, e, d in heard.events] == [("acme.error", "rate limited")]
     assert CertWatch(Settings(), store).look() == []
+
+
+def test_one_failing_url_cannot_fill_the_queue_for_the_others(store, monkeypatch):
+    monkeypatch.setattr(notify, "MAX_WAITING_PER_URL", 3)
+    noisy = subscribe(store, events=["deploy.started"])
+    quiet = subscribe(store, events=["deploy.failed"])
+    n = notifier(store, Receiver(), Clock(), max_queue=10)
+    assert [n.emit("hello", "deploy.started", {}) for _ in range(5)] == [1, 1, 1, 0, 0]
+    assert n.emit("hello", "deploy.failed", {}) == 1
+    assert "at most 3 a URL" in store.notify_deliveries(noisy["id"])[0]["error"]
+    assert store.notify_deliveries(quiet["id"]) == []
+
+
+def test_a_target_answering_a_byte_at_a_time_is_cut_off_at_the_deadline():
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        while not stop.is_set():
+            try:
+                conn.sendall(b"H")
+            except OSError:
+                return
+            time.sleep(0.2)
+        conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    target = notify.parse_url(f"http://hooks.invalid:{listener.getsockname()[1]}/")
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception):
+            notify.post(target, "127.0.0.1", b"{}", {}, timeout=1.0, deadline=1.5)
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 5
