@@ -95,9 +95,9 @@ def installed(notifier):
 
 def events(text: str | None) -> list[str]:
     """`e1,e2` checked against EVENTS; none named means all."""
-    if text is None or not text.strip():
+    named = [e.strip() for e in (text or "").split(",") if e.strip()]
+    if not named:
         return list(EVENTS)
-    named = [e.strip() for e in text.split(",") if e.strip()]
     unknown = [e for e in named if e not in EVENTS]
     if unknown:
         raise UsageError(f"unknown event {unknown[0][:60]!r}; events: {', '.join(EVENTS)}")

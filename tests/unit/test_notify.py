@@ -74,7 +74,7 @@ def test_a_deployer_may_not_aim_at_an_internal_address_nor_a_name_resolving_to_o
 
 
 def test_events_and_formats_are_checked():
-    assert notify.events(None) == list(notify.EVENTS)
+    assert notify.events(None) == notify.events(" , ,") == list(notify.EVENTS)
     assert notify.events("deploy.failed, deploy.started,deploy.failed") == \
         ["deploy.started", "deploy.failed"]
     with pytest.raises(UsageError, match="unknown event"):
