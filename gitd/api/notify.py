@@ -32,7 +32,7 @@ LISTED = {"type": "object", "required": ["app", "events", "subscriptions"],
                          "subscriptions": {"type": "array", "items": SUBSCRIPTION}}}
 REMOVED = {"type": "object", "required": ["app", "removed"], "additionalProperties": False,
            "properties": {"app": nullable(STRING), "removed": INTEGER}}
-ID_PARAM = path_param("id", {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
+ID_PARAM = path_param("id", {"type": "integer", "minimum": 1, "maximum": notify.MAX_ID},
                       "the notification's id (notify APP)")
 
 

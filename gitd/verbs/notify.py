@@ -14,6 +14,7 @@ from gitd.core.errors import Conflict, NotFound
 from gitd.verbs import Session, iso_time
 
 MAX_SUBSCRIPTIONS = 20  # per app, and global ones
+MAX_ID = 10**12 - 1  # as validate.whole_number reads digits
 
 
 def add(s: Session, app: str | None, url: str, events: str | list[str] | None = None,
@@ -44,7 +45,7 @@ def list_(s: Session, app: str | None) -> dict:
 
 def remove(s: Session, app: str | None, subscription: int | str) -> dict:
     _scope(s, app)
-    number = validate.whole_number(subscription, "ID", 1, 2**63 - 1)
+    number = validate.whole_number(subscription, "ID", 1, MAX_ID)
     sub = s.store.notify_subscription(number)
     if sub is None or sub["app"] != app:
         raise NotFound(f"no notification {number} for {scope_name(app)}")

@@ -506,3 +506,11 @@ def test_a_target_answering_a_byte_at_a_time_is_cut_off_at_the_deadline():
         stop.set()
         listener.close()
     assert time.monotonic() - started < 5
+
+
+def test_every_id_the_api_document_allows_is_read_as_a_number(fake):
+    from gitd.api.notify import ID_PARAM
+
+    highest = ID_PARAM["schema"]["maximum"]
+    with pytest.raises(NotFound):  # not a 400: schemathesis sends the document's maximum
+        verbs.remove(session(fake), "hello", str(highest))
