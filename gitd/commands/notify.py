@@ -43,8 +43,9 @@ def add(ctx, argv):
         raise UsageError(f"usage: {p.usage}")
     args.app = None if args.everywhere else args.target[0]
     made = notify.add(ctx, _app_of(args), args.target[-1], args.events, args.fmt)
+    every = len(made["events"]) == len(events.EVENTS)
     ctx.out(f"-----> Notification {made['id']} of {notify.scope_name(made['app'])}: "
-            f"{made['url']} ({', '.join(made['events'])})")
+            f"{made['url']} ({'every event' if every else ', '.join(made['events'])})")
     ctx.out(f"       Secret (shown only now): {made['secret']}")
     ctx.out(f"       Each delivery carries {made['signature_header']}: sha256=HMAC-SHA256(secret, body)")
 
