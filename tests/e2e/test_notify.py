@@ -82,7 +82,8 @@ def test_a_push_and_a_failed_push_are_delivered_signed_with_a_retry(gitd, receiv
     app = unique_app("ntf")
     ok(gitd, "apps:create", app)
     url = f"http://127.0.0.1:{receiver.server_address[1]}/hook?x=1"
-    added = ok(gitd, "notify:add", app, url, "--events", "deploy.started,deploy.succeeded,deploy.failed")
+    added = ok(gitd, "notify:add", app, url, "--events",
+                "deploy.started,deploy.succeeded,deploy.failed,rollback")
     secret = re.search(r"Secret \(shown only now\): ([0-9a-f]{64})", added.stdout).group(1)
     assert secret not in ok(gitd, "notify", app, "--json").stdout
 
@@ -99,12 +100,23 @@ def test_a_push_and_a_failed_push_are_delivered_signed_with_a_retry(gitd, receiv
     retried = [r for r in receiver.received if r[0]["X-Gitd-Delivery"] ==
                first_headers["X-Gitd-Delivery"]]
     assert [r[2] for r in retried] == [500, 200] and retried[0][1] == retried[1][1]
+    (listed,) = json.loads(ok(gitd, "notify", app, "--json").stdout)["subscriptions"]
+    assert any(d["error"] == "HTTP 500 (will retry)" for d in listed["deliveries"])
 
     for headers, body, _ in receiver.received:
         assert headers["X-Gitd-Signature"] == notify.sign(secret, body)
         assert notify.verify(secret, body, headers["X-Gitd-Signature"])
         assert headers["Content-Type"] == "application/json"
     assert json.loads(started[0][1])["data"]["trigger"] == "push"
+
+    # a second release, then back to the first: a rollback event after its deploy.succeeded
+    (tmp_path / app / "Dockerfile").write_text(web_app("notify v2")["Dockerfile"])
+    git(repo, "commit", "-qam", "v2")
+    assert gitd.push(repo, app).returncode == 0
+    ok(gitd, "releases:rollback", app, "v1")
+    (headers, body, _), = receiver.wait_for(event_of("rollback", app))
+    assert json.loads(body)["data"]["trigger"] == "rollback"
+    assert headers["X-Gitd-Signature"] == notify.sign(secret, body)
 
     (tmp_path / app / "Dockerfile").write_text("FROM gitd-test/busybox:latest\nRUN false\n")
     git(repo, "commit", "-qam", "broken")
@@ -118,7 +130,6 @@ def test_a_push_and_a_failed_push_are_delivered_signed_with_a_retry(gitd, receiv
     shown = ok(gitd, "notify", app, "--json")
     (sub,) = json.loads(shown.stdout)["subscriptions"]
     assert sub["deliveries"][0]["status"] == 200
-    assert any(d["error"] == "HTTP 500 (will retry)" for d in sub["deliveries"])
     assert f"notify:     {sub['id']} {url}" in ok(gitd, "apps:info", app).stdout
     # over HTTP: the same list, then the removal
     token = ok(gitd, "tokens:create").stdout.strip().splitlines()[-1]
