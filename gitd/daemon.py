@@ -10,6 +10,7 @@ import signal
 import structlog
 
 from gitd import backup, serving
+from gitd.core import notify
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
 from gitd.scheduling import scheduler_class
@@ -99,6 +100,12 @@ async def serve(settings: Settings) -> int:
         asyncio.get_running_loop().create_task(_sync_certs(gitd))
     from gitd.services.schedule import BackupScheduler
 
+    notify.install(gitd.notifier)
+    gitd.notifier.start()
+    from hooks.certwatch import CertWatch
+
+    cert_watch = CertWatch(settings, gitd.store)
+    cert_watch.start()
     backups = BackupScheduler(gitd)
     backups.start()
     if gitd.scheduler_class.routes_follow_tasks:
@@ -141,6 +148,8 @@ async def serve(settings: Settings) -> int:
     api_stopped = loop.create_task(api.stop()) if api else None
     deadline = loop.time() + settings.shutdown_grace
     backups.stop()
+    gitd.notifier.stop()
+    cert_watch.stop()
     if health:
         health.stop()
     pending = set()

@@ -15,7 +15,7 @@ import structlog
 from gitd import gitserve, repos, scheduling
 from hooks import tls
 
-from gitd.core import certs
+from gitd.core import certs, notify
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError, NotFound, PermissionDenied
 from gitd.services.base import container_name as service_container
@@ -39,6 +39,7 @@ class Gitd:
             settings = replace(settings, instance=self.store.instance)
         self.settings = settings
         self.deployments = Deployments(self.store, settings.max_log_bytes)
+        self.notifier = notify.Notifier(self.store)  # installed and started by the daemon
         self.locks = AppLocks()
         self.retirements = Retirements()  # old containers draining after a deploy
         self._engine = None

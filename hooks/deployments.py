@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import structlog
 
+from gitd.core import notify
 from gitd.core.errors import GitdError
 from gitd.core.store import DEPLOYMENT_ENDS, Deployment, Store
 
@@ -28,6 +29,8 @@ TRIGGERS = ("push", "webhook", "api", "rollback", "config", "scale", "restart", 
 FLUSH_SECONDS = 1.0
 KEEP_ROWS = 200  # deployment rows kept per app
 TRIMMED_LOG_CHARS = 4000  # the tail kept of older deployments' logs
+NOTIFY_TAIL_LINES = 20  # of a failed deployment's log, in its deploy.failed event
+NOTIFY_FACTS = ("by", "ref", "commit", "image", "release")  # carried in its events
 FOLLOW_TICK = 1.0  # a follower is handed "" this often while nothing comes
 
 # the release kinds of Pipeline.release and the redeploy reasons, as triggers
@@ -104,6 +107,8 @@ class Recording:
         self.id = row.id
         self.app = row.app
         self.status = row.status
+        self.trigger = row.trigger
+        self.facts = {k: getattr(row, k) for k in NOTIFY_FACTS if getattr(row, k) is not None}
         self.downstream = downstream
         self._tail = LogTail(max_bytes, row.log, row.log_bytes)
         self._changed = threading.Condition()
@@ -143,6 +148,7 @@ class Recording:
 
     def _write(self, **fields) -> None:
         with self._changed:
+            self.facts.update({k: fields[k] for k in NOTIFY_FACTS if fields.get(k) is not None})
             log, total = self._tail.text, self._tail.total
             self._flushed_at = time.monotonic()
         try:
@@ -155,6 +161,14 @@ class Recording:
     def text(self) -> str:
         with self._changed:
             return self._tail.text
+
+    def tell(self, event: str, **data) -> None:
+        """Notify the app's subscribers (gitd.core.notify) of this deployment."""
+        notify.emit(self.app, event, deployment=self.id, trigger=self.trigger,
+                    **self.facts, **data)
+
+    def tail(self, lines: int) -> str:
+        return "\n".join(self.text.splitlines()[-lines:])
 
     def start_offset(self) -> int:
         with self._changed:
@@ -196,12 +210,16 @@ class Deployments:
         run.downstream = sink
         try:
             run.move(status, **fields)
+            run.tell("deploy.started")
             yield run
         except BaseException as exc:
             self._fail(run, exc)
             raise
         else:
             run.move("succeeded")
+            run.tell("deploy.succeeded")
+            if run.trigger == "rollback":
+                run.tell("rollback")
         finally:
             self._end(run)
 
@@ -235,6 +253,7 @@ class Deployments:
         if f" !     {error}" not in run.text:  # the pipeline may have said it already
             run.note(f" !     {error}")
         run.move("failed", error=error)
+        run.tell("deploy.failed", error=error, log_tail=notify.clip(run.tail(NOTIFY_TAIL_LINES)))
 
     def _end(self, run: Recording) -> None:
         with self._guard:

@@ -28,11 +28,17 @@ FOLLOWS = {"type": ["object", "null"], "required": ["url", "branch"], "additiona
            "properties": {"url": STRING, "branch": STRING},
            "description": "the repository the app follows (git:sync), without credentials"}
 
+NOTIFICATION_RESULT = {
+    "type": "object", "required": ["id", "url", "last"],
+    "description": "a notification URL (notify:add) and its last delivery attempt",
+    "properties": {"id": INTEGER, "url": STRING, "last": {"type": ["object", "null"]}}}
+
 APP_INFO = {
     "type": "object",
     "required": ["name", "created_at", "release", "commit", "image", "buildpack", "domains",
                  "urls", "certificate_warnings", "scale", "containers", "state",
-                 "health_restarts", "git_url", "granted_to", "deploying", "services", "follows"],
+                 "health_restarts", "git_url", "granted_to", "deploying", "services", "follows",
+                 "notifications"],
     "additionalProperties": False,
     "properties": {
         "name": STRING, "created_at": TIME, "release": nullable(INTEGER),
@@ -45,6 +51,7 @@ APP_INFO = {
         "git_url": STRING, "granted_to": STRINGS, "deploying": BOOLEAN,
         "services": {"type": "object", "additionalProperties": LINKED_SERVICE},
         "follows": FOLLOWS,
+        "notifications": {"type": "array", "items": NOTIFICATION_RESULT},
     },
 }
 

@@ -82,6 +82,11 @@ def info(ctx, argv):
                 f"{backup[link['last_backup_ok']]})")
         if link["last_backup_ok"] is False:
             ctx.err(f" !     the last backup of {service} failed: {link['last_backup_message']}")
+    for sub in data["notifications"]:
+        last = sub["last"]
+        result = "no delivery yet" if last is None else \
+            f"last {last['event']} at {last['at']}: {last['error'] or 'HTTP ' + str(last['status'])}"
+        ctx.out(f"notify:     {sub['id']} {sub['url']} ({result})")
     ctx.out("containers:")
     for c in data["containers"] or []:
         ctx.out(f"  {c['process']}  v{c['release']}  {c['state']}  {c['name']}")

@@ -196,6 +196,7 @@ class Store:
             self._migrate_webhooks(db)
             self._migrate_deployments(db)
             self._migrate_tokens(db)
+            self._migrate_notify(db)
 
     def _migrate_services(self, db) -> None:
         """Services, links and mounts (issue 12): added to an existing gitd.db too."""
@@ -249,6 +250,21 @@ class Store:
                  "created_at": float, "last_used_at": float, "expires_at": float}, pk="id")
             db["tokens"].create_index(["name"], unique=True)
             db["tokens"].create_index(["key_name"])
+
+    def _migrate_notify(self, db) -> None:
+        """Notification subscriptions (issue #25; app NULL: every app) and
+        their last delivery attempts."""
+        tables = db.table_names()
+        if "notify_subscriptions" not in tables:
+            db["notify_subscriptions"].create(
+                {"id": int, "app": str, "url": str, "events": str, "format": str, "secret": str,
+                 "by": str, "internal_ok": int, "created_at": float}, pk="id")
+            db["notify_subscriptions"].create_index(["app"])
+        if "notify_deliveries" not in tables:
+            db["notify_deliveries"].create(
+                {"id": int, "subscription": int, "event": str, "delivery": str, "attempt": int,
+                 "status": int, "error": str, "at": float}, pk="id")
+            db["notify_deliveries"].create_index(["subscription", "id"])
 
     def _migrate_routes(self) -> None:
         """Path routes (issue #13): `routes` replaces `domains`, a bare host
@@ -391,6 +407,7 @@ class Store:
                 db[table].delete_where("app = ?", [name])
             db["apps"].delete_where("name = ?", [name])
             db["service_links"].delete_where("app = ?", [name])
+            _delete_notify_subscriptions(db, "app = ?", [name])
 
     def take_seq(self, app: str) -> int:
         """Reserve the next deploy number; never reused, even after a crash."""
@@ -742,6 +759,60 @@ class Store:
                            "WHERE app = ? AND id <= ? AND length(log) > ?",
                            [log_tail, app, short[0], log_tail])
 
+    # notifications (issue #25)
+
+    def add_notify_subscription(self, app: str | None, url: str, events: list[str], fmt: str,
+                                secret: str, by: str, internal_ok: bool) -> dict:
+        row = {"app": app, "url": url, "events": json.dumps(events), "format": fmt,
+               "secret": secret, "by": by, "internal_ok": int(internal_ok), "created_at": now()}
+        with self._tx() as db:
+            row["id"] = db["notify_subscriptions"].insert(row).last_pk
+        return _subscription(row)
+
+    def notify_subscriptions(self, app: str | None) -> list[dict]:
+        """The app's subscriptions (None: the global ones), oldest first."""
+        where = "app IS NULL" if app is None else "app = ?"
+        with self._lock:
+            return [_subscription(r) for r in self.db["notify_subscriptions"].rows_where(
+                where, [] if app is None else [app], order_by="id")]
+
+    def notify_subscription(self, subscription_id: int) -> dict | None:
+        if not 0 < subscription_id < 2**63:
+            return None
+        with self._lock:
+            rows = list(self.db["notify_subscriptions"].rows_where("id = ?", [subscription_id]))
+        return _subscription(rows[0]) if rows else None
+
+    def notify_subscriptions_for(self, apps: list[str], event: str) -> list[dict]:
+        """Who hears of `event` of `apps`: their subscriptions and the global ones."""
+        marks = ", ".join("?" for _ in apps)
+        with self._lock:
+            rows = self.db["notify_subscriptions"].rows_where(
+                f"app IS NULL OR app IN ({marks})" if apps else "app IS NULL", list(apps),
+                order_by="id")
+            return [s for s in map(_subscription, rows) if event in s["events"]]
+
+    def remove_notify_subscription(self, subscription_id: int) -> None:
+        with self._tx() as db:
+            _delete_notify_subscriptions(db, "id = ?", [subscription_id])
+
+    def record_notify_delivery(self, subscription: int, keep: int = 10, **fields) -> None:
+        """One attempt's result; the subscription's last `keep` are kept."""
+        with self._tx() as db:
+            if not db["notify_subscriptions"].count_where("id = ?", [subscription]):
+                return
+            db["notify_deliveries"].insert({"subscription": subscription, **fields})
+            db.execute("DELETE FROM notify_deliveries WHERE subscription = ? AND id NOT IN "
+                       "(SELECT id FROM notify_deliveries WHERE subscription = ? "
+                       "ORDER BY id DESC LIMIT ?)", [subscription, subscription, keep])
+
+    def notify_deliveries(self, subscription: int, limit: int = 10) -> list[dict]:
+        """The subscription's last delivery attempts, newest first."""
+        with self._lock:
+            return list(self.db["notify_deliveries"].rows_where(
+                "subscription = ?", [subscription], order_by="id desc", limit=limit,
+                select="event, delivery, attempt, status, error, at"))
+
     def end_unfinished_deployments(self, note: str, finished: set = frozenset()) -> list[Deployment]:
         """At start: a deployment still pending never began (cancelled); one
         building or deploying was cut short by gitd's stop (failed), unless
@@ -791,6 +862,16 @@ def _release(row) -> Release:
         created_at=row["created_at"], finished_at=row["finished_at"], log=row["log"] or "",
         app_json=row["app_json"], mounts=json.loads(row.get("mounts") or "[]"),
         components=json.loads(row.get("components") or "{}"))
+
+
+def _subscription(row) -> dict:
+    return {**row, "events": json.loads(row["events"]), "internal_ok": bool(row["internal_ok"])}
+
+
+def _delete_notify_subscriptions(db, where: str, args: list) -> None:
+    db.execute(f"DELETE FROM notify_deliveries WHERE subscription IN "
+               f"(SELECT id FROM notify_subscriptions WHERE {where})", args)
+    db["notify_subscriptions"].delete_where(where, args)
 
 
 def _deployment(row) -> Deployment:

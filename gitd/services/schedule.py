@@ -14,6 +14,7 @@ import time
 
 import structlog
 
+from gitd.core import notify
 from gitd.core.errors import GitdError
 from gitd.services import cron
 
@@ -77,3 +78,6 @@ class BackupScheduler:
                                            last_backup_ok=False,
                                            last_backup_message=str(exc)[:500])
             log.warning("scheduled backup failed", service=svc.name, error=str(exc))
+            linked = sorted(self.gitd.store.links_of_service(svc.name))
+            notify.emit(linked, "backup.failed", service=svc.name, apps=linked,
+                        error=notify.clip(exc, 500))
