@@ -12,6 +12,7 @@ import structlog
 from gitd import serving
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
+from gitd.pages import start as start_pages
 from gitd.scheduling import scheduler_class
 from gitd.server import SSHService
 from gitd.service import Gitd
@@ -105,6 +106,7 @@ async def serve(settings: Settings) -> int:
         # Traefik's servers follow the tasks the scheduler runs (moved, replaced)
         gitd.scheduler.follow_tasks()
     health = gitd.watch_health()
+    pages = await start_pages(gitd)  # before Traefik: its maintenance routes use it
     children = await asyncio.to_thread(_start_children, settings, gitd.store)
     gitd.traefik_child = next((c for c in children if c.name == "traefik"), None)
     stop = asyncio.Event()
@@ -155,6 +157,8 @@ async def serve(settings: Settings) -> int:
     if api_stopped:
         await api_stopped
     await asyncio.to_thread(_stop_children, children)
+    if pages:
+        await pages.stop()
     serving.forget(settings)
     if pending:
         # worker threads cannot be cancelled; the next start reconciles

@@ -20,7 +20,7 @@ from gitd.core import validate
 from gitd.core.config import Settings
 from gitd.core.errors import BuildError, DeployError, GitdError, NotFound
 from gitd.core.store import HostRoute, Release, Store
-from hooks import checkout, checks, components, procfile, router
+from hooks import checkout, checks, components, maintenance, procfile, router
 from gitd.core import resources
 from hooks.deployments import Deployments, trigger_of_kind, trigger_of_reason
 from hooks.deploy import Deployer, Target, process_argv, service_network
@@ -338,6 +338,10 @@ class Pipeline:
             self.sync_fallbacks()
         except Exception as exc:  # noqa: BLE001 - a deploy or destroy is done either way
             progress_log.warning("cannot write the 503 routes", error=str(exc))
+        try:  # routes changed or an app went: maintenance routes follow
+            maintenance.sync(self.settings, self.store)
+        except Exception as exc:  # noqa: BLE001 - as above
+            progress_log.warning("cannot write the maintenance routes", error=str(exc))
 
     def serve_started(self, app: str, units: list, progress) -> None:
         """After ps:start: the started web containers pass their check and

@@ -28,6 +28,11 @@ FOLLOWS = {"type": ["object", "null"], "required": ["url", "branch"], "additiona
            "properties": {"url": STRING, "branch": STRING},
            "description": "the repository the app follows (git:sync), without credentials"}
 
+MAINTENANCE_STATE = {
+    "type": "object", "required": ["on", "message", "since"], "additionalProperties": False,
+    "properties": {"on": BOOLEAN, "message": nullable(STRING), "since": TIME},
+    "description": "maintenance mode (maintenance:on): whether the app's routes answer 503"}
+
 APP_INFO = {
     "type": "object",
     "required": ["name", "created_at", "release", "commit", "image", "buildpack", "domains",
@@ -45,6 +50,7 @@ APP_INFO = {
         "git_url": STRING, "granted_to": STRINGS, "deploying": BOOLEAN,
         "services": {"type": "object", "additionalProperties": LINKED_SERVICE},
         "follows": FOLLOWS,
+        "maintenance": MAINTENANCE_STATE,
     },
 }
 

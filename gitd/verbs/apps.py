@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gitd.core import certs, validate
 from gitd.core.errors import GitdError, UsageError
-from gitd.verbs import Session, deployments, git, iso_time
+from gitd.verbs import Session, deployments, git, iso_time, maintenance
 from hooks import health, remote
 
 
@@ -79,6 +79,7 @@ def info(s: Session, name: str) -> dict:
         "deploying": name in s.gitd.locks.busy(),
         "services": linked_services(s, name),
         "follows": follows_of(app),
+        "maintenance": maintenance.state_of(app),
     }
 
 
