@@ -73,7 +73,7 @@ def pushed_app(gitd, tmp_path, prefix: str):
     return app, repo
 
 
-def test_switch_under_load_drops_nothing_and_a_push_keeps_the_page(gitd, tmp_path):
+def test_switch_under_load_drops_nothing_and_deploys_keep_the_page(gitd, tmp_path):
     app, repo = pushed_app(gitd, tmp_path, "mnt")
     host = gitd.host(app)
     commit(repo, web_app("v2"), "v2")
@@ -87,6 +87,11 @@ def test_switch_under_load_drops_nothing_and_a_push_keeps_the_page(gitd, tmp_pat
         pushed = gitd.push(repo, app)  # deploys while on: the page stays
         assert pushed.returncode == 0, pushed.stderr
         after_push = time.monotonic()
+        assert json.loads(gitd.ssh("apps:info", app, "--json").stdout)["release"] == 2
+        ran = gitd.ssh("run", app, "--", "cat", "/www/index.html")  # a migration, say
+        assert ran.returncode == 0 and ran.stdout.strip() == "v2", ran.stderr
+        rolled = gitd.ssh("releases:rollback", app, "v1")
+        assert rolled.returncode == 0, rolled.stderr
         time.sleep(1.0)
         switching_off = time.monotonic()
         off = gitd.ssh("maintenance:off", app)
@@ -97,10 +102,10 @@ def test_switch_under_load_drops_nothing_and_a_push_keeps_the_page(gitd, tmp_pat
     assert load.served(until=switching_on) == {"v1"}
     assert load.served(on_done, switching_off) == {MAINTENANCE}
     assert load.served(after_push, switching_off) == {MAINTENANCE}
-    assert load.served(off_done) == {"v2"}
+    assert load.served(off_done) == {"v1"}  # rolled back while on
     assert len(load.answers) > 100
     status, headers, body = get_with_headers(gitd, host)
-    assert (status, body.strip()) == (200, "v2")
+    assert (status, body.strip()) == (200, "v1")
     assert "maintenance off" in gitd.ssh("maintenance", app).stdout
     gitd.ssh("apps:destroy", app, "--force")
 
