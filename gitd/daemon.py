@@ -12,7 +12,6 @@ import structlog
 from gitd import serving
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
-from gitd.pages import start as start_pages
 from gitd.scheduling import scheduler_class
 from gitd.server import SSHService
 from gitd.service import Gitd
@@ -71,6 +70,16 @@ def _start_children(settings: Settings, store=None) -> list:
     return started
 
 
+async def _start_pages(gitd: Gitd):
+    """The maintenance page server, beside a managed Traefik only (aiohttp
+    is loaded only when something serves HTTP)."""
+    if gitd.settings.traefik != "managed":
+        return None
+    from gitd.pages import start
+
+    return await start(gitd)
+
+
 def _stop_children(children: list) -> None:
     for child in reversed(children):
         child.stop()
@@ -106,7 +115,7 @@ async def serve(settings: Settings) -> int:
         # Traefik's servers follow the tasks the scheduler runs (moved, replaced)
         gitd.scheduler.follow_tasks()
     health = gitd.watch_health()
-    pages = await start_pages(gitd)  # before Traefik: its maintenance routes use it
+    pages = await _start_pages(gitd)  # before Traefik: its maintenance routes use it
     children = await asyncio.to_thread(_start_children, settings, gitd.store)
     gitd.traefik_child = next((c for c in children if c.name == "traefik"), None)
     stop = asyncio.Event()

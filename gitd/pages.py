@@ -68,9 +68,7 @@ class PageServer:
 
 
 async def start(gitd) -> PageServer | None:
-    """The page server, when gitd's Traefik is the managed one."""
-    if not maintenance.uses_file_provider(gitd.settings):
-        return None
+    """The page server (None when it cannot listen)."""
     server = PageServer(gitd)
     try:
         port = await server.start()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from gitd.api.routing import (APP_PARAM, BOOLEAN, STRING, TIME, Routes, call, json_body,
                               nullable)
 from gitd.verbs import maintenance
-from hooks.maintenance import MAX_MESSAGE
+from hooks.maintenance import MAX_MESSAGE, MESSAGE_PATTERN
 
 routes = Routes()
 
@@ -20,8 +20,9 @@ SWITCHED = {"type": "object",
                            "confirmed_in": {"type": "number",
                                             "description": "seconds until Traefik confirmed"}}}
 ON_BODY = {"type": "object", "additionalProperties": False, "properties": {
-    "message": {**STRING, "maxLength": MAX_MESSAGE,
-                "description": "plain text shown on the page (escaped; newlines kept)"}}}
+    "message": {**STRING, "maxLength": MAX_MESSAGE, "pattern": MESSAGE_PATTERN,
+                "description": "plain text shown on the page (escaped; newlines kept; "
+                               "no other control characters)"}}}
 
 
 @routes.get("/api/v1/apps/{name}/maintenance", tags=["maintenance"], parameters=[APP_PARAM],

@@ -68,13 +68,26 @@ def test_no_app_name_makes_another_apps_router_names():
 def test_message_is_bounded_plain_text():
     assert maintenance.check_message(None) == maintenance.DEFAULT_MESSAGE
     assert maintenance.check_message("  \n ") == maintenance.DEFAULT_MESSAGE
-    assert maintenance.check_message(" back at 5\r\nsorry ") == "back at 5\nsorry"
+    assert maintenance.check_message(" back at 5\nsorry ") == "back at 5\nsorry"
     assert maintenance.check_message("x" * maintenance.MAX_MESSAGE) == "x" * maintenance.MAX_MESSAGE
     with pytest.raises(UsageError, match="at most 500"):
         maintenance.check_message("x" * (maintenance.MAX_MESSAGE + 1))
-    for hostile in ("\x1b[31mred", "a\x00b", "right\u202eto left", "bell\x07"):
+    for hostile in ("\x1b[31mred", "a\x00b", "right\u202eto left", "bell\x07", "c1\x95",
+                    "lone \ud800 surrogate", "lone\rreturn", "windows\r\n"):
         with pytest.raises(UsageError, match="control characters"):
             maintenance.check_message(hostile)
+
+
+@pytest.mark.parametrize("text", ["plain", "tab\tand\nlines", "é 😀 <b>&", "zero\u200bwidth",
+                                  "\x1b[2J", "a\x00", "\x95", "\u202e", "\u2066", "\ud83d", "x\r"])
+def test_the_api_schema_pattern_accepts_exactly_what_the_check_does(text):
+    import re
+    try:
+        maintenance.check_message(text)
+        accepted = True
+    except UsageError:
+        accepted = False
+    assert bool(re.search(maintenance.MESSAGE_PATTERN, text)) is accepted
 
 
 def test_page_escapes_the_message_and_keeps_its_lines():
