@@ -158,3 +158,31 @@ def test_a_restart_keeps_it_over_http_and_https(own_gitd, tmp_path):
     assert get_with_headers(own_gitd, host)[::2] == (200, "v1\n")
     status, _, body, _ = https_get(own_gitd.https_port, host, None)
     assert (status, body) == (200, "v1\n")
+
+
+def test_on_the_swarm_scheduler_too(swarm_gitd, tmp_path):
+    """On a swarm the deploys' routes are route files too: the page still
+    outranks them, with no failed request either way."""
+    gitd = swarm_gitd
+    app, repo = pushed_app(gitd, tmp_path, "mnts")
+    host = gitd.host(app)
+    commit(repo, web_app("v2"), "v2")
+    with SwitchLoad(gitd, host, clients=4) as load:
+        time.sleep(1.0)
+        switching_on = time.monotonic()
+        on = maintenance_on(gitd, app)
+        on_done = time.monotonic()
+        assert on.returncode == 0, on.stderr
+        pushed = gitd.push(repo, app)
+        assert pushed.returncode == 0, pushed.stderr
+        time.sleep(1.0)
+        switching_off = time.monotonic()
+        off = gitd.ssh("maintenance:off", app)
+        off_done = time.monotonic()
+        assert off.returncode == 0, off.stderr
+        time.sleep(1.0)
+    assert load.failures == [], load.failures[:10]
+    assert load.served(until=switching_on) == {"v1"}
+    assert load.served(on_done, switching_off) == {MAINTENANCE}
+    assert load.served(off_done) == {"v2"}
+    gitd.ssh("apps:destroy", app, "--force")
