@@ -25,6 +25,7 @@ import time
 
 from gitd.core.errors import GitdError, UsageError
 from hooks import router
+from hooks.components import service_paths
 
 FILE_PREFIX = "maintenance-"
 PAGE_FILE = "gitd-maintenance-page.yml"
@@ -136,8 +137,18 @@ def require_managed_traefik(settings) -> None:
                         "nothing changed")
 
 
+def app_routes(store, app: str) -> list:
+    """Every route the app answers: its own, and those of each app.json
+    service of its live release (`/api` on each of them: a longer prefix,
+    so a router of its own is needed to outrank it)."""
+    own = store.routes(app)
+    release = store.current_release(app)
+    services = (release.components or {}).values() if release else ()
+    return own + [route for service in services for route in service_paths(own, service)]
+
+
 def app_config(settings, store, app: str) -> dict:
-    return route_config(app, store.routes(app), settings.traefik_entrypoint,
+    return route_config(app, app_routes(store, app), settings.traefik_entrypoint,
                         router.HTTPS_ENTRYPOINT if settings.https else "")
 
 

@@ -22,6 +22,7 @@ from gitd.core.errors import BuildError, DeployError, GitdError, NotFound
 from gitd.core.store import HostRoute, Release, Store
 from hooks import checkout, checks, components, maintenance, procfile, router
 from gitd.core import resources
+from hooks.components import service_paths
 from hooks.deployments import Deployments, trigger_of_kind, trigger_of_reason
 from hooks.deploy import Deployer, Target, process_argv, service_network
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE, Engine
@@ -639,12 +640,6 @@ def _within(value, default, high):
     except (TypeError, ValueError):
         return default
     return value if 0 <= value <= high else default  # nan fails both comparisons
-
-
-def service_paths(app_routes: list[HostRoute], service: dict) -> list[HostRoute]:
-    """An app.json service's routes on each of the app's routes."""
-    return [HostRoute(r.host, components.join_paths(r.path, path), strip)
-            for r in app_routes for path, strip in service.get("routes", [])]
 
 
 def process_types(procfile: dict) -> list[str]:

@@ -15,7 +15,7 @@ from gitd.core.errors import GitdError, PermissionDenied, UsageError
 from gitd.core.store import HostRoute
 from gitd.pages import PageServer
 from hooks import maintenance, router
-from tests.fakes import FakeGitd, call
+from tests.fakes import FakeGitd, call, deployed
 
 
 def test_one_router_per_path_group_over_http_and_https_with_no_servers():
@@ -213,6 +213,24 @@ def test_sync_follows_routes_and_removes_files_of_apps_gone(fake, traefik):
     fake.store.update_app_settings("hello", maintenance=None)
     maintenance.sync(fake.settings, fake.store)
     assert not route_file(fake).exists()
+
+
+def test_the_routes_of_app_json_services_get_the_page_too(store, tmp_path):
+    """A service's `/api` on each domain is a longer prefix than the
+    domain's own route: without a router of its own it would outrank it."""
+    store.add_routes("hello", [HostRoute("shop.test", "/shop")])
+    deployed(store)
+    release = store.current_release("hello")
+    store.update_release("hello", release.version, components={
+        "frontend": {"routes": [["/", False]]}, "backend": {"routes": [["/api", True]]}})
+    settings = Settings(data_dir=tmp_path, instance="t1234567")
+    routers = maintenance.app_config(settings, store, "hello")["http"]["routers"]
+    rules = {r["rule"]: r["priority"] for r in routers.values()}
+    api = "Host(`hello.example.com`) && (Path(`/api`) || PathPrefix(`/api/`))"
+    assert rules[api] == maintenance.priority("/api") > router.priority(10**6, "/api")
+    assert "Host(`shop.test`) && (Path(`/shop/api`) || PathPrefix(`/shop/api/`))" in rules
+    assert "Host(`hello.example.com`)" in rules
+    assert "Host(`shop.test`) && (Path(`/shop`) || PathPrefix(`/shop/`))" in rules
 
 
 # --- the page server --------------------------------------------------------------------
