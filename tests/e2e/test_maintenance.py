@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from tests.e2e.conftest import web_app
+from tests.e2e.conftest import BASE_IMAGE, web_app
 from tests.e2e.harness import Load, commit, free_port, make_repo, unique_app
 from tests.e2e.tls_helpers import https_get
 
@@ -185,4 +185,33 @@ def test_on_the_swarm_scheduler_too(swarm_gitd, tmp_path):
     assert load.served(until=switching_on) == {"v1"}
     assert load.served(on_done, switching_off) == {MAINTENANCE}
     assert load.served(off_done) == {"v2"}
+    gitd.ssh("apps:destroy", app, "--force")
+
+
+def busybox_service(text: str, port: int) -> str:
+    return (f"FROM {BASE_IMAGE}:latest\nRUN mkdir -p /www && echo {text} > /www/index.html\n"
+            f'CMD ["httpd", "-f", "-p", "{port}", "-h", "/www"]\n')
+
+
+def test_every_route_of_app_json_services_gets_the_page(gitd, tmp_path):
+    app = unique_app("mntm")
+    assert gitd.ssh("apps:create", app).returncode == 0
+    repo = make_repo(tmp_path / app, {
+        "front/Dockerfile": busybox_service("front", 3000),
+        "back/Dockerfile": busybox_service("back", 8080),
+        "app.json": json.dumps({"services": {
+            "front": {"build": {"dir": "front"}, "port": 3000, "routes": [{"path": "/"}]},
+            "back": {"build": {"dir": "back"}, "port": 8080,
+                     "routes": [{"path": "/api", "strip_prefix": True}]}}})})
+    pushed = gitd.push(repo, app)
+    assert pushed.returncode == 0, pushed.stderr
+    host = gitd.host(app)
+    assert gitd.get(host, "/api/") == (200, "back\n")
+    assert maintenance_on(gitd, app).returncode == 0
+    for path in ("/", "/api/", "/api/x", "/other"):
+        status, headers, body = get_with_headers(gitd, host, path)
+        assert is_page(status, headers, body), (path, status, body)
+    assert gitd.ssh("maintenance:off", app).returncode == 0
+    assert gitd.get(host, "/api/") == (200, "back\n")
+    assert gitd.get(host, "/") == (200, "front\n")
     gitd.ssh("apps:destroy", app, "--force")
