@@ -21,8 +21,8 @@ def show(ctx, argv):
 
 @command("maintenance:on", "maintenance:on APP [--message TEXT]",
          "Answer every request to an app with 503 and a maintenance page", admin=False, help="""
-Every route of the app (its domains and path prefixes, over HTTP and HTTPS)
-answers 503 with Retry-After and a small page showing TEXT (plain text, at
+Every route of the app (its domains and path prefixes, its app.json
+services' routes, over HTTP and HTTPS) answers 503 with Retry-After and a small page showing TEXT (plain text, at
 most 500 characters; quote it). Switched with no failed request; returns
 once Traefik serves the page. Deploys, rollbacks and `run` still work while
 it is on (migrate, then maintenance:off); a deploy leaves it on. Run again
