@@ -6,11 +6,12 @@ dynamic dir: per path group of its routes (HTTP, and HTTPS when on) a
 router at the top of that path's priority band, above each of the app's
 deploys (router.priority) and still below a longer prefix of another app
 on the same host. The routers' service has no servers: Traefik itself
-answers 503, so the status never depends on gitd. Two middlewares dress
-it: a Retry-After header, and Traefik's errors middleware fetching the
-page from gitd's page server (gitd.pages), whose address lives in a file
-of its own (PAGE_FILE), written when gitd starts. Should the page server
-be away, the answer is still a 503 with Retry-After (a bare body).
+answers 503, so the status never depends on the page server. Two
+middlewares dress it: a Retry-After header, and Traefik's errors
+middleware fetching the page from gitd's page server (gitd.pages), whose
+address lives in a file of its own (PAGE_FILE), written when gitd starts.
+Should the page server be away, the answer is still a 503 with
+Retry-After (a bare body).
 
 Switching is one file written or removed: Traefik swaps its routing table
 whole, so requests in flight finish where they went and no request fails.
