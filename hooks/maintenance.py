@@ -191,6 +191,23 @@ def sync(settings, store) -> None:
                 path.unlink(missing_ok=True)
 
 
+def cover(settings, store, app: str, routes) -> None:
+    """Before a deploy of an app in maintenance routes `routes` (its
+    targets': a new app.json service's, a domain just added), the page
+    covers them too, confirmed, so none answers from the app meanwhile
+    (`sync` after the deploy keeps only the routes the app still has)."""
+    if not uses_file_provider(settings):
+        return
+    with switching:
+        if not in_maintenance(store.get_app(app)):
+            return
+        config = route_config(app, app_routes(store, app) + router.as_routes(routes),
+                              settings.traefik_entrypoint,
+                              router.HTTPS_ENTRYPOINT if settings.https else "")
+        if write(settings, app, config):
+            confirm(settings.api_url, router_names(config), live=True)
+
+
 def _router_states(api_url: str, names: list[str]) -> dict[str, str | None]:
     """{router: its status in Traefik, None when Traefik has no such router}."""
     states = {}

@@ -295,6 +295,7 @@ class Pipeline:
             if record:
                 self.store.update_release(app, release.version, status="succeeded", log=progress.text)
 
+        self._cover_maintenance(app, targets)
         # images of old releases go once no container uses them: after the retirement
         deploying = threading.get_ident()
         self.deployer.deploy(targets if release.components else target, progress, on_live,
@@ -343,6 +344,14 @@ class Pipeline:
             maintenance.sync(self.settings, self.store)
         except Exception as exc:  # noqa: BLE001 - as above
             progress_log.warning("cannot write the maintenance routes", error=str(exc))
+
+    def _cover_maintenance(self, app: str, targets: list) -> None:
+        try:
+            maintenance.cover(self.settings, self.store, app,
+                              [route for t in targets for route in router.as_routes(t.routes)])
+        except Exception as exc:  # noqa: BLE001 - the deploy goes on; its end syncs again
+            progress_log.warning("cannot cover the deploy's routes with the maintenance page",
+                                 app=app, error=str(exc))
 
     def serve_started(self, app: str, units: list, progress) -> None:
         """After ps:start: the started web containers pass their check and

@@ -45,7 +45,7 @@ class SwitchLoad(Load):
 
     def request(self) -> tuple[int, str]:
         started = time.monotonic()
-        status, headers, body = get_with_headers(self.gitd, self.host)
+        status, headers, body = get_with_headers(self.gitd, self.host, self.path)
         if is_page(status, headers, body):
             status, body = 200, MAINTENANCE
         if status == 200:
@@ -211,7 +211,19 @@ def test_every_route_of_app_json_services_gets_the_page(gitd, tmp_path):
     for path in ("/", "/api/", "/api/x", "/other"):
         status, headers, body = get_with_headers(gitd, host, path)
         assert is_page(status, headers, body), (path, status, body)
+    # a push adding a service: its route answers the page from the first request
+    app_json = json.loads((repo / "app.json").read_text())
+    app_json["services"]["extra"] = {"build": {"dir": "extra"}, "port": 8081,
+                                     "routes": [{"path": "/extra", "strip_prefix": True}]}
+    commit(repo, {"extra/Dockerfile": busybox_service("extra", 8081),
+                  "app.json": json.dumps(app_json)}, "extra")
+    with SwitchLoad(gitd, host, clients=2, path="/extra/") as load:
+        pushed = gitd.push(repo, app)
+        assert pushed.returncode == 0, pushed.stderr
+        time.sleep(0.5)
+    assert load.failures == [] and load.served() == {MAINTENANCE}, (load.failures[:5], load.served())
     assert gitd.ssh("maintenance:off", app).returncode == 0
+    assert gitd.get(host, "/extra/") == (200, "extra\n")
     assert gitd.get(host, "/api/") == (200, "back\n")
     assert gitd.get(host, "/") == (200, "front\n")
     gitd.ssh("apps:destroy", app, "--force")

@@ -233,6 +233,17 @@ def test_the_routes_of_app_json_services_get_the_page_too(store, tmp_path):
     assert "Host(`shop.test`) && (Path(`/shop`) || PathPrefix(`/shop/`))" in rules
 
 
+def test_a_deploys_new_routes_are_covered_before_it_only_in_maintenance(fake, traefik):
+    new = [HostRoute("hello.example.com", "/extra", True)]
+    maintenance.cover(fake.settings, fake.store, "hello", new)
+    assert not route_file(fake).exists()  # not in maintenance: nothing to cover
+    call(fake, "maintenance:on", "hello")
+    maintenance.cover(fake.settings, fake.store, "hello", new)
+    assert "PathPrefix(`/extra/`)" in route_file(fake).read_text()
+    maintenance.sync(fake.settings, fake.store)  # after the deploy: what the app has
+    assert "/extra" not in route_file(fake).read_text()
+
+
 # --- the page server --------------------------------------------------------------------
 
 
