@@ -71,6 +71,16 @@ def _start_children(settings: Settings, store=None) -> list:
     return started
 
 
+async def _start_pages(gitd: Gitd):
+    """The maintenance page server, beside a managed Traefik only (aiohttp
+    is loaded only when something serves HTTP)."""
+    if gitd.settings.traefik != "managed":
+        return None
+    from gitd.pages import start
+
+    return await start(gitd)
+
+
 def _stop_children(children: list) -> None:
     for child in reversed(children):
         child.stop()
@@ -112,6 +122,7 @@ async def serve(settings: Settings) -> int:
         # Traefik's servers follow the tasks the scheduler runs (moved, replaced)
         gitd.scheduler.follow_tasks()
     health = gitd.watch_health()
+    pages = await _start_pages(gitd)  # before Traefik: its maintenance routes use it
     children = await asyncio.to_thread(_start_children, settings, gitd.store)
     gitd.traefik_child = next((c for c in children if c.name == "traefik"), None)
     stop = asyncio.Event()
@@ -166,6 +177,8 @@ async def serve(settings: Settings) -> int:
     if api_stopped:
         await api_stopped
     await asyncio.to_thread(_stop_children, children)
+    if pages:
+        await pages.stop()
     serving.forget(settings)
     if pending:
         # worker threads cannot be cancelled; the next start reconciles

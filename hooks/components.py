@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from gitd.core import validate
 from gitd.core.validate import attr_name, build_dir
 from gitd.core.errors import UsageError
+from gitd.core.store import HostRoute
 from hooks import checks
 
 MAX_COMPONENTS = 16
@@ -75,6 +76,13 @@ def join_paths(outer: str, inner: str) -> str:
     if inner == "/":
         return outer
     return outer + inner
+
+
+def service_paths(app_routes: list[HostRoute], service: dict) -> list[HostRoute]:
+    """An app.json service's routes (as a release records them) on each of
+    the app's routes."""
+    return [HostRoute(r.host, join_paths(r.path, path), strip)
+            for r in app_routes for path, strip in service.get("routes", [])]
 
 
 def under(path: str, prefix: str) -> bool:

@@ -19,9 +19,10 @@ from hooks import tls
 from gitd.core import validate
 from gitd.core.config import Settings
 from gitd.core.errors import BuildError, DeployError, GitdError, NotFound
-from gitd.core.store import HostRoute, Release, Store
-from hooks import checkout, checks, components, procfile, router
+from gitd.core.store import Release, Store
+from hooks import checkout, checks, components, maintenance, procfile, router
 from gitd.core import resources
+from hooks.components import service_paths
 from hooks.deployments import Deployments, trigger_of_kind, trigger_of_reason
 from hooks.deploy import Deployer
 from hooks.specs import DEFAULT_PORT, Target, process_argv, service_network
@@ -314,6 +315,7 @@ class Pipeline:
             if record:
                 self.store.update_release(app, release.version, status="succeeded", log=progress.text)
 
+        self._cover_maintenance(app, targets)
         # images of old releases go once no container uses them: after the retirement
         deploying = threading.get_ident()
         self.deployer.deploy(targets if release.components else target, progress, on_live,
@@ -358,6 +360,18 @@ class Pipeline:
             self.sync_fallbacks()
         except Exception as exc:  # noqa: BLE001 - a deploy or destroy is done either way
             progress_log.warning("cannot write the 503 routes", error=str(exc))
+        try:  # routes changed or an app went: maintenance routes follow
+            maintenance.sync(self.settings, self.store)
+        except Exception as exc:  # noqa: BLE001 - as above
+            progress_log.warning("cannot write the maintenance routes", error=str(exc))
+
+    def _cover_maintenance(self, app: str, targets: list) -> None:
+        try:
+            maintenance.cover(self.settings, self.store, app,
+                              [route for t in targets for route in router.as_routes(t.routes)])
+        except Exception as exc:  # noqa: BLE001 - the deploy goes on; its end syncs again
+            progress_log.warning("cannot cover the deploy's routes with the maintenance page",
+                                 app=app, error=str(exc))
 
     def serve_started(self, app: str, units: list, progress) -> None:
         """After ps:start: the started web containers pass their check and
@@ -655,12 +669,6 @@ def _within(value, default, high):
     except (TypeError, ValueError):
         return default
     return value if 0 <= value <= high else default  # nan fails both comparisons
-
-
-def service_paths(app_routes: list[HostRoute], service: dict) -> list[HostRoute]:
-    """An app.json service's routes on each of the app's routes."""
-    return [HostRoute(r.host, components.join_paths(r.path, path), strip)
-            for r in app_routes for path, strip in service.get("routes", [])]
 
 
 def process_types(procfile: dict) -> list[str]:

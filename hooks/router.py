@@ -39,7 +39,8 @@ HTTPS_ENTRYPOINT = "websecure"
 REDIRECT_PRIORITY = 1_000_000_000
 # deploy priority: 1000 + seq, plus a band per character of path prefix
 # beyond "/" (prefixes are at most 100 characters: the top band stays below
-# REDIRECT_PRIORITY; a seq past the band's width is held at its top)
+# REDIRECT_PRIORITY; a seq past the band's width is held just below its top,
+# which is maintenance mode's: hooks.maintenance)
 PRIORITY_BASE = 1000
 PRIORITY_BAND = 1_000_000
 
@@ -83,7 +84,7 @@ def path_rule(hosts: list[str], path: str) -> str:
 
 
 def priority(seq: int, path: str) -> int:
-    return PRIORITY_BASE + min(seq, PRIORITY_BAND - PRIORITY_BASE - 1) + (len(path) - 1) * PRIORITY_BAND
+    return PRIORITY_BASE + min(seq, PRIORITY_BAND - PRIORITY_BASE - 2) + (len(path) - 1) * PRIORITY_BAND
 
 
 def as_routes(routes) -> list[HostRoute]:
@@ -311,6 +312,13 @@ def _get_json(url: str, timeout: float = 2.0):
         raise
     except (OSError, ValueError):
         return None
+
+
+def router_status(api_url: str, name: str, provider: str = "docker") -> str | None:
+    """The status Traefik reports for a router ("enabled", ...); None when
+    it has no such router (or cannot be asked)."""
+    found = _get_json(f"{api_url}/api/http/routers/{name}@{provider}")
+    return (found or {}).get("status")
 
 
 def has_file_provider(api_url: str) -> bool:

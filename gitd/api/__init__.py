@@ -63,6 +63,7 @@ ROUTE_MODULES = (
     "gitd.api.storage",
     "gitd.api.webhooks",
     "gitd.api.notify",
+    "gitd.api.maintenance",
 )
 
 MAX_BODY = 1024 * 1024

@@ -32,6 +32,10 @@ NOTIFICATION_RESULT = {
     "type": "object", "required": ["id", "url", "last"],
     "description": "a notification URL (notify:add) and its last delivery attempt",
     "properties": {"id": INTEGER, "url": STRING, "last": {"type": ["object", "null"]}}}
+MAINTENANCE_STATE = {
+    "type": "object", "required": ["on", "message", "since"], "additionalProperties": False,
+    "properties": {"on": BOOLEAN, "message": nullable(STRING), "since": TIME},
+    "description": "maintenance mode (maintenance:on): whether the app's routes answer 503"}
 
 APP_INFO = {
     "type": "object",
@@ -52,6 +56,7 @@ APP_INFO = {
         "services": {"type": "object", "additionalProperties": LINKED_SERVICE},
         "follows": FOLLOWS,
         "notifications": {"type": "array", "items": NOTIFICATION_RESULT},
+        "maintenance": MAINTENANCE_STATE,
     },
 }
 

@@ -65,6 +65,8 @@ def info(ctx, argv):
         ctx.out(f"image:      {data['image']}")
     ctx.out(f"urls:       {' '.join(data['urls']) or '-'}")
     ctx.out(f"state:      {data['state']}")
+    if data["maintenance"]["on"]:
+        ctx.out(f"maintenance: on since {data['maintenance']['since']} (maintenance:off APP)")
     restarts = data["health_restarts"]
     if restarts:
         ctx.out(f"restarted:  {restarts['count']} time(s) for failing health checks "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gitd.core import certs, validate
 from gitd.core.errors import GitdError, UsageError
-from gitd.verbs import Session, deployments, git, iso_time, notify
+from gitd.verbs import Session, deployments, git, iso_time, maintenance, notify
 from hooks import health, remote
 
 
@@ -80,6 +80,7 @@ def info(s: Session, name: str) -> dict:
         "services": linked_services(s, name),
         "follows": follows_of(app),
         "notifications": notify.last_results(s.store, name),
+        "maintenance": maintenance.state_of(app),
     }
 
 
