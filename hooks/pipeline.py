@@ -21,7 +21,7 @@ from gitd.core.config import Settings
 from gitd.core.errors import BuildError, DeployError, GitdError, NotFound
 from gitd.core.store import HostRoute, Release, Store
 from hooks import checkout, checks, components, procfile, router
-from gitd.core import resources
+from gitd.core import previews, resources
 from hooks.deployments import Deployments, trigger_of_kind, trigger_of_reason
 from hooks.deploy import Deployer, Target, process_argv, service_network
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE, Engine
@@ -91,6 +91,7 @@ class Pipeline:
                 processes = procfile.parse(checkout.read_file(repo, tree, "Procfile"))
                 app_json = checkout.read_file(repo, tree, "app.json")
                 checks.from_app_json(app_json)  # a broken app.json fails the push early
+                previews.from_app_json(app_json)
                 declared = components.parse(app_json)
                 progress.stage("build")
                 if declared:

@@ -1,0 +1,158 @@
+"""Preview apps (issue #25): a pushed branch beside the deploy branch deploys
+as an app of its own, `APP--<branch>`, made and deployed by the same code as
+every app (Gitd.create_app, the pipeline's push); a pushed deletion of the
+branch, previews:destroy, the parent's destruction or its TTL's passing
+removes it with Gitd.destroy_app. The reaper is one thread in the daemon.
+
+Locks: a push holds the parent's lock, then takes the preview's; the
+reaper takes the parent's (never waiting) then the preview's: one order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from gitd.core import previews as rules
+from gitd.core.errors import GitdError
+
+log = structlog.get_logger("gitd.previews")
+
+
+class Previews:
+    def __init__(self, gitd):
+        self.gitd = gitd
+
+    @property
+    def store(self):
+        return self.gitd.store
+
+    def policy(self, parent: str) -> dict | None:
+        """The parent's rules, from its settings and its live release's
+        app.json (the deploy branch's: a branch cannot loosen them)."""
+        current = self.store.current_release(parent)
+        return rules.policy(self.store.get_app(parent).settings,
+                            current.app_json if current else None)
+
+    def push(self, parent: str, branch: str, repo, commit: bytes, pushed_by: str | None,
+             sink) -> str | None:
+        """Deploy `branch` as its preview; the caller holds the parent's
+        lock. The preview's name, or None when the parent has previews off."""
+        policy = self.policy(parent)
+        if policy is None:
+            return None
+        name, made = self._preview_for(parent, branch, policy, sink)
+        try:
+            self._configure(parent, name, policy)
+            with self.gitd.app_lock(name, notify=sink):
+                self.gitd.pipeline.push(name, repo, commit, pushed_by, sink)
+        except BaseException:
+            if made:  # a first deploy that failed leaves nothing behind
+                self.destroy(name, sink)
+            raise
+        self.store.preview_updated(name, commit.decode())
+        return name
+
+    def _preview_for(self, parent: str, branch: str, policy: dict, sink) -> tuple[str, bool]:
+        """The branch's preview app, made when it has none: (name, made now)."""
+        found = self.store.preview_of_branch(parent, branch)
+        if found:
+            return found.name, False
+        name = rules.name_of(parent, branch)
+        holder = self.store.preview(name)
+        if holder is not None or self.store.app_exists(name):
+            other = holder.branch if holder else None
+            raise GitdError(f"branch {rules.shown(branch)} would be the preview {name}, which "
+                            + (f"branch {rules.shown(other)} has already" if other else
+                               "is taken") + "; rename the branch")
+        count = len(self.store.previews(parent))
+        if count >= policy["max"]:
+            raise GitdError(f"{parent} has {count} previews, its most (previews:enable "
+                            f"{parent} --max N); remove one first: previews:destroy {parent} BRANCH")
+        sink(f"-----> Creating preview app {name} for branch {branch}")
+        self.gitd.create_app(name)
+        try:
+            self.store.add_preview(name, parent, branch)
+        except BaseException:
+            self.gitd.destroy_app(name, lambda line: None)
+            raise
+        return name, True
+
+    def _configure(self, parent: str, name: str, policy: dict) -> None:
+        """The parent's config (minus exclude, plus env) and build dir, and
+        bounded resources: set again at each push."""
+        config = rules.config_of(self.store.get_config(parent), policy)
+        stale = [k for k in self.store.get_config(name) if k not in config]
+        self.store.set_config(name, config, unset=stale)
+        parent_settings = self.store.get_app(parent).settings
+        self.store.update_app_settings(
+            name, build_dir=parent_settings.get("build_dir") or None,
+            resources=rules.bounded_resources(self.gitd.settings, parent_settings) or None)
+
+    def remove_branch(self, parent: str, branch: str, sink) -> str | None:
+        """The pushed deletion of a branch: its preview goes. Its name, or None."""
+        found = self.store.preview_of_branch(parent, branch)
+        if found is None:
+            return None
+        self.destroy(found.name, sink)
+        return found.name
+
+    def destroy(self, name: str, sink) -> None:
+        sink(f"-----> Removing preview app {name}")
+        self.gitd.destroy_app(name, sink)
+
+    def destroy_all(self, parent: str, sink) -> list[str]:
+        """Before the parent goes."""
+        names = [p.name for p in self.store.previews(parent)]
+        for name in names:
+            self.destroy(name, sink)
+        return names
+
+    def reap(self, now: float) -> list[str]:
+        """Previews idle (no push) past their parent's TTL, or whose parent
+        turned previews off, are removed; a parent busy deploying is left
+        for the next look."""
+        reaped = []
+        for preview in self.store.previews():
+            try:
+                with self.gitd.locks.hold(preview.parent, 0):
+                    if self._expired(preview.name, now):
+                        self.destroy(preview.name, lambda line: None)
+                        reaped.append(preview.name)
+            except GitdError as exc:
+                log.info("preview not reaped now", preview=preview.name, reason=str(exc))
+        if reaped:
+            log.info("previews reaped", previews=reaped)
+        return reaped
+
+    def _expired(self, name: str, now: float) -> bool:
+        """Asked again under the parent's lock: a push may have just renewed it."""
+        preview = self.store.preview(name)
+        if preview is None:
+            return False
+        policy = self.policy(preview.parent)
+        return policy is None or now - preview.updated_at > policy["ttl"]
+
+
+class Reaper:
+    """One thread: looks for expired previews every `interval` seconds."""
+
+    def __init__(self, previews: Previews, interval: float):
+        self.previews = previews
+        self.interval = interval
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, daemon=True, name="preview-reaper").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.previews.reap(time.time())
+            except Exception:  # noqa: BLE001 - the reaper must outlive one bad look
+                log.exception("preview reaper")
