@@ -147,3 +147,27 @@ def test_idle_previews_go_once_their_ttl_passes(own_gitd, docker_client, tmp_pat
     assert app_rows(own_gitd, app) == [(app,)]
     assert own_gitd.containers(docker_client, preview) == []
     assert gone_from_traefik(own_gitd, own_gitd.host(preview)) == 404
+
+
+def test_hostile_branch_names(gitd, docker_client, tmp_path):
+    app = unique_app("pvbad")
+    assert gitd.ssh("apps:create", app).returncode == 0
+    assert gitd.ssh("previews:enable", app).returncode == 0
+    repo = make_repo(tmp_path / "app", env_app("hostile"))
+    # a name as long as git takes, with a leading dash: cut to one 63-character label
+    long_branch = "-" + "Ü" * 40 + "/" + "x" * 200
+    pushed = gitd.push(repo, app, f"HEAD:refs/heads/{long_branch}")
+    assert pushed.returncode == 0, pushed.stderr
+    preview = f"{app}--" + "u" * 40 + "-" + "x" * (63 - len(app) - 2 - 41)
+    assert len(preview) == 63
+    assert gitd.get(gitd.host(preview)) == (200, "hostile\n")
+    # nothing to name a preview by: refused in words, nothing made
+    refused = gitd.push(repo, app, "HEAD:refs/heads/_-_/_")
+    assert refused.returncode != 0
+    assert "has no letter or digit to name a preview by" in refused.stderr
+    assert app_rows(gitd, app) == [(app,), (preview,)]
+    # pushing to a preview's own name is not a way around its parent
+    direct = gitd.push(repo, preview, "HEAD:refs/heads/main")
+    assert direct.returncode != 0 and "is a preview app" in direct.stderr
+    assert gitd.push(repo, app, f":refs/heads/{long_branch}").returncode == 0
+    assert app_rows(gitd, app) == [(app,)]

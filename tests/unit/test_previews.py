@@ -1,0 +1,270 @@
+"""Preview apps (issue #25): names from branches, the policy, config and
+bounds (gitd.core.previews), their records (the store) and the push-side
+logic (gitd.previews) over a fake daemon."""
+
+import json
+
+import pytest
+
+from gitd.core import previews as rules
+from gitd.core.config import Settings
+from gitd.core.errors import Conflict, GitdError, PermissionDenied, UsageError
+from gitd.previews import Previews
+from gitd.verbs import Session, previews as verbs
+from tests.fakes import FakeGitd, Pipeline, call
+
+
+@pytest.mark.parametrize("branch, name", [
+    ("feature/login", "hello--feature-login"),
+    ("Feature/Ünïcödé.Dots", "hello--feature-unicode-dots"),
+    ("--leading-dashes--", "hello--leading-dashes"),
+    ("a..b//c__d", "hello--a-b-c-d"),
+    ("v1.2.3", "hello--v1-2-3"),
+    ("main-2", "hello--main-2"),
+    ("日本語-x", "hello--x"),
+])
+def test_a_branch_becomes_one_dns_label(branch, name):
+    assert rules.name_of("hello", branch) == name
+    assert rules.split_name(name) == ("hello", name.split("--", 1)[1])
+
+
+def test_a_huge_branch_name_is_cut_to_a_label_without_a_dash_at_its_end():
+    name = rules.name_of("hello", "x" * 55 + "-" + "y" * 5000)  # cut after the dash
+    assert name == "hello--" + "x" * 55
+    assert len(rules.name_of("hello", "x" * 5000)) == 63
+    longest = rules.name_of("a" * 30, "b" * 100)
+    assert len(longest) == 63 and rules.split_name(longest) == ("a" * 30, "b" * 31)
+
+
+@pytest.mark.parametrize("branch", ["---", "日本語", "._/_.", ""])
+def test_a_branch_without_letters_or_digits_is_refused_in_words(branch):
+    with pytest.raises(UsageError, match="no letter or digit to name a preview by"):
+        rules.name_of("hello", branch)
+
+
+def test_a_preview_name_never_is_a_plain_app_s():
+    assert rules.split_name("hello") is None
+    assert rules.split_name("hello--x--y") is None
+    assert rules.split_name("Hello--x") is None
+    assert rules.split_name("hello--" + "x" * 57) is None  # 64 characters
+
+
+@pytest.mark.parametrize("text, seconds", [("7d", 7 * 86400), ("12h", 43200), ("30m", 1800),
+                                           ("5s", 5), ("365d", 365 * 86400)])
+def test_ttls(text, seconds):
+    assert rules.ttl_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0s", "4s", "366d", "7", "d", "-1d", "1.5h", "99999999999d",
+                                  "7 d", "nan", ""])
+def test_bad_ttls(text):
+    with pytest.raises(UsageError):
+        rules.ttl_seconds(text)
+
+
+@pytest.mark.parametrize("value", [0, 21, -1, "1e3", True, 2.5, "", None, [], "5000"])
+def test_bad_max_counts(value):
+    with pytest.raises(UsageError):
+        rules.max_count(value)
+
+
+def app_json(previews) -> str:
+    return json.dumps({"name": "x", "previews": previews})
+
+
+def test_the_policy_is_off_by_default_on_with_app_json_and_the_commands_win():
+    assert rules.policy({}, None) is None
+    assert rules.policy({}, json.dumps({"name": "x"})) is None
+    on = rules.policy({}, app_json({"ttl": "2d", "exclude": ["DATABASE_URL"], "env": {"X": "1"}}))
+    assert on == {"ttl": 2 * 86400, "max": rules.DEFAULT_MAX, "exclude": ["DATABASE_URL"],
+                  "env": {"X": "1"}, "services": "shared"}
+    assert rules.policy({"previews": {"enabled": False}}, app_json({})) is None
+    flags = rules.policy({"previews": {"enabled": True, "max": 2, "ttl": 60}}, app_json({"max": 9}))
+    assert (flags["max"], flags["ttl"]) == (2, 60)
+    assert rules.policy({"previews": {"enabled": True}}, None)["ttl"] == rules.DEFAULT_TTL
+
+
+@pytest.mark.parametrize("section", [
+    [], "yes", {"max": 100}, {"ttl": "forever"}, {"exclude": "SECRET"}, {"exclude": ["a b"]},
+    {"env": {"A": 1}}, {"env": {"bad key": "x"}}, {"env": ["A"]}, {"services": "fresh"},
+    {"unknown": 1}, {"exclude": ["K"] * 201}, {"env": {"A": "x" * (32 * 1024 + 1)}},
+])
+def test_a_broken_previews_section_is_refused(section):
+    with pytest.raises(UsageError):
+        rules.from_app_json(app_json(section))
+
+
+def test_the_config_is_the_parent_s_minus_exclude_plus_env():
+    policy = {"exclude": ["SECRET", "NOT_THERE"], "env": {"B": "2", "A": "override"}}
+    assert rules.config_of({"A": "1", "SECRET": "s", "C": "3"}, policy) == \
+        {"A": "override", "B": "2", "C": "3"}
+
+
+def test_resources_are_the_lower_of_the_parent_s_and_the_preview_caps(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    assert rules.bounded_resources(settings, {}) == {"memory": "256m", "cpus": "0.5", "pids": "256"}
+    small = {"resources": {"memory": "64m", "cpus": "0.25", "pids": "100"}}
+    assert rules.bounded_resources(settings, small) == {"memory": "64m", "cpus": "0.25",
+                                                        "pids": "100"}
+    uncapped = Settings(data_dir=tmp_path, preview_memory="", preview_cpus="0", default_pids="")
+    assert rules.bounded_resources(uncapped, {}) == {"memory": "1g", "cpus": "1", "pids": "256"}
+
+
+def test_a_preview_is_granted_to_whoever_its_parent_is(store):
+    store.create_app("hello--x")
+    store.add_preview("hello--x", "hello", "x")
+    assert not store.granted("hello--x", "dev")
+    store.grant("hello", "dev")
+    assert store.granted("hello--x", "dev") and store.granted("hello", "dev")
+    assert not store.granted("other--x", "dev")
+    with pytest.raises(Conflict):
+        store.add_preview("hello--y", "hello", "x")
+    store.delete_app("hello--x")
+    assert store.preview("hello--x") is None and store.previews("hello") == []
+
+
+class PushPipeline(Pipeline):
+    def push(self, app, repo, commit, pushed_by, sink):
+        self.calls.append(("push", app, commit, pushed_by))
+        if self.fail:
+            raise GitdError("the build failed")
+
+
+class PreviewGitd(FakeGitd):
+    """FakeGitd with what previews use: app creation and destruction in
+    the store, a pipeline that records pushes."""
+
+    def __init__(self, store, settings):
+        super().__init__(store, settings)
+        self.pipeline, self.destroyed = PushPipeline(), []
+        self.previews = Previews(self)
+
+    def create_app(self, name):
+        self.store.create_app(name)
+        self.store.add_domains(name, [f"{name}.{self.settings.domain}"])
+
+    def destroy_app(self, name, out):
+        self.previews.destroy_all(name, out)
+        self.destroyed.append(name)
+        self.store.delete_app(name)
+
+
+@pytest.fixture
+def daemon(store, tmp_path):
+    store.set_config("hello", {"A": "1", "SECRET": "s"})
+    return PreviewGitd(store, Settings(data_dir=tmp_path, instance="t1234567", domain="example.com"))
+
+
+def push(daemon, branch, commit=b"c" * 40):
+    lines = []
+    return daemon.previews.push("hello", branch, None, commit, "dev", lines.append), lines
+
+
+def test_a_branch_push_with_previews_off_makes_nothing(daemon):
+    assert push(daemon, "feature")[0] is None
+    assert daemon.store.list_apps()[-1].name == "hello" and daemon.pipeline.calls == []
+
+
+def test_a_branch_push_makes_configures_and_deploys_its_preview(daemon):
+    daemon.store.update_app_settings("hello", previews={"enabled": True}, build_dir="web")
+    name, lines = push(daemon, "feature/x")
+    assert name == "hello--feature-x"
+    assert "-----> Creating preview app hello--feature-x for branch feature/x" in lines
+    assert daemon.pipeline.calls == [("push", name, b"c" * 40, "dev")]
+    assert daemon.store.get_config(name) == {"A": "1", "SECRET": "s"}
+    settings = daemon.store.get_app(name).settings
+    assert settings["build_dir"] == "web" and settings["resources"]["memory"] == "256m"
+    assert daemon.store.preview(name).commit == "c" * 40
+    # the parent's config changes reach the next push; stale keys go
+    daemon.store.set_config("hello", {"B": "2"}, unset=["SECRET"])
+    assert push(daemon, "feature/x", b"d" * 40)[0] == name
+    assert daemon.store.get_config(name) == {"A": "1", "B": "2"}
+    assert daemon.store.preview(name).commit == "d" * 40
+
+
+def test_a_failed_first_deploy_leaves_nothing_and_a_later_one_keeps_the_preview(daemon):
+    daemon.store.update_app_settings("hello", previews={"enabled": True})
+    daemon.pipeline.fail = True
+    with pytest.raises(GitdError, match="the build failed"):
+        push(daemon, "broken")
+    assert not daemon.store.app_exists("hello--broken") and daemon.store.previews() == []
+    daemon.pipeline.fail = False
+    push(daemon, "ok")
+    daemon.pipeline.fail = True
+    with pytest.raises(GitdError):
+        push(daemon, "ok", b"e" * 40)
+    assert daemon.store.preview("hello--ok").commit == "c" * 40
+
+
+def test_clashing_branches_and_the_max_are_refused_in_words_with_nothing_made(daemon):
+    daemon.store.update_app_settings("hello", previews={"enabled": True, "max": 2})
+    push(daemon, "Feature.X")
+    with pytest.raises(GitdError, match="branch 'feature-x' would be the preview hello--feature-x, "
+                                        "which branch 'Feature.X' has already"):
+        push(daemon, "feature-x")
+    push(daemon, "two")
+    with pytest.raises(GitdError, match="hello has 2 previews, its most"):
+        push(daemon, "three")
+    assert [p.branch for p in daemon.store.previews("hello")] == ["Feature.X", "two"]
+    assert len(daemon.pipeline.calls) == 2
+
+
+def test_a_deleted_branch_removes_its_preview_and_the_parent_takes_its_previews_along(daemon):
+    daemon.store.update_app_settings("hello", previews={"enabled": True})
+    push(daemon, "a")
+    push(daemon, "b")
+    assert daemon.previews.remove_branch("hello", "nothing", print) is None
+    assert daemon.previews.remove_branch("hello", "a", print) == "hello--a"
+    assert daemon.destroyed == ["hello--a"]
+    daemon.destroy_app("hello", print)
+    assert daemon.destroyed == ["hello--a", "hello--b", "hello"]
+
+
+def test_the_reaper_removes_idle_previews_and_those_of_apps_turned_off(daemon):
+    daemon.store.update_app_settings("hello", previews={"enabled": True, "ttl": 60})
+    push(daemon, "old")
+    created = daemon.store.preview("hello--old").updated_at
+    assert daemon.previews.reap(created + 59) == []
+    with daemon.locks.hold("hello", 0):  # a parent deploying is left for the next look
+        assert daemon.previews.reap(created + 61) == []
+    assert daemon.previews.reap(created + 61) == ["hello--old"]
+    push(daemon, "new")
+    daemon.store.update_app_settings("hello", previews={"enabled": False})
+    assert daemon.previews.reap(created) == ["hello--new"]
+
+
+def session(daemon, key="admin"):
+    return Session(daemon, daemon.store.get_key(key))
+
+
+def test_enable_is_an_admin_s_and_a_granted_deployer_lists_and_destroys(daemon):
+    with pytest.raises(PermissionDenied):
+        verbs.enable(session(daemon, "dev"), "hello")
+    assert verbs.enable(session(daemon), "hello", "1h", "3")["max"] == 3
+    assert verbs.enable(session(daemon), "hello")["ttl_seconds"] == 3600  # kept
+    push(daemon, "x")
+    with pytest.raises(PermissionDenied):
+        verbs.list_previews(session(daemon, "dev"), "hello")
+    daemon.store.grant("hello", "dev")
+    listed = verbs.list_previews(session(daemon, "dev"), "hello")
+    assert [(p["name"], p["url"]) for p in listed["previews"]] == \
+        [("hello--x", "http://hello--x.example.com")]
+    with pytest.raises(UsageError, match="is a preview app"):
+        verbs.enable(session(daemon), "hello--x")
+    with pytest.raises(GitdError, match="hello has no preview of branch 'y'"):
+        verbs.destroy(session(daemon, "dev"), "hello", "y")
+    assert verbs.destroy(session(daemon, "dev"), "hello", "x")["removed"] == "hello--x"
+    push(daemon, "z")
+    assert verbs.disable(session(daemon), "hello")["removed"] == ["hello--z"]
+    assert verbs.show_policy(session(daemon), "hello") == {"app": "hello", "enabled": False}
+
+
+def test_apps_list_marks_previews_and_shows_a_deployer_those_of_its_apps(daemon):
+    daemon.store.update_app_settings("hello", previews={"enabled": True})
+    push(daemon, "x")
+    daemon.store.grant("hello", "dev")
+    status, out, _ = call(daemon, "apps:list", key="dev")
+    assert status == 0 and out.splitlines() == ["hello  (not deployed)",
+                                                "hello--x  (not deployed)  (preview of hello)"]
+    with pytest.raises(UsageError, match="'--' is kept for preview apps"):
+        call(daemon, "apps:create", "a--b")
