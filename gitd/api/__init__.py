@@ -62,6 +62,7 @@ ROUTE_MODULES = (
     "gitd.api.checks",
     "gitd.api.storage",
     "gitd.api.webhooks",
+    "gitd.api.previews",
 )
 
 MAX_BODY = 1024 * 1024
