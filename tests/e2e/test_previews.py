@@ -3,6 +3,7 @@ gitd, Docker and Traefik."""
 
 import json
 import time
+import urllib.request
 
 import pytest
 
@@ -72,6 +73,14 @@ def test_a_branch_push_deploys_a_preview_with_the_parent_config_and_a_deletion_r
     assert row["url"] == f"http://{preview}.localhost:{gitd.http_port}"
     apps = json.loads(gitd.ssh("apps:list", "--json").stdout)
     assert {"name": preview, "release": 1, "preview_of": app} in apps
+    token = gitd.ssh("tokens:create").stdout.strip().splitlines()[-1]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{gitd.gitd_api_port}/api/v1/apps/{app}/previews",
+        headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        over_http = json.load(answer)
+    assert over_http["previews"][0]["name"] == preview
+    assert {**over_http, "previews": None} == {**data, "previews": None}
 
     commit(repo, env_app("preview v2", rules), "preview v2")
     second = gitd.push(repo, app, "Feature/Ünï.x")
