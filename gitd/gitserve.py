@@ -385,7 +385,7 @@ class DeployingReceivePackHandler(ReceivePackHandler):
                 return f"{what} failed: {exc.message}".replace("\n", " ").encode()[:200]
         if done is None and new_sha != ZERO_SHA:
             self._progress(f"-----> branch {shown} stored, not deployed "
-                           "(pushes of main or master deploy; previews:enable APP previews others)")
+                           "(pushes of main or master deploy)")
         return None
 
 

@@ -132,6 +132,8 @@ class Previews:
         preview = self.store.preview(name)
         if preview is None:
             return False
+        if not self.store.app_exists(preview.parent):
+            return True  # left by a destruction of its parent cut short
         policy = self.policy(preview.parent)
         return policy is None or now - preview.updated_at > policy["ttl"]
 

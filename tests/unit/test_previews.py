@@ -231,6 +231,9 @@ def test_the_reaper_removes_idle_previews_and_those_of_apps_turned_off(daemon):
     push(daemon, "new")
     daemon.store.update_app_settings("hello", previews={"enabled": False})
     assert daemon.previews.reap(created) == ["hello--new"]
+    daemon.store.create_app("gone--x")  # its parent's destruction was cut short
+    daemon.store.add_preview("gone--x", "gone", "x")
+    assert daemon.previews.reap(created) == ["gone--x"]
 
 
 def session(daemon, key="admin"):
