@@ -10,6 +10,7 @@ reaper takes the parent's (never waiting) then the preview's: one order.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -24,10 +25,39 @@ log = structlog.get_logger("gitd.previews")
 class Previews:
     def __init__(self, gitd):
         self.gitd = gitd
+        self._queued: dict[str, collections.deque] = {}  # app -> jobs not yet run
+        self._guard = threading.Lock()
 
     @property
     def store(self):
         return self.gitd.store
+
+    def later(self, parent: str, job) -> None:
+        """Run `job(sink)` on a thread, after the parent's jobs queued
+        before it (a forge's events, in the order they came)."""
+        with self._guard:
+            if parent in self._queued:
+                self._queued[parent].append(job)
+                return
+            self._queued[parent] = collections.deque([job])
+        threading.Thread(target=self._run_queue, args=(parent,), daemon=True,
+                         name=f"gitd-previews-{parent}").start()
+
+    def _run_queue(self, parent: str) -> None:
+        while True:
+            with self._guard:
+                if not self._queued[parent]:
+                    del self._queued[parent]
+                    return
+                job = self._queued[parent].popleft()
+            try:
+                job(lambda line: log.info("preview", app=parent, line=line))
+            except Exception as exc:  # noqa: BLE001 - the next job runs all the same
+                log.warning("preview job failed", app=parent, error=str(exc))
+
+    def idle(self) -> bool:
+        with self._guard:
+            return not self._queued
 
     def policy(self, parent: str) -> dict | None:
         """The parent's rules, from its settings and its live release's

@@ -1,8 +1,12 @@
 """Preview apps (issue #25), end to end: real git pushes of branches, real
 gitd, Docker and Traefik."""
 
+import hashlib
+import hmac
 import json
+import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -180,3 +184,55 @@ def test_hostile_branch_names(gitd, docker_client, tmp_path):
     assert direct.returncode != 0 and "is a preview app" in direct.stderr
     assert gitd.push(repo, app, f":refs/heads/{long_branch}").returncode == 0
     assert app_rows(gitd, app) == [(app,)]
+
+
+def signed_pull(secret: str, action: str, number: int, head: str, delivery: str):
+    body = json.dumps({"action": action, "number": number,
+                       "pull_request": {"head": {"sha": head}}}).encode()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
+                  "X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"}
+
+
+def post_webhook(gitd, app: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{gitd.gitd_api_port}/api/v1/apps/{app}/webhook", data=body,
+        headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_a_pull_request_webhook_opens_updates_and_closes_its_preview(gitd, docker_client,
+                                                                      tmp_path):
+    app = unique_app("pvpr")
+    upstream = make_repo(tmp_path / "up", env_app("main"))
+    bare = tmp_path / "up.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(upstream), str(bare)], check=True)
+    assert gitd.ssh("apps:create", app, "--repo", str(bare)).returncode == 0
+    assert gitd.ssh("previews:enable", app).returncode == 0
+    secret = json.loads(gitd.ssh("git:webhook", app, "--json").stdout)["secret"]
+    # the forge's head of pull request 7: a ref outside refs/heads, as GitHub keeps it
+    head = commit(upstream, env_app("pull 7 v1"), "pr v1")
+    git(upstream, "push", "-q", str(bare), "HEAD:refs/pull/7/head")
+    preview = f"{app}--pr-7"
+
+    assert post_webhook(gitd, app, *signed_pull(secret, "opened", 7, head, "p-1")) == \
+        (202, {"status": "deploying", "branch": "pr-7", "commit": head})
+    assert gitd.wait_for(gitd.host(preview), "pull 7 v1\n", timeout=180)[0] == 200
+    head = commit(upstream, env_app("pull 7 v2"), "pr v2")
+    git(upstream, "push", "-q", "-f", str(bare), "HEAD:refs/pull/7/head")
+    assert post_webhook(gitd, app, *signed_pull(secret, "synchronize", 7, head, "p-2"))[0] == 202
+    assert gitd.wait_for(gitd.host(preview), "pull 7 v2\n", timeout=180)[0] == 200
+
+    assert post_webhook(gitd, app, *signed_pull(secret, "closed", 7, head, "p-3")) == \
+        (202, {"status": "removing", "branch": "pr-7"})
+    deadline = time.monotonic() + 60
+    while len(app_rows(gitd, app)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert app_rows(gitd, app) == [(app,)]
+    assert gitd.containers(docker_client, preview) == []
+    bad = signed_pull("not the secret", "opened", 8, head, "p-4")
+    assert post_webhook(gitd, app, *bad)[0] == 401

@@ -2,15 +2,20 @@
 bounds (gitd.core.previews), their records (the store) and the push-side
 logic (gitd.previews) over a fake daemon."""
 
+import contextlib
+import hashlib
+import hmac
 import json
+import time
 
 import pytest
 
 from gitd.core import previews as rules
 from gitd.core.config import Settings
 from gitd.core.errors import Conflict, GitdError, PermissionDenied, UsageError
+from gitd import gitserve, webhooks
 from gitd.previews import Previews
-from gitd.verbs import Session, previews as verbs
+from gitd.verbs import Session, git, previews as verbs
 from tests.fakes import FakeGitd, Pipeline, call
 
 
@@ -271,3 +276,81 @@ def test_apps_list_marks_previews_and_shows_a_deployer_those_of_its_apps(daemon)
                                                 "hello--x  (not deployed)  (preview of hello)"]
     with pytest.raises(UsageError, match="'--' is kept for preview apps"):
         call(daemon, "apps:create", "a--b")
+
+
+# pull (merge) requests from a forge's webhook
+
+def pull_body(action, number=7, sha="a" * 40) -> bytes:
+    return json.dumps({"action": action, "number": number,
+                       "pull_request": {"head": {"sha": sha}}}).encode()
+
+
+def signed(body: bytes, secret: str, event="pull_request", delivery="d-1", forge="github") -> dict:
+    sig = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if forge == "gitea":
+        return {"X-Gitea-Event": event, "X-Gitea-Delivery": delivery, "X-Gitea-Signature": sig}
+    return {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": f"sha256={sig}"}
+
+
+def test_each_forge_s_pull_request_events_are_read():
+    secret = "s"
+    for forge in ("github", "gitea"):
+        body = pull_body("opened")
+        read = webhooks.read(signed(body, secret, forge=forge), body, secret)
+        assert (read.event, read.branch, read.commit, read.ref, read.action) == \
+            ("pull_request", "pr-7", "a" * 40, "refs/pull/7/head", "update")
+        body = pull_body("closed")
+        assert webhooks.read(signed(body, secret, forge=forge), body, secret).action == "close"
+    body = json.dumps({"object_attributes": {"iid": 3, "action": "update",
+                                             "last_commit": {"id": "b" * 40}}}).encode()
+    read = webhooks.read({"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": secret},
+                         body, secret)
+    assert (read.branch, read.commit, read.ref) == ("pr-3", "b" * 40, "refs/merge-requests/3/head")
+    body = pull_body("labeled")
+    assert webhooks.read(signed(body, secret), body, secret).event == "pull_request-ignored"
+    for hostile in (pull_body("opened", number=True), pull_body("opened", number="7"),
+                    pull_body("opened", number=-1), pull_body("opened", number=10**10),
+                    pull_body("opened", sha="--upload-pack=x"), b'{"action": "opened"}'):
+        with pytest.raises(GitdError):
+            webhooks.read(signed(hostile, secret), hostile, secret)
+
+
+@pytest.fixture
+def following(daemon, monkeypatch):
+    admin = Session(daemon, daemon.store.get_key("admin"))
+    git.follow(admin, "hello", "https://example.com/hello.git", "main")
+    secret = git.webhook(admin, "hello")["secret"]
+    fetched = []
+    monkeypatch.setattr(git, "fetch", lambda gitd, app, url, ref, progress:
+                        fetched.append(ref) or "f" * 40)
+    monkeypatch.setattr(gitserve, "open_repo", lambda repos_dir, app: type(
+        "Repo", (), {"close": lambda self: None})())
+    daemon.using_repo = lambda app: contextlib.nullcontext()
+    return daemon, secret, fetched
+
+
+def deliver(daemon, secret, body, delivery):
+    answer = git.receive_webhook(daemon, "hello", signed(body, secret, delivery=delivery), body)
+    deadline = time.monotonic() + 5
+    while not daemon.previews.idle() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return answer
+
+
+def test_a_pull_request_opens_updates_and_closes_its_preview(following):
+    daemon, secret, fetched = following
+    assert deliver(daemon, secret, pull_body("opened"), "d-1") == \
+        (202, {"status": "ignored: previews off"})
+    daemon.store.update_app_settings("hello", previews={"enabled": True})
+    assert deliver(daemon, secret, pull_body("opened"), "d-2") == \
+        (202, {"status": "deploying", "branch": "pr-7", "commit": "a" * 40})
+    assert fetched == ["refs/pull/7/head"]
+    assert daemon.pipeline.calls == [("push", "hello--pr-7", b"f" * 40, "webhook")]
+    assert deliver(daemon, secret, pull_body("opened"), "d-2")[1]["status"] == \
+        "ignored: delivery already received"
+    deliver(daemon, secret, pull_body("synchronize", sha="c" * 40), "d-3")
+    assert len(daemon.pipeline.calls) == 2
+    assert deliver(daemon, secret, pull_body("closed"), "d-4") == \
+        (202, {"status": "removing", "branch": "pr-7"})
+    assert not daemon.store.app_exists("hello--pr-7") and daemon.destroyed == ["hello--pr-7"]
