@@ -14,10 +14,13 @@ import collections
 import threading
 import time
 
+from dataclasses import replace
+
 import structlog
 
 from gitd.core import previews as rules
 from gitd.core.errors import GitdError
+from hooks.deploy import release_task_spec
 
 log = structlog.get_logger("gitd.previews")
 
@@ -75,15 +78,51 @@ class Previews:
             return None
         name, made = self._preview_for(parent, branch, policy, sink)
         try:
+            if made and policy["services"] == "fresh":
+                self._fresh_services(parent, name, sink)
             self._configure(parent, name, policy)
             with self.gitd.app_lock(name, notify=sink):
-                self.gitd.pipeline.push(name, repo, commit, pushed_by, sink)
+                release = self.gitd.pipeline.push(name, repo, commit, pushed_by, sink)
+                if made and policy["services"] == "fresh":
+                    self._postdeploy(release, sink)
         except BaseException:
             if made:  # a first deploy that failed leaves nothing behind
                 self.destroy(name, sink)
             raise
         self.store.preview_updated(name, commit.decode())
         return name
+
+    def _fresh_services(self, parent: str, name: str, sink) -> None:
+        """An empty service of each kind the parent links, linked under the
+        same config var; recorded as each is made (the preview's removal
+        removes them)."""
+        made = []
+        for service, var in sorted(self.store.links_of_app(parent).items()):
+            svc = self.store.get_service(service)
+            own = rules.fresh_service_name(name, service)
+            sink(f"-----> Creating {svc.kind} {own} for {name} ({var})")
+            with self.gitd.locks.hold(f"service:{own}", self.gitd.settings.lock_wait):
+                self.gitd.services.create(svc.kind, own, svc.version, sink, node=svc.node)
+            made.append(own)
+            self.store.update_app_settings(name, fresh_services=made)
+            self.store.add_link(own, name, var)
+
+    def _postdeploy(self, release, sink) -> None:
+        """app.json's scripts.postdeploy, once, in a task of the new release
+        (as its release command runs): a failure fails the first deploy."""
+        script = rules.postdeploy(release.app_json)
+        if script is None:
+            return
+        pipeline = self.gitd.pipeline
+        target = replace(pipeline.target(release, self.store.get_app(release.app).live_seq),
+                         release_command=["/bin/sh", "-c", script])
+        sink(f"-----> Running scripts.postdeploy: {script[:200]}")
+        status, timed_out = pipeline.deployer.scheduler.run_task(
+            release_task_spec(target, self.gitd.settings), sink, self.gitd.settings.release_timeout)
+        if timed_out or status != 0:
+            raise GitdError("scripts.postdeploy " + (
+                f"ran longer than {self.gitd.settings.release_timeout:g}s (release_timeout)"
+                if timed_out else f"exited with status {status}"))
 
     def _preview_for(self, parent: str, branch: str, policy: dict, sink) -> tuple[str, bool]:
         """The branch's preview app, made when it has none: (name, made now)."""
@@ -111,15 +150,46 @@ class Previews:
         return name, True
 
     def _configure(self, parent: str, name: str, policy: dict) -> None:
-        """The parent's config (minus exclude, plus env) and build dir, and
-        bounded resources: set again at each push."""
+        """The parent's config (minus exclude, plus env), services, build
+        dir and bounded resources: set again at each push."""
         config = rules.config_of(self.store.get_config(parent), policy)
+        if policy["services"] == "shared":
+            self._share_services(parent, name, policy)
+        for service, var in self.store.links_of_app(name).items():
+            config[var] = self.gitd.services.url(self.store.get_service(service))
         stale = [k for k in self.store.get_config(name) if k not in config]
         self.store.set_config(name, config, unset=stale)
         parent_settings = self.store.get_app(parent).settings
         self.store.update_app_settings(
             name, build_dir=parent_settings.get("build_dir") or None,
             resources=rules.bounded_resources(self.gitd.settings, parent_settings) or None)
+
+    def _share_services(self, parent: str, name: str, policy: dict) -> None:
+        """Linked to the parent's services whose vars it keeps (its
+        containers join their networks), to no others."""
+        wanted = {service: var for service, var in self.store.links_of_app(parent).items()
+                  if var not in policy["exclude"] and var not in policy["env"]}
+        for service, var in self.store.links_of_app(name).items():
+            if wanted.get(service) != var:
+                self.store.remove_link(service, name)
+        for service, var in wanted.items():
+            if service not in self.store.links_of_app(name):
+                self.store.add_link(service, name, var)
+
+    def fresh_of(self, name: str) -> list[str]:
+        """The services made for the preview `name` alone."""
+        found = self.store.get_app(name).settings.get("fresh_services") or []
+        return [s for s in found if self.store.service_exists(s)]
+
+    def remove_fresh(self, services: list[str], sink) -> None:
+        """A preview's own services, once it is gone: no final backup (they
+        held a preview's data)."""
+        for service in services:
+            with self.gitd.locks.hold(f"service:{service}", self.gitd.settings.lock_wait):
+                svc = self.store.get_service(service)
+                self.gitd.services.runtime.unmake(svc, sink)
+                self.store.delete_service(service)
+            sink(f"removed its {svc.kind} {service}")
 
     def remove_branch(self, parent: str, branch: str, sink) -> str | None:
         """The pushed deletion of a branch: its preview goes. Its name, or None."""

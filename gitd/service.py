@@ -128,6 +128,11 @@ class Gitd:
     def destroy_app(self, name: str, out) -> None:
         self.store.get_app(name)
         self.previews.destroy_all(name, out)  # a parent's previews go first
+        fresh = self.previews.fresh_of(name)  # a preview's own services go after it
+        self._destroy_app(name, out)
+        self.previews.remove_fresh(fresh, out)
+
+    def _destroy_app(self, name: str, out) -> None:
         with self.app_lock(name, notify=out):
             self.retirements.cancel(name)
             engine = self.engine

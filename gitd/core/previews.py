@@ -10,6 +10,7 @@ by being there; ttl and max fall back to app.json, then to the defaults.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -28,7 +29,10 @@ MAX_VALUE = 32 * 1024
 TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 TTL = re.compile(r"^([0-9]{1,8})([smhd])$")
 APP_JSON_KEYS = {"ttl", "max", "exclude", "env", "services"}
-SERVICES = ("shared",)  # "fresh" (its own empty databases) is not built yet
+# shared: linked to the parent's services (their config vars kept, their
+# networks joined); fresh: its own empty ones of the same kinds
+SERVICES = ("shared", "fresh")
+MAX_SCRIPT = 4096
 
 
 def label_of(branch: str) -> str:
@@ -110,9 +114,36 @@ def from_app_json(text: str | None) -> dict | None:
               "env": _env(section.get("env", {})),
               "services": section.get("services", "shared")}
     if policy["services"] not in SERVICES:
-        raise UsageError(f'app.json: previews.services {shown(str(policy["services"]))} is not '
-                         'supported (previews share the parent\'s services: "shared")')
+        raise UsageError(f'app.json: previews.services {shown(str(policy["services"]))}: '
+                         'expected "shared" or "fresh"')
+    postdeploy(text)
     return policy
+
+
+def postdeploy(text: str | None) -> str | None:
+    """app.json's scripts.postdeploy (run once after a fresh preview's
+    first deploy), checked; None when there is none."""
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return None
+    scripts = data.get("scripts") if isinstance(data, dict) else None
+    if scripts is None:
+        return None
+    script = scripts.get("postdeploy") if isinstance(scripts, dict) else scripts
+    if script is None:
+        return None
+    if not isinstance(script, str) or not script.strip() or len(script) > MAX_SCRIPT \
+            or "\x00" in script:
+        raise UsageError(f"app.json: scripts.postdeploy must be a command line of at most "
+                         f"{MAX_SCRIPT} characters")
+    return script
+
+
+def fresh_service_name(preview: str, service: str) -> str:
+    """The name of a preview's own service in place of the parent's
+    `service`: a valid service name, the same for the same pair."""
+    return "pv" + hashlib.sha256(f"{preview}/{service}".encode()).hexdigest()[:12]
 
 
 def _keys(value) -> list[str]:

@@ -7,10 +7,11 @@ import hashlib
 import hmac
 import json
 import time
+import types
 
 import pytest
 
-from gitd.core import previews as rules
+from gitd.core import previews as rules, validate
 from gitd.core.config import Settings
 from gitd.core.errors import Conflict, GitdError, PermissionDenied, UsageError
 from gitd import gitserve, webhooks
@@ -91,12 +92,28 @@ def test_the_policy_is_off_by_default_on_with_app_json_and_the_commands_win():
 
 @pytest.mark.parametrize("section", [
     [], "yes", {"max": 100}, {"ttl": "forever"}, {"exclude": "SECRET"}, {"exclude": ["a b"]},
-    {"env": {"A": 1}}, {"env": {"bad key": "x"}}, {"env": ["A"]}, {"services": "fresh"},
+    {"env": {"A": 1}}, {"env": {"bad key": "x"}}, {"env": ["A"]}, {"services": "own"},
     {"unknown": 1}, {"exclude": ["K"] * 201}, {"env": {"A": "x" * (32 * 1024 + 1)}},
 ])
 def test_a_broken_previews_section_is_refused(section):
     with pytest.raises(UsageError):
         rules.from_app_json(app_json(section))
+
+
+@pytest.mark.parametrize("scripts", [{"postdeploy": 5}, {"postdeploy": ""}, {"postdeploy": "x" * 5000},
+                                     {"postdeploy": "a\x00b"}, {"postdeploy": ["seed"]}])
+def test_a_broken_postdeploy_is_refused(scripts):
+    with pytest.raises(UsageError, match="scripts.postdeploy"):
+        rules.from_app_json(json.dumps({"previews": {"services": "fresh"}, "scripts": scripts}))
+
+
+def test_postdeploy_and_fresh_service_names():
+    assert rules.postdeploy(json.dumps({"scripts": {"postdeploy": "./seed"}})) == "./seed"
+    assert rules.postdeploy(json.dumps({"scripts": {}})) is None
+    assert rules.postdeploy(None) is None
+    name = rules.fresh_service_name("hello--x", "db")
+    assert name == rules.fresh_service_name("hello--x", "db") != rules.fresh_service_name("hello--y", "db")
+    assert validate.service_name(name) == name
 
 
 def test_the_config_is_the_parent_s_minus_exclude_plus_env():
@@ -133,6 +150,25 @@ class PushPipeline(Pipeline):
         self.calls.append(("push", app, commit, pushed_by))
         if self.fail:
             raise GitdError("the build failed")
+        return types.SimpleNamespace(app=app, app_json=None)
+
+
+class Services:
+    """Services made in the store alone; their URL names them."""
+
+    def __init__(self, store):
+        self.store, self.unmade = store, []
+        self.runtime = self
+
+    def create(self, kind, name, version, emit, node=None):
+        return self.store.create_service(name=name, kind=kind, version=version, image="i",
+                                         password="p", volume=f"v-{name}", created_at=0.0)
+
+    def url(self, svc):
+        return f"{svc.kind}://{svc.name}"
+
+    def unmake(self, svc, emit):
+        self.unmade.append(svc.name)
 
 
 class PreviewGitd(FakeGitd):
@@ -143,6 +179,7 @@ class PreviewGitd(FakeGitd):
         super().__init__(store, settings)
         self.pipeline, self.destroyed = PushPipeline(), []
         self.previews = Previews(self)
+        self.services = Services(store)
 
     def create_app(self, name):
         self.store.create_app(name)
@@ -150,8 +187,10 @@ class PreviewGitd(FakeGitd):
 
     def destroy_app(self, name, out):
         self.previews.destroy_all(name, out)
+        fresh = self.previews.fresh_of(name)
         self.destroyed.append(name)
         self.store.delete_app(name)
+        self.previews.remove_fresh(fresh, out)
 
 
 @pytest.fixture
@@ -354,3 +393,42 @@ def test_a_pull_request_opens_updates_and_closes_its_preview(following):
     assert deliver(daemon, secret, pull_body("closed"), "d-4") == \
         (202, {"status": "removing", "branch": "pr-7"})
     assert not daemon.store.app_exists("hello--pr-7") and daemon.destroyed == ["hello--pr-7"]
+
+
+def linked(daemon):
+    daemon.services.create("postgres", "db", "15", print)
+    daemon.store.add_link("db", "hello", "DATABASE_URL")
+    daemon.services.create("redis", "cache", "7", print)
+    daemon.store.add_link("cache", "hello", "REDIS_URL")
+    daemon.store.set_config("hello", {"DATABASE_URL": "postgres://db", "REDIS_URL": "redis://cache"})
+
+
+def test_a_shared_preview_links_the_parent_s_services_it_keeps(daemon):
+    linked(daemon)
+    daemon.store.update_app_settings("hello", previews={"enabled": True})
+    name = push(daemon, "x")[0]
+    assert daemon.store.links_of_app(name) == {"cache": "REDIS_URL", "db": "DATABASE_URL"}
+    rules_json = json.dumps({"previews": {"exclude": ["DATABASE_URL"]}})
+    daemon.store.new_release("hello", kind="push", status="succeeded", app_json=rules_json)
+    daemon.store.set_live("hello", 1, 1)
+    push(daemon, "x", b"d" * 40)
+    assert daemon.store.links_of_app(name) == {"cache": "REDIS_URL"}  # no network to the database
+    assert "DATABASE_URL" not in daemon.store.get_config(name)
+
+
+def test_a_fresh_preview_gets_empty_services_of_its_own_and_they_go_with_it(daemon):
+    linked(daemon)
+    rules_json = json.dumps({"previews": {"services": "fresh"}})
+    daemon.store.new_release("hello", kind="push", status="succeeded", app_json=rules_json)
+    daemon.store.set_live("hello", 1, 1)
+    name = push(daemon, "x")[0]
+    own = {rules.fresh_service_name(name, "db"): "DATABASE_URL",
+           rules.fresh_service_name(name, "cache"): "REDIS_URL"}
+    assert daemon.store.links_of_app(name) == own
+    config = daemon.store.get_config(name)
+    assert config["DATABASE_URL"] == f"postgres://{rules.fresh_service_name(name, 'db')}"
+    assert config["REDIS_URL"] == f"redis://{rules.fresh_service_name(name, 'cache')}"
+    assert daemon.store.links_of_service("db") == {"hello": "DATABASE_URL"}  # not the parent's
+    daemon.previews.remove_branch("hello", "x", print)
+    assert sorted(daemon.services.unmade) == sorted(own)
+    assert {s.name for s in daemon.store.list_services()} == {"db", "cache"}
