@@ -236,3 +236,45 @@ def test_a_pull_request_webhook_opens_updates_and_closes_its_preview(gitd, docke
     assert gitd.containers(docker_client, preview) == []
     bad = signed_pull("not the secret", "opened", 8, head, "p-4")
     assert post_webhook(gitd, app, *bad)[0] == 401
+
+
+def test_a_fresh_preview_gets_its_own_empty_redis_seeded_by_postdeploy(own_gitd, docker_client,
+                                                                        tmp_path):
+    from tests.e2e.test_services import IMAGES_ENV, REDIS_IMAGE, client_app
+
+    own_gitd.start(extra_env=IMAGES_ENV)
+    app, cache = unique_app("pvfresh"), unique_app("cache")
+    assert own_gitd.ssh("services:create", "redis", cache).returncode == 0
+    assert own_gitd.ssh("apps:create", app).returncode == 0
+    assert own_gitd.ssh("services:link", cache, app).returncode == 0
+    rules = {"previews": {"services": "fresh"},
+             "scripts": {"postdeploy": 'redis-cli --no-auth-warning -u "$REDIS_URL" SET seeded yes'}}
+    files = {**client_app("fresh", REDIS_IMAGE), "app.json": json.dumps(rules)}
+    repo = make_repo(tmp_path / "app", files)
+    assert own_gitd.push(repo, app).returncode == 0
+
+    def get(target: str, key: str) -> str:
+        script = f'redis-cli --no-auth-warning -u "$REDIS_URL" GET {key}'
+        result = own_gitd.ssh("run", target, "--", "sh", "-c", f"'{script}'")
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    git(repo, "checkout", "-q", "-b", "seed")
+    pushed = own_gitd.push(repo, app, "seed")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "Running scripts.postdeploy" in pushed.stderr
+    preview = f"{app}--seed"
+    assert get(preview, "seeded") == "yes"
+    assert get(app, "seeded") == ""  # the parent's redis is not the preview's
+    linked = json.loads(own_gitd.ssh("apps:info", preview, "--json").stdout)["services"]
+    (own,) = linked
+    assert own != cache and linked[own]["env_var"] == "REDIS_URL"
+
+    commit(repo, {"touch": "again"}, "again")
+    again = own_gitd.push(repo, app, "seed")
+    assert again.returncode == 0 and "Running scripts.postdeploy" not in again.stderr
+
+    assert own_gitd.push(repo, app, ":seed").returncode == 0
+    services = json.loads(own_gitd.ssh("services:list", "--json").stdout)
+    assert [s["name"] for s in services] == [cache]
+    assert own_gitd.containers(docker_client, preview) == []
