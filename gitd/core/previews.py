@@ -161,9 +161,14 @@ def _env(value) -> dict[str, str]:
         raise UsageError(f"app.json: previews.env must be an object of at most {MAX_ENV} keys")
     for key, text in value.items():
         validate.config_key(key)
+        # the keys gitd sets itself, as config:set refuses them (gitd.verbs.config)
+        if key.startswith("GITD_") or key == "DYNO":
+            raise UsageError(f"app.json: previews.env.{key} is set by gitd itself")
         if not isinstance(text, str) or len(text) > MAX_VALUE or "\x00" in text:
             raise UsageError(f"app.json: previews.env.{key} must be text of at most "
                              f"{MAX_VALUE} characters")
+        if key == "PORT":
+            validate.port(text)
     return dict(value)
 
 

@@ -94,6 +94,8 @@ def test_the_policy_is_off_by_default_on_with_app_json_and_the_commands_win():
     [], "yes", {"max": 100}, {"ttl": "forever"}, {"exclude": "SECRET"}, {"exclude": ["a b"]},
     {"env": {"A": 1}}, {"env": {"bad key": "x"}}, {"env": ["A"]}, {"services": "own"},
     {"unknown": 1}, {"exclude": ["K"] * 201}, {"env": {"A": "x" * (32 * 1024 + 1)}},
+    {"env": {"GITD_APP": "x"}}, {"env": {"DYNO": "web.1"}}, {"env": {"PORT": "http"}},
+    {"env": {"PORT": "99999"}},
 ])
 def test_a_broken_previews_section_is_refused(section):
     with pytest.raises(UsageError):
