@@ -4,8 +4,9 @@ every app (Gitd.create_app, the pipeline's push); a pushed deletion of the
 branch, previews:destroy, the parent's destruction or its TTL's passing
 removes it with Gitd.destroy_app. The reaper is one thread in the daemon.
 
-Locks: a push holds the parent's lock, then takes the preview's; the
-reaper takes the parent's (never waiting) then the preview's: one order.
+Locks: a push (or a forge's pull request event) holds the parent's lock,
+then takes the preview's; the reaper takes the parent's (never waiting)
+then the preview's: one order.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import collections
 import threading
 import time
-
 from dataclasses import replace
 
 import structlog

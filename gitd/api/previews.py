@@ -3,7 +3,16 @@ listing (the JSON of `previews APP --json`)."""
 
 from __future__ import annotations
 
-from gitd.api.routing import APP_PARAM, BOOLEAN, INTEGER, STRING, TIME, Routes, call, nullable
+from gitd.api.routing import (
+    APP_PARAM,
+    BOOLEAN,
+    INTEGER,
+    STRING,
+    TIME,
+    Routes,
+    call,
+    nullable,
+)
 from gitd.verbs import previews
 
 routes = Routes()

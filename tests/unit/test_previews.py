@@ -11,12 +11,14 @@ import types
 
 import pytest
 
-from gitd.core import previews as rules, validate
+from gitd import gitserve, webhooks
+from gitd.core import previews as rules
+from gitd.core import validate
 from gitd.core.config import Settings
 from gitd.core.errors import Conflict, GitdError, PermissionDenied, UsageError
-from gitd import gitserve, webhooks
 from gitd.previews import Previews
-from gitd.verbs import Session, git, previews as verbs
+from gitd.verbs import Session, git
+from gitd.verbs import previews as verbs
 from tests.fakes import FakeGitd, Pipeline, call
 
 
