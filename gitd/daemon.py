@@ -118,6 +118,10 @@ async def serve(settings: Settings) -> int:
     cert_watch.start()
     backups = BackupScheduler(gitd)
     backups.start()
+    from gitd.previews import Reaper
+
+    reaper = Reaper(gitd.previews, settings.preview_reap_interval)
+    reaper.start()
     if gitd.scheduler_class.routes_follow_tasks:
         # Traefik's servers follow the tasks the scheduler runs (moved, replaced)
         gitd.scheduler.follow_tasks()
@@ -161,6 +165,7 @@ async def serve(settings: Settings) -> int:
     backups.stop()
     gitd.notifier.stop()
     cert_watch.stop()
+    reaper.stop()
     if health:
         health.stop()
     pending = set()

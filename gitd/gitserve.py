@@ -267,9 +267,13 @@ class DeployingReceivePackHandler(ReceivePackHandler):
     the result of its compare-and-swap): a push that waited for another one
     goes ahead only when it fast-forwards what that one left."""
 
-    def __init__(self, backend, args, proto, deploy, max_pack_bytes: int, stderr, lock):
+    def __init__(self, backend, args, proto, deploy, max_pack_bytes: int, stderr, lock,
+                 preview=None):
         super().__init__(backend, args, proto)
         self._deploy = deploy  # (commit_sha: bytes, sink) -> None, raises GitdError
+        # (branch, commit_sha or None for a deletion, sink) -> what it did or None
+        # (previews off), raises GitdError: the other branches' preview apps
+        self._preview = preview
         self._max_pack_bytes = max_pack_bytes
         self._stderr = stderr
         self._lock = lock  # (notify) -> context manager holding the app's lock
@@ -348,10 +352,8 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         if _ref_value(self.repo, ref_name) != old_sha:
             return b"the branch moved while this push arrived (fetch first)"
         if ref_name not in DEPLOY_BRANCHES:
-            if ref_name.startswith(b"refs/heads/") and new_sha != ZERO_SHA:
-                branch = ref_name[len(b"refs/heads/"):].decode("utf-8", "replace")
-                self._progress(f"-----> branch {branch} stored, not deployed "
-                               "(pushes of main or master deploy)")
+            if ref_name.startswith(b"refs/heads/"):
+                return self._on_branch(ref_name[len(b"refs/heads/"):], new_sha)
             return None
         if new_sha == ZERO_SHA:
             return b"deleting the deploy branch is not allowed (use apps:destroy)"
@@ -365,6 +367,35 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         return None
 
 
+    def _on_branch(self, branch: bytes, new_sha: bytes) -> bytes | None:
+        """A branch other than the deploy branch: its preview app is
+        deployed, or removed with the branch, when the app has previews on."""
+        shown = branch.decode("utf-8", "replace")
+        if self._preview is None:
+            done = None
+        elif len(self._update) > 1 and self.has_capability(CAPABILITY_ATOMIC) \
+                and new_sha != ZERO_SHA:
+            return b"an atomic push cannot deploy a preview beside other refs; push the branch on its own"
+        else:
+            try:
+                done = self._preview(_branch_text(branch),
+                                     None if new_sha == ZERO_SHA else new_sha, self._progress)
+            except GitdError as exc:
+                what = "preview removal" if new_sha == ZERO_SHA else "preview"
+                return f"{what} failed: {exc.message}".replace("\n", " ").encode()[:200]
+        if done is None and new_sha != ZERO_SHA:
+            self._progress(f"-----> branch {shown} stored, not deployed "
+                           "(pushes of main or master deploy)")
+        return None
+
+
+def _branch_text(branch: bytes) -> str:
+    try:
+        return branch.decode("utf-8")
+    except UnicodeDecodeError:
+        raise GitdError("the branch name is not UTF-8 text: rename the branch") from None
+
+
 def _ref_value(repo: Repo, ref_name: bytes) -> bytes:
     try:
         return repo.refs[ref_name]
@@ -372,11 +403,12 @@ def _ref_value(repo: Repo, ref_name: bytes) -> bytes:
         return ZERO_SHA
 
 
-def serve_receive_pack(repo: Repo, bridge, deploy, max_pack_bytes: int, lock) -> None:
+def serve_receive_pack(repo: Repo, bridge, deploy, max_pack_bytes: int, lock,
+                       preview=None) -> None:
     """`lock(notify)` holds the app's lock around the ref updates and deploy."""
     proto = _PushProtocol(bridge.recv, bridge.write)
     handler = DeployingReceivePackHandler(_OneRepoBackend(repo), ["."], proto, deploy,
-                                          max_pack_bytes, bridge.write_err, lock)
+                                          max_pack_bytes, bridge.write_err, lock, preview)
     _handle(handler)
 
 

@@ -323,7 +323,8 @@ class SSHService:
                                                  settings.max_repo_bytes, settings.max_pack_bytes)
                 gitserve.serve_receive_pack(
                     repo, bridge, self.gitd.deploy_push(app, repo, key.name), allowance,
-                    lambda notify: self.gitd.push_lock(app, key, notify=notify))
+                    lambda notify: self.gitd.push_lock(app, key, notify=notify),
+                    self.gitd.preview_push(app, repo, key.name))
             finally:
                 repo.close()
         self.gitd.collect_repo_later(app)

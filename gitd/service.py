@@ -13,6 +13,7 @@ import docker.errors
 import structlog
 
 from gitd import gitserve, repos, scheduling
+from gitd.previews import Previews
 from hooks import tls
 
 from gitd.core import certs, notify
@@ -127,6 +128,12 @@ class Gitd:
 
     def destroy_app(self, name: str, out) -> None:
         self.store.get_app(name)
+        self.previews.destroy_all(name, out)  # a parent's previews go first
+        fresh = self.previews.fresh_of(name)  # a preview's own services go after it
+        self._destroy_app(name, out)
+        self.previews.remove_fresh(fresh, out)
+
+    def _destroy_app(self, name: str, out) -> None:
         with self.app_lock(name, notify=out):
             self.retirements.cancel(name)
             engine = self.engine
@@ -259,6 +266,19 @@ class Gitd:
         def deploy(commit: bytes, sink):
             self.pipeline.push(app, repo, commit, pushed_by, sink)
         return deploy
+
+    @functools.cached_property
+    def previews(self) -> Previews:
+        return Previews(self)
+
+    def preview_push(self, app: str, repo, pushed_by: str | None):
+        """A pushed branch other than the deploy branch (commit None: its
+        deletion) -> its preview app's name, or None (previews off)."""
+        def preview(branch: str, commit: bytes | None, sink):
+            if commit is None:
+                return self.previews.remove_branch(app, branch, sink)
+            return self.previews.push(app, branch, repo, commit, pushed_by, sink)
+        return preview
 
     # start-up (hooks.recovery)
 

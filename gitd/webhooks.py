@@ -31,8 +31,12 @@ class Delivery:
     forge: str  # github, gitea, gitlab
     event: str  # push, ping, or the forge's other event names
     delivery: str | None  # the forge's delivery id (redeliveries repeat it)
-    branch: str | None = None  # of a push
+    branch: str | None = None  # of a push; of a pull request: its preview's, pr-N
     commit: str | None = None  # what the branch now points at; None: deleted
+    # a pull (merge) request's: the forge's ref of its head, and what happened
+    # to it: "update" (opened, pushed to, reopened), "close" (closed, merged)
+    ref: str | None = None
+    action: str | None = None
 
 
 def read(headers: Mapping[str, str], body: bytes, secret: str | None) -> Delivery:
@@ -47,6 +51,8 @@ def read(headers: Mapping[str, str], body: bytes, secret: str | None) -> Deliver
                       "gitlab": "x-gitlab-event-uuid"}[forge]) or h.get("idempotency-key")
     if delivery is not None and not DELIVERY.match(delivery):
         delivery = hashlib.sha256(delivery.encode()).hexdigest()
+    if event in ("pull_request", "Merge Request Hook"):
+        return _pull_request(forge, delivery, _json(body))
     if event != "push":
         return Delivery(forge, event, delivery)
     payload = _json(body)
@@ -58,6 +64,39 @@ def read(headers: Mapping[str, str], body: bytes, secret: str | None) -> Deliver
     if commit is not None and not COMMIT.match(commit):
         raise GitdError("the push event's `after` is not a commit id")
     return Delivery(forge, "push", delivery, ref[len("refs/heads/"):], commit)
+
+
+PULL_ACTIONS = {"opened": "update", "reopened": "update", "synchronize": "update",
+                "synchronized": "update", "open": "update", "reopen": "update",
+                "update": "update", "closed": "close", "close": "close", "merge": "close"}
+MAX_PULL = 10**9
+
+
+def _pull_request(forge: str, delivery: str | None, payload: dict) -> Delivery:
+    """GitHub's and Gitea's `pull_request`, GitLab's merge request: the
+    preview of branch pr-N is updated to its head or closed."""
+    if forge == "gitlab":
+        attrs = payload.get("object_attributes")
+        attrs = attrs if isinstance(attrs, dict) else {}
+        number, action = attrs.get("iid"), attrs.get("action")
+        head = (attrs.get("last_commit") or {}).get("id") \
+            if isinstance(attrs.get("last_commit"), dict) else None
+        ref = f"refs/merge-requests/{number}/head"
+    else:
+        number, action = payload.get("number"), payload.get("action")
+        pull = payload.get("pull_request")
+        head_of = pull.get("head") if isinstance(pull, dict) else None
+        head = head_of.get("sha") if isinstance(head_of, dict) else None
+        ref = f"refs/pull/{number}/head"
+    if isinstance(number, bool) or not isinstance(number, int) or not 0 < number <= MAX_PULL:
+        raise GitdError("the pull request event has no number")
+    action = PULL_ACTIONS.get(action) if isinstance(action, str) else None
+    if action is None:
+        return Delivery(forge, "pull_request-ignored", delivery)
+    if action == "update" and not (isinstance(head, str) and COMMIT.match(head)):
+        raise GitdError("the pull request event's head is not a commit id")
+    return Delivery(forge, "pull_request", delivery, f"pr-{number}",
+                    head if action == "update" else None, ref, action)
 
 
 def forge_of(h: Mapping[str, str]) -> str:

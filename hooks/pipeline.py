@@ -15,13 +15,11 @@ import structlog
 
 import buildpacks
 from buildpacks import BuildRequest
-from hooks import tls
-from gitd.core import validate
+from gitd.core import previews, resources, validate
 from gitd.core.config import Settings
 from gitd.core.errors import BuildError, DeployError, GitdError, NotFound
 from gitd.core.store import Release, Store
-from hooks import checkout, checks, components, maintenance, procfile, router
-from gitd.core import resources
+from hooks import checkout, checks, components, maintenance, procfile, router, tls
 from hooks.components import service_paths
 from hooks.deployments import Deployments, trigger_of_kind, trigger_of_reason
 from hooks.deploy import Deployer
@@ -93,6 +91,7 @@ class Pipeline:
                 processes = procfile.parse(checkout.read_file(repo, tree, "Procfile"))
                 app_json = checkout.read_file(repo, tree, "app.json")
                 checks.from_app_json(app_json)  # a broken app.json fails the push early
+                previews.from_app_json(app_json)
                 declared = components.parse(app_json)
                 progress.stage("build")
                 if declared:

@@ -64,6 +64,7 @@ ROUTE_MODULES = (
     "gitd.api.webhooks",
     "gitd.api.notify",
     "gitd.api.maintenance",
+    "gitd.api.previews",
 )
 
 MAX_BODY = 1024 * 1024

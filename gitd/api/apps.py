@@ -14,7 +14,8 @@ routes = Routes()
 STRINGS = {"type": "array", "items": STRING}
 
 APP_SUMMARY = {"type": "object", "required": ["name", "release"], "additionalProperties": False,
-               "properties": {"name": STRING, "release": nullable(INTEGER)}}
+               "properties": {"name": STRING, "release": nullable(INTEGER),
+                              "preview_of": nullable(STRING)}}
 
 CONTAINER = {"type": "object", "properties": {
     "name": STRING, "process": STRING, "release": {"type": ["integer", "string", "null"]},

@@ -13,12 +13,14 @@ from gitd.webhooks import Unverified
 
 routes = Routes()
 
-ANSWER = {"type": "object", "properties": {"status": STRING, "commit": STRING, "error": STRING}}
+ANSWER = {"type": "object", "properties": {"status": STRING, "commit": STRING, "error": STRING,
+                                           "branch": STRING}}
 
 
 @routes.post("/api/v1/apps/{name}/webhook", auth=False, tags=["apps"], parameters=[APP_PARAM],
              summary="A forge's push event, signed with the app's webhook secret (git:webhook): "
-                     "fetches the followed branch and deploys it",
+                     "fetches the followed branch and deploys it; a pull request's event "
+                     "deploys or removes its preview app (branch pr-N)",
              responses={200: ANSWER, 202: ANSWER, 401: ANSWER, 409: ANSWER})
 async def receive(request):
     try:

@@ -44,7 +44,9 @@ def list_apps(ctx, argv):
         return
     # one write: each crosses to the SSH session's event loop and back
     ctx.out("\n".join(f"{a['name']}" + (f"  v{a['release']}" if a["release"]
-                                          else "  (not deployed)") for a in rows))
+                                          else "  (not deployed)")
+                       + (f"  (preview of {a['preview_of']})" if a.get("preview_of") else "")
+                       for a in rows))
 
 
 @command("apps:info", "apps:info NAME [--json]", "Show an app: release, URLs, containers",

@@ -78,6 +78,12 @@ class Settings:
     default_memory: str = "1g"  # per container, unless resources:set says otherwise
     default_cpus: str = "1"
     default_pids: str = "1024"
+    # preview apps (issue #25): each container's limits, or the parent's when
+    # lower ("" or "0": the parent's); and how often idle previews are looked for
+    preview_memory: str = "256m"
+    preview_cpus: str = "0.5"
+    preview_pids: str = "256"
+    preview_reap_interval: float = 60.0
     # hardening (issue 10): sessions, connections and growth. Each session
     # (command or git) runs on a thread of its own, so these caps bound the
     # threads, sockets and file descriptors anyone can hold.
@@ -335,12 +341,16 @@ def _validate(settings: Settings) -> Settings:
     settings.network_pool = _network_pool(settings.network_pool.strip())
     from gitd.core import resources
     for key in resources.KEYS:
-        value = str(getattr(settings, f"default_{key}"))
-        if value not in ("", "0"):
-            try:
-                resources.normalise(key, value)
-            except GitdError as exc:
-                raise GitdError(f"setting default_{key}: {exc.message}")
+        for prefix in ("default", "preview"):
+            value = str(getattr(settings, f"{prefix}_{key}"))
+            if value not in ("", "0"):
+                try:
+                    resources.normalise(key, value)
+                except GitdError as exc:
+                    raise GitdError(f"setting {prefix}_{key}: {exc.message}")
+    if not 0.1 <= settings.preview_reap_interval <= 86400:  # also refuses nan
+        raise GitdError(f"setting preview_reap_interval: {settings.preview_reap_interval} "
+                        "is not a number of seconds between 0.1 and 86400")
     return settings
 
 

@@ -102,6 +102,17 @@ class Release:
 
 
 @dataclass
+class Preview:
+    """A preview app (`name`, an app of its own) of a branch of `parent`."""
+    name: str
+    parent: str
+    branch: str
+    commit: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass
 class Deployment:
     """One deploy, whatever started it (`trigger`): pending -> building ->
     deploying -> succeeded | failed | cancelled."""
@@ -197,6 +208,7 @@ class Store:
             self._migrate_deployments(db)
             self._migrate_tokens(db)
             self._migrate_notify(db)
+            self._migrate_previews(db)
 
     def _migrate_services(self, db) -> None:
         """Services, links and mounts (issue 12): added to an existing gitd.db too."""
@@ -232,6 +244,7 @@ class Store:
         if "webhook_deliveries" not in tables:
             db["webhook_deliveries"].create({"app": str, "delivery": str, "received_at": float},
                                             pk=("app", "delivery"))
+
     def _migrate_deployments(self, db) -> None:
         """Deployments (issue #23): every deploy, whatever started it."""
         if "deployments" not in db.table_names():
@@ -265,6 +278,15 @@ class Store:
                 {"id": int, "subscription": int, "event": str, "delivery": str, "attempt": int,
                  "status": int, "error": str, "at": float}, pk="id")
             db["notify_deliveries"].create_index(["subscription", "id"])
+
+    def _migrate_previews(self, db) -> None:
+        """Preview apps (issue #25): which app is the preview of which
+        (parent, branch), and when a push last updated it (its TTL runs from there)."""
+        if "previews" not in db.table_names():
+            db["previews"].create(
+                {"name": str, "parent": str, "branch": str, "commit": str,
+                 "created_at": float, "updated_at": float}, pk="name")
+            db["previews"].create_index(["parent", "branch"], unique=True)
 
     def _migrate_routes(self) -> None:
         """Path routes (issue #13): `routes` replaces `domains`, a bare host
@@ -402,6 +424,7 @@ class Store:
 
     def delete_app(self, name: str) -> None:
         with self._tx() as db:
+            db["previews"].delete_where("name = ?", [name])
             for table in ("config", "routes", "grants", "releases", "mounts", "webhooks",
                           "webhook_deliveries", "deployments"):
                 db[table].delete_where("app = ?", [name])
@@ -549,8 +572,11 @@ class Store:
             db["grants"].delete_where("app = ? AND key_name = ?", [app, key_name])
 
     def granted(self, app: str, key_name: str) -> bool:
+        """A preview is granted to whoever its parent is."""
         with self._lock:
-            return bool(self.db["grants"].count_where("app = ? AND key_name = ?", [app, key_name]))
+            return bool(self.db["grants"].count_where(
+                "key_name = ? AND (app = ? OR app IN (SELECT parent FROM previews WHERE name = ?))",
+                [key_name, app, app]))
 
     def grants_of_key(self, key_name: str) -> list[str]:
         with self._lock:
@@ -559,6 +585,41 @@ class Store:
     def grants_of(self, app: str) -> list[str]:
         with self._lock:
             return [r["key_name"] for r in self.db["grants"].rows_where("app = ?", [app], order_by="key_name")]
+
+    # preview apps
+
+    def add_preview(self, name: str, parent: str, branch: str) -> Preview:
+        """Recorded once the app `name` exists; refused when the branch of
+        `parent` has a preview already."""
+        row = {"name": name, "parent": parent, "branch": branch, "commit": None,
+               "created_at": now(), "updated_at": now()}
+        with self._tx() as db:
+            if db["previews"].count_where("parent = ? AND branch = ?", [parent, branch]):
+                raise Conflict(f"branch {branch[:80]!r} of {parent} has a preview already")
+            db["previews"].insert(row)
+        return Preview(**row)
+
+    def preview(self, name: str) -> Preview | None:
+        with self._lock:
+            rows = list(self.db["previews"].rows_where("name = ?", [name]))
+        return Preview(**rows[0]) if rows else None
+
+    def preview_of_branch(self, parent: str, branch: str) -> Preview | None:
+        with self._lock:
+            rows = list(self.db["previews"].rows_where("parent = ? AND branch = ?",
+                                                       [parent, branch]))
+        return Preview(**rows[0]) if rows else None
+
+    def previews(self, parent: str | None = None) -> list[Preview]:
+        """Of `parent`, or every one."""
+        where, args = ("parent = ?", [parent]) if parent else (None, None)
+        with self._lock:
+            return [Preview(**r) for r in self.db["previews"].rows_where(
+                where, args, order_by="parent, name")]
+
+    def preview_updated(self, name: str, commit: str) -> None:
+        with self._tx() as db:
+            db["previews"].update(name, {"commit": commit, "updated_at": now()})
 
     # releases
 

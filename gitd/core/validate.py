@@ -11,9 +11,11 @@ KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 PROCESS_TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,29}$")
 HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+PREVIEW_LABEL = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
-def app_name(name: str) -> str:
+def plain_app_name(name: str) -> str:
+    """The name of an app made by apps:create (never holds `--`)."""
     if not APP_NAME.fullmatch(name or "") or name.endswith("-") or "--" in name:
         raise UsageError(
             f"invalid app name {name!r}: use a lowercase letter first, then lowercase "
@@ -22,12 +24,24 @@ def app_name(name: str) -> str:
     return name
 
 
+def app_name(name: str) -> str:
+    """An app's name: a plain one, or a preview's `APP--label` (gitd.core.previews)."""
+    parent, sep, label = (name or "").partition("--")
+    if sep and len(name) <= 63 and PREVIEW_LABEL.fullmatch(label):
+        plain_app_name(parent)
+        return name
+    return plain_app_name(name)
+
+
 def repo_path_to_app(path: str) -> str:
-    """`hello`, `hello.git`, `/hello`, `/hello.git` -> `hello` (validated)."""
+    """`hello`, `hello.git`, `/hello`, `/hello.git` -> `hello` (validated).
+    A preview has no repository of its own: its parent's branch is pushed."""
     name = path[1:] if path.startswith("/") else path
     if name.endswith(".git"):
         name = name[: -len(".git")]
-    return app_name(name)
+    if "--" in name and app_name(name):
+        raise UsageError(f"{name} is a preview app: push its branch to {name.split('--')[0]}")
+    return plain_app_name(name)
 
 
 def key_name(name: str) -> str:

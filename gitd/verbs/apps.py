@@ -23,7 +23,9 @@ def create(s: Session, name: str, repo_url: str | None = None, branch: str | Non
     (git:sync deploys it; `deploy_now`: a deployment of it starts at once).
     Checked before anything is made."""
     s.require_admin()
-    validate.app_name(name)
+    if "--" in (name or ""):
+        raise UsageError(f"invalid app name {name!r}: '--' is kept for preview apps (APP--BRANCH)")
+    validate.plain_app_name(name)
     if branch is not None and repo_url is None:
         raise UsageError("a branch goes with a repository URL")
     branch = branch or "main"
@@ -45,12 +47,14 @@ def create(s: Session, name: str, repo_url: str | None = None, branch: str | Non
 
 
 def list_apps(s: Session) -> list[dict]:
-    """The apps the caller may see."""
+    """The apps the caller may see; a preview app says whose (`preview_of`)."""
     apps = s.store.list_apps()
+    parents = {p.name: p.parent for p in s.store.previews()}
     if not s.key.is_admin:
         granted = set(s.store.grants_of_key(s.key.name))
-        apps = [a for a in apps if a.name in granted]
-    return [{"name": a.name, "release": a.current_release} for a in apps]
+        apps = [a for a in apps if a.name in granted or parents.get(a.name) in granted]
+    return [{"name": a.name, "release": a.current_release, "preview_of": parents.get(a.name)}
+            for a in apps]
 
 
 def info(s: Session, name: str) -> dict:

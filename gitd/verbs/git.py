@@ -244,6 +244,8 @@ def receive_webhook(gitd, app: str, headers, body: bytes) -> tuple[int, dict]:
     delivery = webhooks.read(headers, body, secret)
     if delivery.event == "ping":
         return 200, {"status": "pong"}
+    if delivery.event == "pull_request":
+        return pull_request(gitd, found, delivery)
     if delivery.event != "push":
         return 202, {"status": f"ignored: event {delivery.event or 'unnamed'}"}
     source = source_of(found)
@@ -257,6 +259,40 @@ def receive_webhook(gitd, app: str, headers, body: bytes) -> tuple[int, dict]:
         return 200, {"status": "ignored: delivery already received"}
     state = followers(gitd).submit(app)
     return 202, {"status": state, "commit": delivery.commit}
+
+
+def pull_request(gitd, app, delivery) -> tuple[int, dict]:
+    """A pull request opened, updated or closed: its preview (branch pr-N)
+    is deployed from the followed repository or removed, in the background,
+    in the order the forge sent them."""
+    name = app.name
+    source = source_of(app)
+    if not source.get("url"):
+        return 409, {"error": f"{name} follows no repository (git:sync {name} URL)"}
+    if delivery.action == "update" and gitd.previews.policy(name) is None:
+        return 202, {"status": "ignored: previews off"}
+    if delivery.delivery and not gitd.store.first_delivery(name, delivery.delivery):
+        return 200, {"status": "ignored: delivery already received"}
+    if delivery.action == "close":
+        gitd.previews.later(name, lambda sink: _close_pull(gitd, name, delivery, sink))
+        return 202, {"status": "removing", "branch": delivery.branch}
+    gitd.previews.later(name, lambda sink: _update_pull(gitd, name, source["url"], delivery, sink))
+    return 202, {"status": "deploying", "branch": delivery.branch, "commit": delivery.commit}
+
+
+def _update_pull(gitd, app: str, url: str, delivery, sink) -> None:
+    commit = fetch(gitd, app, url, delivery.ref, sink)
+    with gitd.app_lock(app, notify=sink), gitd.using_repo(app):
+        repo = gitserve.open_repo(gitd.settings.repos_dir, app)
+        try:  # built as a deployer's push: the code comes from elsewhere
+            gitd.previews.push(app, delivery.branch, repo, commit.encode(), "webhook", sink)
+        finally:
+            repo.close()
+
+
+def _close_pull(gitd, app: str, delivery, sink) -> None:
+    with gitd.app_lock(app, notify=sink):
+        gitd.previews.remove_branch(app, delivery.branch, sink)
 
 
 class Followers:

@@ -9,11 +9,28 @@ def test_good_app_names(name):
     assert validate.app_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "Hello", "1app", "-app", "app-", "a--b", "a_b", "a.b",
+@pytest.mark.parametrize("name", ["", "Hello", "1app", "-app", "app-", "a_b", "a.b",
                                   "x" * 31, "../etc", "a/b", "app\n", "app "])
 def test_bad_app_names(name):
     with pytest.raises(UsageError):
         validate.app_name(name)
+    with pytest.raises(UsageError):
+        validate.plain_app_name(name)
+
+
+def test_a_preview_s_name_is_an_app_name_but_not_one_apps_create_takes():
+    assert validate.app_name("a--b") == "a--b"
+    assert validate.app_name("hello--feature-x-2") == "hello--feature-x-2"
+    assert validate.app_name("a--" + "b" * 60) == "a--" + "b" * 60  # 63: one DNS label
+    for name in ("a--b", "a--" + "b" * 61, "a---b", "a--b--c", "a--b-", "a--", "--b",
+                 "A--b", "1a--b", "a--B", "a--b.c", "a--b/c"):
+        with pytest.raises(UsageError):
+            validate.plain_app_name(name)
+        if name != "a--b":
+            with pytest.raises(UsageError):
+                validate.app_name(name)
+    with pytest.raises(UsageError, match="preview app"):
+        validate.repo_path_to_app("/a--b.git")
 
 
 @pytest.mark.parametrize("path", ["hello", "hello.git", "/hello", "/hello.git"])
