@@ -196,6 +196,7 @@ class Store:
             self._migrate_webhooks(db)
             self._migrate_deployments(db)
             self._migrate_tokens(db)
+            self._migrate_dashboard(db)
 
     def _migrate_services(self, db) -> None:
         """Services, links and mounts (issue 12): added to an existing gitd.db too."""
@@ -249,6 +250,15 @@ class Store:
                  "created_at": float, "last_used_at": float, "expires_at": float}, pk="id")
             db["tokens"].create_index(["name"], unique=True)
             db["tokens"].create_index(["key_name"])
+
+    def _migrate_dashboard(self, db) -> None:
+        """Dashboard sessions (issue #24): the sha256 of each session id, the
+        token it was opened with (revoking the token ends it) and its CSRF token."""
+        if "dashboard_sessions" not in db.table_names():
+            db["dashboard_sessions"].create(
+                {"id_hash": str, "token_id": str, "csrf": str, "created_at": float,
+                 "expires_at": float}, pk="id_hash")
+            db["dashboard_sessions"].create_index(["token_id"])
 
     def _migrate_routes(self) -> None:
         """Path routes (issue #13): `routes` replaces `domains`, a bare host
@@ -356,6 +366,30 @@ class Store:
     def token_used(self, token_id: str, when: float) -> None:
         with self._tx() as db:
             db["tokens"].update(token_id, {"last_used_at": when})
+
+    # dashboard sessions
+
+    def add_dashboard_session(self, id_hash: str, token_id: str, csrf: str, expires_at: float,
+                              keep: int) -> None:
+        """A new session; the expired ones go, and the token's oldest past `keep`."""
+        with self._tx() as db:
+            table = db["dashboard_sessions"]
+            table.delete_where("expires_at <= ?", [now()])
+            table.insert({"id_hash": id_hash, "token_id": token_id, "csrf": csrf,
+                          "created_at": now(), "expires_at": expires_at})
+            extra = [r["id_hash"] for r in table.rows_where(
+                "token_id = ?", [token_id], order_by="created_at desc, rowid desc")][keep:]
+            for old in extra:
+                table.delete(old)
+
+    def dashboard_session(self, id_hash: str) -> dict | None:
+        with self._lock:
+            rows = list(self.db["dashboard_sessions"].rows_where("id_hash = ?", [id_hash]))
+        return rows[0] if rows else None
+
+    def delete_dashboard_session(self, id_hash: str) -> None:
+        with self._tx() as db:
+            db["dashboard_sessions"].delete_where("id_hash = ?", [id_hash])
 
     # apps
 
