@@ -34,7 +34,7 @@ from gitd.api import auth, status_of
 from gitd.api.deployments import deployment_id
 from gitd.api.routing import follow_blocking, run_blocking
 from gitd.core import validate
-from gitd.core.errors import GitdError, RateLimited, TooLarge, UsageError
+from gitd.core.errors import GitdError, NotFound, RateLimited, TooLarge, UsageError
 from gitd.dashboard import sessions
 from gitd.verbs import Session, config, deployments, overview, releases
 
@@ -129,9 +129,14 @@ async def read_form(request: web.Request) -> dict[str, str]:
     """The url-encoded form, at most MAX_FORM bytes; a field sent twice is refused."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise UsageError("send the form as application/x-www-form-urlencoded")
-    raw = await request.content.read(MAX_FORM + 1)
-    if len(raw) > MAX_FORM:
-        raise TooLarge(f"the form is larger than {MAX_FORM} bytes")
+    too_large = TooLarge(f"the form is larger than {MAX_FORM} bytes")
+    if (request.content_length or 0) > MAX_FORM:
+        raise too_large
+    raw = b""
+    while chunk := await request.content.read(MAX_FORM + 1 - len(raw)):  # may come in pieces
+        raw += chunk
+        if len(raw) > MAX_FORM:
+            raise too_large
     try:
         pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
                           max_num_fields=200)
@@ -241,7 +246,12 @@ async def bare(request):
 async def apps_page(request):
     s = request["session"]
     names = await run_blocking(overview.app_names, s)
-    apps = await asyncio.gather(*(run_blocking(overview.app_summary, s, n) for n in names))
+    found = await asyncio.gather(*(run_blocking(overview.app_summary, s, n) for n in names),
+                                 return_exceptions=True)
+    for item in found:  # an app destroyed meanwhile is left out; anything else is raised
+        if isinstance(item, BaseException) and not isinstance(item, NotFound):
+            raise item
+    apps = [item for item in found if not isinstance(item, BaseException)]
     refresh = REFRESH_SECONDS if any(a["deploying"] for a in apps) else None
     return render(request, "apps.html.j2", apps=apps, refresh=refresh)
 

@@ -266,3 +266,25 @@ def test_the_token_never_reaches_the_log(gitd):
     with capture_logs() as logs:
         browse(gitd, lambda client: log_in(client, admin))
     assert logs and admin not in repr(logs)
+
+
+def test_a_form_that_arrives_in_pieces_is_read_whole(gitd):
+    admin = token_of(gitd, "admin")
+    value = "v" * 20_000
+
+    async def scenario(client):
+        await log_in(client, admin)
+        page = await (await client.get("/dashboard/apps/hello")).text()
+        body = f"csrf={hidden(page)}&key=LONG&value={value}".encode()
+
+        async def pieces():
+            for start in range(0, len(body), 1000):
+                yield body[start:start + 1000]
+                await asyncio.sleep(0.01)
+        answer = await client.post("/dashboard/apps/hello/config", data=pieces(),
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"},
+                                   allow_redirects=False)
+        return answer.status
+
+    assert browse(gitd, scenario) == 303
+    assert gitd.store.get_config("hello")["LONG"] == value
