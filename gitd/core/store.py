@@ -391,6 +391,29 @@ class Store:
         with self._tx() as db:
             db["dashboard_sessions"].delete_where("id_hash = ?", [id_hash])
 
+    def overview(self) -> dict[str, dict]:
+        """Every app with its current release's commit, its hosts, its last
+        deployment and its linked services, in a few queries (the
+        dashboard's apps page: a handful of queries per app took 3 ms each)."""
+        with self._lock:
+            query = self.db.query
+            found = {row["name"]: {"app": _app(row), "commit": row["commit"], "hosts": [],
+                                   "last_deployment": None, "services": {}}
+                     for row in query("SELECT a.*, r.[commit] AS [commit] FROM apps a LEFT JOIN "
+                                      "releases r ON r.app = a.name AND "
+                                      "r.version = a.current_release ORDER BY a.name")}
+            for row in query("SELECT DISTINCT app, host FROM routes ORDER BY host"):
+                found.get(row["app"], {}).get("hosts", []).append(row["host"])
+            for row in query("SELECT * FROM deployments WHERE id IN "
+                             "(SELECT MAX(id) FROM deployments GROUP BY app)"):
+                if row["app"] in found:
+                    found[row["app"]]["last_deployment"] = _deployment(row)
+            for row in query("SELECT l.app, l.env_var, s.* FROM service_links l "
+                             "JOIN services s ON s.name = l.service ORDER BY l.service"):
+                if row["app"] in found:
+                    found[row["app"]]["services"][row["name"]] = (_service(row), row["env_var"])
+        return found
+
     # apps
 
     def create_app(self, name: str) -> App:

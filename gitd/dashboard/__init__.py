@@ -20,7 +20,6 @@ under /dashboard/ (api_port, and api_host through gitd's Traefik).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import time
@@ -34,7 +33,7 @@ from gitd.api import auth, status_of
 from gitd.api.deployments import deployment_id
 from gitd.api.routing import follow_blocking, run_blocking
 from gitd.core import validate
-from gitd.core.errors import GitdError, NotFound, RateLimited, TooLarge, UsageError
+from gitd.core.errors import GitdError, RateLimited, TooLarge, UsageError
 from gitd.dashboard import sessions
 from gitd.verbs import Session, config, deployments, overview, releases
 
@@ -56,6 +55,16 @@ SECURITY_HEADERS = {
 
 templates = jinja2.Environment(loader=jinja2.PackageLoader("gitd.dashboard", "templates"),
                                autoescape=True, trim_blocks=True, lstrip_blocks=True)
+
+
+
+def short_state(state: str) -> str:
+    """'stopped (ps:start to run it again; ...)' -> 'stopped'; the whole
+    sentence goes in the title."""
+    return state.split(" (", 1)[0].split(":", 1)[0]
+
+
+templates.filters["short_state"] = short_state
 
 _routes: list[tuple[str, str, object]] = []
 
@@ -244,14 +253,7 @@ async def bare(request):
 @route("GET", "/")
 @page
 async def apps_page(request):
-    s = request["session"]
-    names = await run_blocking(overview.app_names, s)
-    found = await asyncio.gather(*(run_blocking(overview.app_summary, s, n) for n in names),
-                                 return_exceptions=True)
-    for item in found:  # an app destroyed meanwhile is left out; anything else is raised
-        if isinstance(item, BaseException) and not isinstance(item, NotFound):
-            raise item
-    apps = [item for item in found if not isinstance(item, BaseException)]
+    apps = await run_blocking(overview.apps_overview, request["session"])
     refresh = REFRESH_SECONDS if any(a["deploying"] for a in apps) else None
     return render(request, "apps.html.j2", apps=apps, refresh=refresh)
 

@@ -4,10 +4,14 @@ the caller's access (each verb checks it again)."""
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
+from gitd.core import certs
 from gitd.core.errors import GitdError, PermissionDenied
 from gitd.verbs import Session, apps, config, deployments, logs, releases
+from hooks import health
 
+ENGINE_CALLS_AT_ONCE = 8  # the apps page asks the engine for each app's containers
 RECENT_DEPLOYS = 10
 RECENT_LOG_LINES = 50
 FINISHED = ("succeeded", "failed", "cancelled")  # a deployment's statuses once it ended
@@ -22,8 +26,35 @@ def app_summary(s: Session, name: str) -> dict:
     return {**info, "running": dict(running), "last_deployment": last[0] if last else None}
 
 
-def app_names(s: Session) -> list[str]:
-    return [a["name"] for a in apps.list_apps(s)]
+def apps_overview(s: Session) -> list[dict]:
+    """Every app the caller may see, as the apps page lists it: what
+    app_summary says of one, read from the store in a few queries and from
+    the engine side by side (one app after another took 2.5 ms each)."""
+    visible = [a["name"] for a in apps.list_apps(s)]
+    rows = s.store.overview()
+    names = [name for name in visible if name in rows]
+    with ThreadPoolExecutor(max_workers=ENGINE_CALLS_AT_ONCE) as pool:
+        containers = dict(zip(names, pool.map(s.gitd.scheduler.dynos, names)))
+    busy = s.gitd.locks.busy()
+    return [_listed(s, rows[name], containers[name], name in busy) for name in names]
+
+
+def _listed(s: Session, row: dict, containers: list[dict], deploying: bool) -> dict:
+    app, hosts = row["app"], row["hosts"]
+    last = row["last_deployment"]
+    return {
+        "name": app.name, "release": app.current_release, "commit": row["commit"],
+        "state": health.app_state(containers, app.live_seq, bool(app.settings.get("stopped"))),
+        "deploying": deploying, "scale": app.scale or {"web": 1},
+        "running": dict(Counter(c["type"] for c in containers if c["state"] == "running")),
+        "urls": [s.settings.host_url(h) for h in hosts],
+        "certificate_warnings": certs.warnings(s.settings, app.name, hosts),
+        "services": {name: {"kind": svc.kind, "env_var": env_var,
+                            "last_backup_ok": svc.last_backup_ok,
+                            "last_backup_message": svc.last_backup_message}
+                     for name, (svc, env_var) in row["services"].items()},
+        "last_deployment": deployments.to_dict(last, with_log=False) if last else None,
+    }
 
 
 def app_page(s: Session, name: str, reveal: bool = False) -> dict:

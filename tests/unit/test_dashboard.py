@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gitd.api import build_app
 from gitd.dashboard import COOKIE, LOGIN_COOKIE, MAX_FORM, mount, sessions
-from gitd.verbs import Session, tokens
+from gitd.verbs import Session, overview, tokens
 from tests.fakes import FakeGitd
 
 
@@ -288,3 +288,42 @@ def test_a_form_that_arrives_in_pieces_is_read_whole(gitd):
 
     assert browse(gitd, scenario) == 303
     assert gitd.store.get_config("hello")["LONG"] == value
+
+
+def test_the_apps_overview_says_what_each_apps_own_verbs_say(gitd):
+    """The apps page reads every app in a few queries: the same facts as
+    apps:info and the app's last deployment, one app at a time."""
+    store = gitd.store
+    store.new_release("hello", kind="push", commit="c" * 40, pushed_by="dev", status="succeeded")
+    store.set_live("hello", 1, 1)
+    store.new_deployment("hello", "push")
+    store.new_deployment("hello", "api")
+    store.new_deployment("other", "push")
+    store.create_service(name="db", kind="postgres", version="16", image="i", password="p",
+                         volume="v")
+    store.update_service("db", last_backup_ok=False, last_backup_message="<b>disk full</b>")
+    store.add_link("db", "hello", "DATABASE_URL")
+    for key, expected in (("admin", ["hello", "other"]), ("dev", ["hello"])):
+        s = Session(gitd, store.get_key(key))
+        listed = overview.apps_overview(s)
+        assert [a["name"] for a in listed] == expected
+        for item in listed:
+            one = overview.app_summary(s, item["name"])
+            assert item == {k: one[k] for k in item}, item["name"]
+    assert listed[0]["commit"] == "c" * 40 and listed[0]["last_deployment"]["trigger"] == "api"
+    assert listed[0]["services"]["db"]["last_backup_ok"] is False
+
+
+def test_a_failed_backup_and_the_state_show_on_the_apps_page_escaped(gitd):
+    gitd.store.create_service(name="db", kind="postgres", version="16", image="i", password="p",
+                              volume="v")
+    gitd.store.update_service("db", last_backup_ok=False, last_backup_message="<b>disk</b>")
+    gitd.store.add_link("db", "hello", "DATABASE_URL")
+    admin = token_of(gitd, "admin")
+
+    async def scenario(client):
+        await log_in(client, admin)
+        return await (await client.get("/dashboard/")).text()
+
+    html = browse(gitd, scenario)
+    assert "backup of db failed: &lt;b&gt;disk&lt;/b&gt;" in html and "not deployed" in html
