@@ -327,3 +327,15 @@ def test_a_failed_backup_and_the_state_show_on_the_apps_page_escaped(gitd):
 
     html = browse(gitd, scenario)
     assert "backup of db failed: &lt;b&gt;disk&lt;/b&gt;" in html and "not deployed" in html
+
+
+def test_markup_as_an_app_name_in_the_url_is_refused_and_escaped(gitd):
+    admin = token_of(gitd, "admin")
+
+    async def scenario(client):
+        await log_in(client, admin)
+        answer = await client.get("/dashboard/apps/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        return answer.status, await answer.text()
+
+    status, html = browse(gitd, scenario)
+    assert status == 400 and "<script>alert" not in html and "&lt;script&gt;" in html
