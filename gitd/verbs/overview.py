@@ -4,14 +4,12 @@ the caller's access (each verb checks it again)."""
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 from gitd.core import certs
 from gitd.core.errors import GitdError, PermissionDenied
 from gitd.verbs import Session, apps, config, deployments, logs, releases
 from hooks import health
 
-ENGINE_CALLS_AT_ONCE = 8  # the apps page asks the engine for each app's containers
 RECENT_DEPLOYS = 10
 RECENT_LOG_LINES = 50
 FINISHED = ("succeeded", "failed", "cancelled")  # a deployment's statuses once it ended
@@ -29,12 +27,12 @@ def app_summary(s: Session, name: str) -> dict:
 def apps_overview(s: Session) -> list[dict]:
     """Every app the caller may see, as the apps page lists it: what
     app_summary says of one, read from the store in a few queries and from
-    the engine side by side (one app after another took 2.5 ms each)."""
+    one listing of the engine's containers (a few queries and a listing per
+    app took 2.5 ms each on a quiet machine)."""
     visible = [a["name"] for a in apps.list_apps(s)]
     rows = s.store.overview()
     names = [name for name in visible if name in rows]
-    with ThreadPoolExecutor(max_workers=ENGINE_CALLS_AT_ONCE) as pool:
-        containers = dict(zip(names, pool.map(s.gitd.scheduler.dynos, names)))
+    containers = s.gitd.scheduler.dynos_of(names)
     busy = s.gitd.locks.busy()
     return [_listed(s, rows[name], containers[name], name in busy) for name in names]
 

@@ -20,6 +20,9 @@ class NoContainers:
     def dynos(self, app):
         return []
 
+    def dynos_of(self, apps):
+        return {app: [] for app in apps}
+
     def units(self, app, **labels):
         return []
 
@@ -339,3 +342,29 @@ def test_markup_as_an_app_name_in_the_url_is_refused_and_escaped(gitd):
 
     status, html = browse(gitd, scenario)
     assert status == 400 and "<script>alert" not in html and "&lt;script&gt;" in html
+
+
+def test_the_docker_scheduler_lists_several_apps_dynos_in_one_listing(monkeypatch):
+    from hooks.scheduler import DockerScheduler, ExitWatch
+    from gitd.core.config import Settings
+    from tests.fakes import Engine, app_container
+
+    class Counted(Engine):
+        listings = 0
+
+        def containers(self, app=None, **labels):
+            Counted.listings += 1
+            return super().containers(app, **labels)
+
+    monkeypatch.setattr(ExitWatch, "start", lambda self: None)  # no engine events here
+    engine = Counted([app_container("a", 1, 1), app_container("a", 1, 1, "worker", None, "exited"),
+                      app_container("b", 2, 2), app_container("c", 1, 1)])
+    docker = DockerScheduler(engine, Settings())
+    one_by_one = {app: docker.dynos(app) for app in ("a", "b", "z")}
+    Counted.listings = 0
+    together = docker.dynos_of(["a", "b", "z"])
+    assert Counted.listings == 1
+    for rows in (*one_by_one.values(), *together.values()):
+        for row in rows:
+            row.pop("uptime")  # counted from now
+    assert together == one_by_one and len(together["a"]) == 2 and together["z"] == []
