@@ -133,9 +133,16 @@ def test_an_admin_deploys_watches_rolls_back_sets_config_and_logs_out(gitd, site
     assert gitd.push(repo, app).returncode == 0
     assert gitd.wait_for(gitd.host(app), "v1")[0] == 200
 
-    browser.get(f"{base}/")
-    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-app="{app}"]')
-    assert "running" in row.text and "v1" in row.text
+    def listed_running(driver) -> bool:
+        driver.get(f"{base}/")  # the push's lock and health settle just after it returns
+        text = driver.find_element(By.CSS_SELECTOR, f'tr[data-app="{app}"]').text
+        seen.append(text)
+        return "running" in text and "v1" in text
+    seen: list[str] = []
+    try:
+        wait(browser, listed_running, timeout=30)
+    except Exception:
+        raise AssertionError(f"the apps page says: {seen[-3:]}") from None
     shot(browser, "apps")
 
     # a push while the page is open: its log streams in, then the page follows
