@@ -206,6 +206,15 @@ def test_a_deployer_sees_only_its_app_and_admin_actions_are_refused(gitd, site, 
     assert not browser.find_elements(By.ID, "config-set")
     assert not browser.find_elements(By.CSS_SELECTOR, "button.rollback")
     shot(browser, "deployer")
+    browser.set_window_size(390, 844)  # a phone
+    try:
+        browser.get(f"{base}/")
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1")
+        shot(browser, "phone")
+    finally:
+        browser.set_window_size(1280, 1000)
+    browser.get(f"{base}/apps/{site['granted']}")
     cookie = session_cookie(browser)
     csrf = browser.find_element(By.CSS_SELECTOR, 'input[name="csrf"]').get_attribute("value")
     status, _, body = fetch(f"{base}/apps/{site['main']}", cookie)
@@ -239,3 +248,11 @@ def test_a_post_without_csrf_and_a_cookie_after_revocation_do_nothing(gitd, site
     assert "NOCSRF" not in gitd.ssh("config", app).stdout
     assert gitd.ssh("tokens:revoke", name).returncode == 0
     assert fetch(f"{base}/", cookie)[:2] == (303, "/dashboard/login")
+
+
+def test_the_dashboard_answers_at_api_host_through_gitds_traefik(gitd):
+    deadline = time.monotonic() + 30
+    while (answer := gitd.get("gitd.localhost", "/dashboard/login"))[0] != 200:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.2)
+    assert 'name="token"' in answer[1]
