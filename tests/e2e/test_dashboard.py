@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -141,7 +142,7 @@ def test_an_admin_deploys_watches_rolls_back_sets_config_and_logs_out(gitd, site
     seen: list[str] = []
     try:
         wait(browser, listed_running, timeout=30)
-    except Exception:
+    except TimeoutException:
         raise AssertionError(f"the apps page says: {seen[-3:]}") from None
     shot(browser, "apps")
 

@@ -7,11 +7,14 @@ import re
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
 from gitd.api import build_app
+from gitd.core.config import Settings
 from gitd.dashboard import COOKIE, LOGIN_COOKIE, MAX_FORM, mount, sessions
 from gitd.verbs import Session, overview, tokens
-from tests.fakes import FakeGitd
+from hooks.scheduler import DockerScheduler, ExitWatch
+from tests.fakes import Engine, FakeGitd, app_container
 
 
 class NoContainers:
@@ -264,7 +267,6 @@ def test_the_cookie_is_secure_when_the_page_came_over_https_through_gitds_traefi
 
 
 def test_the_token_never_reaches_the_log(gitd):
-    from structlog.testing import capture_logs
     admin = token_of(gitd, "admin")
     with capture_logs() as logs:
         browse(gitd, lambda client: log_in(client, admin))
@@ -345,10 +347,6 @@ def test_markup_as_an_app_name_in_the_url_is_refused_and_escaped(gitd):
 
 
 def test_the_docker_scheduler_lists_several_apps_dynos_in_one_listing(monkeypatch):
-    from hooks.scheduler import DockerScheduler, ExitWatch
-    from gitd.core.config import Settings
-    from tests.fakes import Engine, app_container
-
     class Counted(Engine):
         listings = 0
 
