@@ -366,3 +366,18 @@ def test_the_docker_scheduler_lists_several_apps_dynos_in_one_listing(monkeypatc
         for row in rows:
             row.pop("uptime")  # counted from now
     assert together == one_by_one and len(together["a"]) == 2 and together["z"] == []
+
+
+def test_another_apps_deploy_log_stream_is_not_found_and_none_without_a_session(gitd):
+    theirs = gitd.store.new_deployment("other", "push")
+    dev = token_of(gitd, "dev")
+
+    async def scenario(client):
+        anonymous = await client.get(f"/dashboard/deployments/{theirs.id}/log")
+        await log_in(client, dev)
+        other = await client.get(f"/dashboard/deployments/{theirs.id}/log")
+        odd = await client.get("/dashboard/deployments/%C2%B2/log")
+        return anonymous.status, other.status, odd.status, await other.text()
+
+    anonymous, other, odd, text = browse(gitd, scenario)
+    assert (anonymous, other, odd) == (401, 404, 400) and "data:" not in text
