@@ -137,8 +137,10 @@ async def serve(settings: Settings) -> int:
     api = None
     if settings.api_port:
         from gitd.api import ApiServer  # aiohttp is loaded only when the API is on
+        from gitd.dashboard import mount as mount_dashboard
 
         api = ApiServer(gitd)
+        mount_dashboard(api.app)
     try:
         port = await ssh.start(settings.ssh_host, settings.ssh_port, settings.host_key_path)
         api_port = await api.start(API_BIND, settings.api_port) if api else 0

@@ -189,6 +189,18 @@ class DockerScheduler:
         self._exits.start()
         return [dynos.container_row(c, self._last_exit(c)) for c in self.engine.containers(app)]
 
+    def dynos_of(self, apps: list[str]) -> dict[str, list[dict]]:
+        """dynos() of each of `apps`, from one listing of the engine's
+        containers (the dashboard's apps page: one listing per app took
+        2.5 ms each on a quiet engine, far more on a busy one)."""
+        self._exits.start()
+        found: dict[str, list[dict]] = {app: [] for app in apps}
+        for container in self.engine.containers():
+            rows = found.get(container.labels.get(LABEL_APP))
+            if rows is not None:
+                rows.append(dynos.container_row(container, self._last_exit(container)))
+        return found
+
     def _last_exit(self, container) -> int | None:
         """A running container that has exited before (Docker restarted it):
         the status of that exit, from the engine's events."""

@@ -209,6 +209,7 @@ class Store:
             self._migrate_tokens(db)
             self._migrate_notify(db)
             self._migrate_previews(db)
+            self._migrate_dashboard(db)
 
     def _migrate_services(self, db) -> None:
         """Services, links and mounts (issue 12): added to an existing gitd.db too."""
@@ -287,6 +288,15 @@ class Store:
                 {"name": str, "parent": str, "branch": str, "commit": str,
                  "created_at": float, "updated_at": float}, pk="name")
             db["previews"].create_index(["parent", "branch"], unique=True)
+
+    def _migrate_dashboard(self, db) -> None:
+        """Dashboard sessions (issue #24): the sha256 of each session id, the
+        token it was opened with (revoking the token ends it) and its CSRF token."""
+        if "dashboard_sessions" not in db.table_names():
+            db["dashboard_sessions"].create(
+                {"id_hash": str, "token_id": str, "csrf": str, "created_at": float,
+                 "expires_at": float}, pk="id_hash")
+            db["dashboard_sessions"].create_index(["token_id"])
 
     def _migrate_routes(self) -> None:
         """Path routes (issue #13): `routes` replaces `domains`, a bare host
@@ -394,6 +404,53 @@ class Store:
     def token_used(self, token_id: str, when: float) -> None:
         with self._tx() as db:
             db["tokens"].update(token_id, {"last_used_at": when})
+
+    # dashboard sessions
+
+    def add_dashboard_session(self, id_hash: str, token_id: str, csrf: str, expires_at: float,
+                              keep: int) -> None:
+        """A new session; the expired ones go, and the token's oldest past `keep`."""
+        with self._tx() as db:
+            table = db["dashboard_sessions"]
+            table.delete_where("expires_at <= ?", [now()])
+            table.insert({"id_hash": id_hash, "token_id": token_id, "csrf": csrf,
+                          "created_at": now(), "expires_at": expires_at})
+            extra = [r["id_hash"] for r in table.rows_where(
+                "token_id = ?", [token_id], order_by="created_at desc, rowid desc")][keep:]
+            for old in extra:
+                table.delete(old)
+
+    def dashboard_session(self, id_hash: str) -> dict | None:
+        with self._lock:
+            rows = list(self.db["dashboard_sessions"].rows_where("id_hash = ?", [id_hash]))
+        return rows[0] if rows else None
+
+    def delete_dashboard_session(self, id_hash: str) -> None:
+        with self._tx() as db:
+            db["dashboard_sessions"].delete_where("id_hash = ?", [id_hash])
+
+    def overview(self) -> dict[str, dict]:
+        """Every app with its current release's commit, its hosts, its last
+        deployment and its linked services, in a few queries (the
+        dashboard's apps page: a handful of queries per app took 3 ms each)."""
+        with self._lock:
+            query = self.db.query
+            found = {row["name"]: {"app": _app(row), "commit": row["commit"], "hosts": [],
+                                   "last_deployment": None, "services": {}}
+                     for row in query("SELECT a.*, r.[commit] AS [commit] FROM apps a LEFT JOIN "
+                                      "releases r ON r.app = a.name AND "
+                                      "r.version = a.current_release ORDER BY a.name")}
+            for row in query("SELECT DISTINCT app, host FROM routes ORDER BY host"):
+                found.get(row["app"], {}).get("hosts", []).append(row["host"])
+            for row in query("SELECT * FROM deployments WHERE id IN "
+                             "(SELECT MAX(id) FROM deployments GROUP BY app)"):
+                if row["app"] in found:
+                    found[row["app"]]["last_deployment"] = _deployment(row)
+            for row in query("SELECT l.app, l.env_var, s.* FROM service_links l "
+                             "JOIN services s ON s.name = l.service ORDER BY l.service"):
+                if row["app"] in found:
+                    found[row["app"]]["services"][row["name"]] = (_service(row), row["env_var"])
+        return found
 
     # apps
 

@@ -215,6 +215,10 @@ class TaskViews:
             rows += task_rows(unit, self.tasks(unit), nodes)
         return rows
 
+    def dynos_of(self, apps: list[str]) -> dict[str, list[dict]]:
+        """dynos() of each of `apps` (the swarm's tasks are asked per service)."""
+        return {app: self.dynos(app) for app in apps}
+
     def node_names(self) -> dict[str, str]:
         try:
             return {n["ID"]: (n.get("Description") or {}).get("Hostname") or n["ID"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,12 @@ def test_serve_and_doctor_find_the_traefik_installed_beside_gitd(tmp_path, docke
     try:
         pid = int((server.data_dir / "traefik" / "traefik.pid").read_text().split()[0])
         assert Path(f"/proc/{pid}/exe").resolve() == beside.resolve()
+        # the dashboard's templates and static files are in the wheel
+        for path in ("/dashboard/login", "/dashboard/static/dashboard.css",
+                     "/dashboard/static/dashboard.js"):
+            url = f"http://127.0.0.1:{server.gitd_api_port}{path}"
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                assert answer.status == 200 and answer.read(), path
     finally:
         server.stop()
         server.cleanup(docker_client)
