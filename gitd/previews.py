@@ -20,7 +20,7 @@ import structlog
 
 from gitd.core import previews as rules
 from gitd.core.errors import GitdError
-from hooks.deploy import release_task_spec
+from hooks.specs import release_task_spec
 
 log = structlog.get_logger("gitd.previews")
 

@@ -16,7 +16,8 @@ import pytest
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE
 from tests.e2e.harness import Gitd, free_port, gitd_command, make_repo, unique_app
-from tests.e2e.test_services import IMAGES_ENV, PG_IMAGE, PG_VERSION, ok, sql, tag_versioned
+from tests.e2e.helpers import ok
+from tests.e2e.services_helpers import IMAGES_ENV, PG_IMAGE, PG_VERSION, sql, tag_versioned
 
 pytestmark = pytest.mark.e2e
 

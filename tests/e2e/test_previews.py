@@ -240,7 +240,7 @@ def test_a_pull_request_webhook_opens_updates_and_closes_its_preview(gitd, docke
 
 def test_a_fresh_preview_gets_its_own_empty_redis_seeded_by_postdeploy(own_gitd, docker_client,
                                                                         tmp_path):
-    from tests.e2e.test_services import IMAGES_ENV, REDIS_IMAGE, client_app
+    from tests.e2e.services_helpers import IMAGES_ENV, REDIS_IMAGE, client_app
 
     own_gitd.start(extra_env=IMAGES_ENV)
     app, cache = unique_app("pvfresh"), unique_app("cache")
