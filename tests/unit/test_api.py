@@ -388,3 +388,14 @@ def test_a_field_that_goes_with_another_is_refused_alone():
     routing.check({}, schema, "body")
     with pytest.raises(UsageError, match="'branch' goes with 'repo_url'"):
         routing.check({"branch": "main"}, schema, "body")
+
+
+def test_the_live_log_routes_document_their_event_stream():
+    doc = openapi.document(all_routes())
+    live = {(path, method) for path, ops in doc["paths"].items() for method, op in ops.items()
+            if "text/event-stream" in op["responses"].get("200", {}).get("content", {})}
+    assert live == {("/api/v1/deployments/{id}/log", "get"), ("/api/v1/apps/{name}/logs", "get")}
+    for path, method in live:
+        content = doc["paths"][path][method]["responses"]["200"]["content"]
+        assert content["text/event-stream"]["schema"]["type"] == "string"
+        assert "application/json" in content
