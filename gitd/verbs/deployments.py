@@ -21,7 +21,7 @@ from dulwich.objects import Commit, Tag
 
 from gitd import gitserve, reachable
 from gitd.core import validate
-from gitd.core.errors import Conflict, GitdError, NotFound, PermissionDenied, UsageError
+from gitd.core.errors import GitdError, NotFound, PermissionDenied, UsageError
 from gitd.core.store import Deployment
 from gitd.verbs import Session, iso_time
 from hooks.registry import registry_host
@@ -176,14 +176,12 @@ def create(s: Session, app: str, ref: str | None = None, image: str | None = Non
     s.app(app)
     if image is not None and ref is not None:
         raise UsageError("give a ref or an image, not both")
-    if s.gitd.deployments.waiting(app) >= MAX_WAITING:
-        raise Conflict(f"{MAX_WAITING} deployments of {app} are already waiting; "
-                       "try again once they ran")
     by = s.key.name
     if image is not None:
         s.require_admin()
         image = check_image(s, image)
-        row = s.gitd.deployments.create(app, trigger or "image", by=by, image=image)
+        row = s.gitd.deployments.create(app, trigger or "image", MAX_WAITING, by=by,
+                                        image=image)
 
         def work():
             s.gitd.pipeline.deploy_image(app, image, by, None, trigger=row.trigger,
@@ -191,7 +189,8 @@ def create(s: Session, app: str, ref: str | None = None, image: str | None = Non
     else:
         with s.gitd.using_repo(app):
             ref, commit = resolve_ref(gitserve.open_repo(s.settings.repos_dir, app), ref)
-        row = s.gitd.deployments.create(app, trigger or "api", by=by, ref=ref, commit=commit)
+        row = s.gitd.deployments.create(app, trigger or "api", MAX_WAITING, by=by, ref=ref,
+                                        commit=commit)
         trusted = s.key.is_admin and pushed_by_an_admin(s.store, app, commit)
 
         def work():

@@ -336,14 +336,59 @@ def test_deployments_of_an_app_the_caller_cannot_reach_are_not_found(store, tmp_
 
 
 def test_a_flood_of_created_deployments_is_refused_past_the_queue(store, tmp_path, monkeypatch):
-    daemon = FakeDaemon(store, Settings(data_dir=tmp_path))
+    daemon = FakeDaemon(store, Settings(data_dir=tmp_path, registry_port=5000))
     daemon.deployments = Deployments(store, 1024)
     for _ in range(verbs.MAX_WAITING):
         daemon.deployments.create("hello", "api")
-    dev = Session(daemon, store.get_key("dev"))
+    admin = Session(daemon, store.get_key("admin"))
     with pytest.raises(Conflict, match="already waiting"):
-        verbs.create(dev, "hello", ref="main")
+        verbs.create(admin, "hello", image="127.0.0.1:5001/x:1")
     assert len(store.deployments("hello")) == verbs.MAX_WAITING
+
+
+def test_deployments_created_at_once_cannot_all_pass_the_queue_limit(store, tmp_path,
+                                                                     monkeypatch):
+    """Two requests at once both counted the queue before either had added to
+    it: each passed, and the app got more waiting deployments than the limit."""
+    daemon = FakeDaemon(store, Settings(data_dir=tmp_path, registry_port=5000))
+    daemon.deployments = Deployments(store, 1024)
+    monkeypatch.setattr(verbs, "threading", NotStarted)  # they stay pending
+    writing = store.new_deployment
+
+    def slow_write(*args, **kwargs):
+        time.sleep(0.05)  # the window between the count and the new row, widened
+        return writing(*args, **kwargs)
+
+    monkeypatch.setattr(store, "new_deployment", slow_write)
+    admin = Session(daemon, store.get_key("admin"))
+    start, answers = threading.Barrier(12), []
+
+    def create():
+        start.wait()
+        try:
+            answers.append(verbs.create(admin, "hello", image="127.0.0.1:5001/x:1")["status"])
+        except Conflict as exc:
+            answers.append(str(exc))
+
+    threads = [threading.Thread(target=create) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers.count("pending") == verbs.MAX_WAITING
+    assert len(store.deployments("hello")) == daemon.deployments.waiting("hello") == verbs.MAX_WAITING
+    assert all("already waiting" in a for a in answers if a != "pending")
+
+
+class NotStarted:
+    """As the verbs' `threading`: threads made, never started."""
+
+    class Thread:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def start(self):
+            pass
 
 
 @pytest.mark.parametrize("deployment_id", [0, -1, 2**63, 10**30])
