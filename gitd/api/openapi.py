@@ -13,7 +13,8 @@ AUTH_ERRORS = {
     "401": "no token, or one unknown, revoked, expired or of a removed key",
     "403": "the token's key may not do this",
     "404": "no such app (or other resource), or not one the token's key may see",
-    "409": "a name already taken, or a deploy of the app still running",
+    "409": "a name already taken, a deploy of the app still running, or what this server's "
+           "state does not allow now (HTTPS off, no swarm, a service image it cannot get)",
     "429": "too many failed attempts to authenticate from this address",
 }
 BODY_ERRORS = {

@@ -90,7 +90,7 @@ def create(s: Session, kind: str, name: str, version: str | None = None,
     if node is not None:
         validate.node_name(node)
         if not s.gitd.scheduler_class.has_nodes:
-            raise GitdError(NODE_WITHOUT_SWARM)
+            raise Conflict(NODE_WITHOUT_SWARM)
     if s.store.service_exists(name):
         raise Conflict(f"a service named {name!r} already exists")
     placed = service_node(s, node) if s.gitd.scheduler_class.has_nodes else None

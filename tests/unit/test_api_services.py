@@ -98,16 +98,16 @@ def test_a_deployer_is_refused_every_service_change_and_nothing_changes(gitd):
     ("POST", "/api/v1/services", {"kind": "postgres", "name": "db"}, 409),
     ("POST", "/api/v1/services", {"kind": "postgres", "name": "../x"}, 400),
     ("POST", "/api/v1/services", {"kind": "postgres", "name": "x", "version": "16; rm"}, 400),
-    ("POST", "/api/v1/services", {"kind": "postgres", "name": "x", "node": "n1"}, 400),
+    ("POST", "/api/v1/services", {"kind": "postgres", "name": "x", "node": "n1"}, 409),
     ("POST", "/api/v1/services", {"kind": "postgres", "name": "x", "extra": 1}, 400),
     ("POST", "/api/v1/services", {"name": "x"}, 400),
     ("POST", "/api/v1/services/nosuch/links/hello", None, 404),
     ("POST", "/api/v1/services/db/links/nosuch", None, 404),
     ("POST", "/api/v1/services/DB/links/hello", None, 400),
     ("DELETE", "/api/v1/services/nosuch", None, 404),
-    ("POST", "/api/v1/apps/hello/certificates", {"bundle": "not pem"}, 400),
+    ("POST", "/api/v1/apps/hello/certificates", {"bundle": "not pem"}, 409),  # HTTPS off
     ("POST", "/api/v1/apps/hello/certificates", {"bundle": 5}, 400),
-    ("DELETE", "/api/v1/apps/hello/certificates", None, 400),
+    ("DELETE", "/api/v1/apps/hello/certificates", None, 404),  # none installed
 ])
 def test_bad_service_and_certificate_requests_are_4xx_and_change_nothing(gitd, method, path,
                                                                            body, status):
