@@ -158,10 +158,14 @@ async def json_body(request: web.Request, schema: dict) -> dict:
     that is not what the schema says, 413 past the body limit."""
     if request.content_type != "application/json":
         raise UnsupportedMedia()
+    limit = request.app["gitd"].settings.api_header_timeout
     try:
-        raw = await request.read()
+        async with asyncio.timeout(limit):  # a body sent slowly holds no connection for long
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge(f"request body is larger than {request.app['max_body']} bytes") from None
+    except TimeoutError:
+        raise UsageError(f"the request body did not arrive within {limit:g} s") from None
     return parse_json(raw, schema)
 
 
