@@ -40,8 +40,9 @@ def is_own_registry(host: str, settings: Settings) -> bool:
     registry however it is spelled: the same port, and the same name or an
     address it resolves to (127.1, 0x7f.1, 2130706433, localhost, 127.0.0.2,
     this host's own addresses: any address that is this machine's, when the
-    registry is on it). A name that does not resolve counts as its own: the
-    engine, on the same resolver, could not pull from it either."""
+    registry is on it). A name on that port that does not resolve is refused
+    (GitdError): the engine, on the same resolver, could not pull from it
+    either, and what it is cannot be told."""
     own = registry_host(settings)
     name, port = _host_port(host)
     own_name, own_port = _host_port(own)
@@ -51,7 +52,8 @@ def is_own_registry(host: str, settings: Settings) -> bool:
         return True
     addresses, own_addresses = _addresses(name), _addresses(own_name)
     if addresses is None:
-        return True
+        raise GitdError(f"registry host {name} does not resolve (and it has the port of "
+                        "gitd's own registry): name the registry by an address")
     if own_addresses and addresses & own_addresses:
         return True
     return bool(own_addresses) and all(map(_is_this_host, own_addresses)) and any(
@@ -69,7 +71,7 @@ def _host_port(host: str) -> tuple[str, int]:
 RESOLVE_TIMEOUT = 10.0
 
 
-def _addresses(name: str) -> set[ipaddress._BaseAddress] | None:
+def _addresses(name: str) -> set | None:
     """The addresses `name` stands for (an address in any spelling inet_aton
     takes: 127.1, 0x7f.1, 2130706433), or None when it does not resolve."""
     if name == "localhost" or name.endswith(".localhost"):

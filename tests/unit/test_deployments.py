@@ -482,3 +482,10 @@ def test_an_id_no_deployment_can_have_is_not_found(store, deployment_id):
     integers it was an internal error."""
     with pytest.raises(NotFound):
         store.get_deployment(deployment_id)
+
+
+def test_a_registry_name_on_gitd_registry_port_that_does_not_resolve_is_refused(store, tmp_path):
+    s = Session(FakeDaemon(store, Settings(data_dir=tmp_path, registry_port=5000)),
+                store.get_key("admin"))
+    with pytest.raises(GitdError, match="does not resolve"):
+        verbs.check_image(s, "no-such-host.invalid:5000/x")
