@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import structlog
 
 from gitd.core import notify
-from gitd.core.errors import GitdError
+from gitd.core.errors import Conflict, GitdError
 from gitd.core.store import DEPLOYMENT_ENDS, Deployment, Store
 
 STATUSES = ("pending", "building", "deploying", "succeeded", "failed", "cancelled")
@@ -191,12 +191,19 @@ class Deployments:
         self._running: dict[int, Recording] = {}
         self._guard = threading.Lock()
 
-    def create(self, app: str, trigger: str, **fields) -> Deployment:
-        """A pending row, followable at once (a background deploy takes it up)."""
+    def create(self, app: str, trigger: str, max_waiting: int | None = None,
+               **fields) -> Deployment:
+        """A pending row, followable at once (a background deploy takes it up).
+        With `max_waiting`: refused (Conflict) when that many of the app's
+        deployments are pending already; counted and made in one step, so
+        requests at once cannot all pass the count."""
         if trigger not in TRIGGERS:
             raise ValueError(trigger)
-        row = self.store.new_deployment(app, trigger, **fields)
         with self._guard:
+            if max_waiting is not None and self._waiting(app) >= max_waiting:
+                raise Conflict(f"{max_waiting} deployments of {app} are already waiting; "
+                               "try again once they ran")
+            row = self.store.new_deployment(app, trigger, **fields)
             self._running[row.id] = Recording(self.store, row, self.max_bytes)
         return row
 
@@ -266,8 +273,10 @@ class Deployments:
     def waiting(self, app: str) -> int:
         """How many of the app's deployments are pending (queued)."""
         with self._guard:
-            return sum(1 for run in self._running.values()
-                       if run.app == app and run.status == "pending")
+            return self._waiting(app)
+
+    def _waiting(self, app: str) -> int:
+        return sum(1 for run in self._running.values() if run.app == app and run.status == "pending")
 
     def running(self, deployment: int) -> Recording | None:
         with self._guard:

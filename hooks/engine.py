@@ -18,7 +18,7 @@ from docker.types import IPAMConfig, IPAMPool, Mount
 from docker.utils.socket import STDERR, frames_iter
 
 from buildpacks.stacks import STAGE_LABEL, stage_label
-from gitd.core.errors import GitdError
+from gitd.core.errors import Conflict, GitdError
 from hooks import netpool
 
 LABEL_INSTANCE = "gitd.instance"
@@ -405,15 +405,18 @@ class Engine:
         try:
             return self.client.images.pull(ref).attrs
         except docker.errors.DockerException as exc:
-            raise GitdError(f"image {ref} is not here and cannot be pulled ({_explain(exc)}); "
+            # the request was fine: this host lacks what it needs (409, not 400)
+            raise Conflict(f"image {ref} is not here and cannot be pulled ({_explain(exc)}); "
                             "name a local image in the service_images setting")
 
-    def pull(self, ref: str, timeout: float, emit) -> str:
+    def pull(self, ref: str, timeout: float, emit, max_bytes: int | None = None) -> str:
         """Pull `ref` (validated, with a tag or digest) within `timeout`
-        seconds, its steps to `emit`; returns the image's id."""
+        seconds, its steps to `emit`; returns the image's id. With
+        `max_bytes`, the pull stops once its layers' downloads add up past it
+        (hanging up stops the engine's pull)."""
         repository, tag = docker.utils.parse_repository_tag(ref)
         deadline = time.monotonic() + timeout
-        shown = set()
+        shown, layer_sizes = set(), {}
         try:
             stream = self.client.api.pull(repository, tag=tag, stream=True, decode=True)
             for event in stream:
@@ -422,6 +425,11 @@ class Engine:
                 if time.monotonic() > deadline:
                     stream.close()
                     raise GitdError(f"pulling {ref} took longer than {timeout:.0f} s")
+                if max_bytes is not None and _downloading(event, layer_sizes) > max_bytes:
+                    stream.close()
+                    raise GitdError(f"image {ref} is larger than max_image_bytes "
+                                    f"({max_bytes} bytes): its layers to download are "
+                                    f"{sum(layer_sizes.values())} bytes")
                 status = event.get("status", "")
                 line = f"{event['id']}: {status}" if event.get("id") else status
                 if status and not event.get("progressDetail") and line not in shown:
@@ -461,6 +469,16 @@ class Engine:
         engine keeps them untagged: they are the next build's cache)."""
         label = f"{STAGE_LABEL}={stage_label(self.instance, app)}"
         return self.client.images.list(filters={"label": [label]})
+
+
+def _downloading(event: dict, layer_sizes: dict) -> int:
+    """The bytes of the layers being downloaded, as the pull's progress
+    events say (each layer's size once)."""
+    detail = event.get("progressDetail") or {}
+    total = detail.get("total")
+    if event.get("id") and isinstance(total, int) and not isinstance(total, bool) and total > 0:
+        layer_sizes[event["id"]] = max(total, layer_sizes.get(event["id"], 0))
+    return sum(layer_sizes.values())
 
 
 class Attached:

@@ -44,6 +44,15 @@ def image_tag(app: str, version: int) -> str:
     return f"{image_repository(app)}:v{version}"
 
 
+def refuse_unpacked_size(attrs: dict, ref: str, max_bytes: int) -> None:
+    """A pulled image whose layers unpack past `max_bytes` (a small download
+    may unpack huge) is refused."""
+    size = attrs.get("Size")
+    if isinstance(size, int) and size > max_bytes:
+        raise GitdError(f"image {ref} is larger than max_image_bytes ({max_bytes} bytes): "
+                        f"it unpacks to {size} bytes")
+
+
 class Pipeline:
     def __init__(self, settings: Settings, store: Store, engine: Engine,
                  retirements: Retirements | None = None, try_lock=None, scheduler=None,
@@ -185,11 +194,12 @@ class Pipeline:
         progress = Progress(run, app, max_bytes=self.settings.max_log_bytes)
         progress.step(f"Pulling {ref}")
         was_here = self.engine.has_image(ref)
-        image_id = self.engine.pull(ref, self.settings.build_timeout, progress.line)
+        image_id = self.engine.pull(ref, self.settings.build_timeout, progress.line,
+                                    self.settings.max_image_bytes)
         try:  # refused before any release exists: nothing changes
-            router.refuse_routing_labels(
-                (self.engine.image_attrs(image_id).get("Config") or {}).get("Labels"),
-                f"image {ref}")
+            attrs = self.engine.image_attrs(image_id)
+            router.refuse_routing_labels((attrs.get("Config") or {}).get("Labels"), f"image {ref}")
+            refuse_unpacked_size(attrs, ref, self.settings.max_image_bytes)
         except GitdError:
             if not was_here:
                 self._remove_image_quietly(ref)

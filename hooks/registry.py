@@ -5,7 +5,10 @@ the Docker engine, so the engine's rules hold: plain HTTP only to
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
+import threading
 import urllib.error
 import urllib.request
 
@@ -30,6 +33,86 @@ LOOPBACK = re.compile(r"^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost)(:\d+)?$")
 
 def registry_host(settings: Settings) -> str:
     return settings.registry or f"127.0.0.1:{settings.registry_port}"
+
+
+def is_own_registry(host: str, settings: Settings) -> bool:
+    """Whether `host` ([host][:port], a reference's first part) is gitd's own
+    registry however it is spelled: the same port, and the same name or an
+    address it resolves to (127.1, 0x7f.1, 2130706433, localhost, 127.0.0.2,
+    this host's own addresses: any address that is this machine's, when the
+    registry is on it). A name on that port that does not resolve is refused
+    (GitdError): the engine, on the same resolver, could not pull from it
+    either, and what it is cannot be told."""
+    own = registry_host(settings)
+    name, port = _host_port(host)
+    own_name, own_port = _host_port(own)
+    if port != own_port:
+        return False
+    if name == own_name:
+        return True
+    addresses, own_addresses = _addresses(name), _addresses(own_name)
+    if addresses is None:
+        raise GitdError(f"registry host {name} does not resolve (and it has the port of "
+                        "gitd's own registry): name the registry by an address")
+    if own_addresses and addresses & own_addresses:
+        return True
+    return bool(own_addresses) and all(map(_is_this_host, own_addresses)) and any(
+        map(_is_this_host, addresses))
+
+
+REGISTRY_PORT = 443  # a reference's host without a port: the engine asks HTTPS's
+
+
+def _host_port(host: str) -> tuple[str, int]:
+    name, colon, port = host.rpartition(":") if ":" in host else (host, "", "")
+    return name.rstrip(".").lower(), int(port) if colon and port.isdigit() else REGISTRY_PORT
+
+
+RESOLVE_TIMEOUT = 10.0
+
+
+def _addresses(name: str) -> set | None:
+    """The addresses `name` stands for (an address in any spelling inet_aton
+    takes: 127.1, 0x7f.1, 2130706433), or None when it does not resolve."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
+    try:
+        return {ipaddress.ip_address(name.strip("[]"))}
+    except ValueError:
+        pass
+    try:
+        return {ipaddress.ip_address(socket.inet_ntoa(socket.inet_aton(name)))}
+    except OSError:
+        pass
+    found: list = []
+    resolver = threading.Thread(target=_resolve, args=(name, found), daemon=True)
+    resolver.start()
+    resolver.join(RESOLVE_TIMEOUT)
+    return {ipaddress.ip_address(a.split("%")[0]) for a in found} or None
+
+
+def _resolve(name: str, found: list) -> None:
+    try:
+        found.extend(info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM))
+    except (OSError, UnicodeError):
+        pass
+
+
+def _is_this_host(address) -> bool:
+    """Loopback, unspecified (0.0.0.0 reaches this host), or one of its own
+    addresses (it can be bound here)."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    if address.is_loopback or address.is_unspecified:
+        return True
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((str(address), 0))
+        return True
+    except OSError:
+        return False
 
 
 def repository(host: str, app: str) -> str:

@@ -108,6 +108,42 @@ class FakeGitd:
         raise AssertionError("unit tests do not reach Docker")
 
 
+class FakeServices:
+    """gitd.services.lifecycle as the verbs see it: records what it was asked."""
+
+    def __init__(self, db):
+        self.store, self.calls = db, []
+
+    def create(self, kind, name, version, progress, node=None):
+        self.calls.append(("create", kind, name, version))
+        progress("-----> Starting")
+        return self.store.create_service(name=name, kind=kind, version=version or "16",
+                                         image=f"postgres:{version or '16'}", password="p",
+                                         volume=f"v-{name}")
+
+    def running(self, svc):
+        return "container"
+
+    def server_version(self, svc, container):
+        return "16.4"
+
+    def backup_stream(self, svc, write):
+        self.calls.append(("backup", svc.name))
+        write(b"PGDMP")
+
+    def restore(self, svc, chunks, progress):
+        self.calls.append(("restore", svc.name, b"".join(chunks)))
+
+    def recreate(self, svc, progress):
+        self.calls.append(("recreate", svc.name, svc.exposed_port))
+
+    def destroy(self, svc, progress):
+        self.calls.append(("destroy", svc.name))
+
+    def url(self, svc):
+        return f"postgres://u:p@{svc.name}:5432/{svc.name}"
+
+
 @pytest.fixture
 def store(tmp_path):
     """An admin key, a deployer key (dev) and the app hello at hello.example.com."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import secrets
 import time
 
@@ -149,6 +150,45 @@ def build_app(gitd) -> web.Application:
     return app
 
 
+class Refused(asyncio.Protocol):
+    """A connection past the limit: told so, and closed."""
+
+    ANSWER = json.dumps({"error": "too many connections to the API; try again shortly"}).encode()
+
+    def connection_made(self, transport) -> None:
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        b"Retry-After: 1\r\nConnection: close\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(self.ANSWER), self.ANSWER))
+        transport.close()
+
+
+class CappedServer:
+    """aiohttp's protocol factory, refusing a connection while `limit` are
+    open (a slow client holds one until api_header_timeout at most)."""
+
+    def __init__(self, server: web.Server, limit: int):
+        self.server, self.limit = server, limit
+
+    def __call__(self):
+        if len(self.server.connections) >= self.limit:
+            return Refused()
+        return self.server()
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)
+
+
+class CappedRunner(web.AppRunner):
+    def __init__(self, app: web.Application, limit: int, **kwargs):
+        super().__init__(app, **kwargs)
+        self.limit = limit
+
+    @property
+    def server(self):
+        inner = super().server
+        return None if inner is None else CappedServer(inner, self.limit)
+
+
 class ApiServer:
     """The API's listener, started and stopped by the daemon."""
 
@@ -158,8 +198,13 @@ class ApiServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port; with a managed Traefik, also at api_host."""
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                    shutdown_timeout=SHUTDOWN_TIMEOUT)
+        settings = self.app["gitd"].settings
+        # a connection that has not sent a whole request's headers this long
+        # after it opened (or after its last answer) is closed: aiohttp's
+        # keep-alive timer closes one whose next request has not arrived yet
+        self.runner = CappedRunner(self.app, settings.api_max_connections, access_log=None,
+                                   handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                                   keepalive_timeout=settings.api_header_timeout)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port)
         try:
@@ -169,7 +214,6 @@ class ApiServer:
             raise GitdError(f"cannot serve the HTTP API on {host}:{port} (setting api_port; "
                             f"0 turns the API off): {exc.strerror or exc}") from None
         port = self.runner.addresses[0][1]
-        settings = self.app["gitd"].settings
         # behind Traefik every client is 127.0.0.1: the brake then counts
         # the address Traefik saw (the last of X-Forwarded-For), on requests
         # that carry the secret only Traefik was told

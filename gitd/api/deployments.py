@@ -86,7 +86,7 @@ async def show_deployment(request):
             summary="The deployment's log so far; with `Accept: text/event-stream`, its "
                     "lines as server-sent events (`data:` one line each) live until it "
                     "ends, then an `end` event with its status",
-            responses={200: LOG})
+            responses={200: LOG}, events=True)
 async def deployment_log(request):
     wanted = deployment_id(request)
     if "text/event-stream" not in request.headers.get("Accept", ""):

@@ -32,8 +32,13 @@ def route_config(settings, port: int, proxy_secret: str) -> dict:
         plain["middlewares"] = [REDIRECT]
         middlewares[REDIRECT] = {"redirectScheme": {
             "scheme": "https", "permanent": True, "port": str(settings.https_port)}}
+    # Traefik drops its idle connections to the API before the API closes
+    # them (api_header_timeout): a request sent on one the API is closing fails
+    idle = f"{max(settings.api_header_timeout / 2, 0.5):g}s"
     http = {"routers": routers, "middlewares": middlewares,
-            "services": {ROUTER: {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{port}"}]}}}}
+            "serversTransports": {ROUTER: {"forwardingTimeouts": {"idleConnTimeout": idle}}},
+            "services": {ROUTER: {"loadBalancer": {
+                "servers": [{"url": f"http://127.0.0.1:{port}"}], "serversTransport": ROUTER}}}}
     return {"http": http}
 
 

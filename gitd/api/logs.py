@@ -28,7 +28,7 @@ KEEPALIVE_TICKS = 30  # an SSE comment after this many quiet ticks (logs.POLL ea
 
 @routes.get("/api/v1/apps/{name}/logs", tags=["logs"],
             parameters=[APP_PARAM, LINES_PARAM, TYPE_PARAM, SERVICE_PARAM, FOLLOW_PARAM],
-            responses={200: LOGS},
+            responses={200: LOGS}, events=True,
             summary="The last lines of the app's live containers (logs -n); with follow=true "
                     "and `Accept: text/event-stream`, then every new line as a server-sent "
                     "event (`data:` one line each) until the client leaves (logs -f)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from gitd.api.routing import ERROR, Route
+from gitd.api.routing import ERROR, EVENT_STREAM, Route
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 # the answers any route behind a token may give, besides its own
@@ -13,7 +13,8 @@ AUTH_ERRORS = {
     "401": "no token, or one unknown, revoked, expired or of a removed key",
     "403": "the token's key may not do this",
     "404": "no such app (or other resource), or not one the token's key may see",
-    "409": "a name already taken, or a deploy of the app still running",
+    "409": "a name already taken, a deploy of the app still running, or what this server's "
+           "state does not allow now (HTTPS off, no swarm, a service image it cannot get)",
     "429": "too many failed attempts to authenticate from this address",
 }
 BODY_ERRORS = {
@@ -43,6 +44,10 @@ def _operation(route: Route) -> dict:
     declared = route.operation
     responses = {str(status): _json(schema, "success")
                  for status, schema in declared["responses"].items()}
+    if declared["events"]:
+        ok = responses["200"]
+        ok["description"] = "success: JSON, or with `Accept: text/event-stream` a live stream"
+        ok.setdefault("content", {})["text/event-stream"] = {"schema": EVENT_STREAM}
     errors = dict(AUTH_ERRORS) if route.auth else (
         {"400": AUTH_ERRORS["400"]} if declared["parameters"] or declared["body"] else {})
     if declared["body"]:

@@ -43,6 +43,11 @@ class Route:
     auth: bool = True
 
 
+# a live answer's body as the OpenAPI document gives it (text/event-stream)
+EVENT_STREAM = {"type": "string", "description": "server-sent events: `data:` lines, "
+                                                 "`:` comments that keep the connection open"}
+
+
 @dataclass
 class Routes:
     """One route module's routes, in the order declared."""
@@ -50,14 +55,16 @@ class Routes:
 
     def route(self, method: str, path: str, *, summary: str, responses: dict,
               parameters: list | None = None, body: dict | None = None, auth: bool = True,
-              tags: list[str] | None = None):
+              tags: list[str] | None = None, events: bool = False):
         """Declare a route and its OpenAPI operation: `responses` maps a
         status to a response schema (None: no body), `body` is the JSON
-        request body's schema. The error answers are added for every route."""
+        request body's schema; `events`: its 200 may also be a live
+        text/event-stream (asked for with that Accept header). The error
+        answers are added for every route."""
         def register(handler: Handler) -> Handler:
             operation = {"operationId": handler.__name__, "summary": summary,
                          "responses": responses, "parameters": parameters or [],
-                         "body": body, "tags": tags or []}
+                         "body": body, "tags": tags or [], "events": events}
             self.routes.append(Route(method, path, handler, operation, auth))
             return handler
         return register
@@ -151,10 +158,14 @@ async def json_body(request: web.Request, schema: dict) -> dict:
     that is not what the schema says, 413 past the body limit."""
     if request.content_type != "application/json":
         raise UnsupportedMedia()
+    limit = request.app["gitd"].settings.api_header_timeout
     try:
-        raw = await request.read()
+        async with asyncio.timeout(limit):  # a body sent slowly holds no connection for long
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge(f"request body is larger than {request.app['max_body']} bytes") from None
+    except TimeoutError:
+        raise UsageError(f"the request body did not arrive within {limit:g} s") from None
     return parse_json(raw, schema)
 
 

@@ -38,13 +38,8 @@ def _strip_newline(text: str) -> str:
     return text
 
 
-def apply_config(ctx, app: str, change, description: str, restart: bool = True) -> None:
-    """gitd.verbs.config.apply_config, saying what happened (services:link
-    and services:unlink call it)."""
-    say_applied(ctx, config.apply_config(ctx, app, change, description, restart=restart))
-
-
 def say_applied(ctx, done: dict) -> None:
+    """What a config change did (config:set, config:unset, services:link...)."""
     app, description = done["app"], done["description"]
     if done["outcome"] == "unchanged":
         ctx.out(f"-----> {app}: config unchanged")

@@ -15,9 +15,9 @@ from __future__ import annotations
 from contextlib import closing
 
 from gitd.commands.base import command, parser, print_rows
-from gitd.commands.config import apply_config
+from gitd.commands.config import say_applied
 from gitd.commands.run import OneOff
-from gitd.core.errors import GitdError, NotFound, UsageError
+from gitd.core.errors import UsageError
 from gitd.services.base import version_matches
 from gitd.verbs import services as verbs
 from gitd.verbs.services import MAX_KEEP
@@ -149,26 +149,9 @@ def link(ctx, argv):
     p.add_argument("name")
     p.add_argument("app")
     args = p.parse_args(argv)
-    svc = verbs.service(ctx, args.name)
-    ctx.app(args.app)
-    if args.app in ctx.store.links_of_service(svc.name):
-        raise GitdError(f"{svc.name} is already linked to {args.app}")
-    url = ctx.gitd.services.url(svc)
-    chosen = {}
-
-    def change(old: dict) -> dict:
-        var = verbs.link_env_var(ctx, svc, args.app)
-        chosen["var"] = var
-        ctx.store.add_link(svc.name, args.app, var)
-        return {**old, var: url}
-
-    try:
-        apply_config(ctx, args.app, change, f"Link {svc.name}")
-    except BaseException:
-        if "var" in chosen:
-            ctx.store.remove_link(svc.name, args.app)
-        raise
-    ctx.out(f"-----> Linked {svc.name} to {args.app} as {chosen['var']}")
+    done = verbs.link(ctx, args.name, args.app)
+    say_applied(ctx, done["config"])
+    ctx.out(f"-----> Linked {done['service']} to {done['app']} as {done['env_var']}")
 
 
 @command("services:unlink", "services:unlink NAME APP",
@@ -178,26 +161,9 @@ def unlink(ctx, argv):
     p.add_argument("name")
     p.add_argument("app")
     args = p.parse_args(argv)
-    svc = verbs.service(ctx, args.name)
-    ctx.app(args.app)
-    links = ctx.store.links_of_service(svc.name)
-    if args.app not in links:
-        raise NotFound(f"{svc.name} is not linked to {args.app}")
-    var = links[args.app]
-    removed = {}
-
-    def change(old: dict) -> dict:
-        ctx.store.remove_link(svc.name, args.app)
-        removed["done"] = True
-        return {k: v for k, v in old.items() if k != var}
-
-    try:
-        apply_config(ctx, args.app, change, f"Unlink {svc.name}")
-    except BaseException:
-        if removed:
-            ctx.store.add_link(svc.name, args.app, var)
-        raise
-    ctx.out(f"-----> Unlinked {svc.name} from {args.app} ({var} removed)")
+    done = verbs.unlink(ctx, args.name, args.app)
+    say_applied(ctx, done["config"])
+    ctx.out(f"-----> Unlinked {done['service']} from {done['app']} ({done['env_var']} removed)")
 
 
 @command("services:expose", "services:expose NAME [PORT] [--off]",

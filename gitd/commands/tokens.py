@@ -40,10 +40,15 @@ def create(ctx, argv):
     ctx.out(made["token"])
 
 
-@command("tokens:revoke", "tokens:revoke NAME", "Revoke an API token", admin=False)
+@command("tokens:revoke", "tokens:revoke NAME [--key KEY]", "Revoke an API token", admin=False,
+         help="""
+Token names are unique per key: NAME is this key's token. An admin may
+revoke another key's: the one token named NAME of any key, or KEY's with
+--key KEY when several keys have one.""")
 def revoke(ctx, argv):
     p = parser("tokens:revoke")
     p.add_argument("name")
+    p.add_argument("--key")
     args = p.parse_args(argv)
-    tokens.revoke(ctx, args.name)
-    ctx.out(f"-----> Revoked token {args.name}")
+    done = tokens.revoke(ctx, args.name, args.key)
+    ctx.out(f"-----> Revoked token {done['name']} of key {done['key']}")

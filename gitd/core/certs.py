@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from gitd.core.config import Settings
-from gitd.core.errors import GitdError, UsageError
+from gitd.core.errors import Conflict, GitdError, UsageError
 
 EXPIRY_WARNING_DAYS = 14
 LOG_TAIL_BYTES = 4 * 1024 * 1024
@@ -510,4 +510,4 @@ def _date(value: dt.datetime) -> str:
 
 def require_https(settings: Settings) -> None:
     if not settings.https:
-        raise GitdError("HTTPS is off: start gitd with --https-port (https_port in gitd.toml)")
+        raise Conflict("HTTPS is off: start gitd with --https-port (https_port in gitd.toml)")

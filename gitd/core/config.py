@@ -30,6 +30,11 @@ class Settings:
     # failed token checks allowed per client address per minute; past them
     # the API answers 429 to that address for the rest of the minute
     api_auth_failures: int = 10
+    # a connection must have sent a request's headers this many seconds after
+    # it opened (or after its last answer), and its body as long again; idle
+    # keep-alive connections close then too. At most api_max_connections open.
+    api_header_timeout: float = 10.0
+    api_max_connections: int = 256
     traefik: str = "managed"  # managed | external
     # Traefik's API: managed mode binds it here (127.0.0.1 only); external
     # mode reads it to confirm a switch ("" = do not confirm).
@@ -73,6 +78,7 @@ class Settings:
     max_export_files: int = 100_000  # files and directories a push may check out
     max_export_bytes: int = 2 * 1024**3  # bytes a push may check out
     build_timeout: float = 1800.0  # seconds for a build (Nix evaluation included)
+    max_image_bytes: int = 5 * 1024**3  # an image apps:deploy-image may pull (its layers, and unpacked)
     release_timeout: float = 600.0  # seconds for the Procfile's `release:` command
     max_log_bytes: int = 1024**2  # of a release's log kept (the tail)
     default_memory: str = "1g"  # per container, unless resources:set says otherwise
@@ -322,10 +328,10 @@ def _validate(settings: Settings) -> Settings:
             raise GitdError(f"setting {name}: {value!r} must not contain spaces or quotes")
     for name in ("max_sessions", "max_sessions_per_key", "max_connections_per_key",
                  "max_unauthenticated", "max_repo_bytes", "release_history",
-                 "api_auth_failures"):
+                 "api_auth_failures", "api_max_connections"):
         if getattr(settings, name) < 1:
             raise GitdError(f"setting {name}: must be at least 1")
-    for name in ("login_timeout", "idle_timeout"):
+    for name in ("login_timeout", "idle_timeout", "api_header_timeout"):
         value = getattr(settings, name)
         if not 0 < value < 86400 * 7:  # also refuses nan and inf
             raise GitdError(f"setting {name}: {value} is not a number of seconds above 0")
@@ -334,7 +340,7 @@ def _validate(settings: Settings) -> Settings:
     if settings.build_network and not NETWORK_NAME.fullmatch(settings.build_network):
         raise GitdError(f"setting build_network: {settings.build_network!r} is not a network name")
     for name in ("max_export_files", "max_export_bytes", "build_timeout", "release_timeout",
-                 "max_log_bytes"):
+                 "max_log_bytes", "max_image_bytes"):
         value = getattr(settings, name)
         if not 0 < value < float("inf"):
             raise GitdError(f"setting {name}: {value!r} must be a positive number")

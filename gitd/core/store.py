@@ -210,6 +210,7 @@ class Store:
             self._migrate_notify(db)
             self._migrate_previews(db)
             self._migrate_dashboard(db)
+            self._migrate_token_names(db)
 
     def _migrate_services(self, db) -> None:
         """Services, links and mounts (issue 12): added to an existing gitd.db too."""
@@ -298,6 +299,15 @@ class Store:
                  "expires_at": float}, pk="id_hash")
             db["dashboard_sessions"].create_index(["token_id"])
 
+    def _migrate_token_names(self, db) -> None:
+        """A token's name is unique per key, not across keys (a name taken by
+        another key was a 409 that told a deployer that key's token names)."""
+        names = {tuple(i.columns): i for i in db["tokens"].indexes}
+        if ("name",) in names and names[("name",)].unique:
+            db.execute(f"DROP INDEX [{names[('name',)].name}]")
+        if ("key_name", "name") not in names:
+            db["tokens"].create_index(["key_name", "name"], unique=True)
+
     def _migrate_routes(self) -> None:
         """Path routes (issue #13): `routes` replaces `domains`, a bare host
         of an existing gitd.db becoming the prefix "/"."""
@@ -372,8 +382,8 @@ class Store:
         row = {"id": token_id, "name": name, "key_name": key_name, "secret_hash": secret_hash,
                "created_at": now(), "last_used_at": None, "expires_at": expires_at}
         with self._tx() as db:
-            if db["tokens"].count_where("name = ?", [name]):
-                raise Conflict(f"a token named {name!r} already exists")
+            if db["tokens"].count_where("key_name = ? and name = ?", [key_name, name]):
+                raise Conflict(f"key {key_name} already has a token named {name!r}")
             if not db["keys"].count_where("name = ?", [key_name]):
                 raise NotFound(f"no key named {key_name!r}")
             db["tokens"].insert(row)
@@ -384,12 +394,19 @@ class Store:
             rows = list(self.db["tokens"].rows_where("id = ?", [token_id]))
         return Token(**rows[0]) if rows else None
 
-    def get_token(self, name: str) -> Token:
+    def get_token(self, key_name: str, name: str) -> Token:
         with self._lock:
-            rows = list(self.db["tokens"].rows_where("name = ?", [name]))
+            rows = list(self.db["tokens"].rows_where("key_name = ? and name = ?",
+                                                     [key_name, name]))
         if not rows:
-            raise NotFound(f"no token named {name!r}")
+            raise NotFound(f"key {key_name} has no token named {name!r}")
         return Token(**rows[0])
+
+    def tokens_named(self, name: str) -> list[Token]:
+        """The tokens of every key named `name`."""
+        with self._lock:
+            return [Token(**r) for r in self.db["tokens"].rows_where(
+                "name = ?", [name], order_by="key_name")]
 
     def list_tokens(self, key_name: str | None = None) -> list[Token]:
         """Every token, or those of one key."""
@@ -397,9 +414,9 @@ class Store:
         with self._lock:
             return [Token(**r) for r in self.db["tokens"].rows_where(where, args, order_by="name")]
 
-    def delete_token(self, name: str) -> None:
+    def delete_token(self, token_id: str) -> None:
         with self._tx() as db:
-            db["tokens"].delete_where("name = ?", [name])
+            db["tokens"].delete_where("id = ?", [token_id])
 
     def token_used(self, token_id: str, when: float) -> None:
         with self._tx() as db:

@@ -12,7 +12,7 @@ import secrets
 import time
 from pathlib import Path
 
-from gitd.core.errors import GitdError
+from gitd.core.errors import Conflict, GitdError
 from gitd.services import kind as kind_of
 from gitd.services.base import (Kind, container_name, generation, network_name, version_matches,
                                 volume_name)
@@ -87,12 +87,12 @@ class Services:
         "docker") is neither adopted nor removed: the user decides."""
         volume = volume_name(self.settings.instance, name)
         if self.engine.volume_exists(volume):
-            raise GitdError(f"volume {volume} already exists and no service owns it: "
+            raise Conflict(f"volume {volume} already exists and no service owns it: "
                             f"remove it (docker volume rm {volume}) once it holds nothing "
                             "you need, or choose another name")
         network = network_name(self.settings.instance, name)
         if self.engine.network_exists(network):
-            raise GitdError(f"network {network} already exists and no service owns it (left "
+            raise Conflict(f"network {network} already exists and no service owns it (left "
                             f'by scheduler = "docker"?): remove it (docker network rm '
                             f"{network}), or choose another name")
 

@@ -8,7 +8,7 @@ issuer and expiry, and the last ACME error in words.
 from __future__ import annotations
 
 from gitd.core import certs
-from gitd.core.errors import GitdError
+from gitd.core.errors import GitdError, NotFound
 from gitd.verbs import Session
 from hooks import tls
 
@@ -76,7 +76,7 @@ def remove(s: Session, app: str) -> dict:
     with s.lock(app):
         saved = certs.read_custom(s.settings, app)
         if saved is None:
-            raise GitdError(f"{app} has no custom certificate")
+            raise NotFound(f"{app} has no custom certificate")
         before = _custom_hosts(s, app)
         set_aside = certs.read_set_aside(s.settings, app)
         certs.remove_custom(s.settings, app)

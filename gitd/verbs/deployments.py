@@ -21,10 +21,10 @@ from dulwich.objects import Commit, Tag
 
 from gitd import gitserve, reachable
 from gitd.core import validate
-from gitd.core.errors import Conflict, GitdError, NotFound, PermissionDenied, UsageError
+from gitd.core.errors import GitdError, NotFound, PermissionDenied, UsageError
 from gitd.core.store import Deployment
 from gitd.verbs import Session, iso_time
-from hooks.registry import registry_host
+from hooks.registry import is_own_registry
 
 log = structlog.get_logger("gitd.deployments")
 
@@ -32,7 +32,6 @@ log = structlog.get_logger("gitd.deployments")
 REF_PATTERN = r"^(?!.*\n)(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![/.])$"
 REF = re.compile(REF_PATTERN)
 SHA = re.compile(r"^[0-9a-f]{40}$")
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0")
 ACCESS_CHECK = 5.0  # seconds between checks that a follower may still read the app
 MAX_WAITING = 4  # pending deployments of one app: each waits on a thread of its own
 
@@ -138,15 +137,12 @@ def check_image(s: Session, ref: str) -> str:
     images (an app's `gitd/<app>` tags, its own registry's)."""
     ref = validate.image_reference(ref)
     first, slash, rest = ref.partition("/")
-    local = ref if not ("." in first or ":" in first or first == "localhost") else \
+    local = ref if not (slash and ("." in first or ":" in first or first == "localhost")) else \
         (rest if first in ("docker.io", "index.docker.io", "registry-1.docker.io") else None)
     if local is not None and (local.startswith("gitd/") or local.startswith("library/gitd/")):
         raise PermissionDenied(f"image {ref}: gitd/ names are the apps' own images; "
                          "push the image to a registry under another name")
-    host, _, port = first.rpartition(":") if ":" in first else (first, "", "")
-    own_host, _, own_port = registry_host(s.settings).rpartition(":")
-    if slash and ((first == registry_host(s.settings))
-                  or (host in LOOPBACK and own_host in LOOPBACK and port == own_port)):
+    if local is None and is_own_registry(first, s.settings):
         raise PermissionDenied(f"image {ref}: gitd's own registry holds the apps' images; "
                          "deploy an image from another registry")
     return ref
@@ -176,14 +172,12 @@ def create(s: Session, app: str, ref: str | None = None, image: str | None = Non
     s.app(app)
     if image is not None and ref is not None:
         raise UsageError("give a ref or an image, not both")
-    if s.gitd.deployments.waiting(app) >= MAX_WAITING:
-        raise Conflict(f"{MAX_WAITING} deployments of {app} are already waiting; "
-                       "try again once they ran")
     by = s.key.name
     if image is not None:
         s.require_admin()
         image = check_image(s, image)
-        row = s.gitd.deployments.create(app, trigger or "image", by=by, image=image)
+        row = s.gitd.deployments.create(app, trigger or "image", MAX_WAITING, by=by,
+                                        image=image)
 
         def work():
             s.gitd.pipeline.deploy_image(app, image, by, None, trigger=row.trigger,
@@ -191,7 +185,8 @@ def create(s: Session, app: str, ref: str | None = None, image: str | None = Non
     else:
         with s.gitd.using_repo(app):
             ref, commit = resolve_ref(gitserve.open_repo(s.settings.repos_dir, app), ref)
-        row = s.gitd.deployments.create(app, trigger or "api", by=by, ref=ref, commit=commit)
+        row = s.gitd.deployments.create(app, trigger or "api", MAX_WAITING, by=by, ref=ref,
+                                        commit=commit)
         trusted = s.key.is_admin and pushed_by_an_admin(s.store, app, commit)
 
         def work():

@@ -19,10 +19,10 @@ from typing import Callable, Iterable, Iterator
 
 from gitd import services as kinds
 from gitd.core import validate
-from gitd.core.errors import GitdError, UsageError
+from gitd.core.errors import Conflict, GitdError, NotFound, UsageError
 from gitd.services import cron
 from gitd.services.base import container_name, network_name
-from gitd.verbs import Session, iso_time
+from gitd.verbs import Session, config, iso_time
 from gitd.verbs.nodes import find_node, manager_client
 from hooks import nodes as swarm_nodes
 from hooks.specs import service_client_spec
@@ -90,9 +90,9 @@ def create(s: Session, kind: str, name: str, version: str | None = None,
     if node is not None:
         validate.node_name(node)
         if not s.gitd.scheduler_class.has_nodes:
-            raise GitdError(NODE_WITHOUT_SWARM)
+            raise Conflict(NODE_WITHOUT_SWARM)
     if s.store.service_exists(name):
-        raise GitdError(f"a service named {name!r} already exists")
+        raise Conflict(f"a service named {name!r} already exists")
     placed = service_node(s, node) if s.gitd.scheduler_class.has_nodes else None
     with lock(s, name):
         svc = s.gitd.services.create(kind.name, name, version, s.progress,
@@ -158,6 +158,57 @@ def link_env_var(s: Session, svc, app: str) -> str:
     if var in taken:
         raise GitdError(f"{app} already has {var} set: unset it first")
     return var
+
+
+def link(s: Session, name: str, app: str) -> dict:
+    """Put the service's URL in the app's config (a new release, deployed
+    like config:set) and the app's containers on its network. `config`: what
+    the config change did (gitd.verbs.config.apply_config)."""
+    svc = service(s, name)
+    s.app(app)
+    if app in s.store.links_of_service(svc.name):
+        raise Conflict(f"{svc.name} is already linked to {app}")
+    url = s.gitd.services.url(svc)
+    chosen = {}
+
+    def change(old: dict) -> dict:
+        var = link_env_var(s, svc, app)
+        chosen["var"] = var
+        s.store.add_link(svc.name, app, var)
+        return {**old, var: url}
+
+    try:
+        applied = config.apply_config(s, app, change, f"Link {svc.name}")
+    except BaseException:
+        if "var" in chosen:
+            s.store.remove_link(svc.name, app)
+        raise
+    return {"service": svc.name, "app": app, "env_var": chosen["var"], "config": applied}
+
+
+def unlink(s: Session, name: str, app: str) -> dict:
+    """Take the service's URL (its config var: a new release) and network
+    away from the app."""
+    svc = service(s, name)
+    s.app(app)
+    links = s.store.links_of_service(svc.name)
+    if app not in links:
+        raise NotFound(f"{svc.name} is not linked to {app}")
+    var = links[app]
+    removed = {}
+
+    def change(old: dict) -> dict:
+        s.store.remove_link(svc.name, app)
+        removed["done"] = True
+        return {k: v for k, v in old.items() if k != var}
+
+    try:
+        applied = config.apply_config(s, app, change, f"Unlink {svc.name}")
+    except BaseException:
+        if removed:
+            s.store.add_link(svc.name, app, var)
+        raise
+    return {"service": svc.name, "app": app, "env_var": var, "config": applied}
 
 
 def expose(s: Session, name: str, port: int | str | None) -> dict:

@@ -19,7 +19,7 @@ import secrets
 import time
 
 from gitd.core import validate
-from gitd.core.errors import NotFound
+from gitd.core.errors import NotFound, UsageError
 from gitd.verbs import Session, iso_time
 
 PREFIX = "gitd_"
@@ -63,17 +63,29 @@ def list_tokens(s: Session) -> list[dict]:
     return [_shown(row) for row in rows]
 
 
-def revoke(s: Session, name: str) -> dict:
+def revoke(s: Session, name: str, key: str | None = None) -> dict:
+    """Revoke a token by its name, which is unique per key: the caller's own
+    key's, or `key`'s. An admin may revoke any key's; without `key`, its own
+    token of that name, else the one token of any key with it (several:
+    name the key)."""
     validate.token_name(name)
-    try:
-        token = s.store.get_token(name)
-    except NotFound:
-        token = None
+    if key is not None:
+        validate.key_name(key)
     # another key's token is "not found" to a deployer: names are not probed
-    if token is None or not (s.key.is_admin or token.key_name == s.key.name):
-        raise NotFound(f"no token named {name!r} (`tokens` lists yours)")
-    s.store.delete_token(name)
-    return {"name": name, "key": token.key_name}
+    not_found = NotFound(f"no token named {name!r}" + (f" of key {key}" if key else "")
+                         + " (`tokens` lists yours)")
+    if not s.key.is_admin and key not in (None, s.key.name):
+        raise not_found
+    named = [t for t in s.store.tokens_named(name) if t.key_name == (key or s.key.name)]
+    if not named and key is None and s.key.is_admin:
+        named = s.store.tokens_named(name)
+        if len(named) > 1:
+            raise UsageError(f"keys {', '.join(t.key_name for t in named)} each have a token "
+                             f"named {name!r}: name one with --key KEY")
+    if not named:
+        raise not_found
+    s.store.delete_token(named[0].id)
+    return {"name": name, "key": named[0].key_name}
 
 
 def _shown(token) -> dict:

@@ -434,3 +434,43 @@ def test_a_deployer_is_refused_on_an_app_not_granted_and_on_admin_routes(gitd, a
     assert api.request("GET", f"/api/v1/apps/{api.mine}/domains", api.deployer)[0] == 200
     assert api.request("GET", "/api/v1/services", api.deployer)[0] == 403
     assert state(gitd, deployed) == before
+
+
+def test_services_over_http_are_created_linked_unlinked_and_destroyed(own_gitd, tmp_path):
+    """The services verbs over HTTP, with SSH's admin rules: a real Redis,
+    linked to a deployed app through a config release and unlinked again."""
+    own_gitd.start(extra_env={"GITD_SERVICE_IMAGES": "redis=gitd-ci/redis:latest"})
+    client = Api(own_gitd)
+    admin = new_token(own_gitd)
+    deployer_key = make_key(tmp_path, "svc")
+    assert own_gitd.ssh("keys:add", "svc", input=(tmp_path / "svc.pub").read_text()).returncode == 0
+    deployer = new_token(own_gitd, key=deployer_key)
+    assert own_gitd.ssh("apps:create", "shop").returncode == 0
+    assert own_gitd.ssh("apps:grant", "shop", "svc").returncode == 0
+    pushed = own_gitd.push(make_repo(tmp_path / "shop", ENV_APP), "shop")
+    assert pushed.returncode == 0, pushed.stderr
+
+    body = {"kind": "redis", "name": "cache"}
+    assert client.request("POST", "/api/v1/services", deployer, body)[0] == 403
+    status, made, _ = client.request("POST", "/api/v1/services", admin, body)
+    assert status == 201 and made["env_var"] == "REDIS_URL", made
+    assert client.request("POST", "/api/v1/services", admin, body)[0] == 409
+    assert client.request("POST", "/api/v1/services/cache/links/shop", deployer)[0] == 403
+
+    status, linked, _ = client.request("POST", "/api/v1/services/cache/links/shop", admin)
+    assert status == 201 and linked["config"]["outcome"] == "released", linked
+    config = json.loads(own_gitd.ssh("config", "shop", "--json").stdout)
+    assert config["REDIS_URL"].startswith("redis://")
+    status, info, _ = client.request("GET", "/api/v1/services/cache", admin)
+    assert info["linked"] == {"shop": "REDIS_URL"}
+
+    status, unlinked, _ = client.request("DELETE", "/api/v1/services/cache/links/shop", admin)
+    assert status == 200 and unlinked["env_var"] == "REDIS_URL"
+    assert "REDIS_URL" not in json.loads(own_gitd.ssh("config", "shop", "--json").stdout)
+    triggers = [d["trigger"] for d in client.request("GET", "/api/v1/apps/shop/deployments",
+                                                     admin)[1]]
+    assert triggers[:2] == ["config", "config"]
+
+    assert client.request("DELETE", "/api/v1/services/cache", deployer)[0] == 403
+    assert client.request("DELETE", "/api/v1/services/cache", admin)[:2] == (200, {"name": "cache"})
+    assert client.request("GET", "/api/v1/services", admin)[1] == []

@@ -112,6 +112,30 @@ def test_deploy_image_serves_it_with_config_then_rolls_back(gitd, docker_client,
     ok(gitd, "apps:destroy", app, "--force")
 
 
+def test_an_image_past_max_image_bytes_or_from_gitd_own_registry_is_refused(
+        own_gitd, docker_client, image_of):
+    """A pull had no size bound, and 127.1:PORT (or 0x7f.1, 127.0.0.2...)
+    reached gitd's own registry past the check for 127.0.0.1 and localhost."""
+    own_port = free_port()
+    own_gitd.start(extra_env={"GITD_MAX_IMAGE_BYTES": "200000",
+                              "GITD_REGISTRY_PORT": str(own_port)})
+    ok(own_gitd, "apps:create", "big")
+    big = image_of("1", "big")  # the base image's layer alone is over 200 kB
+    refused = own_gitd.ssh("apps:deploy-image", "big", big)
+    assert refused.returncode == 1
+    assert "larger than max_image_bytes (200000 bytes)" in refused.stderr, refused.stderr
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(big)
+    assert rows(own_gitd, "big")[0]["status"] == "failed"
+    assert json.loads(ok(own_gitd, "releases", "big", "--json").stdout) == []
+
+    for spelling in ("127.1", "0x7f.1", "127.0.0.2", "2130706433", "LOCALHOST"):
+        ref = f"{spelling}:{own_port}/gitd/other:v1"
+        refused = own_gitd.ssh("apps:deploy-image", "big", ref)
+        assert refused.returncode == 1 and "own registry" in refused.stderr, (ref, refused.stderr)
+    assert len(rows(own_gitd, "big")) == 1  # refused before any deployment
+
+
 def test_a_traefik_labelled_or_unreachable_image_is_refused_with_nothing_changed(
         gitd, docker_client, image_of, tmp_path):
     app = unique_app("img")

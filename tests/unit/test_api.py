@@ -35,7 +35,7 @@ def test_a_token_acts_as_its_key_and_only_its_hash_is_stored(store):
     assert made["name"] == "ci" and made["key"] == "dev" and made["expires_at"] is None
     assert tokens.authenticate(store, made["token"]).name == "dev"
     secret = made["token"].split("_", 2)[2]  # the secret may hold "_" too
-    row = store.get_token("ci")
+    row = store.get_token("dev", "ci")
     assert row.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
     dump = "\n".join(store.db.iterdump())
     assert secret not in dump and made["token"] not in dump
@@ -58,7 +58,7 @@ def test_revoked_expired_and_removed_key_tokens_stop_working(store):
     of_eve = tokens.create(session(store, "eve"), "c")["token"]
     tokens.revoke(session(store, "dev"), "a")
     assert tokens.authenticate(store, revoked) is None
-    store.db["tokens"].update(store.get_token("b").id, {"expires_at": time.time() - 1})
+    store.db["tokens"].update(store.get_token("dev", "b").id, {"expires_at": time.time() - 1})
     assert tokens.authenticate(store, expiring) is None
     assert tokens.list_tokens(session(store, "dev"))[0]["expired"] is True
     store.remove_key("eve")
@@ -73,10 +73,12 @@ def test_a_deployer_sees_and_revokes_only_its_own_tokens(store):
     assert [t["name"] for t in tokens.list_tokens(session(store, "admin"))] == ["mine", "theirs"]
     with pytest.raises(NotFound):
         tokens.revoke(session(store, "dev"), "theirs")
-    assert store.get_token("theirs")
+    with pytest.raises(NotFound):
+        tokens.revoke(session(store, "dev"), "theirs", key="eve")
+    assert store.get_token("eve", "theirs")
     tokens.revoke(session(store, "admin"), "theirs")
     with pytest.raises(NotFound):
-        store.get_token("theirs")
+        store.get_token("eve", "theirs")
 
 
 def test_listing_never_shows_a_secret(store):
@@ -86,16 +88,61 @@ def test_listing_never_shows_a_secret(store):
     assert made["token"] not in repr(listed)
 
 
-def test_token_names_are_unique_and_validated(store):
+def test_token_names_are_unique_per_key_and_validated(store):
     tokens.create(session(store, "dev"), "ci")
     with pytest.raises(Conflict):
-        tokens.create(session(store, "admin"), "ci")
+        tokens.create(session(store, "dev"), "ci")
     for bad in ("", "-x", "a b", "x" * 65, "../x", "a\nb", "é"):
         with pytest.raises(UsageError):
             tokens.create(session(store, "dev"), bad)
     assert [t.name for t in store.list_tokens()] == ["ci"]
     default = tokens.create(session(store, "dev"))["name"]
     assert default.startswith("dev-")
+
+
+def test_another_keys_token_name_is_free_and_not_told(store):
+    """A name was unique across keys: a deployer's tokens:create of a name
+    another key had answered 409, telling it that key's token names."""
+    eve = tokens.create(session(store, "eve"), "ci")
+    dev = tokens.create(session(store, "dev"), "ci")
+    assert {t.key_name for t in store.tokens_named("ci")} == {"dev", "eve"}
+    assert tokens.authenticate(store, dev["token"]).name == "dev"
+    tokens.revoke(session(store, "dev"), "ci")  # its own, not eve's
+    assert tokens.authenticate(store, dev["token"]) is None
+    assert tokens.authenticate(store, eve["token"]).name == "eve"
+
+
+def test_an_admin_names_the_key_when_several_keys_have_the_token_name(store):
+    tokens.create(session(store, "eve"), "ci")
+    tokens.create(session(store, "dev"), "ci")
+    with pytest.raises(UsageError, match="--key"):
+        tokens.revoke(session(store, "admin"), "ci")
+    assert tokens.revoke(session(store, "admin"), "ci", key="eve") == {"name": "ci", "key": "eve"}
+    assert [t.key_name for t in store.tokens_named("ci")] == ["dev"]
+    tokens.create(session(store, "admin"), "ci")
+    assert tokens.revoke(session(store, "admin"), "ci")["key"] == "admin"  # its own first
+    for bad in ("../x", "-k", ""):
+        with pytest.raises(UsageError):
+            tokens.revoke(session(store, "admin"), "ci", key=bad)
+    assert [t.key_name for t in store.tokens_named("ci")] == ["dev"]
+
+
+def test_an_old_store_gets_token_names_unique_per_key(tmp_path):
+    old = Store(tmp_path / "gitd.db")
+    old.db["tokens"].drop()
+    old.db["tokens"].create({"id": str, "name": str, "key_name": str, "secret_hash": str,
+                             "created_at": float, "last_used_at": float, "expires_at": float},
+                            pk="id")
+    old.db["tokens"].create_index(["name"], unique=True)
+    old.add_key("dev", "SHA256:dev", "ssh-ed25519 AAAA dev", False)
+    old.add_key("eve", "SHA256:eve", "ssh-ed25519 AAAA eve", False)
+    old.add_token("a" * 12, "ci", "dev", "h", None)
+    again = Store(tmp_path / "gitd.db")
+    again.add_token("b" * 12, "ci", "eve", "h", None)
+    with pytest.raises(Conflict):
+        again.add_token("c" * 12, "ci", "eve", "h", None)
+    assert [t.key_name for t in again.tokens_named("ci")] == ["dev", "eve"]
+    Store(tmp_path / "gitd.db")  # and again: nothing to do
 
 
 @pytest.mark.parametrize("text,seconds", [("1h", 3600), ("12h", 43200), ("30d", 30 * 86400),
@@ -117,10 +164,10 @@ def test_hostile_expiry_is_refused(store, text):
 def test_last_used_is_recorded_at_most_once_a_minute(store):
     token = tokens.create(session(store, "dev"), "ci")["token"]
     tokens.authenticate(store, token)
-    first = store.get_token("ci").last_used_at
+    first = store.get_token("dev", "ci").last_used_at
     assert first is not None
     tokens.authenticate(store, token)
-    assert store.get_token("ci").last_used_at == first
+    assert store.get_token("dev", "ci").last_used_at == first
 
 
 # the brake on failed attempts
@@ -388,3 +435,14 @@ def test_a_field_that_goes_with_another_is_refused_alone():
     routing.check({}, schema, "body")
     with pytest.raises(UsageError, match="'branch' goes with 'repo_url'"):
         routing.check({"branch": "main"}, schema, "body")
+
+
+def test_the_live_log_routes_document_their_event_stream():
+    doc = openapi.document(all_routes())
+    live = {(path, method) for path, ops in doc["paths"].items() for method, op in ops.items()
+            if "text/event-stream" in op["responses"].get("200", {}).get("content", {})}
+    assert live == {("/api/v1/deployments/{id}/log", "get"), ("/api/v1/apps/{name}/logs", "get")}
+    for path, method in live:
+        content = doc["paths"][path][method]["responses"]["200"]["content"]
+        assert content["text/event-stream"]["schema"]["type"] == "string"
+        assert "application/json" in content

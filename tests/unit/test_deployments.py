@@ -317,6 +317,91 @@ def test_gitd_own_images_and_registry_are_refused(store, tmp_path, ref):
     assert verbs.check_image(s, "127.0.0.1:5001/team/x:1") == "127.0.0.1:5001/team/x:1"
 
 
+@pytest.mark.parametrize("ref", ["127.1:5000/x", "0x7f.1:5000/x", "127.0.0.2:5000/x:1",
+                                 "LOCALHOST:5000/x", "0.0.0.0:5000/x", "2130706433:5000/x",
+                                 "127.000.000.001:5000/x", "localhost:05000/x",
+                                 "0177.0.0.1:5000/team/x@sha256:" + "0" * 64])
+def test_gitd_own_registry_in_any_spelling_is_refused(store, tmp_path, ref):
+    """Only 127.0.0.1, localhost, [::1] and 0.0.0.0 were known spellings of
+    this host: 127.1:5000/x pulled from gitd's own registry."""
+    s = Session(FakeDaemon(store, Settings(data_dir=tmp_path, registry_port=5000)),
+                store.get_key("admin"))
+    with pytest.raises(PermissionDenied, match="own registry"):
+        verbs.check_image(s, ref)
+
+
+@pytest.mark.parametrize("ref", ["nginx:1", "team/x", "127.0.0.1:5001/x:1", "127.1:5001/x:1",
+                                 "198.51.100.7:5000/x:1", "198.51.100.7/x:1"])
+def test_other_registries_and_ports_are_allowed(store, tmp_path, ref):
+    s = Session(FakeDaemon(store, Settings(data_dir=tmp_path, registry_port=5000)),
+                store.get_key("admin"))
+    assert verbs.check_image(s, ref).startswith(ref)
+
+
+def test_a_registry_gitd_is_pointed_at_is_its_own_in_any_spelling(store, tmp_path):
+    s = Session(FakeDaemon(store, Settings(data_dir=tmp_path, registry="127.0.0.1:6000")),
+                store.get_key("admin"))
+    for ref in ("127.0.0.1:6000/x", "127.1:6000/x", "localhost:6000/x"):
+        with pytest.raises(PermissionDenied):
+            verbs.check_image(s, ref)
+    assert verbs.check_image(s, "127.0.0.1:5000/x") == "127.0.0.1:5000/x:latest"
+
+
+class PullStream:
+    """The engine's pull progress: the events given, noting when it is hung up."""
+
+    def __init__(self, events):
+        self.events, self.closed, self.read = events, False, 0
+
+    def __iter__(self):
+        for event in self.events:
+            if self.closed:
+                return
+            self.read += 1
+            yield event
+
+    def close(self):
+        self.closed = True
+
+
+class PullingClient:
+    def __init__(self, events):
+        self.stream = PullStream(events)
+        self.api = self
+        self.images = self
+
+    def pull(self, repository, tag, stream, decode):
+        return self.stream
+
+    def get(self, ref):
+        return type("Image", (), {"id": "sha256:pulled"})
+
+
+def layer(name, total, current=0):
+    return {"status": "Downloading", "id": name,
+            "progressDetail": {"current": current, "total": total}}
+
+
+def test_a_pull_past_max_image_bytes_stops_and_says_so():
+    """A pull had no size bound: an image of any size filled the disk."""
+    from hooks.engine import Engine
+    events = [{"status": "Pulling from x"}, layer("a", 600), layer("a", 600, 300),
+              layer("b", 500), layer("b", 500, 100)] + [layer("b", 500, 200)] * 50
+    client = PullingClient(events)
+    with pytest.raises(GitdError, match="larger than max_image_bytes .1000 bytes.*1100"):
+        Engine(client, "x").pull("reg.example/x:1", 60, lambda line: None, max_bytes=1000)
+    assert client.stream.closed and client.stream.read == 4  # hung up at once
+    small = PullingClient([layer("a", 600), layer("a", 600, 600), {"status": "Downloaded"}])
+    assert Engine(small, "x").pull("reg.example/x:1", 60, lambda line: None, 1000) == "sha256:pulled"
+
+
+def test_an_image_that_unpacks_past_max_image_bytes_is_refused():
+    from hooks.pipeline import refuse_unpacked_size
+    with pytest.raises(GitdError, match="unpacks to 2000 bytes"):
+        refuse_unpacked_size({"Size": 2000}, "reg.example/x:1", 1000)
+    refuse_unpacked_size({"Size": 1000}, "reg.example/x:1", 1000)
+
+
 def test_deployments_of_an_app_the_caller_cannot_reach_are_not_found(store, tmp_path):
     daemon = FakeDaemon(store, Settings(data_dir=tmp_path))
     daemon.deployments = Deployments(store, 1024)
@@ -336,14 +421,59 @@ def test_deployments_of_an_app_the_caller_cannot_reach_are_not_found(store, tmp_
 
 
 def test_a_flood_of_created_deployments_is_refused_past_the_queue(store, tmp_path, monkeypatch):
-    daemon = FakeDaemon(store, Settings(data_dir=tmp_path))
+    daemon = FakeDaemon(store, Settings(data_dir=tmp_path, registry_port=5000))
     daemon.deployments = Deployments(store, 1024)
     for _ in range(verbs.MAX_WAITING):
         daemon.deployments.create("hello", "api")
-    dev = Session(daemon, store.get_key("dev"))
+    admin = Session(daemon, store.get_key("admin"))
     with pytest.raises(Conflict, match="already waiting"):
-        verbs.create(dev, "hello", ref="main")
+        verbs.create(admin, "hello", image="127.0.0.1:5001/x:1")
     assert len(store.deployments("hello")) == verbs.MAX_WAITING
+
+
+def test_deployments_created_at_once_cannot_all_pass_the_queue_limit(store, tmp_path,
+                                                                     monkeypatch):
+    """Two requests at once both counted the queue before either had added to
+    it: each passed, and the app got more waiting deployments than the limit."""
+    daemon = FakeDaemon(store, Settings(data_dir=tmp_path, registry_port=5000))
+    daemon.deployments = Deployments(store, 1024)
+    monkeypatch.setattr(verbs, "threading", NotStarted)  # they stay pending
+    writing = store.new_deployment
+
+    def slow_write(*args, **kwargs):
+        time.sleep(0.05)  # the window between the count and the new row, widened
+        return writing(*args, **kwargs)
+
+    monkeypatch.setattr(store, "new_deployment", slow_write)
+    admin = Session(daemon, store.get_key("admin"))
+    start, answers = threading.Barrier(12), []
+
+    def create():
+        start.wait()
+        try:
+            answers.append(verbs.create(admin, "hello", image="127.0.0.1:5001/x:1")["status"])
+        except Conflict as exc:
+            answers.append(str(exc))
+
+    threads = [threading.Thread(target=create) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers.count("pending") == verbs.MAX_WAITING
+    assert len(store.deployments("hello")) == daemon.deployments.waiting("hello") == verbs.MAX_WAITING
+    assert all("already waiting" in a for a in answers if a != "pending")
+
+
+class NotStarted:
+    """As the verbs' `threading`: threads made, never started."""
+
+    class Thread:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def start(self):
+            pass
 
 
 @pytest.mark.parametrize("deployment_id", [0, -1, 2**63, 10**30])
@@ -352,3 +482,10 @@ def test_an_id_no_deployment_can_have_is_not_found(store, deployment_id):
     integers it was an internal error."""
     with pytest.raises(NotFound):
         store.get_deployment(deployment_id)
+
+
+def test_a_registry_name_on_gitd_registry_port_that_does_not_resolve_is_refused(store, tmp_path):
+    s = Session(FakeDaemon(store, Settings(data_dir=tmp_path, registry_port=5000)),
+                store.get_key("admin"))
+    with pytest.raises(GitdError, match="does not resolve"):
+        verbs.check_image(s, "no-such-host.invalid:5000/x")

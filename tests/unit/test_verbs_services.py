@@ -3,47 +3,15 @@ only, bad input refused with nothing changed."""
 
 import pytest
 
-from gitd.core.errors import GitdError, PermissionDenied, UsageError
+from gitd.core.errors import Conflict, GitdError, NotFound, PermissionDenied, UsageError
 from gitd.verbs import Session
 from gitd.verbs import services as services_verbs
-
-
-class Services:
-    """gitd.services.lifecycle as the verbs see it: records what it was asked."""
-
-    def __init__(self, db):
-        self.store, self.calls = db, []
-
-    def create(self, kind, name, version, progress, node=None):
-        self.calls.append(("create", kind, name, version))
-        progress("-----> Starting")
-        return self.store.create_service(name=name, kind=kind, version=version or "16",
-                                         image=f"postgres:{version or '16'}", password="p",
-                                         volume=f"v-{name}")
-
-    def running(self, svc):
-        return "container"
-
-    def server_version(self, svc, container):
-        return "16.4"
-
-    def backup_stream(self, svc, write):
-        self.calls.append(("backup", svc.name))
-        write(b"PGDMP")
-
-    def restore(self, svc, chunks, progress):
-        self.calls.append(("restore", svc.name, b"".join(chunks)))
-
-    def recreate(self, svc, progress):
-        self.calls.append(("recreate", svc.name, svc.exposed_port))
-
-    def destroy(self, svc, progress):
-        self.calls.append(("destroy", svc.name))
+from tests.fakes import FakeServices, deployed
 
 
 @pytest.fixture
 def gitd(fake):  # noqa: F811 - the fixture imported above
-    fake.services = Services(fake.store)
+    fake.services = FakeServices(fake.store)
     fake.store.create_service(name="db", kind="postgres", version="16", image="postgres:16",
                               password="p", volume="v-db")
     return fake
@@ -85,7 +53,9 @@ def test_every_services_verb_is_for_admins(gitd):
                        (lambda s, name: services_verbs.destroy(s, name, force=True), ("db",)),
                        (services_verbs.backup, ("db", print)), (services_verbs.restore, ("db", [b"x"])),
                        (services_verbs.backup_schedule, ("db", "0 3 * * *")),
-                       (services_verbs.upgrade, ("db", "17"))):
+                       (services_verbs.upgrade, ("db", "17")),
+                       (services_verbs.link, ("db", "hello")),
+                       (services_verbs.unlink, ("db", "hello"))):
         with pytest.raises(PermissionDenied):
             verb(dev, *args)
     with pytest.raises(PermissionDenied):
@@ -140,3 +110,37 @@ def test_destroy_needs_force(gitd):
     assert gitd.services.calls == []
     assert services_verbs.destroy(session(gitd), "db", force=True) == {"name": "db"}
     assert gitd.services.calls == [("destroy", "db")]
+
+
+def test_link_and_unlink_change_the_config_and_say_what_it_did(gitd):
+    made = services_verbs.link(session(gitd), "db", "hello")
+    assert made == {"service": "db", "app": "hello", "env_var": "DATABASE_URL",
+                    "config": {"app": "hello", "description": "Link db", "outcome": "stored",
+                               "running": None}}
+    assert gitd.store.get_config("hello") == {"DATABASE_URL": "postgres://u:p@db:5432/db"}
+    assert gitd.store.links_of_app("hello") == {"db": "DATABASE_URL"}
+    with pytest.raises(Conflict, match="already linked"):
+        services_verbs.link(session(gitd), "db", "hello")
+    gone = services_verbs.unlink(session(gitd), "db", "hello")
+    assert gone["env_var"] == "DATABASE_URL" and gone["config"]["description"] == "Unlink db"
+    assert gitd.store.get_config("hello") == {} and gitd.store.links_of_app("hello") == {}
+    with pytest.raises(NotFound, match="not linked"):
+        services_verbs.unlink(session(gitd), "db", "hello")
+
+
+@pytest.mark.parametrize("name,app,error", [
+    ("nosuch", "hello", NotFound), ("db", "nosuch", NotFound), ("../db", "hello", UsageError),
+    ("db", "Hello", UsageError), ("db", "", UsageError),
+])
+def test_a_bad_link_changes_nothing(gitd, name, app, error):
+    with pytest.raises(error):
+        services_verbs.link(session(gitd), name, app)
+    assert gitd.store.links_of_service("db") == {} and gitd.store.get_config("hello") == {}
+
+
+def test_a_link_whose_release_fails_leaves_no_link_and_the_old_config(gitd):
+    deployed(gitd.store, config={"A": "1"})
+    gitd.pipeline.fail = True
+    with pytest.raises(GitdError, match="left as it was"):
+        services_verbs.link(session(gitd), "db", "hello")
+    assert gitd.store.links_of_service("db") == {} and gitd.store.get_config("hello") == {"A": "1"}
