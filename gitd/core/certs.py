@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from gitd.core.config import Settings
-from gitd.core.errors import Conflict, GitdError, UsageError
+from gitd.core.errors import Conflict, UsageError
 
 EXPIRY_WARNING_DAYS = 14
 LOG_TAIL_BYTES = 4 * 1024 * 1024
