@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from gitd.core.store import SCHEMA_VERSION
+from gitd.traefik import ping
 from tests.conftest import require
 from tests.e2e import harness
 from tests.e2e.conftest import web_app
@@ -90,21 +92,15 @@ def start_traefik(gitd, source: Path) -> subprocess.Popen:
         env={**os.environ, "PYTHONPATH": str(source)}, capture_output=True, text=True, check=True)
     config = gitd.root / "traefik-external.yml"
     config.write_text(rendered.stdout)
-    log = open(gitd.root / "traefik-external.log", "wb")
-    proc = subprocess.Popen([shutil.which("traefik"), f"--configFile={config}"], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
+    with open(gitd.root / "traefik-external.log", "wb") as log:
+        proc = subprocess.Popen([shutil.which("traefik"), f"--configFile={config}"], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if harness_ping(gitd.api_port):
+        if ping(f"http://127.0.0.1:{gitd.api_port}"):
             return proc
         time.sleep(0.1)
     raise RuntimeError((gitd.root / "traefik-external.log").read_text())
-
-
-def harness_ping(port: int) -> bool:
-    from gitd.traefik import ping
-    return ping(f"http://127.0.0.1:{port}")
 
 
 def ok(gitd, *args, **kwargs) -> subprocess.CompletedProcess:
@@ -152,7 +148,7 @@ def old_gitd(request, docker_client, base_image, tmp_path):
         server = new_gitd(tmp_path / "gitd")
         server.https_port = harness.free_port()
         traefik = start_traefik(server, source)
-        yield server, source
+        yield server
     finally:
         harness.gitd_command = CURRENT_GITD
         if server:
@@ -166,7 +162,7 @@ def old_gitd(request, docker_client, base_image, tmp_path):
 @pytest.mark.parametrize("old_gitd", list(OLD_VERSIONS), indirect=True)
 def test_the_current_gitd_takes_over_an_old_data_dir_without_dropping_a_request(
         old_gitd, docker_client, tmp_path):
-    gitd, source = old_gitd
+    gitd = old_gitd
     external = ("--traefik", "external", "--traefik-api-url", f"http://127.0.0.1:{gitd.api_port}",
                 "--https-port", str(gitd.https_port))
     gitd.start(extra_env=IMAGES_ENV, extra_args=external)
@@ -227,7 +223,6 @@ def test_the_current_gitd_takes_over_an_old_data_dir_without_dropping_a_request(
         assert served_over_https(gitd, host, ca.pem, timeout=10) == "v3"
         time.sleep(1)
     schema = gitd.db().execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
-    from gitd.core.store import SCHEMA_VERSION
     assert schema == str(SCHEMA_VERSION)
     assert load.failures == [], load.failures[:5]
     assert load.count > upgraded_at > 20
