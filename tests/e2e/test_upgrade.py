@@ -151,12 +151,14 @@ def old_gitd(request, docker_client, base_image, tmp_path):
         yield server
     finally:
         harness.gitd_command = CURRENT_GITD
-        if server:
-            server.stop()
-            server.cleanup(docker_client)
-        if traefik:
-            traefik.terminate()
-            traefik.wait(10)
+        try:
+            if server:
+                server.stop()
+                server.cleanup(docker_client)
+        finally:  # a failed cleanup must not leave Traefik running
+            if traefik:
+                traefik.terminate()
+                traefik.wait(10)
 
 
 @pytest.mark.parametrize("old_gitd", list(OLD_VERSIONS), indirect=True)
