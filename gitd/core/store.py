@@ -19,7 +19,11 @@ import sqlite_utils
 
 from gitd.core.errors import Conflict, GitdError, NotFound
 
-SCHEMA_VERSION = 1
+# The schema this gitd writes: bump it with each _migrate_* step that changes
+# the schema, so that an older gitd refuses a data dir it would misread.
+# 1: up to services; 2: routes, nodes, webhooks, deployments, tokens;
+# 3: cron runs, notifications, previews, dashboard sessions, token names per key.
+SCHEMA_VERSION = 3
 
 ACTIVE_STATUSES = ("building", "deploying")
 DEPLOYMENT_ENDS = ("succeeded", "failed", "cancelled")
@@ -152,10 +156,41 @@ class Service:
     node: str | None = None  # on a swarm: the node holding its volume (it runs only there)
 
 
+def _written_schema(conn: sqlite3.Connection) -> int:
+    """The schema the database was last written by (0: a new file)."""
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+            return 0
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise GitdError(f"the state database is unreadable: {exc}") from exc
+    try:
+        return int(row[0]) if row else 0
+    except (TypeError, ValueError):
+        raise GitdError(f"the state database records no schema gitd knows ({row[0]!r})") from None
+
+
+def _refuse_newer_schema(conn: sqlite3.Connection) -> None:
+    written = _written_schema(conn)
+    if written > SCHEMA_VERSION:
+        raise GitdError(f"this data dir was written by a newer gitd (schema {written}); "
+                        f"this gitd knows up to {SCHEMA_VERSION}: upgrade gitd")
+
+
+def _record_schema(db: sqlite_utils.Database) -> None:
+    if _written_schema(db.conn) != SCHEMA_VERSION:
+        db["meta"].upsert({"key": "schema", "value": str(SCHEMA_VERSION)}, pk="key")
+
+
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
         conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            _refuse_newer_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA busy_timeout=5000")
         self.db = sqlite_utils.Database(conn)
@@ -165,6 +200,9 @@ class Store:
     @contextmanager
     def _tx(self):
         with self._lock:
+            if self.db.conn.in_transaction:  # a step of _migrate: its transaction holds this too
+                yield self.db
+                return
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
@@ -174,8 +212,11 @@ class Store:
             self.db.execute("COMMIT")
 
     def _migrate(self) -> None:
-        with self._lock:
-            db = self.db
+        """Every step in one transaction, the schema recorded last: a start
+        killed mid-way leaves the database as it was, and the next start
+        runs the steps again (each is idempotent)."""
+        with self._tx() as db:
+            _refuse_newer_schema(db.conn)  # checked again under the write lock
             if "meta" not in db.table_names():
                 db["meta"].create({"key": str, "value": str}, pk="key")
                 db["keys"].create(
@@ -211,6 +252,7 @@ class Store:
             self._migrate_previews(db)
             self._migrate_dashboard(db)
             self._migrate_token_names(db)
+            _record_schema(db)
 
     def _migrate_services(self, db) -> None:
         """Services, links and mounts (issue 12): added to an existing gitd.db too."""
