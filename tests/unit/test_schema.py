@@ -86,7 +86,7 @@ def test_an_older_data_dir_is_migrated_and_its_schema_recorded(tmp_path):
     store = Store(path)
     assert schema_of(path) == str(SCHEMA_VERSION)
     assert store.domains("web") == ["web.example.com"]
-    assert {"tokens", "deployments", "webhooks", "idx_tokens_name"} <= tables_of(path)
+    assert {"tokens", "deployments", "webhooks", "idx_tokens_key_name_name"} <= tables_of(path)
     assert "domains" not in tables_of(path)
 
 
@@ -118,7 +118,7 @@ def test_a_start_killed_mid_migration_changes_nothing_and_the_next_completes(tmp
 
     store = Store(path)
     assert schema_of(path) == str(SCHEMA_VERSION)
-    assert {"idx_tokens_name", "idx_tokens_key_name", "routes"} <= tables_of(path)
+    assert {"idx_tokens_key_name_name", "idx_tokens_key_name", "routes"} <= tables_of(path)
     assert store.db["tokens"].columns_dict["secret_hash"] is str
     if start == "old":
         assert store.domains("web") == ["web.example.com"]
