@@ -101,6 +101,10 @@ async def serve(settings: Settings) -> int:
 
     backups = BackupScheduler(gitd)
     backups.start()
+    from gitd.cronrunner import CronRunner
+
+    crons = CronRunner(gitd)
+    crons.start()
     if gitd.scheduler_class.routes_follow_tasks:
         # Traefik's servers follow the tasks the scheduler runs (moved, replaced)
         gitd.scheduler.follow_tasks()
@@ -139,6 +143,7 @@ async def serve(settings: Settings) -> int:
     api_stopped = loop.create_task(api.stop()) if api else None
     deadline = loop.time() + settings.shutdown_grace
     backups.stop()
+    crons.stop()
     if health:
         health.stop()
     pending = set()

@@ -22,6 +22,7 @@ from gitd.core.errors import BuildError, DeployError, GitdError, NotFound
 from gitd.core.store import HostRoute, Release, Store
 from hooks import checkout, checks, components, procfile, router
 from gitd.core import resources
+from gitd.core import cron
 from hooks.deployments import Deployments, trigger_of_kind, trigger_of_reason
 from hooks.deploy import Deployer, Target, process_argv, service_network
 from hooks.engine import LABEL_APP, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE, Engine
@@ -92,6 +93,7 @@ class Pipeline:
                 app_json = checkout.read_file(repo, tree, "app.json")
                 checks.from_app_json(app_json)  # a broken app.json fails the push early
                 declared = components.parse(app_json)
+                cron.checked_jobs(app_json, [c.name for c in declared])
                 progress.stage("build")
                 if declared:
                     built_services = self._build_components(

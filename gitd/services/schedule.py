@@ -15,7 +15,7 @@ import time
 import structlog
 
 from gitd.core.errors import GitdError
-from gitd.services import cron
+from gitd.core import cron
 
 log = structlog.get_logger("gitd.backups")
 

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 from gitd import services as kinds
 from gitd.core import validate
 from gitd.core.errors import GitdError, UsageError
-from gitd.services import cron
+from gitd.core import cron
 from gitd.services.base import container_name, network_name
 from gitd.verbs import Session, iso_time
 from gitd.verbs.nodes import find_node, manager_client
