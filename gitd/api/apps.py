@@ -32,7 +32,8 @@ APP_INFO = {
     "type": "object",
     "required": ["name", "created_at", "release", "commit", "image", "buildpack", "domains",
                  "urls", "certificate_warnings", "scale", "containers", "state",
-                 "health_restarts", "git_url", "granted_to", "deploying", "services", "follows"],
+                 "health_restarts", "git_url", "granted_to", "deploying", "services", "follows",
+                 "cron_failing"],
     "additionalProperties": False,
     "properties": {
         "name": STRING, "created_at": TIME, "release": nullable(INTEGER),
@@ -45,6 +46,7 @@ APP_INFO = {
         "git_url": STRING, "granted_to": STRINGS, "deploying": BOOLEAN,
         "services": {"type": "object", "additionalProperties": LINKED_SERVICE},
         "follows": FOLLOWS,
+        "cron_failing": {**STRINGS, "description": "cron jobs whose last run failed"},
     },
 }
 

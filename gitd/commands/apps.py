@@ -82,6 +82,8 @@ def info(ctx, argv):
                 f"{backup[link['last_backup_ok']]})")
         if link["last_backup_ok"] is False:
             ctx.err(f" !     the last backup of {service} failed: {link['last_backup_message']}")
+    for job in data["cron_failing"]:
+        ctx.err(f" !     the last run of cron job {job} failed: cron:logs {data['name']} {job}")
     ctx.out("containers:")
     for c in data["containers"] or []:
         ctx.out(f"  {c['process']}  v{c['release']}  {c['state']}  {c['name']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gitd.core import certs, validate
 from gitd.core.errors import GitdError, UsageError
 from gitd.verbs import Session, deployments, git, iso_time
+from gitd.verbs import cron
 from hooks import health, remote
 
 
@@ -79,6 +80,7 @@ def info(s: Session, name: str) -> dict:
         "deploying": name in s.gitd.locks.busy(),
         "services": linked_services(s, name),
         "follows": follows_of(app),
+        "cron_failing": cron.failing(s.store, name),
     }
 
 

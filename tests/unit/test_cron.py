@@ -412,3 +412,35 @@ def test_another_apps_job_is_not_found(gitd):
 def test_no_jobs_said_in_words(gitd):
     deploy(gitd.store, "hello")
     assert "hello has no cron jobs" in call(gitd, "cron", "hello")[1]
+
+
+# where a failing job shows
+
+def test_a_failing_job_shows_in_apps_info_and_doctor(gitd, tmp_path):
+    import io
+
+    from gitd.doctor import Report, check_cron_jobs
+    from gitd.verbs import apps
+
+    deploy(gitd.store, "hello", EVERY_15, {"command": "echo ok", "schedule": "@daily", "id": "ok"})
+    gitd.scheduler.dynos = lambda app: []
+    session = Session(gitd, gitd.store.get_key("admin"))
+    call(gitd, "cron:run", "hello", "ok")
+    gitd.scheduler.status = 2
+    call(gitd, "cron:run", "hello", "quarter")
+    assert apps.info(session, "hello")["cron_failing"] == ["quarter"]
+
+    def doctor() -> str:
+        out = io.StringIO()
+        report = Report(out)
+        check_cron_jobs(report, gitd.settings)
+        return out.getvalue()
+
+    assert "cron (hello quarter)" in doctor() and "exit 2" in doctor()
+    assert "hello ok" not in doctor()
+    deploy(gitd.store, "hello", {"command": "echo ok", "schedule": "@daily", "id": "ok"})
+    assert doctor() == "" and apps.info(session, "hello")["cron_failing"] == []  # not live now
+    deploy(gitd.store, "hello", EVERY_15)
+    gitd.scheduler.status = 0
+    call(gitd, "cron:run", "hello", "quarter")
+    assert doctor() == "" and apps.info(session, "hello")["cron_failing"] == []
