@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
+
+import jsonschema
 
 import pytest
 
@@ -58,6 +62,17 @@ def wait_runs(gitd, app: str, job: str, wanted, timeout: float = 60.0) -> list[d
 
 def ended(found: list[dict], status: str, release: int | None = None) -> list[dict]:
     return [r for r in found if r["status"] == status and release in (None, r["release"])]
+
+
+def api_get(gitd, path: str, bearer: str | None) -> tuple[int, object]:
+    request = urllib.request.Request(f"http://127.0.0.1:{gitd.gitd_api_port}{path}")
+    if bearer:
+        request.add_header("Authorization", f"Bearer {bearer}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def no_cron_containers(gitd, client, timeout: float = 30.0) -> None:
@@ -159,6 +174,19 @@ def test_a_deployer_runs_only_the_jobs_of_its_granted_apps(gitd, tmp_path):
         refused = gitd.ssh(*command, key=dev)
         assert refused.returncode != 0 and "permission" in refused.stderr.lower(), refused.stderr
     assert runs(gitd, other, "failing") == []
+
+    # over HTTP: the same JSON, the same access, as the OpenAPI document says
+    made = gitd.ssh("tokens:create", "--name", unique_app("tok"), key=dev)
+    assert made.returncode == 0, made.stderr
+    bearer = made.stdout.strip().splitlines()[-1]
+    status, listed = api_get(gitd, f"/api/v1/apps/{app}/cron", bearer)
+    assert status == 200 and listed == json.loads(ok(gitd, "cron", app, "--json").stdout)
+    assert listed[0]["last_run"]["exit_code"] == 3
+    doc = api_get(gitd, "/api/v1/openapi.json", None)[1]
+    schema = doc["paths"]["/api/v1/apps/{name}/cron"]["get"]["responses"]["200"]["content"][
+        "application/json"]["schema"]
+    jsonschema.validate(listed, schema)
+    assert api_get(gitd, f"/api/v1/apps/{other}/cron", bearer)[0] == 403
     for name in (app, other):
         ok(gitd, "apps:destroy", name, "--force")
     ok(gitd, "keys:remove", dev_name)
