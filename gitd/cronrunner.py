@@ -67,7 +67,9 @@ class CronRunner:
         store = self.gitd.store
         for app in store.list_apps():
             release = store.current_release(app.name)
-            for job in verbs.jobs_of(release):
+            jobs = verbs.jobs_of(release)
+            store.forget_cron_jobs(app.name, [job.id for job in jobs])
+            for job in jobs:
                 if self._stop.is_set():
                     return started
                 trigger = self._due(app.name, job, now)

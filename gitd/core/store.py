@@ -811,12 +811,26 @@ class Store:
         return _cron_run(row)
 
     def finish_cron_run(self, run_id: int, status: str, exit_code: int | None,
-                        output: str) -> None:
+                        output: str) -> CronRun | None:
+        """The run, ended; None when it is gone (its app was destroyed meanwhile)."""
         with self._tx() as db:
-            row = db["cron_runs"].get(run_id)
-            db["cron_runs"].update(run_id, {"status": status, "exit_code": exit_code,
-                                            "output": output, "finished_at": now()})
+            rows = list(db["cron_runs"].rows_where("id = ?", [run_id]))
+            if not rows:
+                return None
+            row = {**rows[0], "status": status, "exit_code": exit_code, "output": output,
+                   "finished_at": now()}
+            db["cron_runs"].update(run_id, row)
             _trim_cron_runs(db, row["app"], row["job"])
+        return _cron_run(row)
+
+    def forget_cron_jobs(self, app: str, keep: list[str]) -> None:
+        """Jobs the live release no longer has lose their schedule's state: one
+        that comes back (a rollback) counts from then, as a new one."""
+        with self._lock:
+            known = {r["job"] for r in self.db["cron_state"].rows_where("app = ?", [app])}
+        for job in known - set(keep):  # rarely any: no write on most looks
+            with self._tx() as db:
+                db["cron_state"].delete_where("app = ? AND job = ?", [app, job])
 
     def cron_runs(self, app: str, job: str | None = None, limit: int = 20) -> list[CronRun]:
         """The app's (or one job's) runs, newest first."""

@@ -136,10 +136,10 @@ def carry_out(gitd, release: Release, job: cron.Job, run: CronRun, on_line=None)
         if not isinstance(exc, GitdError):
             log.exception("cron run", app=release.app, job=job.id)
     finally:
-        gitd.store.finish_cron_run(run.id, status, code, tail.text())
+        finished = gitd.store.finish_cron_run(run.id, status, code, tail.text())
     log.info("cron run", app=release.app, job=job.id, trigger=run.trigger, status=status,
              exit_code=code)
-    return gitd.store.cron_runs(release.app, job.id, limit=1)[0]
+    return finished or run
 
 
 def task_spec(gitd, release: Release, job: cron.Job) -> dict:

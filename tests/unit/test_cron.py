@@ -320,7 +320,10 @@ def test_the_jobs_are_the_live_releases(gitd):
     run_due(runner, "2026-01-01 10:05")
     assert run_due(runner, "2026-01-01 11:00") == [("hello", "hourly", "schedule")]
     gitd.store.set_live("hello", v1, gitd.store.take_seq("hello"))  # a rollback
-    assert run_due(runner, "2026-01-01 11:15") == [("hello", "quarter", "catch-up")]
+    # back as a new job: its slots while it was away were not missed
+    assert run_due(runner, "2026-01-01 11:15") == []
+    assert run_due(runner, "2026-01-01 11:30") == [("hello", "quarter", "schedule")]
+    assert gitd.store.cron_since("hello", "hourly") is None
 
 
 def test_an_unparsable_old_app_json_has_no_jobs(gitd):
@@ -407,6 +410,16 @@ def test_another_apps_job_is_not_found(gitd):
         call(gitd, "cron:run", "hello", "quarter")
     with pytest.raises(NotFound, match="has not run yet"):
         call(gitd, "cron:logs", "hello", "mine")
+
+
+def test_a_run_whose_app_went_meanwhile_ends_quietly(gitd):
+    deploy(gitd.store, "hello", EVERY_15)
+    release = gitd.store.current_release("hello")
+    [job] = verbs.jobs_of(release)
+    run = verbs.begin(gitd, release, job, "schedule")
+    gitd.store.delete_app("hello")
+    assert verbs.carry_out(gitd, release, job, run).id == run.id
+    assert gitd.store.cron_runs("hello") == []
 
 
 def test_no_jobs_said_in_words(gitd):
