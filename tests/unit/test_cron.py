@@ -205,10 +205,10 @@ class Tasks:
         return self.status, self.timed_out
 
     def units(self, **labels):
-        return []
+        return [f"leftover {labels}"]
 
     def remove(self, units, timeout=0):
-        pass
+        self.removed = units
 
 
 class CronGitd(FakeGitd):
@@ -410,6 +410,15 @@ def test_another_apps_job_is_not_found(gitd):
         call(gitd, "cron:run", "hello", "quarter")
     with pytest.raises(NotFound, match="has not run yet"):
         call(gitd, "cron:logs", "hello", "mine")
+
+
+def test_at_start_runs_cut_short_end_failed_and_their_tasks_go(gitd):
+    cut = gitd.store.start_cron_run("hello", "quarter", "schedule", 1)
+    CronRunner(gitd, tick=1).clean_up()
+    assert gitd.store.cron_runs("hello")[0].status == "failed"
+    assert "gitd stopped during the run" in gitd.store.cron_runs("hello")[0].output
+    assert gitd.scheduler.removed == ["leftover {'gitd.role': 'cron'}"]
+    assert gitd.store.start_cron_run("hello", "quarter", "manual", 1).id != cut.id
 
 
 def test_a_run_whose_app_went_meanwhile_ends_quietly(gitd):
