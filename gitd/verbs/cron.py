@@ -132,7 +132,7 @@ def carry_out(gitd, release: Release, job: cron.Job, run: CronRun, on_line=None)
             status = "succeeded" if code == 0 else "failed"
     except Exception as exc:  # noqa: BLE001 - recorded as the run's failure, shown everywhere
         message = exc.message if isinstance(exc, GitdError) else f"{type(exc).__name__}: {exc}"
-        line(f"cron: the run could not start: {message}")
+        line(f"cron: the run failed: {message}")
         if not isinstance(exc, GitdError):
             log.exception("cron run", app=release.app, job=job.id)
     finally:

@@ -308,7 +308,7 @@ def test_failures_timeouts_and_errors_are_recorded(gitd):
     gitd.scheduler.fail = GitdError("no such image")
     run_due(runner, "2026-01-01 10:45")
     failed = gitd.store.cron_runs("hello")[0]
-    assert failed.status == "failed" and "could not start: no such image" in failed.output
+    assert failed.status == "failed" and "the run failed: no such image" in failed.output
     assert verbs.failing(gitd.store, "hello") == ["quarter"]
 
 
