@@ -16,6 +16,7 @@ import threading
 
 import structlog
 
+from gitd.core.errors import GitdError
 from gitd.verbs import cron as verbs
 
 log = structlog.get_logger("gitd.cron")
@@ -32,6 +33,7 @@ class CronRunner:
         self._stop = threading.Event()
         self._slots = threading.BoundedSemaphore(MAX_RUNNING)
         self._threads: list[threading.Thread] = []
+        self._jobs: dict[tuple[str, int], list] = {}  # (app, version) -> its jobs
 
     def start(self) -> None:
         self.clean_up()
@@ -65,18 +67,26 @@ class CronRunner:
         """Start the runs due at `now`; returns (app, job, trigger) of each."""
         started = []
         store = self.gitd.store
-        for app in store.list_apps():
-            release = store.current_release(app.name)
-            jobs = verbs.jobs_of(release)
-            store.forget_cron_jobs(app.name, [job.id for job in jobs])
+        for app, version, app_json in store.live_app_jsons():
+            jobs = self._jobs_of(app, version, app_json)
+            store.forget_cron_jobs(app, [job.id for job in jobs])
             for job in jobs:
                 if self._stop.is_set():
                     return started
-                trigger = self._due(app.name, job, now)
+                trigger = self._due(app, job, now)
                 if trigger:
-                    started.append((app.name, job.id, trigger))
-                    self._launch(release, job, trigger)
+                    started.append((app, job.id, trigger))
+                    self._launch(app, version, job, trigger)
         return started
+
+    def _jobs_of(self, app: str, version: int, app_json: str | None) -> list:
+        """Parsed once per release (a release's app.json never changes)."""
+        key = (app, version)
+        if key not in self._jobs:
+            if len(self._jobs) > 10_000:
+                self._jobs.clear()
+            self._jobs[key] = verbs.jobs_from(app, version, app_json)
+        return self._jobs[key]
 
     def _due(self, app: str, job, now: float) -> str | None:
         """"schedule" or "catch-up" (slots were missed) when the job is due;
@@ -92,7 +102,11 @@ class CronRunner:
         store.set_cron_since(app, job.id, now)
         return "catch-up" if self.clock.next_after(job.schedule, slot) <= now else "schedule"
 
-    def _launch(self, release, job, trigger: str) -> None:
+    def _launch(self, app: str, version: int, job, trigger: str) -> None:
+        try:
+            release = self.gitd.store.get_release(app, version)
+        except GitdError:  # the app went meanwhile
+            return
         run = verbs.begin(self.gitd, release, job, trigger)
         if run.status == "skipped":
             return

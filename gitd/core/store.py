@@ -823,6 +823,14 @@ class Store:
             _trim_cron_runs(db, row["app"], row["job"])
         return _cron_run(row)
 
+    def live_app_jsons(self) -> list[tuple[str, int, str | None]]:
+        """(app, live release version, its app.json) of every app with one:
+        what the cron runner looks at each tick, without the releases' logs."""
+        with self._lock:
+            return [tuple(row) for row in self.db.execute(
+                "SELECT a.name, r.version, r.app_json FROM apps a JOIN releases r "
+                "ON r.app = a.name AND r.version = a.current_release ORDER BY a.name")]
+
     def forget_cron_jobs(self, app: str, keep: list[str]) -> None:
         """Jobs the live release no longer has lose their schedule's state: one
         that comes back (a rollback) counts from then, as a new one."""

@@ -38,13 +38,15 @@ LABEL_JOB = "gitd.cron-job"
 def jobs_of(release: Release | None) -> list[cron.Job]:
     """The jobs of a release; none for a release whose app.json no longer
     parses (stored before gitd knew `cron`: its push was not checked)."""
-    if release is None:
-        return []
+    return [] if release is None else jobs_from(release.app, release.version, release.app_json)
+
+
+def jobs_from(app: str, version: int, app_json: str | None) -> list[cron.Job]:
     try:
-        return cron.jobs(release.app_json)
+        return cron.jobs(app_json)
     except GitdError as exc:
-        log.warning("cron jobs of a release ignored", app=release.app,
-                    release=release.version, error=exc.message)
+        log.warning("cron jobs of a release ignored", app=app, release=version,
+                    error=exc.message)
         return []
 
 
