@@ -13,6 +13,7 @@ still running when the job is due again makes that run `skipped`.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections import deque
 
@@ -33,6 +34,8 @@ OUTPUT_LINE_CHARS = 1000
 OUTPUT_BYTES = 16 * 1024
 ROLE = "cron"  # a run's task's role label (hooks.engine.LABEL_ROLE)
 LABEL_JOB = "gitd.cron-job"
+LABEL_RUN = "gitd.cron-run"
+TASK_POLL = 0.1  # seconds between looks for a run's task, made under the app's lock
 
 
 def jobs_of(release: Release | None) -> list[cron.Job]:
@@ -124,9 +127,7 @@ def carry_out(gitd, release: Release, job: cron.Job, run: CronRun, on_line=None)
     timeout = job.timeout or gitd.settings.cron_timeout
     status, code = "failed", None
     try:
-        spec = task_spec(gitd, release, job)
-        gitd.scheduler.prepare(app_network(gitd.settings.instance, release.app), release.app)
-        code, timed_out = gitd.scheduler.run_task(spec, line, timeout)
+        code, timed_out = _run_task(gitd, release, job, run, line, timeout, on_line)
         if timed_out:
             status = "timed out"
             line(f"cron: killed after {timeout:g}s (the job's \"timeout\", else cron_timeout)")
@@ -144,7 +145,39 @@ def carry_out(gitd, release: Release, job: cron.Job, run: CronRun, on_line=None)
     return finished or run
 
 
-def task_spec(gitd, release: Release, job: cron.Job) -> dict:
+def _run_task(gitd, release: Release, job: cron.Job, run: CronRun, line, timeout: float,
+              notify) -> tuple[int | None, bool]:
+    """The scheduler's run_task on a thread of its own. Its task is made
+    under the app's lock, which is let go once the task exists: a deploy
+    in progress goes first, and apps:destroy (which holds the lock) finds
+    and removes every task made before it, and none is made after it."""
+    app = release.app
+    ended, result = threading.Event(), {}
+
+    def task():
+        try:
+            result["value"] = gitd.scheduler.run_task(spec, line, timeout)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the caller's thread
+            result["error"] = exc
+        finally:
+            ended.set()
+
+    with gitd.app_lock(app, notify=notify):
+        gitd.store.get_app(app)  # not destroyed while the run waited
+        spec = task_spec(gitd, release, job, run.id)
+        gitd.scheduler.prepare(app_network(gitd.settings.instance, app), app)
+        threading.Thread(target=task, daemon=True, name=f"cron-task-{app}-{job.id}").start()
+        deadline = time.monotonic() + gitd.settings.deploy_timeout
+        while not ended.wait(TASK_POLL) and time.monotonic() < deadline:
+            if gitd.scheduler.units(app, **{LABEL_RUN: str(run.id)}):
+                break
+    ended.wait()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def task_spec(gitd, release: Release, job: cron.Job, run_id: int) -> dict:
     """`run`'s one-off spec for the job's command (with a shell, as a
     Procfile line), labelled as a cron run, without stdin."""
     if job.service and job.service not in release.components:
@@ -159,7 +192,8 @@ def task_spec(gitd, release: Release, job: cron.Job) -> dict:
     spec.pop("stdin_open", None)
     spec["name"] = f"gitd-{gitd.settings.instance}.{release.app}.cron.{token}"
     spec["environment"]["DYNO"] = f"cron.{token}"
-    spec["labels"].update({LABEL_PROCESS: "cron", LABEL_ROLE: ROLE, LABEL_JOB: job.id})
+    spec["labels"].update({LABEL_PROCESS: "cron", LABEL_ROLE: ROLE, LABEL_JOB: job.id,
+                           LABEL_RUN: str(run_id)})
     return spec
 
 

@@ -421,6 +421,23 @@ def test_at_start_runs_cut_short_end_failed_and_their_tasks_go(gitd):
     assert gitd.store.start_cron_run("hello", "quarter", "manual", 1).id != cut.id
 
 
+def test_a_run_waits_for_a_deploy_or_destroy_in_progress(gitd):
+    deploy(gitd.store, "hello", EVERY_15)
+    runner = CronRunner(gitd, tick=1)
+    run_due(runner, "2026-01-01 10:01")
+    with gitd.locks.hold("hello", 1):  # a deploy
+        runner.run_due(utc("2026-01-01 10:15"))
+        time.sleep(0.3)
+        assert gitd.scheduler.specs == []
+    assert runner.wait(10) and len(gitd.scheduler.specs) == 1
+    with gitd.locks.hold("hello", 1):  # apps:destroy
+        runner.run_due(utc("2026-01-01 10:30"))
+        time.sleep(0.3)
+        gitd.store.delete_app("hello")
+    assert runner.wait(10) and len(gitd.scheduler.specs) == 1  # no task made after it
+    assert gitd.scheduler.specs[0][0]["labels"]["gitd.cron-run"] == "1"
+
+
 def test_a_run_whose_app_went_meanwhile_ends_quietly(gitd):
     deploy(gitd.store, "hello", EVERY_15)
     release = gitd.store.current_release("hello")
