@@ -122,6 +122,10 @@ async def serve(settings: Settings) -> int:
 
     reaper = Reaper(gitd.previews, settings.preview_reap_interval)
     reaper.start()
+    from gitd.cronrunner import CronRunner
+
+    crons = CronRunner(gitd)
+    crons.start()
     if gitd.scheduler_class.routes_follow_tasks:
         # Traefik's servers follow the tasks the scheduler runs (moved, replaced)
         gitd.scheduler.follow_tasks()
@@ -168,6 +172,7 @@ async def serve(settings: Settings) -> int:
     gitd.notifier.stop()
     cert_watch.stop()
     reaper.stop()
+    crons.stop()
     if health:
         health.stop()
     pending = set()

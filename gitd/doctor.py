@@ -71,6 +71,7 @@ def run_doctor(settings: Settings, out: TextIO = sys.stdout,
     check_images(report, settings, client)
     check_certificates(report, settings)
     check_service_backups(report, settings)
+    check_cron_jobs(report, settings)
     if client is not None:
         check_app_health(report, client, settings)
     return 1 if report.failures else 0
@@ -240,6 +241,39 @@ def check_service_backups(report: Report, settings: Settings) -> None:
             report.ok(check, message + (f"; schedule {schedule}" if schedule else ""))
         elif schedule:
             report.warn(check, f"scheduled ({schedule}) but none made yet")
+
+
+def check_cron_jobs(report: Report, settings: Settings) -> None:
+    """A cron job of a live release whose last run failed is a FAIL until one succeeds."""
+    import sqlite3
+
+    from gitd.core import cron
+    from gitd.core.errors import GitdError
+
+    if not settings.db_path.exists():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True)
+        with conn:
+            failed = conn.execute(
+                "SELECT r.app, r.job, r.status, r.exit_code, rel.app_json FROM cron_runs r "
+                "JOIN apps a ON a.name = r.app "
+                "JOIN releases rel ON rel.app = a.name AND rel.version = a.current_release "
+                "WHERE r.id IN (SELECT max(id) FROM cron_runs WHERE status != 'skipped' "
+                "GROUP BY app, job) AND r.status IN ('failed', 'timed out') "
+                "ORDER BY r.app, r.job").fetchall()
+        conn.close()
+    except sqlite3.Error:
+        return  # no cron tables yet: gitd has not run this version
+    for app, job, status, code, app_json in failed:
+        try:
+            live = {j.id for j in cron.jobs(app_json)}
+        except GitdError:
+            live = set()
+        if job in live:
+            exit_code = f" (exit {code})" if code is not None else ""
+            report.fail(f"cron ({app} {job})", f"the last run {status}{exit_code}",
+                        f"cron:logs {app} {job}; then cron:run {app} {job}")
 
 
 def check_data_dir(report: Report, settings: Settings) -> None:

@@ -15,7 +15,7 @@ import structlog
 
 import buildpacks
 from buildpacks import BuildRequest
-from gitd.core import previews, resources, validate
+from gitd.core import cron, previews, resources, validate
 from gitd.core.config import Settings
 from gitd.core.errors import BuildError, DeployError, GitdError, NotFound
 from gitd.core.store import Release, Store
@@ -102,6 +102,7 @@ class Pipeline:
                 checks.from_app_json(app_json)  # a broken app.json fails the push early
                 previews.from_app_json(app_json)
                 declared = components.parse(app_json)
+                cron.checked_jobs(app_json, [c.name for c in declared])
                 progress.stage("build")
                 if declared:
                     built_services = self._build_components(

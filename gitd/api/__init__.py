@@ -61,6 +61,7 @@ ROUTE_MODULES = (
     "gitd.api.certs",
     "gitd.api.resources",
     "gitd.api.checks",
+    "gitd.api.cron",
     "gitd.api.storage",
     "gitd.api.webhooks",
     "gitd.api.notify",

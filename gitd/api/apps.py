@@ -43,7 +43,7 @@ APP_INFO = {
     "required": ["name", "created_at", "release", "commit", "image", "buildpack", "domains",
                  "urls", "certificate_warnings", "scale", "containers", "state",
                  "health_restarts", "git_url", "granted_to", "deploying", "services", "follows",
-                 "notifications"],
+                 "notifications", "cron_failing"],
     "additionalProperties": False,
     "properties": {
         "name": STRING, "created_at": TIME, "release": nullable(INTEGER),
@@ -58,6 +58,7 @@ APP_INFO = {
         "follows": FOLLOWS,
         "notifications": {"type": "array", "items": NOTIFICATION_RESULT},
         "maintenance": MAINTENANCE_STATE,
+        "cron_failing": {**STRINGS, "description": "cron jobs whose last run failed"},
     },
 }
 

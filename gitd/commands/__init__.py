@@ -16,7 +16,7 @@ def _load_modules() -> None:
     from gitd.commands import apps  # noqa: F401
     for module in ("config", "domains", "ps", "releases", "logs", "run", "checks",
                    "buildpacks", "resources", "services", "storage", "keys", "certs", "https",
-                   "nodes", "git", "tokens", "deployments", "notify", "maintenance", "previews"):
+                   "nodes", "git", "tokens", "deployments", "notify", "maintenance", "previews", "cron"):
         try:
             __import__(f"gitd.commands.{module}")
         except ModuleNotFoundError as exc:

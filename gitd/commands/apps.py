@@ -86,6 +86,8 @@ def info(ctx, argv):
                 f"{backup[link['last_backup_ok']]})")
         if link["last_backup_ok"] is False:
             ctx.err(f" !     the last backup of {service} failed: {link['last_backup_message']}")
+    for job in data["cron_failing"]:
+        ctx.err(f" !     the last run of cron job {job} failed: cron:logs {data['name']} {job}")
     for sub in data["notifications"]:
         last = sub["last"]
         result = "no delivery yet" if last is None else \

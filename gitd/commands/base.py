@@ -27,7 +27,7 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 NAMESPACE_ORDER = ["apps", "config", "domains", "ps", "releases", "logs", "run", "checks",
                    "buildpacks", "resources", "services", "storage", "keys", "certs", "https",
-                   "nodes", "git", "tokens", "deployments", "notify", "maintenance", "previews"]
+                   "nodes", "git", "tokens", "deployments", "notify", "maintenance", "previews", "cron"]
 
 
 def command(name: str, usage: str, summary: str, admin: bool = True, help: str = "",

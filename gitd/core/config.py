@@ -80,6 +80,12 @@ class Settings:
     build_timeout: float = 1800.0  # seconds for a build (Nix evaluation included)
     max_image_bytes: int = 5 * 1024**3  # an image apps:deploy-image may pull (its layers, and unpacked)
     release_timeout: float = 600.0  # seconds for the Procfile's `release:` command
+    # cron jobs (issue #25): seconds a run may take unless the job says
+    # ("timeout"); seconds between the runner's looks at the schedules; and
+    # the seconds a cron minute lasts (60; only tests shorten it)
+    cron_timeout: float = 600.0
+    cron_tick: float = 10.0
+    cron_minute: float = 60.0
     max_log_bytes: int = 1024**2  # of a release's log kept (the tail)
     default_memory: str = "1g"  # per container, unless resources:set says otherwise
     default_cpus: str = "1"
@@ -344,6 +350,14 @@ def _validate(settings: Settings) -> Settings:
         value = getattr(settings, name)
         if not 0 < value < float("inf"):
             raise GitdError(f"setting {name}: {value!r} must be a positive number")
+    if not 0 < settings.cron_timeout <= 86400:
+        raise GitdError(f"setting cron_timeout: {settings.cron_timeout!r} must be seconds "
+                        "above 0, at most 86400")
+    if not 0.1 <= settings.cron_tick <= 60:
+        raise GitdError(f"setting cron_tick: {settings.cron_tick!r} must be from 0.1 to 60 seconds")
+    if not 1 <= settings.cron_minute <= 60:
+        raise GitdError(f"setting cron_minute: {settings.cron_minute!r} must be from 1 to 60 "
+                        "seconds")
     settings.network_pool = _network_pool(settings.network_pool.strip())
     from gitd.core import resources
     for key in resources.KEYS:

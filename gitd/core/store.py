@@ -252,6 +252,7 @@ class Store:
             self._migrate_previews(db)
             self._migrate_dashboard(db)
             self._migrate_token_names(db)
+            self._migrate_cron(db)
             _record_schema(db)
 
     def _migrate_services(self, db) -> None:
@@ -349,6 +350,19 @@ class Store:
             db.execute(f"DROP INDEX [{names[('name',)].name}]")
         if ("key_name", "name") not in names:
             db["tokens"].create_index(["key_name", "name"], unique=True)
+
+    def _migrate_cron(self, db) -> None:
+        """Cron jobs (issue #25): the moment each job's next run is counted
+        from, and its runs (a bounded tail of their output)."""
+        tables = db.table_names()
+        if "cron_state" not in tables:
+            db["cron_state"].create({"app": str, "job": str, "since": float}, pk=("app", "job"))
+        if "cron_runs" not in tables:
+            db["cron_runs"].create(
+                {"id": int, "app": str, "job": str, "trigger": str, "status": str,
+                 "exit_code": int, "release": int, "started_at": float, "finished_at": float,
+                 "output": str}, pk="id")
+            db["cron_runs"].create_index(["app", "job", "id"])
 
     def _migrate_routes(self) -> None:
         """Path routes (issue #13): `routes` replaces `domains`, a bare host
@@ -547,6 +561,8 @@ class Store:
             db["apps"].delete_where("name = ?", [name])
             db["service_links"].delete_where("app = ?", [name])
             _delete_notify_subscriptions(db, "app = ?", [name])
+            for table in ("cron_state", "cron_runs"):
+                db[table].delete_where("app = ?", [name])
 
     def take_seq(self, app: str) -> int:
         """Reserve the next deploy number; never reused, even after a crash."""
@@ -1012,6 +1028,89 @@ class Store:
             return [_release(r) for r in self.db["releases"].rows_where(
                 "status IN (?, ?)", list(ACTIVE_STATUSES))]
 
+    # cron (issue #25)
+
+    def cron_since(self, app: str, job: str) -> float | None:
+        with self._lock:
+            rows = list(self.db["cron_state"].rows_where("app = ? AND job = ?", [app, job]))
+        return rows[0]["since"] if rows else None
+
+    def set_cron_since(self, app: str, job: str, since: float) -> None:
+        with self._tx() as db:
+            db["cron_state"].upsert({"app": app, "job": job, "since": since}, pk=("app", "job"))
+
+    def start_cron_run(self, app: str, job: str, trigger: str, release: int | None) -> CronRun:
+        """A run of the job, `running`; or, while another run of it is still
+        running, a `skipped` one (a scheduled run) or Conflict (asked for)."""
+        row = {"app": app, "job": job, "trigger": trigger, "status": "running", "exit_code": None,
+               "release": release, "started_at": now(), "finished_at": None, "output": ""}
+        with self._tx() as db:
+            running = list(db["cron_runs"].rows_where(
+                "app = ? AND job = ? AND status = 'running'", [app, job], limit=1))
+            if running and trigger == "manual":
+                raise Conflict(f"cron job {job} of {app} is running (since "
+                               f"{time.strftime('%H:%M:%S', time.gmtime(running[0]['started_at']))}"
+                               " UTC): wait for it to end")
+            if running:
+                row.update(status="skipped", finished_at=row["started_at"],
+                           output=f"skipped: run {running[0]['id']} was still running\n")
+            row["id"] = db["cron_runs"].insert(row).last_pk
+            _trim_cron_runs(db, app, job)
+        return _cron_run(row)
+
+    def finish_cron_run(self, run_id: int, status: str, exit_code: int | None,
+                        output: str) -> CronRun | None:
+        """The run, ended; None when it is gone (its app was destroyed meanwhile)."""
+        with self._tx() as db:
+            rows = list(db["cron_runs"].rows_where("id = ?", [run_id]))
+            if not rows:
+                return None
+            row = {**rows[0], "status": status, "exit_code": exit_code, "output": output,
+                   "finished_at": now()}
+            db["cron_runs"].update(run_id, row)
+            _trim_cron_runs(db, row["app"], row["job"])
+        return _cron_run(row)
+
+    def live_app_jsons(self) -> list[tuple[str, int, str | None]]:
+        """(app, live release version, its app.json) of every app with one:
+        what the cron runner looks at each tick, without the releases' logs."""
+        with self._lock:
+            return [tuple(row) for row in self.db.execute(
+                "SELECT a.name, r.version, r.app_json FROM apps a JOIN releases r "
+                "ON r.app = a.name AND r.version = a.current_release ORDER BY a.name")]
+
+    def forget_cron_jobs(self, app: str, keep: list[str]) -> None:
+        """Jobs the live release no longer has lose their schedule's state: one
+        that comes back (a rollback) counts from then, as a new one."""
+        with self._lock:
+            known = {r["job"] for r in self.db["cron_state"].rows_where("app = ?", [app])}
+        for job in known - set(keep):  # rarely any: no write on most looks
+            with self._tx() as db:
+                db["cron_state"].delete_where("app = ? AND job = ?", [app, job])
+
+    def cron_runs(self, app: str, job: str | None = None, limit: int = 20) -> list[CronRun]:
+        """The app's (or one job's) runs, newest first."""
+        where, args = ("app = ? AND job = ?", [app, job]) if job else ("app = ?", [app])
+        with self._lock:
+            return [_cron_run(r) for r in self.db["cron_runs"].rows_where(
+                where, args, order_by="id desc", limit=limit)]
+
+    def last_cron_runs(self, app: str) -> dict[str, CronRun]:
+        """Each job's newest run that ran (not a skipped one)."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT * FROM cron_runs WHERE id IN (SELECT max(id) FROM cron_runs "
+                "WHERE app = ? AND status != 'skipped' GROUP BY job)", [app])
+            columns = [c[0] for c in rows.description]
+            return {r["job"]: _cron_run(r) for r in (dict(zip(columns, v)) for v in rows)}
+
+    def end_unfinished_cron_runs(self, note: str) -> int:
+        """At start: runs still `running` were cut short by gitd's stop."""
+        with self._tx() as db:
+            cursor = db.execute("UPDATE cron_runs SET status = 'failed', finished_at = ?, "
+                                "output = output || ? WHERE status = 'running'", [now(), note])
+            return cursor.rowcount
+
 
 def _key(row) -> Key:
     return Key(name=row["name"], fingerprint=row["fingerprint"], public_key=row["public_key"],
@@ -1064,3 +1163,31 @@ def _service(row) -> Service:
         schedule_since=row["schedule_since"],
         last_backup_at=row["last_backup_at"], last_backup_ok=None if ok is None else bool(ok),
         last_backup_message=row["last_backup_message"] or "", node=row.get("node"))
+
+
+CRON_RUNS_KEPT = 20  # per job
+
+
+@dataclass
+class CronRun:
+    id: int
+    app: str
+    job: str
+    trigger: str  # schedule | catch-up | manual
+    status: str  # running | succeeded | failed | timed out | skipped
+    exit_code: int | None
+    release: int | None
+    started_at: float
+    finished_at: float | None
+    output: str  # the last lines (gitd.cronrunner.OUTPUT_TAIL)
+
+
+def _trim_cron_runs(db, app: str, job: str) -> None:
+    """The job's newest CRON_RUNS_KEPT runs are kept (and any still running)."""
+    db.execute("DELETE FROM cron_runs WHERE app = ? AND job = ? AND status != 'running' AND id NOT IN "
+               "(SELECT id FROM cron_runs WHERE app = ? AND job = ? ORDER BY id DESC LIMIT ?)",
+               [app, job, app, job, CRON_RUNS_KEPT])
+
+
+def _cron_run(row) -> CronRun:
+    return CronRun(**{name: row[name] for name in CronRun.__dataclass_fields__})

@@ -16,7 +16,7 @@ import structlog
 
 from gitd.core import notify
 from gitd.core.errors import GitdError
-from gitd.services import cron
+from gitd.core import cron
 
 log = structlog.get_logger("gitd.backups")
 

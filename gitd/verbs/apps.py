@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gitd.core import certs, validate
 from gitd.core.errors import GitdError, UsageError
-from gitd.verbs import Session, deployments, git, iso_time, maintenance, notify
+from gitd.verbs import Session, cron, deployments, git, iso_time, maintenance, notify
 from hooks import health, remote
 
 
@@ -85,6 +85,7 @@ def info(s: Session, name: str) -> dict:
         "follows": follows_of(app),
         "notifications": notify.last_results(s.store, name),
         "maintenance": maintenance.state_of(app),
+        "cron_failing": cron.failing(s.store, name),
     }
 
 

@@ -19,8 +19,8 @@ from typing import Callable, Iterable, Iterator
 
 from gitd import services as kinds
 from gitd.core import validate
+from gitd.core import cron
 from gitd.core.errors import Conflict, GitdError, NotFound, UsageError
-from gitd.services import cron
 from gitd.services.base import container_name, network_name
 from gitd.verbs import Session, config, iso_time
 from gitd.verbs.nodes import find_node, manager_client

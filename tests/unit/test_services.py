@@ -11,7 +11,8 @@ import pytest
 from gitd.core import validate
 from gitd.core.config import Settings, load_settings
 from gitd.core.errors import GitdError, UsageError
-from gitd.services import KINDS, cron, kind
+from gitd.core import cron
+from gitd.services import KINDS, kind
 from gitd.services.base import container_name, network_name, volume_name
 from gitd.services.lifecycle import Services, backup_path
 from hooks.specs import service_spec
