@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import structlog
 
+from gitd.core import notify
 from gitd.core import previews as rules
 from gitd.core.errors import GitdError
 from hooks.specs import release_task_spec
@@ -87,9 +88,11 @@ class Previews:
                     self._postdeploy(release, sink)
         except BaseException:
             if made:  # a first deploy that failed leaves nothing behind
-                self.destroy(name, sink)
+                self.destroy(name, sink, announce=False)
             raise
         self.store.preview_updated(name, commit.decode())
+        if made:
+            notify.emit(parent, "preview.created", preview=name, branch=branch)
         return name
 
     def _fresh_services(self, parent: str, name: str, sink) -> None:
@@ -199,9 +202,14 @@ class Previews:
         self.destroy(found.name, sink)
         return found.name
 
-    def destroy(self, name: str, sink) -> None:
+    def destroy(self, name: str, sink, announce: bool = True) -> None:
+        """The preview goes; `announce`: tell its parent's notifications
+        (not for a preview whose first deploy failed: it never was)."""
+        preview = self.store.preview(name)
         sink(f"-----> Removing preview app {name}")
         self.gitd.destroy_app(name, sink)
+        if announce and preview is not None:
+            notify.emit(preview.parent, "preview.removed", preview=name, branch=preview.branch)
 
     def destroy_all(self, parent: str, sink) -> list[str]:
         """Before the parent goes."""

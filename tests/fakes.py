@@ -371,3 +371,13 @@ def deployed(store, app="hello", procfile=None, config=None):
     store.set_live(app, release.version, 1)
     replace_config(store, app, store.get_config(app), release.config)
     return release
+
+
+class NotifyRecorder:
+    """A notifier (gitd.core.notify.installed) that keeps what was emitted."""
+
+    def __init__(self):
+        self.events = []
+
+    def emit(self, app, event, data):
+        self.events.append((app, event, data))

@@ -19,12 +19,12 @@ from collections import deque
 
 import structlog
 
-from gitd.core import cron, resources
+from gitd.core import cron, notify, resources
 from gitd.core.errors import GitdError, NotFound, UsageError
 from gitd.core.store import CronRun, Release
 from gitd.verbs import Session, iso_time
-from gitd.verbs.run import oneoff_spec
-from hooks.deploy import app_network, process_argv
+from hooks.specs import oneoff_spec
+from hooks.specs import app_network, process_argv
 from hooks.engine import LABEL_PROCESS, LABEL_ROLE
 
 log = structlog.get_logger("gitd.cron")
@@ -142,11 +142,14 @@ def carry_out(gitd, release: Release, job: cron.Job, run: CronRun, on_line=None)
         finished = gitd.store.finish_cron_run(run.id, status, code, tail.text())
     log.info("cron run", app=release.app, job=job.id, trigger=run.trigger, status=status,
              exit_code=code)
+    if status != "succeeded":
+        notify.emit(release.app, "cron.failed", job=job.id, status=status, exit_code=code,
+                    trigger=run.trigger, log_tail=tail.text()[-2000:])
     return finished or run
 
 
 def _run_task(gitd, release: Release, job: cron.Job, run: CronRun, line, timeout: float,
-              notify) -> tuple[int | None, bool]:
+              on_wait) -> tuple[int | None, bool]:
     """The scheduler's run_task on a thread of its own. Its task is made
     under the app's lock, which is let go once the task exists: a deploy
     in progress goes first, and apps:destroy (which holds the lock) finds
@@ -162,7 +165,7 @@ def _run_task(gitd, release: Release, job: cron.Job, run: CronRun, line, timeout
         finally:
             ended.set()
 
-    with gitd.app_lock(app, notify=notify):
+    with gitd.app_lock(app, notify=on_wait):
         gitd.store.get_app(app)  # not destroyed while the run waited
         spec = task_spec(gitd, release, job, run.id)
         gitd.scheduler.prepare(app_network(gitd.settings.instance, app), app)

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from gitd.core import cron
+from gitd.core import cron, notify
 from gitd.core.config import Settings, load_settings
 from gitd.core.errors import Conflict, GitdError, NotFound, PermissionDenied, UsageError
 from gitd.cronrunner import CronRunner
 from gitd.verbs import Session
 from gitd.verbs import cron as verbs
-from tests.fakes import FakeGitd, call
+from tests.fakes import FakeGitd, NotifyRecorder, call
 
 
 def utc(text: str) -> float:
@@ -483,3 +483,18 @@ def test_a_failing_job_shows_in_apps_info_and_doctor(gitd, tmp_path):
     gitd.scheduler.status = 0
     call(gitd, "cron:run", "hello", "quarter")
     assert doctor() == "" and apps.info(session, "hello")["cron_failing"] == []
+
+
+def test_a_run_that_fails_or_times_out_is_told_to_the_apps_notifications(gitd):
+    deploy(gitd.store, "hello", EVERY_15)
+    runner = CronRunner(gitd, tick=1)
+    with notify.installed(NotifyRecorder()) as heard:
+        run_due(runner, "2026-01-01 10:01")
+        assert heard.events == []  # a run that succeeds says nothing
+        gitd.scheduler.status = 3
+        run_due(runner, "2026-01-01 10:15")
+        gitd.scheduler.status, gitd.scheduler.timed_out = 137, True
+        run_due(runner, "2026-01-01 10:30")
+    assert [(a, e, d["job"], d["status"]) for a, e, d in heard.events] == [
+        ("hello", "cron.failed", "quarter", "failed"), ("hello", "cron.failed", "quarter", "timed out")]
+    assert heard.events[0][2]["exit_code"] == 3

@@ -14,7 +14,7 @@ from gitd.services.schedule import BackupScheduler
 from gitd.verbs import Session
 from gitd.verbs import notify as verbs
 from hooks.deployments import Deployments
-from tests.fakes import call
+from tests.fakes import NotifyRecorder, call
 
 PUBLIC = "203.0.113.9"  # TEST-NET-3 is not global: the resolver fakes below answer 93.184.216.34
 GLOBAL = "93.184.216.34"
@@ -381,17 +381,9 @@ def test_destroying_the_app_takes_its_subscriptions(store):
 
 # --- what emits events
 
-class Recorder:
-    def __init__(self):
-        self.events = []
-
-    def emit(self, app, event, data):
-        self.events.append((app, event, data))
-
-
 def test_a_deploy_emits_started_then_succeeded_and_a_rollback_says_so(store):
     deployments = Deployments(store, 10000)
-    with notify.installed(Recorder()) as heard:
+    with notify.installed(NotifyRecorder()) as heard:
         with deployments.record("hello", "push", None, "building", by="admin", commit="abc"):
             pass
         with deployments.record("hello", "rollback", None, "deploying") as run:
@@ -407,7 +399,7 @@ def test_a_failed_deploy_emits_its_reason_and_log_tail(store):
     from gitd.core.errors import DeployError
 
     deployments = Deployments(store, 10000)
-    with notify.installed(Recorder()) as heard:
+    with notify.installed(NotifyRecorder()) as heard:
         with pytest.raises(DeployError):
             with deployments.record("hello", "push", None, "building") as run:
                 for i in range(50):
@@ -428,7 +420,7 @@ def test_a_failed_scheduled_backup_emits_backup_failed_to_its_linked_apps(fake):
             raise OSError("disk full")
 
     fake.services = Services()
-    with notify.installed(Recorder()) as heard:
+    with notify.installed(NotifyRecorder()) as heard:
         BackupScheduler(fake).backup(fake.store.get_service("db"))
     ((apps, event, data),) = heard.events
     assert (apps, event, data["service"], data["error"]) == (["hello"], "backup.failed", "db",
@@ -452,14 +444,14 @@ def test_expiring_certificates_and_acme_errors_are_told_once_each(store, monkeyp
     monkeypatch.setattr(certs, "domain_status",
                         lambda settings, app, hosts: [status[h] for h in hosts])
     watch = CertWatch(Settings(https_port=8443), store)
-    with notify.installed(Recorder()) as heard:
+    with notify.installed(NotifyRecorder()) as heard:
         watch.look()
         status["hello.example.com"]["days_left"] = 4.9  # the same expiry, a look later
         watch.look()
     assert sorted((e, d["domain"]) for _, e, d in heard.events) == [
         ("acme.error", "new.example.com"), ("certificate.expiring", "hello.example.com")]
     assert all(app == "hello" for app, _, _ in heard.events)
-    with notify.installed(Recorder()) as heard:
+    with notify.installed(NotifyRecorder()) as heard:
         status["new.example.com"]["acme_error_at"] = "2026-12-06T11:00:00Z"  # failed again
         watch.look()
     assert [(e, d["error"]) for _, e, d in heard.events] == [("acme.error", "rate limited")]

@@ -12,6 +12,7 @@ import types
 import pytest
 
 from gitd import gitserve, webhooks
+from gitd.core import notify
 from gitd.core import previews as rules
 from gitd.core import validate
 from gitd.core.config import Settings
@@ -19,7 +20,7 @@ from gitd.core.errors import Conflict, GitdError, PermissionDenied, UsageError
 from gitd.previews import Previews
 from gitd.verbs import Session, git
 from gitd.verbs import previews as verbs
-from tests.fakes import FakeGitd, Pipeline, call
+from tests.fakes import FakeGitd, NotifyRecorder, Pipeline, call
 
 
 @pytest.mark.parametrize("branch, name", [
@@ -436,3 +437,17 @@ def test_a_fresh_preview_gets_empty_services_of_its_own_and_they_go_with_it(daem
     daemon.previews.remove_branch("hello", "x", print)
     assert sorted(daemon.services.unmade) == sorted(own)
     assert {s.name for s in daemon.store.list_services()} == {"db", "cache"}
+
+
+def test_a_preview_made_and_removed_is_told_to_the_parents_notifications(daemon):
+    daemon.store.update_app_settings("hello", previews={"enabled": True})
+    with notify.installed(NotifyRecorder()) as heard:
+        daemon.pipeline.fail = True
+        with pytest.raises(GitdError):
+            push(daemon, "broken")  # never was: nothing told
+        daemon.pipeline.fail = False
+        name = push(daemon, "feature")[0]
+        push(daemon, "feature", b"d" * 40)  # an update is not a creation
+        daemon.previews.remove_branch("hello", "feature", lambda line: None)
+    assert [(a, e, d["preview"], d["branch"]) for a, e, d in heard.events] == [
+        ("hello", "preview.created", name, "feature"), ("hello", "preview.removed", name, "feature")]
