@@ -16,18 +16,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gitd import commands
-
-from gitd.core import validate
 from gitd.commands import config as config_cmd
 from gitd.commands import ps as ps_cmd
-from gitd.verbs import ps as ps_verbs
+from gitd.core import validate
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
+from gitd.core.store import Store
 from gitd.keys import parse_public_key
 from gitd.service import Gitd
-from gitd.core.store import Store
+from gitd.verbs import ps as ps_verbs
 from hooks import checks, procfile
 from hooks import engine as engine_mod
+from hooks import maintenance as maintenance_mod
 from tests.fakes import Bridge
 
 FUZZ = settings(derandomize=True, database=None, deadline=None,
@@ -81,6 +81,9 @@ def no_docker(monkeypatch):
     def unreachable():
         raise GitdError("cannot reach the Docker engine: not in the fuzz suite")
     monkeypatch.setattr(engine_mod, "connect", unreachable)
+    # no Traefik either: maintenance:on would wait its 15 s for the routers
+    # at every example (test_maintenance tests that wait)
+    monkeypatch.setattr(maintenance_mod, "confirm", lambda *args, **kwargs: 0.0)
 
 
 def dispatch_cleanly(daemon, key_name: str, argv: list[str], stdin: bytes = b"") -> None:
