@@ -273,7 +273,12 @@ class Gitd:
 
     def preview_push(self, app: str, repo, pushed_by: str | None):
         """A pushed branch other than the deploy branch (commit None: its
-        deletion) -> its preview app's name, or None (previews off)."""
+        deletion) -> its preview app's name; None for an app with previews
+        off, whose branches are only stored (as before previews: an atomic
+        push of several of them is no deploy to refuse)."""
+        if self.previews.policy(app) is None and not self.store.previews(app):
+            return None
+
         def preview(branch: str, commit: bytes | None, sink):
             if commit is None:
                 return self.previews.remove_branch(app, branch, sink)
