@@ -142,8 +142,8 @@ def parse_url(url: str) -> Target:
 
 
 def internal_address(address: str) -> bool:
-    """Loopback, private, link-local, unique-local, unspecified, multicast,
-    reserved, or an IPv6 form of one (IPv4-mapped, NAT64)."""
+    """Loopback, private, link-local, unique-local, site-local, unspecified,
+    multicast, reserved, or an IPv6 form of one (IPv4-mapped, NAT64)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (
@@ -151,8 +151,9 @@ def internal_address(address: str) -> bool:
             if ip in ipaddress.ip_network("64:ff9b::/96") else None)
         if embedded is not None and internal_address(str(embedded)):
             return True
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local  # "global" to Python
     return (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
-            or ip.is_multicast or ip.is_reserved or not ip.is_global)
+            or ip.is_multicast or ip.is_reserved or site_local or not ip.is_global)
 
 
 Resolver = Callable[[str, int], list[str]]

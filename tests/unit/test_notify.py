@@ -53,6 +53,9 @@ def test_a_url_keeps_its_path_and_query_and_default_port():
     "0.0.0.0", "224.0.0.1", "100.64.0.1", "::1", "::", "fe80::1", "fd00::1", "ff02::1",
     "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
     "fe80::1%eth0", "255.255.255.255",
+    # site-local fec0::/10 (deprecated, still routed on some internal
+    # networks): Python's ipaddress calls it global
+    "fec0::1", "feff::1", "fec0::a9fe:a9fe",
 ])
 def test_internal_addresses_are_recognised(address):
     assert notify.internal_address(address)
