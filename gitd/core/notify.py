@@ -52,6 +52,9 @@ FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 120.0
 MAX_QUEUE = 1000  # deliveries waiting; past that, new ones are dropped (and recorded so)
 MAX_WAITING_PER_URL = 100  # so that one failing URL cannot fill the queue for the others
+# so that one app's events (its own URLs, or the global ones) cannot fill it
+# for the other apps: an app has at most 20 URLs, 20 * 100 is past MAX_QUEUE
+MAX_WAITING_PER_APP = 200
 SIGNATURE_HEADER = "X-Gitd-Signature"
 USER_AGENT = "gitd-notify/1"
 MAX_TEXT = 2000  # the log tail and reasons carried in an event
@@ -288,6 +291,7 @@ class Delivery:
     delivery: str = field(compare=False)
     first_at: float = field(compare=False)
     attempt: int = field(default=0, compare=False)
+    app: str | None = field(default=None, compare=False)  # whose event
 
 
 def backoff(attempt: int) -> float:
@@ -329,17 +333,22 @@ class Notifier:
         for sub in self.store.notify_subscriptions_for(apps, event):
             delivery = f"{int(now * 1000):x}-{next(self._seq)}"
             item = Delivery(now, next(self._seq), sub["id"], event,
-                            body(event, app, data, sub["format"], delivery, now), delivery, now)
+                            body(event, app, data, sub["format"], delivery, now), delivery, now,
+                            app=app)
             with self._wake:
-                full = len(self._queue) >= self.max_queue or sum(
-                    1 for d in self._queue if d.subscription == sub["id"]) >= MAX_WAITING_PER_URL
+                full = (len(self._queue) >= self.max_queue
+                        or sum(1 for d in self._queue if d.subscription == sub["id"])
+                        >= MAX_WAITING_PER_URL
+                        or (app is not None and sum(1 for d in self._queue if d.app == app)
+                            >= MAX_WAITING_PER_APP))
                 if not full:
                     heapq.heappush(self._queue, item)
                     queued += 1
                     self._wake.notify()
             if full:
                 self._record(item, None, "dropped: too many deliveries waiting "
-                                         f"(at most {MAX_WAITING_PER_URL} a URL, {self.max_queue} in all)")
+                                         f"(at most {MAX_WAITING_PER_URL} a URL, "
+                                         f"{MAX_WAITING_PER_APP} an app, {self.max_queue} in all)")
         return queued
 
     def waiting(self) -> int:

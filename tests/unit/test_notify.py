@@ -509,3 +509,21 @@ def test_every_id_the_api_document_allows_is_read_as_a_number(fake):
     highest = ID_PARAM["schema"]["maximum"]
     with pytest.raises(NotFound):  # not a 400: schemathesis sends the document's maximum
         verbs.remove(session(fake), "hello", str(highest))
+
+
+def test_one_apps_subscriptions_cannot_fill_the_queue_for_the_other_apps(store):
+    """A deployer's app with its most subscriptions, all to targets that
+    never answer, and events enough: the other apps' deliveries still queue."""
+    from gitd.verbs.notify import MAX_SUBSCRIPTIONS
+
+    store.create_app("hog")
+    for n in range(MAX_SUBSCRIPTIONS):
+        subscribe(store, app="hog", url=f"http://slow.example.com/{n}")
+    quiet = subscribe(store, app="hello")
+    n = notifier(store, Receiver(), Clock())
+    for _ in range(notify.MAX_QUEUE):
+        if n.emit("hog", "deploy.started", {}) == 0:
+            break
+    assert n.waiting() < notify.MAX_QUEUE
+    assert n.emit("hello", "deploy.started", {}) == 1
+    assert store.notify_deliveries(quiet["id"]) == []  # nothing dropped
