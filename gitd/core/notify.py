@@ -203,10 +203,16 @@ def clip(text, limit: int = MAX_TEXT) -> str:
 
 def body(event: str, app: str | None, data: dict, fmt: str, delivery: str, when: float) -> bytes:
     if fmt == "slack":
-        return json.dumps({"text": summary(event, app, data)}).encode()
+        return json.dumps({"text": slack_escaped(summary(event, app, data))}).encode()
     return json.dumps({"event": event, "app": app, "delivery": delivery,
                        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
                        "data": data}, default=str).encode()
+
+
+def slack_escaped(text: str) -> str:
+    """Slack reads <!channel>, <@user> and <url|label> in a message's text;
+    escaped, they show as written (errors and logs hold a deployer's words)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def summary(event: str, app: str | None, data: dict) -> str:

@@ -108,6 +108,18 @@ def test_json_and_slack_bodies():
     assert "hello failed: build failed" in slack["text"] and "boom" in slack["text"]
 
 
+def test_a_slack_message_escapes_what_a_deployer_wrote():
+    """Slack reads <!channel>, <@U1> and <URL|label> in a message's text: a
+    deploy's error or log (the deployer's words) must show them as typed,
+    not notify the whole channel or show a link under other words."""
+    data = {"error": "<!channel> approve at <https://evil.example/|gitd.example.com> & co",
+            "log_tail": "<@U123> <!here>"}
+    text = json.loads(notify.body("deploy.failed", "hello", data, "slack", "d1", 0))["text"]
+    assert "<" not in text and ">" not in text
+    assert "&lt;!channel&gt; approve at &lt;https://evil.example/|gitd.example.com&gt; &amp; co" \
+        in text and "&lt;@U123&gt; &lt;!here&gt;" in text
+
+
 # --- the queue and the worker
 
 class Clock:
