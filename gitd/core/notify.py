@@ -10,10 +10,11 @@ a bounded time, no redirects followed. Each attempt's result is recorded
 on the subscription (`Store.notify_deliveries`).
 
 SSRF: a URL whose host is, or resolves to, a loopback, private,
-link-local, unique-local, unspecified, multicast or reserved address is
-for admins only. A deployer's subscription is checked again at each
-delivery, and the connection goes to the very address checked (a name
-that resolves elsewhere the second time cannot slip past).
+link-local, unique-local, unspecified, multicast or reserved address, or
+an address of this host, is for admins only. A deployer's subscription is
+checked again at each delivery, and the connection goes to the very
+address checked (a name that resolves elsewhere the second time cannot
+slip past).
 """
 
 from __future__ import annotations
@@ -159,6 +160,20 @@ def internal_address(address: str) -> bool:
             or ip.is_multicast or ip.is_reserved or site_local or not ip.is_global)
 
 
+def this_host(address: str) -> bool:
+    """An address of this machine (it can be bound here): its public one
+    looks global, yet gitd's own ports and what a firewall keeps from the
+    outside answer there."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+        return True
+    except OSError:
+        return False
+
+
 Resolver = Callable[[str, int], list[str]]
 
 
@@ -177,7 +192,7 @@ def check_target(target: Target, internal_ok: bool, resolver: Resolver | None = 
     addresses = (resolver or resolve)(target.host, target.port)
     if not addresses:
         raise UsageError(f"cannot resolve {target.host}")
-    inside = [a for a in addresses if internal_address(a)]
+    inside = [a for a in addresses if internal_address(a) or this_host(a)]
     if inside and not internal_ok:
         where = f"resolves to {inside[0]}" if inside[0] != target.host.strip("[]") else "is"
         raise PermissionDenied(

@@ -76,6 +76,22 @@ def test_a_deployer_may_not_aim_at_an_internal_address_nor_a_name_resolving_to_o
         notify.check_target(target, True, resolver_to())
 
 
+def test_a_deployer_may_not_aim_at_an_address_of_this_host(monkeypatch):
+    """This host's public address passes as global, yet there gitd's own
+    ports and what a firewall keeps from the outside answer (and the
+    status each gives is shown to the deployer)."""
+    monkeypatch.setattr(notify, "this_host", lambda address: address == GLOBAL)
+    target = notify.parse_url("http://my-vps.example.com:8080/x")
+    with pytest.raises(PermissionDenied, match="only an admin"):
+        notify.check_target(target, False, resolver_to(GLOBAL))
+    assert notify.check_target(target, True, resolver_to(GLOBAL)) == GLOBAL
+
+
+def test_this_host_is_told_by_binding_its_address():
+    assert notify.this_host("127.0.0.1") and notify.this_host("::1")
+    assert not notify.this_host("198.51.100.7") and not notify.this_host(GLOBAL)
+
+
 def test_events_and_formats_are_checked():
     assert notify.events(None) == notify.events(" , ,") == list(notify.EVENTS)
     assert notify.events("deploy.failed, deploy.started,deploy.failed") == \
