@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from gitd.api import build_app
 from gitd.core.config import Settings
+from gitd.core.errors import Conflict
 from gitd.dashboard import COOKIE, LOGIN_COOKIE, MAX_FORM, mount, sessions
 from gitd.verbs import Session, overview, tokens
 from hooks.scheduler import DockerScheduler, ExitWatch
@@ -190,6 +191,19 @@ def test_a_token_holds_a_bounded_number_of_sessions(gitd):
     assert gitd.store.db["dashboard_sessions"].count == sessions.PER_TOKEN
     assert sessions.current(gitd.store, opened[0].session_id) is None
     assert sessions.current(gitd.store, opened[-1].session_id) is not None
+
+
+def test_a_key_holds_a_bounded_number_of_tokens_so_of_sessions(gitd):
+    """Sessions are bounded per token: a deployer minting tokens without end
+    would have no bound on them (nor on the tokens' table)."""
+    dev = Session(gitd, gitd.store.get_key("dev"))
+    for n in range(tokens.MAX_PER_KEY):
+        tokens.create(dev, f"n{n}")
+    with pytest.raises(Conflict, match=f"{tokens.MAX_PER_KEY} tokens"):
+        tokens.create(dev)
+    assert len(gitd.store.list_tokens("dev")) == tokens.MAX_PER_KEY
+    tokens.revoke(dev, "n0")
+    assert tokens.create(dev, "again")["token"]
 
 
 def test_a_deployer_sees_and_does_only_its_granted_app(gitd):
