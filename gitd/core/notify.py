@@ -402,13 +402,23 @@ class Notifier:
                 log.exception("notification worker")
 
     def run_due(self, now: float) -> int:
-        """Attempt every delivery due by `now`; how many were attempted."""
+        """Attempt every delivery due by `now`; how many were attempted.
+        An app at a time (each app's in order): one app's many deliveries
+        to targets that never answer hold the others back by one attempt."""
         attempted = 0
+        served: set[str | None] = set()  # the apps served this round
         while True:
             with self._wake:
                 if not self._queue or self._queue[0].due > now:
                     return attempted
-                item = heapq.heappop(self._queue)
+                due = [d for d in self._queue if d.due <= now]
+                item = min((d for d in due if d.app not in served), default=None)
+                if item is None:  # every app with one due had its turn: a new round
+                    served.clear()
+                    item = min(due)
+                self._queue.remove(item)
+                heapq.heapify(self._queue)
+            served.add(item.app)
             attempted += 1
             self._attempt(item)
 

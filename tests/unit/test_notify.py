@@ -555,3 +555,23 @@ def test_one_apps_subscriptions_cannot_fill_the_queue_for_the_other_apps(store):
     assert n.waiting() < notify.MAX_QUEUE
     assert n.emit("hello", "deploy.started", {}) == 1
     assert store.notify_deliveries(quiet["id"]) == []  # nothing dropped
+
+
+def test_one_apps_slow_deliveries_do_not_hold_back_the_other_apps(store):
+    """One worker sends every delivery, each attempt up to DEADLINE: those
+    due are taken an app at a time, so another app's delivery waits for one
+    attempt of a noisy app's, not for all of them."""
+    store.create_app("hog")
+    hogs = [subscribe(store, app="hog", url=f"http://slow.example.com/{n}") for n in range(3)]
+    subscribe(store, app="hello", url="http://hello.example.com/in")
+    clock, receiver = Clock(), Receiver()
+    n = notifier(store, receiver, clock)
+    assert n.emit("hog", "deploy.started", {}) == len(hogs)
+    assert n.emit("hog", "deploy.succeeded", {}) == len(hogs)
+    assert n.emit("hello", "deploy.started", {}) == 1
+    assert n.run_due(clock.now) == 2 * len(hogs) + 1
+    hosts = [target.host for target, *_ in receiver.sent]
+    assert hosts.index("hello.example.com") == 1
+    sent_to_hog = [json.loads(body)["event"] for target, _, body, _ in receiver.sent
+                   if target.host == "slow.example.com"]
+    assert sent_to_hog == ["deploy.started"] * 3 + ["deploy.succeeded"] * 3  # in order
