@@ -408,8 +408,9 @@ class Notifier:
         attempted = 0
         served: set[str | None] = set()  # the apps served this round
         while True:
+            now = max(now, self.clock())  # what came due while the last attempt ran gets its turn
             with self._wake:
-                if not self._queue or self._queue[0].due > now:
+                if self._stopped or not self._queue or self._queue[0].due > now:
                     return attempted
                 due = [d for d in self._queue if d.due <= now]
                 item = min((d for d in due if d.app not in served), default=None)

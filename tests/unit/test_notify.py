@@ -575,3 +575,24 @@ def test_one_apps_slow_deliveries_do_not_hold_back_the_other_apps(store):
     sent_to_hog = [json.loads(body)["event"] for target, _, body, _ in receiver.sent
                    if target.host == "slow.example.com"]
     assert sent_to_hog == ["deploy.started"] * 3 + ["deploy.succeeded"] * 3  # in order
+
+
+def test_a_delivery_due_while_the_worker_sends_others_gets_its_turn_too(store):
+    store.create_app("hog")
+    for n in range(3):
+        subscribe(store, app="hog", url=f"http://slow.example.com/{n}")
+    subscribe(store, app="hello", url="http://hello.example.com/in")
+    clock, receiver = Clock(), Receiver()
+
+    def slow_send(target, address, body, headers):
+        clock.now += notify.DEADLINE  # a target that never answers
+        if len(receiver.sent) == 0:
+            n.emit("hello", "deploy.started", {})  # comes meanwhile
+        return receiver(target, address, body, headers)
+
+    n = notify.Notifier(store, clock=clock, resolver=resolver_to(GLOBAL), send=slow_send)
+    n.emit("hog", "deploy.started", {})
+    n.emit("hog", "deploy.succeeded", {})
+    n.run_due(clock.now)
+    hosts = [target.host for target, *_ in receiver.sent]
+    assert len(hosts) == 7 and hosts.index("hello.example.com") == 1
