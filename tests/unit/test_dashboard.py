@@ -139,6 +139,36 @@ def test_a_post_without_or_with_a_wrong_csrf_token_changes_nothing(gitd):
     assert gitd.store.get_config("hello") == {"SECRET": "s3cr3t", "A": "1"}
 
 
+def test_a_form_posted_from_another_origin_is_refused_even_from_the_same_site(gitd):
+    """An app's page on a sibling host (hog.example.com beside the dashboard's
+    gitd.example.com) is the same site: SameSite=Strict cookies go with its
+    form posts, and it can set a cookie for the parent domain (the login
+    form's token). The browser's Origin tells it apart."""
+    admin, dev = token_of(gitd, "admin"), token_of(gitd, "dev")
+    foreign = {"Origin": "http://hog.example.com"}
+
+    async def scenario(client):
+        own = {"Origin": str(client.make_url("")).rstrip("/")}
+        form = await client.get("/dashboard/login")
+        login_csrf = hidden(await form.text())
+        tossed = await client.post("/dashboard/login", data={"csrf": login_csrf, "token": dev},
+                                   headers=foreign, allow_redirects=False)
+        opaque = await client.post("/dashboard/login", data={"csrf": login_csrf, "token": dev},
+                                   headers={"Origin": "null"}, allow_redirects=False)
+        await log_in(client, admin)
+        page = await (await client.get("/dashboard/apps/hello")).text()
+        url = "/dashboard/apps/hello/config"
+        forged = await client.post(url, data={"key": "A", "value": "1", "csrf": hidden(page)},
+                                   headers=foreign, allow_redirects=False)
+        right = await client.post(url, data={"key": "B", "value": "2", "csrf": hidden(page)},
+                                  headers=own, allow_redirects=False)
+        return (tossed.status, COOKIE in tossed.cookies, opaque.status, forged.status,
+                right.status)
+
+    assert browse(gitd, scenario) == (403, False, 403, 403, 303)
+    assert gitd.store.get_config("hello") == {"SECRET": "s3cr3t", "B": "2"}
+
+
 def test_logout_ends_the_session_and_its_cookie_is_worth_nothing_after(gitd):
     admin = token_of(gitd, "admin")
 
