@@ -6,8 +6,9 @@ counted (`since`, kept in the store); a job seen for the first time counts
 from then, so a new job waits for its first slot. Slots missed while gitd
 was down make one run when it is back (trigger `catch-up`), not one per
 slot. A run still going when the job is due again makes a `skipped` run.
-At most MAX_RUNNING runs go at once; the others wait their turn, counted
-as running (so they are not started twice).
+At most MAX_RUNNING runs go at once, at most MAX_RUNNING_PER_APP of one
+app's (so one app's long jobs cannot stop every other app's); the others
+wait their turn, counted as running (so they are not started twice).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gitd.verbs import cron as verbs
 log = structlog.get_logger("gitd.cron")
 
 MAX_RUNNING = 4
+MAX_RUNNING_PER_APP = 2
 INTERRUPTED = "cron: cut short: gitd stopped during the run\n"
 
 
@@ -32,6 +34,8 @@ class CronRunner:
         self.tick = gitd.settings.cron_tick if tick is None else tick
         self._stop = threading.Event()
         self._slots = threading.BoundedSemaphore(MAX_RUNNING)
+        self._app_slots: dict[str, threading.BoundedSemaphore] = {}
+        self._app_slots_guard = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._jobs: dict[tuple[str, int], list] = {}  # (app, version) -> its jobs
 
@@ -112,12 +116,17 @@ class CronRunner:
             return
 
         def go():
-            with self._slots:
+            # the app's own share first: a run waiting for it holds no shared slot
+            with self._app_slot(app), self._slots:
                 verbs.carry_out(self.gitd, release, job, run)
 
         thread = threading.Thread(target=go, daemon=True, name=f"cron-{release.app}-{job.id}")
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
+
+    def _app_slot(self, app: str) -> threading.BoundedSemaphore:
+        with self._app_slots_guard:
+            return self._app_slots.setdefault(app, threading.BoundedSemaphore(MAX_RUNNING_PER_APP))
 
     def wait(self, timeout: float) -> bool:
         """Tests: wait for the runs started so far; True when all ended."""

@@ -82,12 +82,15 @@ def _pull_request(forge: str, delivery: str | None, payload: dict) -> Delivery:
         head = (attrs.get("last_commit") or {}).get("id") \
             if isinstance(attrs.get("last_commit"), dict) else None
         ref = f"refs/merge-requests/{number}/head"
+        same_repo = _same_id(attrs.get("source_project_id"), attrs.get("target_project_id"))
     else:
         number, action = payload.get("number"), payload.get("action")
         pull = payload.get("pull_request")
-        head_of = pull.get("head") if isinstance(pull, dict) else None
-        head = head_of.get("sha") if isinstance(head_of, dict) else None
+        pull = pull if isinstance(pull, dict) else {}
+        head_of = pull.get("head") if isinstance(pull.get("head"), dict) else {}
+        head = head_of.get("sha")
         ref = f"refs/pull/{number}/head"
+        same_repo = _same_id(_repo_id(head_of), _repo_id(pull.get("base")))
     if isinstance(number, bool) or not isinstance(number, int) or not 0 < number <= MAX_PULL:
         raise GitdError("the pull request event has no number")
     action = PULL_ACTIONS.get(action) if isinstance(action, str) else None
@@ -95,8 +98,25 @@ def _pull_request(forge: str, delivery: str | None, payload: dict) -> Delivery:
         return Delivery(forge, "pull_request-ignored", delivery)
     if action == "update" and not (isinstance(head, str) and COMMIT.match(head)):
         raise GitdError("the pull request event's head is not a commit id")
+    if action == "update" and not same_repo:
+        # anyone may open one from a fork of a public repository: its code
+        # would run with the app's config and reach its services
+        return Delivery(forge, "pull_request-from-a-fork", delivery)
     return Delivery(forge, "pull_request", delivery, f"pr-{number}",
                     head if action == "update" else None, ref, action)
+
+
+def _repo_id(side) -> object:
+    """The repository of a pull request's head or base (GitHub's and
+    Gitea's `repo.id`, Gitea's `repo_id`); None when not said (a deleted fork)."""
+    if not isinstance(side, dict):
+        return None
+    repo = side.get("repo")
+    return side.get("repo_id") or (repo.get("id") if isinstance(repo, dict) else None)
+
+
+def _same_id(a, b) -> bool:
+    return isinstance(a, int) and not isinstance(a, bool) and a == b
 
 
 def forge_of(h: Mapping[str, str]) -> str:

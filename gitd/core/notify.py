@@ -10,10 +10,11 @@ a bounded time, no redirects followed. Each attempt's result is recorded
 on the subscription (`Store.notify_deliveries`).
 
 SSRF: a URL whose host is, or resolves to, a loopback, private,
-link-local, unique-local, unspecified, multicast or reserved address is
-for admins only. A deployer's subscription is checked again at each
-delivery, and the connection goes to the very address checked (a name
-that resolves elsewhere the second time cannot slip past).
+link-local, unique-local, unspecified, multicast or reserved address, or
+an address of this host, is for admins only. A deployer's subscription is
+checked again at each delivery, and the connection goes to the very
+address checked (a name that resolves elsewhere the second time cannot
+slip past).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 120.0
 MAX_QUEUE = 1000  # deliveries waiting; past that, new ones are dropped (and recorded so)
 MAX_WAITING_PER_URL = 100  # so that one failing URL cannot fill the queue for the others
+# so that one app's events (its own URLs, or the global ones) cannot fill it
+# for the other apps: an app has at most 20 URLs, 20 * 100 is past MAX_QUEUE
+MAX_WAITING_PER_APP = 200
 SIGNATURE_HEADER = "X-Gitd-Signature"
 USER_AGENT = "gitd-notify/1"
 MAX_TEXT = 2000  # the log tail and reasons carried in an event
@@ -142,8 +146,8 @@ def parse_url(url: str) -> Target:
 
 
 def internal_address(address: str) -> bool:
-    """Loopback, private, link-local, unique-local, unspecified, multicast,
-    reserved, or an IPv6 form of one (IPv4-mapped, NAT64)."""
+    """Loopback, private, link-local, unique-local, site-local, unspecified,
+    multicast, reserved, or an IPv6 form of one (IPv4-mapped, NAT64)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (
@@ -151,8 +155,23 @@ def internal_address(address: str) -> bool:
             if ip in ipaddress.ip_network("64:ff9b::/96") else None)
         if embedded is not None and internal_address(str(embedded)):
             return True
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local  # "global" to Python
     return (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
-            or ip.is_multicast or ip.is_reserved or not ip.is_global)
+            or ip.is_multicast or ip.is_reserved or site_local or not ip.is_global)
+
+
+def this_host(address: str) -> bool:
+    """An address of this machine (it can be bound here): its public one
+    looks global, yet gitd's own ports and what a firewall keeps from the
+    outside answer there."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+        return True
+    except OSError:
+        return False
 
 
 Resolver = Callable[[str, int], list[str]]
@@ -173,7 +192,7 @@ def check_target(target: Target, internal_ok: bool, resolver: Resolver | None = 
     addresses = (resolver or resolve)(target.host, target.port)
     if not addresses:
         raise UsageError(f"cannot resolve {target.host}")
-    inside = [a for a in addresses if internal_address(a)]
+    inside = [a for a in addresses if internal_address(a) or this_host(a)]
     if inside and not internal_ok:
         where = f"resolves to {inside[0]}" if inside[0] != target.host.strip("[]") else "is"
         raise PermissionDenied(
@@ -199,10 +218,16 @@ def clip(text, limit: int = MAX_TEXT) -> str:
 
 def body(event: str, app: str | None, data: dict, fmt: str, delivery: str, when: float) -> bytes:
     if fmt == "slack":
-        return json.dumps({"text": summary(event, app, data)}).encode()
+        return json.dumps({"text": slack_escaped(summary(event, app, data))}).encode()
     return json.dumps({"event": event, "app": app, "delivery": delivery,
                        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
                        "data": data}, default=str).encode()
+
+
+def slack_escaped(text: str) -> str:
+    """Slack reads <!channel>, <@user> and <url|label> in a message's text;
+    escaped, they show as written (errors and logs hold a deployer's words)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def summary(event: str, app: str | None, data: dict) -> str:
@@ -287,6 +312,7 @@ class Delivery:
     delivery: str = field(compare=False)
     first_at: float = field(compare=False)
     attempt: int = field(default=0, compare=False)
+    app: str | None = field(default=None, compare=False)  # whose event
 
 
 def backoff(attempt: int) -> float:
@@ -328,17 +354,22 @@ class Notifier:
         for sub in self.store.notify_subscriptions_for(apps, event):
             delivery = f"{int(now * 1000):x}-{next(self._seq)}"
             item = Delivery(now, next(self._seq), sub["id"], event,
-                            body(event, app, data, sub["format"], delivery, now), delivery, now)
+                            body(event, app, data, sub["format"], delivery, now), delivery, now,
+                            app=app)
             with self._wake:
-                full = len(self._queue) >= self.max_queue or sum(
-                    1 for d in self._queue if d.subscription == sub["id"]) >= MAX_WAITING_PER_URL
+                full = (len(self._queue) >= self.max_queue
+                        or sum(1 for d in self._queue if d.subscription == sub["id"])
+                        >= MAX_WAITING_PER_URL
+                        or (app is not None and sum(1 for d in self._queue if d.app == app)
+                            >= MAX_WAITING_PER_APP))
                 if not full:
                     heapq.heappush(self._queue, item)
                     queued += 1
                     self._wake.notify()
             if full:
                 self._record(item, None, "dropped: too many deliveries waiting "
-                                         f"(at most {MAX_WAITING_PER_URL} a URL, {self.max_queue} in all)")
+                                         f"(at most {MAX_WAITING_PER_URL} a URL, "
+                                         f"{MAX_WAITING_PER_APP} an app, {self.max_queue} in all)")
         return queued
 
     def waiting(self) -> int:
@@ -371,13 +402,24 @@ class Notifier:
                 log.exception("notification worker")
 
     def run_due(self, now: float) -> int:
-        """Attempt every delivery due by `now`; how many were attempted."""
+        """Attempt every delivery due by `now`; how many were attempted.
+        An app at a time (each app's in order): one app's many deliveries
+        to targets that never answer hold the others back by one attempt."""
         attempted = 0
+        served: set[str | None] = set()  # the apps served this round
         while True:
+            now = max(now, self.clock())  # what came due while the last attempt ran gets its turn
             with self._wake:
-                if not self._queue or self._queue[0].due > now:
+                if self._stopped or not self._queue or self._queue[0].due > now:
                     return attempted
-                item = heapq.heappop(self._queue)
+                due = [d for d in self._queue if d.due <= now]
+                item = min((d for d in due if d.app not in served), default=None)
+                if item is None:  # every app with one due had its turn: a new round
+                    served.clear()
+                    item = min(due)
+                self._queue.remove(item)
+                heapq.heapify(self._queue)
+            served.add(item.app)
             attempted += 1
             self._attempt(item)
 

@@ -11,7 +11,8 @@ under /dashboard/ (api_port, and api_host through gitd's Traefik).
   rules as SSH and the API; what a deployer may not do is not shown, and
   refused by the verb if forced.
 - Every form carries the session's CSRF token, checked (constant time) on
-  every POST before anything else is read; bodies are bounded (MAX_FORM).
+  every POST before anything else is read, and a POST whose Origin is
+  another host's is refused (an app on a sibling host is the same site); bodies are bounded (MAX_FORM).
 - Templates are jinja2 with autoescape on; the pages read with JavaScript
   off; the one script (static/dashboard.js) only streams a running deploy's
   log into the page (server-sent events, this module's own stream: a
@@ -24,7 +25,7 @@ import contextlib
 import secrets
 import time
 from importlib import resources
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -49,7 +50,9 @@ SECURITY_HEADERS = {
                                "frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # not no-referrer: under it a browser's form posts say Origin "null",
+    # and the Origin check (same_origin) needs them to name this host
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -157,6 +160,21 @@ async def read_form(request: web.Request) -> dict[str, str]:
     return form
 
 
+def same_origin(request: web.Request) -> bool:
+    """Whether a browser's POST came from a page of this host (its Origin).
+    An app's page on a sibling host is the same site, so SameSite cookies
+    go with its posts, and it may set a cookie for the parent domain: the
+    Origin tells it apart. A client that sends none passes (the CSRF tokens
+    still stand); "null" (an opaque origin) does not."""
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def foreign_form(request: web.Request) -> web.Response:
+    return render(request, "error.html.j2", status=403,
+                  message="the form came from another site's page: open the dashboard itself")
+
+
 def page(handler):
     """A GET page behind a session: no session -> the login page."""
     async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -174,6 +192,8 @@ def action(handler):
     """A POST behind a session whose form carries the session's CSRF token;
     `handler(request, form)` runs only then."""
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        if not same_origin(request):
+            return foreign_form(request)
         if not await signed_in(request):
             return render(request, "login.html.j2", status=401,
                           message="your session ended: log in again", login_csrf=None)
@@ -210,6 +230,8 @@ async def login_page(request):
 
 @route("POST", "/login")
 async def login(request):
+    if not same_origin(request):
+        return foreign_form(request)
     client = auth.client_address(request)
     attempts: auth.FailedAttempts = request.app["failed_attempts"]
     wait = attempts.retry_after(client)

@@ -19,13 +19,15 @@ import secrets
 import time
 
 from gitd.core import validate
-from gitd.core.errors import NotFound, UsageError
+from gitd.core.errors import Conflict, NotFound, UsageError
 from gitd.verbs import Session, iso_time
 
 PREFIX = "gitd_"
 ID_CHARS = 12
 # last_used_at is written at most this often per token: not a write per request
 USED_RESOLUTION = 60.0
+# a key's tokens (each holds at most dashboard.sessions.PER_TOKEN sessions)
+MAX_PER_KEY = 100
 
 
 def _hash(secret: str) -> str:
@@ -48,6 +50,9 @@ def create(s: Session, name: str | None = None, expires: str | None = None) -> d
     name = validate.token_name(name) if name is not None else _default_name(s.key.name)
     lifetime = validate.expiry(expires) if expires is not None else None
     expires_at = time.time() + lifetime if lifetime else None
+    if len(s.store.list_tokens(s.key.name)) >= MAX_PER_KEY:
+        raise Conflict(f"key {s.key.name} already has {MAX_PER_KEY} tokens: "
+                       "tokens:revoke one first")
     token_id, secret = secrets.token_hex(ID_CHARS // 2), secrets.token_urlsafe(32)
     row = s.store.add_token(token_id, name, s.key.name, _hash(secret), expires_at)
     return {**_shown(row), "token": f"{PREFIX}{token_id}_{secret}"}

@@ -187,8 +187,10 @@ def test_hostile_branch_names(gitd, docker_client, tmp_path):
 
 
 def signed_pull(secret: str, action: str, number: int, head: str, delivery: str):
+    repo = {"id": 1, "full_name": "owner/hello"}  # a branch of the repository, not a fork's
     body = json.dumps({"action": action, "number": number,
-                       "pull_request": {"head": {"sha": head}}}).encode()
+                       "pull_request": {"head": {"sha": head, "repo": repo},
+                                        "base": {"ref": "main", "repo": repo}}}).encode()
     signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return body, {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
                   "X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"}

@@ -204,7 +204,7 @@ class Tasks:
         assert self.release.wait(10)
         return self.status, self.timed_out
 
-    def units(self, **labels):
+    def units(self, *apps, **labels):  # one app's, or every app's
         return [f"leftover {labels}"]
 
     def remove(self, units, timeout=0):
@@ -498,3 +498,44 @@ def test_a_run_that_fails_or_times_out_is_told_to_the_apps_notifications(gitd):
     assert [(a, e, d["job"], d["status"]) for a, e, d in heard.events] == [
         ("hello", "cron.failed", "quarter", "failed"), ("hello", "cron.failed", "quarter", "timed out")]
     assert heard.events[0][2]["exit_code"] == 3
+
+
+def test_one_app_cannot_take_every_run_slot_from_the_others(gitd):
+    """A deployer's app.json of long jobs every minute must not stop every
+    other app's cron: an app holds at most MAX_RUNNING_PER_APP of the slots."""
+    import gitd.cronrunner as runner_module
+
+    hog_jobs = [{"command": f"sleep 86400 # {n}", "schedule": "* * * * *", "id": f"hog{n}"}
+                for n in range(runner_module.MAX_RUNNING + 1)]
+    gitd.store.create_app("hog")
+    deploy(gitd.store, "hog", *hog_jobs)
+    deploy(gitd.store, "hello", {"command": "echo five", "schedule": "*/5 * * * *", "id": "five"})
+    hog_ends = threading.Event()
+    plain = gitd.scheduler.run_task
+
+    def run_task(spec, on_line, timeout):
+        if ".hog." in spec["name"]:
+            assert hog_ends.wait(10)
+        return plain(spec, on_line, timeout)
+
+    gitd.scheduler.run_task = run_task
+    runner = CronRunner(gitd, tick=1)
+    try:
+        runner.run_due(utc("2026-01-01 10:01"))  # first seen
+        runner.run_due(utc("2026-01-01 10:02"))  # every hog job starts
+        time.sleep(0.3)
+        runner.run_due(utc("2026-01-01 10:05"))  # hello's job is due
+        deadline = time.monotonic() + 5
+        while not gitd.store.cron_runs("hello", "five") or \
+                gitd.store.cron_runs("hello", "five")[0].status == "running":
+            assert time.monotonic() < deadline, "hello's job waited behind hog's"
+            time.sleep(0.05)
+        assert gitd.store.cron_runs("hello", "five")[0].status == "succeeded"
+        running = [r for r in gitd.store.cron_runs("hog") if r.status == "running"]
+        assert len(running) == len(hog_jobs)  # begun; the ones past its share wait their turn
+    finally:
+        hog_ends.set()
+        assert runner.wait(10)
+    statuses = [r.status for r in gitd.store.cron_runs("hog")]
+    assert statuses.count("succeeded") == len(hog_jobs)  # the waiting ones ran in their turn
+    assert set(statuses) == {"succeeded", "skipped"}  # 10:05's, while they still ran

@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from gitd.api import build_app
 from gitd.core.config import Settings
+from gitd.core.errors import Conflict
 from gitd.dashboard import COOKIE, LOGIN_COOKIE, MAX_FORM, mount, sessions
 from gitd.verbs import Session, overview, tokens
 from hooks.scheduler import DockerScheduler, ExitWatch
@@ -138,6 +139,36 @@ def test_a_post_without_or_with_a_wrong_csrf_token_changes_nothing(gitd):
     assert gitd.store.get_config("hello") == {"SECRET": "s3cr3t", "A": "1"}
 
 
+def test_a_form_posted_from_another_origin_is_refused_even_from_the_same_site(gitd):
+    """An app's page on a sibling host (hog.example.com beside the dashboard's
+    gitd.example.com) is the same site: SameSite=Strict cookies go with its
+    form posts, and it can set a cookie for the parent domain (the login
+    form's token). The browser's Origin tells it apart."""
+    admin, dev = token_of(gitd, "admin"), token_of(gitd, "dev")
+    foreign = {"Origin": "http://hog.example.com"}
+
+    async def scenario(client):
+        own = {"Origin": str(client.make_url("")).rstrip("/")}
+        form = await client.get("/dashboard/login")
+        login_csrf = hidden(await form.text())
+        tossed = await client.post("/dashboard/login", data={"csrf": login_csrf, "token": dev},
+                                   headers=foreign, allow_redirects=False)
+        opaque = await client.post("/dashboard/login", data={"csrf": login_csrf, "token": dev},
+                                   headers={"Origin": "null"}, allow_redirects=False)
+        await log_in(client, admin)
+        page = await (await client.get("/dashboard/apps/hello")).text()
+        url = "/dashboard/apps/hello/config"
+        forged = await client.post(url, data={"key": "A", "value": "1", "csrf": hidden(page)},
+                                   headers=foreign, allow_redirects=False)
+        right = await client.post(url, data={"key": "B", "value": "2", "csrf": hidden(page)},
+                                  headers=own, allow_redirects=False)
+        return (tossed.status, COOKIE in tossed.cookies, opaque.status, forged.status,
+                right.status)
+
+    assert browse(gitd, scenario) == (403, False, 403, 403, 303)
+    assert gitd.store.get_config("hello") == {"SECRET": "s3cr3t", "B": "2"}
+
+
 def test_logout_ends_the_session_and_its_cookie_is_worth_nothing_after(gitd):
     admin = token_of(gitd, "admin")
 
@@ -190,6 +221,19 @@ def test_a_token_holds_a_bounded_number_of_sessions(gitd):
     assert gitd.store.db["dashboard_sessions"].count == sessions.PER_TOKEN
     assert sessions.current(gitd.store, opened[0].session_id) is None
     assert sessions.current(gitd.store, opened[-1].session_id) is not None
+
+
+def test_a_key_holds_a_bounded_number_of_tokens_so_of_sessions(gitd):
+    """Sessions are bounded per token: a deployer minting tokens without end
+    would have no bound on them (nor on the tokens' table)."""
+    dev = Session(gitd, gitd.store.get_key("dev"))
+    for n in range(tokens.MAX_PER_KEY):
+        tokens.create(dev, f"n{n}")
+    with pytest.raises(Conflict, match=f"{tokens.MAX_PER_KEY} tokens"):
+        tokens.create(dev)
+    assert len(gitd.store.list_tokens("dev")) == tokens.MAX_PER_KEY
+    tokens.revoke(dev, "n0")
+    assert tokens.create(dev, "again")["token"]
 
 
 def test_a_deployer_sees_and_does_only_its_granted_app(gitd):

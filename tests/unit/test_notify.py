@@ -53,6 +53,9 @@ def test_a_url_keeps_its_path_and_query_and_default_port():
     "0.0.0.0", "224.0.0.1", "100.64.0.1", "::1", "::", "fe80::1", "fd00::1", "ff02::1",
     "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
     "fe80::1%eth0", "255.255.255.255",
+    # site-local fec0::/10 (deprecated, still routed on some internal
+    # networks): Python's ipaddress calls it global
+    "fec0::1", "feff::1", "fec0::a9fe:a9fe",
 ])
 def test_internal_addresses_are_recognised(address):
     assert notify.internal_address(address)
@@ -71,6 +74,22 @@ def test_a_deployer_may_not_aim_at_an_internal_address_nor_a_name_resolving_to_o
     assert notify.check_target(target, False, resolver_to(GLOBAL)) == GLOBAL
     with pytest.raises(UsageError, match="cannot resolve"):
         notify.check_target(target, True, resolver_to())
+
+
+def test_a_deployer_may_not_aim_at_an_address_of_this_host(monkeypatch):
+    """This host's public address passes as global, yet there gitd's own
+    ports and what a firewall keeps from the outside answer (and the
+    status each gives is shown to the deployer)."""
+    monkeypatch.setattr(notify, "this_host", lambda address: address == GLOBAL)
+    target = notify.parse_url("http://my-vps.example.com:8080/x")
+    with pytest.raises(PermissionDenied, match="only an admin"):
+        notify.check_target(target, False, resolver_to(GLOBAL))
+    assert notify.check_target(target, True, resolver_to(GLOBAL)) == GLOBAL
+
+
+def test_this_host_is_told_by_binding_its_address():
+    assert notify.this_host("127.0.0.1") and notify.this_host("::1")
+    assert not notify.this_host("198.51.100.7") and not notify.this_host(GLOBAL)
 
 
 def test_events_and_formats_are_checked():
@@ -103,6 +122,18 @@ def test_json_and_slack_bodies():
     slack = json.loads(notify.body("deploy.failed", "hello", data, "slack", "d1", 0))
     assert list(slack) == ["text"]
     assert "hello failed: build failed" in slack["text"] and "boom" in slack["text"]
+
+
+def test_a_slack_message_escapes_what_a_deployer_wrote():
+    """Slack reads <!channel>, <@U1> and <URL|label> in a message's text: a
+    deploy's error or log (the deployer's words) must show them as typed,
+    not notify the whole channel or show a link under other words."""
+    data = {"error": "<!channel> approve at <https://evil.example/|gitd.example.com> & co",
+            "log_tail": "<@U123> <!here>"}
+    text = json.loads(notify.body("deploy.failed", "hello", data, "slack", "d1", 0))["text"]
+    assert "<" not in text and ">" not in text
+    assert "&lt;!channel&gt; approve at &lt;https://evil.example/|gitd.example.com&gt; &amp; co" \
+        in text and "&lt;@U123&gt; &lt;!here&gt;" in text
 
 
 # --- the queue and the worker
@@ -506,3 +537,62 @@ def test_every_id_the_api_document_allows_is_read_as_a_number(fake):
     highest = ID_PARAM["schema"]["maximum"]
     with pytest.raises(NotFound):  # not a 400: schemathesis sends the document's maximum
         verbs.remove(session(fake), "hello", str(highest))
+
+
+def test_one_apps_subscriptions_cannot_fill_the_queue_for_the_other_apps(store):
+    """A deployer's app with its most subscriptions, all to targets that
+    never answer, and events enough: the other apps' deliveries still queue."""
+    from gitd.verbs.notify import MAX_SUBSCRIPTIONS
+
+    store.create_app("hog")
+    for n in range(MAX_SUBSCRIPTIONS):
+        subscribe(store, app="hog", url=f"http://slow.example.com/{n}")
+    quiet = subscribe(store, app="hello")
+    n = notifier(store, Receiver(), Clock())
+    for _ in range(notify.MAX_QUEUE):
+        if n.emit("hog", "deploy.started", {}) == 0:
+            break
+    assert n.waiting() < notify.MAX_QUEUE
+    assert n.emit("hello", "deploy.started", {}) == 1
+    assert store.notify_deliveries(quiet["id"]) == []  # nothing dropped
+
+
+def test_one_apps_slow_deliveries_do_not_hold_back_the_other_apps(store):
+    """One worker sends every delivery, each attempt up to DEADLINE: those
+    due are taken an app at a time, so another app's delivery waits for one
+    attempt of a noisy app's, not for all of them."""
+    store.create_app("hog")
+    hogs = [subscribe(store, app="hog", url=f"http://slow.example.com/{n}") for n in range(3)]
+    subscribe(store, app="hello", url="http://hello.example.com/in")
+    clock, receiver = Clock(), Receiver()
+    n = notifier(store, receiver, clock)
+    assert n.emit("hog", "deploy.started", {}) == len(hogs)
+    assert n.emit("hog", "deploy.succeeded", {}) == len(hogs)
+    assert n.emit("hello", "deploy.started", {}) == 1
+    assert n.run_due(clock.now) == 2 * len(hogs) + 1
+    hosts = [target.host for target, *_ in receiver.sent]
+    assert hosts.index("hello.example.com") == 1
+    sent_to_hog = [json.loads(body)["event"] for target, _, body, _ in receiver.sent
+                   if target.host == "slow.example.com"]
+    assert sent_to_hog == ["deploy.started"] * 3 + ["deploy.succeeded"] * 3  # in order
+
+
+def test_a_delivery_due_while_the_worker_sends_others_gets_its_turn_too(store):
+    store.create_app("hog")
+    for n in range(3):
+        subscribe(store, app="hog", url=f"http://slow.example.com/{n}")
+    subscribe(store, app="hello", url="http://hello.example.com/in")
+    clock, receiver = Clock(), Receiver()
+
+    def slow_send(target, address, body, headers):
+        clock.now += notify.DEADLINE  # a target that never answers
+        if len(receiver.sent) == 0:
+            n.emit("hello", "deploy.started", {})  # comes meanwhile
+        return receiver(target, address, body, headers)
+
+    n = notify.Notifier(store, clock=clock, resolver=resolver_to(GLOBAL), send=slow_send)
+    n.emit("hog", "deploy.started", {})
+    n.emit("hog", "deploy.succeeded", {})
+    n.run_due(clock.now)
+    hosts = [target.host for target, *_ in receiver.sent]
+    assert len(hosts) == 7 and hosts.index("hello.example.com") == 1

@@ -324,9 +324,11 @@ def test_apps_list_marks_previews_and_shows_a_deployer_those_of_its_apps(daemon)
 
 # pull (merge) requests from a forge's webhook
 
-def pull_body(action, number=7, sha="a" * 40) -> bytes:
+def pull_body(action, number=7, sha="a" * 40, head_repo=1, base_repo=1) -> bytes:
+    """GitHub's shape (Gitea's has the same `repo` objects, and `repo_id`)."""
     return json.dumps({"action": action, "number": number,
-                       "pull_request": {"head": {"sha": sha}}}).encode()
+                       "pull_request": {"head": {"sha": sha, "repo": {"id": head_repo}},
+                                        "base": {"repo": {"id": base_repo}}}}).encode()
 
 
 def signed(body: bytes, secret: str, event="pull_request", delivery="d-1", forge="github") -> dict:
@@ -347,6 +349,7 @@ def test_each_forge_s_pull_request_events_are_read():
         body = pull_body("closed")
         assert webhooks.read(signed(body, secret, forge=forge), body, secret).action == "close"
     body = json.dumps({"object_attributes": {"iid": 3, "action": "update",
+                                             "source_project_id": 5, "target_project_id": 5,
                                              "last_commit": {"id": "b" * 40}}}).encode()
     read = webhooks.read({"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": secret},
                          body, secret)
@@ -358,6 +361,32 @@ def test_each_forge_s_pull_request_events_are_read():
                     pull_body("opened", sha="--upload-pack=x"), b'{"action": "opened"}'):
         with pytest.raises(GitdError):
             webhooks.read(signed(hostile, secret), hostile, secret)
+
+
+def test_a_pull_request_from_a_fork_deploys_nothing():
+    """Anyone may open a pull request from a fork of a public repository: its
+    code must not run as a preview with the app's config and services."""
+    secret = "s"
+    forks = [pull_body("opened", head_repo=2), pull_body("synchronize", head_repo=None),
+             json.dumps({"action": "opened", "number": 7, "pull_request": {
+                 "head": {"sha": "a" * 40}, "base": {"repo": {"id": 1}}}}).encode()]
+    for body in forks:
+        assert webhooks.read(signed(body, secret), body, secret).event == \
+            "pull_request-from-a-fork"
+    gitea = json.dumps({"action": "opened", "number": 7, "pull_request": {
+        "head": {"sha": "a" * 40, "repo_id": 9}, "base": {"repo_id": 4}}}).encode()
+    assert webhooks.read(signed(gitea, secret, forge="gitea"), gitea, secret).event == \
+        "pull_request-from-a-fork"
+    same = gitea.replace(b'"repo_id": 9', b'"repo_id": 4')
+    assert webhooks.read(signed(same, secret, forge="gitea"), same, secret).event == \
+        "pull_request"
+    gitlab = json.dumps({"object_attributes": {"iid": 3, "action": "open",
+                                               "source_project_id": 8, "target_project_id": 5,
+                                               "last_commit": {"id": "b" * 40}}}).encode()
+    assert webhooks.read({"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": secret},
+                         gitlab, secret).event == "pull_request-from-a-fork"
+    closed = pull_body("closed", head_repo=2)  # nothing of a fork's was made: nothing to undo
+    assert webhooks.read(signed(closed, secret), closed, secret).action == "close"
 
 
 @pytest.fixture
@@ -398,6 +427,15 @@ def test_a_pull_request_opens_updates_and_closes_its_preview(following):
     assert deliver(daemon, secret, pull_body("closed"), "d-4") == \
         (202, {"status": "removing", "branch": "pr-7"})
     assert not daemon.store.app_exists("hello--pr-7") and daemon.destroyed == ["hello--pr-7"]
+
+
+def test_a_fork_s_pull_request_is_neither_fetched_nor_deployed(following):
+    daemon, secret, fetched = following
+    daemon.store.update_app_settings("hello", previews={"enabled": True})
+    assert deliver(daemon, secret, pull_body("opened", head_repo=2), "d-1") == \
+        (202, {"status": "ignored: event pull_request-from-a-fork"})
+    assert fetched == [] and daemon.pipeline.calls == []
+    assert not daemon.store.app_exists("hello--pr-7")
 
 
 def linked(daemon):
