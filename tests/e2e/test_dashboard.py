@@ -3,11 +3,15 @@ Selenium through chromedriver) against a real gitd with real apps: log in,
 the apps page, an app's page, a push whose log streams into the page, a
 rollback by its button, a config var set, logging out; a deployer's view;
 and the hostile cases (CSRF, stale cookies, another app by URL, markup in
-config values, build and app log lines). Screenshots go to docs/screenshots/."""
+config values, build and app log lines). Screenshots go to a temporary
+directory, or to GITD_SCREENSHOTS (`GITD_SCREENSHOTS=docs/screenshots`
+refreshes the README's): a test run leaves the source tree as it was."""
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -26,7 +30,8 @@ from tests.e2e.harness import make_key, make_repo, unique_app
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("GITD_SCREENSHOTS")
+             or Path(tempfile.gettempdir()) / "gitd-dashboard-screenshots")
 HOSTILE = "<script>window.pwned=1</script><img src=x onerror=window.pwned=2>"
 
 
