@@ -130,7 +130,6 @@ async def serve(settings: Settings) -> int:
         # Traefik's servers follow the tasks the scheduler runs (moved, replaced)
         gitd.scheduler.follow_tasks()
     health = gitd.watch_health()
-    pages = await _start_pages(gitd)  # before Traefik: its maintenance routes use it
     children = await asyncio.to_thread(_start_children, settings, gitd.store)
     gitd.traefik_child = next((c for c in children if c.name == "traefik"), None)
     stop = asyncio.Event()
@@ -152,6 +151,10 @@ async def serve(settings: Settings) -> int:
         ssh.stop_accepting()
         _stop_children(children)
         raise
+    # last of the listeners, on an ephemeral port: started before them, it
+    # could take a port Traefik, the SSH server or the API was given (Traefik
+    # then exited at start; seen in CI). Traefik reads its route when it comes.
+    pages = await _start_pages(gitd)
     serving.record(settings, port)
     log.info("listening", ssh_port=port, http_port=settings.http_port, domain=settings.domain,
              api_port=api_port, traefik=settings.traefik, instance=settings.instance,
