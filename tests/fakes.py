@@ -96,7 +96,11 @@ class FakeGitd:
         self.locks, self.pipeline = AppLocks(), Pipeline()
 
     def app_lock(self, app, notify=None):
-        return self.locks.hold(app, 1.0)
+        """As gitd.service.Gitd's: a wait is told to `notify`."""
+        def waiting():
+            if notify:
+                notify(f"-----> Waiting for the deploy of {app} in progress to finish")
+        return self.locks.hold(app, 1.0, on_wait=waiting)
 
     @property
     def scheduler_class(self):

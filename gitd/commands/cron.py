@@ -54,7 +54,7 @@ def run_now(ctx, argv):
     p = app_parser("cron:run")
     p.add_argument("id")
     args = p.parse_args(argv)
-    run = cron.run_now(ctx, args.app, args.id)
+    run = cron.run_now(ctx, args.app, args.id, on_wait=ctx.err)  # stdout: the job's output alone
     ctx.err(f"-----> cron job {run['job']} of {args.app}: {run['status']}"
             + (f" (exit {run['exit_code']})" if run["exit_code"] is not None else "")
             + (f" in {run['duration']:.1f}s" if run["duration"] is not None else ""))

@@ -82,13 +82,15 @@ def logs(s: Session, app: str, job_id: str) -> dict:
     return run_dict(last, with_output=True)
 
 
-def run_now(s: Session, app: str, job_id: str) -> dict:
+def run_now(s: Session, app: str, job_id: str, on_wait=None) -> dict:
     """`cron:run APP ID`: run the job now, its output to `s.progress` as it
-    comes; returns the recorded run. Refused while a run of it is going."""
+    comes (that alone: a wait for a deploy in progress is told to `on_wait`);
+    returns the recorded run. Refused while a run of it is going."""
     s.app(app)
     release = s.store.require_current_release(app)
     job = find_job(release, app, job_id)
-    return run_dict(execute(s.gitd, release, job, "manual", s.progress), with_output=False)
+    return run_dict(execute(s.gitd, release, job, "manual", s.progress, on_wait),
+                    with_output=False)
 
 
 def failing(store, app: str) -> list[str]:
@@ -100,11 +102,13 @@ def failing(store, app: str) -> list[str]:
 
 # running one
 
-def execute(gitd, release: Release, job: cron.Job, trigger: str, on_line=None) -> CronRun:
+def execute(gitd, release: Release, job: cron.Job, trigger: str, on_line=None,
+            on_wait=None) -> CronRun:
     """Run `job` of `release` to its end and record it (or record it
     skipped, when a run of it is still going)."""
     run = begin(gitd, release, job, trigger)
-    return run if run.status == "skipped" else carry_out(gitd, release, job, run, on_line)
+    return run if run.status == "skipped" else carry_out(gitd, release, job, run, on_line,
+                                                         on_wait)
 
 
 def begin(gitd, release: Release, job: cron.Job, trigger: str) -> CronRun:
@@ -115,7 +119,8 @@ def begin(gitd, release: Release, job: cron.Job, trigger: str) -> CronRun:
     return run
 
 
-def carry_out(gitd, release: Release, job: cron.Job, run: CronRun, on_line=None) -> CronRun:
+def carry_out(gitd, release: Release, job: cron.Job, run: CronRun, on_line=None,
+              on_wait=None) -> CronRun:
     """Run the begun `run` to its end, killed at the job's timeout, and record how it ended."""
     tail = Tail()
 
@@ -127,7 +132,7 @@ def carry_out(gitd, release: Release, job: cron.Job, run: CronRun, on_line=None)
     timeout = job.timeout or gitd.settings.cron_timeout
     status, code = "failed", None
     try:
-        code, timed_out = _run_task(gitd, release, job, run, line, timeout, on_line)
+        code, timed_out = _run_task(gitd, release, job, run, line, timeout, on_wait)
         if timed_out:
             status = "timed out"
             line(f"cron: killed after {timeout:g}s (the job's \"timeout\", else cron_timeout)")

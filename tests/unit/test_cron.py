@@ -539,3 +539,19 @@ def test_one_app_cannot_take_every_run_slot_from_the_others(gitd):
     statuses = [r.status for r in gitd.store.cron_runs("hog")]
     assert statuses.count("succeeded") == len(hog_jobs)  # the waiting ones ran in their turn
     assert set(statuses) == {"succeeded", "skipped"}  # 10:05's, while they still ran
+
+
+def test_cron_run_prints_the_jobs_output_alone_and_a_wait_for_a_deploy_on_stderr(gitd):
+    deploy(gitd.store, "hello", EVERY_15)
+    held = threading.Event()
+
+    def deploying():
+        with gitd.locks.hold("hello", 1):
+            held.set()
+            time.sleep(0.5)
+
+    threading.Thread(target=deploying).start()
+    held.wait(5)
+    status, out, err = call(gitd, "cron:run", "hello", "quarter")
+    assert status == 0
+    assert "Waiting for the deploy of hello" in err and "Waiting" not in out
