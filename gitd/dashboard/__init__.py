@@ -302,9 +302,7 @@ async def rollback(request, form):
 @action
 async def config_set(request, form):
     name = request.match_info["name"]
-    key = form.get("key", "").strip()
-    if not key:
-        raise UsageError("name the config var to set")
+    key = _config_key(form, "set")
     await run_blocking(config.set_vars, request["session"], name, {key: form.get("value", "")})
     return redirect(app_url(name))
 
@@ -313,11 +311,15 @@ async def config_set(request, form):
 @action
 async def config_unset(request, form):
     name = request.match_info["name"]
+    await run_blocking(config.unset, request["session"], name, [_config_key(form, "unset")])
+    return redirect(app_url(name))
+
+
+def _config_key(form, doing: str) -> str:
     key = form.get("key", "").strip()
     if not key:
-        raise UsageError("name the config var to unset")
-    await run_blocking(config.unset, request["session"], name, [key])
-    return redirect(app_url(name))
+        raise UsageError(f"name the config var to {doing}")
+    return key
 
 
 @route("GET", "/deployments/{id}/log")
