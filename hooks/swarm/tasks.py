@@ -53,6 +53,22 @@ def current_tasks(tasks: list[dict]) -> list[dict]:
     return [chosen[slot] for slot in sorted(chosen)]
 
 
+STOP_SIGNAL_EXITS = (128 + 15, 128 + 9)  # SIGTERM, SIGKILL after the grace period
+
+
+def task_state(task: dict) -> str:
+    """The task's state, where a task the swarm stopped on purpose (a scale
+    to 0, a removal) whose process answered the stop signal by exiting with
+    it reads `shutdown`, as one that exited 0 would: the swarm calls it
+    `failed` when the exit status is not 0, depending on which it saw first."""
+    status = task.get("Status") or {}
+    state = status.get("State") or "unknown"
+    exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+    if state == "failed" and not _wanted(task) and exit_code in STOP_SIGNAL_EXITS:
+        return "shutdown"
+    return state
+
+
 def task_dyno(unit: SwarmUnit, task: dict) -> str:
     """`web.2` (the task's slot), `backend.web.1`, or a one-off's `run.<id>`."""
     if unit.labels.get(LABEL_ROLE) == "oneoff":
@@ -76,7 +92,7 @@ def task_rows(unit: SwarmUnit, tasks: list[dict], nodes: dict[str, str],
     rows = []
     for task in current_tasks(tasks):
         status = task.get("Status") or {}
-        state = status.get("State") or "unknown"
+        state = task_state(task)
         running = state == "running"
         started = dynos.parse_time(status.get("Timestamp")) if running else None
         row = dynos.row(unit.labels, task_dyno(unit, task), state, started, running,

@@ -148,6 +148,21 @@ def test_a_stopped_service_shows_its_last_tasks():
         ("web.1", "shutdown", None, None), ("web.2", "shutdown", None, None)]
 
 
+def test_a_task_stopped_on_purpose_that_exited_by_the_stop_signal_reads_shutdown():
+    def stopped(task_id, slot, exit_code, desired="shutdown"):
+        task = _task(task_id, slot, "failed", desired=desired)
+        task["Status"]["ContainerStatus"] = {"ExitCode": exit_code}
+        return task
+
+    tasks = [stopped("t1", 1, 143), stopped("t2", 2, 137), stopped("t3", 3, 1)]
+    rows = swarm.task_rows(_unit(replicas=0), tasks, {})
+    assert [(r["name"], r["state"]) for r in rows] == [
+        ("web.1", "shutdown"), ("web.2", "shutdown"), ("web.3", "failed")]
+    # a task the swarm still wants up that died of a signal failed, whatever killed it
+    [row] = swarm.task_rows(_unit(), [stopped("t4", 1, 143, desired="running")], {})
+    assert row["state"] == "failed"
+
+
 def test_one_off_and_service_tasks_are_named_like_their_containers():
     oneoff = _unit({"gitd.process": "run", "gitd.role": "oneoff"}, replicas=1,
                    env=["A=1", "DYNO=run.ab12cd"], name="gitd-abcd1234_shop_run_ab12cd")
