@@ -41,6 +41,7 @@ from hooks import checks, registry
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PROCESS, LABEL_RELEASE,
                           LABEL_ROLE, Engine, _explain)
 from hooks.scheduler import unit_label
+from hooks.specs import web_deploys
 from hooks.swarm.oneoff import OneOffs
 from hooks.swarm.routes import RouteFollower, TaskFiles
 from hooks.swarm.services import DataServices
@@ -245,9 +246,12 @@ class SwarmScheduler(TaskViews, DataServices, RouteFollower, OneOffs):
     def remove(self, units: list, timeout: int = 0) -> None:
         """Take the routes away, remove the services, and wait (bounded) for
         their containers on this node to be gone. The swarm stops a task with
-        SIGTERM, then SIGKILL after the grace period set at create."""
+        SIGTERM, then SIGKILL after the grace period set at create. Only
+        web units take routes with them: a release task (a postdeploy
+        script's) carries the live deploy's seq too."""
+        for route_key, seq in web_deploys(units):
+            self.routes.unpublish(route_key, seq)
         for unit in units:
-            self.routes.unpublish(unit.route_key, unit.seq)
             self._remove_service(unit)
         for unit in units:
             self._wait_gone(unit, timeout + 15)

@@ -18,10 +18,11 @@ from docker.types import EndpointSpec
 
 from tests.conftest import require
 from tests.e2e.conftest import BASE_IMAGE, start_swarm_gitd
-from tests.e2e.harness import commit, new_gitd, unique_app
+from tests.e2e.harness import commit, git, make_repo, new_gitd, unique_app
 from tests.e2e.helpers import fails, ok
-from tests.e2e.services_helpers import (IMAGES_ENV, PG_IMAGE, PG_VERSION, REDIS_IMAGE, deploy, info,
-                                         ok_bytes, rows, sql, storage_app, tag_versioned)
+from tests.e2e.services_helpers import (IMAGES_ENV, PG_IMAGE, PG_VERSION, REDIS_IMAGE, client_app,
+                                         deploy, info, ok_bytes, rows, sql, storage_app,
+                                         tag_versioned)
 
 pytestmark = pytest.mark.e2e
 
@@ -334,3 +335,45 @@ def test_a_network_of_the_service_name_is_refused_and_left_as_it_was(paas, swarm
     finally:
         bridge.remove()
     assert_gone(swarm, paas.instance, db)
+
+
+def test_a_preview_on_the_swarm_gets_its_own_redis_and_goes_with_its_branch(paas, swarm,
+                                                                            tmp_path):
+    """Previews on the swarm scheduler: a branch push makes the preview's
+    services (its own Redis, seeded by postdeploy), it answers through
+    Traefik, and the branch's deletion removes its services and Redis."""
+    app, cache = unique_app("swpv"), unique_app("swcache")
+    ok(paas, "services:create", "redis", cache)
+    ok(paas, "apps:create", app)
+    ok(paas, "services:link", cache, app)
+    rules = {"previews": {"services": "fresh"},
+             "scripts": {"postdeploy": 'redis-cli --no-auth-warning -u "$REDIS_URL" SET seeded yes'}}
+    repo = make_repo(tmp_path / "app", {**client_app("prod", REDIS_IMAGE),
+                                        "app.json": json.dumps(rules)})
+    pushed = paas.push(repo, app)
+    assert pushed.returncode == 0, pushed.stderr
+
+    git(repo, "checkout", "-q", "-b", "seed")
+    commit(repo, client_app("preview", REDIS_IMAGE), "preview")
+    pushed = paas.push(repo, app, "seed")
+    assert pushed.returncode == 0, pushed.stderr
+    preview = f"{app}--seed"
+    assert paas.wait_for(paas.host(preview), "preview")[0] == 200
+    assert paas.get(paas.host(app)) == (200, "prod\n")
+    assert paas.services(swarm, preview), "the preview runs no swarm service"
+
+    def get(target: str, key: str) -> str:
+        script = f'redis-cli --no-auth-warning -u "$REDIS_URL" GET {key}'
+        return ok(paas, "run", target, "--", "sh", "-c", shlex.quote(script)).stdout.strip()
+
+    assert get(preview, "seeded") == "yes"
+    assert get(app, "seeded") == ""  # the parent's redis is not the preview's
+    (own,) = json.loads(ok(paas, "apps:info", preview, "--json").stdout)["services"]
+    assert own != cache
+
+    gone = paas.push(repo, app, ":seed")
+    assert gone.returncode == 0, gone.stderr
+    assert [s["name"] for s in json.loads(ok(paas, "services:list", "--json").stdout)
+            if s["name"] in (own, cache)] == [cache]
+    assert paas.services(swarm, preview) == []
+    assert_gone(swarm, paas.instance, own)

@@ -282,3 +282,23 @@ def test_an_existing_database_gains_the_node_columns(tmp_path):
     assert db.get_service("db").node is None and db.app_node("old") is None
     db.set_app_node("old", "vm")
     assert db.get_app("old").node == "vm"
+
+
+def test_removing_a_release_task_leaves_the_live_deploys_route_file(tmp_path):
+    """A postdeploy script runs as a release task carrying the live deploy's
+    seq; its removal must not take the live routes with it."""
+    engine = SimpleNamespace(client=SimpleNamespace(api=None))
+    scheduler = swarm.SwarmScheduler(engine, Settings(data_dir=tmp_path, instance=INSTANCE))
+    removed = []
+    scheduler._remove_service = removed.append
+    scheduler._wait_gone = lambda unit, timeout: None
+    scheduler.routes.publish("shop", 4, [], {"http://10.0.0.2:5000"}, None)
+    labels = {"gitd.instance": INSTANCE, "gitd.app": "shop", "gitd.seq": "4"}
+    task = swarm.SwarmUnit("t1", "gitd-abcd1234_shop_release_s4", {
+        **labels, "gitd.process": "release", "gitd.role": "release-task"}, 1, {})
+    web = swarm.SwarmUnit("w1", "gitd-abcd1234_shop_web_s4", {
+        **labels, "gitd.process": "web", "gitd.role": "service"}, 1, {})
+    scheduler.remove([task])
+    assert removed == [task] and scheduler.routes.files() == {"route-shop-s4.yml"}
+    scheduler.remove([web])
+    assert removed == [task, web] and scheduler.routes.files() == set()
