@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,31 +24,10 @@ from push import push_to_live
 from tests.e2e import harness
 
 
-def checkout(base: str, into: Path) -> Path:
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(into), base],
-                   check=True, capture_output=True)
-    return into
-
-
-def command_for(source: Path):
-    """harness.gitd_command for the gitd in `source` (flags it lacks left out)."""
-    helped = subprocess.run([sys.executable, "-P", "-m", "gitd", "serve", "--help"],
-                            env={**os.environ, "PYTHONPATH": str(source)},
-                            capture_output=True, text=True).stdout
-
-    def command(*args: str) -> list[str]:
-        argv = list(args)
-        if "--api-port" in argv and "--api-port" not in helped:
-            at = argv.index("--api-port")
-            del argv[at:at + 2]
-        return ["env", f"PYTHONPATH={source}", sys.executable, "-P", "-m", "gitd", *argv]
-    return command
-
-
 @contextlib.contextmanager
 def gitd_from(source: Path, tmp: Path):
     original = harness.gitd_command
-    harness.gitd_command = command_for(source)
+    harness.gitd_command = harness.gitd_command_of(source)
     try:
         with bench_gitd(tmp) as (server, client):
             harness.gitd_command = original
@@ -76,22 +52,18 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        base = checkout(args.base, tmp / "base-src")
-        try:
-            with gitd_from(base, tmp / "a") as old, gitd_from(ROOT, tmp / "b") as new:
-                sides = {"base": old, "this": new}
-                live = {name: [] for name in sides}
-                returned = {name: [] for name in sides}
-                listed = {name: [] for name in sides}
-                for _ in range(args.rounds):
-                    for name, gitd in sides.items():
-                        one_live, one_returned = push_to_live(gitd, tmp / name, 1)
-                        live[name] += one_live
-                        returned[name] += one_returned
-                        listed[name].append(apps_list_ms(gitd, 3))
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
-                           capture_output=True)
+        base = harness.source_at(args.base, tmp / "base-src")
+        with gitd_from(base, tmp / "a") as old, gitd_from(ROOT, tmp / "b") as new:
+            sides = {"base": old, "this": new}
+            live = {name: [] for name in sides}
+            returned = {name: [] for name in sides}
+            listed = {name: [] for name in sides}
+            for _ in range(args.rounds):
+                for name, gitd in sides.items():
+                    one_live, one_returned = push_to_live(gitd, tmp / name, 1)
+                    live[name] += one_live
+                    returned[name] += one_returned
+                    listed[name].append(apps_list_ms(gitd, 3))
     print(f"base {args.base} beside this checkout, {args.rounds} rounds, alternating; medians")
     print("| figure | base | this | this / base |")
     print("|---|---|---|---|")

@@ -65,6 +65,31 @@ def gitd_command(*args: str) -> list[str]:
     return [installed, *args] if installed else [sys.executable, "-m", "gitd", *args]
 
 
+def source_at(commit_id: str, into: Path) -> Path:
+    """This repository's source tree at `commit_id`, unpacked into `into`."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit_id],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def gitd_command_of(source: Path):
+    """A gitd_command for the gitd in the source tree `source` (an earlier
+    version): the flags it lacks are left out."""
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    known = subprocess.run([sys.executable, "-P", "-m", "gitd", "serve", "--help"], env=env,
+                           capture_output=True, text=True, check=True).stdout
+
+    def command(*args: str) -> list[str]:
+        argv = list(args)
+        if "--api-port" in argv and "--api-port" not in known:
+            at = argv.index("--api-port")
+            del argv[at:at + 2]
+        return ["env", f"PYTHONPATH={source}", sys.executable, "-P", "-m", "gitd", *argv]
+    return command
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -60,29 +60,6 @@ print(render_static_config(settings, mode="external"))
 """
 
 
-def old_source(commit_id: str, into: Path) -> Path:
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(harness.REPO), "archive", commit_id],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
-def command_of(source: Path):
-    """harness.gitd_command for the gitd in `source`: flags it lacks left out."""
-    env = {**os.environ, "PYTHONPATH": str(source)}
-    known = subprocess.run([sys.executable, "-P", "-m", "gitd", "serve", "--help"], env=env,
-                           capture_output=True, text=True, check=True).stdout
-
-    def command(*args: str) -> list[str]:
-        argv = list(args)
-        if "--api-port" in argv and "--api-port" not in known:
-            at = argv.index("--api-port")
-            del argv[at:at + 2]
-        return ["env", f"PYTHONPATH={source}", sys.executable, "-P", "-m", "gitd", *argv]
-    return command
-
-
 def start_traefik(gitd, source: Path) -> subprocess.Popen:
     """Traefik in its own process (traefik.service), configured by the old gitd."""
     instance = gitd.db().execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()[0]
@@ -141,8 +118,8 @@ def old_gitd(request, docker_client, base_image, tmp_path):
     require(docker_client.images.list(name=PG_IMAGE) != [],
             f"image {PG_IMAGE} is missing (bash .ci/images/build)")
     docker_client.images.get(PG_IMAGE).tag("gitd-test/postgres", PG_VERSION)
-    source = old_source(request.param, tmp_path / "old-src")
-    harness.gitd_command = command_of(source)
+    source = harness.source_at(request.param, tmp_path / "old-src")
+    harness.gitd_command = harness.gitd_command_of(source)
     server = traefik = None
     try:
         server = new_gitd(tmp_path / "gitd")
