@@ -17,6 +17,7 @@ from gitd.previews import Previews
 from hooks import tls
 
 from gitd.core import certs, notify
+from gitd.core import previews as preview_rules
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError, NotFound, PermissionDenied
 from gitd.services.base import container_name as service_container
@@ -280,6 +281,11 @@ class Gitd:
             return None
 
         def preview(branch: str, commit: bytes | None, sink):
+            if preview_rules.pull_request_label(branch):
+                if commit is None:
+                    return None  # a pull request's preview goes when it closes
+                raise GitdError(f"branch {preview_rules.shown(branch)} would be named as a pull "
+                                "request's preview (pr-N); rename the branch")
             if commit is None:
                 return self.previews.remove_branch(app, branch, sink)
             return self.previews.push(app, branch, repo, commit, pushed_by, sink)

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from gitd.core import previews
 from gitd.core.errors import GitdError
 
 COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
@@ -102,7 +103,7 @@ def _pull_request(forge: str, delivery: str | None, payload: dict) -> Delivery:
         # anyone may open one from a fork of a public repository: its code
         # would run with the app's config and reach its services
         return Delivery(forge, "pull_request-from-a-fork", delivery)
-    return Delivery(forge, "pull_request", delivery, f"pr-{number}",
+    return Delivery(forge, "pull_request", delivery, previews.pull_branch(number),
                     head if action == "update" else None, ref, action)
 
 

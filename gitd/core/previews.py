@@ -42,6 +42,20 @@ def label_of(branch: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
 
 
+PULL_LABEL = re.compile(r"^pr-[0-9]+$")
+
+
+def pull_branch(number: int) -> str:
+    """The branch a pull request's preview is recorded under: `pr-N`."""
+    return f"pr-{number}"
+
+
+def pull_request_label(branch: str) -> bool:
+    """True for a pushed branch that would take a pull request preview's
+    name (`pr-7`, `PR/7`): those names are kept for the forge's events."""
+    return bool(PULL_LABEL.fullmatch(label_of(branch)))
+
+
 def name_of(parent: str, branch: str) -> str:
     """`parent--label`, at most 63 characters (the label cut to fit)."""
     room = MAX_NAME - len(parent) - len(SEPARATOR)

@@ -179,6 +179,12 @@ def test_hostile_branch_names(gitd, docker_client, tmp_path):
     assert refused.returncode != 0
     assert "has no letter or digit to name a preview by" in refused.stderr
     assert app_rows(gitd, app) == [(app,), (preview,)]
+    # a pull request preview's name (pr-N) is kept for the forge's events
+    for branch in ("pr-7", "PR/7"):
+        refused = gitd.push(repo, app, f"HEAD:refs/heads/{branch}")
+        assert refused.returncode != 0
+        assert "would be named as a pull request's preview (pr-N)" in refused.stderr
+    assert app_rows(gitd, app) == [(app,), (preview,)]
     # pushing to a preview's own name is not a way around its parent
     direct = gitd.push(repo, preview, "HEAD:refs/heads/main")
     assert direct.returncode != 0 and "is a preview app" in direct.stderr

@@ -489,3 +489,11 @@ def test_a_preview_made_and_removed_is_told_to_the_parents_notifications(daemon)
         daemon.previews.remove_branch("hello", "feature", lambda line: None)
     assert [(a, e, d["preview"], d["branch"]) for a, e, d in heard.events] == [
         ("hello", "preview.created", name, "feature"), ("hello", "preview.removed", name, "feature")]
+
+
+@pytest.mark.parametrize("branch, kept", [
+    ("pr-7", True), ("PR/7", True), ("pr_12", True), ("pr-7-fix", False), ("april-7", False),
+    ("pr-", False), ("pr", False)])
+def test_branches_named_like_a_pull_requests_preview_are_kept_for_it(branch, kept):
+    assert rules.pull_request_label(branch) is kept
+    assert rules.pull_request_label(rules.pull_branch(7))
