@@ -49,7 +49,8 @@ def _short(text: str, width: int = 60) -> str:
 @command("cron:run", "cron:run APP ID", "Run a cron job now, its output as it comes",
          admin=False, help="""
 Runs as a scheduled run does (recorded, shown by cron and cron:logs) and
-exits with the job's exit status. Refused while a run of the job is going.""")
+exits with the job's exit status. Refused while a run of the job is going.
+A client that hangs up leaves the run going to its end (or its timeout).""")
 def run_now(ctx, argv):
     p = app_parser("cron:run")
     p.add_argument("id")
