@@ -129,6 +129,7 @@ class LabelRoutes:
 
     def web_running(self, route_key: str, seq: int) -> bool:
         app = route_key.split("_", 1)[0]
+        # listed, not inspected: a hand-over asks this four times a second
         return any(route_key_of(c.labels) == route_key and c.status == "running"
-                   for c in self.engine.containers(app, **{LABEL_SEQ: str(seq),
-                                                           LABEL_PROCESS: "web"}))
+                   for c in self.engine.listed(app, **{LABEL_SEQ: str(seq),
+                                                       LABEL_PROCESS: "web"}))
