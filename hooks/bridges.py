@@ -28,6 +28,7 @@ log = structlog.get_logger("gitd.scheduler")
 BRIDGE_PREFIX = "bridge-"
 BRIDGE_NAME = re.compile(rf"^{BRIDGE_PREFIX}(?P<key>.+)-s(?P<seq>[0-9]+)\.yml$")
 BRIDGE_WAIT = 120.0  # seconds for Traefik's docker provider to take a deploy over
+STAGED_POLL = 1.0  # seconds between looks at a bridge staged at start (one per app)
 
 
 def bridge_file_name(route_key: str, seq: int) -> str:
@@ -78,12 +79,26 @@ class LabelRoutes:
         until Traefik's docker provider does."""
         if not self.bridged:
             return
+        self.hand_over_later(self._write_bridge(route_key, seq, routes, servers, tls))
+
+    def stage(self, route_key: str, seq: int, routes: list, servers: set[str], tls) -> None:
+        """At start, before the managed Traefik (whose API cannot be asked
+        yet) starts: a live deploy's bridge, unless one is there already (a
+        hand-over resumed it), taken over by the docker provider as slowly
+        as it needs without a poll four times a second for each app."""
+        if (self.bridges_dir / bridge_file_name(route_key, seq)).exists():
+            return
+        self.hand_over_later(self._write_bridge(route_key, seq, routes, servers, tls),
+                             every=STAGED_POLL)
+
+    def _write_bridge(self, route_key: str, seq: int, routes: list, servers: set[str],
+                      tls) -> Path:
         config = router.file_routes(route_key, seq, routes, sorted(servers),
                                     self.settings.traefik_entrypoint, tls)
         self.bridges_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.bridges_dir / bridge_file_name(route_key, seq)
         router.write_route_file(path, router.route_file_text(config))
-        self.hand_over_later(path)
+        return path
 
     def resume_handovers(self) -> None:
         """Bridges a stopped gitd left: each goes once the docker provider
@@ -95,11 +110,11 @@ class LabelRoutes:
         """The labels go with the containers; the bridge, if any, now."""
         (self.bridges_dir / bridge_file_name(route_key, seq)).unlink(missing_ok=True)
 
-    def hand_over_later(self, path: Path) -> None:
-        threading.Thread(target=self._hand_over, args=(path,), daemon=True,
+    def hand_over_later(self, path: Path, every: float = 0.25) -> None:
+        threading.Thread(target=self._hand_over, args=(path, every), daemon=True,
                          name=f"handover-{path.stem}").start()
 
-    def _hand_over(self, path: Path) -> None:
+    def _hand_over(self, path: Path, every: float = 0.25) -> None:
         parsed = parse_bridge_name(path.name)
         try:
             config = json.loads(path.read_text())["http"]
@@ -120,7 +135,7 @@ class LabelRoutes:
                 break
             if not self.web_running(route_key, seq):
                 break
-            time.sleep(0.25)
+            time.sleep(every)
         else:
             if path.exists():
                 log.warning("Traefik's docker provider did not take the deploy over; "

@@ -224,6 +224,10 @@ class Engine:
     def container(self, name):
         return next((c for c in self.live if c.name == name), None)
 
+    def host_port(self, container, port):
+        from hooks.engine import Engine as Real
+        return Real.host_port(self, container, port)
+
     def remove(self, container, timeout=0):
         self.live.remove(container)
         self.removed.append((container.name, timeout))

@@ -132,3 +132,49 @@ def test_an_adopted_deploy_is_confirmed_routed_on_the_ports_its_release_recorded
     assert gitd.recovery._routed_in_traefik("hello", 2, [front, back])
     assert sorted(confirmed) == [("hello_backend", 2, {"http://127.0.0.1:42000"}),
                                  ("hello_frontend", 2, {"http://127.0.0.1:41000"})]
+
+
+def test_at_start_every_live_deploy_gets_a_file_route_until_the_docker_provider_takes_over(
+        tmp_path, monkeypatch):
+    """Issue #21: a managed Traefik's docker provider routes nothing until it
+    has inspected every container on the engine, one after another; a file
+    route to each live deploy's healthy web containers serves every app from
+    Traefik's start. Not for a leftover, not for an unhealthy container."""
+    import json
+
+    from hooks import bridges
+
+    monkeypatch.setattr(bridges, "STAGED_POLL", 0.05)
+    live, leftover = app_container("hello", 1, 1), app_container("hello", 2, 2, health="unhealthy")
+    other = app_container("other", 1, 1, health="unhealthy")
+    for container, port in ((live, 41001), (leftover, 41002), (other, 41003)):
+        container.attrs["NetworkSettings"] = {"Ports": {"5000/tcp": [{"HostPort": str(port)}]}}
+    gitd = daemon_mid_deploy(tmp_path, [live, leftover, other])
+    gitd.store.create_app("other")
+    release = gitd.store.new_release("other", status="succeeded", procfile={})
+    gitd.store.set_live("other", release.version, gitd.store.take_seq("other"))
+    gitd.store.add_domains("hello", ["hello.test"])
+    gitd.reconcile()
+    staged = {p.name: json.loads(p.read_text())
+              for p in gitd.settings.dynamic_dir.glob("bridge-*.yml")}
+    assert list(staged) == ["bridge-hello-s1.yml"]
+    http = staged["bridge-hello-s1.yml"]["http"]
+    assert [s["url"] for v in http["services"].values() for s in v["loadBalancer"]["servers"]] == [
+        "http://127.0.0.1:41001"]
+    assert any("hello.test" in r["rule"] for r in http["routers"].values())
+    # Traefik never takes it over here (no API); the live container goes: so does its route
+    gitd._engine.live.remove(live)
+    deadline = time.monotonic() + 5
+    while list(gitd.settings.dynamic_dir.glob("bridge-*.yml")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(gitd.settings.dynamic_dir.glob("bridge-*.yml"))
+
+
+def test_no_file_route_is_staged_for_a_traefik_gitd_does_not_run(tmp_path):
+    live = app_container("hello", 1, 1)
+    live.attrs["NetworkSettings"] = {"Ports": {"5000/tcp": [{"HostPort": "41001"}]}}
+    gitd = daemon_mid_deploy(tmp_path, [live])
+    gitd.settings = gitd.recovery.settings = type(gitd.settings)(
+        data_dir=tmp_path, instance="t", drain_seconds=0, traefik="external")
+    gitd.reconcile()
+    assert not list(gitd.settings.dynamic_dir.glob("bridge-*.yml"))
