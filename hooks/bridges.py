@@ -81,15 +81,42 @@ class LabelRoutes:
             return
         self.hand_over_later(self._write_bridge(route_key, seq, routes, servers, tls))
 
-    def stage(self, route_key: str, seq: int, routes: list, servers: set[str], tls) -> None:
+    def stage(self, route_key: str, seq: int, routes: list, servers: set[str],
+              tls) -> Path | None:
         """At start, before the managed Traefik (whose API cannot be asked
-        yet) starts: a live deploy's bridge, unless one is there already (a
-        hand-over resumed it), taken over by the docker provider as slowly
-        as it needs without a poll four times a second for each app."""
+        yet) starts: a live deploy's bridge. Returns its file for
+        `hand_over_staged`, or None when one is there already (a resumed
+        hand-over has it)."""
         if (self.bridges_dir / bridge_file_name(route_key, seq)).exists():
-            return
-        self.hand_over_later(self._write_bridge(route_key, seq, routes, servers, tls),
-                             every=STAGED_POLL)
+            return None
+        return self._write_bridge(route_key, seq, routes, servers, tls)
+
+    def hand_over_staged(self, paths: list[Path]) -> None:
+        """The bridges staged at start, taken over by the docker provider as
+        slowly as it needs: one thread for all, a look at each every
+        STAGED_POLL seconds (not a thread per app asking four times a second)."""
+        if paths:
+            threading.Thread(target=self._hand_over_all, args=(list(paths),), daemon=True,
+                             name="handover-staged").start()
+
+    def _hand_over_all(self, paths: list[Path]) -> None:
+        waiting = {path: self._bridge_of(path) for path in paths}
+        deadline = time.monotonic() + BRIDGE_WAIT
+        while waiting and time.monotonic() < deadline:
+            time.sleep(STAGED_POLL)
+            for path, bridge in list(waiting.items()):
+                try:
+                    done = bridge is None or not path.exists() or self._taken_over(*bridge)
+                except Exception as exc:  # noqa: BLE001 - Traefik or Docker busy: look again
+                    log.warning("cannot tell whether a bridge was taken over", error=str(exc))
+                    continue
+                if done:
+                    path.unlink(missing_ok=True)
+                    del waiting[path]
+        for path, bridge in waiting.items():
+            log.warning("Traefik's docker provider did not take the deploy over; "
+                        "its bridge route goes", route=router.route_name(*bridge[:2]))
+            path.unlink(missing_ok=True)
 
     def _write_bridge(self, route_key: str, seq: int, routes: list, servers: set[str],
                       tls) -> Path:
@@ -110,37 +137,47 @@ class LabelRoutes:
         """The labels go with the containers; the bridge, if any, now."""
         (self.bridges_dir / bridge_file_name(route_key, seq)).unlink(missing_ok=True)
 
-    def hand_over_later(self, path: Path, every: float = 0.25) -> None:
-        threading.Thread(target=self._hand_over, args=(path, every), daemon=True,
+    def hand_over_later(self, path: Path) -> None:
+        threading.Thread(target=self._hand_over, args=(path,), daemon=True,
                          name=f"handover-{path.stem}").start()
 
-    def _hand_over(self, path: Path, every: float = 0.25) -> None:
+    def _hand_over(self, path: Path) -> None:
+        bridge = self._bridge_of(path)
+        if bridge is None:
+            path.unlink(missing_ok=True)
+            return
+        deadline = time.monotonic() + BRIDGE_WAIT
+        while path.exists() and time.monotonic() < deadline:
+            if self._taken_over(*bridge):
+                break
+            time.sleep(0.25)
+        else:
+            if path.exists():
+                log.warning("Traefik's docker provider did not take the deploy over; "
+                            "its bridge route goes", route=router.route_name(*bridge[:2]))
+        path.unlink(missing_ok=True)
+
+    def _bridge_of(self, path: Path) -> tuple[str, int, list[str], set[str]] | None:
+        """(route key, seq, routers, servers) of a bridge file; None: not one."""
         parsed = parse_bridge_name(path.name)
         try:
             config = json.loads(path.read_text())["http"]
         except (OSError, ValueError, KeyError):
-            config = None
-        if parsed is None or config is None:
-            path.unlink(missing_ok=True)
-            return
-        route_key, seq = parsed
-        routers = sorted(config.get("routers") or {})
+            return None
+        if parsed is None:
+            return None
         servers = {s["url"] for v in (config.get("services") or {}).values()
                    for s in v["loadBalancer"]["servers"]}
-        deadline = time.monotonic() + BRIDGE_WAIT
-        while path.exists() and time.monotonic() < deadline:
-            status = router.routed_servers(self.settings.api_url, route_key, seq, routers,
-                                           provider="docker")
-            if servers and all(status.get(url) == "UP" for url in servers):
-                break
-            if not self.web_running(route_key, seq):
-                break
-            time.sleep(every)
-        else:
-            if path.exists():
-                log.warning("Traefik's docker provider did not take the deploy over; "
-                            "its bridge route goes", route=router.route_name(route_key, seq))
-        path.unlink(missing_ok=True)
+        return (*parsed, sorted(config.get("routers") or {}), servers)
+
+    def _taken_over(self, route_key: str, seq: int, routers: list[str], servers: set[str]) -> bool:
+        """The docker provider routes the deploy to every server (or nothing
+        of it runs any more): its bridge can go."""
+        status = router.routed_servers(self.settings.api_url, route_key, seq, routers,
+                                       provider="docker")
+        if servers and all(status.get(url) == "UP" for url in servers):
+            return True
+        return not self.web_running(route_key, seq)
 
     def web_running(self, route_key: str, seq: int) -> bool:
         app = route_key.split("_", 1)[0]

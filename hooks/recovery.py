@@ -205,6 +205,7 @@ class Recovery:
         by_app: dict[str, list] = {}
         for container in web:
             by_app.setdefault(container.labels.get(LABEL_APP), []).append(container)
+        staged = []
         for name, containers in by_app.items():
             try:
                 app = self.store.get_app(name)
@@ -221,7 +222,9 @@ class Recovery:
                          if route_key_of(c.labels) == target.route_key)
                 servers = {f"http://127.0.0.1:{port}" for port in ports if port}
                 if target.hosts and servers:
-                    routes.stage(target.route_key, target.seq, target.routes, servers, target.tls)
+                    staged.append(routes.stage(target.route_key, target.seq, target.routes,
+                                               servers, target.tls))
+        routes.hand_over_staged([path for path in staged if path])
 
     def _retire_later(self, containers: list, notes: list, snapshot: list, adopted: set) -> None:
         """Old containers that may still carry traffic, found at start: drained
