@@ -1,15 +1,105 @@
-"""Many apps on one box (issue #21): what a push or a poll asks of the engine
-does not grow with the number of apps."""
+"""What one more app costs (issue #21): apps:list does the same work for
+50 apps as for 3; a listing of containers inspects them side by side; what
+a push or a poll asks of the engine and the store does not grow with the
+number of apps."""
 
-from __future__ import annotations
+import time
 
+import docker.errors
+import pytest
+
+from gitd import commands
 from gitd.core.config import Settings
+from gitd.core.store import Store
 from hooks.bridges import LabelRoutes
-from hooks.engine import Listed
-from tests.fakes import Engine, app_container
+from hooks.engine import Engine, Listed
+from tests import fakes
+from tests.fakes import Bridge, FakeGitd
 
 
-class ListingOnly(Engine):
+@pytest.fixture
+def crowd(tmp_path):
+    store = Store(tmp_path / "gitd.db")
+    store.add_key("admin", "SHA256:admin", "ssh-ed25519 AAAA admin", True)
+    store.add_key("dev", "SHA256:dev", "ssh-ed25519 AAAA dev", False)
+    return FakeGitd(store, Settings(data_dir=tmp_path, instance="t1234567"))
+
+
+def _apps_list(fake, key):
+    """(output, writes to the session, SQL statements run)"""
+    statements = []
+    fake.store.db.conn.set_trace_callback(statements.append)
+    try:
+        ctx = commands.Context(fake, fake.store.get_key(key), Bridge())
+        statements.clear()
+        assert commands.dispatch(ctx, ["apps:list"]) == 0
+    finally:
+        fake.store.db.conn.set_trace_callback(None)
+    return "".join(ctx.bridge.stdout), len(ctx.bridge.stdout), len(statements)
+
+
+@pytest.mark.parametrize("key", ["admin", "dev"])
+def test_apps_list_costs_the_same_for_50_apps_as_for_3(crowd, key):
+    costs = []
+    for count in (3, 50):
+        for n in range(len(costs) and 3, count):
+            crowd.store.create_app(f"app-{n:03}")
+            if n % 2:
+                crowd.store.grant(f"app-{n:03}", "dev")
+        out, writes, queries = _apps_list(crowd, key)
+        shown = [line.split()[0] for line in out.splitlines()]
+        expected = [f"app-{n:03}" for n in range(count) if key == "admin" or n % 2]
+        assert shown == expected
+        assert out.endswith("(not deployed)\n")
+        costs.append((writes, queries))
+    assert costs[0] == costs[1] and costs[0][0] == 1, costs
+
+
+class SlowEngineClient:
+    """Docker answering each inspection after `delay` (a container lock held
+    by a start or stop elsewhere); `gone` were removed after the listing."""
+
+    def __init__(self, ids, gone=(), delay=0.2):
+        self.ids, self.gone, self.delay = ids, set(gone), delay
+        self.filters = None
+        self.api = type("Api", (), {"containers": self._list})()
+        self.containers = type("Containers", (), {"get": self._get, "list": self._sdk_list})()
+
+    def _list(self, all, filters):  # noqa: A002 - the SDK's name
+        self.filters = filters
+        return [{"Id": i} for i in self.ids]
+
+    def _sdk_list(self, all, filters, ignore_removed):  # noqa: A002 - as the SDK does it
+        found = []
+        for row in self._list(all, filters):
+            try:
+                found.append(self._get(row["Id"]))
+            except docker.errors.NotFound:
+                pass
+        return found
+
+    def _get(self, container_id):
+        time.sleep(self.delay)
+        if container_id in self.gone:
+            raise docker.errors.NotFound("gone")
+        return f"container {container_id}"
+
+
+def test_listing_containers_inspects_them_side_by_side():
+    ids = [f"c{n}" for n in range(16)]
+    client = SlowEngineClient(ids, gone={"c3"})
+    engine = Engine(client, "t1234567")
+    started = time.monotonic()
+    listed = engine.containers("hello", **{"gitd.process": "web"})
+    took = time.monotonic() - started
+    assert listed == [f"container {i}" for i in ids if i != "c3"]  # in Docker's order
+    assert client.filters == {"label": ["gitd.instance=t1234567", "gitd.app=hello",
+                                        "gitd.process=web"]}
+    assert took < 16 * 0.2 / 2, took  # one after another: 3.2 s; side by side: 0.4 s
+    assert Engine(SlowEngineClient([], delay=0), "t1234567").containers() == []
+
+
+class ListingOnly(fakes.Engine):
     """An engine that lists (filtering by labels, as Docker does) and
     refuses to inspect every container."""
 
@@ -23,6 +113,7 @@ class ListingOnly(Engine):
 
 
 def test_a_bridge_hand_over_asks_whether_the_deploy_runs_from_the_listing(tmp_path):
+    app_container = fakes.app_container
     engine = ListingOnly([app_container("shop", 3, 2), app_container("shop", 2, 1, status="exited"),
                           *(app_container(f"app{n}", 3, 2) for n in range(40))])
     routes = LabelRoutes(engine, Settings(data_dir=tmp_path, instance="t"))
@@ -37,11 +128,9 @@ def test_a_deploys_503_routes_of_every_app_take_the_same_queries_at_any_app_coun
     a query per app made a push at 300 apps ~0.17 s slower than at 1."""
     import json
 
-    from tests.fakes import daemon_mid_deploy
-
     def queries_to_sync(apps: int, root) -> tuple[int, dict]:
         root.mkdir()
-        gitd = daemon_mid_deploy(root, [])
+        gitd = fakes.daemon_mid_deploy(root, [])
         for n in range(apps):
             name = f"app{n}"
             gitd.store.create_app(name)
