@@ -5,6 +5,9 @@ and 300 busybox-sized apps, each deployed, every figure beside its value at
 - push: `git push` of a one-line change to one app until it returns and the
   new version answers (median of --rounds), and the seconds the push itself
   reports for Traefik to route the new containers (its config reload);
+- by hand, at the same count: `docker build` + `docker run` of such a change
+  until it answers (bench/push.py's baseline): what the engine itself takes
+  with that many apps' networks, containers and rules beside it;
 - `ssh paas apps:list` round trip (median of 10, handshake included);
 - gitd's RSS, and its growth per app since 1 app;
 - Traefik's RSS, and its API's answer time for every router (`/api/http/routers`);
@@ -34,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import BASE_IMAGE, bench_gitd, wait_answer  # noqa: I001 - first: puts the repo on sys.path
+from push import by_hand
 
 from tests.e2e.harness import commit, make_repo, unique_app
 
@@ -170,9 +174,11 @@ def restart_seconds(gitd, fleet: Fleet) -> float:
     return time.monotonic() - started
 
 
-def measure(gitd, fleet: Fleet, rounds: int) -> dict:
+def measure(gitd, client, fleet: Fleet, rounds: int) -> dict:
     took, routed = fleet.timed_pushes(rounds)
+    hand = by_hand(client, fleet.tmp / f"hand-{len(fleet.apps)}", rounds)
     figures = {"apps": len(fleet.apps), "push s": statistics.median(took),
+               "by hand s": statistics.median(hand),
                "traefik routes s": statistics.median(routed),
                "apps:list ms": apps_list_ms(gitd), "gitd rss mb": rss_mb(gitd.proc.pid)}
     pid = traefik_pid(gitd.proc.pid)
@@ -187,14 +193,16 @@ def report(rows: list[dict]) -> None:
     print(f"\neach figure (ratio to 1 app); goals at the most apps: push <= "
           f"{GOALS['push ratio']}x, apps:list < {GOALS['apps:list ms']:.0f} ms, restart < "
           f"{GOALS['restart s']:.0f} s, gitd RSS < {GOALS['rss mb per app']} MB per app\n")
-    print(f"| {'apps':>4} | {'push s':>12} | {'traefik routes s':>16} | {'apps:list ms':>13} | "
+    print(f"| {'apps':>4} | {'push s':>12} | {'by hand s':>12} | {'traefik routes s':>16} | "
+          f"{'apps:list ms':>13} | "
           f"{'restart s':>9} | {'gitd RSS MB':>11} | {'MB/app':>6} | {'traefik RSS MB':>14} | "
           f"{'routers API ms':>14} |")
-    print("|" + "|".join("-" * (w + 2) for w in (4, 12, 16, 13, 9, 11, 6, 14, 14)) + "|")
+    print("|" + "|".join("-" * (w + 2) for w in (4, 12, 12, 16, 13, 9, 11, 6, 14, 14)) + "|")
     for row in rows:
         per_app = ((row["gitd rss mb"] - base["gitd rss mb"]) / (row["apps"] - base["apps"])
                    if row["apps"] > base["apps"] else 0.0)
         print(f"| {row['apps']:4} | {row['push s']:5.2f} ({row['push s'] / base['push s']:4.2f}x) | "
+              f"{row['by hand s']:5.2f} ({row['by hand s'] / base['by hand s']:4.2f}x) | "
               f"{row['traefik routes s']:16.2f} | "
               f"{row['apps:list ms']:4.0f} ({row['apps:list ms'] / base['apps:list ms']:4.2f}x) | "
               f"{row['restart s']:9.1f} | {row['gitd rss mb']:11.1f} | {per_app:6.2f} | "
@@ -214,14 +222,14 @@ def main() -> None:
     rounds = max(1, min(args.rounds, 10))
     parallel = max(1, min(args.parallel, 8))
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, bench_gitd(Path(tmp)) as (gitd, _client):
+    with tempfile.TemporaryDirectory() as tmp, bench_gitd(Path(tmp)) as (gitd, client):
         fleet = Fleet(gitd, Path(tmp), parallel)
         for mark in marks:
             started = time.monotonic()
             fleet.grow_to(mark)
             print(f"{mark} apps deployed ({time.monotonic() - started:.0f} s); measuring",
                   flush=True)
-            rows.append(measure(gitd, fleet, rounds))
+            rows.append(measure(gitd, client, fleet, rounds))
             print(json.dumps(rows[-1]), flush=True)
     report(rows)
 

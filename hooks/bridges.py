@@ -28,6 +28,7 @@ log = structlog.get_logger("gitd.scheduler")
 BRIDGE_PREFIX = "bridge-"
 BRIDGE_NAME = re.compile(rf"^{BRIDGE_PREFIX}(?P<key>.+)-s(?P<seq>[0-9]+)\.yml$")
 BRIDGE_WAIT = 120.0  # seconds for Traefik's docker provider to take a deploy over
+STAGED_POLL = 1.0  # seconds between looks at a bridge staged at start (one per app)
 
 
 def bridge_file_name(route_key: str, seq: int) -> str:
@@ -78,12 +79,53 @@ class LabelRoutes:
         until Traefik's docker provider does."""
         if not self.bridged:
             return
+        self.hand_over_later(self._write_bridge(route_key, seq, routes, servers, tls))
+
+    def stage(self, route_key: str, seq: int, routes: list, servers: set[str],
+              tls) -> Path | None:
+        """At start, before the managed Traefik (whose API cannot be asked
+        yet) starts: a live deploy's bridge. Returns its file for
+        `hand_over_staged`, or None when one is there already (a resumed
+        hand-over has it)."""
+        if (self.bridges_dir / bridge_file_name(route_key, seq)).exists():
+            return None
+        return self._write_bridge(route_key, seq, routes, servers, tls)
+
+    def hand_over_staged(self, paths: list[Path]) -> None:
+        """The bridges staged at start, taken over by the docker provider as
+        slowly as it needs: one thread for all, a look at each every
+        STAGED_POLL seconds (not a thread per app asking four times a second)."""
+        if paths:
+            threading.Thread(target=self._hand_over_all, args=(list(paths),), daemon=True,
+                             name="handover-staged").start()
+
+    def _hand_over_all(self, paths: list[Path]) -> None:
+        waiting = {path: self._bridge_of(path) for path in paths}
+        deadline = time.monotonic() + BRIDGE_WAIT
+        while waiting and time.monotonic() < deadline:
+            time.sleep(STAGED_POLL)
+            for path, bridge in list(waiting.items()):
+                try:
+                    done = bridge is None or not path.exists() or self._taken_over(*bridge)
+                except Exception as exc:  # noqa: BLE001 - Traefik or Docker busy: look again
+                    log.warning("cannot tell whether a bridge was taken over", error=str(exc))
+                    continue
+                if done:
+                    path.unlink(missing_ok=True)
+                    del waiting[path]
+        for path, bridge in waiting.items():
+            log.warning("Traefik's docker provider did not take the deploy over; "
+                        "its bridge route goes", route=router.route_name(*bridge[:2]))
+            path.unlink(missing_ok=True)
+
+    def _write_bridge(self, route_key: str, seq: int, routes: list, servers: set[str],
+                      tls) -> Path:
         config = router.file_routes(route_key, seq, routes, sorted(servers),
                                     self.settings.traefik_entrypoint, tls)
         self.bridges_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.bridges_dir / bridge_file_name(route_key, seq)
         router.write_route_file(path, router.route_file_text(config))
-        self.hand_over_later(path)
+        return path
 
     def resume_handovers(self) -> None:
         """Bridges a stopped gitd left: each goes once the docker provider
@@ -100,35 +142,46 @@ class LabelRoutes:
                          name=f"handover-{path.stem}").start()
 
     def _hand_over(self, path: Path) -> None:
-        parsed = parse_bridge_name(path.name)
-        try:
-            config = json.loads(path.read_text())["http"]
-        except (OSError, ValueError, KeyError):
-            config = None
-        if parsed is None or config is None:
+        bridge = self._bridge_of(path)
+        if bridge is None:
             path.unlink(missing_ok=True)
             return
-        route_key, seq = parsed
-        routers = sorted(config.get("routers") or {})
-        servers = {s["url"] for v in (config.get("services") or {}).values()
-                   for s in v["loadBalancer"]["servers"]}
         deadline = time.monotonic() + BRIDGE_WAIT
         while path.exists() and time.monotonic() < deadline:
-            status = router.routed_servers(self.settings.api_url, route_key, seq, routers,
-                                           provider="docker")
-            if servers and all(status.get(url) == "UP" for url in servers):
-                break
-            if not self.web_running(route_key, seq):
+            if self._taken_over(*bridge):
                 break
             time.sleep(0.25)
         else:
             if path.exists():
                 log.warning("Traefik's docker provider did not take the deploy over; "
-                            "its bridge route goes", route=router.route_name(route_key, seq))
+                            "its bridge route goes", route=router.route_name(*bridge[:2]))
         path.unlink(missing_ok=True)
+
+    def _bridge_of(self, path: Path) -> tuple[str, int, list[str], set[str]] | None:
+        """(route key, seq, routers, servers) of a bridge file; None: not one."""
+        parsed = parse_bridge_name(path.name)
+        try:
+            config = json.loads(path.read_text())["http"]
+        except (OSError, ValueError, KeyError):
+            return None
+        if parsed is None:
+            return None
+        servers = {s["url"] for v in (config.get("services") or {}).values()
+                   for s in v["loadBalancer"]["servers"]}
+        return (*parsed, sorted(config.get("routers") or {}), servers)
+
+    def _taken_over(self, route_key: str, seq: int, routers: list[str], servers: set[str]) -> bool:
+        """The docker provider routes the deploy to every server (or nothing
+        of it runs any more): its bridge can go."""
+        status = router.routed_servers(self.settings.api_url, route_key, seq, routers,
+                                       provider="docker")
+        if servers and all(status.get(url) == "UP" for url in servers):
+            return True
+        return not self.web_running(route_key, seq)
 
     def web_running(self, route_key: str, seq: int) -> bool:
         app = route_key.split("_", 1)[0]
+        # listed, not inspected: a hand-over asks this four times a second
         return any(route_key_of(c.labels) == route_key and c.status == "running"
-                   for c in self.engine.containers(app, **{LABEL_SEQ: str(seq),
-                                                           LABEL_PROCESS: "web"}))
+                   for c in self.engine.listed(app, **{LABEL_SEQ: str(seq),
+                                                       LABEL_PROCESS: "web"}))

@@ -67,12 +67,14 @@ class HealthWatcher:
         """One look; returns the names of the containers restarted."""
         now = self.clock()
         seen, restarted = set(), []
-        for container in self.engine.containers(None, **{LABEL_ROLE: "service", LABEL_PROCESS: "web"}):
-            if container.status != "running":
+        # listed, not inspected: one request a look, whatever the app count;
+        # only a container to restart is fetched whole
+        for listed in self.engine.listed(None, **{LABEL_ROLE: "service", LABEL_PROCESS: "web"}):
+            if listed.status != "running":
                 continue
-            seen.add(container.name)
-            watch = self.watches.setdefault(container.name, _Watch())
-            health = ((container.attrs.get("State") or {}).get("Health") or {}).get("Status")
+            seen.add(listed.name)
+            watch = self.watches.setdefault(listed.name, _Watch())
+            health = listed.health
             if health != "unhealthy":
                 watch.unhealthy_since = None
                 if health == "healthy":
@@ -89,17 +91,20 @@ class HealthWatcher:
             watch.restarts += 1
             watch.next_restart = now + min(MAX_BACKOFF, self.after * 2 ** watch.restarts)
             watch.unhealthy_since = None
-            app = container.labels.get(LABEL_APP, "")
+            app = listed.labels.get(LABEL_APP, "")
             log.warning("restarting a web container that stays unhealthy", app=app,
-                        container=container.name, restarts=watch.restarts)
+                        container=listed.name, restarts=watch.restarts)
+            container = self.engine.container(listed.id)
+            if container is None:  # removed since the listing (a deploy retired it)
+                continue
             try:
                 self.restart(container)
             except Exception as exc:  # noqa: BLE001 - the next look tries again
-                log.warning("cannot restart an unhealthy container", container=container.name,
+                log.warning("cannot restart an unhealthy container", container=listed.name,
                             error=str(exc))
                 continue
-            restarted.append(container.name)
-            self.record(app, container.name, watch.restarts)
+            restarted.append(listed.name)
+            self.record(app, listed.name, watch.restarts)
         for gone in set(self.watches) - seen:
             del self.watches[gone]
         return restarted

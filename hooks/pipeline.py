@@ -349,7 +349,8 @@ class Pipeline:
         app's routes, for Traefik's file provider; True when changed."""
         if not (self.settings.traefik == "managed" or self.settings.https):
             return False  # no file provider of gitd's to read it
-        app_routes = {a.name: self.store.routes(a.name) for a in self.store.list_apps()
+        routes = self.store.all_routes()
+        app_routes = {a.name: routes.get(a.name, []) for a in self.store.list_apps()
                       if a.current_release}
         config = router.fallback_config(
             app_routes, self.settings.traefik_entrypoint,

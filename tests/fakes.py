@@ -214,6 +214,20 @@ class Engine:
     def containers(self, app=None, **labels):
         return [c for c in self.live if app in (None, c.labels["gitd.app"])]
 
+    def listed(self, app=None, **labels):
+        """hooks.engine.Engine.listed: the listing's view, none inspected."""
+        from hooks.engine import Listed
+        return [Listed(c.name, c.name, c.labels, c.status,
+                       ((c.attrs.get("State") or {}).get("Health") or {}).get("Status"))
+                for c in self.containers(app, **labels)]
+
+    def container(self, name):
+        return next((c for c in self.live if c.name == name), None)
+
+    def host_port(self, container, port):
+        from hooks.engine import Engine as Real
+        return Real.host_port(self, container, port)
+
     def remove(self, container, timeout=0):
         self.live.remove(container)
         self.removed.append((container.name, timeout))

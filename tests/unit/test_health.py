@@ -207,3 +207,50 @@ def test_an_image_port_that_is_not_ascii_digits_is_no_port():
     assert checks._env_port(Container(["PORT=5000"])) == 5000
     for odd in ("PORT=²", "PORT=١٢", "PORT=", "PORT=-1", "PORT=5 0"):
         assert checks._env_port(Container([odd])) is None
+
+
+def test_the_watcher_looks_at_every_app_with_one_listing_and_fetches_only_what_it_restarts():
+    """Issue #21: each look inspected every app's web container (40 requests
+    a look at 40 apps, beside every push); the listing says state and health."""
+    from tests.fakes import app_container
+
+    class ListingOnly(Engine):
+        def containers(self, app=None, **labels):
+            raise AssertionError("every container inspected")
+
+        def container(self, name):
+            self.fetched.append(name)
+            return super().container(name)
+
+        def listed(self, app=None, **labels):
+            return [Listed(c.name, c.name, c.labels, c.status,
+                           c.attrs["State"]["Health"]["Status"]) for c in self.live]
+
+    from hooks.engine import Listed
+    crowd = [app_container(f"app{n}", 1, 1) for n in range(50)]
+    sick = app_container("sick", 1, 1, health="unhealthy")
+    engine = ListingOnly([*crowd, sick, app_container("gone", 1, 1, health="unhealthy",
+                                                      status="exited")])
+    now, restarted = [0.0], []
+    engine.fetched = []
+    watcher = HealthWatcher(engine, 10, restarted.append, lambda *a: None, clock=lambda: now[0])
+    for second in range(0, 30, 5):
+        now[0] = float(second)
+        watcher.tick()
+    assert restarted == [sick] and engine.fetched == [sick.name]
+
+
+def test_a_listing_row_gives_name_state_and_health():
+    from hooks.engine import Listed, listed_health
+
+    row = {"Id": "abc", "Names": ["/gitd-t.shop.web.1.s3"], "State": "running",
+           "Status": "Up 3 seconds (healthy)", "Labels": {"gitd.app": "shop"}}
+    listed = Listed.of(row)
+    assert (listed.id, listed.name, listed.status, listed.health) == (
+        "abc", "gitd-t.shop.web.1.s3", "running", "healthy")
+    assert listed.labels == {"gitd.app": "shop"}
+    assert listed_health("Up 2 minutes (unhealthy)") == "unhealthy"
+    assert listed_health("Up Less than a second (health: starting)") == "starting"
+    assert listed_health("Up 7 seconds") is None
+    assert listed_health("Exited (143) 1 second ago") is None
+    assert Listed.of({}).name == "" and Listed.of({"Names": None, "Labels": None}).labels == {}

@@ -354,8 +354,8 @@ def test_a_build_reads_base_and_own_images_only():
     check_references(request, "FROM gitd-ci/debian:bookworm\nFROM gitd/mine:v1\n"
                                "FROM not-here:1\nCOPY --from=0 / /\n")
     check_references(request, f"FROM {'c' * 12}\n")
-    for text, why in ((f"FROM gitd/other:v1\n", "another app"),
-                      (f"FROM index.docker.io/gitd/other:v1\n", "another app"),
+    for text, why in (("FROM gitd/other:v1\n", "another app"),
+                      ("FROM index.docker.io/gitd/other:v1\n", "another app"),
                       (f"FROM {'d' * 12}\n", "another app"),
                       (f"FROM base\nCOPY --from={released.id} / /\n", "another app"),
                       (f"FROM {step.id}\n", "untagged"),

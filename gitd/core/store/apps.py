@@ -161,6 +161,15 @@ class AppRecords:
             rows = self.db["routes"].rows_where("app = ?", [app], order_by="host, path")
             return [_route(r) for r in rows]
 
+    def all_routes(self) -> dict[str, list[HostRoute]]:
+        """{app: its routes} of every app with any, in one query (each push
+        rewrites every app's 503 routes: a query per app grew with them)."""
+        with self._lock:
+            found: dict[str, list[HostRoute]] = {}
+            for row in self.db["routes"].rows_where(order_by="app, host, path"):
+                found.setdefault(row["app"], []).append(_route(row))
+            return found
+
     def routes_of_host(self, host: str) -> dict[str, str]:
         """{path: app} of every route on `host`."""
         with self._lock:
