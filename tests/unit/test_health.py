@@ -254,3 +254,33 @@ def test_a_listing_row_gives_name_state_and_health():
     assert listed_health("Up 7 seconds") is None
     assert listed_health("Exited (143) 1 second ago") is None
     assert Listed.of({}).name == "" and Listed.of({"Names": None, "Labels": None}).labels == {}
+
+
+def test_health_the_status_text_does_not_say_comes_from_listings_filtered_by_health():
+    """Podman's listing says "Up 5 seconds" whatever the health: the engine
+    asks again with a health filter, a request per state (an unhealthy
+    container there was never restarted)."""
+    from types import SimpleNamespace
+
+    from hooks.engine import Engine
+
+    rows = {"sick": "unhealthy", "fine": "healthy", "booting": "starting", "plain": None}
+    asked = []
+
+    def containers(all, filters):
+        asked.append(filters.get("health"))
+        wanted = filters.get("health")
+        return [{"Id": cid, "Names": [f"/{cid}"], "State": "running", "Status": "Up 5 seconds"}
+                for cid, health in rows.items() if wanted is None or health == wanted]
+
+    engine = Engine.__new__(Engine)
+    engine.instance = "t"
+    engine.client = SimpleNamespace(api=SimpleNamespace(containers=containers))
+    found = {c.name: c.health for c in engine.listed()}
+    assert found == rows
+    assert asked == [None, "unhealthy", "healthy", "starting"]
+    asked.clear()
+    rows = {"sick": "unhealthy"}  # Docker's text says it: no second request
+    engine.client.api.containers = lambda all, filters: (asked.append(1) or [
+        {"Id": "sick", "Names": ["/sick"], "State": "running", "Status": "Up 5 seconds (unhealthy)"}])
+    assert [c.health for c in engine.listed()] == ["unhealthy"] and asked == [1]
