@@ -7,10 +7,17 @@ from hooks.retire import Retirements
 
 def test_a_retirement_drains_then_stops_its_containers_in_the_background():
     stopped = []
-    done = threading.Event()
+    done, release = threading.Event(), threading.Event()
+
+    def stop(containers):
+        release.wait(10)  # held until checked: pending however slow the machine
+        stopped.extend(containers)
+        done.set()
+
     jobs = Retirements()
-    job = jobs.start("a", ["c1", "c2"], 0.05, lambda cs: (stopped.extend(cs), done.set()))
-    assert jobs.pending() == {"a"}
+    job = jobs.start("a", ["c1", "c2"], 0.05, stop)
+    assert jobs.pending() == {"a"} and not done.is_set()
+    release.set()
     assert done.wait(10) and job.done.wait(10)
     assert stopped == ["c1", "c2"] and jobs.pending() == set()
 
