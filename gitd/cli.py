@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("auto", "json", "console"))
     p.add_argument("--scheduler", choices=config.SCHEDULERS,
                    help="run apps as local containers (docker, the default) or swarm services")
+    p.add_argument("--engine-url", help="the container engine's API: Docker's, or Podman's "
+                                        "(unix:///run/podman/podman.sock); default DOCKER_HOST, "
+                                        "else Docker's socket")
 
     p = sub.add_parser("doctor", help="check this machine and print fixes")
     _add_data_dir(p)
@@ -60,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in DOCTOR_PORT_FLAGS:
         p.add_argument(f"--{flag.replace('_', '-')}", type=int if flag.endswith("port") else str)
     p.add_argument("--traefik", choices=("managed", "external"))
+    p.add_argument("--engine-url", help="check this engine (as serve takes it)")
 
     p = sub.add_parser("keys", help="manage keys locally (recovery)")
     _add_data_dir(p)
@@ -150,7 +154,7 @@ def cmd_keys(settings: config.Settings, args) -> int:
 def cmd_doctor(settings: config.Settings, args) -> int:
     from gitd.doctor import run_doctor
 
-    given = {k: getattr(args, k) for k in (*DOCTOR_PORT_FLAGS, "traefik")
+    given = {k: getattr(args, k) for k in (*DOCTOR_PORT_FLAGS, "traefik", "engine_url")
              if getattr(args, k, None) is not None}
     return run_doctor(settings, nix_needed=_nix_needed(settings), flags=given)
 
