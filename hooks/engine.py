@@ -166,6 +166,7 @@ class Engine:
         wanted = {LABEL_INSTANCE: self.instance, **labels}
         return {"label": [f"{k}={v}" for k, v in wanted.items() if v is not None]}
 
+
     def containers(self, app: str | None = None, **labels) -> list:
         """The containers there are now: listed, then each inspected. One
         removed in between (an old release retiring in the background) is
@@ -345,7 +346,12 @@ class Engine:
             return False
 
     def volumes(self, **labels) -> list:
-        return self.client.volumes.list(filters=self._filters(**labels))
+        """The volumes carrying every label asked for: Podman 4.3 answers
+        with those carrying any of them (an app's destroy would take its
+        services' volumes, and other apps')."""
+        wanted = {LABEL_INSTANCE: self.instance, **labels}
+        return [volume for volume in self.client.volumes.list(filters=self._filters(**labels))
+                if wanted.items() <= (volume.attrs.get("Labels") or {}).items()]
 
     def remove_volume(self, name: str, wait: float = 0.0) -> None:
         """`wait`: as remove_network's (a removed task's container holds it a moment)."""

@@ -240,3 +240,30 @@ def test_the_engine_moves_the_script_only_where_arguments_split(version, info, m
     client = CreatingClient(version, info)
     engine.Engine(client, "inst1").create(probe_spec("exit 0"))
     assert ("GITD_HEALTHCHECK_SCRIPT" in client.created[0]["environment"]) is moved
+
+
+class Volume:
+    def __init__(self, name, labels):
+        self.name, self.attrs = name, {"Name": name, "Labels": labels}
+
+
+class OrVolumes:
+    """Podman 4.3's volume listing: a volume with ANY of the labels asked for."""
+
+    def __init__(self, volumes):
+        self.all = volumes
+        self.volumes = self
+
+    def list(self, filters):
+        wanted = [tuple(f.split("=", 1)) for f in filters["label"]]
+        return [v for v in self.all if any(v.attrs["Labels"].get(k) == val for k, val in wanted)]
+
+
+def test_an_apps_volumes_are_its_own_even_where_the_engine_answers_any_label():
+    client = OrVolumes([Volume("mine", {"gitd.instance": "i1", "gitd.app": "a"}),
+                        Volume("service", {"gitd.instance": "i1", "gitd.service": "db"}),
+                        Volume("other", {"gitd.instance": "i1", "gitd.app": "b"}),
+                        Volume("another-gitd", {"gitd.instance": "i2", "gitd.app": "a"})])
+    listed = engine.Engine(client, "i1").volumes(**{"gitd.app": "a"})
+    assert [v.name for v in listed] == ["mine"]
+    assert [v.name for v in engine.Engine(client, "i1").volumes()] == ["mine", "service", "other"]
