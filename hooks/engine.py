@@ -60,7 +60,7 @@ def connect(url: str = "") -> docker.DockerClient:
         made.ping()
         return made
     except docker.errors.DockerException as exc:
-        raise GitdError(f"cannot reach the container engine at {endpoint(url)}: {exc}")
+        raise GitdError(f"cannot reach the Docker engine (or Podman's API) at {endpoint(url)}: {exc}")
 
 
 @dataclass(frozen=True)
