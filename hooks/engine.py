@@ -72,9 +72,6 @@ class Capabilities:
     # the engine runs containers' HEALTHCHECKs itself (Podman only from
     # systemd timers: without systemd a container stays `starting`)
     runs_health_checks: bool = True
-    # Traefik's docker provider routes a container by its labels (it skips
-    # one whose health check never passes)
-    label_routes: bool = True
     # swarm mode (docker service ...); Podman has none
     swarm: bool = True
     # a HEALTHCHECK's ["CMD", ...] arguments kept as given: Podman 4.3's
@@ -96,8 +93,8 @@ def capabilities(version: dict, info: dict) -> Capabilities:
     # Podman creates a systemd timer per health check; its cgroup manager is
     # systemd exactly when it runs under systemd
     timers = str(info.get("CgroupDriver", "")).lower() == "systemd"
-    return Capabilities("Podman", number, api, runs_health_checks=timers, label_routes=timers,
-                        swarm=False, keeps_check_arguments=False)
+    return Capabilities("Podman", number, api, runs_health_checks=timers, swarm=False,
+                        keeps_check_arguments=False)
 
 
 def probe(engine_client: docker.DockerClient) -> Capabilities:

@@ -323,6 +323,8 @@ def _engine_url(value: str) -> str:
                         "path) or tcp://HOST:PORT")
     if ".." in value.split("/"):
         raise GitdError(f"setting engine_url: {value!r} must not contain '..'")
+    if value.startswith("tcp://") and not 0 < int(value.rpartition(":")[2]) <= 65535:
+        raise GitdError(f"setting engine_url: {value!r} has no port (1-65535)")
     return value
 
 

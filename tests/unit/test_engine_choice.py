@@ -44,6 +44,7 @@ def test_the_setting_and_the_flag_reach_the_settings(tmp_path):
     "unix://relative/podman.sock", "/run/podman/podman.sock", "http://127.0.0.1:2375",
     'unix:///run/x.sock"\n  insecure: true', "unix:///run/../etc/shadow", "tcp://host",
     "unix:///" + "a" * 300, "unix:///run/podman sock", "ssh://root@host",
+    "tcp://127.0.0.1:0", "tcp://127.0.0.1:99999", "unix:///run/x.sock\x00",
 ])
 def test_an_engine_url_gitd_cannot_use_is_refused_by_name(tmp_path, hostile):
     with pytest.raises(GitdError, match="setting engine_url"):
