@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.add_argument("--dest", default="/etc/systemd/system")
     p.add_argument("--user", default="root")
+    p.add_argument("--engine-url", help="the engine the units wait for and gitd and Traefik "
+                                        "use (unix:///run/podman/podman.sock: podman.socket)")
 
     p = sub.add_parser("backup", help="write one archive of this gitd, while it serves")
     _add_data_dir(p)
@@ -174,14 +176,15 @@ def _nix_needed(settings: config.Settings) -> bool:
 
 
 def cmd_install_systemd(settings: config.Settings, args) -> int:
-    from gitd.units import install_units
+    from gitd.units import engine_unit, install_units
 
     written = install_units(settings, dest=Path(args.dest), user=args.user)
     for path in written:
         print(f"wrote {path}")
     if _pin_external_traefik(settings):
         print(f"set traefik = \"external\" in {settings.data_dir / 'gitd.toml'}")
-    print("next: systemctl daemon-reload && systemctl enable --now traefik gitd")
+    podman = "podman.socket " if engine_unit(settings) == "podman.socket" else ""
+    print(f"next: systemctl daemon-reload && systemctl enable --now {podman}traefik gitd")
     return 0
 
 
