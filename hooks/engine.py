@@ -163,7 +163,6 @@ class Engine:
         wanted = {LABEL_INSTANCE: self.instance, **labels}
         return {"label": [f"{k}={v}" for k, v in wanted.items() if v is not None]}
 
-
     def containers(self, app: str | None = None, **labels) -> list:
         """The containers there are now: listed, then each inspected. One
         removed in between (an old release retiring in the background) is
@@ -346,7 +345,8 @@ class Engine:
         """The volumes carrying every label asked for: Podman 4.3 answers
         with those carrying any of them (an app's destroy would take its
         services' volumes, and other apps')."""
-        wanted = {LABEL_INSTANCE: self.instance, **labels}
+        wanted = {k: v for k, v in {LABEL_INSTANCE: self.instance, **labels}.items()
+                  if v is not None}
         return [volume for volume in self.client.volumes.list(filters=self._filters(**labels))
                 if wanted.items() <= (volume.attrs.get("Labels") or {}).items()]
 
@@ -598,7 +598,7 @@ class HealthChecks:
         self.engine = engine
         self.clock = clock
         self._due: dict[str, float] = {}  # container id -> when its next check is due
-        self._intervals: dict[str, float] = {}  # container id -> seconds (None: no check)
+        self._intervals: dict[str, float | None] = {}  # container id -> seconds (None: no check)
         self._stop = threading.Event()
 
     def start(self, every: float = 0.5) -> "HealthChecks":

@@ -268,3 +268,8 @@ def test_an_apps_volumes_are_its_own_even_where_the_engine_answers_any_label():
     listed = engine.Engine(client, "i1").volumes(**{"gitd.app": "a"})
     assert [v.name for v in listed] == ["mine"]
     assert [v.name for v in engine.Engine(client, "i1").volumes()] == ["mine", "service", "other"]
+
+
+def test_a_label_left_open_does_not_narrow_the_volumes():
+    client = OrVolumes([Volume("mine", {"gitd.instance": "i1", "gitd.app": "a"})])
+    assert [v.name for v in engine.Engine(client, "i1").volumes(**{"gitd.app": None})] == ["mine"]
