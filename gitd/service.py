@@ -201,7 +201,7 @@ class Gitd:
         except docker.errors.ImageNotFound:
             return False
         for tag in image.tags:
-            if tag.startswith(f"gitd/{app}:"):
+            if engine_mod.short_name(tag).startswith(f"gitd/{app}:"):
                 self.engine.remove_image(tag)
         self.engine.remove_image(image_id)
         try:

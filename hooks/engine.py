@@ -131,6 +131,19 @@ def unsplittable_check(spec: dict) -> dict:
                             "test": [*test[:-1], f'eval${{IFS}}"${HEALTH_SCRIPT_VARIABLE}"']}}
 
 
+# Podman names the images it builds or loads with a registry (docker.io/gitd/
+# hello:v3, localhost/base:1) where Docker says gitd/hello:v3, base:1
+IMPLIED_REGISTRIES = ("docker.io/", "localhost/")
+
+
+def short_name(ref: str) -> str:
+    """An image's name as Docker reports it: `docker.io/gitd/hello:v3` -> `gitd/hello:v3`."""
+    for registry in IMPLIED_REGISTRIES:
+        if ref.startswith(registry):
+            return ref[len(registry):]
+    return ref
+
+
 def exit_code(value) -> int | None:
     """An exit status as Docker reports it (an int, or a string in an
     event's attributes), or None for anything else."""

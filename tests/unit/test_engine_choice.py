@@ -273,3 +273,14 @@ def test_an_apps_volumes_are_its_own_even_where_the_engine_answers_any_label():
 def test_a_label_left_open_does_not_narrow_the_volumes():
     client = OrVolumes([Volume("mine", {"gitd.instance": "i1", "gitd.app": "a"})])
     assert [v.name for v in engine.Engine(client, "i1").volumes(**{"gitd.app": None})] == ["mine"]
+
+
+@pytest.mark.parametrize("reported,short", [
+    ("docker.io/gitd/hello:v3", "gitd/hello:v3"), ("localhost/gitd-test/busybox:latest",
+                                                   "gitd-test/busybox:latest"),
+    ("gitd/hello:v3", "gitd/hello:v3"), ("registry.example.com/gitd/hello:v3",
+                                         "registry.example.com/gitd/hello:v3"),
+    ("docker.io.evil.com/gitd/hello:v3", "docker.io.evil.com/gitd/hello:v3"),
+])
+def test_image_names_as_docker_reports_them(reported, short):
+    assert engine.short_name(reported) == short
