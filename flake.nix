@@ -90,7 +90,12 @@
             https_port = cfg.httpsPort;
             acme_email = cfg.acmeEmail;
             acme_ca_server = cfg.acmeCaServer;
-          } // cfg.extraSettings);
+          } // (if podman then { engine_url = engineUrl; } else { }) // cfg.extraSettings);
+
+          # the container engine (README, Engines): Docker, or Podman's API on podman.socket
+          podman = cfg.engine == "podman";
+          engineUnit = if podman then "podman.socket" else "docker.service";
+          engineUrl = if podman then "unix:///run/podman/podman.sock" else "unix:///var/run/docker.sock";
 
           # HTTPS (see README, HTTPS): the same paths gitd's settings name
           https = cfg.httpsPort > 0;
@@ -111,7 +116,7 @@
             providers = {
               providersThrottleDuration = "200ms";
               docker = {
-                endpoint = "unix:///var/run/docker.sock";
+                endpoint = engineUrl;
                 exposedByDefault = false;
                 useBindPortIP = true;
                 watch = true;
@@ -168,6 +173,11 @@
             acmeCaServer = mkOption { type = types.str; default = ""; description = "The ACME CA's directory URL (empty: Let's Encrypt)."; };
             domain = mkOption { type = types.str; default = "localhost"; example = "apps.example.com"; description = "Apps are served at <app>.<domain>."; };
             traefikPackage = mkOption { type = types.package; default = pkgs.traefik; description = "The Traefik package."; };
+            engine = mkOption {
+              type = types.enum [ "docker" "podman" ];
+              default = "docker";
+              description = "The container engine: Docker, or Podman through its Docker-compatible API (podman.socket).";
+            };
             openFirewall = mkOption { type = types.bool; default = false; description = "Open sshPort and httpPort."; };
             extraSettings = mkOption {
               type = types.attrsOf (types.oneOf [ types.str types.int types.bool ]);
@@ -178,7 +188,7 @@
           };
 
           config = lib.mkIf cfg.enable {
-            virtualisation.docker.enable = true;
+            virtualisation = if podman then { podman.enable = true; } else { docker.enable = true; };
             environment.systemPackages = [ cfg.package ];
             nix.settings.experimental-features = [ "nix-command" "flakes" ];
             networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall
@@ -187,7 +197,8 @@
             users.users.gitd = {
               isSystemUser = true;
               group = "gitd";
-              extraGroups = [ "docker" ];
+              # the engine's socket: NixOS gives Podman's to the podman group
+              extraGroups = [ (if podman then "podman" else "docker") ];
               home = cfg.dataDir;
               createHome = true;
             };
@@ -196,8 +207,8 @@
             # Traefik in its own unit: restarting gitd never interrupts traffic
             systemd.services.gitd-traefik = {
               description = "Traefik for gitd (HTTP routing to app containers)";
-              after = [ "network-online.target" "docker.service" ];
-              wants = [ "network-online.target" "docker.service" ];
+              after = [ "network-online.target" engineUnit ];
+              wants = [ "network-online.target" engineUnit ];
               wantedBy = [ "multi-user.target" ];
               serviceConfig = hardening // {
                 Type = "notify";
@@ -221,9 +232,9 @@
 
             systemd.services.gitd = {
               description = "gitd, a git-push PaaS (SSH git server and deployer)";
-              after = [ "network-online.target" "docker.service" "gitd-traefik.service" ];
+              after = [ "network-online.target" engineUnit "gitd-traefik.service" ];
               wants = [ "network-online.target" "gitd-traefik.service" ];
-              requires = [ "docker.service" ];
+              requires = [ engineUnit ];
               wantedBy = [ "multi-user.target" ];
               path = [ config.nix.package pkgs.git ];
               environment = environment // { HOME = cfg.dataDir; };

@@ -32,6 +32,8 @@ class BuildRequest:
     # image id -> the apps whose releases it made (empty: not an app's): a
     # build may use base images and its own app's, never another app's
     image_owners: Callable[[str], set[str]] = lambda image_id: set()
+    # a new client of the same engine (a build's own); None: one from the environment
+    engine_client: Callable[[], object] | None = None
 
 
 @dataclass

@@ -106,7 +106,7 @@ def docker_build(request: BuildRequest, dockerfile: Path | None = None) -> str:
 def _own_client(request: BuildRequest):
     """A Docker API client for this build alone (same engine, same API
     version), keeping the HTTP response of the build so it can be shut."""
-    api = docker.from_env(version=request.docker.api.api_version).api
+    api = (request.engine_client or _client_from_environment(request))().api
     responses: list = []
     post = api._post
 
@@ -117,6 +117,10 @@ def _own_client(request: BuildRequest):
 
     api._post = keep_response
     return api, responses
+
+
+def _client_from_environment(request: BuildRequest):
+    return lambda: docker.from_env(version=request.docker.api.api_version)
 
 
 def _hang_up(api, responses: list) -> None:

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("auto", "json", "console"))
     p.add_argument("--scheduler", choices=config.SCHEDULERS,
                    help="run apps as local containers (docker, the default) or swarm services")
+    p.add_argument("--engine-url", help="the container engine's API: Docker's, or Podman's "
+                                        "(unix:///run/podman/podman.sock); default DOCKER_HOST, "
+                                        "else Docker's socket")
 
     p = sub.add_parser("doctor", help="check this machine and print fixes")
     _add_data_dir(p)
@@ -60,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in DOCTOR_PORT_FLAGS:
         p.add_argument(f"--{flag.replace('_', '-')}", type=int if flag.endswith("port") else str)
     p.add_argument("--traefik", choices=("managed", "external"))
+    p.add_argument("--engine-url", help="check this engine (as serve takes it)")
 
     p = sub.add_parser("keys", help="manage keys locally (recovery)")
     _add_data_dir(p)
@@ -71,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.add_argument("--dest", default="/etc/systemd/system")
     p.add_argument("--user", default="root")
+    p.add_argument("--engine-url", help="the engine the units wait for and gitd and Traefik "
+                                        "use (unix:///run/podman/podman.sock: podman.socket)")
 
     p = sub.add_parser("backup", help="write one archive of this gitd, while it serves")
     _add_data_dir(p)
@@ -150,7 +156,7 @@ def cmd_keys(settings: config.Settings, args) -> int:
 def cmd_doctor(settings: config.Settings, args) -> int:
     from gitd.doctor import run_doctor
 
-    given = {k: getattr(args, k) for k in (*DOCTOR_PORT_FLAGS, "traefik")
+    given = {k: getattr(args, k) for k in (*DOCTOR_PORT_FLAGS, "traefik", "engine_url")
              if getattr(args, k, None) is not None}
     return run_doctor(settings, nix_needed=_nix_needed(settings), flags=given)
 
@@ -170,14 +176,15 @@ def _nix_needed(settings: config.Settings) -> bool:
 
 
 def cmd_install_systemd(settings: config.Settings, args) -> int:
-    from gitd.units import install_units
+    from gitd.units import engine_unit, install_units
 
     written = install_units(settings, dest=Path(args.dest), user=args.user)
     for path in written:
         print(f"wrote {path}")
     if _pin_external_traefik(settings):
         print(f"set traefik = \"external\" in {settings.data_dir / 'gitd.toml'}")
-    print("next: systemctl daemon-reload && systemctl enable --now traefik gitd")
+    podman = "podman.socket " if engine_unit(settings) == "podman.socket" else ""
+    print(f"next: systemctl daemon-reload && systemctl enable --now {podman}traefik gitd")
     return 0
 
 

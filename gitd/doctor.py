@@ -18,6 +18,7 @@ from gitd.child import beside_gitd
 from gitd.core.config import BASE_IMAGE_DEFAULTS, Settings, replace
 from gitd.scheduling import scheduler_class
 from gitd.traefik import docker_endpoint, find_binary as find_traefik, ping
+from hooks import engine
 
 GiB = 1024**3
 PROBE_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
@@ -56,7 +57,7 @@ def run_doctor(settings: Settings, out: TextIO = sys.stdout,
     settings = replace(settings, **(flags or {}))
     check_data_dir(report, settings)
     check_disk(report, "disk (data dir)", settings.data_dir)
-    client, info = check_docker(report, docker_client_factory)
+    client, info = check_engine(report, settings, docker_client_factory)
     if info and info.get("DockerRootDir"):
         root = Path(info["DockerRootDir"])
         if os.access(root, os.R_OK | os.X_OK):
@@ -327,25 +328,33 @@ def check_disk(report: Report, check: str, path: Path) -> None:
         report.ok(check, detail)
 
 
-def check_docker(report: Report, factory: Callable | None) -> tuple[object, dict | None]:
-    """The client and `docker info` when the engine answers, else (None, None)."""
+def check_engine(report: Report, settings: Settings,
+                 factory: Callable | None) -> tuple[object, dict | None]:
+    """The client and `docker info` when the engine (Docker or Podman)
+    answers, else (None, None); names the engine and what differs."""
+    where = docker_endpoint(settings)
     if factory is None:
-        import docker
-
         def factory():
-            return docker.from_env(timeout=10)
+            return engine.client(settings.engine_url, timeout=10)
     try:
         client = factory()
         version = client.version()
         info = client.info()
     except Exception as exc:  # the SDK raises DockerException, requests errors, OSError...
-        fix = "apt-get install docker.io && systemctl start docker (or start dockerd)"
+        fix = ("apt-get install docker.io && systemctl start docker (or start dockerd); "
+               "for Podman: systemctl enable --now podman.socket and set engine_url")
         if "Permission denied" in str(exc):
             fix = "run gitd as root, or add its user to the docker group"
-        report.fail("docker", f"not reachable at {docker_endpoint()}: {_short(exc)}", fix)
+        report.fail("engine", f"not reachable at {where}: {_short(exc)}", fix)
         return None, None
-    report.ok("docker", f"engine {version.get('Version', '?')} "
-                        f"(API {version.get('ApiVersion', '?')}) at {docker_endpoint()}")
+    able = engine.capabilities(version, info)
+    report.ok("engine", f"{able.title} at {where}")
+    if not able.runs_health_checks:
+        report.ok("engine health checks", f"{able.name} runs none here (no systemd "
+                                          "timers): gitd runs them itself")
+    if scheduler_class(settings).has_nodes and not able.swarm:
+        report.fail("engine", f"scheduler = swarm needs Docker's swarm mode; {able.name} "
+                              "has none", "set scheduler = docker")
     return client, info
 
 

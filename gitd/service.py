@@ -55,8 +55,9 @@ class Gitd:
     def engine(self) -> engine_mod.Engine:
         with self._engine_guard:
             if self._engine is None:
-                self._engine = engine_mod.Engine(engine_mod.connect(), self.settings.instance,
-                                                 self.settings.network_pool)
+                self._engine = engine_mod.Engine(
+                    engine_mod.connect(self.settings.engine_url), self.settings.instance,
+                    self.settings.network_pool, url=self.settings.engine_url)
             return self._engine
 
     @functools.cached_property
@@ -92,6 +93,15 @@ class Gitd:
         watcher = HealthWatcher(self.engine, after, self._restart_unhealthy, self._record_restart)
         watcher.start(every=min(5.0, max(0.5, after / 4)))
         return watcher
+
+    def run_health_checks(self) -> engine_mod.HealthChecks | None:
+        """On an engine that does not run containers' health checks (Podman
+        without systemd), gitd runs them (hooks.engine.HealthChecks)."""
+        if self.engine.capabilities.runs_health_checks:
+            return None
+        log.info("engine runs no health checks: gitd runs them",
+                 engine=self.engine.capabilities.title)
+        return engine_mod.HealthChecks(self.engine).start()
 
     def _restart_unhealthy(self, container) -> None:
         """Only a live deploy's container, and not while a deploy runs."""
@@ -192,7 +202,7 @@ class Gitd:
         except docker.errors.ImageNotFound:
             return False
         for tag in image.tags:
-            if tag.startswith(f"gitd/{app}:"):
+            if engine_mod.short_name(tag).startswith(f"gitd/{app}:"):
                 self.engine.remove_image(tag)
         self.engine.remove_image(image_id)
         try:

@@ -15,6 +15,7 @@ from gitd.child import ManagedChild, beside_gitd, find_executable
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
 from gitd.scheduling import scheduler_class
+from hooks import engine
 
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("gitd", "templates"),
@@ -31,8 +32,8 @@ def render(template: str, **values) -> str:
                         "(an incomplete installation of gitd: reinstall it)")
 
 
-def docker_endpoint() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+def docker_endpoint(settings: Settings) -> str:
+    return engine.endpoint(settings.engine_url)
 
 
 def render_static_config(settings: Settings, mode: str = "managed") -> str:
@@ -42,7 +43,7 @@ def render_static_config(settings: Settings, mode: str = "managed") -> str:
         http_host=settings.http_host,
         http_port=settings.http_port,
         api_port=settings.traefik_api_port,
-        docker_endpoint=docker_endpoint(),
+        docker_endpoint=docker_endpoint(settings),
         instance=settings.instance,
         log_level="WARN",
         https_port=settings.https_port,

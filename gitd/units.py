@@ -20,6 +20,14 @@ def _no_spaces(what: str, value: str) -> str:
     return value
 
 
+PODMAN_SOCKET = "unix:///run/podman/podman.sock"  # what podman.socket listens on
+
+
+def engine_unit(settings: Settings) -> str:
+    """The unit that serves the engine gitd and Traefik talk to."""
+    return "podman.socket" if settings.engine_url == PODMAN_SOCKET else "docker.service"
+
+
 def render_units(settings: Settings, gitd_bin: str, traefik_bin: str,
                  user: str = "root") -> dict[str, str]:
     """Unit file name -> text, for gitd (external Traefik) and Traefik."""
@@ -28,11 +36,14 @@ def render_units(settings: Settings, gitd_bin: str, traefik_bin: str,
         api_port=settings.traefik_api_port,
         http_port=settings.http_port,
         user=_no_spaces("user", user),
+        engine_unit=engine_unit(settings),
     )
     return {
         "gitd.service": render(
             "gitd.service.j2",
             gitd_bin=_no_spaces("gitd binary", gitd_bin),
+            # validated by the settings: unix:///PATH or tcp://HOST:PORT, no spaces
+            engine_url=settings.engine_url,
             shutdown_grace=math.ceil(settings.shutdown_grace),
             # beyond gitd's own grace, so systemd never kills a clean shutdown
             stop_timeout=math.ceil(settings.shutdown_grace) + 30,

@@ -1,14 +1,20 @@
-"""The one small place that talks to Docker.
+"""The one small place that talks to the container engine: Docker, or
+Podman through its Docker-compatible API (issue #28).
 
 Everything else builds plain dicts (container specs) and hands them here.
+Every client is made by `client()` from one URL (the engine_url setting);
+what differs between the engines is told by `probe()` (`Capabilities`), and
+the rest of gitd asks that rather than which engine it is.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import docker
 import docker.errors
@@ -32,13 +38,110 @@ LABEL_COMPONENT = "gitd.component"  # an app.json service's name (issue #13)
 INSPECTIONS_AT_ONCE = 8  # within the SDK's pool of 10 connections to the engine
 
 
-def connect() -> docker.DockerClient:
+DOCKER_SOCKET = "unix:///var/run/docker.sock"
+
+
+def endpoint(url: str = "") -> str:
+    """The engine's URL: the engine_url setting, else DOCKER_HOST, else
+    Docker's socket."""
+    return url or os.environ.get("DOCKER_HOST") or DOCKER_SOCKET
+
+
+def client(url: str = "", timeout: int = 120, version: str | None = None) -> docker.DockerClient:
+    """A client of the engine at `url` (see `endpoint`); DOCKER_TLS_VERIFY and
+    DOCKER_CERT_PATH apply as the SDK's from_env reads them."""
+    environment = dict(os.environ, DOCKER_HOST=endpoint(url))
+    return docker.from_env(timeout=timeout, version=version, environment=environment)
+
+
+def connect(url: str = "") -> docker.DockerClient:
     try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-        return client
+        made = client(url)
+        made.ping()
+        return made
     except docker.errors.DockerException as exc:
-        raise GitdError(f"cannot reach the Docker engine: {exc}")
+        raise GitdError(f"cannot reach the Docker engine (or Podman's API) at {endpoint(url)}: {exc}")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What gitd relies on that differs between the engines."""
+    name: str  # Docker | Podman
+    version: str
+    api_version: str
+    # the engine runs containers' HEALTHCHECKs itself (Podman only from
+    # systemd timers: without systemd a container stays `starting`)
+    runs_health_checks: bool = True
+    # swarm mode (docker service ...); Podman has none
+    swarm: bool = True
+    # a HEALTHCHECK's ["CMD", ...] arguments kept as given: Podman 4.3's
+    # compatible API splits them at whitespace (an `sh -c SCRIPT` breaks)
+    keeps_check_arguments: bool = True
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} {self.version} (API {self.api_version})"
+
+
+def capabilities(version: dict, info: dict) -> Capabilities:
+    """What the engine can do, from its `version` and `info` answers."""
+    components = [c.get("Name", "") for c in version.get("Components") or []]
+    number = str(version.get("Version") or "?")
+    api = str(version.get("ApiVersion") or "?")
+    if not any("podman" in name.lower() for name in components):
+        return Capabilities("Docker", number, api)
+    # Podman creates a systemd timer per health check; its cgroup manager is
+    # systemd exactly when it runs under systemd
+    timers = str(info.get("CgroupDriver", "")).lower() == "systemd"
+    return Capabilities("Podman", number, api, runs_health_checks=timers, swarm=False,
+                        keeps_check_arguments=False)
+
+
+def probe(engine_client: docker.DockerClient) -> Capabilities:
+    try:
+        return capabilities(engine_client.version(), engine_client.info())
+    except docker.errors.DockerException as exc:
+        raise GitdError(f"cannot ask the container engine what it is: {_explain(exc)}")
+
+
+HEALTH_SCRIPT_VARIABLE = "GITD_HEALTHCHECK_SCRIPT"
+
+
+def has_spaced_check(spec: dict) -> bool:
+    test = (spec.get("healthcheck") or {}).get("test") or []
+    return test[:1] == ["CMD"] and any(c.isspace() for arg in test for c in arg)
+
+
+def unsplittable_check(spec: dict) -> dict:
+    """A spec whose health check survives an engine that splits its
+    arguments at whitespace: an `sh -c SCRIPT` check's script moves into
+    the container's environment, and the check evals it (arguments without
+    whitespace: `${IFS}` separates eval from it). Any other spec as it is."""
+    if not has_spaced_check(spec):
+        return spec
+    test = list(spec["healthcheck"]["test"])
+    if len(test) < 4 or test[-2] != "-c" or any(c.isspace() for arg in test[1:-1] for c in arg):
+        raise GitdError(f"this engine splits a health check's arguments at whitespace: "
+                        f"{test[1:]!r} cannot run there (use one without spaces)")
+    environment = spec.get("environment") or {}
+    if not isinstance(environment, dict):
+        environment = dict(item.partition("=")[::2] for item in environment)
+    return {**spec, "environment": {**environment, HEALTH_SCRIPT_VARIABLE: test[-1]},
+            "healthcheck": {**spec["healthcheck"],
+                            "test": [*test[:-1], f'eval${{IFS}}"${HEALTH_SCRIPT_VARIABLE}"']}}
+
+
+# Podman names the images it builds or loads with a registry (docker.io/gitd/
+# hello:v3, localhost/base:1) where Docker says gitd/hello:v3, base:1
+IMPLIED_REGISTRIES = ("docker.io/", "localhost/")
+
+
+def short_name(ref: str) -> str:
+    """An image's name as Docker reports it: `docker.io/gitd/hello:v3` -> `gitd/hello:v3`."""
+    for registry in IMPLIED_REGISTRIES:
+        if ref.startswith(registry):
+            return ref[len(registry):]
+    return ref
 
 
 def exit_code(value) -> int | None:
@@ -49,11 +152,25 @@ def exit_code(value) -> int | None:
 
 
 class Engine:
-    def __init__(self, client: docker.DockerClient, instance: str, network_pool: str = ""):
+    def __init__(self, client: docker.DockerClient, instance: str, network_pool: str = "",
+                 url: str = ""):
         self.client = client
         self.instance = instance
+        self.url = url  # the engine_url setting ("": see `endpoint`)
         self.pool = netpool.pool_of(network_pool)  # None: Docker's default address pools
         self._allocating = threading.Lock()
+        self._capabilities: Capabilities | None = None
+
+    def another_client(self) -> docker.DockerClient:
+        """A client of its own (a build's, so hanging up ends only the build)."""
+        return client(self.url, timeout=120, version=self.client.api.api_version)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Asked of the engine once."""
+        if self._capabilities is None:
+            self._capabilities = probe(self.client)
+        return self._capabilities
 
     def _filters(self, **labels) -> dict:
         wanted = {LABEL_INSTANCE: self.instance, **labels}
@@ -129,6 +246,8 @@ class Engine:
     def create(self, spec: dict):
         """Create (not start) a container from a spec. `networks` (a list) joins
         the container to each: the first at create, the rest before start."""
+        if has_spaced_check(spec) and not self.capabilities.keeps_check_arguments:
+            spec = unsplittable_check(spec)
         spec = dict(spec)
         # the swarm's stop grace period; a container gets it when it is stopped
         spec.pop("stop_timeout", None)
@@ -257,7 +376,13 @@ class Engine:
             return False
 
     def volumes(self, **labels) -> list:
-        return self.client.volumes.list(filters=self._filters(**labels))
+        """The volumes carrying every label asked for: Podman 4.3 answers
+        with those carrying any of them (an app's destroy would take its
+        services' volumes, and other apps')."""
+        wanted = {k: v for k, v in {LABEL_INSTANCE: self.instance, **labels}.items()
+                  if v is not None}
+        return [volume for volume in self.client.volumes.list(filters=self._filters(**labels))
+                if wanted.items() <= (volume.attrs.get("Labels") or {}).items()]
 
     def remove_volume(self, name: str, wait: float = 0.0) -> None:
         """`wait`: as remove_network's (a removed task's container holds it a moment)."""
@@ -513,6 +638,79 @@ def listed_health(status_text: str) -> str | None:
         if f"({health})" in status_text:
             return health.removeprefix("health: ")
     return None
+
+
+DEFAULT_CHECK_INTERVAL = 30.0  # seconds: Docker's and Podman's default
+LIBPOD_API = "/v4.0.0/libpod"  # Podman's own API, beside the compatible one (404 unversioned)
+
+
+class HealthChecks:
+    """Runs the HEALTHCHECKs of this instance's running containers on an
+    engine that does not (`Capabilities.runs_health_checks` false: Podman
+    with no systemd for its timers), each at its own interval. Podman's
+    API runs one on request and records the result as its timer would, with
+    the same health_status event Traefik's docker provider waits for."""
+
+    def __init__(self, engine: Engine, clock=time.monotonic):
+        self.engine = engine
+        self.clock = clock
+        self._due: dict[str, float] = {}  # container id -> when its next check is due
+        self._intervals: dict[str, float | None] = {}  # container id -> seconds (None: no check)
+        self._stop = threading.Event()
+
+    def start(self, every: float = 0.5) -> "HealthChecks":
+        def loop():
+            while not self._stop.wait(every):
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001 - an engine hiccup: the next tick tries again
+                    pass
+        threading.Thread(target=loop, daemon=True, name="health-checks").start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def tick(self) -> None:
+        """One look: the checks that are due run, side by side."""
+        now = self.clock()
+        rows = self.engine.client.api.containers(
+            filters={**self.engine._filters(), "status": "running"})
+        running = {row["Id"] for row in rows}
+        for gone in set(self._due) - running:
+            self._due.pop(gone, None)
+            self._intervals.pop(gone, None)
+        due = [cid for cid in running if self._is_due(cid, now)]
+        if not due:
+            return
+        with ThreadPoolExecutor(max_workers=min(INSPECTIONS_AT_ONCE, len(due))) as pool:
+            list(pool.map(self.run_check, due))
+
+    def _is_due(self, container_id: str, now: float) -> bool:
+        if container_id not in self._intervals:
+            self._intervals[container_id] = self._interval_of(container_id)
+            self._due[container_id] = now  # its first check at once, as a timer's
+        interval = self._intervals[container_id]
+        return interval is not None and now >= self._due[container_id]
+
+    def _interval_of(self, container_id: str) -> float | None:
+        try:
+            config = self.engine.client.api.inspect_container(container_id)["Config"]
+        except docker.errors.DockerException:
+            return None
+        test = (config.get("Healthcheck") or {}).get("Test") or []
+        if not test or test[0] == "NONE":
+            return None
+        nanoseconds = (config.get("Healthcheck") or {}).get("Interval") or 0
+        return nanoseconds / 1e9 if nanoseconds > 0 else DEFAULT_CHECK_INTERVAL
+
+    def run_check(self, container_id: str) -> None:
+        self._due[container_id] = self.clock() + (self._intervals.get(container_id) or 0)
+        api = self.engine.client.api
+        try:
+            api._result(api._get(f"{api.base_url}{LIBPOD_API}/containers/{container_id}/healthcheck"))
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            pass  # gone meanwhile; a failing check is recorded by the engine itself
 
 
 def _downloading(event: dict, layer_sizes: dict) -> int:

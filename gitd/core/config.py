@@ -43,6 +43,10 @@ class Settings:
     traefik_bin: str = "traefik"
     traefik_entrypoint: str = "web"
     docker_network: str = ""  # "" = docker's default bridge
+    # the container engine's API (issue #28): Docker's, or Podman's
+    # compatible one (unix:///run/podman/podman.sock); "" = DOCKER_HOST, else
+    # Docker's socket. hooks.engine makes every client from it.
+    engine_url: str = ""
     # where the subnets of the networks gitd makes (one per app and service)
     # come from, cut into /25s (hooks.netpool); "" = Docker's default pools
     network_pool: str = "10.200.0.0/16"
@@ -309,6 +313,21 @@ def _network_pool(value: str) -> str:
     return str(pool)
 
 
+# what the docker SDK can reach, and nothing Traefik's YAML would read otherwise
+ENGINE_URL = re.compile(r"unix:///[A-Za-z0-9._/@+-]{1,200}|tcp://[A-Za-z0-9.-]{1,253}:[0-9]{1,5}")
+
+
+def _engine_url(value: str) -> str:
+    if value and not ENGINE_URL.fullmatch(value):
+        raise GitdError(f"setting engine_url: {value[:300]!r} is not unix:///PATH (an absolute "
+                        "path) or tcp://HOST:PORT")
+    if ".." in value.split("/"):
+        raise GitdError(f"setting engine_url: {value!r} must not contain '..'")
+    if value.startswith("tcp://") and not 0 < int(value.rpartition(":")[2]) <= 65535:
+        raise GitdError(f"setting engine_url: {value!r} has no port (1-65535)")
+    return value
+
+
 def _validate(settings: Settings) -> Settings:
     if settings.traefik not in ("managed", "external"):
         raise GitdError("setting traefik must be 'managed' or 'external'")
@@ -359,6 +378,7 @@ def _validate(settings: Settings) -> Settings:
         raise GitdError(f"setting cron_minute: {settings.cron_minute!r} must be from 1 to 60 "
                         "seconds")
     settings.network_pool = _network_pool(settings.network_pool.strip())
+    settings.engine_url = _engine_url(settings.engine_url)
     from gitd.core import resources
     for key in resources.KEYS:
         for prefix in ("default", "preview"):

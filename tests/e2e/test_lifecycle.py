@@ -72,5 +72,5 @@ def test_doctor_reports_a_missing_docker_engine_with_its_fix(own_gitd, tmp_path)
                                  "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert "FAIL docker" in result.stdout
-    assert "fix:" in result.stdout and "docker" in result.stdout.split("FAIL docker", 1)[1]
+    assert "FAIL engine: not reachable at unix://" in result.stdout
+    assert "fix:" in result.stdout and "docker" in result.stdout.split("FAIL engine", 1)[1]

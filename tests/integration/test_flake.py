@@ -41,6 +41,7 @@ let
       package = "package"; path = "path"; port = "port"; str = "str"; int = "int"; bool = "bool";
       attrsOf = t: "attrsOf ${t}";
       oneOf = ts: "oneOf ${builtins.concatStringsSep "," ts}";
+      enum = vs: "enum ${builtins.concatStringsSep "," vs}";
     };
   };
   drv = DRV;
@@ -187,8 +188,8 @@ def test_dulwich_satisfies_the_pin(flake):
 
 def test_nixos_module(flake):
     assert flake["options"] == ["acmeCaServer", "acmeEmail", "dataDir", "domain", "enable",
-                                "extraSettings", "httpPort", "httpsPort", "openFirewall",
-                                "package", "sshPort", "traefikPackage"]
+                                "engine", "extraSettings", "httpPort", "httpsPort",
+                                "openFirewall", "package", "sshPort", "traefikPackage"]
     defaults = flake["defaults"]
     settings = Settings()
     assert defaults["dataDir"] == str(settings.data_dir)
@@ -224,6 +225,15 @@ def test_nixos_module(flake):
         "/nix/store/stub-traefik/bin/traefik --configFile=/nix/store/stub-gitd-traefik.yml")
 
 
+def test_nixos_module_on_podman(tmp_path):
+    nixos = evaluate(tmp_path, cfg='{ engine = "podman"; }')["nixos"]
+    assert nixos["virtualisation"] == {"podman": {"enable": True}}
+    assert nixos["users"]["users"]["gitd"]["extraGroups"] == ["podman"]
+    gitd = nixos["gitd"]
+    assert gitd["requires"] == ["podman.socket"] and "podman.socket" in gitd["after"]
+    assert gitd["environment"]["GITD_ENGINE_URL"] == "unix:///run/podman/podman.sock"
+
+
 def simple_yaml(text: str) -> dict:
     """Enough YAML for traefik.yml.j2: nested mappings of scalars."""
     root: dict = {}
@@ -256,7 +266,8 @@ def simple_yaml(text: str) -> dict:
      {"https_port": 8443, "acme_email": "o@e.com", "acme_challenge": "dns",
       "acme_dns_provider": "cloudflare"}),
     ("{ httpsPort = 443; }", {"https_port": 443}),
-], ids=["http", "https-acme", "https-dns", "https-custom-only"])
+    ('{ engine = "podman"; }', {"engine_url": "unix:///run/podman/podman.sock"}),
+], ids=["http", "https-acme", "https-dns", "https-custom-only", "podman"])
 def test_module_traefik_config_matches_the_template(tmp_path, cfg, settings):
     """The module writes Traefik's static config as JSON: compare it with ours."""
     # this stub's writeText puts the file's text in its path, to read it back
@@ -269,7 +280,8 @@ def test_module_traefik_config_matches_the_template(tmp_path, cfg, settings):
     if "websecure" in ours["entryPoints"]:
         ours["entryPoints"]["websecure"]["address"] = f":{settings['https_port']}"
     ours["providers"]["docker"]["constraints"] = "LabelRegex(`gitd.instance`, `.+`)"
-    ours["providers"]["docker"]["endpoint"] = "unix:///var/run/docker.sock"
+    ours["providers"]["docker"]["endpoint"] = settings.get("engine_url",
+                                                           "unix:///var/run/docker.sock")
     assert theirs == ours
 
 

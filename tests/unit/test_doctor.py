@@ -40,10 +40,10 @@ def test_missing_docker_engine_is_reported_with_its_fix(tmp_path, data_dir, monk
     out = io.StringIO()
     status = run_doctor(Settings(data_dir=data_dir), out=out)
     assert status == 1
-    docker_line = line_for(out, "docker")
-    assert docker_line.startswith("FAIL docker: not reachable at unix://")
-    assert "no-docker.sock" in docker_line
-    assert "apt-get install docker.io && systemctl start docker" in fix_after(out, "docker")
+    engine_line = line_for(out, "engine")
+    assert engine_line.startswith("FAIL engine: not reachable at unix://")
+    assert "no-docker.sock" in engine_line
+    assert "apt-get install docker.io && systemctl start docker" in fix_after(out, "engine")
 
 
 def test_every_line_has_the_documented_shape(data_dir):
@@ -56,7 +56,7 @@ def test_every_line_has_the_documented_shape(data_dir):
 
     out = io.StringIO()
     run_doctor(Settings(data_dir=data_dir), out=out, docker_client_factory=FakeDocker)
-    assert "ok   docker: engine 99.0 (API 1.99)" in out.getvalue()
+    assert "ok   engine: Docker 99.0 (API 1.99) at " in out.getvalue()
     assert line_for(out, "disk (docker)").startswith(("ok   ", "warn ", "FAIL "))
     for line in lines(out):
         assert line[:5] in ("ok   ", "warn ", "FAIL ", "     "), line

@@ -78,7 +78,7 @@ def daemon(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def no_docker(monkeypatch):
-    def unreachable():
+    def unreachable(url=""):
         raise GitdError("cannot reach the Docker engine: not in the fuzz suite")
     monkeypatch.setattr(engine_mod, "connect", unreachable)
     # no Traefik either: maintenance:on would wait its 15 s for the routers

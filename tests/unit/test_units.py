@@ -145,3 +145,23 @@ def test_https_units_let_traefik_keep_its_certificates(tmp_path, executables):
     assert f'filePath: "{tmp_path}/data/traefik/traefik.log"' in config
     for sub in ("tls", "tls/dynamic", "tls/custom"):
         assert (tmp_path / "data" / sub).stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("user", ["root", "gitd"])
+def test_units_for_podman_wait_for_its_socket_and_name_it(tmp_path, executables, user):
+    settings = Settings(data_dir=tmp_path / "data", instance="abc123",
+                        engine_url="unix:///run/podman/podman.sock")
+    install_units(settings, tmp_path / "units", *executables, user=user)
+    units = tmp_path / "units"
+    result = verify(units / "gitd.service", units / "traefik.service")
+    assert (result.returncode, result.stderr) == (0, "")
+    gitd_unit = (units / "gitd.service").read_text()
+    assert "Requires=podman.socket\n" in gitd_unit
+    assert "docker.service" not in gitd_unit and "SupplementaryGroups=docker" not in gitd_unit
+    assert "Environment=GITD_ENGINE_URL=unix:///run/podman/podman.sock\n" in gitd_unit
+    traefik_unit = (units / "traefik.service").read_text()
+    assert "Wants=network-online.target podman.socket\n" in traefik_unit
+    assert "docker.service" not in traefik_unit
+    assert "SupplementaryGroups=docker" not in traefik_unit
+    config = (tmp_path / "data" / "traefik" / "traefik.yml").read_text()
+    assert 'endpoint: "unix:///run/podman/podman.sock"' in config
