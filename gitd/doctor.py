@@ -344,7 +344,8 @@ def check_engine(report: Report, settings: Settings,
         fix = ("apt-get install docker.io && systemctl start docker (or start dockerd); "
                "for Podman: systemctl enable --now podman.socket and set engine_url")
         if "Permission denied" in str(exc):
-            fix = "run gitd as root, or add its user to the docker group"
+            fix = ("run gitd as root, or add its user to the docker group (Podman's system "
+                   "socket: root only, unless podman.socket gives it a group)")
         report.fail("engine", f"not reachable at {where}: {_short(exc)}", fix)
         return None, None
     able = engine.capabilities(version, info)

@@ -20,23 +20,44 @@ def _no_spaces(what: str, value: str) -> str:
     return value
 
 
-PODMAN_SOCKET = "unix:///run/podman/podman.sock"  # what podman.socket listens on
+PODMAN_SOCKETS = ("/run/podman/podman.sock", "/var/run/podman/podman.sock")  # podman.socket's
+DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock")
 
 
 def engine_unit(settings: Settings) -> str:
-    """The unit that serves the engine gitd and Traefik talk to."""
-    return "podman.socket" if settings.engine_url == PODMAN_SOCKET else "docker.service"
+    """The system unit that serves the engine gitd and Traefik talk to:
+    docker.service, podman.socket, or "" for an engine no unit here serves
+    (tcp://, a rootless or custom socket). DOCKER_HOST is not read: the
+    units do not pass it on, so without engine_url gitd runs on Docker's."""
+    url = settings.engine_url
+    path = url.removeprefix("unix://") if url.startswith("unix://") else None
+    if not url or path in DOCKER_SOCKETS:
+        return "docker.service"
+    return "podman.socket" if path in PODMAN_SOCKETS else ""
+
+
+def _engine_access(settings: Settings, unit: str, user: str) -> None:
+    """A user other than root reaches Docker's socket through the docker
+    group; Podman's system socket (or another unix socket) is root's alone.
+    A tcp:// engine needs no group."""
+    if user != "root" and unit != "docker.service" and settings.engine_url.startswith("unix://"):
+        raise GitdError(f"--user {user}: the engine's socket ({unit or 'engine_url'}) is not "
+                        "reachable by a group gitd can join; run gitd as root (--user root), "
+                        "or give the socket a group (a podman.socket drop-in with SocketGroup= "
+                        "and SocketMode=0660) and add the user to it yourself")
 
 
 def render_units(settings: Settings, gitd_bin: str, traefik_bin: str,
                  user: str = "root") -> dict[str, str]:
     """Unit file name -> text, for gitd (external Traefik) and Traefik."""
+    unit = engine_unit(settings)
+    _engine_access(settings, unit, user)
     values = dict(
         data_dir=_no_spaces("data dir", str(settings.data_dir)),
         api_port=settings.traefik_api_port,
         http_port=settings.http_port,
         user=_no_spaces("user", user),
-        engine_unit=engine_unit(settings),
+        engine_unit=unit,
     )
     return {
         "gitd.service": render(

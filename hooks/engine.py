@@ -20,6 +20,7 @@ import docker
 import docker.errors
 import docker.utils
 import requests
+import structlog
 from docker.types import IPAMConfig, IPAMPool, Mount
 from docker.utils.socket import STDERR, frames_iter
 
@@ -39,6 +40,8 @@ INSPECTIONS_AT_ONCE = 8  # within the SDK's pool of 10 connections to the engine
 
 
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
+
+log = structlog.get_logger("gitd.engine")
 
 
 def endpoint(url: str = "") -> str:
@@ -660,11 +663,15 @@ class HealthChecks:
 
     def start(self, every: float = 0.5) -> "HealthChecks":
         def loop():
+            said = None  # a failure that lasts is logged once, not twice a second
             while not self._stop.wait(every):
                 try:
                     self.tick()
-                except Exception:  # noqa: BLE001 - an engine hiccup: the next tick tries again
-                    pass
+                    said = None
+                except Exception as exc:  # noqa: BLE001 - an engine hiccup: the next tick tries again
+                    if repr(exc) != said:
+                        said = repr(exc)
+                        log.exception("health checks: a look failed")
         threading.Thread(target=loop, daemon=True, name="health-checks").start()
         return self
 

@@ -319,7 +319,8 @@ ENGINE_URL = re.compile(r"unix:///[A-Za-z0-9._/@+-]{1,200}|tcp://[A-Za-z0-9.-]{1
 
 def _engine_url(value: str) -> str:
     if value and not ENGINE_URL.fullmatch(value):
-        raise GitdError(f"setting engine_url: {value[:300]!r} is not unix:///PATH (an absolute "
+        shown = re.sub(r"//[^/]*@", "//***@", value)[:300]  # user:password@ never echoed
+        raise GitdError(f"setting engine_url: {shown!r} is not unix:///PATH (an absolute "
                         "path) or tcp://HOST:PORT")
     if ".." in value.split("/"):
         raise GitdError(f"setting engine_url: {value!r} must not contain '..'")

@@ -221,9 +221,10 @@ def release_version(text: str) -> int:
 
 SERVICE_VERSION = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){0,2}$")
 VOLUME_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-# never mounted into an app: the kernel's views, devices, Docker's state and socket
+# never mounted into an app: the kernel's views, devices, the engines' state
+# (Docker's, Podman's, root's rootless Podman's) and sockets
 FORBIDDEN_HOST_PATHS = ("/proc", "/sys", "/dev", "/run", "/var/run", "/var/lib/docker",
-                        "/boot", "/etc")
+                        "/var/lib/containers", "/root/.local/share/containers", "/boot", "/etc")
 FORBIDDEN_TARGETS = ("/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/usr",
                      "/.gitd")
 
@@ -277,10 +278,10 @@ def mount_target(path: str) -> str:
     return path
 
 
-def host_path(path: str, data_dir) -> str:
+def host_path(path: str, data_dir, engine_url: str = "") -> str:
     """An admin's bind mount source: absolute, existing, resolved through
-    symlinks, and neither Docker's socket, the kernel's views nor gitd's data
-    (nor a directory holding them)."""
+    symlinks, and neither the engine's socket (Docker's, or engine_url's),
+    the kernel's views nor gitd's data (nor a directory holding them)."""
     import os
 
     path = _clean_absolute(path, "host path")
@@ -288,7 +289,10 @@ def host_path(path: str, data_dir) -> str:
     if not os.path.isdir(real):
         raise UsageError(f"host path {path} is not a directory")
     guarded = list(FORBIDDEN_HOST_PATHS) + [os.path.realpath(str(data_dir))]
-    for sock in ("/var/run/docker.sock", "/run/docker.sock"):
+    sockets = ["/var/run/docker.sock", "/run/docker.sock"]
+    if engine_url.startswith("unix://"):
+        sockets.append(engine_url.removeprefix("unix://"))
+    for sock in sockets:
         guarded.append(os.path.realpath(sock))
     for root in guarded:
         if _under(real, [root]) or _under(root, [real]):

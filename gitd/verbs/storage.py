@@ -32,7 +32,8 @@ def resolve(s: Session, app: str, text: str) -> dict:
         if not s.key.is_admin:
             raise PermissionDenied("only admins may mount host directories; "
                                    "use a named volume (NAME:/path)")
-        return {"type": "bind", "source": validate.host_path(source, s.settings.data_dir),
+        return {"type": "bind", "source": validate.host_path(source, s.settings.data_dir,
+                                                             s.settings.engine_url),
                 "target": target}
     validate.volume_name(source)
     return {"type": "volume", "source": volume_docker_name(s.settings.instance, app, source),

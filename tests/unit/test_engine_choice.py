@@ -51,6 +51,13 @@ def test_an_engine_url_gitd_cannot_use_is_refused_by_name(tmp_path, hostile):
         load_settings(tmp_path, flags={"engine_url": hostile}, environ={})
 
 
+def test_a_refused_engine_url_never_echoes_its_credentials(tmp_path):
+    with pytest.raises(GitdError) as raised:
+        load_settings(tmp_path, flags={"engine_url": "tcp://admin:s3cret@10.0.0.5:2375"},
+                      environ={})
+    assert "s3cret" not in raised.value.message and "***@10.0.0.5" in raised.value.message
+
+
 def test_the_client_is_made_for_the_url_not_the_environment(tmp_path):
     with pytest.raises(GitdError) as raised:
         engine.connect(f"unix://{tmp_path}/podman.sock")

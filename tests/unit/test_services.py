@@ -6,6 +6,8 @@ import sqlite3
 import time
 from types import SimpleNamespace
 
+import os
+
 import pytest
 
 from gitd.core import validate
@@ -93,6 +95,22 @@ def test_host_paths_refuse_the_socket_the_data_dir_and_symlinks_to_them(tmp_path
                 "relative", "/srv/../etc", str(tmp_path / "missing")):
         with pytest.raises(UsageError):
             validate.host_path(bad, data)
+
+
+def test_host_paths_refuse_podmans_store_and_the_engine_url_socket(tmp_path):
+    data = tmp_path / "gitd-data"
+    data.mkdir()
+    engine_dir = tmp_path / "engine"
+    engine_dir.mkdir()
+    (engine_dir / "podman.sock").touch()
+    url = f"unix://{engine_dir}/podman.sock"
+    assert validate.host_path(str(engine_dir), data) == str(engine_dir)  # no such engine
+    with pytest.raises(UsageError, match="podman.sock"):
+        validate.host_path(str(engine_dir), data, url)
+    assert "/var/lib/containers" in validate.FORBIDDEN_HOST_PATHS  # Podman's volumes, rootful
+    if os.path.isdir("/var/lib/containers"):
+        with pytest.raises(UsageError, match="/var/lib/containers"):
+            validate.host_path("/var/lib/containers", data)
 
 
 @pytest.mark.parametrize("text, expected", [("data:/data", ("data", "/data")),

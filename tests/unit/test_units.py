@@ -147,21 +147,46 @@ def test_https_units_let_traefik_keep_its_certificates(tmp_path, executables):
         assert (tmp_path / "data" / sub).stat().st_mode & 0o777 == 0o700
 
 
-@pytest.mark.parametrize("user", ["root", "gitd"])
-def test_units_for_podman_wait_for_its_socket_and_name_it(tmp_path, executables, user):
-    settings = Settings(data_dir=tmp_path / "data", instance="abc123",
-                        engine_url="unix:///run/podman/podman.sock")
-    install_units(settings, tmp_path / "units", *executables, user=user)
+@pytest.mark.parametrize("url", ["unix:///run/podman/podman.sock",
+                                 "unix:///var/run/podman/podman.sock"])
+def test_units_for_podman_wait_for_its_socket_and_name_it(tmp_path, executables, url):
+    settings = Settings(data_dir=tmp_path / "data", instance="abc123", engine_url=url)
+    install_units(settings, tmp_path / "units", *executables, user="root")
     units = tmp_path / "units"
     result = verify(units / "gitd.service", units / "traefik.service")
     assert (result.returncode, result.stderr) == (0, "")
     gitd_unit = (units / "gitd.service").read_text()
     assert "Requires=podman.socket\n" in gitd_unit
     assert "docker.service" not in gitd_unit and "SupplementaryGroups=docker" not in gitd_unit
-    assert "Environment=GITD_ENGINE_URL=unix:///run/podman/podman.sock\n" in gitd_unit
+    assert f"Environment=GITD_ENGINE_URL={url}\n" in gitd_unit
     traefik_unit = (units / "traefik.service").read_text()
     assert "Wants=network-online.target podman.socket\n" in traefik_unit
     assert "docker.service" not in traefik_unit
     assert "SupplementaryGroups=docker" not in traefik_unit
     config = (tmp_path / "data" / "traefik" / "traefik.yml").read_text()
-    assert 'endpoint: "unix:///run/podman/podman.sock"' in config
+    assert f'endpoint: "{url}"' in config
+
+
+@pytest.mark.parametrize("url", ["tcp://10.0.0.5:2375", "unix:///run/user/1000/podman/podman.sock",
+                                 "unix:///srv/engine.sock"])
+def test_units_for_an_engine_no_system_unit_serves_require_none(tmp_path, executables, url):
+    settings = Settings(data_dir=tmp_path / "data", instance="abc123", engine_url=url)
+    install_units(settings, tmp_path / "units", *executables, user="root")
+    units = tmp_path / "units"
+    result = verify(units / "gitd.service", units / "traefik.service")
+    assert (result.returncode, result.stderr) == (0, "")
+    for unit in ("gitd.service", "traefik.service"):
+        text = (units / unit).read_text()
+        assert "docker.service" not in text and "podman.socket" not in text, text
+        assert "Requires=" not in text
+
+
+@pytest.mark.parametrize("url", ["unix:///run/podman/podman.sock", "unix:///srv/engine.sock"])
+def test_a_user_other_than_root_is_refused_where_no_group_reaches_the_engine(tmp_path,
+                                                                              executables, url):
+    settings = Settings(data_dir=tmp_path / "data", instance="abc123", engine_url=url)
+    with pytest.raises(GitdError, match="run gitd as root"):
+        install_units(settings, tmp_path / "units", *executables, user="gitd")
+    assert not (tmp_path / "units").exists() or not any((tmp_path / "units").iterdir())
+    tcp = Settings(data_dir=tmp_path / "data", instance="abc123", engine_url="tcp://10.0.0.5:2375")
+    install_units(tcp, tmp_path / "tcp-units", *executables, user="gitd")  # no socket to reach
