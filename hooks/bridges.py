@@ -104,13 +104,16 @@ class LabelRoutes:
         deadline = time.monotonic() + BRIDGE_WAIT
         while waiting and time.monotonic() < deadline:
             time.sleep(STAGED_POLL)
+            try:  # one look at Traefik and one listing for every bridge
+                routing = router.Routing.read(self.settings.api_url)
+                running = self._running_web_deploys()
+            except Exception as exc:  # noqa: BLE001 - Traefik or Docker busy: look again
+                log.warning("cannot tell whether the bridges were taken over", error=str(exc))
+                continue
+            routing = routing or router.Routing({}, {})  # no answer: nothing routed by labels
             for path, bridge in list(waiting.items()):
-                try:
-                    done = bridge is None or not path.exists() or self._taken_over(*bridge)
-                except Exception as exc:  # noqa: BLE001 - Traefik or Docker busy: look again
-                    log.warning("cannot tell whether a bridge was taken over", error=str(exc))
-                    continue
-                if done:
+                if bridge is None or not path.exists() or self._taken_over_in(
+                        routing, running, *bridge):
                     path.unlink(missing_ok=True)
                     del waiting[path]
         for path, bridge in waiting.items():
@@ -178,6 +181,21 @@ class LabelRoutes:
         if servers and all(status.get(url) == "UP" for url in servers):
             return True
         return not self.web_running(route_key, seq)
+
+    @staticmethod
+    def _taken_over_in(routing, running: set, route_key: str, seq: int, routers: list[str],
+                       servers: set[str]) -> bool:
+        """_taken_over, from one look at Traefik (`routing`) and the (route
+        key, seq) of the web deploys running (`running`)."""
+        status = routing.servers(route_key, seq, routers)
+        if servers and all(status.get(url) == "UP" for url in servers):
+            return True
+        return (route_key, seq) not in running
+
+    def _running_web_deploys(self) -> set[tuple[str, int]]:
+        return {(route_key_of(c.labels), int(c.labels.get(LABEL_SEQ, "0") or 0))
+                for c in self.engine.listed(None, **{LABEL_PROCESS: "web"})
+                if c.status == "running" and c.labels.get(LABEL_SEQ, "").isdigit()}
 
     def web_running(self, route_key: str, seq: int) -> bool:
         app = route_key.split("_", 1)[0]

@@ -343,6 +343,51 @@ def routed_servers(api_url: str, app: str, seq: int, routers: list[str] | None =
     return service.get("serverStatus") or {}
 
 
+PAGE = 1000  # the API's per_page: a whole machine's routers in a request or few
+MAX_PAGES = 20
+
+
+def _listed(api_url: str, kind: str) -> list[dict] | None:
+    """Every HTTP router or service Traefik holds (`kind`: routers |
+    services), a page of PAGE at a time; None when Traefik cannot be asked."""
+    found: list[dict] = []
+    for page in range(1, MAX_PAGES + 1):
+        rows = _get_json(f"{api_url}/api/http/{kind}?per_page={PAGE}&page={page}")
+        if rows is None:
+            return None
+        found.extend(rows)
+        if len(rows) < PAGE:
+            break
+    return found
+
+
+class Routing:
+    """What one provider of Traefik routes right now, read in a request or
+    two whatever the app count: routed_servers for every deploy at once
+    (hooks.bridges hands every bridge staged at start over from one)."""
+
+    def __init__(self, routers: dict[str, str], services: dict[str, dict]):
+        self.routers, self.services = routers, services
+
+    @classmethod
+    def read(cls, api_url: str, provider: str = "docker") -> "Routing | None":
+        routers, services = _listed(api_url, "routers"), _listed(api_url, "services")
+        if routers is None or services is None:
+            return None
+        suffix = f"@{provider}"
+        return cls({r["name"].removesuffix(suffix): r.get("status", "") for r in routers
+                    if r.get("name", "").endswith(suffix)},
+                   {s["name"].removesuffix(suffix): s.get("serverStatus") or {} for s in services
+                    if s.get("name", "").endswith(suffix)})
+
+    def servers(self, app: str, seq: int, routers: list[str] | None = None) -> dict[str, str]:
+        """As routed_servers, from what was read."""
+        name = route_name(app, seq)
+        if any(self.routers.get(r) != "enabled" for r in routers or [name]):
+            return {}
+        return self.services.get(name, {})
+
+
 def still_routed(api_url: str, app: str, seq: int, providers) -> bool:
     """Whether Traefik still holds this deploy's service in any of `providers`."""
     name = route_name(app, seq)

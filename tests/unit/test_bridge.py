@@ -132,3 +132,62 @@ def test_a_route_traefik_keeps_is_warned_about_not_waited_on_forever(tmp_path, m
                                _failed_deploy_units(), progress, timeout=0.3)
     assert time.monotonic() - started < 2
     assert progress.warnings and "still routes shop_frontend-s3" in progress.warnings[0]
+
+
+def test_bridges_staged_at_start_are_handed_over_from_one_look_at_traefik(tmp_path, monkeypatch):
+    """Every staged bridge is decided from one listing of Traefik's routers
+    and services (paged) and one engine listing per look, whatever their
+    number: not requests per app while Traefik is still catching up."""
+    import http.server
+    import threading
+    import urllib.parse
+
+    asked = []
+    up = {f"app{i}": i % 2 == 0 for i in range(6)}  # even apps: taken over by the docker provider
+
+    class Traefik(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            url = urllib.parse.urlparse(self.path)
+            asked.append(url.path)
+            page = int(urllib.parse.parse_qs(url.query)["page"][0])
+            if url.path.endswith("/routers"):
+                rows = [{"name": f"{a}-s1@docker", "status": "enabled"} for a in up if up[a]]
+            else:
+                rows = [{"name": f"{a}-s1@docker", "serverStatus": {f"http://127.0.0.1:{4000 + i}": "UP"}}
+                        for i, a in enumerate(up) if up[a]]
+            body = json.dumps(rows if page == 1 else []).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Traefik)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = Settings(data_dir=tmp_path, instance="x",
+                            traefik_api_port=server.server_address[1])
+        settings.dynamic_dir.mkdir(parents=True)
+        monkeypatch.setattr(router, "has_file_provider", lambda api: True)
+        monkeypatch.setattr(bridges, "STAGED_POLL", 0.05)
+        monkeypatch.setattr(bridges, "BRIDGE_WAIT", 1.0)
+        # the even apps run (Traefik routes them: taken over), the odd ones stopped (their bridge goes)
+        web = [Container(f"gitd-x.{a}.web.1.s1", {"gitd.app": a, "gitd.seq": "1",
+                                                 "gitd.process": "web"}) for a in up if up[a]]
+        engine = Engine(web)
+        listings = []
+        listed = engine.listed
+        engine.listed = lambda *a, **k: listings.append(a) or listed(*a, **k)
+        docker = DockerScheduler(engine, settings)
+        paths = [docker.routes._write_bridge(a, 1, router.as_routes([f"{a}.test"]),
+                                             {f"http://127.0.0.1:{4000 + i}"}, None)
+                 for i, a in enumerate(up)]
+        started = time.monotonic()
+        docker.routes._hand_over_all(paths)
+        assert time.monotonic() - started < 1.0  # decided at the first look, not at BRIDGE_WAIT
+        assert not any(p.exists() for p in paths)
+        assert asked == ["/api/http/routers", "/api/http/services"] and len(listings) == 1
+    finally:
+        server.shutdown()
