@@ -372,15 +372,22 @@ def bring_back_app(gitd, name: str) -> str:
     with gitd.app_lock(name):
         release = gitd.store.require_current_release(name)
         how = "its image was still here"
-        if not release.image_id or not gitd.engine.has_image(release.image_id):
-            if release.components:
-                raise GitdError(f"v{release.version} is built from app.json services, which a "
-                                "restore does not rebuild yet: push again")
+        if missing_images(gitd.engine, release):
             how = bring_back_image(gitd, release, sink)
         release = gitd.store.get_release(name, release.version)
         how += bring_back_volumes(gitd, release)
         gitd.pipeline.redeploy(name, sink, "Restored from a backup: deploying", trigger="restart")
     return f"restored at v{release.version} ({how})"
+
+
+def missing_images(engine, release) -> list[str]:
+    """The release's images this engine lacks: its own, or with app.json
+    services, each service's."""
+    if release.components:
+        ids = [c.get("image_id") for c in release.components.values()]
+    else:
+        ids = [release.image_id]
+    return [i or "" for i in ids if not i or not engine.has_image(i)]
 
 
 def bring_back_image(gitd, release, sink) -> str:

@@ -122,3 +122,53 @@ def test_backup_while_serving_then_restore_on_an_empty_engine(own_gitd, docker_c
     finally:
         restored.stop()
         restored.cleanup(docker_client)
+
+
+def two_services() -> dict:
+    """app.json services (issue #13): a frontend on / and a backend on /api."""
+    def httpd(text: str, port: int) -> str:
+        return (f"FROM {BASE_IMAGE}:latest\n"
+                f"RUN mkdir -p /www && echo {text} > /www/index.html\n"
+                f"CMD exec httpd -f -p {port} -h /www\n")
+    return {"frontend/Dockerfile": httpd("front", 3000), "backend/Dockerfile": httpd("back", 8080),
+            "app.json": json.dumps({"services": {
+                "frontend": {"build": {"dir": "frontend"}, "port": 3000, "routes": [{"path": "/"}]},
+                "backend": {"build": {"dir": "backend"}, "port": 8080,
+                            "routes": [{"path": "/api", "strip_prefix": True}]}}})}
+
+
+def test_a_release_of_several_services_is_rebuilt_and_served_after_a_restore(
+        own_gitd, docker_client, tmp_path):
+    source = own_gitd
+    source.start()
+    app = unique_app("bkmono")
+    host = source.host(app)
+    ok(source, "apps:create", app)
+    pushed = source.push(make_repo(tmp_path / "repo", two_services()), app)
+    assert pushed.returncode == 0, pushed.stderr
+    assert source.get(host, "/") == (200, "front\n")
+    assert source.get(host, "/api/") == (200, "back\n")
+    archive = tmp_path / "gitd-backup.tar.gz"
+    made = gitd_cli("backup", "--data-dir", str(source.data_dir), "--to", str(archive))
+    assert made.returncode == 0, made.stderr
+    source.stop()
+    source.cleanup(docker_client)  # both services' images go too
+    assert not source.containers(docker_client)
+
+    target = tmp_path / "restored" / "data"
+    target.parent.mkdir()
+    done = gitd_cli("restore", "--from", str(archive), "--data-dir", str(target))
+    assert done.returncode == 0, done.stderr
+    restored = Gitd(root=target.parent, data_dir=target, admin_key=source.admin_key,
+                    ssh_port=free_port(), http_port=free_port(), api_port=free_port())
+    try:
+        restored.start()
+        report = wait_report(target / "restore")
+        assert report[f"app {app}"].startswith("restored at v1 (rebuilt from commit"), report
+        restored.wait_for(host, "front")
+        assert restored.get(host, "/api/") == (200, "back\n")
+        services = {c.labels.get("gitd.component") for c in restored.live_containers(docker_client, app)}
+        assert services == {"frontend", "backend"}
+    finally:
+        restored.stop()
+        restored.cleanup(docker_client)

@@ -439,6 +439,24 @@ def test_a_failed_rebuild_is_said_and_the_other_apps_still_come_back(store, tmp_
     assert ("redeploy", "hello", "restart") not in fake.pipeline.calls
 
 
+def test_a_release_of_several_services_is_rebuilt_when_one_of_their_images_is_gone(store,
+                                                                                   tmp_path):
+    fake = Restarting(store, load_settings(data_dir=tmp_path), images={"sha256:front"})
+    for app, back in (("kept", "sha256:front"), ("mono", "sha256:back")):
+        store.create_app(app)
+        deployed(store, app)
+        store.update_release(app, 1, image_id="sha256:front", components={
+            "frontend": {"image": f"gitd/{app}:v1-frontend", "image_id": "sha256:front"},
+            "backend": {"image": f"gitd/{app}:v1-backend", "image_id": back}})
+        repo_of(fake, app)
+    plan_for(fake, ["kept", "mono"])
+    outcome = backup.finish(fake)
+    assert outcome["app kept"] == "restored at v1 (its image was still here)"
+    assert outcome["app mono"] == "restored at v1 (rebuilt from commit c0ffeec0)"
+    assert fake.pipeline.calls == [("redeploy", "kept", "restart"), ("rebuild", "mono", 1),
+                                   ("redeploy", "mono", "restart")]
+
+
 def test_volumes_on_a_swarm_are_refused_in_words_and_nothing_is_written(data_dir, tmp_path):
     settings = load_settings(data_dir=data_dir, flags={"scheduler": "swarm"})
     with pytest.raises(GitdError, match="on a swarm, volumes live on their nodes"):
