@@ -7,14 +7,17 @@ the row and the volume's file are back. A truncated archive is refused with the 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import stat
 import subprocess
+import tarfile
 import time
 
 import pytest
 
 from tests.conftest import require
-from tests.e2e.conftest import BASE_IMAGE
+from tests.e2e.conftest import BASE_IMAGE, start_swarm_gitd, web_app
 from tests.e2e.harness import Gitd, free_port, gitd_command, make_repo, unique_app
 from tests.e2e.helpers import ok
 from tests.e2e.services_helpers import IMAGES_ENV, PG_IMAGE, PG_VERSION, sql, tag_versioned
@@ -35,9 +38,9 @@ def greeting_app() -> dict:
         ' && exec /bin/busybox httpd -f -p $PORT -h /www"]\n')}
 
 
-def gitd_cli(*args: str) -> subprocess.CompletedProcess:
+def gitd_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(gitd_command(*args), capture_output=True, text=True, timeout=600,
-                          check=False)
+                          check=False, env=None if env is None else {**os.environ, **env})
 
 
 def wait_report(directory, timeout: float = 120.0) -> dict:
@@ -172,3 +175,42 @@ def test_a_release_of_several_services_is_rebuilt_and_served_after_a_restore(
     finally:
         restored.stop()
         restored.cleanup(docker_client)
+
+
+def test_volumes_on_a_swarm_are_backed_up_on_this_node_and_the_others_said(
+        own_gitd, swarm, tmp_path):
+    """The app whose tasks run on this (manager) node: its volume is in the
+    archive. One pinned to another node (recorded so in the database: this
+    machine has no second node here) is left out and said, per volume."""
+    server = own_gitd
+    start_swarm_gitd(server)
+    here, far = unique_app("bkswh"), unique_app("bkswf")
+    for app in (here, far):
+        ok(server, "apps:create", app)
+        pushed = server.push(make_repo(tmp_path / app, web_app("v1")), app)
+        assert pushed.returncode == 0, pushed.stderr
+        ok(server, "storage:mount", app, "data:/data")
+    ok(server, "run", here, "--", "sh", "-c", "'echo on-the-manager > /data/file'")
+    db = sqlite3.connect(server.data_dir / "gitd.db")
+    with db:
+        db.execute("UPDATE apps SET node = 'worker-elsewhere' WHERE name = ?", [far])
+    db.close()
+
+    archive = tmp_path / "swarm-backup.tar.gz"
+    backup = ("backup", "--data-dir", str(server.data_dir), "--to", str(archive), "--volumes")
+    unlike = gitd_cli(*backup)  # settings unlike the server's (it was started with a flag)
+    assert unlike.returncode != 0 and "GITD_SCHEDULER=swarm" in unlike.stderr, unlike.stderr
+    assert not archive.exists()
+    made = gitd_cli(*backup, env={"GITD_SCHEDULER": "swarm"})
+    assert made.returncode == 0, made.stderr
+    far_volume = f"gitd-{server.instance}.{far}.data"
+    said = f"volume {far_volume} of {far} is on swarm node worker-elsewhere, which this node ("
+    assert said in made.stdout, made.stdout
+    assert "1 volume(s) left out, on other swarm nodes" in made.stdout, made.stdout
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+        [copy] = [n for n in manifest["files"] if n.startswith("volumes/")]
+        assert copy == f"volumes/gitd-{server.instance}.{here}.data.tar"
+        with tarfile.open(fileobj=tar.extractfile(copy)) as inner:
+            assert inner.extractfile("gitd-volume/file").read() == b"on-the-manager\n"
+    assert list(manifest["volumes_left_out"]) == [far_volume]
