@@ -10,14 +10,18 @@ keeps serving."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.api_client import new_token
 from tests.e2e.conftest import BASE_IMAGE, web_app
 from tests.e2e.harness import commit, git, make_repo, unique_app
 from tests.e2e.helpers import create, ok
@@ -67,6 +71,18 @@ def database_intact(data_dir: Path) -> None:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         db.close()
+
+
+def api_patch(server, path: str, token: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.gitd_api_port}{path}", method="PATCH",
+        data=json.dumps(body).encode(), headers={"Authorization": f"Bearer {token}",
+                                                 "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
 
 
 def head(repo_dir: Path) -> str:
@@ -121,6 +137,21 @@ def test_a_push_that_does_not_fit_fails_in_words_and_changes_nothing(own_gitd, t
             assert not list((server.data_dir / "work").iterdir())  # no checkout left
             assert server.get(host) == (200, "v1\n")
             assert "failed" in ok(server, "releases", app).stdout
+
+            # the state database cannot grow: a command, and the same over HTTP
+            token = new_token(server, "--name", "full")
+            fill(filler, 0)
+            big = "x" * 60_000
+            said = server.ssh("config:set", app, *(f"BIG{n}={big}" for n in range(4)))
+            assert said.returncode != 0
+            assert said.stderr.startswith(" !     no space left on device: the command could not "
+                                          f"finish: the filesystem mounted at {fs} "), said.stderr
+            status, answer = api_patch(server, f"/api/v1/apps/{app}/config", token,
+                                       {f"BIG{n}": big for n in range(4)})
+            assert status == 507 and "no space left on device" in answer["error"], answer
+            database_intact(server.data_dir)
+            assert "BIG0" not in ok(server, "config", app).stdout
+            assert server.get(host) == (200, "v1\n")
 
             # space freed: the next push goes through
             filler.unlink()
