@@ -466,4 +466,17 @@ def bring_back_volumes(gitd, release) -> str:
             if not container.put_archive(os.path.dirname(VOLUME_MOUNT), fh):
                 raise GitdError(f"volume {mount['source']} could not be filled")
         said.append(f"volume {mount['source']} restored")
+        said += pin_here(gitd, release.app)
     return "".join(f"; {line}" for line in said)
+
+
+def pin_here(gitd, app: str) -> list[str]:
+    """On a swarm, an app whose volume was filled on this node runs here
+    now: its recorded node is the old server's (another hostname)."""
+    if not gitd.scheduler_class.has_nodes:
+        return []
+    here = gitd.scheduler.node_name
+    if gitd.store.app_node(app) == here:
+        return []
+    gitd.store.set_app_node(app, here)
+    return [f"its tasks run on node {here} now, where its volumes are"]

@@ -533,6 +533,38 @@ def test_volumes_of_apps_placed_on_a_swarm_are_refused_under_docker_settings(sto
     assert fake.engine.created == [] and list(tmp_path.glob("*.tar")) == []
 
 
+def test_an_app_whose_volume_is_restored_on_a_swarm_runs_on_this_node(store, tmp_path):
+    """Its recorded node is the old server's hostname: its tasks would wait
+    for a node that is gone."""
+    class FillingEngine(Engine, VolumeEngine):
+        def __init__(self):
+            Engine.__init__(self, {"sha256:abc"})
+            VolumeEngine.__init__(self, set())
+
+        def ensure_volume(self, name, labels):
+            self.volumes.add(name)
+
+        def create(self, spec):
+            self.created.append(spec)
+            return type("Helper", (), {"put_archive": lambda self, path, data: True})()
+
+    settings = load_settings(data_dir=tmp_path, flags={"scheduler": "swarm"})
+    fake = Restarting(store, settings, images={"sha256:abc"})
+    fake._engine = FillingEngine()
+    fake.scheduler = type("Scheduler", (), {"node_name": "new-server"})()
+    deployed(store, "hello")
+    store.set_app_node("hello", "old-server")
+    store.set_mounts("hello", [{"type": "volume", "source": "v-hello", "target": "/data"}])
+    plan_for(fake, ["hello"])
+    (tmp_path / backup.RESTORE_DIR / "volumes").mkdir()
+    (tmp_path / backup.RESTORE_DIR / "volumes" / "v-hello.tar").write_bytes(b"tar")
+    outcome = backup.finish(fake)
+    assert outcome["app hello"] == ("restored at v1 (its image was still here; volume v-hello "
+                                    "restored; its tasks run on node new-server now, where its "
+                                    "volumes are)")
+    assert store.app_node("hello") == "new-server"
+
+
 def test_a_volume_left_out_of_the_backup_is_said_at_the_restore(store, tmp_path):
     fake = Restarting(store, load_settings(data_dir=tmp_path), images={"sha256:abc"})
     deployed(store, "hello")
