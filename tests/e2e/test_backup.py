@@ -187,9 +187,9 @@ def test_volumes_on_a_swarm_are_backed_up_on_this_node_and_the_others_said(
     here, far = unique_app("bkswh"), unique_app("bkswf")
     for app in (here, far):
         ok(server, "apps:create", app)
-        pushed = server.push(make_repo(tmp_path / app, web_app("v1")), app)
-        assert pushed.returncode == 0, pushed.stderr
-        ok(server, "storage:mount", app, "data:/data")
+        ok(server, "storage:mount", app, "data:/data")  # its node recorded: this one
+    pushed = server.push(make_repo(tmp_path / here, web_app("v1")), here)
+    assert pushed.returncode == 0, pushed.stderr
     ok(server, "run", here, "--", "sh", "-c", "'echo on-the-manager > /data/file'")
     db = sqlite3.connect(server.data_dir / "gitd.db")
     with db:
