@@ -79,12 +79,17 @@ def docker_build(request: BuildRequest, dockerfile: Path | None = None) -> str:
             container_limits=resources.build_limits(request.limits),
             timeout=int(request.timeout) + 60,  # per read: a fallback to the timer
         )
+        watch = _DiskFullWatch(request.emit)
         for chunk in stream:
-            image_id = _handle_chunk(chunk, request.emit) or image_id
+            image_id = _handle_chunk(chunk, watch.emit) or image_id
     except Exception as exc:
         if timed_out.is_set():
             raise BuildError(_timeout_message(request.timeout))
         if isinstance(exc, BuildError):
+            if watch.seen:
+                raise BuildError(f"no space left on device: the build ran out of disk space "
+                                 f"({exc.message}); free some on Docker's disk or shrink what "
+                                 "the step writes, then push again") from None
             raise
         if isinstance(exc, docker.errors.APIError):
             raise BuildError(f"docker build failed: {exc.explanation or exc}")
@@ -252,6 +257,21 @@ def check_references(request: BuildRequest, text: str) -> None:
         check_labels("\n".join(f"ONBUILD {t}" for t in triggers or []))
         check_remote_sources("\n".join(f"ONBUILD {t}" for t in triggers or []))
         refs.extend(dockerfile_refs.onbuild_references(triggers))
+
+
+class _DiskFullWatch:
+    """Passes the build's lines on, noting whether one told of a full disk
+    (a step's own write, or dockerd's layer store): the build's failure is
+    then said to be that, not only the step's exit code."""
+
+    def __init__(self, emit):
+        self._emit = emit
+        self.seen = False
+
+    def emit(self, line: str) -> None:
+        if "no space left on device" in line.lower():
+            self.seen = True
+        self._emit(line)
 
 
 def _handle_chunk(chunk: dict, emit) -> str | None:

@@ -286,7 +286,8 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             unpacked = (unpacked[0], unpacked[1] + b" (settings max_pack_bytes, max_repo_bytes)")
         yield unpacked
         if unpacked[1] != b"ok":
-            yield from steps
+            for _, _, ref_name in refs:  # said per ref too, not "failed to report status"
+                yield ref_name, b"the pushed pack was not stored"
             return
         with contextlib.ExitStack() as held:
             try:

@@ -16,6 +16,7 @@ In: see ReceivingObjectStore.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -34,6 +35,8 @@ from dulwich.objects import Blob, ShaFile, Tree, object_class, parse_tree, sha_t
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch
 from dulwich.pack import (Pack, PackData, PackIndexer, PackStreamCopier, UnpackedObject,
                           apply_delta, extend_pack, write_pack_index)
+
+from gitd.core.errors import DiskFull, is_disk_full
 
 OFS_DELTA = 6
 REF_DELTA = 7
@@ -538,11 +541,20 @@ class ReceivingObjectStore(DiskObjectStore):
                                               compression_level=self.pack_compression_level,
                                               object_format=self.object_format)
                 f.flush()
-        except BaseException:
+        except BaseException as exc:
             with suppress(FileNotFoundError):
                 os.remove(path)
+            if is_disk_full(exc):
+                raise PackNotStored(self.path) from exc
             raise
-        return self._move_in(path, entries + extra, pack_sha)
+        try:
+            return self._move_in(path, entries + extra, pack_sha)
+        except OSError as exc:
+            with suppress(FileNotFoundError):
+                os.remove(path)
+            if is_disk_full(exc):
+                raise PackNotStored(self.path) from exc
+            raise
 
     def _move_in(self, path: str, entries: list, pack_sha: bytes) -> Pack:
         entries.sort()
@@ -553,9 +565,27 @@ class ReceivingObjectStore(DiskObjectStore):
                 os.remove(path)
                 return pack
         os.rename(path, base + ".pack")
-        with GitFile(base + ".idx", "wb", mask=PACK_MODE, fsync=self.fsync_object_files) as index:
-            write_pack_index(index, entries, pack_sha, version=self.pack_index_version)
+        try:
+            with GitFile(base + ".idx", "wb", mask=PACK_MODE,
+                         fsync=self.fsync_object_files) as index:
+                write_pack_index(index, entries, pack_sha, version=self.pack_index_version)
+        except BaseException:  # a pack without its index is no object anyone can read
+            with suppress(FileNotFoundError):
+                os.remove(base + ".pack")
+            raise
         pack = Pack(base, object_format=self.object_format)
         pack.check_length_and_checksum()
         self._add_cached_pack(os.path.basename(base), pack)
         return pack
+
+
+class PackNotStored(OSError):
+    """The pushed pack did not fit: dulwich reports an OSError's text as
+    the push's unpack status, so this one's text names the filesystem."""
+
+    def __init__(self, objects_dir: str):
+        super().__init__(errno.ENOSPC, DiskFull.at(objects_dir, "the pushed pack was not "
+                                                   "stored").message)
+
+    def __str__(self) -> str:
+        return self.strerror

@@ -27,7 +27,7 @@ from gitd import commands, gitserve, repos, sshwindow
 
 from gitd.core import validate
 from gitd.bridge import ChannelClosed, ThreadBridge
-from gitd.core.errors import GitdError, PermissionDenied, UsageError
+from gitd.core.errors import DiskFull, GitdError, PermissionDenied, UsageError, is_disk_full
 from gitd.service import Gitd
 
 log = structlog.get_logger("gitd.ssh")
@@ -298,7 +298,12 @@ class SSHService:
         except GitdError as exc:
             await _write_error(process, exc.message)
             return exc.exit_status
-        except Exception:
+        except Exception as exc:
+            if is_disk_full(exc):  # sqlite's "database or disk is full" among them
+                full = DiskFull.at(self.gitd.settings.data_dir, "the command could not finish")
+                log.warning("disk full", command=command_line, error=str(exc))
+                await _write_error(process, full.message)
+                return full.exit_status
             log.error("internal error", command=command_line, exc=traceback.format_exc())
             await _write_error(process, "internal error; see gitd's log")
             return 1

@@ -10,7 +10,7 @@ from pathlib import Path
 from dulwich.objects import Commit, Tree
 from dulwich.repo import Repo
 
-from gitd.core.errors import BuildError
+from gitd.core.errors import BuildError, DiskFull, is_disk_full
 
 UNSAFE_NAMES = {b"", b".", b"..", b".git"}
 MAX_DEPTH = 200  # directories deep; removing the tree (shutil.rmtree) recurses
@@ -99,6 +99,8 @@ def export(repo: Repo, tree: Tree, dest: Path, limits: Limits = Limits()) -> int
                     count += 1
                 # gitlinks (submodules) have no content here
     except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull.at(dest, "the pushed tree could not be checked out") from None
         raise BuildError(f"cannot check out the pushed tree: {exc.strerror or exc}")
     root = os.path.realpath(dest)
     for link in links:

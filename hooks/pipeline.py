@@ -249,14 +249,27 @@ class Pipeline:
         progress = self._progress(sink, app, release.version)
         progress.step(f"Rebuilding v{release.version} from {release.commit[:8]}")
         app_settings = self.store.get_app(app).settings
+        build_dir = app_settings.get("build_dir", "")
+        commit = release.commit.encode()
+        trusted = self._is_admin(release.pushed_by)
         with tempfile.TemporaryDirectory(dir=self._work_dir(), prefix=f"{app}-") as tmp:
             source = Path(tmp) / "src"
-            tree = checkout.subtree(repo, release.commit.encode(), app_settings.get("build_dir", ""))
+            tree = checkout.subtree(repo, commit, build_dir)
             checkout.export(repo, tree, source, checkout.Limits(
                 self.settings.max_export_files, self.settings.max_export_bytes))
+            if release.components:
+                # each service whose image is gone, as its push built it; one
+                # still here is reused (its tree is the recorded one)
+                built = self._build_components(
+                    app, release.version, repo, commit, build_dir,
+                    components.parse(release.app_json), source, Path(tmp), app_settings,
+                    progress, trusted=trusted)
+                first = built[next(iter(built))]
+                self.store.update_release(app, release.version, image_id=first["image_id"],
+                                          components=built)
+                return self.store.get_release(app, release.version)
             result, _ = self._build(app, release.version, source, Path(tmp), app_settings,
-                                    release.procfile, progress,
-                                    trusted=self._is_admin(release.pushed_by))
+                                    release.procfile, progress, trusted=trusted)
         self.store.update_release(app, release.version, image_id=result.image_id)
         return self.store.get_release(app, release.version)
 

@@ -42,8 +42,8 @@ from aiohttp import web
 
 from gitd.api import auth, exposure, openapi, routing
 from gitd.api.routing import Route, UnsupportedMedia, json_response
-from gitd.core.errors import (Conflict, GitdError, NotFound, PermissionDenied, RateLimited,
-                              TooLarge, UsageError)
+from gitd.core.errors import (Conflict, DiskFull, GitdError, NotFound, PermissionDenied,
+                              RateLimited, TooLarge, UsageError, is_disk_full)
 
 log = structlog.get_logger("gitd.api")
 
@@ -118,10 +118,16 @@ async def errors(request: web.Request, handler):
         response = _http_error(exc)
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 - the one boundary: a bug, logged, never shown
-        log.exception("api request failed", method=request.method, path=request.path)
-        response = json_response({"error": "internal error (the server's log says more)"},
-                                 status=500)
+    except Exception as exc:  # noqa: BLE001 - the one boundary: a bug, logged, never shown
+        if is_disk_full(exc):  # not a bug: said, as 507 Insufficient Storage
+            log.warning("disk full", method=request.method, path=request.path, error=str(exc))
+            response = json_response({"error": DiskFull.at(
+                request.app["gitd"].settings.data_dir, "the request could not finish").message},
+                status=507)
+        else:
+            log.exception("api request failed", method=request.method, path=request.path)
+            response = json_response({"error": "internal error (the server's log says more)"},
+                                     status=500)
     log.info("api request", method=request.method, path=request.path, status=response.status,
              key=request.get("key_name"), ms=round((time.monotonic() - started) * 1000, 1))
     return response

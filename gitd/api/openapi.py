@@ -16,6 +16,7 @@ AUTH_ERRORS = {
     "409": "a name already taken, a deploy of the app still running, or what this server's "
            "state does not allow now (HTTPS off, no swarm, a service image it cannot get)",
     "429": "too many failed attempts to authenticate from this address",
+    "507": "no space left on the filesystem holding gitd's data: the request could not finish",
 }
 BODY_ERRORS = {
     "413": "request body too large",

@@ -83,15 +83,19 @@ def backup(settings: Settings, dest: Path, say: Callable[[str], None],
         gitd = Gitd(settings)
         services = dump_services(gitd, Path(tmp), say)
         sources += [archive.Source(SERVICES + f"{name}.dump", path) for name, path in services]
-        copied = copy_volumes(gitd, Path(tmp), say) if volumes else []
+        copied, left_out = copy_volumes(gitd, Path(tmp), say) if volumes else ([], {})
         sources += [archive.Source(VOLUMES + f"{name}.tar", path) for name, path in copied]
         manifest = archive.write(dest, sources, {
             "gitd_version": __version__, "created_at": time.time(),
             "services": sorted(name for name, _ in services),
-            "volumes": sorted(name for name, _ in copied)})
+            "volumes": sorted(name for name, _ in copied),
+            "volumes_left_out": left_out})
     size = dest.stat().st_size
     say(f"wrote {dest} ({size} bytes: {len(manifest['files'])} entries, "
         f"{len(services)} service dump(s))")
+    if left_out:
+        say(f"{len(left_out)} volume(s) left out, on other swarm nodes: "
+            f"{', '.join(sorted(left_out))}")
     return manifest
 
 
@@ -145,18 +149,31 @@ def dump_services(gitd, tmp: Path, say) -> list[tuple[str, Path]]:
     return dumps
 
 
-def copy_volumes(gitd, tmp: Path, say) -> list[tuple[str, Path]]:
+def copy_volumes(gitd, tmp: Path, say) -> tuple[list[tuple[str, Path]], dict[str, str]]:
     """Each live app's named volumes as tar files (the engine's own copy of
     a directory), through a helper container of the app's image that is
-    created, never started."""
-    if gitd.scheduler_class.has_nodes:
-        raise GitdError("--volumes: on a swarm, volumes live on their nodes and are not "
-                        "backed up yet; back up without --volumes")
-    copied = []
+    created, never started. On a swarm only this node's engine is reached:
+    a volume on another node is left out and said (name -> why)."""
+    copied, left_out = [], {}
+    here = gitd.scheduler.node_name if gitd.scheduler_class.has_nodes else None
+    placed = [a.name for a in gitd.store.list_apps() if gitd.store.app_node(a.name)]
+    if here is None and placed:
+        raise GitdError(f"--volumes: {', '.join(placed)} run(s) on swarm nodes, but these "
+                        'settings say scheduler = "docker": back up with the settings gitd '
+                        'serves with (scheduler = "swarm" in gitd.toml, or GITD_SCHEDULER=swarm)')
     for app in gitd.store.list_apps():
         release = gitd.store.current_release(app.name)
+        node = (gitd.store.app_node(app.name) or here) if here else None
         for mount in gitd.store.get_mounts(app.name):
-            if mount["type"] != "volume" or not gitd.engine.volume_exists(mount["source"]):
+            if mount["type"] != "volume":
+                continue
+            if node != here:
+                left_out[mount["source"]] = (
+                    f"volume {mount['source']} of {app.name} is on swarm node {node}, which "
+                    f"this node ({here}) cannot read: not in the archive; copy it on {node}")
+                say(left_out[mount["source"]])
+                continue
+            if not gitd.engine.volume_exists(mount["source"]):
                 continue
             if release is None:
                 raise GitdError(f"{app.name} has volume {mount['source']} but no release to "
@@ -168,7 +185,7 @@ def copy_volumes(gitd, tmp: Path, say) -> list[tuple[str, Path]]:
                 with open(path, "wb") as out:
                     out.writelines(stream)
             copied.append((mount["source"], path))
-    return copied
+    return copied, left_out
 
 
 @contextlib.contextmanager
@@ -224,6 +241,8 @@ def restore(settings: Settings, source: Path, say: Callable[[str], None]) -> dic
         raise
     os.chmod(data_dir, 0o700)
     say(f"restored {data_dir}: {len(plan['apps'])} app(s), {len(plan['services'])} service(s)")
+    for why in plan["volumes_left_out"].values():
+        say(f"not in the backup: {why}")
     say(f"next: gitd serve --data-dir {data_dir}; once it serves it starts the services with "
         "their data and deploys each app's live release (rebuilt from its commit), and logs "
         f"per app what it could not (also in {data_dir / RESTORE_DIR / REPORT})")
@@ -265,7 +284,8 @@ def write_plan(data_dir: Path, manifest: dict) -> dict:
     dumped = set(manifest.get("services") or [])
     plan = {"apps": apps, "services": services,
             "dumps": sorted(s for s in services if s in dumped),
-            "volumes": sorted(manifest.get("volumes") or [])}
+            "volumes": sorted(manifest.get("volumes") or []),
+            "volumes_left_out": dict(manifest.get("volumes_left_out") or {})}
     directory = data_dir / RESTORE_DIR
     directory.mkdir(exist_ok=True, mode=0o700)
     _write_json(directory / PENDING, plan)
@@ -372,15 +392,22 @@ def bring_back_app(gitd, name: str) -> str:
     with gitd.app_lock(name):
         release = gitd.store.require_current_release(name)
         how = "its image was still here"
-        if not release.image_id or not gitd.engine.has_image(release.image_id):
-            if release.components:
-                raise GitdError(f"v{release.version} is built from app.json services, which a "
-                                "restore does not rebuild yet: push again")
+        if missing_images(gitd.engine, release):
             how = bring_back_image(gitd, release, sink)
         release = gitd.store.get_release(name, release.version)
         how += bring_back_volumes(gitd, release)
         gitd.pipeline.redeploy(name, sink, "Restored from a backup: deploying", trigger="restart")
     return f"restored at v{release.version} ({how})"
+
+
+def missing_images(engine, release) -> list[str]:
+    """The release's images this engine lacks: its own, or with app.json
+    services, each service's."""
+    if release.components:
+        ids = [c.get("image_id") for c in release.components.values()]
+    else:
+        ids = [release.image_id]
+    return [i or "" for i in ids if not i or not engine.has_image(i)]
 
 
 def bring_back_image(gitd, release, sink) -> str:
@@ -422,9 +449,12 @@ def bring_back_volumes(gitd, release) -> str:
     """Fill the app's named volumes from the archive's copies (a volume that
     already exists is kept as it is). Returns what to add to the outcome."""
     directory = gitd.settings.data_dir / RESTORE_DIR / "volumes"
+    left_out = (pending(gitd.settings) or {}).get("volumes_left_out") or {}
     said = []
     for mount in gitd.store.get_mounts(release.app):
         copy = directory / f"{mount['source']}.tar"
+        if mount["type"] == "volume" and mount["source"] in left_out:
+            said.append(f"not in the backup: {left_out[mount['source']]}")
         if mount["type"] != "volume" or not copy.is_file():
             continue
         if gitd.engine.volume_exists(mount["source"]):
@@ -436,4 +466,17 @@ def bring_back_volumes(gitd, release) -> str:
             if not container.put_archive(os.path.dirname(VOLUME_MOUNT), fh):
                 raise GitdError(f"volume {mount['source']} could not be filled")
         said.append(f"volume {mount['source']} restored")
+        said += pin_here(gitd, release.app)
     return "".join(f"; {line}" for line in said)
+
+
+def pin_here(gitd, app: str) -> list[str]:
+    """On a swarm, an app whose volume was filled on this node runs here
+    now: its recorded node is the old server's (another hostname)."""
+    if not gitd.scheduler_class.has_nodes:
+        return []
+    here = gitd.scheduler.node_name
+    if gitd.store.app_node(app) == here:
+        return []
+    gitd.store.set_app_node(app, here)
+    return [f"its tasks run on node {here} now, where its volumes are"]

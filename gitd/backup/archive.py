@@ -59,8 +59,12 @@ def write(dest: Path, sources: Iterable[Source], meta: dict) -> dict:
                     check_name(source.name)
                     if source.name in files or source.name == MANIFEST:
                         raise GitdError(f"{source.name} twice in the archive")
-                    files[source.name] = (_add_dir(tar, source) if source.path.is_dir()
-                                          and not source.path.is_symlink() else _add_file(tar, source))
+                    try:
+                        files[source.name] = (
+                            _add_dir(tar, source) if source.path.is_dir()
+                            and not source.path.is_symlink() else _add_file(tar, source))
+                    except FileNotFoundError:  # removed since it was listed (a route file
+                        continue  # of a swarm task that ended): no longer part of the data
                 manifest = {**meta, "format": FORMAT, "files": files}
                 _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
             raw.flush()

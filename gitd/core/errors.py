@@ -1,5 +1,12 @@
 """The one error boundary: commands raise GitdError, the SSH layer prints it."""
 
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+
 
 class GitdError(Exception):
     """An expected failure, shown to the user as ` !     message`."""
@@ -56,3 +63,33 @@ class RateLimited(GitdError):
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DiskFull(GitdError):
+    """No space left where gitd writes (the data dir's filesystem, or the
+    engine's): the message names the filesystem and what is free on it."""
+
+    @classmethod
+    def at(cls, path, what: str = "") -> DiskFull:
+        path = os.path.abspath(path)
+        mount = _mount_point(path)
+        try:
+            free = f"{shutil.disk_usage(mount).free // 1024} KiB free"
+        except OSError:
+            free = "free space unknown"
+        where = mount if mount == path else f"{mount} (holding {path})"
+        return cls(f"no space left on device: {what + ': ' if what else ''}the filesystem "
+                   f"mounted at {where} is full ({free}): free some space there and try again")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC or a quota, from the OS or through sqlite (SQLITE_FULL)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
+
+
+def _mount_point(path: str) -> str:
+    while not os.path.ismount(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path

@@ -114,7 +114,8 @@ def test_restore_makes_the_data_dir_and_a_plan_for_the_next_start(data_dir, tmp_
     target.parent.mkdir()
     lines = []
     plan = backup.restore(settings_for(target), dest, lines.append)
-    assert plan == {"apps": ["web"], "services": [], "dumps": [], "volumes": []}
+    assert plan == {"apps": ["web"], "services": [], "dumps": [], "volumes": [],
+                    "volumes_left_out": {}}
     assert json.loads((target / "restore" / "pending.json").read_text()) == plan
     assert (target / "tls" / "acme.json").read_text() == '{"account": 1}'
     assert (target / "repos" / "web.git" / "refs" / "tags").is_dir()
@@ -321,6 +322,16 @@ def test_a_file_that_changes_while_it_is_archived_fails_the_backup(tmp_path):
     assert not dest.exists() and [p.name for p in tmp_path.iterdir()] == ["grows"]
 
 
+def test_a_file_removed_after_it_was_listed_is_left_out(tmp_path):
+    kept = tmp_path / "kept"
+    kept.write_text("x")
+    manifest = archive.write(tmp_path / "a.tar.gz", [
+        archive.Source("data/gone.yml", tmp_path / "gone.yml"),
+        archive.Source("data/kept", kept)], {})
+    assert list(manifest["files"]) == ["data/kept"]
+    assert archive.verify(tmp_path / "a.tar.gz")["files"] == manifest["files"]
+
+
 def test_archive_write_reads_no_link(tmp_path):
     (tmp_path / "real").write_text("secret")
     (tmp_path / "link").symlink_to(tmp_path / "real")
@@ -439,11 +450,132 @@ def test_a_failed_rebuild_is_said_and_the_other_apps_still_come_back(store, tmp_
     assert ("redeploy", "hello", "restart") not in fake.pipeline.calls
 
 
-def test_volumes_on_a_swarm_are_refused_in_words_and_nothing_is_written(data_dir, tmp_path):
-    settings = load_settings(data_dir=data_dir, flags={"scheduler": "swarm"})
-    with pytest.raises(GitdError, match="on a swarm, volumes live on their nodes"):
-        backup.backup(settings, tmp_path / "b.tar.gz", print, volumes=True)
-    assert not (tmp_path / "b.tar.gz").exists() and not list(tmp_path.glob(".*"))
+def test_a_release_of_several_services_is_rebuilt_when_one_of_their_images_is_gone(store,
+                                                                                   tmp_path):
+    fake = Restarting(store, load_settings(data_dir=tmp_path), images={"sha256:front"})
+    for app, back in (("kept", "sha256:front"), ("mono", "sha256:back")):
+        store.create_app(app)
+        deployed(store, app)
+        store.update_release(app, 1, image_id="sha256:front", components={
+            "frontend": {"image": f"gitd/{app}:v1-frontend", "image_id": "sha256:front"},
+            "backend": {"image": f"gitd/{app}:v1-backend", "image_id": back}})
+        repo_of(fake, app)
+    plan_for(fake, ["kept", "mono"])
+    outcome = backup.finish(fake)
+    assert outcome["app kept"] == "restored at v1 (its image was still here)"
+    assert outcome["app mono"] == "restored at v1 (rebuilt from commit c0ffeec0)"
+    assert fake.pipeline.calls == [("redeploy", "kept", "restart"), ("rebuild", "mono", 1),
+                                   ("redeploy", "mono", "restart")]
+
+
+class VolumeEngine:
+    """The engine as copy_volumes sees it: volumes, helper containers."""
+
+    def __init__(self, volumes):
+        self.volumes, self.created, self.removed = set(volumes), [], []
+
+    def volume_exists(self, name):
+        return name in self.volumes
+
+    def create(self, spec):
+        class Helper:
+            def get_archive(self, path):
+                return [b"tar of ", spec["mounts"][0]["source"].encode()], {}
+        self.created.append(spec)
+        return Helper()
+
+    def remove(self, container):
+        self.removed.append(container)
+
+
+class OnASwarm(FakeGitd):
+    def __init__(self, store, settings, volumes, here="manager-1"):
+        super().__init__(store, settings)
+        self._engine = VolumeEngine(volumes)
+        self.scheduler = type("Scheduler", (), {"node_name": here})()
+
+    @property
+    def engine(self):
+        return self._engine
+
+
+def test_volumes_on_a_swarm_are_copied_on_this_node_and_the_others_said(store, tmp_path):
+    settings = load_settings(data_dir=tmp_path, flags={"scheduler": "swarm"})
+    # v-far: this node has a namesake, not the data of far's tasks
+    fake = OnASwarm(store, settings, volumes={"v-hello", "v-pinned", "v-far"})
+    for app, node in (("hello", None), ("pinned", "manager-1"), ("far", "worker-2")):
+        if app != "hello":
+            store.create_app(app)
+        deployed(store, app)
+        store.set_app_node(app, node)
+        store.set_mounts(app, [{"type": "volume", "source": f"v-{app}", "target": "/data"},
+                               {"type": "bind", "source": "/srv/x", "target": "/x"}])
+    said = []
+    copied, left_out = backup.copy_volumes(fake, tmp_path, said.append)
+    assert [name for name, _ in copied] == ["v-hello", "v-pinned"]
+    assert (tmp_path / "v-hello.tar").read_bytes() == b"tar of v-hello"
+    assert list(left_out) == ["v-far"]
+    assert left_out["v-far"] == ("volume v-far of far is on swarm node worker-2, which this "
+                                 "node (manager-1) cannot read: not in the archive; copy it "
+                                 "on worker-2")
+    assert left_out["v-far"] in said
+    assert len(fake.engine.removed) == 2  # each helper removed
+
+
+def test_volumes_of_apps_placed_on_a_swarm_are_refused_under_docker_settings(store, tmp_path):
+    fake = OnASwarm(store, load_settings(data_dir=tmp_path), volumes={"v-hello"})
+    deployed(store, "hello")
+    store.set_app_node("hello", "manager-1")
+    store.set_mounts("hello", [{"type": "volume", "source": "v-hello", "target": "/data"}])
+    with pytest.raises(GitdError, match=r'hello run\(s\) on swarm nodes, but these settings '
+                                        r'say scheduler = "docker"'):
+        backup.copy_volumes(fake, tmp_path, print)
+    assert fake.engine.created == [] and list(tmp_path.glob("*.tar")) == []
+
+
+def test_an_app_whose_volume_is_restored_on_a_swarm_runs_on_this_node(store, tmp_path):
+    """Its recorded node is the old server's hostname: its tasks would wait
+    for a node that is gone."""
+    class FillingEngine(Engine, VolumeEngine):
+        def __init__(self):
+            Engine.__init__(self, {"sha256:abc"})
+            VolumeEngine.__init__(self, set())
+
+        def ensure_volume(self, name, labels):
+            self.volumes.add(name)
+
+        def create(self, spec):
+            self.created.append(spec)
+            return type("Helper", (), {"put_archive": lambda self, path, data: True})()
+
+    settings = load_settings(data_dir=tmp_path, flags={"scheduler": "swarm"})
+    fake = Restarting(store, settings, images={"sha256:abc"})
+    fake._engine = FillingEngine()
+    fake.scheduler = type("Scheduler", (), {"node_name": "new-server"})()
+    deployed(store, "hello")
+    store.set_app_node("hello", "old-server")
+    store.set_mounts("hello", [{"type": "volume", "source": "v-hello", "target": "/data"}])
+    plan_for(fake, ["hello"])
+    (tmp_path / backup.RESTORE_DIR / "volumes").mkdir()
+    (tmp_path / backup.RESTORE_DIR / "volumes" / "v-hello.tar").write_bytes(b"tar")
+    outcome = backup.finish(fake)
+    assert outcome["app hello"] == ("restored at v1 (its image was still here; volume v-hello "
+                                    "restored; its tasks run on node new-server now, where its "
+                                    "volumes are)")
+    assert store.app_node("hello") == "new-server"
+
+
+def test_a_volume_left_out_of_the_backup_is_said_at_the_restore(store, tmp_path):
+    fake = Restarting(store, load_settings(data_dir=tmp_path), images={"sha256:abc"})
+    deployed(store, "hello")
+    store.set_mounts("hello", [{"type": "volume", "source": "v-hello", "target": "/data"}])
+    plan_for(fake, ["hello"])
+    pending = tmp_path / backup.RESTORE_DIR / backup.PENDING
+    plan = json.loads(pending.read_text())
+    pending.write_text(json.dumps({**plan, "volumes_left_out": {"v-hello": "on worker-2"}}))
+    outcome = backup.finish(fake)
+    assert outcome["app hello"] == ("restored at v1 (its image was still here; not in the "
+                                    "backup: on worker-2)")
 
 
 def test_backup_to_a_directory_is_refused(data_dir, tmp_path):
