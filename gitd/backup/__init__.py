@@ -154,7 +154,7 @@ def copy_volumes(gitd, tmp: Path, say) -> tuple[list[tuple[str, Path]], dict[str
     a directory), through a helper container of the app's image that is
     created, never started. On a swarm only this node's engine is reached:
     a volume on another node is left out and said (name -> why)."""
-    copied, left_out = [], {}
+    copied, left_out, seen = [], {}, set()
     here = gitd.scheduler.node_name if gitd.scheduler_class.has_nodes else None
     placed = [a.name for a in gitd.store.list_apps() if gitd.store.app_node(a.name)]
     if here is None and placed:
@@ -165,8 +165,9 @@ def copy_volumes(gitd, tmp: Path, say) -> tuple[list[tuple[str, Path]], dict[str
         release = gitd.store.current_release(app.name)
         node = (gitd.store.app_node(app.name) or here) if here else None
         for mount in gitd.store.get_mounts(app.name):
-            if mount["type"] != "volume":
-                continue
+            if mount["type"] != "volume" or mount["source"] in seen:
+                continue  # one volume mounted at two paths is copied once
+            seen.add(mount["source"])
             if node != here:
                 left_out[mount["source"]] = (
                     f"volume {mount['source']} of {app.name} is on swarm node {node}, which "

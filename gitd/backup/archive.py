@@ -233,7 +233,24 @@ def _parse_manifest(data: bytes) -> dict:
         check_name(name)
         if not isinstance(entry, dict):
             raise GitdError(f"refused: the manifest's entry for {name} is not an object")
+    _check_left_out(manifest.get("volumes_left_out"))
     return manifest
+
+
+def _check_left_out(left_out) -> None:
+    """volume name -> why it is not in the archive: printed at the restore,
+    so plain text of bounded size, no terminal escapes."""
+    if left_out is None:
+        return
+    if not isinstance(left_out, dict) or len(left_out) > 10_000:
+        raise GitdError("refused: the manifest's volumes_left_out is not a list of volumes")
+    for volume, why in left_out.items():
+        if not (isinstance(why, str) and _printable(volume, 200) and _printable(why, 1000)):
+            raise GitdError("refused: the manifest's volumes_left_out holds a bad entry")
+
+
+def _printable(text: str, most: int) -> bool:
+    return 0 < len(text) <= most and text.isprintable()
 
 
 def _copy(fh, size: int, target: Path | None) -> dict:

@@ -166,9 +166,11 @@ def test_a_push_that_does_not_fit_fails_in_words_and_changes_nothing(own_gitd, t
 
 
 def test_a_build_that_fills_its_disk_is_told_and_the_old_release_serves(gitd, tmp_path):
-    """Docker's own disk is the machine's: a build step here fills a small
-    tmpfs of its own instead (`RUN --mount=type=tmpfs` is BuildKit's, which
-    this engine's builder lacks), so dd writes into a size-limited place."""
+    """Docker's own disk is the machine's, shared, and this engine's builder
+    lacks BuildKit's `RUN --mount=type=tmpfs`: a build step writes to
+    /dev/full, which fails as a full disk does (ENOSPC), to show how a full
+    build disk is told and that the old release keeps serving. Filling the
+    engine's real disk is not tested."""
     app = unique_app("fullb")
     host = gitd.host(app)
     create(gitd, app)

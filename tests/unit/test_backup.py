@@ -278,6 +278,14 @@ def test_a_member_after_the_manifest_is_refused(tmp_path):
         archive.verify(late)
 
 
+@pytest.mark.parametrize("left_out", [[1], ["ab"], {"v": 1}, {"v": "\x1b[2Jgone"}, {"": "x"},
+                                      {"v": "x" * 2000}])
+def test_a_manifest_whose_volumes_left_out_is_not_plain_text_is_refused(tmp_path, left_out):
+    listed = {"format": archive.FORMAT, "files": {}, "volumes_left_out": left_out}
+    with pytest.raises(GitdError, match="refused: the manifest's volumes_left_out"):
+        archive.verify(hostile(tmp_path / "h.tar.gz", [], listed))
+
+
 def test_a_newer_format_is_refused_in_words(tmp_path):
     path = hostile(tmp_path / "h.tar.gz", [], {"format": 99, "files": {}, "gitd_version": "9.0"})
     with pytest.raises(GitdError, match="format 99.*9.0"):
@@ -632,3 +640,15 @@ def test_a_start_cut_short_resumes_where_it_stopped(store, tmp_path):
     assert set(outcome) == {"app hello", "app second"}
     assert fake.pipeline.calls == [("redeploy", "second", "restart")]  # hello not again
     assert not (directory / backup.PENDING).exists()
+
+
+def test_one_volume_mounted_at_two_paths_is_copied_once(store, tmp_path):
+    settings = load_settings(data_dir=tmp_path)
+    fake = OnASwarm(store, settings, volumes={"v-hello"})
+    deployed(store, "hello")
+    store.set_mounts("hello", [{"type": "volume", "source": "v-hello", "target": "/a"},
+                               {"type": "volume", "source": "v-hello", "target": "/b"}])
+    copied, left_out = backup.copy_volumes(fake, tmp_path, lambda line: None)
+    assert [name for name, _ in copied] == ["v-hello"] and left_out == {}
+    sources = [archive.Source(backup.VOLUMES + f"{n}.tar", p) for n, p in copied]
+    archive.write(tmp_path / "x.tar.gz", sources, {})  # before: "twice in the archive"
