@@ -1,0 +1,92 @@
+"""gitd on a swarm of three Docker-in-Docker nodes the test owns (issue #27):
+gitd and Traefik on the manager, tasks on every node, images pulled from a
+registry at the manager's address, drains and a lost worker under HTTP load.
+
+The cluster is built once for the module (tests/e2e/cluster.py) and removed
+at its end whatever happens; the tests run in order, each leaving it as the
+next expects (all three nodes active)."""
+
+import docker
+import pytest
+
+from tests.conftest import require
+from tests.e2e.cluster import CLUSTER_IMAGE, DIST, build_cluster, wait_until
+from tests.e2e.conftest import BASE_IMAGE
+from tests.e2e.harness import make_repo, unique_app
+
+pytestmark = pytest.mark.e2e
+
+HOSTNAME_APP = (
+    f"FROM {BASE_IMAGE}:latest\n"
+    "RUN mkdir -p /www\n"
+    # the page names the task's container (its hostname: the short container id)
+    'CMD ["sh", "-c", "hostname > /www/index.html; exec httpd -f -p $PORT -h /www"]\n')
+
+
+@pytest.fixture(scope="module")
+def cluster(docker_client, base_image, tmp_path_factory):
+    try:
+        docker_client.images.get(CLUSTER_IMAGE)
+    except docker.errors.ImageNotFound:
+        require(False, f"{CLUSTER_IMAGE} is not built")
+    require(any(DIST.glob("gitd-*.whl")) and (DIST / "wheels").is_dir(),
+            f"no wheels of gitd and its dependencies in {DIST}")
+    built = build_cluster(docker_client, tmp_path_factory.mktemp("cluster"),
+                          images=(f"{BASE_IMAGE}:latest",))
+    try:
+        yield built
+    finally:
+        built.remove()
+
+
+def ok(result):
+    assert result.returncode == 0, (result.args, result.stdout, result.stderr)
+    return result.stdout
+
+
+def answering(gitd, app: str, wanted: set[str], timeout: float = 60.0) -> set[str]:
+    """The bodies seen through Traefik until all of `wanted` answered."""
+    seen = set()
+
+    def all_seen():
+        status, body = gitd.get(gitd.host(app))
+        if status == 200:
+            seen.add(body.strip())
+        return wanted <= seen
+
+    wait_until(all_seen, f"answers from {sorted(wanted - seen)}", timeout=timeout, pause=0.05)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def spread_app(cluster, tmp_path_factory):
+    """An app pushed once and scaled to 6 tasks over the three nodes."""
+    gitd = cluster.gitd
+    app = unique_app("cl")
+    ok(gitd.ssh("apps:create", app))
+    repo = make_repo(tmp_path_factory.mktemp("spread") / "app", {"Dockerfile": HOSTNAME_APP})
+    pushed = gitd.push(repo, app)
+    assert pushed.returncode == 0, pushed.stderr + cluster.gitd_log()[-3000:]
+    ok(gitd.ssh("ps:scale", app, "web=6"))
+    return {"app": app, "push": pushed}
+
+
+def test_a_push_builds_once_every_node_pulls_and_six_tasks_spread(cluster, spread_app):
+    gitd, app = cluster.gitd, spread_app["app"]
+    tasks = wait_until(lambda: (t := cluster.tasks(app)) and len(t) == 6 and t,
+                       "6 running tasks")
+    assert {t["node"] for t in tasks} == {n.name for n in cluster.nodes}, \
+        [(t["node"], t["Slot"]) for t in tasks]
+    image = tasks[0]["Spec"]["ContainerSpec"]["Image"]
+    assert image.startswith(f"{cluster.registry}/gitd/{app}@sha256:"), image
+
+    # built once, on the manager; each worker has only what it pulled from the registry
+    assert cluster.manager.sh(f"docker image ls -q gitd/{app}").strip()
+    for worker in cluster.workers:
+        assert worker.sh(f"docker image ls -q gitd/{app}").strip() == ""
+        pulled = worker.docker_json(f"image ls --digests {cluster.registry}/gitd/{app}")
+        assert [p["Digest"] for p in pulled] == [image.split("@")[1]], pulled
+
+    # every task answers through Traefik on the manager
+    containers = {t["Status"]["ContainerStatus"]["ContainerID"][:12] for t in tasks}
+    assert answering(gitd, app, containers) == containers
