@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import require
 from tests.e2e.cluster import CLUSTER_IMAGE, DIST, build_cluster, wait_until
 from tests.e2e.conftest import BASE_IMAGE
-from tests.e2e.harness import make_repo, unique_app
+from tests.e2e.harness import Load, make_repo, unique_app
 
 pytestmark = pytest.mark.e2e
 
@@ -88,5 +88,43 @@ def test_a_push_builds_once_every_node_pulls_and_six_tasks_spread(cluster, sprea
         assert [p["Digest"] for p in pulled] == [image.split("@")[1]], pulled
 
     # every task answers through Traefik on the manager
-    containers = {t["Status"]["ContainerStatus"]["ContainerID"][:12] for t in tasks}
-    assert answering(gitd, app, containers) == containers
+    assert answering(gitd, app, container_ids(tasks)) == container_ids(tasks)
+
+
+def on_nodes(tasks: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[task["node"]] = counts.get(task["node"], 0) + 1
+    return counts
+
+
+def container_ids(tasks: list[dict]) -> set[str]:
+    return {t["Status"]["ContainerStatus"]["ContainerID"][:12] for t in tasks}
+
+
+def test_a_drain_under_load_moves_the_tasks_with_no_failed_request(cluster, spread_app):
+    gitd, app = cluster.gitd, spread_app["app"]
+    worker = cluster.workers[0]
+    before = cluster.tasks(app)
+    assert on_nodes(before).get(worker.name), on_nodes(before)
+
+    def moved():
+        tasks = cluster.tasks(app)
+        return len(tasks) == 6 and worker.name not in on_nodes(tasks) and tasks
+
+    with Load(gitd, gitd.host(app)) as load:
+        out = ok(gitd.ssh("nodes:drain", worker.name))
+        tasks = wait_until(moved, f"6 tasks off {worker.name}", timeout=120)
+        answering(gitd, app, container_ids(tasks))
+    assert f"-----> {worker.name}: drain (was active)" in out, out
+    assert load.failures == [] and load.ok > 100, (load.failures, load.ok)
+
+    # activated, it takes tasks again at the next restart (under load too)
+    with Load(gitd, gitd.host(app)) as load:
+        ok(gitd.ssh("nodes:activate", worker.name))
+        ok(gitd.ssh("ps:restart", app))
+        tasks = wait_until(lambda: (t := cluster.tasks(app)) and worker.name in on_nodes(t)
+                           and len(t) == 6 and t, f"tasks on {worker.name} again", timeout=120)
+        answering(gitd, app, container_ids(tasks))
+    assert load.failures == [] and load.ok > 0, (load.failures, load.ok)
+    assert set(on_nodes(tasks)) == {n.name for n in cluster.nodes}, on_nodes(tasks)
