@@ -6,6 +6,8 @@ The cluster is built once for the module (tests/e2e/cluster.py) and removed
 at its end whatever happens; the tests run in order, each leaving it as the
 next expects (all three nodes active)."""
 
+import time
+
 import docker
 import pytest
 
@@ -15,6 +17,13 @@ from tests.e2e.conftest import BASE_IMAGE
 from tests.e2e.harness import Load, make_repo, unique_app
 
 pytestmark = pytest.mark.e2e
+
+# at most this many requests fail after a worker is killed (the README
+# states it): those in flight on the node when it died, one per client of
+# the load at most. Measured here: 0 of 1,017; before Traefik was told to
+# give up on a connection after 1 s, 8 of 875 (hung until the swarm declared
+# the node down, ~25 s).
+KILLED_WORKER_FAILURES = 4
 
 HOSTNAME_APP = (
     f"FROM {BASE_IMAGE}:latest\n"
@@ -128,3 +137,29 @@ def test_a_drain_under_load_moves_the_tasks_with_no_failed_request(cluster, spre
         answering(gitd, app, container_ids(tasks))
     assert load.failures == [] and load.ok > 0, (load.failures, load.ok)
     assert set(on_nodes(tasks)) == {n.name for n in cluster.nodes}, on_nodes(tasks)
+
+
+def test_a_worker_killed_hard_its_tasks_are_rescheduled_and_routes_follow(cluster, spread_app):
+    gitd, app = cluster.gitd, spread_app["app"]
+    worker = cluster.workers[1]
+    assert on_nodes(cluster.tasks(app)).get(worker.name), on_nodes(cluster.tasks(app))
+
+    def rescheduled():
+        tasks = cluster.tasks(app)
+        return len(tasks) == 6 and worker.name not in on_nodes(tasks) and tasks
+
+    with Load(gitd, gitd.host(app)) as load:
+        time.sleep(2)
+        killed = time.monotonic()
+        worker.container.kill()
+        tasks = wait_until(rescheduled, f"6 tasks off the dead {worker.name}", timeout=180)
+        moved = time.monotonic() - killed
+        answering(gitd, app, container_ids(tasks))
+        followed = time.monotonic() - killed
+        time.sleep(2)
+        after = time.monotonic()
+    failed = load.failed_between(killed)
+    print(f"\nworker killed: {len(failed)} failed of {load.count} requests; tasks rescheduled "
+          f"after {moved:.1f} s, all answering after {followed:.1f} s; failures {failed[:5]}")
+    assert load.failed_between(0, killed) == [] and load.failed_between(after) == []
+    assert len(failed) <= KILLED_WORKER_FAILURES, failed
