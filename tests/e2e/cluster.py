@@ -173,10 +173,11 @@ class Cluster:
                         "--disable-pip-version-check --no-index --find-links /dist/wheels "
                         f"/dist/{wheel}", timeout=300)
 
-    def init_gitd(self) -> Gitd:
+    def init_gitd(self, settings: str = "") -> Gitd:
+        """`settings`: more of gitd.toml (after scheduler and registry)."""
         admin = make_key(self.root, "admin")
         (self.root / "gitd.toml").write_text(
-            f'scheduler = "swarm"\nregistry = "{self.registry}"\n')
+            f'scheduler = "swarm"\nregistry = "{self.registry}"\n{settings}')
         self.manager.sh(f"/opt/gitd/bin/gitd init --data-dir {DATA_DIR} "
                         f"--admin-key /test/admin.pub && cp /test/gitd.toml {DATA_DIR}/")
         ports = self.manager.container.attrs["NetworkSettings"]["Ports"]
@@ -211,10 +212,17 @@ class Cluster:
     # reading it
 
     def tasks(self, app: str) -> list[dict]:
-        """The running tasks of the app's services, seen by the manager:
-        each with its node's hostname (`node`) and container id."""
+        return self.running_tasks(f"gitd.app={app}")
+
+    def tasks_of_service(self, name: str) -> list[dict]:
+        """Those of a service gitd runs (services:create)."""
+        return self.running_tasks(f"gitd.service={name}")
+
+    def running_tasks(self, label: str) -> list[dict]:
+        """The running tasks of the swarm services with `label`, seen by the
+        manager, each with its node's hostname (`node`)."""
         services = [s for s in self.manager.sh(
-            f"docker service ls -q --filter label=gitd.app={app}").split()]
+            f"docker service ls -q --filter label={label}").split()]
         found = []
         for service in services:
             out = self.manager.sh(
@@ -229,21 +237,22 @@ class Cluster:
         return found
 
     def remove(self) -> None:
-        for node in self.nodes:
-            try:
-                node.container.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
+        """The nodes (with their anonymous volumes) and the network, by id.
+        By the CLI: with vfs, removing a node that pulled a large image takes
+        longer than the SDK's 60 s read timeout."""
+        ids = [node.container.id for node in self.nodes]
+        if ids:
+            subprocess.run(["docker", "rm", "--force", "--volumes", *ids],
+                           capture_output=True, timeout=900)
         if self.network is not None:
-            try:
-                self.network.remove()
-            except docker.errors.NotFound:
-                pass
+            subprocess.run(["docker", "network", "rm", self.network.id],
+                           capture_output=True, timeout=120)
 
 
 def build_cluster(client, root: Path, managers: int = 1, workers: int = 2,
-                  images: tuple = ()) -> Cluster:
-    """A started cluster; on any failure what was made is removed."""
+                  images: tuple = (), settings: str = "") -> Cluster:
+    """A started cluster, `images` of this machine's engine loaded into the
+    manager's; on any failure what was made is removed."""
     cluster = Cluster(client, root)
     try:
         cluster.create_network()
@@ -257,7 +266,7 @@ def build_cluster(client, root: Path, managers: int = 1, workers: int = 2,
         cluster.form_swarm(managers)
         cluster.start_registry()
         cluster.install_gitd()
-        cluster.init_gitd()
+        cluster.init_gitd(settings)
         cluster.start_gitd()
         return cluster
     except BaseException:
