@@ -221,16 +221,17 @@ class Cluster:
     def running_tasks(self, label: str) -> list[dict]:
         """The running tasks of the swarm services with `label`, seen by the
         manager, each with its node's hostname (`node`)."""
-        services = [s for s in self.manager.sh(
-            f"docker service ls -q --filter label={label}").split()]
+        services = self.manager.sh(f"docker service ls -q --filter label={label}").split()
         found = []
         for service in services:
-            out = self.manager.sh(
-                f"docker service ps -q --filter desired-state=running {service}").split()
-            for task_id in out:
-                [task] = json.loads(self.manager.sh(f"docker inspect {task_id}"))
-                if task["Status"]["State"] == "running":
-                    found.append(task)
+            # (a retiring service may be removed between these commands: it has none)
+            out = self.manager.sh(f"docker service ps -q --filter desired-state=running "
+                                  f"{service} 2>/dev/null", check=False).split()
+            if not out:
+                continue
+            tasks = json.loads(self.manager.sh(f"docker inspect {' '.join(out)} 2>/dev/null",
+                                               check=False) or "[]")
+            found += [t for t in tasks if t["Status"]["State"] == "running"]
         names = {n["ID"]: n["Hostname"] for n in self.manager.docker_json("node ls")}
         for task in found:
             task["node"] = names.get(task["NodeID"], task["NodeID"])
