@@ -147,14 +147,26 @@ class Cluster:
         save.stdout.close()
         assert save.wait(timeout=60) == 0 and load.returncode == 0, load.stderr
 
-    def form_swarm(self, managers: int) -> None:
-        self.manager.sh(f"docker swarm init --advertise-addr {self.manager.addr}")
-        tokens = {role: self.manager.sh(f"docker swarm join-token -q {role}").strip()
+    def form_swarm(self, managers: int, leader: int = 0) -> None:
+        """The first `managers` nodes are managers; the swarm is made on
+        nodes[leader] (its first leader: not gitd's node when leader > 0)."""
+        first = self.nodes[leader]
+        first.sh(f"docker swarm init --advertise-addr {first.addr}")
+        tokens = {role: first.sh(f"docker swarm join-token -q {role}").strip()
                   for role in ("manager", "worker")}
-        for index, node in enumerate(self.nodes[1:], start=2):
-            role = "manager" if index <= managers else "worker"
+        for index, node in enumerate(self.nodes):
+            if node is first:
+                continue
+            role = "manager" if index < managers else "worker"
             node.sh(f"docker swarm join --advertise-addr {node.addr} "
-                    f"--token {tokens[role]} {self.manager.addr}:2377")
+                    f"--token {tokens[role]} {first.addr}:2377")
+
+    def leader(self) -> str:
+        """The hostname of the swarm's leader, as gitd's node sees it ("" while
+        there is none: `docker node ls` fails then)."""
+        out = self.manager.sh("docker node ls --format '{{json .}}'", check=False)
+        nodes = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        return next((n["Hostname"] for n in nodes if n.get("ManagerStatus") == "Leader"), "")
 
     def start_registry(self) -> None:
         """Debian's docker-registry on the manager, on all its addresses:
@@ -251,9 +263,9 @@ class Cluster:
 
 
 def build_cluster(client, root: Path, managers: int = 1, workers: int = 2,
-                  images: tuple = (), settings: str = "") -> Cluster:
+                  images: tuple = (), settings: str = "", leader: int = 0) -> Cluster:
     """A started cluster, `images` of this machine's engine loaded into the
-    manager's; on any failure what was made is removed."""
+    manager's (gitd's node, nodes[0]); on any failure what was made is removed."""
     cluster = Cluster(client, root)
     try:
         cluster.create_network()
@@ -264,7 +276,7 @@ def build_cluster(client, root: Path, managers: int = 1, workers: int = 2,
         cluster.wait_engines()
         for image in images:
             cluster.load_image(cluster.manager, image)
-        cluster.form_swarm(managers)
+        cluster.form_swarm(managers, leader)
         cluster.start_registry()
         cluster.install_gitd()
         cluster.init_gitd(settings)

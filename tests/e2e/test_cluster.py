@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import require
 from tests.e2e.cluster import CLUSTER_IMAGE, DIST, build_cluster, wait_until
 from tests.e2e.conftest import BASE_IMAGE
-from tests.e2e.harness import Load, make_repo, unique_app
+from tests.e2e.harness import Load, commit, make_repo, unique_app
 
 pytestmark = pytest.mark.e2e
 
@@ -163,3 +163,34 @@ def test_a_worker_killed_hard_its_tasks_are_rescheduled_and_routes_follow(cluste
           f"after {moved:.1f} s, all answering after {followed:.1f} s; failures {failed[:5]}")
     assert load.failed_between(0, killed) == [] and load.failed_between(after) == []
     assert len(failed) <= KILLED_WORKER_FAILURES, failed
+
+
+def test_three_managers_the_leader_lost_gitd_on_another_keeps_deploying(
+        docker_client, base_image, tmp_path_factory):
+    """Last and on a cluster of its own: three managers, the swarm made on
+    the second (its leader), gitd on the first."""
+    require(any(DIST.glob("gitd-*.whl")), f"no wheel of gitd in {DIST}")
+    cluster = build_cluster(docker_client, tmp_path_factory.mktemp("managers"), managers=3,
+                            workers=0, images=(f"{BASE_IMAGE}:latest",), leader=1)
+    try:
+        gitd, leader = cluster.gitd, cluster.nodes[1]
+        assert cluster.leader() == leader.name
+        app = unique_app("ha")
+        ok(gitd.ssh("apps:create", app))
+        repo = make_repo(tmp_path_factory.mktemp("ha") / "app", {"Dockerfile": HOSTNAME_APP})
+        assert gitd.push(repo, app).returncode == 0
+
+        leader.container.stop(timeout=0)
+        elected = wait_until(lambda: (name := cluster.leader()) and name != leader.name and name,
+                             "another leader", timeout=120)
+        assert elected in {n.name for n in cluster.nodes if n is not leader}
+
+        commit(repo, {"README": "after the leader"}, "v2")
+        pushed = gitd.push(repo, app)
+        assert pushed.returncode == 0, pushed.stderr + cluster.gitd_log()[-3000:]
+        tasks = wait_until(lambda: len(t := cluster.tasks(app)) == 1 and t,
+                           "the new release running alone (v1 retired)", timeout=120)
+        assert leader.name not in on_nodes(tasks)
+        assert answering(gitd, app, container_ids(tasks)) >= container_ids(tasks)
+    finally:
+        cluster.remove()
