@@ -232,13 +232,17 @@ def route_config(route: Route, seq: int, service: str) -> tuple[dict, dict]:
 
 
 def file_routes(app: str, seq: int, hosts, servers: list[str], entrypoint: str = "web",
-                tls: TLSPlan | None = None, retry_attempts: int = 0) -> dict:
+                tls: TLSPlan | None = None, retry_attempts: int = 0,
+                dial_timeout: str = "") -> dict:
     """A deploy's routers and service for the file provider, its servers
     given (the swarm scheduler: tasks on any node, by node address). With
     `retry_attempts`, a request whose server cannot be reached (a task
     that just went away) is sent to another server instead of failing: on a
     refused connection, and, for idempotent methods, on Traefik's own 502
-    (the port's proxy took the connection, its task was gone)."""
+    (the port's proxy took the connection, its task was gone). With
+    `dial_timeout` (a Traefik duration), a server that does not take the
+    connection in that time counts as unreachable (a node that is gone
+    answers nothing: Traefik's default waits 30 s)."""
     name = route_name(app, seq)
     routers, middlewares = {}, {}
     for route in routes(app, seq, hosts, entrypoint, tls):
@@ -252,8 +256,13 @@ def file_routes(app: str, seq: int, hosts, servers: list[str], entrypoint: str =
                                         "status": ["502"]}}
         for config in routers.values():
             config["middlewares"] = [retry] + config.get("middlewares", [])
-    http: dict = {"routers": routers, "services": {name: {"loadBalancer": {
-        "servers": [{"url": url} for url in servers]}}}}
+    balancer: dict = {"servers": [{"url": url} for url in servers]}
+    http: dict = {"routers": routers, "services": {name: {"loadBalancer": balancer}}}
+    if dial_timeout:
+        transport = f"{name}-transport"
+        http["serversTransports"] = {transport: {"forwardingTimeouts": {
+            "dialTimeout": dial_timeout}}}
+        balancer["serversTransport"] = transport
     if middlewares:
         http["middlewares"] = middlewares
     return {"http": http}

@@ -28,6 +28,10 @@ ROUTE_FILE_PREFIX = "route-"
 # a task can vanish before the route files follow (a node lost, a replica
 # killed): Traefik tries the request on another task rather than failing it
 RETRY_ATTEMPTS = 5
+# a task on a node that died (killed, cut off) answers nothing until the
+# swarm declares the node down, tens of seconds later: a connection not taken
+# in this time goes to the retry (tasks are on the cluster's own network)
+DIAL_TIMEOUT = "1s"
 
 
 # how often the route files are checked against the tasks when no container
@@ -63,7 +67,7 @@ class TaskFiles:
     def publish(self, route_key: str, seq: int, routes: list, servers: set[str], tls) -> None:
         config = router.file_routes(route_key, seq, routes, sorted(servers),
                                     self.settings.traefik_entrypoint, tls,
-                                    retry_attempts=RETRY_ATTEMPTS)
+                                    retry_attempts=RETRY_ATTEMPTS, dial_timeout=DIAL_TIMEOUT)
         self.write(route_key, seq, config)
 
     def write(self, route_key: str, seq: int, config: dict, only_if_present: bool = False) -> bool:

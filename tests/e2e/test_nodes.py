@@ -19,17 +19,12 @@ import pytest
 
 from gitd.verbs.nodes import NOT_SWARM
 from tests.conftest import require
+from tests.e2e.cluster import DIND_CAPS
 from tests.e2e.harness import gitd_command, make_key
 
 pytestmark = pytest.mark.e2e
 
 DIND_IMAGE = "gitd-ci/dind:latest"
-# --privileged asks for every capability, and this machine's bounding set
-# lacks CAP_SYS_RESOURCE (runc: "unable to apply caps"): name the rest.
-DIND_CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
-             "SETUID", "SETPCAP", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
-             "IPC_LOCK", "IPC_OWNER", "SYS_CHROOT", "SYS_PTRACE", "SYS_ADMIN", "SYS_NICE",
-             "MKNOD", "AUDIT_WRITE", "SETFCAP"]
 
 
 def ok(server, *args, key=None):

@@ -97,6 +97,20 @@ def test_swarm_routes_retry_on_another_task_before_their_own_middlewares():
     assert config["http"]["middlewares"]["shop-s7-retry"]["retry"]["attempts"] == 3
 
 
+def test_swarm_routes_give_up_on_a_server_that_takes_no_connection_within_a_second(tmp_path):
+    """A killed node's tasks answer nothing (not even a refusal) until the
+    swarm declares the node down: the connection must fail fast enough for
+    the retry to send the request to another task (the cluster e2e test)."""
+    from hooks.swarm.routes import TaskFiles
+
+    files = TaskFiles(Settings(data_dir=tmp_path))
+    files.publish("shop", 7, [HostRoute("shop.example.com")], {"http://10.0.0.5:30001"}, None)
+    http = files.read("shop", 7)["http"]
+    transport = http["services"]["shop-s7"]["loadBalancer"]["serversTransport"]
+    assert http["serversTransports"][transport] == {"forwardingTimeouts": {"dialTimeout": "1s"}}
+    assert "serversTransports" not in router.file_routes("shop", 7, [HostRoute("a.b")], ["http://x:1"])
+
+
 def test_tasks_on_a_node_being_drained_get_no_requests_unless_nothing_else_runs():
     found = [("n1", "http://a:1"), ("n2", "http://b:2"), ("n2", "http://b:3")]
     assert swarm.serving(found, {"n2"}) == {"http://a:1"}
