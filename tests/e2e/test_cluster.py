@@ -1,7 +1,8 @@
 """gitd on a swarm of three Docker-in-Docker nodes the test owns (issue #27):
 gitd and Traefik on the manager, tasks on every node, images pulled from a
 registry at the manager's address, drains and a lost worker under HTTP load,
-and a lost leader among three managers.
+Redis pinned to one worker reached over the overlay from an app's task on
+the other, and a lost leader among three managers.
 
 The cluster is built once for the module (tests/e2e/cluster.py) and removed
 at its end whatever happens; the tests run in order, each leaving it as the
