@@ -541,15 +541,8 @@ class ReceivingObjectStore(DiskObjectStore):
                                               compression_level=self.pack_compression_level,
                                               object_format=self.object_format)
                 f.flush()
-        except BaseException as exc:
-            with suppress(FileNotFoundError):
-                os.remove(path)
-            if is_disk_full(exc):
-                raise PackNotStored(self.path) from exc
-            raise
-        try:
             return self._move_in(path, entries + extra, pack_sha)
-        except OSError as exc:
+        except BaseException as exc:  # no temp pack is left, whatever failed
             with suppress(FileNotFoundError):
                 os.remove(path)
             if is_disk_full(exc):
