@@ -147,14 +147,20 @@ def test_https_units_let_traefik_keep_its_certificates(tmp_path, executables):
         assert (tmp_path / "data" / sub).stat().st_mode & 0o777 == 0o700
 
 
-@pytest.mark.parametrize("url", ["unix:///run/podman/podman.sock",
-                                 "unix:///var/run/podman/podman.sock"])
-def test_units_for_podman_wait_for_its_socket_and_name_it(tmp_path, executables, url):
+def units_for_engine(tmp_path, executables, url: str) -> Path:
+    """Units installed (as root) for the engine at `url`, checked by systemd-analyze."""
     settings = Settings(data_dir=tmp_path / "data", instance="abc123", engine_url=url)
     install_units(settings, tmp_path / "units", *executables, user="root")
     units = tmp_path / "units"
     result = verify(units / "gitd.service", units / "traefik.service")
     assert (result.returncode, result.stderr) == (0, "")
+    return units
+
+
+@pytest.mark.parametrize("url", ["unix:///run/podman/podman.sock",
+                                 "unix:///var/run/podman/podman.sock"])
+def test_units_for_podman_wait_for_its_socket_and_name_it(tmp_path, executables, url):
+    units = units_for_engine(tmp_path, executables, url)
     gitd_unit = (units / "gitd.service").read_text()
     assert "Requires=podman.socket\n" in gitd_unit
     assert "docker.service" not in gitd_unit and "SupplementaryGroups=docker" not in gitd_unit
@@ -170,11 +176,7 @@ def test_units_for_podman_wait_for_its_socket_and_name_it(tmp_path, executables,
 @pytest.mark.parametrize("url", ["tcp://10.0.0.5:2375", "unix:///run/user/1000/podman/podman.sock",
                                  "unix:///srv/engine.sock"])
 def test_units_for_an_engine_no_system_unit_serves_require_none(tmp_path, executables, url):
-    settings = Settings(data_dir=tmp_path / "data", instance="abc123", engine_url=url)
-    install_units(settings, tmp_path / "units", *executables, user="root")
-    units = tmp_path / "units"
-    result = verify(units / "gitd.service", units / "traefik.service")
-    assert (result.returncode, result.stderr) == (0, "")
+    units = units_for_engine(tmp_path, executables, url)
     for unit in ("gitd.service", "traefik.service"):
         text = (units / unit).read_text()
         assert "docker.service" not in text and "podman.socket" not in text, text
