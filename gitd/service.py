@@ -25,13 +25,18 @@ from gitd.services.base import relay_name
 from gitd.core.store import Store
 from hooks import engine as engine_mod
 from hooks.deployments import Deployments
+from hooks.events import Progress
 from hooks.health import HealthWatcher
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline
 from hooks.recovery import Recovery
+from hooks.restarts import RestartWatch
 from hooks.retire import Retirements
 
 log = structlog.get_logger("gitd.service")
+
+RESTART_LOCK_WAIT = 60.0  # seconds a restarted container waits for a command of its app
+
 
 class Gitd:
     def __init__(self, settings: Settings, store: Store | None = None):
@@ -93,6 +98,30 @@ class Gitd:
         watcher = HealthWatcher(self.engine, after, self._restart_unhealthy, self._record_restart)
         watcher.start(every=min(5.0, max(0.5, after / 4)))
         return watcher
+
+    def watch_restarts(self) -> RestartWatch | None:
+        """Bridge a live web container started again (hooks.restarts): on
+        the docker scheduler, whose managed Traefik routes it by labels only
+        after Docker's first check."""
+        if self.scheduler_class.routes_follow_tasks or self.settings.traefik != "managed":
+            return None
+        return RestartWatch(self.engine, self._serve_restarted).start()
+
+    def _serve_restarted(self, container) -> None:
+        """Probe a live deploy's restarted web container and bridge its
+        deploy's routes to it and to the deploy's healthy ones; not while a
+        deploy or a command of the app runs (it routes what it starts)."""
+        app = container.labels.get(engine_mod.LABEL_APP, "")
+        seq = container.labels.get(engine_mod.LABEL_SEQ)
+        with self.locks.hold(app, RESTART_LOCK_WAIT):
+            record = self.store.get_app(app)
+            if seq != str(record.live_seq) or record.settings.get("stopped"):
+                return
+            units = [u for u in self.scheduler.units(app, **{engine_mod.LABEL_SEQ: seq,
+                                                             engine_mod.LABEL_PROCESS: "web"})
+                     if u.id == container.id or (u.status == "running" and (
+                         (u.attrs.get("State") or {}).get("Health") or {}).get("Status") == "healthy")]
+            self.pipeline.serve_started(app, units, Progress(None, app, by="restart-watch"))
 
     def run_health_checks(self) -> engine_mod.HealthChecks | None:
         """On an engine that does not run containers' health checks (Podman

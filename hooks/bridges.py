@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from gitd.core.config import Settings
-from hooks import router
+from hooks import checks, router
 from hooks.engine import LABEL_PROCESS, LABEL_SEQ, Engine
 from hooks.specs import route_key_of
 
@@ -27,7 +27,8 @@ log = structlog.get_logger("gitd.scheduler")
 
 BRIDGE_PREFIX = "bridge-"
 BRIDGE_NAME = re.compile(rf"^{BRIDGE_PREFIX}(?P<key>.+)-s(?P<seq>[0-9]+)\.yml$")
-BRIDGE_WAIT = 120.0  # seconds for Traefik's docker provider to take a deploy over
+BRIDGE_WAIT = 120.0  # seconds for Traefik's docker provider to take a deploy over, past
+# Docker's first check of it (which may come health_interval after the start)
 STAGED_POLL = 1.0  # seconds between looks at a bridge staged at start (one per app)
 
 
@@ -74,6 +75,12 @@ class LabelRoutes:
     def bridges_dir(self) -> Path:
         return self.settings.dynamic_dir
 
+    @property
+    def takeover_wait(self) -> float:
+        """How long a bridge may wait for the docker provider: until two of
+        Docker's checks of a deploy could have passed, and BRIDGE_WAIT more."""
+        return BRIDGE_WAIT + 2 * checks.live_interval(self.settings.health_interval)
+
     def publish(self, route_key: str, seq: int, routes: list, servers: set[str], tls) -> None:
         """The containers' labels carry the routes; the bridge carries them
         until Traefik's docker provider does."""
@@ -101,7 +108,7 @@ class LabelRoutes:
 
     def _hand_over_all(self, paths: list[Path]) -> None:
         waiting = {path: self._bridge_of(path) for path in paths}
-        deadline = time.monotonic() + BRIDGE_WAIT
+        deadline = time.monotonic() + self.takeover_wait
         while waiting and time.monotonic() < deadline:
             time.sleep(STAGED_POLL)
             try:  # one look at Traefik and one listing for every bridge
@@ -149,11 +156,13 @@ class LabelRoutes:
         if bridge is None:
             path.unlink(missing_ok=True)
             return
-        deadline = time.monotonic() + BRIDGE_WAIT
+        began = time.monotonic()
+        deadline = began + self.takeover_wait
         while path.exists() and time.monotonic() < deadline:
             if self._taken_over(*bridge):
                 break
-            time.sleep(0.25)
+            # soon after Docker's check at a short interval; else within a second
+            time.sleep(0.25 if time.monotonic() - began < 3 else 1.0)
         else:
             if path.exists():
                 log.warning("Traefik's docker provider did not take the deploy over; "

@@ -65,7 +65,8 @@ class Deployer:
             for current in targets:
                 if current.release_command:
                     self._run_release_task(current, progress)
-            specs = [container_specs(t, self.settings, self.probe) for t in targets]
+            gated = self.scheduler.probes_deploys
+            specs = [container_specs(t, self.settings, self.probe, gated) for t in targets]
             progress.stage("start")
             for i, current in enumerate(targets):
                 started[i] = self.scheduler.start([s for s in specs[i] if is_web(s)], progress)

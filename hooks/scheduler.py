@@ -90,6 +90,12 @@ class DockerScheduler:
     def bridged(self) -> bool:
         return self._routes.bridged
 
+    @property
+    def probes_deploys(self) -> bool:
+        """Bridged: wait_ready probes itself, and the bridge routes the deploy
+        until Docker's first check passes."""
+        return self.bridged
+
     def prepare(self, network: str, app: str) -> None:
         self.engine.ensure_network(network, labels={LABEL_APP: app})
 
@@ -108,7 +114,10 @@ class DockerScheduler:
         label = unit_label(unit)
         if unit.labels.get(LABEL_PROCESS) == "web" and not check.disabled:
             progress.line(f"waiting for {label} to pass {check.describe()}")
-            wait = checks.wait_probe if self.bridged else checks.wait_healthy
+            # a check Docker runs rarely is never waited for (it may be
+            # Traefik that cannot be asked now, not at the deploy's start)
+            wait = (checks.wait_probe if self.bridged or not checks.runs_often(unit)
+                    else checks.wait_healthy)
             wait(self.engine, unit, check, progress.line, label)
             progress.line(f"{label} is healthy")
         else:

@@ -37,6 +37,11 @@ class Scheduler(Protocol):
     release_wait: ClassVar[float]
 
     @property
+    def probes_deploys(self) -> bool:
+        """Whether it probes a deploy's new web containers itself (so their
+        Docker HEALTHCHECK need not run often: hooks.checks.web_healthcheck)."""
+
+    @property
     def routes(self) -> RouteProvider:
         """How Traefik learns its deploys' routes (hooks.router.RouteProvider)."""
 

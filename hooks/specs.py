@@ -160,12 +160,15 @@ def describe_argv(argv: list[str]) -> str:
     return shlex.join(argv)
 
 
-def container_specs(target: Target, settings: Settings, probe: str | None) -> list[dict]:
-    """The docker create() arguments for every service container of `target`."""
+def container_specs(target: Target, settings: Settings, probe: str | None,
+                    gated_by_gitd: bool = False) -> list[dict]:
+    """The docker create() arguments for every service container of `target`.
+    `gated_by_gitd`: the scheduler probes its new web containers itself
+    (checks.web_healthcheck)."""
     specs = []
     for process, count in sorted(target.formation.items()):
         for index in range(1, count + 1):
-            specs.append(_service_spec(target, settings, probe, process, index))
+            specs.append(_service_spec(target, settings, probe, process, index, gated_by_gitd))
     return specs
 
 
@@ -174,7 +177,7 @@ def is_web(spec: dict) -> bool:
 
 
 def _service_spec(target: Target, settings: Settings, probe: str | None,
-                  process: str, index: int) -> dict:
+                  process: str, index: int, gated_by_gitd: bool) -> dict:
     labels = base_labels(settings.instance, target, process, "service")
     spec = {
         "image": target.image,
@@ -200,8 +203,8 @@ def _service_spec(target: Target, settings: Settings, probe: str | None,
             if not probe:
                 raise DeployError("no static busybox for health checks (install busybox-static, "
                                   "or set probe_binary); see `gitd doctor`")
-            spec["healthcheck"] = checks.docker_healthcheck(
-                target.check, target.port, checks.http_every(settings.health_interval))
+            spec["healthcheck"] = checks.web_healthcheck(
+                target.check, target.port, settings.health_interval, gated_by_gitd)
             spec["mounts"] = [checks.probe_mount(probe)]
     else:
         labels["traefik.enable"] = "false"

@@ -70,6 +70,7 @@ class SwarmScheduler(TaskViews, DataServices, RouteFollower, OneOffs):
     needs_registry = True
     heals_itself = True  # the swarm replaces a task failing its HEALTHCHECK
     routes_follow_tasks = True
+    probes_deploys = False  # a task is running once Docker's check passed
     release_wait = 60.0  # a swarm lets go of removed tasks' endpoints and mounts a moment later
 
     def __init__(self, engine: Engine, settings: Settings, app_node=None):

@@ -93,7 +93,7 @@ def test_a_dockerfile_push_deploys_on_podman(podman_gitd, podman, tmp_path):
     assert containers, "no container of the app in Podman"
     # the health checks gitd runs make Podman call it healthy: Traefik's
     # docker provider takes the deploy over from its bridge (file route)
-    wait_no_bridges(podman_gitd, 60)
+    wait_no_bridges(podman_gitd, 75)  # Docker's first check: health_interval after the start
     assert docker_routed(podman_gitd, f"{app}-s1")
     assert containers[0].attrs["State"]["Health"]["Status"] == "healthy"
 

@@ -40,11 +40,11 @@ def test_the_deploys_of_web_units_only_and_of_a_number_seq():
 
 
 def _bridge(tmp_path, monkeypatch, running: bool, routed: dict):
-    settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
+    settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1, health_interval=0.5)
     settings.dynamic_dir.mkdir(parents=True)
     monkeypatch.setattr(router, "has_file_provider", lambda api: True)
     monkeypatch.setattr(router, "routed_servers", lambda *a, **k: routed)
-    monkeypatch.setattr(bridges, "BRIDGE_WAIT", 2.0)
+    monkeypatch.setattr(bridges, "BRIDGE_WAIT", 1.0)  # and two checks 0.5 s apart
     docker = web = Container("gitd-x.shop.web.1.s3", {"gitd.app": "shop", "gitd.seq": "3", "gitd.process": "web"})
     docker = DockerScheduler(Engine([web] if running else []), settings)
     routes = router.as_routes(["shop.test"])
@@ -73,7 +73,18 @@ def test_a_bridge_stays_while_the_docker_provider_has_not_taken_over(tmp_path, m
     assert set(config["routers"]) == {"shop-s3"}
     time.sleep(1)
     assert path.exists()
-    assert _gone_within(path, 3)  # BRIDGE_WAIT: it does not outlive a deploy that never settles
+    assert _gone_within(path, 3)  # takeover_wait: it does not outlive a deploy that never settles
+
+
+def test_a_bridge_waits_for_two_of_dockers_checks_at_the_live_interval(tmp_path):
+    """Docker checks a bridged deploy only every health_interval: its first
+    check, which lets the docker provider route it, may come that late."""
+    def wait(interval):
+        return bridges.LabelRoutes(None, Settings(data_dir=tmp_path,
+                                                  health_interval=interval)).takeover_wait
+    assert wait(30) == bridges.BRIDGE_WAIT + 60
+    assert wait(3600) == bridges.BRIDGE_WAIT + 7200
+    assert wait(0) == bridges.BRIDGE_WAIT + 1
 
 
 def test_a_bridge_goes_with_its_containers(tmp_path, monkeypatch):
@@ -167,7 +178,7 @@ def test_bridges_staged_at_start_are_handed_over_from_one_look_at_traefik(tmp_pa
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Traefik)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        settings = Settings(data_dir=tmp_path, instance="x",
+        settings = Settings(data_dir=tmp_path, instance="x", health_interval=0,
                             traefik_api_port=server.server_address[1])
         settings.dynamic_dir.mkdir(parents=True)
         monkeypatch.setattr(router, "has_file_provider", lambda api: True)

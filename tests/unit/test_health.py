@@ -53,6 +53,29 @@ def test_the_live_interval_is_held_within_bounds():
     assert '[ "$n" -lt 60 ]' in spec["test"][-1]
 
 
+def test_docker_checks_a_container_gitd_probes_itself_only_every_health_interval():
+    gated = checks.web_healthcheck(checks.HealthCheck(), 5000, 30, gated_by_gitd=True)
+    assert gated["interval"] == 30 * checks.SECOND
+    assert "nc -w" in gated["test"][-1] and "-lt" not in gated["test"][-1]  # HTTP every time
+    assert gated["start_period"] == 60 * checks.SECOND
+    ungated = checks.web_healthcheck(checks.HealthCheck(), 5000, 30, gated_by_gitd=False)
+    assert ungated == checks.docker_healthcheck(checks.HealthCheck(), 5000, 60)
+    assert checks.web_healthcheck(checks.HealthCheck(), 5000, "0", True)["interval"] == \
+        checks.SECOND // 2  # held within bounds
+    assert checks.web_healthcheck(checks.HealthCheck(), 5000, 1e9, True)["interval"] == \
+        int(checks.MAX_INTERVAL) * checks.SECOND
+
+
+def test_a_check_docker_runs_rarely_is_not_waited_for():
+    from tests.fakes import Container
+
+    def container(interval):
+        return Container("c", {}, attrs={"Config": {"Healthcheck": {"Interval": interval}}})
+    assert checks.runs_often(container(checks.SECOND // 2))
+    assert checks.runs_often(container(None))
+    assert not checks.runs_often(container(30 * checks.SECOND))
+
+
 def _run_probe(script: str, tmp_path, answer: bytes | None):
     """The probe under a real busybox sh, against a loopback server that
     answers `answer` (None: nothing listens). Returns (status, output,
