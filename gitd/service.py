@@ -109,7 +109,7 @@ class Gitd:
 
     def _serve_restarted(self, container) -> None:
         """Probe a live deploy's restarted web container and bridge its
-        deploy's routes to it and to the deploy's healthy ones; not while a
+        deploy's routes to it and to the deploy's other running ones; not while a
         deploy or a command of the app runs (it routes what it starts)."""
         app = container.labels.get(engine_mod.LABEL_APP, "")
         seq = container.labels.get(engine_mod.LABEL_SEQ)
@@ -117,10 +117,12 @@ class Gitd:
             record = self.store.get_app(app)
             if seq != str(record.live_seq) or record.settings.get("stopped"):
                 return
+            # the deploy's others too (the bridge replaces its routes), but
+            # not one Docker calls unhealthy: it would fail the probe
             units = [u for u in self.scheduler.units(app, **{engine_mod.LABEL_SEQ: seq,
                                                              engine_mod.LABEL_PROCESS: "web"})
                      if u.id == container.id or (u.status == "running" and (
-                         (u.attrs.get("State") or {}).get("Health") or {}).get("Status") == "healthy")]
+                         (u.attrs.get("State") or {}).get("Health") or {}).get("Status") != "unhealthy")]
             self.pipeline.serve_started(app, units, Progress(None, app, by="restart-watch"))
 
     def run_health_checks(self) -> engine_mod.HealthChecks | None:

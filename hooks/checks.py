@@ -198,6 +198,20 @@ def runs_often(container) -> bool:
     return not interval or interval <= FAST_INTERVAL * SECOND
 
 
+def passes_now(engine, container) -> bool:
+    """One run of the container's own check, by gitd, now: what a deploy's
+    probe would say. False without a check of gitd's (a CMD) or when it
+    cannot run."""
+    test = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    if test[:1] != ["CMD"] or len(test) < 2:
+        return False
+    try:
+        status, _ = engine.exec(container, test[1:])
+    except GitdError:
+        return False
+    return status == 0
+
+
 def probe_mount(probe_binary: str) -> dict:
     return {"target": PROBE_PATH, "source": probe_binary, "type": "bind", "read_only": True}
 

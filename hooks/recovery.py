@@ -28,7 +28,7 @@ import structlog
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
 from gitd.core.store import Store
-from hooks import router
+from hooks import checks, router
 from hooks.bridges import LabelRoutes
 from hooks.specs import route_labels
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
@@ -39,8 +39,8 @@ from hooks.swarm import TASK_ROLE
 
 log = structlog.get_logger("gitd.service")
 
-# at start, how long reconcile waits for Docker to judge a container whose
-# health check is still starting (it may be routed the moment it passes)
+# at start, how long reconcile waits for a container whose health check is
+# still starting to pass (it may be routed the moment it passes)
 HEALTH_SETTLE_SECONDS = 15.0
 
 
@@ -125,11 +125,17 @@ class Recovery:
     def _settle_health(self, engine) -> list:
         """A web container still starting may turn healthy at any moment, and
         Traefik then routes to it: removing it as a leftover would send its
-        requests to a dying container. Wait (bounded) until Docker has judged
-        it, then decide from that snapshot."""
+        requests to a dying container. Docker may check it only
+        health_interval after its start (hooks.checks.web_healthcheck), so
+        gitd runs its check itself, as the deploy did: one that passes counts
+        as healthy in the snapshot. Wait (bounded) until each is judged, then
+        decide from that snapshot."""
         deadline = time.monotonic() + HEALTH_SETTLE_SECONDS
         while True:
             snapshot = [c for c in own_containers(engine) if c.labels.get(LABEL_SERVICE) is None]
+            for container in snapshot:
+                if _health_starting(container) and checks.passes_now(engine, container):
+                    _judged_healthy(container)
             if not any(_health_starting(c) for c in snapshot) or time.monotonic() > deadline:
                 return snapshot
             time.sleep(0.25)
@@ -378,6 +384,12 @@ def _health_starting(container) -> bool:
     return (state.get("Status") == "running"
             and container.labels.get(LABEL_ROLE) == "service"
             and (state.get("Health") or {}).get("Status") == "starting")
+
+
+def _judged_healthy(container) -> None:
+    """The snapshot's view of a container whose check gitd ran and saw pass."""
+    state = container.attrs.setdefault("State", {})
+    state["Health"] = {**(state.get("Health") or {}), "Status": "healthy"}
 
 
 def _routed(container) -> bool:

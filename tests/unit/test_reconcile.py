@@ -39,6 +39,39 @@ def test_a_deploy_killed_before_its_containers_were_healthy_is_undone(tmp_path, 
     assert gitd._engine.images_removed == ["gitd/hello:v2"]
 
 
+def test_a_deploy_killed_before_dockers_first_check_is_judged_by_gitds(tmp_path, monkeypatch):
+    """Docker checks a bridged deploy only health_interval after its start:
+    at start gitd runs the check itself, as the deploy did."""
+    import hooks.recovery
+
+    monkeypatch.setattr(hooks.recovery, "HEALTH_SETTLE_SECONDS", 5)
+    old = app_container("hello", 1, 1)
+    new = app_container("hello", 2, 2, health="starting")
+    new.attrs["Config"] = {"Healthcheck": {"Test": ["CMD", "/.gitd/busybox", "sh"]}}
+    gitd = daemon_mid_deploy(tmp_path, [old, new])
+    ran = []
+    gitd._engine.exec = lambda container, argv: ran.append((container.name, argv)) or (0, b"ok")
+    started = time.monotonic()
+    gitd.reconcile()
+    assert time.monotonic() - started < 3  # judged at once, not after the settle time
+    assert ran == [(new.name, ["/.gitd/busybox", "sh"])]
+    assert gitd.wait_adoptions(10) and gitd.retirements.wait(10)
+    assert gitd.store.get_app("hello").live_seq == 2 and gitd._engine.live == [new]
+
+
+def test_a_container_failing_gitds_check_at_start_is_still_starting(tmp_path, monkeypatch):
+    import hooks.recovery
+
+    monkeypatch.setattr(hooks.recovery, "HEALTH_SETTLE_SECONDS", 0.3)
+    old, new = app_container("hello", 1, 1), app_container("hello", 2, 2, health="starting")
+    new.attrs["Config"] = {"Healthcheck": {"Test": ["CMD", "/.gitd/busybox", "sh"]}}
+    gitd = daemon_mid_deploy(tmp_path, [old, new])
+    gitd._engine.exec = lambda container, argv: (1, b"GET / -> no answer on port 5000")
+    gitd.reconcile()
+    assert gitd.wait_adoptions(10) and gitd.retirements.wait(10)
+    assert gitd.store.get_app("hello").live_seq == 1 and gitd._engine.live == [old]
+
+
 def test_an_incomplete_formation_is_not_finished(tmp_path):
     old, new = app_container("hello", 1, 1), app_container("hello", 2, 2)
     gitd = daemon_mid_deploy(tmp_path, [old, new])
