@@ -18,7 +18,7 @@ import time
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from gitd.core.certs import acme_certs, certified_hosts, custom_cert, read_custom, write_private
+from gitd.core.certs import acme_certs, certified_hosts, custom_cert, read_custom
 from gitd.core.config import Settings
 from hooks import router
 
@@ -88,7 +88,7 @@ def sync_dynamic(settings: Settings, store) -> bool:
             return False
     except OSError:
         pass
-    write_private(path, text.encode())
+    router.write_route_file(path, text)
     return True
 
 

@@ -167,11 +167,13 @@ def set_aside_path(settings: Settings, app: str) -> Path:
     return settings.custom_certs_dir / f"{app}.acme.json"
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Atomically, mode 0600 from the start."""
+def write_private(path: Path, data: bytes, staging: Path | None = None) -> None:
+    """Atomically, mode 0600 from the start. The temporary file is made in
+    `staging` (default: beside the file; a dir on the same filesystem) and
+    moved in."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=staging or path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:  # mkstemp makes it 0600
             fh.write(data)

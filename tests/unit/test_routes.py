@@ -143,3 +143,33 @@ def test_the_port_of_a_deploys_labels_is_read_back_in_one_place():
     key = router.port_label("hello", 3)
     for hostile in ("", "-1", "0", "65536", "99999999999999999999", "80 ", "８０"):
         assert router.labelled_port({key: hostile}, "hello", 3) is None
+
+
+def test_a_route_file_is_written_beside_the_watched_dir_and_moved_in(tmp_path, monkeypatch):
+    """No temporary file ever shows in the dir Traefik watches (each is an
+    event of its file provider, and the real change then waits out its
+    throttle); the file is private, and a failed write leaves nothing."""
+    import os
+
+    import pytest
+
+    from hooks import router
+
+    watched = tmp_path / "tls" / "dynamic"
+    watched.mkdir(parents=True)
+    seen, real_replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: seen.append(
+        sorted(p.name for p in watched.iterdir())) or real_replace(src, dst))
+    router.write_route_file(watched / "bridge-a-s1.yml", '{"http": {}}')
+    assert seen == [[]]  # nothing in the watched dir before the move
+    target = watched / "bridge-a-s1.yml"
+    assert target.read_text() == '{"http": {}}' and target.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == ["dynamic"]
+
+    def refused(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(OSError):
+        router.write_route_file(watched / "bridge-a-s2.yml", "{}")
+    assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == ["dynamic"]
+    assert [p.name for p in watched.iterdir()] == ["bridge-a-s1.yml"]
