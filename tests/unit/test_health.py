@@ -307,3 +307,52 @@ def test_health_the_status_text_does_not_say_comes_from_listings_filtered_by_hea
     engine.client.api.containers = lambda all, filters: (asked.append(1) or [
         {"Id": "sick", "Names": ["/sick"], "State": "running", "Status": "Up 5 seconds (unhealthy)"}])
     assert [c.health for c in engine.listed()] == ["unhealthy"] and asked == [1]
+
+
+def _answering(reply: bytes | None):
+    """A loopback server that reads a request and answers `reply` (None:
+    closes at once, as docker-proxy does while nothing listens in the
+    container). Returns (port, requests seen, stop)."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    seen = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                if reply is not None:
+                    seen.append(conn.recv(4096))
+                    conn.sendall(reply)
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], seen, server.close
+
+
+def test_gitd_probes_a_container_through_its_published_port_as_its_own_probe_would():
+    check = checks.HealthCheck(path="/health", timeout=2)
+    for reply, status, shown in (
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0, "HTTP/1.1 200 OK"),
+            (b"HTTP/1.0 404 Not Found\r\n\r\n", 0, "HTTP/1.0 404 Not Found"),
+            (b"HTTP/1.1 503 Busy\r\n\r\n", 1, "HTTP/1.1 503 Busy"),
+            (b"HTTP/1.1 200 OK", 0, "HTTP/1.1 200 OK"),  # no newline before the close
+            (b"SSH-2.0-OpenSSH\r\n", 1, "SSH-2.0-OpenSSH"),
+            (b"HTTP/1.1 200 \x1b[2Jcleared\r\n", 0, "HTTP/1.1 200 ?[2Jcleared"),
+            (None, 1, "no answer on port 5000")):
+        port, seen, stop = _answering(reply)
+        try:
+            got = checks.probe_from_host(port, check, 5000)
+        finally:
+            stop()
+        assert got == (status, f"GET /health -> {shown}".encode()), (reply, got)
+        assert checks.answered(got[1].decode()) == (reply is not None and shown.startswith("HTTP/"))
+        if reply is not None:
+            assert seen[0].startswith(b"GET /health HTTP/1.0\r\nHost: localhost\r\n")
+            assert b"User-Agent: gitd-healthcheck" in seen[0]
+    port, _, stop = _answering(None)
+    stop()  # nothing listens at all
+    assert checks.probe_from_host(port, check, 5000) == (1, b"GET /health -> no answer on port 5000")
