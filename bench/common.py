@@ -21,6 +21,11 @@ import docker  # noqa: E402
 from tests.e2e.harness import free_port, new_gitd  # noqa: E402,F401
 
 BASE_IMAGE = "gitd-bench/busybox:latest"
+# seconds between measured pushes to one app: the last push's old
+# containers drain (3 s) and retire meanwhile, as between a user's pushes;
+# back to back, their removal (a change of Traefik's routes) lands inside
+# the next push and holds its route change for Traefik's throttle (200 ms)
+SETTLE = 5.0
 
 
 def build_base_image(client) -> str:

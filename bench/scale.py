@@ -3,7 +3,7 @@ and 300 busybox-sized apps, each deployed, every figure beside its value at
 1 app in the same run:
 
 - push: `git push` of a one-line change to one app until it returns and the
-  new version answers (median of --rounds), and the seconds the push itself
+  new version answers (median of --rounds, SETTLE seconds apart), and the seconds the push itself
   reports for Traefik to route the new containers (its config reload);
 - by hand, at the same count: `docker build` + `docker run` of such a change
   until it answers (bench/push.py's baseline): what the engine itself takes
@@ -36,7 +36,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import BASE_IMAGE, bench_gitd, wait_answer  # noqa: I001 - first: puts the repo on sys.path
+from common import BASE_IMAGE, SETTLE, bench_gitd, wait_answer  # noqa: I001 - first: puts the repo on sys.path
 from push import by_hand
 
 from tests.e2e.harness import commit, make_repo, unique_app
@@ -88,6 +88,7 @@ class Fleet:
         repo = self.tmp / app
         took, routed = [], []
         for _ in range(rounds):
+            time.sleep(SETTLE)
             self.pushes += 1
             version = f"measured v{self.pushes}"
             commit(repo, app_files(version), version)

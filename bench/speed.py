@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HttpLoad, bench_gitd  # noqa: I001 - first: puts the repo on sys.path
+from common import SETTLE, HttpLoad, bench_gitd  # noqa: I001 - first: puts the repo on sys.path
 import sshd
 from gitrepo import GIT_ENV, ensure_repo, shape
 from push import app_files, by_hand, wait_answer
@@ -60,6 +60,7 @@ def push_return(gitd, tmp: Path, rounds: int) -> list[float]:
     assert first.returncode == 0, first.stderr
     times = []
     for n in range(1, rounds + 1):
+        time.sleep(SETTLE)
         commit(repo, app_files(f"v{n}"), f"v{n}")
         started = time.monotonic()
         pushed = gitd.push(repo, app)
