@@ -24,7 +24,7 @@ BASE_IMAGE = "gitd-bench/busybox:latest"
 # seconds between measured pushes to one app: the last push's old
 # containers drain (3 s) and retire meanwhile, as between a user's pushes;
 # back to back, their removal (a change of Traefik's routes) lands inside
-# the next push and holds its route change for Traefik's throttle (200 ms)
+# the next push and holds its route change for Traefik's throttle
 SETTLE = 5.0
 
 

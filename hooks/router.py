@@ -278,8 +278,8 @@ def write_route_file(path, text: str) -> None:
     """Whole or not at all, private: Traefik's file provider watches the dir.
     The file is written beside that dir and moved in: a temporary file in it
     (even one Traefik does not read) is an event its provider reports, and
-    the change that follows waits out Traefik's throttle (200 ms), which
-    was a third of a deploy's wait for its route."""
+    the change that follows waits out Traefik's throttle, which was a
+    third of a deploy's wait for its route."""
     path = Path(path)
     write_private(path, text.encode(), staging=path.parent.parent)
 
