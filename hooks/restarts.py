@@ -74,7 +74,8 @@ class RestartWatch:
                 for event in events:
                     self.queue(event.get("id", ""))
             except Exception:  # noqa: BLE001 - the engine restarted: listen again
-                time.sleep(1.0)
+                pass
+            time.sleep(1.0)  # a stream that ended, or an engine away: not in a tight loop
 
     def queue(self, container_id: str) -> None:
         with self._lock:
