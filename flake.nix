@@ -114,7 +114,7 @@
             api = { insecure = true; dashboard = false; };
             ping.entryPoint = "traefik";
             providers = {
-              providersThrottleDuration = "200ms";
+              providersThrottleDuration = "50ms";
               docker = {
                 endpoint = engineUrl;
                 exposedByDefault = false;
