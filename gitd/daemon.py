@@ -130,10 +130,10 @@ async def serve(settings: Settings) -> int:
         # Traefik's servers follow the tasks the scheduler runs (moved, replaced)
         gitd.scheduler.follow_tasks()
     health = gitd.watch_health()
-    gitd.watch_restarts()
     health_checks = gitd.run_health_checks()
     children = await asyncio.to_thread(_start_children, settings, gitd.store)
     gitd.traefik_child = next((c for c in children if c.name == "traefik"), None)
+    gitd.watch_restarts()  # its bridges need the managed Traefik's API
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -30,13 +30,10 @@ from hooks.health import HealthWatcher
 from hooks.locks import AppLocks
 from hooks.pipeline import Pipeline
 from hooks.recovery import Recovery
-from hooks.restarts import RestartWatch
+from hooks import checks, restarts
 from hooks.retire import Retirements
 
 log = structlog.get_logger("gitd.service")
-
-RESTART_LOCK_WAIT = 60.0  # seconds a restarted container waits for a command of its app
-
 
 class Gitd:
     def __init__(self, settings: Settings, store: Store | None = None):
@@ -99,23 +96,30 @@ class Gitd:
         watcher.start(every=min(5.0, max(0.5, after / 4)))
         return watcher
 
-    def watch_restarts(self) -> RestartWatch | None:
+    def watch_restarts(self) -> restarts.RestartWatch | None:
         """Bridge a live web container started again (hooks.restarts): on
         the docker scheduler, whose managed Traefik routes it by labels only
         after Docker's first check."""
         if self.scheduler_class.routes_follow_tasks or self.settings.traefik != "managed":
             return None
-        return RestartWatch(self.engine, self._serve_restarted).start()
+        give_up = checks.live_interval(self.settings.health_interval)
+        return restarts.RestartWatch(self.engine, self._serve_restarted, give_up).start()
 
     def _serve_restarted(self, container) -> None:
         """Probe a live deploy's restarted web container and bridge its
-        deploy's routes to it and to the deploy's other running ones; not while a
-        deploy or a command of the app runs (it routes what it starts)."""
+        deploy's routes to it and to the deploy's other running ones. Not
+        while a deploy or a command of the app runs (Conflict: the watch
+        tries again), and not when a bridge routes it already (staged at
+        start, or served by ps:start)."""
         app = container.labels.get(engine_mod.LABEL_APP, "")
         seq = container.labels.get(engine_mod.LABEL_SEQ)
-        with self.locks.hold(app, RESTART_LOCK_WAIT):
+        with self.locks.hold(app, 0):
             record = self.store.get_app(app)
             if seq != str(record.live_seq) or record.settings.get("stopped"):
+                return
+            container = self.engine.container(container.id)  # as it is now, under the lock
+            if container is None or not restarts.waits_for_docker(container.attrs) \
+                    or self.scheduler.routes.carries(container):
                 return
             # the deploy's others too (the bridge replaces its routes), but
             # not one Docker calls unhealthy: it would fail the probe

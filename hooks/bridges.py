@@ -143,6 +143,18 @@ class LabelRoutes:
         for path in sorted(self.bridges_dir.glob(f"{BRIDGE_PREFIX}*.yml")):
             self.hand_over_later(path)
 
+    def carries(self, container) -> bool:
+        """Whether its deploy's bridge routes to the container's published
+        port already."""
+        seq = container.labels.get(LABEL_SEQ, "")
+        port = checks.env_port(container)
+        host_port = self.engine.host_port(container, port) if port else None
+        if not seq.isdigit() or not host_port:
+            return False
+        bridge = self._bridge_of(self.bridges_dir / bridge_file_name(route_key_of(container.labels),
+                                                                     int(seq)))
+        return bridge is not None and f"http://127.0.0.1:{host_port}" in bridge[3]
+
     def unpublish(self, route_key: str, seq: int) -> None:
         """The labels go with the containers; the bridge, if any, now."""
         (self.bridges_dir / bridge_file_name(route_key, seq)).unlink(missing_ok=True)

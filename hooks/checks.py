@@ -199,13 +199,31 @@ def runs_often(container) -> bool:
     return not interval or interval <= FAST_INTERVAL * SECOND
 
 
+PROBED_REQUEST = re.compile(r"printf 'GET (/\S*) HTTP/1\.0")
+PROBE_TIMEOUT = re.compile(r" nc -w ([0-9]+) 127\.0\.0\.1 ")
+
+
+def check_of(container) -> HealthCheck | None:
+    """The path and timeout of the check gitd gave the container (read back
+    from its probe_script); None for another check."""
+    test = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    script = test[-1] if test[:1] == ["CMD"] and len(test) > 1 else ""
+    path, timeout = PROBED_REQUEST.search(script), PROBE_TIMEOUT.search(script)
+    return HealthCheck(path=path[1], timeout=float(timeout[1])) if path and timeout else None
+
+
 def passes_now(engine, container) -> bool:
-    """One run of the container's own check, by gitd, now: what a deploy's
-    probe would say. False without a check of gitd's (a CMD) or when it
-    cannot run."""
+    """One run of the container's check, by gitd, now: what a deploy's probe
+    would say. Through its published port when it has one (no process in the
+    container), else its own probe run in it. False without a check of
+    gitd's (a CMD) or when it cannot run."""
     test = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
     if test[:1] != ["CMD"] or len(test) < 2:
         return False
+    port, check = env_port(container), check_of(container)
+    host_port = engine.host_port(container, port) if port and check else None
+    if host_port:
+        return probe_from_host(host_port, check, port)[0] == 0
     try:
         status, _ = engine.exec(container, test[1:])
     except GitdError:
@@ -274,7 +292,7 @@ def wait_probe(engine, container, check: HealthCheck, emit, label: str) -> None:
     test = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
     if test[:1] != ["CMD"]:
         return wait_healthy(engine, container, check, emit, label)
-    port = _env_port(container)
+    port = env_port(container)
     began = time.monotonic()
     deadline = began + check.wait
     last_output, last_shown, failures, last_look = "", None, 0, began
@@ -336,16 +354,22 @@ def probe_from_host(host_port: int, check: HealthCheck, port: int) -> tuple[int,
     try:
         with socket.create_connection(("127.0.0.1", host_port), timeout=check.timeout) as conn:
             conn.sendall(request)
-            line = _status_line(conn)
+            line = _status_line(conn, time.monotonic() + check.timeout)
     except OSError:  # refused, reset, timed out: no answer
         line = ""
     shown = line or f"no answer on port {port}"
     return (0 if HEALTHY_STATUS.match(line) else 1), f"GET {check.path} -> {shown}".encode()
 
 
-def _status_line(conn) -> str:
+def _status_line(conn, deadline: float) -> str:
+    """The answer's first line, read until `deadline` at most (an app that
+    sends a byte at a time does not hold the probe longer)."""
     received = b""
     while b"\n" not in received and len(received) < MAX_STATUS_LINE:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no status line in time")
+        conn.settimeout(left)
         chunk = conn.recv(MAX_STATUS_LINE - len(received))
         if not chunk:
             break
@@ -405,7 +429,7 @@ def wrong_port(ports: set[int] | None, port: int, booting: bool = False) -> str 
     return None
 
 
-def _env_port(container) -> int | None:
+def env_port(container) -> int | None:
     for item in (container.attrs.get("Config") or {}).get("Env") or []:
         name, _, value = item.partition("=")
         if name == "PORT" and value.isascii() and value.isdigit():  # "²".isdigit() too

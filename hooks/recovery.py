@@ -131,10 +131,15 @@ class Recovery:
         as healthy in the snapshot. Wait (bounded) until each is judged, then
         decide from that snapshot."""
         deadline = time.monotonic() + HEALTH_SETTLE_SECONDS
+        passed: set[str] = set()  # ids: each look inspects afresh, Docker still says starting
         while True:
             snapshot = [c for c in own_containers(engine) if c.labels.get(LABEL_SERVICE) is None]
             for container in snapshot:
-                if _health_starting(container) and checks.passes_now(engine, container):
+                if not _health_starting(container):
+                    continue
+                if container.id in passed or (time.monotonic() < deadline
+                                              and checks.passes_now(engine, container)):
+                    passed.add(container.id)
                     _judged_healthy(container)
             if not any(_health_starting(c) for c in snapshot) or time.monotonic() > deadline:
                 return snapshot

@@ -17,6 +17,7 @@ import time
 
 import structlog
 
+from gitd.core.errors import Conflict
 from hooks.dynos import parse_time
 from hooks.engine import LABEL_APP, LABEL_PROCESS, LABEL_ROLE
 
@@ -26,6 +27,7 @@ log = structlog.get_logger("gitd.restarts")
 # deploy's first (a deploy starts what it creates at once)
 STARTED_AGAIN_AFTER = 10.0
 WORKERS = 4  # an engine restart starts every app's containers at once
+RETRY_AFTER = 2.0  # seconds: a container whose app is busy (a push, a command) is looked at again
 WEB = {LABEL_ROLE: "service", LABEL_PROCESS: "web"}
 
 
@@ -51,11 +53,16 @@ class RestartWatch:
     the listening (re)starts (gitd's start, the engine back after a restart:
     its events meanwhile are lost), the running ones are looked at once."""
 
-    def __init__(self, engine, serve):
+    def __init__(self, engine, serve, give_up: float):
+        """`serve(container)` raises Conflict while its app is busy: the
+        container is looked at again every RETRY_AFTER seconds, for
+        `give_up` seconds at most (Docker's own check routes it by then)."""
         self.engine = engine
         self.serve = serve
+        self.give_up = give_up
         self._todo: queue.Queue[str] = queue.Queue()
-        self._queued: set[str] = set()
+        self._queued: set[str] = set()  # queued or being looked at: one worker each
+        self._busy_since: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def start(self) -> "RestartWatch":
@@ -87,13 +94,27 @@ class RestartWatch:
     def _work(self) -> None:
         while True:
             container_id = self._todo.get()
-            with self._lock:
-                self._queued.discard(container_id)
+            retry = False
             try:
                 self.look(container_id)
+            except Conflict:  # its app is busy: no worker waits for it
+                retry = self._still_worth_it(container_id)
             except Exception as exc:  # noqa: BLE001 - Docker's own check routes it later
                 log.warning("cannot serve a restarted web container", container=container_id[:12],
                             error=str(exc))
+            with self._lock:
+                self._queued.discard(container_id)
+                if not retry:
+                    self._busy_since.pop(container_id, None)
+            if retry:
+                timer = threading.Timer(RETRY_AFTER, self.queue, (container_id,))
+                timer.daemon = True
+                timer.start()
+
+    def _still_worth_it(self, container_id: str) -> bool:
+        with self._lock:
+            since = self._busy_since.setdefault(container_id, time.monotonic())
+        return time.monotonic() - since < self.give_up
 
     def look(self, container_id: str) -> bool:
         """Serve the container if it started again and waits for Docker's

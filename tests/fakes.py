@@ -192,6 +192,7 @@ class Container:
 
     def __init__(self, name, labels, status="running", attrs=None):
         self.name, self.labels, self.status, self.attrs = name, labels, status, attrs or {}
+        self.id = name
 
     def start(self):
         self.status = "running"

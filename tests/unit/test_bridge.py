@@ -202,3 +202,21 @@ def test_bridges_staged_at_start_are_handed_over_from_one_look_at_traefik(tmp_pa
         assert asked == ["/api/http/routers", "/api/http/services"] and len(listings) == 1
     finally:
         server.shutdown()
+
+
+def test_a_bridge_carries_a_container_only_at_its_published_port_now(tmp_path, monkeypatch):
+    settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
+    settings.dynamic_dir.mkdir(parents=True)
+    monkeypatch.setattr(router, "has_file_provider", lambda api: True)
+    web = Container("gitd-x.shop.web.1.s3", {"gitd.app": "shop", "gitd.seq": "3",
+                                              "gitd.process": "web"},
+                    attrs={"Config": {"Env": ["PORT=5000"]}, "NetworkSettings": {
+                        "Ports": {"5000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "4000"}]}}})
+    routes = DockerScheduler(Engine([web]), settings).routes
+    assert not routes.carries(web)  # no bridge
+    routes._write_bridge("shop", 3, router.as_routes(["shop.test"]), {"http://127.0.0.1:4000"}, None)
+    assert routes.carries(web)
+    web.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"] = "4001"  # restarted elsewhere
+    assert not routes.carries(web)
+    web.labels["gitd.seq"] = "x"
+    assert not routes.carries(web)

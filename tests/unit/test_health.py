@@ -227,9 +227,9 @@ def test_an_image_port_that_is_not_ascii_digits_is_no_port():
         def __init__(self, env):
             self.attrs = {"Config": {"Env": env}}
 
-    assert checks._env_port(Container(["PORT=5000"])) == 5000
+    assert checks.env_port(Container(["PORT=5000"])) == 5000
     for odd in ("PORT=²", "PORT=١٢", "PORT=", "PORT=-1", "PORT=5 0"):
-        assert checks._env_port(Container([odd])) is None
+        assert checks.env_port(Container([odd])) is None
 
 
 def test_the_watcher_looks_at_every_app_with_one_listing_and_fetches_only_what_it_restarts():
@@ -356,3 +356,57 @@ def test_gitd_probes_a_container_through_its_published_port_as_its_own_probe_wou
     port, _, stop = _answering(None)
     stop()  # nothing listens at all
     assert checks.probe_from_host(port, check, 5000) == (1, b"GET /health -> no answer on port 5000")
+
+
+def test_gitds_check_is_read_back_from_the_container_and_run_through_its_port():
+    from tests.fakes import Container
+
+    check = checks.HealthCheck(path="/up", timeout=3)
+    spec = checks.web_healthcheck(check, 5000, 30, gated_by_gitd=True)
+    container = Container("c", {}, attrs={
+        "Config": {"Healthcheck": {"Test": spec["test"]}, "Env": ["PORT=5000"]}})
+    assert checks.check_of(container) == checks.HealthCheck(path="/up", timeout=3)
+    assert checks.check_of(Container("d", {}, attrs={"Config": {"Healthcheck": {
+        "Test": ["CMD-SHELL", "curl -f localhost"]}}})) is None
+    port, seen, stop = _answering(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    class Engine:
+        def host_port(self, container, wanted):
+            assert wanted == 5000
+            return port
+
+        def exec(self, container, argv):
+            raise AssertionError("no process in the container")
+    try:
+        assert checks.passes_now(Engine(), container)
+    finally:
+        stop()
+    assert seen[0].startswith(b"GET /up HTTP/1.0\r\n")
+
+
+def test_an_app_answering_a_byte_at_a_time_does_not_hold_the_probe_past_its_timeout():
+    import time
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def trickle():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            for _ in range(100):
+                try:
+                    conn.sendall(b"H")
+                except OSError:
+                    return
+                time.sleep(0.1)
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    try:
+        status, output = checks.probe_from_host(server.getsockname()[1],
+                                                checks.HealthCheck(timeout=1), 5000)
+    finally:
+        server.close()
+    assert time.monotonic() - started < 2.5
+    assert (status, output) == (1, b"GET / -> no answer on port 5000")

@@ -220,3 +220,34 @@ def test_no_file_route_is_staged_for_a_traefik_gitd_does_not_run(tmp_path):
         data_dir=tmp_path, instance="t", drain_seconds=0, traefik="external")
     gitd.reconcile()
     assert not list(gitd.settings.dynamic_dir.glob("bridge-*.yml"))
+
+
+def test_each_starting_container_is_checked_once_at_start_though_every_look_is_afresh(
+        tmp_path, monkeypatch):
+    """Docker says `starting` at every look (its first check is far off): a
+    container gitd's check passed is not checked again, and a broken one
+    does not hold the others."""
+    import copy
+
+    import hooks.recovery
+
+    monkeypatch.setattr(hooks.recovery, "HEALTH_SETTLE_SECONDS", 1.0)
+    old = app_container("hello", 1, 1)
+    good = [app_container(f"a{i}", 2, 2, health="starting") for i in range(3)]
+    broken = app_container("b", 2, 2, health="starting")
+    for container in good + [broken]:
+        container.attrs["Config"] = {"Healthcheck": {"Test": ["CMD", "/.gitd/busybox", "sh"]}}
+    gitd = daemon_mid_deploy(tmp_path, [old, *good, broken])
+    engine = gitd._engine
+    listed = engine.containers
+    engine.containers = lambda *a, **k: [copy.deepcopy(c) for c in listed(*a, **k)]
+    remove = engine.remove
+    engine.remove = lambda c, timeout=0: remove(
+        next(x for x in engine.live if x.name == c.name), timeout)
+    ran = []
+    engine.exec = lambda container, argv: ran.append(container.name) or (
+        (1, b"GET / -> no answer on port 5000") if container.name == broken.name else (0, b"ok"))
+    gitd.reconcile()
+    assert sorted(set(ran)) == sorted(c.name for c in good + [broken])
+    assert all(ran.count(c.name) == 1 for c in good)  # once each
+    assert ran.count(broken.name) > 1  # tried again until the settle time ends

@@ -40,7 +40,7 @@ def test_the_watch_serves_a_restarted_container_and_leaves_a_deploys_own_alone()
     engine = Engine([web("restarted", "2026-12-07T06:10:00Z"),
                      web("fresh", "2026-12-07T06:00:02Z"),
                      web("checked", "2026-12-07T06:10:00Z", health="healthy")])
-    watch = restarts.RestartWatch(engine, served.append)
+    watch = restarts.RestartWatch(engine, served.append, 30)
     assert watch.look("restarted") and [c.name for c in served] == ["restarted"]
     assert not watch.look("fresh") and not watch.look("checked") and not watch.look("gone")
     assert len(served) == 1
@@ -59,7 +59,7 @@ def test_at_its_start_the_watch_looks_at_the_running_ones_then_follows_the_event
         yield {"id": "later"}
         time.sleep(60)
     engine.events = events
-    restarts.RestartWatch(engine, lambda c: served.append(c.name)).start()
+    restarts.RestartWatch(engine, lambda c: served.append(c.name), 30).start()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and len(served) < 2:
         time.sleep(0.02)
@@ -67,8 +67,40 @@ def test_at_its_start_the_watch_looks_at_the_running_ones_then_follows_the_event
 
 
 def test_a_container_queued_twice_is_looked_at_once():
-    watch = restarts.RestartWatch(Engine([]), lambda c: None)
+    watch = restarts.RestartWatch(Engine([]), lambda c: None, 30)
     watch.queue("a")
     watch.queue("a")
     watch.queue("")
     assert watch._todo.qsize() == 1
+
+
+def test_a_container_whose_app_is_busy_is_looked_at_again_until_docker_would_have(monkeypatch):
+    """No worker waits for an app's lock (a push holds it for minutes): the
+    container is queued again, and given up after `give_up` seconds."""
+    from gitd.core.errors import Conflict
+
+    monkeypatch.setattr(restarts, "RETRY_AFTER", 0.05)
+    tries, served = [], []
+    busy_until = time.monotonic() + 0.3
+
+    def serve(container):
+        tries.append(time.monotonic())
+        if time.monotonic() < busy_until:
+            raise Conflict("another deploy of shop is still running")
+        served.append(container.name)
+    engine = Engine([web("restarted", "2026-12-07T06:10:00Z")])
+    restarts.RestartWatch(engine, serve, give_up=5).start().queue("restarted")
+    deadline = time.monotonic() + 5
+    while not served and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert served == ["restarted"] and len(tries) >= 3
+
+    given_up = []
+    watch = restarts.RestartWatch(engine, lambda c: given_up.append(1) or (_ for _ in ()).throw(
+        Conflict("busy")), give_up=0.2).start()
+    watch.queue("restarted")
+    time.sleep(0.8)
+    count = len(given_up)
+    time.sleep(0.3)
+    assert 2 <= count == len(given_up)  # tried a few times, then no more
+    assert watch._queued == set() and watch._busy_since == {}
