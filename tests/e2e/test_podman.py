@@ -95,6 +95,7 @@ def test_a_dockerfile_push_deploys_on_podman(podman_gitd, podman, tmp_path):
     # docker provider takes the deploy over from its bridge (file route)
     wait_no_bridges(podman_gitd, 75)  # Docker's first check: health_interval after the start
     assert docker_routed(podman_gitd, f"{app}-s1")
+    containers[0].reload()  # listed when the push returned: gitd's first check may not have run
     assert containers[0].attrs["State"]["Health"]["Status"] == "healthy"
 
 
