@@ -82,28 +82,12 @@ def _run_probe(script: str, tmp_path, answer: bytes | None):
     requests the server saw)."""
     import socket
     import subprocess
-    import threading
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    requests = []
-    if answer is not None:
-        server.listen(16)
-
-        def serve():
-            server.settimeout(10)
-            while True:
-                try:
-                    conn, _ = server.accept()
-                except OSError:
-                    return
-                with conn:
-                    data = conn.recv(4096)
-                    if data:
-                        requests.append(data)
-                        conn.sendall(answer)
-        threading.Thread(target=serve, daemon=True).start()
+    if answer is None:  # nothing listens on the port at all
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        port, requests, stop = server.getsockname()[1], [], server.close
+    else:
+        port, requests, stop = _answering(answer)
     local = (script.replace(checks.PROBE_PATH, "/bin/busybox")
              .replace(checks.PROBE_STATE, str(tmp_path / "state"))
              .replace(" 5000", f" {port}").replace("port 5000", f"port {port}"))
@@ -111,7 +95,7 @@ def _run_probe(script: str, tmp_path, answer: bytes | None):
         done = subprocess.run(["/bin/busybox", "sh", "-c", local], capture_output=True,
                               text=True, timeout=20)
     finally:
-        server.close()
+        stop()
     return done.returncode, done.stdout.strip(), len(requests)
 
 
@@ -326,8 +310,9 @@ def _answering(reply: bytes | None):
             except OSError:
                 return
             with conn:
-                if reply is not None:
-                    seen.append(conn.recv(4096))
+                data = conn.recv(4096) if reply is not None else b""
+                if data:  # a connect-only probe sends nothing
+                    seen.append(data)
                     conn.sendall(reply)
     threading.Thread(target=serve, daemon=True).start()
     return server.getsockname()[1], seen, server.close
