@@ -192,10 +192,15 @@ def docker_healthcheck(check: HealthCheck, port: int, every: int = 1,
     }
 
 
+def _healthcheck(container) -> dict:
+    """The container's HEALTHCHECK, as Docker reports it ({} without one)."""
+    return (container.attrs.get("Config") or {}).get("Healthcheck") or {}
+
+
 def runs_often(container) -> bool:
     """Whether Docker checks the container every FAST_INTERVAL (or has no
     check): its first check then comes soon after the start."""
-    interval = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Interval")
+    interval = _healthcheck(container).get("Interval")
     return not interval or interval <= FAST_INTERVAL * SECOND
 
 
@@ -206,7 +211,7 @@ PROBE_TIMEOUT = re.compile(r" nc -w ([0-9]+) 127\.0\.0\.1 ")
 def check_of(container) -> HealthCheck | None:
     """The path and timeout of the check gitd gave the container (read back
     from its probe_script); None for another check."""
-    test = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    test = _healthcheck(container).get("Test") or []
     script = test[-1] if test[:1] == ["CMD"] and len(test) > 1 else ""
     path, timeout = PROBED_REQUEST.search(script), PROBE_TIMEOUT.search(script)
     return HealthCheck(path=path[1], timeout=float(timeout[1])) if path and timeout else None
@@ -217,7 +222,7 @@ def passes_now(engine, container) -> bool:
     would say. Through its published port when it has one (no process in the
     container), else its own probe run in it. False without a check of
     gitd's (a CMD) or when it cannot run."""
-    test = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    test = _healthcheck(container).get("Test") or []
     if test[:1] != ["CMD"] or len(test) < 2:
         return False
     port, check = env_port(container), check_of(container)
@@ -289,7 +294,7 @@ def wait_probe(engine, container, check: HealthCheck, emit, label: str) -> None:
     PORT (Heroku's R10, told in words); each is shown as it happens, and
     `check.attempts` of them in a row fail the deploy. An app that answers
     nothing yet is booting: `check.wait` bounds that."""
-    test = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    test = _healthcheck(container).get("Test") or []
     if test[:1] != ["CMD"]:
         return wait_healthy(engine, container, check, emit, label)
     port = env_port(container)
