@@ -218,7 +218,9 @@ class Engine:
     def _inspected(self, container_id: str):
         try:
             return self.client.containers.get(container_id)
-        except docker.errors.NotFound:
+        except docker.errors.APIError as exc:
+            if not container_gone(exc):
+                raise
             return None
 
     def events(self, app: str | None, actions: tuple[str, ...], **labels):
@@ -403,7 +405,9 @@ class Engine:
         """A container by name or id; None when there is none."""
         try:
             return self.client.containers.get(name)
-        except docker.errors.NotFound:
+        except docker.errors.APIError as exc:
+            if not container_gone(exc):
+                raise
             return None
 
     def exec(self, container, argv: list[str], stdin=None, stdout=None,
@@ -484,8 +488,9 @@ class Engine:
     def stop(self, container, timeout: int) -> None:
         try:
             container.stop(timeout=timeout)
-        except docker.errors.NotFound:
-            pass
+        except docker.errors.APIError as exc:
+            if not container_gone(exc):
+                raise
 
     def restart(self, container, timeout: int) -> None:
         try:
@@ -504,9 +509,9 @@ class Engine:
             if timeout:
                 container.stop(timeout=timeout)
             container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
         except docker.errors.APIError as exc:
+            if container_gone(exc):
+                return
             if "already in progress" not in str(exc):  # the swarm removing a task's container
                 raise
             self._wait_removed(container)
@@ -514,9 +519,7 @@ class Engine:
     def _wait_removed(self, container, seconds: float = 30.0) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            try:
-                container.reload()
-            except docker.errors.NotFound:
+            if not self.reload(container):
                 return
             time.sleep(0.2)
 
@@ -524,7 +527,9 @@ class Engine:
         try:
             container.reload()
             return True
-        except docker.errors.NotFound:
+        except docker.errors.APIError as exc:
+            if not container_gone(exc):
+                raise
             return False
 
     def tail_logs(self, container, lines: int = 20) -> list[str]:
@@ -772,3 +777,10 @@ def _retrying(action, seconds: float) -> None:
 
 def _explain(exc: Exception) -> str:
     return getattr(exc, "explanation", None) or str(exc)
+
+
+def container_gone(exc: docker.errors.APIError) -> bool:
+    """The container is not there: Docker answers 404; Podman answers 500
+    "... does not exist in database: no such container" for one that it is
+    removing, whatever the request."""
+    return isinstance(exc, docker.errors.NotFound) or "no such container" in _explain(exc)

@@ -59,8 +59,8 @@ class SlowEngineClient:
     """Docker answering each inspection after `delay` (a container lock held
     by a start or stop elsewhere); `gone` were removed after the listing."""
 
-    def __init__(self, ids, gone=(), delay=0.2):
-        self.ids, self.gone, self.delay = ids, set(gone), delay
+    def __init__(self, ids, gone=(), delay=0.2, removing=()):
+        self.ids, self.gone, self.delay, self.removing = ids, set(gone), delay, set(removing)
         self.filters = None
         self.api = type("Api", (), {"containers": self._list})()
         self.containers = type("Containers", (), {"get": self._get, "list": self._sdk_list})()
@@ -82,6 +82,9 @@ class SlowEngineClient:
         time.sleep(self.delay)
         if container_id in self.gone:
             raise docker.errors.NotFound("gone")
+        if container_id in self.removing:  # as Podman answers, while it removes one
+            raise docker.errors.APIError("500 Server Error", explanation=(
+                f"container {container_id} does not exist in database: no such container"))
         return f"container {container_id}"
 
 
@@ -97,6 +100,22 @@ def test_listing_containers_inspects_them_side_by_side():
                                         "gitd.process=web"]}
     assert took < 16 * 0.2 / 2, took  # one after another: 3.2 s; side by side: 0.4 s
     assert Engine(SlowEngineClient([], delay=0), "t1234567").containers() == []
+
+
+def test_a_container_podman_is_removing_is_gone_not_an_error():
+    """Podman answers an inspection of a container it is removing with a 500
+    (a deploy listed the app's containers while the last one's retirement
+    removed one: the push failed with an internal error)."""
+    client = SlowEngineClient(["c1", "c2", "c3"], removing={"c2"}, delay=0)
+    engine = Engine(client, "t1234567")
+    assert engine.containers("hello") == ["container c1", "container c3"]
+    assert engine.container("c2") is None
+
+    def broken(container_id):
+        raise docker.errors.APIError("500 Server Error", explanation="database is locked")
+    client.containers.get = broken
+    with pytest.raises(docker.errors.APIError):  # any other failure still says so
+        engine.container("c1")
 
 
 class ListingOnly(fakes.Engine):
