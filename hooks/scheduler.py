@@ -196,7 +196,7 @@ class DockerScheduler:
     def dynos(self, app: str) -> list[dict]:
         """A row for each of the app's containers (hooks.dynos)."""
         self._exits.start()
-        return [dynos.container_row(c, self._last_exit(c)) for c in self.engine.containers(app)]
+        return [self._row(c) for c in self.engine.containers(app)]
 
     def dynos_of(self, apps: list[str]) -> dict[str, list[dict]]:
         """dynos() of each of `apps`, from one listing of the engine's
@@ -207,8 +207,17 @@ class DockerScheduler:
         for container in self.engine.containers():
             rows = found.get(container.labels.get(LABEL_APP))
             if rows is not None:
-                rows.append(dynos.container_row(container, self._last_exit(container)))
+                rows.append(self._row(container))
         return found
+
+    def _row(self, container) -> dict:
+        row = dynos.container_row(container, self._last_exit(container))
+        # Docker's first check of a bridged container comes `health_interval`
+        # after its start; gitd's own run of that check passed before the
+        # bridge routed it, so the container serves and is called healthy
+        if row["health"] == "starting" and self._routes.carries(container):
+            row["health"] = "healthy"
+        return row
 
     def _last_exit(self, container) -> int | None:
         """A running container that has exited before (Docker restarted it):

@@ -220,3 +220,25 @@ def test_a_bridge_carries_a_container_only_at_its_published_port_now(tmp_path, m
     assert not routes.carries(web)
     web.labels["gitd.seq"] = "x"
     assert not routes.carries(web)
+
+
+def test_ps_calls_a_starting_container_healthy_once_gitds_check_had_it_bridged(tmp_path, monkeypatch):
+    """Docker's first check of a bridged container comes `health_interval`
+    (30 s) after its start: until then gitd's run of the check is the one
+    that counts, and ps, apps:info and the dashboard say so."""
+    settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
+    settings.dynamic_dir.mkdir(parents=True)
+    monkeypatch.setattr(router, "has_file_provider", lambda api: True)
+    web = Container("gitd-x.shop.web.1.s3", {"gitd.app": "shop", "gitd.seq": "3",
+                                              "gitd.process": "web", "gitd.role": "service"},
+                    attrs={"Config": {"Env": ["PORT=5000"]}, "State": {"Health": {"Status": "starting"}},
+                           "NetworkSettings": {"Ports": {"5000/tcp": [{"HostIp": "127.0.0.1",
+                                                                       "HostPort": "4000"}]}}})
+    docker = DockerScheduler(Engine([web]), settings)
+    monkeypatch.setattr(docker._exits, "start", lambda: None)
+    assert [r["health"] for r in docker.dynos("shop")] == ["starting"]  # not probed by gitd yet
+    docker.routes._write_bridge("shop", 3, router.as_routes(["shop.test"]), {"http://127.0.0.1:4000"}, None)
+    assert [r["health"] for r in docker.dynos("shop")] == ["healthy"]
+    assert [r["health"] for r in docker.dynos_of(["shop"])["shop"]] == ["healthy"]
+    web.attrs["State"]["Health"]["Status"] = "unhealthy"  # Docker's own check failed since
+    assert [r["health"] for r in docker.dynos("shop")] == ["unhealthy"]
