@@ -16,8 +16,16 @@ from tests.e2e.harness import make_key, make_repo, unique_app
 
 def ok(gitd, *args, **kwargs):
     result = gitd.ssh(*args, **kwargs)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    assert result.returncode == 0, (args, result.stdout, result.stderr, *internal_errors(gitd, result))
     return result
+
+
+def internal_errors(gitd, result) -> list[str]:
+    """What gitd's log says of an "internal error" the client was shown
+    (its traceback): a CI run's log is gone once it ends."""
+    if "internal error" not in f"{result.stdout}{result.stderr}":
+        return []
+    return [line for line in gitd.log_text().splitlines() if "internal error" in line][-3:]
 
 
 def fails(gitd, *args, match: str, key=None, status=None, **kwargs):
@@ -37,7 +45,7 @@ def create(gitd, app, drain: str = "0.3"):
 
 def push_ok(gitd, repo, app, key=None):
     pushed = gitd.push(repo, app, key=key)
-    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.returncode == 0, (pushed.stderr, *internal_errors(gitd, pushed))
     return pushed
 
 
