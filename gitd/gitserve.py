@@ -79,7 +79,8 @@ class _CloneAwareRepo:
     every stored object: objects no ref reaches (a force-pushed-away
     commit, a refused push's pack) stay on the server. A repository whose
     objects are all reached still goes out as its stored pack file
-    (gitd.packs.write_pack_reusing)."""
+    (gitd.packs.write_pack_reusing), and once a clone found them all
+    reached, the next clones skip the walk (gitd.reachable)."""
 
     def __init__(self, repo: Repo):
         self._repo = repo
@@ -89,14 +90,37 @@ class _CloneAwareRepo:
 
     def find_missing_objects(self, determine_wants, graph_walker, progress, *,
                              get_tagged=None, depth=None):
-        finder = self._repo.find_missing_objects(determine_wants, graph_walker, progress,
+        asked = {}
+
+        def wants_of(refs, depth=None):
+            asked.update(refs=refs, wants=determine_wants(refs, depth), depth=depth)
+            return asked["wants"]
+
+        finder = self._repo.find_missing_objects(wants_of, graph_walker, progress,
                                                  get_tagged=get_tagged, depth=depth)
         handler = getattr(graph_walker, "handler", None)
         spec = getattr(handler, "filter_spec", None)
         if spec is not None and finder is not None:
             handler.filter_spec = None  # filtered here, as git means it (gitd.partial)
             return partial.filtered(self._repo.object_store, list(finder), spec)
-        return finder
+        if not _plain_clone(asked, finder, graph_walker):
+            return finder
+        state = reachable.store_state(self._repo, asked["refs"])
+        if reachable.known_all_reached(self._repo, state):
+            return [(sha, None) for sha in packs.stored_ids(self._repo.object_store)]
+        found = list(finder)
+        reachable.remember_if_all_reached(self._repo, asked["refs"], state, [sha for sha, _ in found])
+        return found
+
+
+def _plain_clone(asked: dict, finder, graph_walker) -> bool:
+    """Every ref wanted, nothing in common, no depth, no shallow boundary on
+    either side: what the refs reach is all they reach."""
+    if finder is None or not asked.get("wants") or asked.get("depth") or finder.get_remote_has():
+        return False
+    if getattr(graph_walker, "shallow", None) or getattr(graph_walker, "unshallow", None):
+        return False
+    return set(asked["refs"].values()) <= set(asked["wants"])
 
 
 class _GitdGraphWalker(_ProtocolGraphWalker):

@@ -238,6 +238,17 @@ def _loose_info(store, sha: bytes) -> tuple[int, int] | None:
     return object_class(name).type_num, int(size)
 
 
+def stored_ids(store) -> set[bytes]:
+    """Every object the store holds, by hex id, from its pack indexes and
+    its loose objects' file names: none is read."""
+    ids: set[bytes] = set()
+    for pack in _stored_packs(store):
+        for binsha, _offset, _crc in pack.index.iterentries():
+            ids.add(hexlify(binsha))
+    ids.update(getattr(store, "_iter_loose_objects", lambda: ())())
+    return ids
+
+
 def _whole_pack(container, shas: list):
     """The one stored pack that holds exactly `shas`, if there is one."""
     stored = _stored_packs(container)

@@ -233,6 +233,9 @@ def test_wants_by_id_are_served_only_when_a_ref_reaches_them_like_git(gitd, sour
     pair = Pair(gitd, tmp_path / "pair")
     pair.copy_client(source, "dev")
     pair.same("push", "{url}", "work", cwd="dev")
+    for name in ("early", "early-again"):  # the second skips the walk: every object was reached
+        pair.same("clone", "-q", "-b", "work", "{url}", name, protocol=0)
+        pair.same_client_state(name)
     commit(source, {"secret.env": "API_KEY=hunter2\n"}, "oops")
     secret = git(source, "rev-parse", "work").strip()
     secret_blob = git(source, "rev-parse", "work:secret.env").strip()

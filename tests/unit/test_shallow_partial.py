@@ -245,3 +245,39 @@ def test_a_checkout_blob_wanted_by_id_reads_the_tip_tree_only():
     assert reachable.unreachable(store, [c[49]], [c[40]]) == set()
     read = list(store.read)
     assert all(isinstance(store[sha], Commit) for sha in read)
+
+
+def _disk_repo(path: Path, commits: int) -> Repo:
+    from tests.fakes import run_git
+    path.mkdir()
+    run_git(path, "init", "-q", "-b", "main")
+    for n in range(commits):
+        (path / "f.txt").write_text(f"{n}\n")
+        run_git(path, "add", "-A")
+        run_git(path, "commit", "-qm", f"c{n}", when=1_700_000_000 + n)
+    run_git(path, "gc", "-q")
+    return Repo(str(path))
+
+
+def test_a_clone_remembers_every_object_reached_for_that_state_only(tmp_path):
+    repo = _disk_repo(tmp_path / "r", 3)
+    refs = repo.get_refs()
+    stored = packs.stored_ids(repo.object_store)
+    state = reachable.store_state(repo, refs)
+    assert not reachable.known_all_reached(repo, state)
+    reachable.remember_if_all_reached(repo, refs, state, sorted(stored)[1:])  # one object short
+    assert not reachable.known_all_reached(repo, state)
+    reachable.remember_if_all_reached(repo, refs, state, list(stored))
+    assert reachable.known_all_reached(repo, state)
+    # a force-push back: the same store, other refs
+    forced = {**refs, b"refs/heads/main": repo[refs[b"refs/heads/main"]].parents[0]}
+    assert not reachable.known_all_reached(repo, reachable.store_state(repo, forced))
+    # an object stored since (a refused push's, say): not known, and a walk
+    # begun before it came is not remembered
+    stray = Blob.from_string(b"pushed, never referenced")
+    repo.object_store.add_object(stray)
+    assert not reachable.known_all_reached(repo, reachable.store_state(repo, refs))
+    (Path(repo.controldir()) / reachable.ALL_REACHED_FILE).unlink()
+    reachable.remember_if_all_reached(repo, refs, state, list(stored))
+    assert not reachable.known_all_reached(repo, state)
+    assert not reachable.known_all_reached(repo, reachable.store_state(repo, refs))
