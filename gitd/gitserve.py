@@ -107,7 +107,10 @@ class _CloneAwareRepo:
             return finder
         state = reachable.store_state(self._repo, asked["refs"])
         if reachable.known_all_reached(self._repo, state):
-            return [(sha, None) for sha in packs.stored_ids(self._repo.object_store)]
+            stored = packs.stored_ids(self._repo.object_store)
+            # a pack stored as they were listed (a refused push's) is not sent
+            if reachable.store_state(self._repo, asked["refs"]) == state:
+                return [(sha, None) for sha in stored]
         found = list(finder)
         reachable.remember_if_all_reached(self._repo, asked["refs"], state, [sha for sha, _ in found])
         return found
