@@ -100,6 +100,10 @@ async def serve(settings: Settings) -> int:
     gitd = Gitd(settings)
     settings = gitd.settings
     await asyncio.to_thread(_check_network_pool, gitd)
+    from hooks.router import sweep_staged
+
+    if swept := sweep_staged(settings.dynamic_dir):
+        log.info("removed route files a stopped gitd left half-written", count=swept)
     notes = await asyncio.to_thread(gitd.reconcile)
     if settings.https:
         from hooks.tls import sync_dynamic

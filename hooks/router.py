@@ -284,6 +284,17 @@ def write_route_file(path, text: str) -> None:
     write_private(path, text.encode(), staging=path.parent.parent)
 
 
+def sweep_staged(dynamic_dir) -> int:
+    """Route files a killed gitd was staging (write_route_file) are left
+    beside the watched dir: removed before gitd writes any. Returns how many."""
+    swept = 0
+    for stale in Path(dynamic_dir).parent.glob(".*.yml.*.tmp"):
+        if stale.is_symlink() or stale.is_file():
+            stale.unlink(missing_ok=True)
+            swept += 1
+    return swept
+
+
 def redirect_config(app: str, hosts: list[str], https_port: int,
                     entrypoint: str = "web") -> dict:
     """File-provider routers sending plain HTTP for `hosts` to HTTPS. They

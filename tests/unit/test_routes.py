@@ -173,3 +173,23 @@ def test_a_route_file_is_written_beside_the_watched_dir_and_moved_in(tmp_path, m
         router.write_route_file(watched / "bridge-a-s2.yml", "{}")
     assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == ["dynamic"]
     assert [p.name for p in watched.iterdir()] == ["bridge-a-s1.yml"]
+
+
+def test_route_files_a_killed_gitd_was_staging_are_swept_at_start_and_nothing_else(tmp_path):
+    from hooks import router
+
+    tls = tmp_path / "tls"
+    watched = tls / "dynamic"
+    watched.mkdir(parents=True)
+    left = [tls / ".bridge-a-s1.yml.k2j3h4.tmp", tls / ".certs.yml.abc.tmp"]
+    kept = [tls / "acme.json", tls / ".acme.json.x.tmp", watched / "bridge-a-s1.yml",
+            watched / ".bridge-b-s1.yml.q.tmp"]
+    for path in left + kept:
+        path.write_text("{}")
+    outside = tmp_path / "elsewhere.yml"
+    outside.write_text("mine")
+    (tls / ".route-c-s1.yml.zz.tmp").symlink_to(outside)  # the link goes, never its target
+    assert router.sweep_staged(watched) == 3
+    assert sorted(p.name for p in tls.iterdir()) == [".acme.json.x.tmp", "acme.json", "dynamic"]
+    assert all(p.exists() for p in kept) and outside.read_text() == "mine"
+    assert router.sweep_staged(tmp_path / "none" / "dynamic") == 0
