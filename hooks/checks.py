@@ -240,8 +240,23 @@ def probe_mount(probe_binary: str) -> dict:
     return {"target": PROBE_PATH, "source": probe_binary, "type": "bind", "read_only": True}
 
 
+def restart_count(container) -> int:
+    """How often the engine restarted the container: Docker keeps the count
+    beside State, not in it."""
+    return container.attrs.get("RestartCount") or 0
+
+
+def ended_since(container, restarts: int) -> bool:
+    """Whether the container's run ended since it had been restarted
+    `restarts` times: it is down, restarting, or was started again."""
+    state = container.attrs.get("State") or {}
+    return (state.get("Status") in ("exited", "dead") or bool(state.get("Restarting"))
+            or restart_count(container) > restarts)
+
+
 def wait_healthy(engine, container, check: HealthCheck, emit, label: str) -> None:
     """Wait until Docker calls `container` healthy; report each probe result."""
+    runs = restart_count(container)
     began = time.monotonic()
     deadline = began + check.wait
     seen = 0
@@ -269,7 +284,7 @@ def wait_healthy(engine, container, check: HealthCheck, emit, label: str) -> Non
                 emit(f"       check {label}: {last_output or 'no output'} ({outcome})")
                 last_shown = (last_output, outcome)
         seen = _last_start(log) or seen
-        if state.get("Status") in ("exited", "dead") or state.get("Restarting") or state.get("RestartCount", 0) > 0:
+        if ended_since(container, runs):
             raise DeployError(f"{label} exited during start (status {state.get('ExitCode')})")
         if health.get("Status") == "healthy":
             return
@@ -298,6 +313,7 @@ def wait_probe(engine, container, check: HealthCheck, emit, label: str) -> None:
     if test[:1] != ["CMD"]:
         return wait_healthy(engine, container, check, emit, label)
     port = env_port(container)
+    runs = restart_count(container)
     began = time.monotonic()
     deadline = began + check.wait
     last_output, last_shown, failures, last_look = "", None, 0, began
@@ -305,7 +321,7 @@ def wait_probe(engine, container, check: HealthCheck, emit, label: str) -> None:
         if not engine.reload(container):
             raise DeployError(f"{label} disappeared while starting")
         state = container.attrs["State"]
-        if state.get("Status") in ("exited", "dead") or state.get("Restarting") or state.get("RestartCount", 0) > 0:
+        if ended_since(container, runs):
             raise DeployError(f"{label} exited during start (status {state.get('ExitCode')})")
         host_port = engine.host_port(container, port) if port else None
         try:
@@ -444,12 +460,13 @@ def env_port(container) -> int | None:
 
 def wait_running(engine, container, seconds: float, emit, label: str) -> None:
     """Without a check: the container must stay up for `seconds`."""
+    runs = restart_count(container)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not engine.reload(container):
             raise DeployError(f"{label} disappeared while starting")
         state = container.attrs["State"]
-        if state.get("Status") in ("exited", "dead") or state.get("RestartCount", 0) > 0:
+        if ended_since(container, runs):
             raise DeployError(f"{label} exited during start (status {state.get('ExitCode')})")
         time.sleep(0.2)
     emit(f"       {label} is running")

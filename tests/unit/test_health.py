@@ -395,3 +395,51 @@ def test_an_app_answering_a_byte_at_a_time_does_not_hold_the_probe_past_its_time
         server.close()
     assert time.monotonic() - started < 2.5
     assert (status, output) == (1, b"GET / -> no answer on port 5000")
+
+
+def test_a_container_the_engine_starts_again_while_gitd_waits_has_exited_during_start():
+    """Docker counts restarts beside State (RestartCount), not in it: a
+    deploy's container that crashed and was started again between two looks
+    was waited for as booting until `wait` ran out. Counted from the wait's
+    own start: a container the engine restarted before (the restart watch
+    probes those) is waited for."""
+    import pytest
+
+    from gitd.core.errors import DeployError
+    from tests.fakes import Container
+
+    check = checks.HealthCheck(path="/", timeout=1, wait=30)
+    spec = checks.web_healthcheck(check, 5000, 30, gated_by_gitd=True)
+    port, _, stop = _answering(None)  # nothing listens: it boots, or it crashed
+
+    class Engine:
+        def __init__(self, restarts_at: int | None):
+            self.looks, self.restarts_at = 0, restarts_at
+
+        def reload(self, container):
+            self.looks += 1
+            if self.looks == self.restarts_at:  # crashed and started again between two looks
+                container.attrs["RestartCount"] += 1
+            return True
+
+        def host_port(self, container, wanted):
+            return port
+
+        def exec(self, container, argv):  # what it listens on: nothing
+            return 0, b""
+
+    def container(restarts: int):
+        return Container("c", {}, attrs={
+            "RestartCount": restarts, "State": {"Status": "running", "ExitCode": 0},
+            "Config": {"Healthcheck": {"Test": spec["test"]}, "Env": ["PORT=5000"]}})
+    try:
+        for before in (0, 3):
+            engine = Engine(restarts_at=3)
+            with pytest.raises(DeployError, match="exited during start"):
+                checks.wait_probe(engine, container(before), check, lambda line: None, "web.1")
+            assert engine.looks == 3
+        short = checks.HealthCheck(path="/", timeout=1, wait=0.3)
+        with pytest.raises(DeployError, match="not healthy after"):  # restarted before: booting
+            checks.wait_probe(Engine(None), container(3), short, lambda line: None, "web.1")
+    finally:
+        stop()
