@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -82,7 +82,10 @@ def site(gitd, tmp_path_factory):
 
 
 def wait(driver, condition, timeout: float = 60):
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+    """Until `condition(driver)`; an element read as the page moves on (a
+    form's post and redirect, a reload) is read again at the next look."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def log_in(driver, base: str, token: str) -> None:
