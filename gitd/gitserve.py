@@ -10,6 +10,7 @@ import contextlib
 from pathlib import Path
 
 import dulwich.repo
+import structlog
 import dulwich.server
 from dulwich.errors import GitProtocolError, HangupException
 from dulwich.graph import can_fast_forward
@@ -29,6 +30,8 @@ from dulwich.server import (Backend, ReceivePackHandler, UploadPackHandler, _Pro
 from gitd import missing, packs, partial, reachable, shallow
 from gitd.bridge import ChannelClosed
 from gitd.core.errors import GitdError
+
+log = structlog.get_logger("gitd.git")
 
 # upload-pack writes its pack by copying stored entries (gitd.packs); the
 # handler looks the writer up in its module when it sends a pack
@@ -50,6 +53,7 @@ def create_repo(repos_dir: Path, app: str) -> Repo:
     repos_dir.mkdir(parents=True, exist_ok=True)
     repo = Repo.init_bare(str(repo_path(repos_dir, app)), mkdir=True)
     repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
+    reachable.remember_empty(repo)
     return repo
 
 
@@ -307,6 +311,7 @@ class DeployingReceivePackHandler(ReceivePackHandler):
 
     def _apply_pack(self, refs):
         self._update = list(refs)  # _on_update judges a ref against the whole update
+        carry = reachable.PushCarry(self.repo)
         steps = super()._apply_pack(refs)
         unpacked = next(steps)  # reads and stores the pack
         if b"maximum input size" in unpacked[1]:
@@ -329,6 +334,10 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             # lock is checked against the branch as it is now
             refs[:] = [self._against_now(*command) for command in refs]
             yield from steps
+            try:
+                carry.after_push()
+            except Exception as exc:  # noqa: BLE001 - the next clone walks instead
+                log.warning("cannot carry the clone shortcut over the push", error=str(exc))
 
     def _record_shallow(self) -> None:
         """A shallow clone pushed where the history below its boundary is

@@ -238,15 +238,20 @@ def _loose_info(store, sha: bytes) -> tuple[int, int] | None:
     return object_class(name).type_num, int(size)
 
 
-def stored_ids(store) -> set[bytes]:
+def stored_ids(store, but: frozenset = frozenset()) -> set[bytes]:
     """Every object the store holds, by hex id, from its pack indexes and
-    its loose objects' file names: none is read."""
+    its loose objects' file names: none is read. `but`: packs (pack_names)
+    left out."""
     ids: set[bytes] = set()
     for pack in _stored_packs(store):
-        for binsha, _offset, _crc in pack.index.iterentries():
-            ids.add(hexlify(binsha))
+        if pack._basename not in but:
+            ids.update(hexlify(binsha) for binsha, _offset, _crc in pack.index.iterentries())
     ids.update(getattr(store, "_iter_loose_objects", lambda: ())())
     return ids
+
+
+def pack_names(store) -> frozenset:
+    return frozenset(pack._basename for pack in _stored_packs(store))
 
 
 def _whole_pack(container, shas: list):

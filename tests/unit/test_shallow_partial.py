@@ -281,3 +281,81 @@ def test_a_clone_remembers_every_object_reached_for_that_state_only(tmp_path):
     reachable.remember_if_all_reached(repo, refs, state, list(stored))
     assert not reachable.known_all_reached(repo, state)
     assert not reachable.known_all_reached(repo, reachable.store_state(repo, refs))
+
+
+def _clone_walk(repo: Repo) -> None:
+    """What a plain clone's walk remembers."""
+    from dulwich.object_store import MissingObjectFinder
+    refs = repo.get_refs()
+    sent = [sha for sha, _ in MissingObjectFinder(repo.object_store, haves=[],
+                                                   wants=list(set(refs.values())))]
+    reachable.remember_if_all_reached(repo, refs, reachable.store_state(repo, refs), sent)
+
+
+def _pushed(path: Path, repo: Repo, n: int, **files) -> bytes:
+    """A commit made beside the repository and stored in it as a push would (a new pack)."""
+    from tests.fakes import run_git
+    (path / "f.txt").write_text(f"pushed {n}\n")
+    for name, text in files.items():
+        (path / name).write_text(text)
+    run_git(path, "add", "-A")
+    run_git(path, "commit", "-qm", f"p{n}", when=1_800_000_000 + n)
+    return run_git(path, "rev-parse", "HEAD", text=True).stdout.strip().encode()
+
+
+def test_every_object_reached_is_carried_over_a_fast_forward_and_nothing_else(tmp_path):
+    """git commits in the repository itself: its objects and the branch's
+    move are what a push stores and does."""
+    from tests.fakes import run_git
+    work = tmp_path / "r"
+    repo = _disk_repo(work, 3)
+    pushes = iter(range(100))
+
+    def push(*extra, then=None) -> bool:
+        carry = reachable.PushCarry(repo)
+        _pushed(work, repo, next(pushes))
+        for obj in extra:
+            repo.object_store.add_object(obj)
+        if then:
+            then()
+        carry.after_push()
+        return reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
+
+    assert not push()  # not known before: nothing to carry
+    _clone_walk(repo)
+    assert push() and push()  # fast-forwards
+    # a branch forced back past what it had: the commit is reached by nothing
+    assert not push(then=lambda: run_git(work, "reset", "-q", "--hard", "HEAD~1"))
+    _clone_walk(repo)
+    assert not reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
+    run_git(work, "reflog", "expire", "--expire=now", "--all")
+    run_git(work, "gc", "-q", "--prune=now")
+    repo = Repo(str(work))
+    _clone_walk(repo)  # all reached again once the commit is gone
+    assert reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
+    # a push that stored an object no ref reaches
+    assert not push(Blob.from_string(b"sent along, reached by nothing"))
+
+
+def test_a_new_repository_is_all_reached_and_its_first_push_carries_that_over(tmp_path, monkeypatch):
+    from gitd.gitserve import create_repo
+    from tests.fakes import run_git
+
+    repo = create_repo(tmp_path / "repos", "shop")
+    assert reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
+    work = tmp_path / "work"
+    _disk_repo(work, 3)
+    carry = reachable.PushCarry(repo)
+    run_git(work, "push", "-q", str(tmp_path / "repos" / "shop.git"), "main")
+    carry.after_push()
+    assert repo.get_refs()[b"refs/heads/main"]
+    assert reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
+    # a push whose walk would meet more than CARRY_LIMIT objects is not carried
+    (work / "more.txt").write_text("more\n")
+    run_git(work, "add", "-A")
+    run_git(work, "commit", "-qm", "more", when=1_900_000_000)
+    monkeypatch.setattr(reachable, "CARRY_LIMIT", 1)
+    carry = reachable.PushCarry(repo)
+    run_git(work, "push", "-q", str(tmp_path / "repos" / "shop.git"), "main")
+    carry.after_push()
+    assert not reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
