@@ -3,7 +3,8 @@
 - push return: `git push` of a one-line change to a small cached Dockerfile
   app until it returns and the new version answers, beside `docker build` +
   `docker run` by hand until it answers;
-- receive, clone and a fetch of 10 new commits of a repository with a real
+- receive, clone (the first of a state of the refs, and one more), and a fetch
+  of 10 new commits of a repository with a real
   project's shape (bench/gitrepo.py: ~50,000 objects, 5,200 commits, renames,
   deltas), beside native git on a local bare repository (`git push` to it,
   `git clone --no-local`, `git fetch`) and, when OpenSSH's sshd is installed
@@ -122,7 +123,9 @@ def git_figures(gitd, tmp: Path, source: Path, rounds: int,
     OpenSSH, which pays the same ssh handshake and transport as gitd."""
     env = gitd.git_env()
     # a branch other than main: stored, not deployed
-    figures = {"receive": ([], []), "clone": ([], []), "fetch 10 commits": ([], []),
+    figures = {"receive": ([], []), "clone": ([], []), "clone again, refs unchanged": ([], []),
+               "push 10 commits": ([], []), "clone after that push": ([], []),
+               "fetch 10 commits": ([], []),
                "ls-remote (connection + refs)": ([], [])}
     if native_ssh:
         figures.update({"clone, vs native over ssh": ([], []),
@@ -141,6 +144,11 @@ def git_figures(gitd, tmp: Path, source: Path, rounds: int,
         figures["clone"][0].append(timed(["git", "clone", "-q", "--bare", gitd.remote(app), str(ours)], env=env))
         figures["clone"][1].append(timed(["git", "clone", "-q", "--bare", "--no-local", str(bare), str(theirs)],
                                          env=env))
+        # the first clone of a state walks what the refs reach (gitd.reachable); the next ones need not
+        figures["clone again, refs unchanged"][0].append(timed(
+            ["git", "clone", "-q", "--bare", gitd.remote(app), str(tmp / f"again-gitd{n}")], env=env))
+        figures["clone again, refs unchanged"][1].append(timed(
+            ["git", "clone", "-q", "--bare", "--no-local", str(bare), str(tmp / f"again-native{n}")], env=env))
         over_ssh = tmp / f"clone-native-ssh{n}"
         if native_ssh:
             figures["clone, vs native over ssh"][0].append(figures["clone"][0][-1])
@@ -153,8 +161,14 @@ def git_figures(gitd, tmp: Path, source: Path, rounds: int,
                 f.write(f"change {c}\n")
             subprocess.run(["git", "-C", str(work), "add", "-A"], check=True, env=GIT_ENV)
             subprocess.run(["git", "-C", str(work), "commit", "-qm", f"bench {c}"], check=True, env=GIT_ENV)
-        timed([*push, gitd.remote(app), "HEAD:refs/heads/bulk"], cwd=work, env=env)
-        timed([*push, str(bare), "HEAD:refs/heads/bulk"], cwd=work, env=env)
+        figures["push 10 commits"][0].append(timed([*push, gitd.remote(app), "HEAD:refs/heads/bulk"],
+                                                   cwd=work, env=env))
+        figures["push 10 commits"][1].append(timed([*push, str(bare), "HEAD:refs/heads/bulk"], cwd=work, env=env))
+        # a fast-forward keeps "every object reached" known: no walk again
+        figures["clone after that push"][0].append(timed(
+            ["git", "clone", "-q", "--bare", gitd.remote(app), str(tmp / f"after-gitd{n}")], env=env))
+        figures["clone after that push"][1].append(timed(
+            ["git", "clone", "-q", "--bare", "--no-local", str(bare), str(tmp / f"after-native{n}")], env=env))
         figures["ls-remote (connection + refs)"][0].append(timed(["git", "ls-remote", gitd.remote(app)], env=env))
         figures["ls-remote (connection + refs)"][1].append(timed(["git", "ls-remote", str(bare)], env=env))
         figures["fetch 10 commits"][0].append(timed(["git", "-C", str(ours), "fetch", "-q", gitd.remote(app),
