@@ -244,14 +244,21 @@ def stored_ids(store, but: frozenset = frozenset()) -> set[bytes]:
     left out."""
     ids: set[bytes] = set()
     for pack in _stored_packs(store):
-        if pack._basename not in but:
+        if os.path.basename(pack._basename) not in but:
             ids.update(hexlify(binsha) for binsha, _offset, _crc in pack.index.iterentries())
     ids.update(getattr(store, "_iter_loose_objects", lambda: ())())
     return ids
 
 
 def pack_names(store) -> frozenset:
-    return frozenset(pack._basename for pack in _stored_packs(store))
+    """The packs the store reads: those whose index is in place too (a pack
+    is moved in before its index)."""
+    return frozenset(os.path.basename(pack._basename) for pack in _stored_packs(store))
+
+
+def stored_listing(store) -> tuple[frozenset, frozenset]:
+    """(pack_names, loose object ids): what the store holds, named, from one look."""
+    return pack_names(store), frozenset(getattr(store, "_iter_loose_objects", lambda: ())())
 
 
 def _whole_pack(container, shas: list):

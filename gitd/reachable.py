@@ -83,17 +83,17 @@ def _walk_tree(store, root: bytes, left: set, seen: set, limit: int | None) -> N
 ALL_REACHED_FILE = "gitd-all-reached"  # in the repository's dir: the state last found so
 
 
-def store_state(repo, refs: dict) -> str:
+def store_state(repo, refs: dict, listing: tuple | None = None) -> str:
     """A digest of what reachability depends on: `refs` (as advertised),
-    the stored packs and loose objects by name."""
+    and the store's packs and loose objects by name (`listing`: from
+    packs.stored_listing, else looked at now)."""
+    pack_names, loose = listing or packs.stored_listing(repo.object_store)
     digest = hashlib.sha256()
     for name, sha in sorted(refs.items()):
         digest.update(b"ref %s %s\n" % (name, sha))
-    pack_dir = os.path.join(repo.object_store.path, "pack")
-    for name in sorted(os.listdir(pack_dir)) if os.path.isdir(pack_dir) else ():
-        if name.endswith(".pack"):
-            digest.update(f"pack {name}\n".encode())
-    for sha in sorted(repo.object_store._iter_loose_objects()):
+    for name in sorted(pack_names):
+        digest.update(f"pack {name}\n".encode())
+    for sha in sorted(loose):
         digest.update(b"loose %s\n" % sha)
     return digest.hexdigest()
 
@@ -145,9 +145,10 @@ class PushCarry:
     def __init__(self, repo):
         self.repo = repo
         self.refs = dict(repo.get_refs())
-        self.held = not repo.get_shallow() and known_all_reached(repo, store_state(repo, self.refs))
-        self.packs = packs.pack_names(repo.object_store)
-        self.loose = set(repo.object_store._iter_loose_objects()) if self.held else set()
+        # what is old is what the state was read from: a pack stored meanwhile is checked
+        listing = packs.stored_listing(repo.object_store)
+        self.held = not repo.get_shallow() and known_all_reached(repo, store_state(repo, self.refs, listing))
+        self.packs, self.loose = listing
 
     def after_push(self) -> None:
         if not self.held or self.repo.get_shallow():

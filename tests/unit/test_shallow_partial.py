@@ -359,3 +359,118 @@ def test_a_new_repository_is_all_reached_and_its_first_push_carries_that_over(tm
     run_git(work, "push", "-q", str(tmp_path / "repos" / "shop.git"), "main")
     carry.after_push()
     assert not reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
+
+
+UPLOAD_SHIM = '''\
+import os, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from gitd import gitserve, reachable
+
+walked = reachable.remember_if_all_reached
+def counted(*args):
+    with open({walks!r}, "a") as f:
+        f.write("walk ")
+    return walked(*args)
+reachable.remember_if_all_reached = counted
+
+class Out:
+    def recv(self, size, timeout=None):
+        return os.read(0, size)
+    def write(self, data):
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    def flush(self):
+        sys.stdout.buffer.flush()
+class Bridge(Out):
+    def buffered(self):
+        return Out()
+    def write_err(self, data):
+        sys.stderr.buffer.write(data)
+gitserve.serve_upload_pack(gitserve.open_repo(Path(sys.argv[1]), sys.argv[2]), Bridge())
+'''
+
+
+def test_a_clone_skips_the_walk_only_where_every_stored_object_is_reached(tmp_path):
+    """Through gitd's upload-pack and the real git client (git's ext::
+    transport, no ssh): a refused push's pack, moved in before its index
+    (as packs are stored), never comes with a clone, before or after."""
+    import shutil
+    import subprocess
+    import sys
+
+    from gitd.gitserve import create_repo
+    from tests.fakes import run_git
+    root = Path(__file__).resolve().parents[2]
+    walks = tmp_path / "walks"
+    shim = tmp_path / "shim.py"
+    shim.write_text(UPLOAD_SHIM.format(root=str(root), walks=str(walks)))
+    repos, work = tmp_path / "repos", tmp_path / "work"
+    create_repo(repos, "app")
+    _disk_repo(work, 3)
+    run_git(work, "push", "-q", str(repos / "app.git"), "main")
+
+    def clone(name: str, *args) -> Path:
+        run_git(tmp_path, "-c", "protocol.ext.allow=always", "clone", "-q", "--mirror", *args,
+                f"ext::{sys.executable} {shim} {repos} app", name)
+        return tmp_path / name
+
+    def walked() -> int:
+        return walks.read_text().count("walk") if walks.exists() else 0
+
+    run_git(clone("first"), "fsck", "--no-progress")
+    assert walked() == 1  # git's own receive-pack stored the push: nothing carried
+    run_git(clone("second"), "fsck", "--no-progress")
+    assert walked() == 1  # every stored object was found reached: sent as stored
+    secret = _pushed(work, None, 7, **{"secret.env": "API_KEY=hunter2\n"})
+    good = run_git(work, "rev-parse", "HEAD~1", text=True).stdout.strip()
+    name = run_git(work, "pack-objects", "-q", "--revs", str(tmp_path / "x"),
+                   input=f"{secret.decode()}\n^{good}\n", text=True).stdout.strip()
+    pack_dir = repos / "app.git" / "objects" / "pack"
+    shutil.move(tmp_path / f"x-{name}.pack", pack_dir / f"pack-{name}.pack")  # its index not yet
+    during = clone("during")
+    assert walked() == 1  # a pack without its index is not stored yet: the shortcut, without it
+    shutil.move(tmp_path / f"x-{name}.idx", pack_dir / f"pack-{name}.idx")  # and the push refused
+    after = clone("after")
+    assert walked() == 2  # stored now: a walk, which does not meet it
+    again = clone("again")
+    assert walked() == 3  # and so never the shortcut again
+    for each in (during, after, again):
+        assert subprocess.run(["git", "-C", str(each), "cat-file", "-e", secret.decode()]).returncode != 0
+        run_git(each, "fsck", "--no-progress")
+    shallow = clone("shallow", "--depth=1")  # never the shortcut: one commit
+    assert run_git(shallow, "rev-list", "--count", "--all", text=True).stdout.strip() == "1"
+
+
+def test_a_pack_stored_as_a_push_begins_is_checked_as_the_push_brought_it(tmp_path, monkeypatch):
+    """Packs are stored without the app's lock: one that lands just after a
+    push looked at the store (another, refused push's) is new to it, not old."""
+    import shutil
+
+    from gitd.gitserve import create_repo
+    from tests.fakes import run_git
+    repos, work = tmp_path / "repos", tmp_path / "work"
+    repo = create_repo(repos, "app")
+    _disk_repo(work, 2)
+    run_git(work, "push", "-q", str(repos / "app.git"), "main")
+    _clone_walk(repo)
+    good = run_git(work, "rev-parse", "HEAD", text=True).stdout.strip()
+    secret = _pushed(work, None, 8, **{"secret.env": "API_KEY=hunter2\n"}).decode()
+    name = run_git(work, "pack-objects", "-q", "--revs", str(tmp_path / "x"),
+                   input=f"{secret}\n^{good}\n", text=True).stdout.strip()
+    run_git(work, "reset", "-q", "--hard", good)
+    listing = packs.stored_listing
+
+    def refused_push_lands_just_after(store):
+        looked = listing(store)
+        for ext in ("pack", "idx"):
+            shutil.move(tmp_path / f"x-{name}.{ext}", Path(store.path) / "pack" / f"pack-{name}.{ext}")
+        monkeypatch.setattr(packs, "stored_listing", listing)
+        return looked
+    monkeypatch.setattr(packs, "stored_listing", refused_push_lands_just_after)
+    carry = reachable.PushCarry(repo)
+    _pushed(work, None, 9)
+    run_git(work, "push", "-q", str(repos / "app.git"), "main")  # a fast-forward
+    carry.after_push()
+    assert secret.encode() in packs.stored_ids(repo.object_store)
+    assert not reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
