@@ -215,7 +215,8 @@ class DockerScheduler:
         # Docker's first check of a bridged container comes `health_interval`
         # after its start; gitd's own run of that check passed before the
         # bridge routed it, so the container serves and is called healthy
-        if row["health"] == "starting" and self._routes.carries(container):
+        # (unless it crashed since: the engine's restart is not what passed)
+        if row["health"] == "starting" and not row["restarts"] and self._routes.carries(container):
             row["health"] = "healthy"
         return row
 

@@ -240,5 +240,8 @@ def test_ps_calls_a_starting_container_healthy_once_gitds_check_had_it_bridged(t
     docker.routes._write_bridge("shop", 3, router.as_routes(["shop.test"]), {"http://127.0.0.1:4000"}, None)
     assert [r["health"] for r in docker.dynos("shop")] == ["healthy"]
     assert [r["health"] for r in docker.dynos_of(["shop"])["shop"]] == ["healthy"]
+    web.attrs["RestartCount"] = 1  # crashed and started again since, at the same port
+    assert [r["health"] for r in docker.dynos("shop")] == ["starting"]
+    web.attrs["RestartCount"] = 0
     web.attrs["State"]["Health"]["Status"] = "unhealthy"  # Docker's own check failed since
     assert [r["health"] for r in docker.dynos("shop")] == ["unhealthy"]
