@@ -250,6 +250,12 @@ def stored_ids(store, but: frozenset = frozenset()) -> set[bytes]:
     return ids
 
 
+def count_in_packs(store, but: frozenset = frozenset()) -> int:
+    """How many objects the store's packs (but `but`) hold, from their indexes' headers."""
+    return sum(len(pack.index) for pack in _stored_packs(store)
+               if os.path.basename(pack._basename) not in but)
+
+
 def pack_names(store) -> frozenset:
     """The packs the store reads: those whose index is in place too (a pack
     is moved in before its index)."""

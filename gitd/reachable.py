@@ -127,7 +127,9 @@ def _write_state(repo, state: str) -> None:
             os.unlink(staged)
 
 
-CARRY_LIMIT = 10_000  # objects met, at most, to carry "all reached" over a push (~0.6 s)
+CARRY_LIMIT = 10_000  # commits and trees met, at most, to carry "all reached" over a push (~1 s)
+CARRY_MOST_STORED = 2_000  # objects a push stored, at most, for it to try (a first push of a
+# big history is walked by the next clone instead: the push would pay the walk)
 
 
 def remember_empty(repo) -> None:
@@ -152,6 +154,10 @@ class PushCarry:
 
     def after_push(self) -> None:
         if not self.held or self.repo.get_shallow():
+            return
+        store = self.repo.object_store
+        stored = packs.count_in_packs(store, but=self.packs) + store.count_loose_objects() - len(self.loose)
+        if stored > CARRY_MOST_STORED:
             return
         refs = dict(self.repo.get_refs())
         state = store_state(self.repo, refs)

@@ -8,6 +8,7 @@ import tracemalloc
 import zlib
 from pathlib import Path
 
+import pytest
 from dulwich.object_filters import parse_filter_spec
 from dulwich.object_store import MemoryObjectStore
 from dulwich.objects import Blob, Commit, Tag, Tree
@@ -349,6 +350,19 @@ def test_a_new_repository_is_all_reached_and_its_first_push_carries_that_over(tm
     run_git(work, "push", "-q", str(tmp_path / "repos" / "shop.git"), "main")
     carry.after_push()
     assert repo.get_refs()[b"refs/heads/main"]
+    assert reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
+    # a push that stored more than CARRY_MOST_STORED objects is not even walked
+    (work / "big.txt").write_text("big\n")
+    run_git(work, "add", "-A")
+    run_git(work, "commit", "-qm", "big", when=1_850_000_000)
+    monkeypatch.setattr(reachable, "CARRY_MOST_STORED", 2)
+    monkeypatch.setattr(reachable, "unreachable", lambda *a, **k: pytest.fail("walked"))
+    carry = reachable.PushCarry(repo)
+    run_git(work, "push", "-q", str(tmp_path / "repos" / "shop.git"), "main")
+    carry.after_push()
+    assert not reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
+    monkeypatch.undo()
+    _clone_walk(repo)
     assert reachable.known_all_reached(repo, reachable.store_state(repo, repo.get_refs()))
     # a push whose walk would meet more than CARRY_LIMIT objects is not carried
     (work / "more.txt").write_text("more\n")
