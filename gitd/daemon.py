@@ -130,9 +130,9 @@ async def serve(settings: Settings) -> int:
 
     crons = CronRunner(gitd)
     crons.start()
-    if gitd.scheduler_class.routes_follow_tasks:
-        # Traefik's servers follow the tasks the scheduler runs (moved, replaced)
-        gitd.scheduler.follow_tasks()
+    # Traefik's servers follow what the scheduler runs (containers that die
+    # or come back, tasks moved or replaced)
+    gitd.scheduler.follow_tasks()
     health = gitd.watch_health()
     health_checks = gitd.run_health_checks()
     children = await asyncio.to_thread(_start_children, settings, gitd.store)

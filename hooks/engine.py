@@ -627,17 +627,21 @@ class Engine:
 
 class Listed:
     """A container as the engine's listing shows it (no inspection): id,
-    name, labels, state (`status`, as the SDK's container says it) and
-    health, read from the listing's status text ("Up 2 minutes (healthy)")."""
+    name, labels, state (`status`, as the SDK's container says it),
+    health, read from the listing's status text ("Up 2 minutes (healthy)"),
+    and published ports (the listing's: {"IP", "PrivatePort", "PublicPort"})."""
 
-    def __init__(self, id: str, name: str, labels: dict, status: str, health: str | None):
+    def __init__(self, id: str, name: str, labels: dict, status: str, health: str | None,
+                 ports: list | None = None):
         self.id, self.name, self.labels, self.status, self.health = id, name, labels, status, health
+        self.ports = ports or []
 
     @classmethod
     def of(cls, row: dict) -> "Listed":
         names = row.get("Names") or [""]
         return cls(row.get("Id", ""), names[0].lstrip("/"), row.get("Labels") or {},
-                   row.get("State") or "", listed_health(row.get("Status") or ""))
+                   row.get("State") or "", listed_health(row.get("Status") or ""),
+                   row.get("Ports") or [])
 
 
 def listed_health(status_text: str) -> str | None:

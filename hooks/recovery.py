@@ -29,7 +29,7 @@ from gitd.core.config import Settings
 from gitd.core.errors import GitdError
 from gitd.core.store import Store
 from hooks import checks, router
-from hooks.bridges import LabelRoutes
+from hooks.docker_routes import FileRoutes
 from hooks.specs import route_labels
 from hooks.engine import (LABEL_APP, LABEL_COMPONENT, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
                           LABEL_SEQ, LABEL_SERVICE)
@@ -201,22 +201,19 @@ class Recovery:
         return routed
 
     def _stage_live_routes(self, engine, snapshot: list) -> None:
-        """A managed Traefik starts with gitd, and its docker provider routes
-        nothing until it has inspected every container on the engine, one
-        after another (7 s for 60 containers at 40 apps on a busy machine).
-        File routes (the deploys' bridges, hooks.bridges) to each live
-        deploy's running healthy web containers serve every app from its
-        first read of the route files; each goes once the docker provider
-        has taken its deploy over."""
+        """A managed Traefik starts with gitd and reads route files only
+        (hooks.docker_routes): a live deploy that has none (an older gitd's
+        docker provider had taken it over) gets one to its running healthy
+        web containers before Traefik starts, so every app is served from
+        Traefik's first read of the files. gitd follows them once it runs."""
         routes = self._scheduler().routes
-        if self.settings.traefik != "managed" or not isinstance(routes, LabelRoutes):
+        if not isinstance(routes, FileRoutes):
             return
         web = [c for c in snapshot if c.labels.get(LABEL_PROCESS) == "web"
                and c.labels.get(LABEL_ROLE) == "service" and _routed(c)]
         by_app: dict[str, list] = {}
         for container in web:
             by_app.setdefault(container.labels.get(LABEL_APP), []).append(container)
-        staged = []
         for name, containers in by_app.items():
             try:
                 app = self.store.get_app(name)
@@ -233,9 +230,8 @@ class Recovery:
                          if route_key_of(c.labels) == target.route_key)
                 servers = {f"http://127.0.0.1:{port}" for port in ports if port}
                 if target.hosts and servers:
-                    staged.append(routes.stage(target.route_key, target.seq, target.routes,
-                                               servers, target.tls))
-        routes.hand_over_staged([path for path in staged if path])
+                    routes.stage(target.route_key, target.seq, target.routes, servers,
+                                 target.tls)
 
     def _retire_later(self, containers: list, notes: list, snapshot: list, adopted: set) -> None:
         """Old containers that may still carry traffic, found at start: drained
@@ -306,7 +302,8 @@ class Recovery:
                 continue
             try:
                 router.confirm_routed(api, target.route_key, seq, urls,
-                                      timeout=self.settings.deploy_timeout)
+                                      timeout=self.settings.deploy_timeout,
+                                      provider=self._scheduler().routes.providers)
             except GitdError:
                 return False
         return True

@@ -53,10 +53,10 @@ def route_name(app: str, seq: int) -> str:
 
 class RouteProvider(Protocol):
     """How Traefik learns where a deploy's routes go; each scheduler hands
-    out its own (`scheduler.routes`): hooks.bridges.LabelRoutes (the
-    containers' labels, bridged by a file route until the docker provider
-    takes them), hooks.swarm.routes.TaskFiles (file-provider files that
-    follow the swarm's tasks). They render with this module's `labels` and
+    out its own (`scheduler.routes`): hooks.docker_routes.FileRoutes
+    (file-provider files that follow the containers; LabelRoutes, the
+    containers' labels, for an external Traefik), hooks.swarm.routes.TaskFiles
+    (files that follow the swarm's tasks). They render with this module's `labels` and
     `file_routes`, and a deploy confirms them with `confirm_routed`."""
 
     @property
@@ -345,13 +345,6 @@ def router_status(api_url: str, name: str, provider: str = "docker") -> str | No
     return (found or {}).get("status")
 
 
-def has_file_provider(api_url: str) -> bool:
-    """Whether Traefik reads gitd's route files (its overview lists the
-    providers it runs); False when it cannot be asked."""
-    overview = _get_json(f"{api_url}/api/overview")
-    return "File" in ((overview or {}).get("providers") or [])
-
-
 def routed_servers(api_url: str, app: str, seq: int, routers: list[str] | None = None,
                    provider: str = "docker") -> dict[str, str]:
     """{server url: status} Traefik holds for this deploy's service ({} if
@@ -365,51 +358,6 @@ def routed_servers(api_url: str, app: str, seq: int, routers: list[str] | None =
     if not service:
         return {}
     return service.get("serverStatus") or {}
-
-
-PAGE = 1000  # the API's per_page: a whole machine's routers in a request or few
-MAX_PAGES = 20
-
-
-def _listed(api_url: str, kind: str) -> list[dict] | None:
-    """Every HTTP router or service Traefik holds (`kind`: routers |
-    services), a page of PAGE at a time; None when Traefik cannot be asked."""
-    found: list[dict] = []
-    for page in range(1, MAX_PAGES + 1):
-        rows = _get_json(f"{api_url}/api/http/{kind}?per_page={PAGE}&page={page}")
-        if rows is None:
-            return None
-        found.extend(rows)
-        if len(rows) < PAGE:
-            break
-    return found
-
-
-class Routing:
-    """What one provider of Traefik routes right now, read in a request or
-    two whatever the app count: routed_servers for every deploy at once
-    (hooks.bridges hands every bridge staged at start over from one)."""
-
-    def __init__(self, routers: dict[str, str], services: dict[str, dict]):
-        self.routers, self.services = routers, services
-
-    @classmethod
-    def read(cls, api_url: str, provider: str = "docker") -> "Routing | None":
-        routers, services = _listed(api_url, "routers"), _listed(api_url, "services")
-        if routers is None or services is None:
-            return None
-        suffix = f"@{provider}"
-        return cls({r["name"].removesuffix(suffix): r.get("status", "") for r in routers
-                    if r.get("name", "").endswith(suffix)},
-                   {s["name"].removesuffix(suffix): s.get("serverStatus") or {} for s in services
-                    if s.get("name", "").endswith(suffix)})
-
-    def servers(self, app: str, seq: int, routers: list[str] | None = None) -> dict[str, str]:
-        """As routed_servers, from what was read."""
-        name = route_name(app, seq)
-        if any(self.routers.get(r) != "enabled" for r in routers or [name]):
-            return {}
-        return self.services.get(name, {})
 
 
 def still_routed(api_url: str, app: str, seq: int, providers) -> bool:

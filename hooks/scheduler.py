@@ -14,7 +14,7 @@ The deploy never asks which scheduler it has:
     routes.publish(...)          remove(units)         units(app, **labels)
 
 `routes` is the scheduler's route provider (hooks.router.RouteProvider):
-here hooks.bridges.LabelRoutes.
+here hooks.docker_routes.FileRoutes (a managed Traefik) or LabelRoutes.
 
 nor do the app commands (ps, logs, run, ps:stop, ps:start):
 
@@ -43,7 +43,7 @@ import structlog
 from gitd.core.config import Settings
 from gitd.core.errors import DeployError
 from hooks import checks, dynos, router
-from hooks.bridges import LabelRoutes
+from hooks.docker_routes import FileRoutes, LabelRoutes
 from hooks.engine import (LABEL_APP, LABEL_PROCESS, LABEL_RELEASE, LABEL_ROLE,
                           LABEL_SEQ, Attached, Engine, exit_code)
 from hooks.specs import web_deploys
@@ -62,12 +62,11 @@ UNROUTE_WAIT = 10.0  # seconds for Traefik to drop the routes of a failed deploy
 
 
 class DockerScheduler:
-    """Containers on this host, through the Docker engine. Traefik's docker
-    provider reads each web container's labels, but routes one only once
-    Docker calls it healthy: one probe interval after its start at best.
-    So, with Traefik's API to confirm it, a deploy runs the probe itself,
-    and a file route (a *bridge*) sends the deploy's hosts to the new
-    containers until the docker provider has taken them over."""
+    """Containers on this host, through the Docker engine. With a managed
+    Traefik, a deploy runs the health check itself and a route file sends
+    its hosts to the new containers (hooks.docker_routes.FileRoutes). An
+    external Traefik's docker provider reads each web container's labels,
+    and routes one only once Docker calls it healthy."""
 
     kind = "docker"
     has_nodes = False
@@ -79,11 +78,13 @@ class DockerScheduler:
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
         self.settings = settings
-        self._routes = LabelRoutes(engine, settings)
+        # gitd's own Traefik reads route files only (hooks.docker_routes)
+        self._routes = (FileRoutes(engine, settings) if settings.traefik == "managed"
+                        else LabelRoutes(engine, settings))
         self._exits = ExitWatch(engine)
 
     @property
-    def routes(self) -> LabelRoutes:
+    def routes(self) -> LabelRoutes | FileRoutes:
         return self._routes
 
     @property
@@ -92,8 +93,8 @@ class DockerScheduler:
 
     @property
     def probes_deploys(self) -> bool:
-        """Bridged: wait_ready probes itself, and the bridge routes the deploy
-        until Docker's first check passes."""
+        """Bridged (a managed Traefik): wait_ready probes itself, and the
+        deploy's route file routes it before Docker's first check."""
         return self.bridged
 
     def prepare(self, network: str, app: str) -> None:
@@ -132,13 +133,14 @@ class DockerScheduler:
 
     def reconcile(self, live: dict[str, int | None], data_leftovers) -> list[str]:
         """The containers a stop left are gitd.service's to judge (one host,
-        one snapshot); here, the bridges it left go as the docker provider
-        takes over."""
-        self._routes.resume_handovers()
+        one snapshot), and the route files it left are followed from the
+        start (follow_tasks)."""
         return []
 
     def follow_tasks(self) -> None:
-        """Nothing to follow: the docker provider reads each container's labels."""
+        """With a managed Traefik, the route files follow the containers
+        (hooks.docker_routes); an external one's docker provider reads their labels."""
+        self._routes.follow()
 
     def remove_app(self, app: str, out) -> None:
         """Nothing beyond the app's containers (gitd.service removes those)."""
@@ -212,9 +214,9 @@ class DockerScheduler:
 
     def _row(self, container) -> dict:
         row = dynos.container_row(container, self._last_exit(container))
-        # Docker's first check of a bridged container comes `health_interval`
-        # after its start; gitd's own run of that check passed before the
-        # bridge routed it, so the container serves and is called healthy
+        # Docker's first check of a container comes `health_interval` after
+        # its start; gitd's own run of that check passed before its route
+        # file named it, so the container serves and is called healthy
         # (unless it crashed since: the engine's restart is not what passed)
         if row["health"] == "starting" and not row["restarts"] and self._routes.carries(container):
             row["health"] = "healthy"
@@ -570,10 +572,11 @@ def confirm_unrouted(scheduler, settings: Settings, units: list, progress,
                      timeout: float = UNROUTE_WAIT) -> None:
     """After a failed deploy removed its units, wait until Traefik routes
     none of them: while a sibling (another service of the release, another
-    process type) was still starting, Traefik's docker provider may have
-    taken a healthy web container in by its labels, at a higher priority
-    than the live release, and requests sent there now fail until Traefik
-    sees it gone. The push returns once the live release serves again."""
+    process type) was still starting, Traefik may have taken a web
+    container in (a route file written, or an external Traefik's docker
+    provider reading its labels), at a higher priority than the live
+    release, and requests sent there now fail until Traefik sees it gone.
+    The push returns once the live release serves again."""
     api = settings.api_url
     if not api:
         return

@@ -206,6 +206,14 @@ def app_container(app, seq, release, process="web", health="healthy", status="ru
                      {"State": {"Status": status, "Health": {"Status": health}}})
 
 
+def listed_ports(attrs: dict) -> list[dict]:
+    """A container's published ports as the engine's listing shows them."""
+    return [{"IP": b.get("HostIp", ""), "PrivatePort": int(port.split("/")[0]),
+             "PublicPort": int(b["HostPort"]), "Type": "tcp"}
+            for port, bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).items()
+            for b in bindings or []]
+
+
 class Engine:
     """hooks.engine's listing and removal over a list of containers, recorded."""
 
@@ -219,7 +227,8 @@ class Engine:
         """hooks.engine.Engine.listed: the listing's view, none inspected."""
         from hooks.engine import Listed
         return [Listed(c.name, c.name, c.labels, c.status,
-                       ((c.attrs.get("State") or {}).get("Health") or {}).get("Status"))
+                       ((c.attrs.get("State") or {}).get("Health") or {}).get("Status"),
+                       listed_ports(c.attrs))
                 for c in self.containers(app, **labels)]
 
     def container(self, name):

@@ -76,25 +76,35 @@ def deployed(gitd, app, tmp_path, files) -> object:
     return repo
 
 
-def bridges(gitd) -> list[str]:
+def route_files(gitd) -> list[str]:
+    """The deploys' route files a managed Traefik reads (hooks.docker_routes)."""
     return sorted(p.name for p in (gitd.data_dir / "tls" / "dynamic").glob("bridge-*.yml"))
 
 
-def wait_no_bridges(gitd, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while bridges(gitd) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert bridges(gitd) == []
-
-
-def docker_routed(gitd, name: str) -> bool:
-    """The docker provider's router of this name is enabled."""
+def file_routed(gitd, name: str) -> dict[str, str]:
+    """{server url: status} of the file provider's service of this name,
+    when its router is enabled ({} otherwise)."""
+    api = f"http://127.0.0.1:{gitd.api_port}/api/http"
     try:
-        with urllib.request.urlopen(
-                f"http://127.0.0.1:{gitd.api_port}/api/http/routers/{name}@docker", timeout=2) as r:
-            return json.loads(r.read()).get("status") == "enabled"
+        with urllib.request.urlopen(f"{api}/routers/{name}@file", timeout=2) as r:
+            if json.loads(r.read()).get("status") != "enabled":
+                return {}
+        with urllib.request.urlopen(f"{api}/services/{name}@file", timeout=2) as r:
+            return json.loads(r.read()).get("serverStatus") or {}
     except OSError:
-        return False
+        return {}
+
+
+def wait_docker_health(container, health: str, seconds: float) -> None:
+    """Until the engine calls the container `health` (its checks run every
+    health_interval)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        container.reload()
+        if (container.attrs["State"].get("Health") or {}).get("Status") == health:
+            return
+        time.sleep(0.5)
+    assert (container.attrs["State"].get("Health") or {}).get("Status") == health
 
 
 PROCFILE = "worker: echo crashing $DYNO; sleep 3; exit 3\n"

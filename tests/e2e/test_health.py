@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.conftest import BASE_IMAGE, web_app
 from tests.e2e.harness import commit, make_repo, unique_app
-from tests.e2e.helpers import deployed, docker_routed, wait_no_bridges
+from tests.e2e.helpers import deployed, file_routed, wait_docker_health
 
 pytestmark = pytest.mark.e2e
 
@@ -33,20 +33,18 @@ def test_a_live_web_container_is_checked_by_docker_only_every_health_interval(
         gitd, docker_client, tmp_path):
     app = unique_app("rare")
     deployed(gitd, app, tmp_path, web_app("v1"))
-    assert gitd.get(gitd.host(app)) == (200, "v1\n")  # live at once, through the bridge
+    assert gitd.get(gitd.host(app)) == (200, "v1\n")  # live at once, through its route file
     [web] = gitd.live_containers(docker_client, app)
     assert web.attrs["Config"]["Healthcheck"]["Interval"] == 30 * 10**9  # was 0.5 s for life
     time.sleep(6)
     web.reload()
-    # no exec of Docker's yet (twelve here before), and the bridge serves it
+    # no exec of Docker's yet (twelve here before), and its route file serves it
     assert not (web.attrs["State"]["Health"].get("Log") or [])
     assert web.attrs["State"]["Health"]["Status"] == "starting"
     assert gitd.get(gitd.host(app)) == (200, "v1\n")
-    # the docker provider takes the deploy over at Docker's first check
-    wait_no_bridges(gitd, 45)
-    assert docker_routed(gitd, f"{app}-s1")
-    web.reload()
-    assert web.attrs["State"]["Health"]["Status"] == "healthy"
+    # Docker's first check passes; the route file stays the route
+    wait_docker_health(web, "healthy", 45)
+    assert list(file_routed(gitd, f"{app}-s1").values()) == ["UP"]
     assert gitd.get(gitd.host(app)) == (200, "v1\n")
     assert gitd.ssh("apps:destroy", app, "--force").returncode == 0
 

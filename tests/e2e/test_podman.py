@@ -14,8 +14,8 @@ from tests.conftest import require
 from tests.e2e.acme_helpers import DOMAIN, gitd_with_pebble, pebble_certificate
 from tests.e2e.conftest import BASE_IMAGE, web_app
 from tests.e2e.harness import Load, commit, gitd_command, make_repo, new_gitd, unique_app
-from tests.e2e.helpers import (create, docker_routed, ok, push_ok, slow_boot_app,
-                               wait_no_bridges)
+from tests.e2e.helpers import (create, file_routed, ok, push_ok, slow_boot_app,
+                               wait_docker_health)
 from tests.e2e.services_helpers import PG_IMAGE, PG_VERSION, client_app, info, rows, sql
 
 pytestmark = pytest.mark.e2e
@@ -91,12 +91,12 @@ def test_a_dockerfile_push_deploys_on_podman(podman_gitd, podman, tmp_path):
     # on Podman, not Docker
     containers = podman.containers.list(filters={"label": [f"gitd.app={app}"]})
     assert containers, "no container of the app in Podman"
-    # the health checks gitd runs make Podman call it healthy: Traefik's
-    # docker provider takes the deploy over from its bridge (file route)
-    wait_no_bridges(podman_gitd, 75)  # Docker's first check: health_interval after the start
-    assert docker_routed(podman_gitd, f"{app}-s1")
-    containers[0].reload()  # listed when the push returned: gitd's first check may not have run
-    assert containers[0].attrs["State"]["Health"]["Status"] == "healthy"
+    # the health checks gitd runs make Podman call it healthy (the first one
+    # health_interval after the start), and the route file follows it there
+    wait_docker_health(containers[0], "healthy", 75)
+    time.sleep(3)  # a look of the follower (hooks.docker_routes) at Podman's listing
+    assert list(file_routed(podman_gitd, f"{app}-s1").values()) == ["UP"]
+    assert podman_gitd.get(f"{app}.localhost") == (200, "v1\n")
 
 
 def test_doctor_names_podman(podman_gitd, podman):

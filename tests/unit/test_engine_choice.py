@@ -65,9 +65,12 @@ def test_the_client_is_made_for_the_url_not_the_environment(tmp_path):
 
 
 def test_traefiks_docker_provider_watches_the_same_engine(tmp_path):
-    text = render_static_config(Settings(data_dir=tmp_path,
-                                         engine_url="unix:///run/podman/podman.sock"))
+    settings = Settings(data_dir=tmp_path, engine_url="unix:///run/podman/podman.sock")
+    text = render_static_config(settings, mode="external")
     assert 'endpoint: "unix:///run/podman/podman.sock"' in text
+    # gitd's own Traefik reads route files only (hooks.docker_routes)
+    managed = render_static_config(settings)
+    assert "docker:" not in managed and "endpoint:" not in managed and "file:" in managed
 
 
 def test_podman_without_systemd_runs_no_health_checks_and_has_no_swarm():

@@ -160,56 +160,45 @@ def test_an_adopted_deploy_is_confirmed_routed_on_the_ports_its_release_recorded
         "backend": {"routes": [["/api", True]], "port": 8080, "image_id": "sha256:b"}})
     gitd._engine.host_port = lambda container, port: {3000: 41000, 8080: 42000}[port]
     confirmed = []
-    monkeypatch.setattr(router, "confirm_routed", lambda api, key, seq, urls, timeout: confirmed.append(
-        (key, seq, urls)))
+    monkeypatch.setattr(router, "confirm_routed", lambda api, key, seq, urls, timeout, provider:
+                        confirmed.append((key, seq, urls, provider)))
     assert gitd.recovery._routed_in_traefik("hello", 2, [front, back])
-    assert sorted(confirmed) == [("hello_backend", 2, {"http://127.0.0.1:42000"}),
-                                 ("hello_frontend", 2, {"http://127.0.0.1:41000"})]
+    # in the files a managed Traefik reads
+    assert sorted(confirmed) == [("hello_backend", 2, {"http://127.0.0.1:42000"}, ("file",)),
+                                 ("hello_frontend", 2, {"http://127.0.0.1:41000"}, ("file",))]
 
 
-def test_at_start_every_live_deploy_gets_a_file_route_until_the_docker_provider_takes_over(
-        tmp_path, monkeypatch):
-    """Issue #21: a managed Traefik's docker provider routes nothing until it
-    has inspected every container on the engine, one after another; a file
-    route to each live deploy's healthy web containers serves every app from
-    Traefik's start. Not for a leftover, not for an unhealthy container."""
+def test_at_start_every_live_deploy_without_a_route_file_gets_one(tmp_path):
+    """A managed Traefik reads route files only: a live deploy an older
+    gitd's docker provider had taken over gets a file to its healthy web
+    containers before Traefik starts. Not for a leftover, not for an
+    unhealthy container, and a file there already is kept as it is."""
     import json
-    import threading
 
-    from hooks import bridges
-
-    monkeypatch.setattr(bridges, "STAGED_POLL", 0.05)
     live, leftover = app_container("hello", 1, 1), app_container("hello", 2, 2, health="unhealthy")
     other, sick = app_container("other", 1, 1), app_container("sick", 1, 1, health="unhealthy")
-    containers = (live, leftover, other, sick)
+    kept = app_container("kept", 1, 1)
+    containers = (live, leftover, other, sick, kept)
     for port, container in enumerate(containers, 41001):
         container.attrs["NetworkSettings"] = {"Ports": {"5000/tcp": [{"HostPort": str(port)}]}}
     gitd = daemon_mid_deploy(tmp_path, list(containers))
-    for name in ("other", "sick"):
+    for name in ("other", "sick", "kept"):
         gitd.store.create_app(name)
         release = gitd.store.new_release(name, status="succeeded", procfile={})
         gitd.store.set_live(name, release.version, gitd.store.take_seq(name))
-    gitd.store.add_domains("hello", ["hello.test"])
-    gitd.store.add_domains("other", ["other.test"])
-    gitd.store.add_domains("sick", ["sick.test"])
+    for name in ("hello", "other", "sick", "kept"):
+        gitd.store.add_domains(name, [f"{name}.test"])
+    gitd.settings.dynamic_dir.mkdir(parents=True, exist_ok=True)
+    (gitd.settings.dynamic_dir / "bridge-kept-s1.yml").write_text("{}")
     gitd.reconcile()
     staged = {p.name: json.loads(p.read_text())
               for p in gitd.settings.dynamic_dir.glob("bridge-*.yml")}
-    assert sorted(staged) == ["bridge-hello-s1.yml", "bridge-other-s1.yml"]
-    # one thread hands them all over, not one per app
-    assert [t.name for t in threading.enumerate() if t.name.startswith("handover")] == [
-        "handover-staged"]
+    assert sorted(staged) == ["bridge-hello-s1.yml", "bridge-kept-s1.yml", "bridge-other-s1.yml"]
+    assert staged["bridge-kept-s1.yml"] == {}
     http = staged["bridge-hello-s1.yml"]["http"]  # the live container's port, not the leftover's
     assert [s["url"] for v in http["services"].values() for s in v["loadBalancer"]["servers"]] == [
         "http://127.0.0.1:41001"]
     assert any("hello.test" in r["rule"] for r in http["routers"].values())
-    # Traefik never takes them over here (no API); the live containers go: so do their routes
-    gitd._engine.live.remove(live)
-    gitd._engine.live.remove(other)
-    deadline = time.monotonic() + 5
-    while list(gitd.settings.dynamic_dir.glob("bridge-*.yml")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not list(gitd.settings.dynamic_dir.glob("bridge-*.yml"))
 
 
 def test_no_file_route_is_staged_for_a_traefik_gitd_does_not_run(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from gitd import commands
 from gitd.core.config import Settings
 from gitd.core.store import Store
-from hooks.bridges import LabelRoutes
+from hooks.docker_routes import FileRoutes
 from hooks.engine import Engine, Listed
 from tests import fakes
 from tests.fakes import Bridge, FakeGitd
@@ -131,11 +131,11 @@ class ListingOnly(fakes.Engine):
                 if all(v is None or c.labels.get(k) == v for k, v in wanted.items())]
 
 
-def test_a_bridge_hand_over_asks_whether_the_deploy_runs_from_the_listing(tmp_path):
+def test_whether_a_deploy_still_runs_is_asked_of_the_listing(tmp_path):
     app_container = fakes.app_container
     engine = ListingOnly([app_container("shop", 3, 2), app_container("shop", 2, 1, status="exited"),
                           *(app_container(f"app{n}", 3, 2) for n in range(40))])
-    routes = LabelRoutes(engine, Settings(data_dir=tmp_path, instance="t"))
+    routes = FileRoutes(engine, Settings(data_dir=tmp_path, instance="t"))
     assert routes.web_running("shop", 3)
     assert not routes.web_running("shop", 2)  # exited
     assert not routes.web_running("shop", 4)  # none

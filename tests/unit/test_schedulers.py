@@ -10,7 +10,7 @@ from gitd import scheduling
 from gitd.core.config import Settings
 from gitd.core.errors import GitdError
 from gitd.services.runtime import ContainerRuntime, SwarmRuntime
-from hooks.bridges import LabelRoutes
+from hooks.docker_routes import FileRoutes, LabelRoutes
 from hooks.router import RouteProvider
 from hooks.scheduler import DockerScheduler
 from hooks.schedulers import Scheduler
@@ -102,7 +102,7 @@ def test_the_setting_is_read_in_the_factory_alone():
                            "for `ctx.settings.scheduler == \"swarm\"`")
 
 
-@pytest.mark.parametrize("provider", [LabelRoutes, TaskFiles], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("provider", [FileRoutes, LabelRoutes, TaskFiles], ids=lambda c: c.__name__)
 def test_each_route_provider_has_the_protocols_members(provider):
     for name, member in vars(RouteProvider).items():
         if name.startswith("_") or not (inspect.isfunction(member) or isinstance(member, property)):
@@ -115,6 +115,8 @@ def test_each_route_provider_has_the_protocols_members(provider):
 def test_each_scheduler_hands_out_its_route_provider(tmp_path):
     settings = Settings(data_dir=tmp_path, instance="x")
     routes = DockerScheduler(Engine([]), settings).routes
-    assert isinstance(routes, LabelRoutes)
-    assert routes.providers == ("docker",)  # no managed Traefik's API: the labels alone
+    assert isinstance(routes, FileRoutes)
+    assert routes.providers == ("file",)  # a managed Traefik: route files alone
+    external = Settings(data_dir=tmp_path, instance="x", traefik="external")
+    assert DockerScheduler(Engine([]), external).routes.providers == ("docker",)
     assert TaskFiles(settings).providers == ("file",)
