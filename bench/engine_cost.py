@@ -2,12 +2,16 @@
 and without Traefik's docker provider watching it (issue #21: a push at 300
 apps took 2.8x its time at 1 app, and a `docker run` by hand 3.5x).
 
-At 0 and then at N busybox containers (each publishing a port on
-127.0.0.1 and carrying Traefik labels, as gitd's web containers do), it
-starts one more such container until its port answers, then removes it,
-`--rounds` times with a Traefik (docker provider) running and as often
-without, alternating; and it reads dockerd's CPU time over each start and
-the second after it (when Traefik lists and inspects every container).
+At 0 and then at N busybox containers (each on a network of its own,
+publishing a port on 127.0.0.1 and carrying Traefik labels and a Docker
+health check, as gitd's web containers do), it starts one more such
+container (on a network of its own, made beforehand: gitd makes an app's
+network once) until its port answers, then removes it, `--rounds` times
+with a Traefik (docker provider) running and as often without,
+alternating; and it reads dockerd's CPU time over each start and the second
+after it (when Traefik lists and inspects every container). gitd's managed
+Traefik runs no docker provider (hooks.docker_routes): "without" is gitd's
+case, "with" an external Traefik's (and gitd's before).
 
     python bench/engine_cost.py [--containers 300] [--rounds 8]
 """
@@ -15,6 +19,7 @@ the second after it (when Traefik lists and inspects every container).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import shutil
 import socket
@@ -29,8 +34,11 @@ from pathlib import Path
 from common import BASE_IMAGE, build_base_image, free_port  # noqa: I001 - first: puts the repo on sys.path
 
 import docker
+import docker.types
 
 LABEL = "gitd.bench"
+# one small subnet per network, named (Docker's default pools hold ~30 networks)
+SUBNETS = list(ipaddress.ip_network("10.251.0.0/16").subnets(new_prefix=28))
 
 
 def dockerd_cpu_seconds() -> float:
@@ -43,18 +51,26 @@ class Engine:
     def __init__(self, client, mark: str):
         self.client, self.mark = client, mark
 
-    def start(self, n: int):
+    def network(self, n: int):
+        ipam = docker.types.IPAMConfig(pool_configs=[
+            docker.types.IPAMPool(subnet=str(SUBNETS[n % len(SUBNETS)]))])
+        return self.client.networks.create(f"{self.mark}-{n}", driver="bridge", ipam=ipam,
+                                           labels={LABEL: self.mark})
+
+    def start(self, n: int, network=None):
         labels = {LABEL: self.mark, "traefik.enable": "true",
                   f"traefik.http.routers.b{n}.rule": f"Host(`b{n}.test`)",
                   f"traefik.http.services.b{n}.loadbalancer.server.port": "5000"}
         return self.client.containers.run(
             BASE_IMAGE, ["httpd", "-f", "-p", "5000"], detach=True, labels=labels,
             ports={"5000/tcp": ("127.0.0.1", None)},
+            network=(network or self.network(n)).name,
             healthcheck={"test": ["CMD", "true"], "interval": 30_000_000_000})
 
     def start_until_it_answers(self, n: int) -> float:
+        network = self.network(n)
         began = time.monotonic()
-        container = self.start(n)
+        container = self.start(n, network)
         try:
             container.reload()
             port = int(container.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"])
@@ -62,10 +78,13 @@ class Engine:
             return time.monotonic() - began
         finally:
             container.remove(force=True)
+            network.remove()
 
     def remove_all(self) -> None:
         for container in self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.mark}"}):
             container.remove(force=True)
+        for network in self.client.networks.list(filters={"label": f"{LABEL}={self.mark}"}):
+            network.remove()
 
 
 def answers(port: int, deadline: float) -> None:
@@ -91,13 +110,13 @@ def traefik(root: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure(engine: Engine, root: Path, rounds: int) -> dict[str, list[float]]:
+def measure(engine: Engine, root: Path, rounds: int, settle: float) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {k: [] for k in ("with", "without", "with cpu", "without cpu")}
     for n in range(rounds):
         for side in ("without", "with"):
             proc = traefik(root) if side == "with" else None
             try:
-                time.sleep(1.5)  # Traefik's first listing is done
+                time.sleep(settle)  # Traefik's first listing and inspection of them all is done
                 before = dockerd_cpu_seconds()
                 figures[side].append(engine.start_until_it_answers(10_000 + n))
                 time.sleep(1.0)
@@ -129,11 +148,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            report("0", measure(engine, Path(tmp), rounds))
+            report("0", measure(engine, Path(tmp), rounds, 1.5))
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(engine.start, range(count)))
             time.sleep(10)  # their start events handled
-            report(str(count), measure(engine, Path(tmp), rounds))
+            report(str(count), measure(engine, Path(tmp), rounds, 1.5 + count / 50))
     finally:
         engine.remove_all()
 

@@ -137,7 +137,7 @@ async def serve(settings: Settings) -> int:
     health_checks = gitd.run_health_checks()
     children = await asyncio.to_thread(_start_children, settings, gitd.store)
     gitd.traefik_child = next((c for c in children if c.name == "traefik"), None)
-    gitd.watch_restarts()  # its bridges need the managed Traefik's API
+    gitd.watch_restarts()  # it confirms its routes in the managed Traefik's API
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -106,11 +106,11 @@ class Gitd:
         return restarts.RestartWatch(self.engine, self._serve_restarted, give_up).start()
 
     def _serve_restarted(self, container) -> None:
-        """Probe a live deploy's restarted web container and bridge its
-        deploy's routes to it and to the deploy's other running ones. Not
-        while a deploy or a command of the app runs (Conflict: the watch
-        tries again), and not when a bridge routes it already (staged at
-        start, or served by ps:start)."""
+        """Probe a live deploy's restarted web container and write its
+        deploy's route file to it and to the deploy's other running ones.
+        Not while a deploy or a command of the app runs (Conflict: the watch
+        tries again), and not when the file routes it already (served by
+        ps:start, or followed back in)."""
         app = container.labels.get(engine_mod.LABEL_APP, "")
         seq = container.labels.get(engine_mod.LABEL_SEQ)
         with self.locks.hold(app, 0):
@@ -121,7 +121,7 @@ class Gitd:
             if container is None or not restarts.waits_for_docker(container.attrs) \
                     or self.scheduler.routes.carries(container):
                 return
-            # the deploy's others too (the bridge replaces its routes), but
+            # the deploy's others too (the file is rewritten whole), but
             # not one Docker calls unhealthy: it would fail the probe
             units = [u for u in self.scheduler.units(app, **{engine_mod.LABEL_SEQ: seq,
                                                              engine_mod.LABEL_PROCESS: "web"})

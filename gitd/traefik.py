@@ -70,7 +70,7 @@ def traefik_environment(settings: Settings, base: dict | None = None) -> dict:
 
 def prepare_tls_dirs(settings: Settings) -> None:
     """The data dir's TLS part, private to gitd and Traefik (0700 / 0600)."""
-    # route files live in the dynamic dir: a swarm's, a managed Traefik's bridges
+    # route files live in the dynamic dir: a swarm's, a managed Traefik's
     if scheduler_class(settings).routes_follow_tasks or settings.traefik != "external":
         for path in (settings.tls_dir, settings.dynamic_dir):
             path.mkdir(parents=True, exist_ok=True)

@@ -24,13 +24,14 @@ from gitd.core.errors import DeployError, GitdError, UsageError
 PROBE_PATH = "/.gitd/busybox"
 PROBE_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/usr/local/bin/busybox")
 SECOND = 1_000_000_000
-# Docker's probe interval where Docker's own check gates a deploy (no bridge:
-# hooks.bridges): its first probe (one interval after the start) is what lets
-# Traefik's docker provider route a new container, so it stays short. Such a
+# Docker's probe interval where Docker's own check gates a deploy (an external
+# Traefik, hooks.docker_routes.LabelRoutes): its first probe (one interval
+# after the start) is what lets Traefik's docker provider route a new
+# container, so it stays short. Such a
 # live container is asked over HTTP only every `health_interval`
 # (probe_script): the probes in between only connect to its port, which
 # costs the app no request and no line of its log. Where gitd's own probe
-# gates the deploy and a bridge routes it, Docker probes only every
+# gates the deploy and a route file routes it, Docker probes only every
 # `health_interval` (web_healthcheck): an exec costs the engine about 0.01 s
 # of a core, 600 a second at 300 apps.
 FAST_INTERVAL = 0.5
@@ -169,8 +170,8 @@ def probe_script(check: HealthCheck, port: int, every: int = 1) -> str:
 
 def web_healthcheck(check: HealthCheck, port: int, health_interval, gated_by_gitd: bool) -> dict:
     """A web container's HEALTHCHECK. `gated_by_gitd`: gitd probes the new
-    container itself (wait_probe) and a bridge routes it until Docker's first
-    check passes, so Docker need check only every `health_interval`, with
+    container itself (wait_probe) and its deploy's route file routes it
+    from then on, so Docker need check only every `health_interval`, with
     HTTP each time. Otherwise Docker's first check is the gate: every
     FAST_INTERVAL, connecting only between HTTP checks."""
     if gated_by_gitd:

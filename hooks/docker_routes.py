@@ -42,10 +42,13 @@ ROUTE_FILE_NAME = re.compile(rf"^{ROUTE_FILE_PREFIX}(?P<key>.+)-s(?P<seq>[0-9]+)
 # (one listing of this instance's web containers, none inspected)
 FOLLOW_INTERVAL = 2.0
 WEB = {LABEL_ROLE: "service", LABEL_PROCESS: "web"}
-# a container leaves its routes when Docker says it stops (SIGTERM sent) or
-# ended; these and its start or health changing wake a look
+# a container leaves its routes when Docker says it stops (a signal sent to
+# end it) or ended; these and its start or health changing wake a look
 LEAVING = ("kill", "stop", "die")
 EVENTS = LEAVING + ("start", "health_status")
+# signals a `docker kill -s` sends to a process that goes on running
+NOT_ENDING = {"1", "10", "12", "28", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+              "HUP", "USR1", "USR2", "WINCH"}
 
 
 def route_file_name(route_key: str, seq: int) -> str:
@@ -68,16 +71,22 @@ def listed_url(container, route_key: str, seq: int) -> str | None:
 
 
 def following(servers: set[str], containers: list, route_key: str, seq: int,
-              dropped: set[str]) -> set[str]:
-    """A deploy's servers as its containers (listed) are now: those running
-    and not unhealthy that it routes already, unless they left since
-    (`dropped`: a die, stop or kill seen), and any Docker calls healthy."""
+              left: set[str] = frozenset(), restarted: set[str] = frozenset()) -> set[str]:
+    """A deploy's servers as its containers (listed) are now. In: a running
+    container Docker calls healthy or that has no health check (as the docker
+    provider routes it), and one still booting by Docker (its first check is
+    far off) that the deploy routes already, unless it started again since
+    (`restarted`: its deploy or the restart watch has not probed it yet).
+    Out: whatever is not running, is unhealthy, or is stopping or gone since
+    its last start (`left`: container ids)."""
     now = set()
     for container in containers:
         url = listed_url(container, route_key, seq)
-        if url is None or container.status != "running" or container.health == "unhealthy":
+        if url is None or container.status != "running" or container.health == "unhealthy" \
+                or container.id in left:
             continue
-        if container.health == "healthy" or (url in servers and url not in dropped):
+        if container.health in ("healthy", None) or (
+                url in servers and container.id not in restarted):
             now.add(url)
     return now
 
@@ -86,7 +95,7 @@ class LabelRoutes:
     """An external Traefik: the containers' labels are the routes."""
 
     providers = ("docker",)
-    bridged = False  # a deploy waits for Docker's check: then the docker provider routes it
+    routes_by_file = False  # a deploy waits for Docker's check: then the docker provider routes it
 
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
@@ -101,12 +110,6 @@ class LabelRoutes:
     def carries(self, container) -> bool:
         return False
 
-    def web_running(self, route_key: str, seq: int) -> bool:
-        app = route_key.split("_", 1)[0]
-        return any(route_key_of(c.labels) == route_key and c.status == "running"
-                   for c in self.engine.listed(app, **{LABEL_SEQ: str(seq),
-                                                       LABEL_PROCESS: "web"}))
-
     def follow(self) -> None:
         """Nothing to follow: the docker provider reads the labels."""
 
@@ -117,7 +120,7 @@ class FileRoutes(LabelRoutes):
     Traefik could read them)."""
 
     providers = ("file",)
-    bridged = True  # a deploy probes its containers itself, and its file routes them
+    routes_by_file = True  # a deploy probes its containers itself, and its file routes them
 
     def __init__(self, engine: Engine, settings: Settings):
         super().__init__(engine, settings)
@@ -125,7 +128,9 @@ class FileRoutes(LabelRoutes):
         self._wake = threading.Event()
         self._following = False
         self._urls: dict[str, str] = {}  # container id -> its url, at the last look
-        self._dropped: set[str] = set()  # urls of containers that left their routes since
+        self._left: set[str] = set()  # ids stopping or ended since their last start
+        self._restarted: set[str] = set()  # ids started again since, not probed by gitd yet
+        self._published: dict[str, float] = {}  # file name -> when a deploy last wrote it
 
     @property
     def dir(self) -> Path:
@@ -133,7 +138,10 @@ class FileRoutes(LabelRoutes):
 
     def publish(self, route_key: str, seq: int, routes: list, servers: set[str], tls) -> None:
         with self._guard:
-            self._dropped -= servers
+            probed = {cid for cid, url in self._urls.items() if url in servers}
+            self._left -= probed
+            self._restarted -= probed
+            self._published[route_file_name(route_key, seq)] = time.monotonic()
             self._write(route_key, seq, routes, servers, tls)
 
     def stage(self, route_key: str, seq: int, routes: list, servers: set[str],
@@ -178,9 +186,17 @@ class FileRoutes(LabelRoutes):
         if not seq.isdigit() or not host_port:
             return False
         with self._guard:
+            if container.id in self._left or container.id in self._restarted:
+                return False  # out at the next look, if not already
             servers = self.servers_of(self.dir / route_file_name(route_key_of(container.labels),
                                                                  int(seq)))
         return servers is not None and f"http://127.0.0.1:{host_port}" in servers
+
+    def web_running(self, route_key: str, seq: int) -> bool:
+        app = route_key.split("_", 1)[0]
+        return any(route_key_of(c.labels) == route_key and c.status == "running"
+                   for c in self.engine.listed(app, **{LABEL_SEQ: str(seq),
+                                                       LABEL_PROCESS: "web"}))
 
     def follow(self) -> None:
         """Start following (once): a thread listening for the web
@@ -196,19 +212,27 @@ class FileRoutes(LabelRoutes):
         while True:
             try:
                 for event in self.engine.events(None, EVENTS, **WEB):
-                    if (event.get("Action") or event.get("status")) in LEAVING:
-                        self.left(event.get("id", ""))
+                    self.seen(event)
                     self._wake.set()
             except Exception:  # noqa: BLE001 - the engine restarted: listen again
                 log.warning("container events interrupted; listening again")
+                with self._guard:  # what it missed meanwhile (restarts) is not known
+                    self._restarted |= self._left | set(self._urls)
+                    self._left.clear()
                 time.sleep(1.0)
 
-    def left(self, container_id: str) -> None:
-        """A container is stopping or ended: out of its routes at the next look."""
+    def seen(self, event: dict) -> None:
+        """A container event: one stopping or ended leaves its routes at the
+        next look; one started again after that waits for a probe."""
+        action = event.get("Action") or event.get("status") or ""
+        container_id = event.get("id", "")
+        signal = ((event.get("Actor") or {}).get("Attributes") or {}).get("signal", "")
         with self._guard:
-            url = self._urls.get(container_id)
-            if url:
-                self._dropped.add(url)
+            if action in LEAVING and not (action == "kill" and signal in NOT_ENDING):
+                self._left.add(container_id)
+            elif action == "start" and container_id in self._left:
+                self._left.discard(container_id)
+                self._restarted.add(container_id)
 
     def _follow(self) -> None:
         while True:
@@ -216,15 +240,17 @@ class FileRoutes(LabelRoutes):
             self._wake.clear()
             try:
                 self.sync()
-            except Exception:  # noqa: BLE001 - keep following; the next look retries
-                log.exception("route files update failed")
+            except Exception as exc:  # noqa: BLE001 - keep following; the next look retries
+                log.warning("route files update failed", error=str(exc))
 
     def sync(self) -> int:
         """Point each route file at its deploy's containers as they are now;
         a file whose deploy has no container left (a gitd stopped before
         its retirement finished) goes. Returns files rewritten or removed."""
         # files first: a deploy makes its containers before its file, so every
-        # file seen here has its containers in the listing below
+        # file seen here has its containers in the listing below; one a
+        # deploy writes after the listing began is left to the next look
+        began = time.monotonic()
         paths = sorted(self.dir.glob(f"{ROUTE_FILE_PREFIX}*.yml"))
         containers = self.engine.listed(None, **WEB)
         by_deploy: dict[tuple[str, int], list] = {}
@@ -237,11 +263,14 @@ class FileRoutes(LabelRoutes):
         with self._guard:
             self._urls = {c.id: url for (key, seq), group in by_deploy.items() for c in group
                           if (url := listed_url(c, key, seq))}
-            self._dropped &= set(self._urls.values())
+            known = {c.id for c in containers}
+            self._left &= known
+            self._restarted &= known - {c.id for c in containers if c.health == "healthy"}
             for path in paths:
-                written += self._rewrite(path, by_deploy)
-            self._dropped -= {self._urls[c.id] for c in containers
-                              if c.health == "healthy" and c.id in self._urls}
+                if self._published.get(path.name, 0.0) < began:
+                    written += self._rewrite(path, by_deploy)
+            self._published = {name: when for name, when in self._published.items()
+                               if when >= began}
         return written
 
     def _rewrite(self, path: Path, by_deploy: dict) -> int:
@@ -250,9 +279,10 @@ class FileRoutes(LabelRoutes):
             return 0
         if deploy not in by_deploy:
             path.unlink(missing_ok=True)
-            log.info("route file of a deploy that is gone removed", route=router.route_name(*deploy))
+            log.info("route file of a deploy that is gone removed",
+                     route=router.route_name(*deploy))
             return 1
-        now = following(servers, by_deploy.get(deploy, []), *deploy, self._dropped)
+        now = following(servers, by_deploy.get(deploy, []), *deploy, self._left, self._restarted)
         if now == servers:
             return 0
         config = json.loads(path.read_text())

@@ -661,7 +661,8 @@ class HealthChecks:
     engine that does not (`Capabilities.runs_health_checks` false: Podman
     with no systemd for its timers), each at its own interval. Podman's
     API runs one on request and records the result as its timer would, with
-    the same health_status event Traefik's docker provider waits for."""
+    the same health_status event (gitd's route files and an external
+    Traefik's docker provider follow it)."""
 
     def __init__(self, engine: Engine, clock=time.monotonic):
         self.engine = engine

@@ -2,7 +2,8 @@
 for apps:info and doctor), and the watcher that restarts a web container
 Docker keeps calling unhealthy, with a bounded backoff.
 
-Traefik's docker provider drops an unhealthy container's router; the app's
+An unhealthy container leaves its deploy's route file (hooks.docker_routes;
+an external Traefik's docker provider drops its router); the app's
 503 routes (hooks.router.fallback_config) then answer for it. A container
 unhealthy for `unhealthy_restart` seconds is restarted; if it is unhealthy
 again, the next restart waits twice as long, up to MAX_BACKOFF. A container

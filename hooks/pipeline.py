@@ -400,7 +400,7 @@ class Pipeline:
 
     def serve_started(self, app: str, units: list, progress) -> None:
         """After ps:start: the started web containers pass their check and
-        Traefik routes them (through a bridge, as a deploy does) before the
+        Traefik routes them (their route file, as a deploy does) before the
         command returns."""
         scheduler = self.deployer.scheduler
         if scheduler.routes_follow_tasks:

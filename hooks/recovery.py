@@ -205,7 +205,9 @@ class Recovery:
         (hooks.docker_routes): a live deploy that has none (an older gitd's
         docker provider had taken it over) gets one to its running healthy
         web containers before Traefik starts, so every app is served from
-        Traefik's first read of the files. gitd follows them once it runs."""
+        Traefik's first read of the files; the files there are brought to
+        the containers as they are now (an engine restarted meanwhile
+        started them again on other ports). gitd follows them once it runs."""
         routes = self._scheduler().routes
         if not isinstance(routes, FileRoutes):
             return
@@ -232,6 +234,7 @@ class Recovery:
                 if target.hosts and servers:
                     routes.stage(target.route_key, target.seq, target.routes, servers,
                                  target.tls)
+        routes.sync()  # the files there already: on the ports their containers have now
 
     def _retire_later(self, containers: list, notes: list, snapshot: list, adopted: set) -> None:
         """Old containers that may still carry traffic, found at start: drained
@@ -395,12 +398,13 @@ def _judged_healthy(container) -> None:
 
 
 def _routed(container) -> bool:
-    """Traefik routes a running web service container once it is healthy."""
+    """Traefik routes a running web service container once it is healthy
+    (at once when it has no health check: checks:disable)."""
     state = container.attrs.get("State") or {}
     return (container.status == "running"
             and container.labels.get(LABEL_PROCESS) == "web"
             and container.labels.get(LABEL_ROLE) == "service"
-            and (state.get("Health") or {}).get("Status") == "healthy")
+            and (state.get("Health") or {}).get("Status") in ("healthy", None))
 
 
 def _retired_by_a_live_release(container, app) -> bool:

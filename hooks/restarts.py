@@ -1,12 +1,12 @@
 """Web containers started again after their deploy: by the engine (its
 restart policy after a crash, or its own restart) or by gitd (hooks.health).
 
-Traefik's docker provider routes such a container again only once Docker's
-first check passes, and where gitd probes deploys itself Docker checks only
-every `health_interval` (hooks.checks.web_healthcheck): without more, a
-crashed app would answer 503 for up to that long after it is back. The
-watch hands each such container to `serve(container)`, which probes it and
-bridges its deploy (hooks.bridges) at once, as a deploy does.
+Such a container is out of its deploy's route file (hooks.docker_routes)
+until Docker calls it healthy, and where gitd probes deploys itself Docker
+checks only every `health_interval` (hooks.checks.web_healthcheck): without
+more, a crashed app would answer 503 for up to that long after it is back.
+The watch hands each such container to `serve(container)`, which probes it
+and writes it back into its deploy's route file at once, as a deploy does.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def started_again(attrs: dict) -> bool:
 
 
 def waits_for_docker(attrs: dict) -> bool:
-    """Running, and not routed by the docker provider until Docker's first check."""
+    """Running, and not routed by its health until Docker's first check."""
     state = attrs.get("State") or {}
     return state.get("Status") == "running" and (state.get("Health") or {}).get("Status") == "starting"
 
@@ -123,7 +123,7 @@ class RestartWatch:
         if container is None or not (started_again(container.attrs)
                                      and waits_for_docker(container.attrs)):
             return False
-        log.info("a web container started again: probing and bridging it",
+        log.info("a web container started again: probing and routing it",
                  app=container.labels.get(LABEL_APP, ""), container=container.name)
         self.serve(container)
         return True

@@ -88,14 +88,14 @@ class DockerScheduler:
         return self._routes
 
     @property
-    def bridged(self) -> bool:
-        return self._routes.bridged
+    def routes_by_file(self) -> bool:
+        return self._routes.routes_by_file
 
     @property
     def probes_deploys(self) -> bool:
-        """Bridged (a managed Traefik): wait_ready probes itself, and the
+        """Routed by file (a managed Traefik): wait_ready probes itself, and the
         deploy's route file routes it before Docker's first check."""
-        return self.bridged
+        return self.routes_by_file
 
     def prepare(self, network: str, app: str) -> None:
         self.engine.ensure_network(network, labels={LABEL_APP: app})
@@ -117,7 +117,7 @@ class DockerScheduler:
             progress.line(f"waiting for {label} to pass {check.describe()}")
             # a check Docker runs rarely is never waited for (it may be
             # Traefik that cannot be asked now, not at the deploy's start)
-            wait = (checks.wait_probe if self.bridged or not checks.runs_often(unit)
+            wait = (checks.wait_probe if self.routes_by_file or not checks.runs_often(unit)
                     else checks.wait_healthy)
             wait(self.engine, unit, check, progress.line, label)
             progress.line(f"{label} is healthy")
@@ -164,10 +164,10 @@ class DockerScheduler:
     def remove(self, units: list, timeout: int = 0) -> None:
         for unit in units:
             self.engine.remove(unit, timeout=timeout)
-        if self.bridged:
+        if self.routes_by_file:
             for route_key, seq in web_deploys(units):
                 if not self._routes.web_running(route_key, seq):
-                    self._routes.unpublish(route_key, seq)  # its bridge goes with the last of them
+                    self._routes.unpublish(route_key, seq)  # its file goes with the last of them
 
     def run_task(self, spec: dict, on_line, timeout: float) -> tuple[int | None, bool]:
         """Run a one-off container to its end, its output to `on_line`.

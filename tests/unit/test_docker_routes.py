@@ -108,7 +108,7 @@ def test_a_route_file_carries_a_container_only_at_its_published_port_now(tmp_pat
 
 
 def test_ps_calls_a_starting_container_healthy_once_gitds_check_had_it_routed(tmp_path, monkeypatch):
-    """Docker's first check of a bridged container comes `health_interval`
+    """Docker's first check of a routes_by_file container comes `health_interval`
     (30 s) after its start: until then gitd's run of the check is the one
     that counts, and ps, apps:info and the dashboard say so."""
     settings = Settings(data_dir=tmp_path, instance="x", traefik_api_port=1)
@@ -156,10 +156,10 @@ def _servers(routes, seq: int = 3) -> list[str]:
 
 def test_a_managed_traefik_routes_by_files_that_stay_an_external_one_by_labels(tmp_path):
     managed = DockerScheduler(Engine([]), Settings(data_dir=tmp_path, traefik_api_port=1))
-    assert isinstance(managed.routes, FileRoutes) and managed.bridged
+    assert isinstance(managed.routes, FileRoutes) and managed.routes_by_file
     assert managed.routes.providers == ("file",)
     external = DockerScheduler(Engine([]), Settings(data_dir=tmp_path, traefik="external"))
-    assert type(external.routes) is LabelRoutes and not external.bridged
+    assert type(external.routes) is LabelRoutes and not external.routes_by_file
     external.routes.publish("shop", 3, router.as_routes(["shop.test"]), {"http://127.0.0.1:1"}, None)
     assert not list(tmp_path.rglob("bridge-*.yml"))  # the labels carry them
     managed.routes.publish("shop", 3, router.as_routes(["shop.test"]), {"http://127.0.0.1:1"}, None)
@@ -175,21 +175,26 @@ def test_a_deploys_servers_follow_its_containers():
     listed = Engine([a, b]).listed()
     mine = {"http://127.0.0.1:4000"}
     # routed already and booting: stays; healthy by Docker: comes in
-    assert following(mine, listed, "shop", 3, set()) == {"http://127.0.0.1:4000",
-                                                         "http://127.0.0.1:4001"}
-    # a die, stop or kill seen since: leaves even before the listing says so
-    assert following(mine, listed, "shop", 3, {"http://127.0.0.1:4000"}) == {
-        "http://127.0.0.1:4001"}
+    assert following(mine, listed, "shop", 3) == {"http://127.0.0.1:4000",
+                                                  "http://127.0.0.1:4001"}
+    # a die, stop or kill seen since: leaves even before the listing says so, healthy or not
+    assert following(mine, listed, "shop", 3, left={"a", "b"}) == set()
+    # started again since it was routed: out until probed, or healthy by Docker
+    assert following(mine, listed, "shop", 3, restarted={"a", "b"}) == {"http://127.0.0.1:4001"}
+    # no health check (checks:disable): running is serving
+    c = _web("c", 3, 4004)
+    del c.attrs["State"]["Health"]
+    assert following(set(), Engine([c]).listed(), "shop", 3) == {"http://127.0.0.1:4004"}
     # not routed yet and not healthy by Docker (a deploy still probing it): stays out
-    assert following(set(), Engine([a]).listed(), "shop", 3, set()) == set()
+    assert following(set(), Engine([a]).listed(), "shop", 3) == set()
     for gone in (_web("a", 3, 4000, status="exited"), _web("a", 3, 4000, health="unhealthy")):
-        assert following(mine, Engine([gone]).listed(), "shop", 3, set()) == set()
+        assert following(mine, Engine([gone]).listed(), "shop", 3) == set()
     # a port other than the deploy's, or published beyond loopback: never a server
     odd = _web("c", 3, 4002, health="healthy", port=6000)
     odd.labels[router.port_label("shop", 3)] = "5000"
     wide = _web("d", 3, 4003, health="healthy")
     wide.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostIp"] = "0.0.0.0"
-    assert following(set(), Engine([odd, wide]).listed(), "shop", 3, set()) == set()
+    assert following(set(), Engine([odd, wide]).listed(), "shop", 3) == set()
 
 
 def test_the_follower_rewrites_only_files_that_are_there_and_not_through_a_symlink(tmp_path):
@@ -197,11 +202,14 @@ def test_the_follower_rewrites_only_files_that_are_there_and_not_through_a_symli
     routes = _file_routes(tmp_path, [a, b])
     routes.publish("shop", 3, router.as_routes(["shop.test"]),
                    {"http://127.0.0.1:4000", "http://127.0.0.1:4001"}, None)
-    routes.left("b")  # not seen by a look yet: nothing known of it
+    time.sleep(0.01)  # a look after the deploy wrote it
     assert routes.sync() == 0  # as the deploy wrote it
-    routes.left("b")  # its kill: out at the next look
+    routes.seen({"Action": "kill", "id": "b", "Actor": {"Attributes": {"signal": "15"}}})
+    assert not routes.carries(b)  # out at the next look
     assert routes.sync() == 1 and _servers(routes) == ["http://127.0.0.1:4000"]
-    b.attrs["State"]["Health"]["Status"] = "healthy"  # started again, Docker's check passed
+    routes.seen({"Action": "start", "id": "b"})  # started again
+    assert routes.sync() == 0  # booting: out until probed
+    b.attrs["State"]["Health"]["Status"] = "healthy"  # Docker's check passed
     assert routes.sync() == 1 and _servers(routes) == ["http://127.0.0.1:4000",
                                                        "http://127.0.0.1:4001"]
     a.status = "exited"
@@ -212,6 +220,7 @@ def test_the_follower_rewrites_only_files_that_are_there_and_not_through_a_symli
     assert not (routes.dir / route_file_name("shop", 4)).exists()
     # a file whose deploy has no container left (a stopped gitd's) goes
     routes.publish("shop", 9, router.as_routes(["shop.test"]), {"http://127.0.0.1:9"}, None)
+    time.sleep(0.01)
     assert routes.sync() == 1 and not (routes.dir / route_file_name("shop", 9)).exists()
     # a symlink in the watched dir is not a route file gitd follows
     target = tmp_path / "elsewhere.json"
@@ -226,10 +235,50 @@ def test_a_deploy_publishing_a_container_the_follower_had_dropped_routes_it_agai
     a = _web("a", 3, 4000)
     routes = _file_routes(tmp_path, [a])
     routes.publish("shop", 3, router.as_routes(["shop.test"]), {"http://127.0.0.1:4000"}, None)
+    time.sleep(0.01)
     routes.sync()
-    routes.left("a")  # crashed; the engine starts it again at the same port
+    routes.seen({"Action": "die", "id": "a"})  # crashed; the engine starts it again at the same port
+    routes.seen({"Action": "start", "id": "a"})
+    assert not routes.carries(a)  # the restart watch probes it
     assert routes.sync() == 1 and _servers(routes) == []
     assert routes.sync() == 0 and _servers(routes) == []  # booting: stays out
     # the restart watch probed it and publishes the deploy again
     routes.publish("shop", 3, router.as_routes(["shop.test"]), {"http://127.0.0.1:4000"}, None)
+    time.sleep(0.01)
+    assert routes.sync() == 0 and _servers(routes) == ["http://127.0.0.1:4000"]
+    assert routes.carries(a)
+
+
+def test_a_signal_that_does_not_end_the_app_keeps_it_routed_and_one_with_no_check_comes_back(
+        tmp_path):
+    a = _web("a", 3, 4000, health="healthy")
+    routes = _file_routes(tmp_path, [a])
+    routes.publish("shop", 3, router.as_routes(["shop.test"]), {"http://127.0.0.1:4000"}, None)
+    time.sleep(0.01)
+    routes.sync()
+    routes.seen({"Action": "kill", "id": "a", "Actor": {"Attributes": {"signal": "1"}}})  # HUP
+    assert routes.sync() == 0 and _servers(routes) == ["http://127.0.0.1:4000"]
+    # stopping: out though Docker still calls it healthy
+    routes.seen({"Action": "kill", "id": "a", "Actor": {"Attributes": {"signal": "15"}}})
+    assert routes.sync() == 1 and _servers(routes) == []
+    # checks:disable: no health check; started again, it serves as soon as it runs
+    del a.attrs["State"]["Health"]
+    routes.seen({"Action": "start", "id": "a"})
+    assert routes.sync() == 1 and _servers(routes) == ["http://127.0.0.1:4000"]
+
+
+def test_a_look_that_began_before_a_deploy_wrote_its_file_leaves_the_file_to_the_next(tmp_path):
+    a = _web("a", 3, 4000)
+    routes = _file_routes(tmp_path, [])  # the listing: before the deploy's container existed
+    listed = routes.engine.listed
+
+    def publish_meanwhile(*args, **kwargs):
+        found = listed(*args, **kwargs)
+        routes.engine.live.append(a)
+        routes.publish("shop", 3, router.as_routes(["shop.test"]), {"http://127.0.0.1:4000"}, None)
+        return found
+
+    routes.engine.listed = publish_meanwhile
+    assert routes.sync() == 0 and _servers(routes) == ["http://127.0.0.1:4000"]
+    routes.engine.listed = listed
     assert routes.sync() == 0 and _servers(routes) == ["http://127.0.0.1:4000"]

@@ -172,15 +172,22 @@ def test_at_start_every_live_deploy_without_a_route_file_gets_one(tmp_path):
     """A managed Traefik reads route files only: a live deploy an older
     gitd's docker provider had taken over gets a file to its healthy web
     containers before Traefik starts. Not for a leftover, not for an
-    unhealthy container, and a file there already is kept as it is."""
+    unhealthy container; a file there already is brought to the ports its
+    containers have now."""
     import json
+
+    from hooks import router
+    from hooks.specs import route_key_of
 
     live, leftover = app_container("hello", 1, 1), app_container("hello", 2, 2, health="unhealthy")
     other, sick = app_container("other", 1, 1), app_container("sick", 1, 1, health="unhealthy")
     kept = app_container("kept", 1, 1)
     containers = (live, leftover, other, sick, kept)
     for port, container in enumerate(containers, 41001):
-        container.attrs["NetworkSettings"] = {"Ports": {"5000/tcp": [{"HostPort": str(port)}]}}
+        container.attrs["NetworkSettings"] = {"Ports": {"5000/tcp": [{"HostIp": "127.0.0.1",
+                                                                      "HostPort": str(port)}]}}
+        container.labels[router.port_label(route_key_of(container.labels),
+                                           int(container.labels["gitd.seq"]))] = "5000"
     gitd = daemon_mid_deploy(tmp_path, list(containers))
     for name in ("other", "sick", "kept"):
         gitd.store.create_app(name)
@@ -188,13 +195,16 @@ def test_at_start_every_live_deploy_without_a_route_file_gets_one(tmp_path):
         gitd.store.set_live(name, release.version, gitd.store.take_seq(name))
     for name in ("hello", "other", "sick", "kept"):
         gitd.store.add_domains(name, [f"{name}.test"])
+    # a file there already, from before the engine restarted its container elsewhere
     gitd.settings.dynamic_dir.mkdir(parents=True, exist_ok=True)
-    (gitd.settings.dynamic_dir / "bridge-kept-s1.yml").write_text("{}")
+    (gitd.settings.dynamic_dir / "bridge-kept-s1.yml").write_text(router.route_file_text(
+        router.file_routes("kept", 1, router.as_routes(["kept.test"]), ["http://127.0.0.1:41999"])))
     gitd.reconcile()
     staged = {p.name: json.loads(p.read_text())
               for p in gitd.settings.dynamic_dir.glob("bridge-*.yml")}
     assert sorted(staged) == ["bridge-hello-s1.yml", "bridge-kept-s1.yml", "bridge-other-s1.yml"]
-    assert staged["bridge-kept-s1.yml"] == {}
+    assert [s["url"] for s in staged["bridge-kept-s1.yml"]["http"]["services"]["kept-s1"][
+        "loadBalancer"]["servers"]] == ["http://127.0.0.1:41005"]  # where it runs now
     http = staged["bridge-hello-s1.yml"]["http"]  # the live container's port, not the leftover's
     assert [s["url"] for v in http["services"].values() for s in v["loadBalancer"]["servers"]] == [
         "http://127.0.0.1:41001"]
