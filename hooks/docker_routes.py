@@ -2,14 +2,16 @@
 
 With a managed Traefik (gitd writes its static config), routes are files
 only: FileRoutes. Traefik runs no docker provider, which lists and inspects
-every container on the engine at each container's start or death: at 300
-apps it made one container's start 2.6x slower (0.43 -> 1.14 s; without it
-0.51 -> 0.58 s, each container on a network of its own, on a 2-core
-machine). A deploy probes its containers itself and writes its route file;
-a follower keeps the file's servers on the deploy's web containers as
-Docker sees them: one that dies, is stopped or is unhealthy leaves at once;
-one comes (back) once Docker calls it healthy, or once a deploy or the
-restart watch (hooks.restarts) has probed it and written it in.
+every container on the engine at each container's start or death: beside
+300 containers (each on a network of its own, with a 30 s check) one start
+until it answered took 1.14 s with it running throughout, 0.58 s without
+(0.43 and 0.51 s beside none; 2 cores), and bench/engine_cost.py has it
+add half of dockerd's CPU per start. A deploy probes its containers itself
+and writes its route file; a follower keeps the file's servers on the
+deploy's web containers as Docker sees them: one that dies, is stopped or
+is unhealthy leaves at once; one comes (back) once Docker calls it healthy
+(or, with no health check, once it runs), or once a deploy or the restart
+watch (hooks.restarts) has probed it and written it in.
 
 With an external Traefik, its docker provider reads the containers' labels
 (hooks.specs), and routes a container once Docker calls it healthy:
