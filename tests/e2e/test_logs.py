@@ -86,6 +86,14 @@ def test_logs_follow_the_app_across_restarts_deploys_and_crashes(gitd, docker_cl
     assert gitd.push(repo, app).returncode == 0
     ok(gitd, "ps:scale", app, "worker=1")
     gitd.wait_retired(docker_client, app)
+    # what gitd starts once for all (its watch of exits, its shared stream of
+    # the apps' events) runs from now on: counted before the followers
+    ok(gitd, "ps", app)
+    first = Follower(gitd, app, "--type", "web", "-n", "1")
+    try:
+        first.wait_for(r"web\.1 \| v1 up web\.1")
+    finally:
+        first.hang_up()
     time.sleep(1)
     threads = _threads(gitd.proc.pid)
 
@@ -125,7 +133,7 @@ def test_logs_follow_the_app_across_restarts_deploys_and_crashes(gitd, docker_cl
         web.hang_up()
     gitd.wait_retired(docker_client, app)
     # the followers' threads end with the sessions (a deploy's own background
-    # threads, its bridge's hand-over, end within two minutes of it)
+    # threads end within two minutes of it)
     assert _until(lambda: _threads(gitd.proc.pid) <= threads, timeout=150), (
         _threads(gitd.proc.pid), threads)
     threads = _threads(gitd.proc.pid)
