@@ -146,15 +146,13 @@ class FileRoutes(LabelRoutes):
             self._published[route_file_name(route_key, seq)] = time.monotonic()
             self._write(route_key, seq, routes, servers, tls)
 
-    def stage(self, route_key: str, seq: int, routes: list, servers: set[str],
-              tls) -> Path | None:
+    def stage(self, route_key: str, seq: int, routes: list, servers: set[str], tls) -> None:
         """At start, before the managed Traefik starts: a live deploy's file
         when it has none (an upgrade from a gitd whose docker provider had
-        taken it over). Returns it, or None when it was there."""
+        taken it over)."""
         with self._guard:
-            if (self.dir / route_file_name(route_key, seq)).exists():
-                return None
-            return self._write(route_key, seq, routes, servers, tls)
+            if not (self.dir / route_file_name(route_key, seq)).exists():
+                self._write(route_key, seq, routes, servers, tls)
 
     def unpublish(self, route_key: str, seq: int) -> None:
         with self._guard:
@@ -168,14 +166,14 @@ class FileRoutes(LabelRoutes):
         router.write_route_file(path, router.route_file_text(config))
         return path
 
-    def servers_of(self, path: Path) -> set[str] | None:
-        """The servers a route file names; None: not one."""
+    def read(self, path: Path) -> tuple[dict, set[str]] | None:
+        """A route file's config and the servers it names; None: not one."""
         if parse_route_file_name(path.name) is None or path.is_symlink():
             return None
         try:
-            config = json.loads(path.read_text())["http"]
-            return {s["url"] for v in (config.get("services") or {}).values()
-                    for s in v["loadBalancer"]["servers"]}
+            config = json.loads(path.read_text())
+            return config, {s["url"] for v in (config["http"].get("services") or {}).values()
+                            for s in v["loadBalancer"]["servers"]}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -190,9 +188,8 @@ class FileRoutes(LabelRoutes):
         with self._guard:
             if container.id in self._left or container.id in self._restarted:
                 return False  # out at the next look, if not already
-            servers = self.servers_of(self.dir / route_file_name(route_key_of(container.labels),
-                                                                 int(seq)))
-        return servers is not None and f"http://127.0.0.1:{host_port}" in servers
+            found = self.read(self.dir / route_file_name(route_key_of(container.labels), int(seq)))
+        return found is not None and f"http://127.0.0.1:{host_port}" in found[1]
 
     def web_running(self, route_key: str, seq: int) -> bool:
         app = route_key.split("_", 1)[0]
@@ -276,9 +273,10 @@ class FileRoutes(LabelRoutes):
         return written
 
     def _rewrite(self, path: Path, by_deploy: dict) -> int:
-        deploy, servers = parse_route_file_name(path.name), self.servers_of(path)
-        if deploy is None or servers is None:
+        deploy, found = parse_route_file_name(path.name), self.read(path)
+        if deploy is None or found is None:
             return 0
+        config, servers = found
         if deploy not in by_deploy:
             path.unlink(missing_ok=True)
             log.info("route file of a deploy that is gone removed",
@@ -287,7 +285,6 @@ class FileRoutes(LabelRoutes):
         now = following(servers, by_deploy.get(deploy, []), *deploy, self._left, self._restarted)
         if now == servers:
             return 0
-        config = json.loads(path.read_text())
         for service in config["http"].get("services", {}).values():
             service["loadBalancer"]["servers"] = [{"url": url} for url in sorted(now)]
         router.write_route_file(path, router.route_file_text(config))
